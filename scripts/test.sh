@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command (what CI runs): installs what the tests need, then runs the format
+# check, clippy with warnings as errors, and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# System packages: Node.js + npm for the megajs interop test.
+need=()
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# npm packages for the interop tests (megajs), installed from package-lock.json.
+if [ -f tests/interop/package.json ]; then
+  log "npm install (tests/interop)"
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --workspace --all-targets "$@"

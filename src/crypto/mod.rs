@@ -1,0 +1,58 @@
+//! MEGA's client-side cryptography: pure functions and small value types, no I/O and no async.
+//!
+//! Everything here follows `MEGA-PROTOCOL.md` §2–§6 and is checked against the known-answer
+//! vectors in `shared/vectors/mega-vectors.json` (see `tests.rs`).
+//!
+//! * [`b64`]: MEGA's base64url (no padding; `+`/`/` accepted when decoding).
+//! * [`aes`]: AES-128 ECB key wrapping, CBC with a zero IV (attributes), CTR from any offset.
+//! * [`mac`]: the MAC chunk schedule, per-chunk CBC-MAC and the condensed meta-MAC.
+//! * [`kdf`]: v1 `prepare_key` + `stringhash`, v2 PBKDF2-SHA512.
+//! * [`rsa`]: MPI parsing, the encrypted private key blob, CRT decryption of `csid`.
+//! * [`attr`]: node attribute encryption (`MEGA{json}`).
+//! * [`fingerprint`]: the SDK file fingerprint carried in the `c` attribute.
+//! * [`keys`]: key newtypes ([`MasterKey`], [`FileKey`], [`FolderKey`]) with redacted `Debug`.
+//!
+//! Must not depend on any other module of this crate.
+
+pub mod aes;
+pub mod attr;
+pub mod b64;
+pub mod fingerprint;
+pub mod kdf;
+pub mod keys;
+pub mod mac;
+pub mod rsa;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::{FileKey, FolderKey, Key128, MasterKey, NodeKey};
+
+/// Errors from decoding or decrypting data that came from outside (server, link, session file).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("invalid base64 in {what}")]
+    Base64 { what: &'static str },
+    #[error("{what} has length {got}, expected {expected}")]
+    Length {
+        what: &'static str,
+        got: usize,
+        expected: &'static str,
+    },
+    #[error("attributes could not be decrypted (wrong key or corrupt data)")]
+    BadAttributes,
+    #[error("malformed RSA data: {0}")]
+    Rsa(&'static str),
+    #[error("malformed fingerprint")]
+    BadFingerprint,
+}
+
+/// The optional upload checksum (`?c=` / `?d=`): the encrypted POST body XOR-folded into
+/// 12 bytes (`MEGA-PROTOCOL.md` §7.2).
+pub fn upload_checksum(body: &[u8]) -> [u8; 12] {
+    let mut crc = [0u8; 12];
+    for (i, b) in body.iter().enumerate() {
+        crc[i % 12] ^= b;
+    }
+    crc
+}

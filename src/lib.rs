@@ -1,0 +1,7 @@
+//! mega-mount: a client for MEGA cloud storage.
+//!
+//! The protocol engine shared by the front-ends (the FUSE mount, `megacmd`, folder sync):
+//! layers point one way, down — `events`/`transfer`/`tree` -> `api` -> `crypto`.
+//! See `doc/ARCHITECTURE.md`.
+
+pub mod crypto;

@@ -1,0 +1,471 @@
+//! The `/cs` commands (`MEGA-PROTOCOL.md` §4–§8): login, account info, the node tree, transfers
+//! slots, mutations and links. Each command answers a JSON value or a negative error number;
+//! mutations append action packets to the account's event log, carrying the command's `i`.
+//!
+//! Isolation: every node a command touches is checked to belong to the session's account.
+
+use serde_json::{json, Map, Value};
+
+use crate::store::{self, Node, User, FILE, FOLDER};
+use crate::{crypto, new_node_handle, State};
+
+/// MEGA error codes used here.
+pub(crate) mod err {
+    pub const EINTERNAL: i64 = -1;
+    pub const EARGS: i64 = -2;
+    pub const ENOENT: i64 = -9;
+    pub const ECIRCULAR: i64 = -10;
+    pub const EACCESS: i64 = -11;
+    pub const EOVERQUOTA: i64 = -17;
+    pub const ESID: i64 = -15;
+    pub const EMFAREQUIRED: i64 = -26;
+}
+
+pub(crate) struct Session {
+    pub sid: String,
+    pub user: User,
+    pub sek: String,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub state: &'a State,
+    pub session: Option<&'a Session>,
+}
+
+type CmdResult = Result<Value, i64>;
+
+fn s<'v>(c: &'v Value, k: &str) -> Option<&'v str> {
+    c.get(k).and_then(Value::as_str)
+}
+
+fn i(c: &Value, k: &str) -> Option<i64> {
+    match c.get(k) {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Encodes an event sequence number as an `sn` string (8 bytes, base64url).
+pub(crate) fn encode_sn(seq: i64) -> String {
+    crypto::b64e(&(seq as u64).to_be_bytes())
+}
+
+pub(crate) fn decode_sn(sn: &str) -> Option<i64> {
+    let b: [u8; 8] = crypto::b64d(sn)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b) as i64)
+}
+
+fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
+    r.map_err(|e| {
+        tracing::error!("store: {e}");
+        err::EINTERNAL
+    })
+}
+
+/// Is `s` a base64url string of at most `max` characters?
+fn valid_b64(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && crypto::b64d(s).is_some()
+}
+
+impl Ctx<'_> {
+    pub fn run(&self, cmd: &Value) -> Value {
+        let Some(a) = s(cmd, "a") else {
+            return json!(err::EARGS);
+        };
+        let r = match a {
+            "us0" => self.us0(cmd),
+            "us" => self.us(cmd),
+            "g" => self.g(cmd),
+            "log" => Ok(json!(0)),
+            "mfag" => self.mfag(cmd),
+            _ => match self.session {
+                None => Err(err::EACCESS),
+                Some(sess) => self.authed(a, cmd, sess),
+            },
+        };
+        match r {
+            Ok(v) => v,
+            Err(code) => json!(code),
+        }
+    }
+
+    fn authed(&self, a: &str, cmd: &Value, sess: &Session) -> CmdResult {
+        match a {
+            "ug" => self.ug(sess),
+            "uq" => self.uq(sess),
+            "sml" => {
+                db(self.state.store.delete_session(&sess.sid))?;
+                Ok(json!(0))
+            }
+            "f" => self.f(sess),
+            "u" => self.u(cmd, sess),
+            "p" => self.p(cmd, sess),
+            "m" => self.m(cmd, sess),
+            "d" => self.d(cmd, sess),
+            "a" => self.a(cmd, sess),
+            "l" => self.l(cmd, sess),
+            // Accepted and ignored: sharing keys, key maintenance, file attributes.
+            "s2" | "k" | "pfa" => Ok(json!(0)),
+            // No user attributes are stored: "not found", as for an unset attribute.
+            "uga" => Err(err::ENOENT),
+            _ => Err(err::EARGS),
+        }
+    }
+
+    fn emit(&self, user: &str, packet: Value) -> Result<(), i64> {
+        db(self.state.store.append_event(user, &packet))?;
+        self.state.events.notify_waiters();
+        Ok(())
+    }
+
+    /// Builds an action packet with `a` first and `i` right after it (the SDK relies on it).
+    fn packet(a: &str, cmd: &Value, rest: Value) -> Value {
+        let mut m = Map::new();
+        m.insert("a".into(), json!(a));
+        if let Some(id) = s(cmd, "i") {
+            m.insert("i".into(), json!(id));
+        }
+        if let Value::Object(r) = rest {
+            m.extend(r);
+        }
+        Value::Object(m)
+    }
+
+    // ---- login ----
+
+    fn us0(&self, cmd: &Value) -> CmdResult {
+        let email = s(cmd, "user").ok_or(err::EARGS)?.trim().to_lowercase();
+        match db(self.state.store.user_by_email(&email))? {
+            Some(u) if u.version == 2 => {
+                Ok(json!({"v": 2, "s": crypto::b64e(u.salt.as_deref().unwrap_or_default())}))
+            }
+            // v1 accounts, and unknown e-mails (the login then fails with ENOENT).
+            _ => Ok(json!({"v": 1})),
+        }
+    }
+
+    fn us(&self, cmd: &Value) -> CmdResult {
+        let Some(email) = s(cmd, "user") else {
+            // Session check / resume: the sid is in the query string.
+            let sess = self.session.ok_or(err::ESID)?;
+            return Ok(json!({
+                "k": sess.user.k, "privk": sess.user.privk, "u": sess.user.handle,
+                "ach": 1, "sek": sess.sek,
+            }));
+        };
+        let uh = s(cmd, "uh").ok_or(err::EARGS)?;
+        let user =
+            db(self.state.store.user_by_email(&email.trim().to_lowercase()))?.ok_or(err::ENOENT)?;
+        let presented = crypto::b64d(uh).ok_or(err::ENOENT)?;
+        let ok = if user.version == 1 {
+            presented == user.verifier
+        } else {
+            crypto::v2_verifier(&presented).to_vec() == user.verifier
+        };
+        if !ok {
+            return Err(err::ENOENT);
+        }
+        if let Some(secret) = &user.totp_secret {
+            let code = match cmd.get("mfa") {
+                Some(Value::String(c)) => c.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(err::EMFAREQUIRED),
+            };
+            let t = store::now() as u64;
+            // Accept the previous, current and next 30 s step (clock skew).
+            let valid = [t.saturating_sub(30), t, t + 30]
+                .iter()
+                .any(|&t| crypto::totp(secret, t).as_deref() == Some(code.as_str()));
+            if !valid {
+                return Err(err::EMFAREQUIRED);
+            }
+        }
+        let sek = match s(cmd, "sek") {
+            Some(k) if crypto::b64d(k).is_some_and(|b| b.len() == 16) => k.to_string(),
+            _ => crypto::b64e(&crypto::random_bytes::<16>()),
+        };
+        let sid_raw = crypto::make_sid(&user.handle);
+        let sid = crypto::b64e(&sid_raw);
+        let pubk = crypto::b64d(&user.pubk).ok_or(err::EINTERNAL)?;
+        let csid = crypto::make_csid(&sid_raw, &pubk).ok_or(err::EINTERNAL)?;
+        db(self.state.store.insert_session(&sid, &user.handle, &sek))?;
+        Ok(json!({
+            "csid": crypto::b64e(&csid), "privk": user.privk, "k": user.k,
+            "u": user.handle, "ach": 1, "sek": sek,
+        }))
+    }
+
+    fn mfag(&self, cmd: &Value) -> CmdResult {
+        let email = s(cmd, "e").ok_or(err::EARGS)?.to_lowercase();
+        let u = db(self.state.store.user_by_email(&email))?.ok_or(err::ENOENT)?;
+        Ok(json!(if u.totp_secret.is_some() { 1 } else { 0 }))
+    }
+
+    fn ug(&self, sess: &Session) -> CmdResult {
+        let u = &sess.user;
+        let (first, last) = u.name.split_once(' ').unwrap_or((&u.name, ""));
+        Ok(json!({
+            "u": u.handle, "s": 1, "email": u.email, "name": u.name, "k": u.k, "c": 1,
+            "pubk": u.pubk, "privk": u.privk, "ts": u.ts, "since": u.since,
+            "firstname": crypto::b64e(first.as_bytes()), "lastname": crypto::b64e(last.as_bytes()),
+        }))
+    }
+
+    fn uq(&self, sess: &Session) -> CmdResult {
+        let (used, per_root) = db(self.state.store.usage(&sess.user))?;
+        Ok(json!({
+            "mstrg": sess.user.quota, "cstrg": used, "cstrgn": per_root,
+            "mxfer": 10_i64 * 1024 * 1024 * 1024 * 1024 * 1024, "caxfer": 0, "csxfer": 0,
+            "srvratio": 0, "utype": 0,
+        }))
+    }
+
+    // ---- tree ----
+
+    fn f(&self, sess: &Session) -> CmdResult {
+        let nodes = db(self.state.store.nodes_of(&sess.user.handle))?;
+        let seq = db(self.state.store.last_seq(&sess.user.handle))?;
+        Ok(json!({
+            "f": nodes.iter().map(Node::to_json).collect::<Vec<_>>(),
+            "ok": [], "ok0": [], "s": [], "u": [],
+            "sn": encode_sn(seq),
+        }))
+    }
+
+    /// A node of this account, or ENOENT (also for other accounts' nodes: no probing).
+    fn own_node(&self, sess: &Session, h: Option<&str>) -> Result<Node, i64> {
+        let h = h.ok_or(err::EARGS)?;
+        match db(self.state.store.node(h))? {
+            Some(n) if n.owner == sess.user.handle => Ok(n),
+            _ => Err(err::ENOENT),
+        }
+    }
+
+    // ---- transfers ----
+
+    fn g(&self, cmd: &Value) -> CmdResult {
+        let node = if let Some(ph) = s(cmd, "p") {
+            let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
+            db(self.state.store.node(&h))?.ok_or(err::ENOENT)?
+        } else {
+            let sess = self.session.ok_or(err::EACCESS)?;
+            self.own_node(sess, s(cmd, "n"))?
+        };
+        if node.kind != FILE {
+            return Err(err::EACCESS);
+        }
+        let mut r = json!({"s": node.size, "at": node.attrs, "msd": 1, "tl": 0});
+        if i(cmd, "g") == Some(1) {
+            let id = crypto::b64e(&crypto::random_bytes::<18>());
+            let blob = node.blob.clone().ok_or(err::EINTERNAL)?;
+            db(self.state.store.insert_download(&id, &blob, node.size))?;
+            r["g"] = json!(format!("{}dl/{}", self.state.base_url, id));
+        }
+        Ok(r)
+    }
+
+    fn u(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let size = i(cmd, "s").filter(|s| *s >= 0).ok_or(err::EARGS)?;
+        let used = db(self.state.store.used_bytes(&sess.user.handle))?;
+        if used + size > sess.user.quota {
+            return Err(err::EOVERQUOTA);
+        }
+        let id = crypto::b64e(&crypto::random_bytes::<18>());
+        let version = i(cmd, "v").unwrap_or(0);
+        db(self
+            .state
+            .store
+            .insert_upload(&id, &sess.user.handle, size, version))?;
+        Ok(json!({"p": format!("{}ul/{}", self.state.base_url, id)}))
+    }
+
+    fn p(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let parent = self.own_node(sess, s(cmd, "t"))?;
+        if parent.kind == FILE {
+            return Err(err::EACCESS);
+        }
+        let list = cmd.get("n").and_then(Value::as_array).ok_or(err::EARGS)?;
+        if list.is_empty() {
+            return Err(err::EARGS);
+        }
+        // Validate everything first so that a bad element creates nothing.
+        let mut planned = Vec::new();
+        let mut quota_needed = 0;
+        for n in list {
+            let kind = i(n, "t").ok_or(err::EARGS)?;
+            let attrs = s(n, "a").ok_or(err::EARGS)?;
+            let key = s(n, "k").ok_or(err::EARGS)?;
+            if !valid_b64(attrs, crate::crypto::MAX_ATTR_B64) || !valid_b64(key, 64) {
+                return Err(err::EARGS);
+            }
+            let source = match kind {
+                FOLDER => None,
+                FILE => {
+                    if let Some(ph) = s(n, "ph") {
+                        let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
+                        let src = db(self.state.store.node(&h))?.ok_or(err::ENOENT)?;
+                        quota_needed += src.size;
+                        Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
+                    } else {
+                        let token = s(n, "h").ok_or(err::EARGS)?;
+                        Some((String::new(), 0, Some(token.to_string())))
+                    }
+                }
+                _ => return Err(err::EARGS),
+            };
+            planned.push((kind, attrs.to_string(), key.to_string(), source));
+        }
+        if quota_needed > 0 {
+            let used = db(self.state.store.used_bytes(&sess.user.handle))?;
+            if used + quota_needed > sess.user.quota {
+                return Err(err::EOVERQUOTA);
+            }
+        }
+        let mut created = Vec::new();
+        for (kind, attrs, key, source) in planned {
+            let (blob, size) = match source {
+                None => (None, 0),
+                Some((blob, size, None)) => (Some(blob), size),
+                Some((_, _, Some(token))) => {
+                    let (blob, size, owner) =
+                        db(self.state.store.take_token(&token))?.ok_or(err::ENOENT)?;
+                    if owner != sess.user.handle {
+                        return Err(err::EACCESS);
+                    }
+                    (Some(blob), size)
+                }
+            };
+            let node = Node {
+                handle: new_node_handle(),
+                owner: sess.user.handle.clone(),
+                parent: parent.handle.clone(),
+                kind,
+                attrs,
+                key,
+                size,
+                ts: store::now(),
+                blob,
+            };
+            db(self.state.store.insert_node(&node))?;
+            created.push(node.to_json());
+        }
+        self.emit(
+            &sess.user.handle,
+            Self::packet(
+                "t",
+                cmd,
+                json!({"t": {"f": created.clone()}, "ou": sess.user.handle}),
+            ),
+        )?;
+        Ok(json!({"f": created}))
+    }
+
+    // ---- mutations ----
+
+    fn m(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let node = self.own_node(sess, s(cmd, "n"))?;
+        let target = self.own_node(sess, s(cmd, "t"))?;
+        if node.kind > FOLDER {
+            return Err(err::EACCESS);
+        }
+        if target.kind == FILE {
+            return Err(err::EACCESS);
+        }
+        let subtree = db(self.state.store.subtree(&node.handle))?;
+        if subtree.iter().any(|n| n.handle == target.handle) {
+            return Err(err::ECIRCULAR);
+        }
+        db(self.state.store.set_parent(&node.handle, &target.handle))?;
+        let moved = db(self.state.store.subtree(&node.handle))?;
+        let user = &sess.user.handle;
+        self.emit(
+            user,
+            Self::packet("d", cmd, json!({"n": node.handle, "ou": user, "m": 1})),
+        )?;
+        self.emit(
+            user,
+            Self::packet(
+                "t",
+                cmd,
+                json!({"t": {"f": moved.iter().map(Node::to_json).collect::<Vec<_>>()}, "ou": user}),
+            ),
+        )?;
+        Ok(json!(0))
+    }
+
+    fn d(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let node = self.own_node(sess, s(cmd, "n"))?;
+        if node.kind > FOLDER {
+            return Err(err::EACCESS);
+        }
+        let subtree = db(self.state.store.subtree(&node.handle))?;
+        db(self.state.store.delete_nodes(&subtree))?;
+        let user = &sess.user.handle;
+        self.emit(
+            user,
+            Self::packet("d", cmd, json!({"n": node.handle, "ou": user})),
+        )?;
+        Ok(json!(0))
+    }
+
+    fn a(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let node = self.own_node(sess, s(cmd, "n"))?;
+        if node.kind > FOLDER {
+            return Err(err::EACCESS);
+        }
+        // The official name is `at`; rclone/go-mega, mega.py and mega-rs send `attr` (+ `key`,
+        // which is ignored: keys cannot be changed this way).
+        let at = s(cmd, "at").or_else(|| s(cmd, "attr")).ok_or(err::EARGS)?;
+        if !valid_b64(at, crate::crypto::MAX_ATTR_B64) {
+            return Err(err::EARGS);
+        }
+        db(self.state.store.set_attrs(&node.handle, at))?;
+        let user = &sess.user.handle;
+        self.emit(
+            user,
+            Self::packet(
+                "u",
+                cmd,
+                json!({"n": node.handle, "u": node.owner, "at": at, "ts": store::now(), "ou": user}),
+            ),
+        )?;
+        Ok(json!(0))
+    }
+
+    fn l(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let node = self.own_node(sess, s(cmd, "n"))?;
+        if node.kind > FOLDER {
+            return Err(err::EACCESS);
+        }
+        let user = &sess.user.handle;
+        if i(cmd, "d") == Some(1) {
+            if let Some(ph) = db(self.state.store.link_for_node(&node.handle))? {
+                db(self.state.store.delete_link(&node.handle))?;
+                self.emit(
+                    user,
+                    Self::packet(
+                        "ph",
+                        cmd,
+                        json!({"h": node.handle, "ph": ph, "d": 1, "ts": store::now()}),
+                    ),
+                )?;
+            }
+            return Ok(json!(0));
+        }
+        if let Some(ph) = db(self.state.store.link_for_node(&node.handle))? {
+            return Ok(json!(ph));
+        }
+        let ph = new_node_handle();
+        db(self.state.store.insert_link(&ph, &node.handle))?;
+        self.emit(
+            user,
+            Self::packet(
+                "ph",
+                cmd,
+                json!({"h": node.handle, "ph": ph, "n": 1, "ts": store::now()}),
+            ),
+        )?;
+        Ok(json!(ph))
+    }
+}

@@ -1,0 +1,81 @@
+//! The legacy event channel (`MEGA-PROTOCOL.md` §9.1): `/sc?sn=&sid=` answers the packets
+//! after `sn` as `{"a":[…],"sn":…}` (`sn` last), or `{"w":url}` when the client is up to date;
+//! the wait URL blocks until the account's log grows past `sn` or a timeout passes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use crate::commands::{decode_sn, encode_sn};
+use crate::http::json_response;
+use crate::State;
+
+/// Most packets handed out in one `sc` reply.
+const MAX_PACKETS_PER_REPLY: i64 = 500;
+
+fn bare(code: i64) -> Response {
+    json_response(StatusCode::OK, code.to_string().into_bytes())
+}
+
+pub(crate) async fn sc(
+    AxState(state): AxState<Arc<State>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let latency = state.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let Some(sid) = q.get("sid") else {
+        return bare(-15);
+    };
+    let user = match state.store.session(sid) {
+        Ok(Some((user, _))) => user,
+        Ok(None) => return bare(-15),
+        Err(_) => return bare(-3),
+    };
+    let Some(sn) = q.get("sn").and_then(|s| decode_sn(s)) else {
+        return bare(-2);
+    };
+    let events = match state.store.events_after(&user, sn, MAX_PACKETS_PER_REPLY) {
+        Ok(e) => e,
+        Err(_) => return bare(-3),
+    };
+    let body = match events.last() {
+        Some((last, _)) => {
+            let packets: Vec<_> = events.iter().map(|(_, p)| p.clone()).collect();
+            json!({"a": packets, "sn": encode_sn(*last)})
+        }
+        None => json!({"w": format!("{}sc/wait/{}/{}", state.base_url, user, encode_sn(sn))}),
+    };
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+pub(crate) async fn wait(
+    AxState(state): AxState<Arc<State>>,
+    Path((user, sn)): Path<(String, String)>,
+) -> Response {
+    let Some(sn) = decode_sn(&sn) else {
+        return json_response(StatusCode::BAD_REQUEST, Vec::new());
+    };
+    let deadline = tokio::time::Instant::now() + state.config.wait_timeout;
+    loop {
+        // Register interest before checking, so an event between the check and the await
+        // still wakes us.
+        let notified = state.events.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match state.store.last_seq(&user) {
+            Ok(last) if last > sn => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break;
+        }
+    }
+    json_response(StatusCode::OK, Vec::new())
+}

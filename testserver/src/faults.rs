@@ -1,0 +1,190 @@
+//! Fault injection, configurable at start (`--fault NAME=N`, [`crate::Config::faults`]) and at
+//! run time (in-process through [`Faults`], or `POST /__admin/faults` with a JSON object for a
+//! server running as a child process).
+//!
+//! Counted faults fire on the next N matching requests and then stop; `latency_ms`,
+//! `bandwidth_bps` and `corrupt_downloads` stay in force until changed.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// The fault settings. Counts are "the next N requests of that kind".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    /// `/cs` answers a bare `-3` (EAGAIN) without running the commands.
+    pub cs_eagain: u32,
+    /// `/cs` answers a bare `-4` (ERATELIMIT) without running the commands.
+    pub cs_ratelimit: u32,
+    /// `/cs` answers HTTP 500.
+    pub cs_http500: u32,
+    /// `/cs` answers HTTP 503.
+    pub cs_http503: u32,
+    /// `/cs` runs the commands, then drops the connection before the reply body is complete
+    /// (the client cannot know whether they ran: it must retry with the same request id).
+    pub cs_drop: u32,
+    /// `/cs` answers HTTP 402 with an `X-Hashcash` challenge first.
+    pub hashcash: u32,
+    /// Easiness of hashcash challenges (255 = easiest; the SDK's tests use 180-192).
+    pub hashcash_easiness: u8,
+    /// Downloads answer HTTP 500.
+    pub dl_http500: u32,
+    /// Downloads answer HTTP 503.
+    pub dl_http503: u32,
+    /// Downloads send half the body, then drop the connection.
+    pub dl_drop: u32,
+    /// Uploads answer HTTP 500.
+    pub ul_http500: u32,
+    /// Uploads answer HTTP 503.
+    pub ul_http503: u32,
+    /// Uploads read the body, then drop the connection without storing it.
+    pub ul_drop: u32,
+    /// Every download has one byte flipped (until set back to false).
+    pub corrupt_downloads: bool,
+    /// Added latency per request, in milliseconds.
+    pub latency_ms: u64,
+    /// Download bandwidth cap in bytes per second (0 = unlimited).
+    pub bandwidth_bps: u64,
+}
+
+/// What a request of some kind should suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    Eagain,
+    RateLimit,
+    Http500,
+    Http503,
+    Drop,
+    Hashcash,
+}
+
+/// Shared, mutable fault state.
+#[derive(Debug, Default)]
+pub struct Faults {
+    cfg: Mutex<FaultConfig>,
+}
+
+fn take(n: &mut u32) -> bool {
+    if *n > 0 {
+        *n -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+impl Faults {
+    pub fn new(cfg: FaultConfig) -> Self {
+        Faults {
+            cfg: Mutex::new(cfg),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultConfig> {
+        self.cfg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the whole configuration.
+    pub fn set(&self, cfg: FaultConfig) {
+        *self.lock() = cfg;
+    }
+
+    /// Changes part of the configuration.
+    pub fn update(&self, f: impl FnOnce(&mut FaultConfig)) {
+        f(&mut self.lock());
+    }
+
+    pub fn get(&self) -> FaultConfig {
+        self.lock().clone()
+    }
+
+    pub fn next_cs(&self) -> Fault {
+        let mut c = self.lock();
+        if take(&mut c.hashcash) {
+            Fault::Hashcash
+        } else if take(&mut c.cs_eagain) {
+            Fault::Eagain
+        } else if take(&mut c.cs_ratelimit) {
+            Fault::RateLimit
+        } else if take(&mut c.cs_http500) {
+            Fault::Http500
+        } else if take(&mut c.cs_http503) {
+            Fault::Http503
+        } else if take(&mut c.cs_drop) {
+            Fault::Drop
+        } else {
+            Fault::None
+        }
+    }
+
+    pub fn next_download(&self) -> Fault {
+        let mut c = self.lock();
+        if take(&mut c.dl_http500) {
+            Fault::Http500
+        } else if take(&mut c.dl_http503) {
+            Fault::Http503
+        } else if take(&mut c.dl_drop) {
+            Fault::Drop
+        } else {
+            Fault::None
+        }
+    }
+
+    pub fn next_upload(&self) -> Fault {
+        let mut c = self.lock();
+        if take(&mut c.ul_http500) {
+            Fault::Http500
+        } else if take(&mut c.ul_http503) {
+            Fault::Http503
+        } else if take(&mut c.ul_drop) {
+            Fault::Drop
+        } else {
+            Fault::None
+        }
+    }
+
+    pub fn latency(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lock().latency_ms)
+    }
+
+    pub fn bandwidth(&self) -> u64 {
+        self.lock().bandwidth_bps
+    }
+
+    pub fn corrupt(&self) -> bool {
+        self.lock().corrupt_downloads
+    }
+
+    pub fn hashcash_easiness(&self) -> u8 {
+        let e = self.lock().hashcash_easiness;
+        if e == 0 {
+            255
+        } else {
+            e
+        }
+    }
+}
+
+/// Parses `NAME=VALUE` (as given to `--fault`) into the configuration.
+pub fn apply_arg(cfg: &mut FaultConfig, arg: &str) -> Result<(), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("--fault expects NAME=VALUE, got {arg:?}"))?;
+    let mut v = serde_json::to_value(&*cfg).map_err(|e| e.to_string())?;
+    let slot = v
+        .get_mut(name)
+        .ok_or_else(|| format!("unknown fault {name:?}"))?;
+    *slot = if slot.is_boolean() {
+        serde_json::Value::Bool(matches!(value, "1" | "true" | "yes"))
+    } else {
+        serde_json::Value::from(
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("fault {name} needs a number, got {value:?}"))?,
+        )
+    };
+    *cfg = serde_json::from_value(v).map_err(|e| format!("fault {name}: {e}"))?;
+    Ok(())
+}

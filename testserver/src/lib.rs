@@ -1,0 +1,298 @@
+//! mega-testserver: a MEGA-protocol server that stores ciphertext on disk.
+//!
+//! It speaks the client API as real MEGA clients use it (`MEGA-PROTOCOL.md` §13 is the
+//! checklist): `/cs` command batches, `/sc` event long-polls with a blocking wait URL, ranged
+//! download URLs and chunked upload URLs. Like the real service it is content-blind: it stores
+//! only ciphertext, encrypted attributes and wrapped keys.
+//!
+//! Modules: [`crypto`] (its own, never the product crate's), [`store`] (SQLite + blob files),
+//! [`faults`] (fault injection), `commands` (the `/cs` commands), `transfer` (upload/download
+//! URLs), `events` (`/sc` and the wait URL).
+//!
+//! Use it in-process with [`TestServer::start`] or as the `mega-testserver` binary.
+
+pub mod crypto;
+pub mod faults;
+pub mod store;
+
+mod commands;
+mod events;
+mod http;
+mod transfer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use faults::{FaultConfig, Faults};
+pub use store::Store;
+
+/// Start-up configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database and blobs live.
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Initial fault settings.
+    pub faults: FaultConfig,
+    /// How long the `w` wait URL blocks before answering with nothing new.
+    pub wait_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            faults: FaultConfig::default(),
+            wait_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Options for a new account.
+#[derive(Debug, Clone)]
+pub struct UserOptions {
+    /// Create a legacy v1 account (prepare_key + stringhash) instead of v2 (PBKDF2).
+    pub v1: bool,
+    /// Base32 TOTP secret: the account then requires 2FA.
+    pub totp_secret: Option<String>,
+    /// Storage quota in bytes.
+    pub quota: i64,
+    /// Display name.
+    pub name: String,
+}
+
+impl Default for UserOptions {
+    fn default() -> Self {
+        UserOptions {
+            v1: false,
+            totp_secret: None,
+            quota: DEFAULT_QUOTA,
+            name: "Test User".into(),
+        }
+    }
+}
+
+/// Storage quota of a new account unless told otherwise: 20 GiB, like a free account.
+pub const DEFAULT_QUOTA: i64 = 20 * 1024 * 1024 * 1024;
+
+/// Errors starting the server or creating accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("account {0} already exists")]
+    UserExists(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Creates an account in the store, deriving keys the way a registering client would.
+pub fn add_user(
+    store: &Store,
+    email: &str,
+    password: &str,
+    opts: &UserOptions,
+) -> Result<store::User, ServerError> {
+    let email = email.trim().to_lowercase();
+    if store.user_by_email(&email)?.is_some() {
+        return Err(ServerError::UserExists(email));
+    }
+    if let Some(s) = &opts.totp_secret {
+        if crypto::base32_decode(s).is_none_or(|k| k.is_empty()) {
+            return Err(ServerError::Other("TOTP secret is not valid base32".into()));
+        }
+    }
+    let (version, pwkey, verifier, salt) = if opts.v1 {
+        let pk = crypto::prepare_key(password.as_bytes());
+        (1, pk, crypto::stringhash(&email, &pk).to_vec(), None)
+    } else {
+        let salt = crypto::v2_salt();
+        let (pk, auth) = crypto::derive_v2(password.as_bytes(), &salt);
+        (
+            2,
+            pk,
+            crypto::v2_verifier(&auth).to_vec(),
+            Some(salt.to_vec()),
+        )
+    };
+    let keys = crypto::make_account_keys(&pwkey).map_err(ServerError::Other)?;
+    let user = store::User {
+        handle: crypto::b64e(&crypto::random_bytes::<8>()),
+        email,
+        version,
+        verifier,
+        salt,
+        k: crypto::b64e(&keys.k),
+        privk: crypto::b64e(&keys.privk),
+        pubk: crypto::b64e(&keys.pubk),
+        ts: crypto::b64e(&keys.ts),
+        name: opts.name.clone(),
+        totp_secret: opts.totp_secret.clone(),
+        quota: opts.quota,
+        root: new_node_handle(),
+        inbox: new_node_handle(),
+        rubbish: new_node_handle(),
+        since: store::now(),
+    };
+    store.insert_user(&user)?;
+    Ok(user)
+}
+
+/// A fresh 6-byte node handle (8 base64 characters).
+pub(crate) fn new_node_handle() -> String {
+    crypto::b64e(&crypto::random_bytes::<6>())
+}
+
+/// How many `/cs` replies are kept for idempotent retries (same sid + request id).
+const IDEMPOTENCY_CACHE: usize = 4096;
+
+/// Replies already sent, by (sid, request id, body), so that a retried request is answered
+/// from here instead of running twice.
+#[derive(Default)]
+pub(crate) struct ReplyCache {
+    map: HashMap<(String, String, u64), Vec<u8>>,
+    order: VecDeque<(String, String, u64)>,
+}
+
+impl ReplyCache {
+    fn get(&self, k: &(String, String, u64)) -> Option<Vec<u8>> {
+        self.map.get(k).cloned()
+    }
+
+    fn put(&mut self, k: (String, String, u64), v: Vec<u8>) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > IDEMPOTENCY_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Shared server state.
+pub(crate) struct State {
+    pub store: Store,
+    pub faults: Arc<Faults>,
+    pub base_url: String,
+    pub config: Config,
+    pub replies: Mutex<ReplyCache>,
+    pub hashcash_tokens: Mutex<HashSet<String>>,
+    /// Woken whenever any account's event log grows.
+    pub events: tokio::sync::Notify,
+    /// Serializes upload range bookkeeping (data writes happen outside it).
+    pub upload_lock: tokio::sync::Mutex<()>,
+}
+
+/// A running server. Dropping it shuts it down.
+pub struct TestServer {
+    state: Arc<State>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(config: Config) -> Result<TestServer, ServerError> {
+        let store = Store::open(&config.data_dir)?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            store,
+            faults: Arc::new(Faults::new(config.faults.clone())),
+            base_url: format!("http://{addr}/"),
+            config,
+            replies: Mutex::new(ReplyCache::default()),
+            hashcash_tokens: Mutex::new(HashSet::new()),
+            events: tokio::sync::Notify::new(),
+            upload_lock: tokio::sync::Mutex::new(()),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = http::router(state.clone());
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("server stopped: {e}");
+            }
+        });
+        Ok(TestServer {
+            state,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The API base URL, e.g. `http://127.0.0.1:41234/`.
+    pub fn base_url(&self) -> &str {
+        &self.state.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Run-time fault control.
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.state.config.data_dir
+    }
+
+    /// Creates an account (blocking work runs off the async threads).
+    pub async fn add_user(
+        &self,
+        email: &str,
+        password: &str,
+        opts: UserOptions,
+    ) -> Result<store::User, ServerError> {
+        let state = self.state.clone();
+        let (email, password) = (email.to_string(), password.to_string());
+        tokio::task::spawn_blocking(move || add_user(&state.store, &email, &password, &opts))
+            .await
+            .map_err(|e| ServerError::Other(e.to_string()))?
+    }
+
+    /// Stops serving and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            // Long-polls may hold connections open; do not wait for them forever.
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `mega-testserver`: run the server, or create accounts.
+//!
+//! ```text
+//! mega-testserver --data DIR [--listen 127.0.0.1:PORT] [--fault NAME=N]... [--wait-timeout SECS]
+//! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
+//! ```
+//! The first line the server prints on stdout is its base URL, for scripts to read.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use mega_testserver::{add_user, faults, Config, Store, TestServer, UserOptions};
+
+const USAGE: &str = "usage:
+  mega-testserver --data DIR [--listen ADDR:PORT] [--fault NAME=N]... [--wait-timeout SECS]
+  mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
+
+The first line printed on stdout is the API base URL (port 0 picks a free port).
+Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
+dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, corrupt_downloads,
+latency_ms, bandwidth_bps (also settable at run time: POST /__admin/faults with JSON).";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("useradd") {
+        useradd(&args[1..])
+    } else if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        Ok(())
+    } else {
+        serve(&args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mega-testserver: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+}
+
+fn useradd(args: &[String]) -> Result<(), String> {
+    let mut data = None;
+    let mut opts = UserOptions::default();
+    let mut positional = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--data" => data = Some(value(args, &mut i, "--data")?.to_string()),
+            "--v1" => opts.v1 = true,
+            "--totp-secret" => {
+                opts.totp_secret = Some(value(args, &mut i, "--totp-secret")?.into())
+            }
+            "--quota" => {
+                opts.quota = value(args, &mut i, "--quota")?
+                    .parse()
+                    .map_err(|_| "--quota takes a number of bytes".to_string())?
+            }
+            "--name" => opts.name = value(args, &mut i, "--name")?.into(),
+            a if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            a => positional.push(a.to_string()),
+        }
+        i += 1;
+    }
+    let data = data.ok_or_else(|| format!("useradd needs --data DIR\n{USAGE}"))?;
+    let [email, password] = <[String; 2]>::try_from(positional)
+        .map_err(|_| format!("useradd needs EMAIL and PASSWORD\n{USAGE}"))?;
+    let store = Store::open(std::path::Path::new(&data)).map_err(|e| e.to_string())?;
+    let user = add_user(&store, &email, &password, &opts).map_err(|e| e.to_string())?;
+    println!(
+        "created {} (v{}, user handle {})",
+        user.email, user.version, user.handle
+    );
+    Ok(())
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let mut data = None;
+    let mut listen = "127.0.0.1:0".to_string();
+    let mut fault_cfg = faults::FaultConfig::default();
+    let mut wait_timeout = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--data" => data = Some(value(args, &mut i, "--data")?.to_string()),
+            "--listen" => listen = value(args, &mut i, "--listen")?.to_string(),
+            "--fault" => faults::apply_arg(&mut fault_cfg, value(args, &mut i, "--fault")?)?,
+            "--wait-timeout" => {
+                wait_timeout = Some(
+                    value(args, &mut i, "--wait-timeout")?
+                        .parse::<u64>()
+                        .map_err(|_| "--wait-timeout takes seconds".to_string())?,
+                )
+            }
+            a => return Err(format!("unknown argument {a}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let data = data.ok_or_else(|| format!("--data DIR is required\n{USAGE}"))?;
+    let mut cfg = Config::new(data);
+    cfg.listen = listen
+        .parse()
+        .map_err(|_| format!("--listen {listen:?} is not an address:port"))?;
+    cfg.faults = fault_cfg;
+    if let Some(s) = wait_timeout {
+        cfg.wait_timeout = std::time::Duration::from_secs(s);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let server = TestServer::start(cfg).await.map_err(|e| e.to_string())?;
+        println!("{}", server.base_url());
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        server.shutdown().await;
+        Ok(())
+    })
+}

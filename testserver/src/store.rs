@@ -1,0 +1,582 @@
+//! Durable state: accounts, sessions, nodes, the per-account event log, public links, upload
+//! and download slots in SQLite (`DATA/mega.sqlite`); file contents as ciphertext blobs under
+//! `DATA/blobs/`, in-progress uploads under `DATA/uploads/`. A restart loses nothing.
+//!
+//! The store is content-blind like the real server: it holds only ciphertext, encrypted
+//! attributes and wrapped keys. One connection behind a mutex; every method is a short
+//! transaction and no lock is held across I/O on the network.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+
+/// Node types (`t`).
+pub const FILE: i64 = 0;
+pub const FOLDER: i64 = 1;
+pub const ROOT: i64 = 2;
+pub const INBOX: i64 = 3;
+pub const RUBBISH: i64 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub handle: String,
+    pub email: String,
+    pub version: i64,
+    /// v1: the 8-byte e-mail hash; v2: SHA-256(auth key)[..16].
+    pub verifier: Vec<u8>,
+    pub salt: Option<Vec<u8>>,
+    pub k: String,
+    pub privk: String,
+    pub pubk: String,
+    pub ts: String,
+    pub name: String,
+    pub totp_secret: Option<String>,
+    pub quota: i64,
+    pub root: String,
+    pub inbox: String,
+    pub rubbish: String,
+    pub since: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub handle: String,
+    pub owner: String,
+    pub parent: String,
+    pub kind: i64,
+    pub attrs: String,
+    pub key: String,
+    pub size: i64,
+    pub ts: i64,
+    pub blob: Option<String>,
+}
+
+impl Node {
+    /// The node object as it appears in `f` replies and `t` packets.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("h".into(), json!(self.handle));
+        m.insert("p".into(), json!(self.parent));
+        m.insert("u".into(), json!(self.owner));
+        m.insert("t".into(), json!(self.kind));
+        m.insert("a".into(), json!(self.attrs));
+        if self.kind == FILE || self.kind == FOLDER {
+            m.insert("k".into(), json!(format!("{}:{}", self.owner, self.key)));
+        }
+        if self.kind == FILE {
+            m.insert("s".into(), json!(self.size));
+        }
+        m.insert("ts".into(), json!(self.ts));
+        Value::Object(m)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub user: String,
+    pub size: i64,
+    pub version: i64,
+    /// Received byte ranges `[start, end)`, merged and sorted.
+    pub ranges: Vec<(i64, i64)>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS users (
+  handle TEXT PRIMARY KEY, email TEXT UNIQUE NOT NULL, version INTEGER NOT NULL,
+  verifier BLOB NOT NULL, salt BLOB, k TEXT NOT NULL, privk TEXT NOT NULL, pubk TEXT NOT NULL,
+  ts TEXT NOT NULL, name TEXT NOT NULL, totp_secret TEXT, quota INTEGER NOT NULL,
+  root TEXT NOT NULL, inbox TEXT NOT NULL, rubbish TEXT NOT NULL, since INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  sid TEXT PRIMARY KEY, user TEXT NOT NULL, sek TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  handle TEXT PRIMARY KEY, owner TEXT NOT NULL, parent TEXT NOT NULL, kind INTEGER NOT NULL,
+  attrs TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, ts INTEGER NOT NULL, blob TEXT);
+CREATE INDEX IF NOT EXISTS nodes_owner ON nodes(owner);
+CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+CREATE TABLE IF NOT EXISTS events (
+  user TEXT NOT NULL, seq INTEGER NOT NULL, packet TEXT NOT NULL, PRIMARY KEY (user, seq));
+CREATE TABLE IF NOT EXISTS links (ph TEXT PRIMARY KEY, node TEXT UNIQUE NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+  id TEXT PRIMARY KEY, user TEXT NOT NULL, size INTEGER NOT NULL, version INTEGER NOT NULL,
+  ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS downloads (id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL);
+"#;
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        handle: r.get(0)?,
+        email: r.get(1)?,
+        version: r.get(2)?,
+        verifier: r.get(3)?,
+        salt: r.get(4)?,
+        k: r.get(5)?,
+        privk: r.get(6)?,
+        pubk: r.get(7)?,
+        ts: r.get(8)?,
+        name: r.get(9)?,
+        totp_secret: r.get(10)?,
+        quota: r.get(11)?,
+        root: r.get(12)?,
+        inbox: r.get(13)?,
+        rubbish: r.get(14)?,
+        since: r.get(15)?,
+    })
+}
+
+const USER_COLS: &str = "handle, email, version, verifier, salt, k, privk, pubk, ts, name, \
+                         totp_secret, quota, root, inbox, rubbish, since";
+const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob";
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        handle: r.get(0)?,
+        owner: r.get(1)?,
+        parent: r.get(2)?,
+        kind: r.get(3)?,
+        attrs: r.get(4)?,
+        key: r.get(5)?,
+        size: r.get(6)?,
+        ts: r.get(7)?,
+        blob: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("uploads"))?;
+        let conn = Connection::open(dir.join("mega.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock poisons it; the data in SQLite is still consistent.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn blob_path(&self, blob: &str) -> PathBuf {
+        self.dir.join("blobs").join(blob)
+    }
+
+    pub fn upload_path(&self, id: &str) -> PathBuf {
+        self.dir.join("uploads").join(id)
+    }
+
+    // ---- users and sessions ----
+
+    pub fn insert_user(&self, u: &User) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+            params![u.handle, u.email, u.version, u.verifier, u.salt, u.k, u.privk, u.pubk, u.ts,
+                    u.name, u.totp_secret, u.quota, u.root, u.inbox, u.rubbish, u.since],
+        )?;
+        for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
+            tx.execute(
+                &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL)"),
+                params![h, u.handle, kind, u.since],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+                [email],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn user(&self, handle: &str) -> Result<Option<User>> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE handle = ?1"),
+                [handle],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn set_quota(&self, email: &str, quota: i64) -> Result<bool> {
+        Ok(self.db().execute(
+            "UPDATE users SET quota = ?1 WHERE email = ?2",
+            params![quota, email],
+        )? > 0)
+    }
+
+    pub fn insert_session(&self, sid: &str, user: &str, sek: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO sessions (sid, user, sek, created) VALUES (?1, ?2, ?3, ?4)",
+            params![sid, user, sek, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The user handle and `sek` of a live session.
+    pub fn session(&self, sid: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT user, sek FROM sessions WHERE sid = ?1",
+                [sid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn delete_session(&self, sid: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM sessions WHERE sid = ?1", [sid])?;
+        Ok(())
+    }
+
+    // ---- nodes ----
+
+    pub fn node(&self, handle: &str) -> Result<Option<Node>> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes WHERE handle = ?1"),
+                [handle],
+                node_from_row,
+            )
+            .optional()?)
+    }
+
+    /// All nodes of an account, parents before children (roots first).
+    pub fn nodes_of(&self, owner: &str) -> Result<Vec<Node>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE owner = ?1 ORDER BY kind DESC, rowid"
+        ))?;
+        let all: Vec<Node> = st
+            .query_map([owner], node_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        // Order so that every parent precedes its children (moves can break rowid order).
+        let mut out = Vec::with_capacity(all.len());
+        let mut placed = std::collections::HashSet::new();
+        let mut pending: Vec<Node> = all;
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for n in pending {
+                if n.parent.is_empty() || placed.contains(&n.parent) {
+                    placed.insert(n.handle.clone());
+                    out.push(n);
+                } else {
+                    rest.push(n);
+                }
+            }
+            if rest.len() == before {
+                out.extend(rest); // orphans (should not exist): keep, never loop forever
+                break;
+            }
+            pending = rest;
+        }
+        Ok(out)
+    }
+
+    pub fn children(&self, parent: &str) -> Result<Vec<Node>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 ORDER BY rowid"
+        ))?;
+        let v = st
+            .query_map([parent], node_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// The node and all its descendants, parents first.
+    pub fn subtree(&self, handle: &str) -> Result<Vec<Node>> {
+        let mut out = Vec::new();
+        if let Some(n) = self.node(handle)? {
+            out.push(n);
+        }
+        let mut i = 0;
+        while i < out.len() {
+            let kids = self.children(&out[i].handle)?;
+            out.extend(kids);
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    pub fn insert_node(&self, n: &Node) -> Result<()> {
+        self.db().execute(
+            &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+            params![n.handle, n.owner, n.parent, n.kind, n.attrs, n.key, n.size, n.ts, n.blob],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_parent(&self, handle: &str, parent: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE nodes SET parent = ?1 WHERE handle = ?2",
+            params![parent, handle],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_attrs(&self, handle: &str, attrs: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE nodes SET attrs = ?1 WHERE handle = ?2",
+            params![attrs, handle],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes nodes (and their blobs unless another node still refers to them).
+    pub fn delete_nodes(&self, nodes: &[Node]) -> Result<()> {
+        let mut orphaned = Vec::new();
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            for n in nodes {
+                tx.execute("DELETE FROM nodes WHERE handle = ?1", [&n.handle])?;
+                tx.execute("DELETE FROM links WHERE node = ?1", [&n.handle])?;
+            }
+            for n in nodes {
+                if let Some(b) = &n.blob {
+                    let refs: i64 =
+                        tx.query_row("SELECT COUNT(*) FROM nodes WHERE blob = ?1", [b], |r| {
+                            r.get(0)
+                        })?;
+                    if refs == 0 {
+                        orphaned.push(b.clone());
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        for b in orphaned {
+            let _ = std::fs::remove_file(self.blob_path(&b));
+        }
+        Ok(())
+    }
+
+    /// Bytes, files and folders stored under each root of an account.
+    pub fn usage(&self, user: &User) -> Result<(i64, Map<String, Value>)> {
+        let mut total = 0;
+        let mut per_root = Map::new();
+        for root in [&user.root, &user.inbox, &user.rubbish] {
+            let (mut bytes, mut files, mut folders) = (0i64, 0i64, 0i64);
+            for n in self.subtree(root)?.iter().skip(1) {
+                match n.kind {
+                    FILE => {
+                        bytes += n.size;
+                        files += 1
+                    }
+                    _ => folders += 1,
+                }
+            }
+            total += bytes;
+            per_root.insert(root.clone(), json!([bytes, files, folders, 0, 0]));
+        }
+        Ok((total, per_root))
+    }
+
+    /// Bytes stored by an account plus bytes reserved by its unfinished uploads.
+    pub fn used_bytes(&self, user: &str) -> Result<i64> {
+        Ok(self.db().query_row(
+            "SELECT COALESCE((SELECT SUM(size) FROM nodes WHERE owner = ?1 AND kind = 0), 0)",
+            [user],
+            |r| r.get(0),
+        )?)
+    }
+
+    // ---- events ----
+
+    /// Appends an action packet to an account's log; returns its sequence number.
+    pub fn append_event(&self, user: &str, packet: &Value) -> Result<i64> {
+        let db = self.db();
+        let seq: i64 = db.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE user = ?1",
+            [user],
+            |r| r.get(0),
+        )?;
+        db.execute(
+            "INSERT INTO events (user, seq, packet) VALUES (?1, ?2, ?3)",
+            params![user, seq, packet.to_string()],
+        )?;
+        Ok(seq)
+    }
+
+    pub fn last_seq(&self, user: &str) -> Result<i64> {
+        Ok(self.db().query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user = ?1",
+            [user],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn events_after(&self, user: &str, seq: i64, limit: i64) -> Result<Vec<(i64, Value)>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT seq, packet FROM events WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![user, seq, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, p) = row?;
+            out.push((s, serde_json::from_str(&p).unwrap_or(Value::Null)));
+        }
+        Ok(out)
+    }
+
+    // ---- links ----
+
+    pub fn link_for_node(&self, node: &str) -> Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row("SELECT ph FROM links WHERE node = ?1", [node], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn node_for_link(&self, ph: &str) -> Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row("SELECT node FROM links WHERE ph = ?1", [ph], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn insert_link(&self, ph: &str, node: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO links (ph, node, ts) VALUES (?1, ?2, ?3)",
+            params![ph, node, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_link(&self, node: &str) -> Result<()> {
+        self.db()
+            .execute("DELETE FROM links WHERE node = ?1", [node])?;
+        Ok(())
+    }
+
+    // ---- uploads and downloads ----
+
+    pub fn insert_upload(&self, id: &str, user: &str, size: i64, version: i64) -> Result<()> {
+        std::fs::File::create(self.upload_path(id))?;
+        self.db().execute(
+            "INSERT INTO uploads (id, user, size, version, ranges) VALUES (?1, ?2, ?3, ?4, '[]')",
+            params![id, user, size, version],
+        )?;
+        Ok(())
+    }
+
+    pub fn upload(&self, id: &str) -> Result<Option<Upload>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT id, user, size, version, ranges FROM uploads WHERE id = ?1 AND token IS NULL",
+                [id],
+                |r| {
+                    let ranges: String = r.get(4)?;
+                    Ok(Upload {
+                        id: r.get(0)?,
+                        user: r.get(1)?,
+                        size: r.get(2)?,
+                        version: r.get(3)?,
+                        ranges: serde_json::from_str(&ranges).unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn set_upload_ranges(&self, id: &str, ranges: &[(i64, i64)]) -> Result<()> {
+        self.db().execute(
+            "UPDATE uploads SET ranges = ?1 WHERE id = ?2",
+            params![serde_json::to_string(ranges).unwrap_or_default(), id],
+        )?;
+        Ok(())
+    }
+
+    /// Marks an upload complete: its data moves to the blob store under the upload id.
+    pub fn complete_upload(&self, id: &str, token: &str) -> Result<()> {
+        std::fs::rename(self.upload_path(id), self.blob_path(id))?;
+        self.db().execute(
+            "UPDATE uploads SET token = ?1 WHERE id = ?2",
+            params![token, id],
+        )?;
+        Ok(())
+    }
+
+    /// Consumes a completion token: `(upload id = blob name, size, user)`.
+    pub fn take_token(&self, token: &str) -> Result<Option<(String, i64, String)>> {
+        let db = self.db();
+        let row: Option<(String, i64, String)> = db
+            .query_row(
+                "SELECT id, size, user FROM uploads WHERE token = ?1 AND used = 0",
+                [token],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if row.is_some() {
+            db.execute("UPDATE uploads SET used = 1 WHERE token = ?1", [token])?;
+        }
+        Ok(row)
+    }
+
+    pub fn insert_download(&self, id: &str, blob: &str, size: i64) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO downloads (id, blob, size) VALUES (?1, ?2, ?3)",
+            params![id, blob, size],
+        )?;
+        Ok(())
+    }
+
+    pub fn download(&self, id: &str) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT blob, size FROM downloads WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}
