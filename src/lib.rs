@@ -4,4 +4,6 @@
 //! layers point one way, down — `events`/`transfer`/`tree` -> `api` -> `crypto`.
 //! See `doc/ARCHITECTURE.md`.
 
+pub mod api;
 pub mod crypto;
+pub mod tree;

@@ -1,0 +1,216 @@
+//! MEGA's numeric error codes as a typed enum, and the API layer's error type.
+
+use crate::crypto::CryptoError;
+
+/// A MEGA API error code (`MEGA-PROTOCOL.md` §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Internal,
+    Args,
+    Again,
+    RateLimit,
+    Failed,
+    TooMany,
+    Range,
+    Expired,
+    NotFound,
+    Circular,
+    Access,
+    Exists,
+    Incomplete,
+    Key,
+    Sid,
+    Blocked,
+    OverQuota,
+    TempUnavail,
+    TooManyConnections,
+    Write,
+    Read,
+    AppKey,
+    Ssl,
+    GoingOverQuota,
+    RolledBack,
+    MfaRequired,
+    MasterOnly,
+    BusinessPastDue,
+    Paywall,
+    SubuserKeyMissing,
+    /// A code this client does not know.
+    Other(i64),
+}
+
+impl ErrorCode {
+    pub fn from_code(code: i64) -> Self {
+        use ErrorCode::*;
+        match code {
+            -1 => Internal,
+            -2 => Args,
+            -3 => Again,
+            -4 => RateLimit,
+            -5 => Failed,
+            -6 => TooMany,
+            -7 => Range,
+            -8 => Expired,
+            -9 => NotFound,
+            -10 => Circular,
+            -11 => Access,
+            -12 => Exists,
+            -13 => Incomplete,
+            -14 => Key,
+            -15 => Sid,
+            -16 => Blocked,
+            -17 => OverQuota,
+            -18 => TempUnavail,
+            -19 => TooManyConnections,
+            -20 => Write,
+            -21 => Read,
+            -22 => AppKey,
+            -23 => Ssl,
+            -24 => GoingOverQuota,
+            -25 => RolledBack,
+            -26 => MfaRequired,
+            -27 => MasterOnly,
+            -28 => BusinessPastDue,
+            -29 => Paywall,
+            -30 => SubuserKeyMissing,
+            n => Other(n),
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        use ErrorCode::*;
+        match self {
+            Internal => -1,
+            Args => -2,
+            Again => -3,
+            RateLimit => -4,
+            Failed => -5,
+            TooMany => -6,
+            Range => -7,
+            Expired => -8,
+            NotFound => -9,
+            Circular => -10,
+            Access => -11,
+            Exists => -12,
+            Incomplete => -13,
+            Key => -14,
+            Sid => -15,
+            Blocked => -16,
+            OverQuota => -17,
+            TempUnavail => -18,
+            TooManyConnections => -19,
+            Write => -20,
+            Read => -21,
+            AppKey => -22,
+            Ssl => -23,
+            GoingOverQuota => -24,
+            RolledBack => -25,
+            MfaRequired => -26,
+            MasterOnly => -27,
+            BusinessPastDue => -28,
+            Paywall => -29,
+            SubuserKeyMissing => -30,
+            Other(n) => n,
+        }
+    }
+
+    /// A short human description.
+    pub fn describe(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            Internal => "internal error",
+            Args => "bad arguments",
+            Again => "temporary failure, try again",
+            RateLimit => "rate limited",
+            Failed => "failed permanently",
+            TooMany => "too many requests or connections",
+            Range => "out of range",
+            Expired => "expired",
+            NotFound => "not found",
+            Circular => "circular linkage",
+            Access => "access denied",
+            Exists => "already exists",
+            Incomplete => "incomplete",
+            Key => "cryptographic error",
+            Sid => "bad session id",
+            Blocked => "blocked",
+            OverQuota => "over quota",
+            TempUnavail => "temporarily unavailable",
+            TooManyConnections => "too many connections",
+            Write => "write error",
+            Read => "read error",
+            AppKey => "invalid application key",
+            Ssl => "SSL verification failed",
+            GoingOverQuota => "not enough quota",
+            RolledBack => "rolled back",
+            MfaRequired => "two-factor authentication required",
+            MasterOnly => "denied for business sub-user",
+            BusinessPastDue => "business account expired",
+            Paywall => "over-disk-quota paywall",
+            SubuserKeyMissing => "business sub-user key missing",
+            Other(_) => "unknown error",
+        }
+    }
+
+    /// Transient codes: the request did nothing and may be sent again after a pause.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Again | ErrorCode::RateLimit | ErrorCode::TempUnavail
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.describe(), self.code())
+    }
+}
+
+/// Errors of the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered a MEGA error code for a command or the whole request.
+    #[error("MEGA error: {0}")]
+    Mega(ErrorCode),
+    /// The session id is no longer valid (ESID): log in again.
+    #[error("the session is no longer valid; log in again")]
+    SessionLost,
+    /// The network failed (connection refused or dropped, timeout, truncated reply).
+    #[error("network error: {0}")]
+    Network(String),
+    /// An HTTP status the protocol does not expect.
+    #[error("unexpected HTTP status {0}")]
+    Http(u16),
+    /// The reply could not be understood.
+    #[error("malformed server reply: {0}")]
+    BadResponse(String),
+    /// Decrypting or decoding server data failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Transient failures went on past the retry budget.
+    #[error("giving up after {attempts} attempts: {last}")]
+    RetriesExhausted { attempts: u32, last: Box<ApiError> },
+}
+
+impl ApiError {
+    /// True if sending the same request again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Mega(c) => c.is_retryable(),
+            ApiError::Network(_) => true,
+            ApiError::Http(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+
+    /// The MEGA error code, if this is one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ApiError::Mega(c) => Some(*c),
+            ApiError::SessionLost => Some(ErrorCode::Sid),
+            ApiError::RetriesExhausted { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+}

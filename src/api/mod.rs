@@ -1,0 +1,438 @@
+//! The MEGA API client: batched `/cs` commands with request ids and the session id, typed
+//! error codes, and one retry policy for everything that talks to MEGA.
+//!
+//! Retries: a request that fails transiently (EAGAIN -3 or ERATELIMIT -4 for the whole request,
+//! HTTP 429/5xx, a refused or dropped connection, a truncated reply) is sent again after an
+//! exponential backoff with jitter, **with the same request id and the same body**: the server
+//! recognises the id and does not run the commands twice, so retrying a non-idempotent batch
+//! (`p`, `m`, `d`…) is safe. A per-command EAGAIN in a one-command batch means that command did
+//! not run; it is sent again under a fresh id. HTTP 402 + `X-Hashcash` is answered with a
+//! proof of work and the same request is re-sent. ESID (-15) becomes [`ApiError::SessionLost`].
+//!
+//! Must not know about paths, inodes or FUSE.
+
+mod error;
+pub mod hashcash;
+pub mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+
+pub use error::{ApiError, ErrorCode};
+pub use session::{Session, SessionId};
+
+/// The public MEGA API endpoint.
+pub const DEFAULT_API_URL: &str = "https://g.api.mega.co.nz/";
+
+/// Backoff settings shared by API calls and transfers.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts after the first one before giving up.
+    pub max_retries: u32,
+    /// First backoff delay; doubles on each attempt.
+    pub initial_delay: Duration,
+    /// Upper bound of one delay (before jitter).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 8,
+            initial_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The delay before retry number `attempt` (0-based): exponential, capped, plus 0–50 %
+    /// random jitter so that many clients do not retry in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_delay
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max_delay);
+        let jitter = rand::thread_rng().gen_range(0.0..0.5);
+        base + base.mul_f64(jitter)
+    }
+}
+
+/// Client configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// API base URL, ending in `/` (default [`DEFAULT_API_URL`]).
+    pub base_url: String,
+    pub retry: RetryConfig,
+    /// Timeout of one `/cs` request.
+    pub request_timeout: Duration,
+    /// Timeout of a connection attempt.
+    pub connect_timeout: Duration,
+    /// Hashcash challenges answered per request before giving up.
+    pub max_hashcash: u32,
+    pub user_agent: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            base_url: DEFAULT_API_URL.into(),
+            retry: RetryConfig::default(),
+            request_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(15),
+            max_hashcash: 3,
+            user_agent: concat!("mega-mount/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn with_base_url(url: &str) -> Self {
+        let mut base_url = url.to_string();
+        if !base_url.ends_with('/') {
+            base_url.push('/');
+        }
+        ApiConfig {
+            base_url,
+            ..Default::default()
+        }
+    }
+}
+
+/// Sends commands to MEGA. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct ApiClient {
+    http: reqwest::Client,
+    cfg: ApiConfig,
+    seq: AtomicU64,
+    sid: RwLock<Option<SessionId>>,
+    /// Echo id sent as `i` with our mutations, so the event channel can skip our own packets.
+    echo_id: String,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base_url", &self.cfg.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one command in a batch.
+pub type CommandResult = Result<Value, ApiError>;
+
+fn random_echo_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Parses a MEGA reply value that may be a bare error number.
+pub fn as_error(v: &Value) -> Option<ErrorCode> {
+    match v.as_i64() {
+        Some(n) if n < 0 => Some(ErrorCode::from_code(n)),
+        _ => None,
+    }
+}
+
+impl ApiClient {
+    pub fn new(cfg: ApiConfig) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .user_agent(cfg.user_agent.clone())
+            .build()
+            .map_err(|e| ApiError::Network(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            cfg,
+            // Like megajs: start from a random 10-digit number.
+            seq: AtomicU64::new(rand::thread_rng().gen_range(1_000_000_000..9_000_000_000)),
+            sid: RwLock::new(None),
+            echo_id: random_echo_id(),
+        })
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.cfg
+    }
+
+    /// The shared HTTP client (transfers use it too).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn echo_id(&self) -> &str {
+        &self.echo_id
+    }
+
+    pub fn set_sid(&self, sid: Option<SessionId>) {
+        *self.sid.write().unwrap_or_else(|e| e.into_inner()) = sid;
+    }
+
+    pub fn sid(&self) -> Option<SessionId> {
+        self.sid.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn next_id(&self) -> String {
+        self.seq.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    fn cs_url(&self, id: &str, extra: &[(&str, &str)]) -> String {
+        let mut url = format!("{}cs?id={}", self.cfg.base_url, id);
+        if let Some(sid) = self.sid() {
+            url.push_str("&sid=");
+            url.push_str(sid.expose());
+        }
+        for (k, v) in extra {
+            url.push('&');
+            url.push_str(k);
+            url.push('=');
+            url.push_str(v);
+        }
+        url
+    }
+
+    /// Runs one command and returns its result.
+    pub async fn call(&self, cmd: Value) -> CommandResult {
+        let mut r = self.batch(vec![cmd]).await?;
+        r.pop()
+            .ok_or_else(|| ApiError::BadResponse("empty reply array".into()))?
+    }
+
+    /// Runs a batch of commands; the outer error is for the whole request.
+    pub async fn batch(&self, cmds: Vec<Value>) -> Result<Vec<CommandResult>, ApiError> {
+        self.batch_with(cmds, &[]).await
+    }
+
+    /// Like [`batch`](Self::batch) with extra query parameters (e.g. `n` for folder links).
+    pub async fn batch_with(
+        &self,
+        cmds: Vec<Value>,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<CommandResult>, ApiError> {
+        let n = cmds.len();
+        let body = serde_json::to_vec(&Value::Array(cmds))
+            .map_err(|e| ApiError::BadResponse(e.to_string()))?;
+        let mut id = self.next_id();
+        let mut attempt = 0u32;
+        let mut hashcash: Option<String> = None;
+        let mut challenges = 0u32;
+        loop {
+            let outcome = self.send_once(&id, query, &body, hashcash.as_deref()).await;
+            let err = match outcome {
+                Ok(Reply::Json(v)) => match parse_reply(v, n) {
+                    Ok(results) => {
+                        // A single command that reported EAGAIN did not run: resend it under a
+                        // fresh id (the old id's reply is the error itself).
+                        let again = n == 1 && matches!(&results[0], Err(e) if e.is_retryable());
+                        if !again {
+                            return Ok(results);
+                        }
+                        id = self.next_id();
+                        results
+                            .into_iter()
+                            .next()
+                            .and_then(Result::err)
+                            .unwrap_or(ApiError::Mega(ErrorCode::Again))
+                    }
+                    Err(e) => e,
+                },
+                Ok(Reply::Hashcash(header)) => {
+                    challenges += 1;
+                    if challenges > self.cfg.max_hashcash {
+                        return Err(ApiError::BadResponse(
+                            "server keeps asking for hashcash".into(),
+                        ));
+                    }
+                    let ch = hashcash::Challenge::parse(&header)?;
+                    tracing::debug!(easiness = ch.easiness, "solving hashcash challenge");
+                    let answer = tokio::task::spawn_blocking(move || ch.solve())
+                        .await
+                        .map_err(|e| ApiError::BadResponse(e.to_string()))??;
+                    hashcash = Some(answer);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if matches!(err, ApiError::Mega(ErrorCode::Sid)) {
+                return Err(ApiError::SessionLost);
+            }
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            if attempt >= self.cfg.retry.max_retries {
+                return Err(ApiError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(err),
+                });
+            }
+            let delay = self.cfg.retry.delay(attempt);
+            tracing::debug!(attempt, ?delay, error = %err, "retrying API request");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        id: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+        hashcash: Option<&str>,
+    ) -> Result<Reply, ApiError> {
+        let mut req = self
+            .http
+            .post(self.cs_url(id, query))
+            .timeout(self.cfg.request_timeout)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(h) = hashcash {
+            req = req.header("X-Hashcash", h);
+        }
+        let resp = req.send().await.map_err(network_error)?;
+        let status = resp.status().as_u16();
+        if status == 402 {
+            if let Some(h) = resp
+                .headers()
+                .get("x-hashcash")
+                .and_then(|v| v.to_str().ok())
+            {
+                return Ok(Reply::Hashcash(h.to_string()));
+            }
+        }
+        if status != 200 {
+            return Err(ApiError::Http(status));
+        }
+        let bytes = resp.bytes().await.map_err(network_error)?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::BadResponse("reply is not JSON".into()))?;
+        Ok(Reply::Json(v))
+    }
+}
+
+enum Reply {
+    Json(Value),
+    Hashcash(String),
+}
+
+/// Maps a reqwest failure to a network error without leaking the URL (it carries the sid).
+pub(crate) fn network_error(e: reqwest::Error) -> ApiError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the reply"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    ApiError::Network(kind.to_string())
+}
+
+fn parse_reply(v: Value, n: usize) -> Result<Vec<CommandResult>, ApiError> {
+    match v {
+        Value::Array(items) => {
+            if items.len() != n {
+                return Err(ApiError::BadResponse(format!(
+                    "{} results for {} commands",
+                    items.len(),
+                    n
+                )));
+            }
+            Ok(items
+                .into_iter()
+                .map(|item| match as_error(&item) {
+                    Some(code) if code == ErrorCode::Sid => Err(ApiError::SessionLost),
+                    Some(code) => Err(ApiError::Mega(code)),
+                    None => Ok(item),
+                })
+                .collect())
+        }
+        other => match as_error(&other) {
+            Some(code) => Err(ApiError::Mega(code)),
+            None => Err(ApiError::BadResponse(
+                "reply is neither array nor error".into(),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reply_parsing() {
+        let r = parse_reply(json!([0, -9, {"x": 1}]), 3).unwrap();
+        assert!(matches!(r[0], Ok(ref v) if v == &json!(0)));
+        assert!(matches!(r[1], Err(ApiError::Mega(ErrorCode::NotFound))));
+        assert!(r[2].is_ok());
+        assert!(matches!(
+            parse_reply(json!(-3), 1),
+            Err(ApiError::Mega(ErrorCode::Again))
+        ));
+        assert!(matches!(
+            parse_reply(json!([-15]), 1).unwrap()[0],
+            Err(ApiError::SessionLost)
+        ));
+        assert!(matches!(
+            parse_reply(json!([0]), 2),
+            Err(ApiError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_reply(json!("x"), 1),
+            Err(ApiError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_classify() {
+        for c in -35..0 {
+            assert_eq!(ErrorCode::from_code(c).code(), c);
+        }
+        assert!(ErrorCode::Again.is_retryable());
+        assert!(ErrorCode::RateLimit.is_retryable());
+        assert!(!ErrorCode::NotFound.is_retryable());
+        assert!(ApiError::Http(503).is_retryable());
+        assert!(ApiError::Http(500).is_retryable());
+        assert!(!ApiError::Http(404).is_retryable());
+        assert!(ApiError::Network("x".into()).is_retryable());
+        assert!(!ApiError::SessionLost.is_retryable());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryConfig {
+            max_retries: 5,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
+        for a in 0..10 {
+            let d = r.delay(a);
+            let base = (100u64 << a.min(20)).min(1000);
+            assert!(d >= Duration::from_millis(base));
+            assert!(d <= Duration::from_millis(base * 3 / 2));
+        }
+    }
+
+    #[test]
+    fn hashcash_parse_and_solve() {
+        let token = crate::crypto::b64::encode(&[7u8; 48]);
+        let ch = hashcash::Challenge::parse(&format!("1:255:1731410499:{token}")).unwrap();
+        assert_eq!(ch.threshold(), 127 << 24);
+        let answer = ch.solve().unwrap();
+        let parts: Vec<&str> = answer.split(':').collect();
+        assert_eq!(parts[0], "1");
+        assert_eq!(parts[1], token);
+        assert!(hashcash::Challenge::parse("2:255:1:abc").is_err());
+        assert!(hashcash::Challenge::parse("garbage").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Tree tests on hand-built encrypted node objects.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::crypto::{attr, b64, FileKey, FolderKey, Key128, MasterKey, NodeKey};
+
+const ME: &str = "AAAAAAAAAAA";
+
+fn keys() -> KeyRing {
+    KeyRing::new(MasterKey(Key128([7; 16])), ME.into(), None)
+}
+
+fn enc_attrs(key: &NodeKey, attrs: Value) -> String {
+    b64::encode(&attr::encrypt(&key.attr_key(), attrs.as_object().unwrap()))
+}
+
+fn folder(h: &str, p: &str, name: &str) -> Value {
+    let key = NodeKey::Folder(FolderKey(Key128([h.as_bytes()[0]; 16])));
+    let wrapped = b64::encode(&Key128([7; 16]).wrap(&key.raw()));
+    json!({"h": h, "p": p, "u": ME, "t": 1, "a": enc_attrs(&key, json!({"n": name})),
+           "k": format!("{ME}:{wrapped}"), "ts": 100})
+}
+
+fn file(h: &str, p: &str, name: &str, c: Option<&str>) -> Value {
+    let fk = FileKey {
+        aes: [h.as_bytes()[0]; 16],
+        nonce: [1; 8],
+        meta_mac: [2; 8],
+    };
+    let key = NodeKey::File(fk);
+    let wrapped = b64::encode(&Key128([7; 16]).wrap(&key.raw()));
+    let mut a = json!({"n": name});
+    if let Some(c) = c {
+        a["c"] = json!(c);
+    }
+    json!({"h": h, "p": p, "u": ME, "t": 0, "a": enc_attrs(&key, a), "s": 5,
+           "k": format!("{ME}:{wrapped}"), "ts": 200})
+}
+
+fn fetch_reply() -> Value {
+    json!({"f": [
+        {"h": "ROOT0000", "p": "", "u": ME, "t": 2, "a": "", "ts": 1},
+        {"h": "INBX0000", "p": "", "u": ME, "t": 3, "a": "", "ts": 1},
+        {"h": "RUBB0000", "p": "", "u": ME, "t": 4, "a": "", "ts": 1},
+        folder("DIRA0000", "ROOT0000", "docs"),
+        file("FILE0001", "DIRA0000", "a.txt", Some("2IDUDIExcicOatw3dZqBIQQA8VNl")),
+        file("FILE0002", "ROOT0000", "b.txt", None),
+        {"h": "BADK0000", "p": "ROOT0000", "u": ME, "t": 0, "a": "AAAA", "k": "zzzzzzzzzzz:AAAA", "s": 1, "ts": 5},
+    ], "ok": [], "sn": "AAAAAAAAAAE"})
+}
+
+#[test]
+fn fetch_builds_tree_with_names_roots_and_mtimes() {
+    let (tree, sn) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    assert_eq!(sn.as_deref(), Some("AAAAAAAAAAE"));
+    assert_eq!(tree.root().unwrap().name, "Cloud Drive");
+    assert_eq!(tree.rubbish().unwrap().name, "Rubbish Bin");
+    assert_eq!(tree.inbox().unwrap().name, "Inbox");
+    let a = tree.resolve("/docs/a.txt").unwrap();
+    assert_eq!(a.handle.0, "FILE0001");
+    assert_eq!(a.mtime, 1_700_000_000, "mtime comes from the fingerprint");
+    let b = tree.resolve("b.txt").unwrap();
+    assert_eq!(b.mtime, 200, "no fingerprint: node timestamp");
+    assert_eq!(tree.path_of(&a.handle), "/docs/a.txt");
+    assert_eq!(tree.resolve("/docs/../b.txt").unwrap().handle.0, "FILE0002");
+    assert!(matches!(tree.resolve("/nope"), Err(TreeError::NotFound(_))));
+    assert!(matches!(
+        tree.resolve("/b.txt/x"),
+        Err(TreeError::NotAFolder(_))
+    ));
+}
+
+#[test]
+fn undecryptable_nodes_are_kept_and_reported() {
+    let (tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let bad: Vec<_> = tree.undecryptable().collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].name, "[undecryptable BADK0000]");
+    assert!(tree
+        .children(&"ROOT0000".into())
+        .iter()
+        .any(|n| n.handle.0 == "BADK0000"));
+}
+
+#[test]
+fn malformed_nodes_are_errors_not_panics() {
+    let mut k = keys();
+    assert!(parse_node(&json!({"t": 0}), &mut k).is_err());
+    assert!(parse_node(&json!({"h": "x", "t": 9}), &mut k).is_err());
+    // Garbage everywhere else is only "undecryptable".
+    let n = parse_node(
+        &json!({"h": "x", "t": 0, "k": 5, "a": [], "s": "big"}),
+        &mut k,
+    )
+    .unwrap();
+    assert!(n.undecryptable.is_some());
+}
+
+#[test]
+fn duplicate_names_resolve_deterministically() {
+    let mut reply = fetch_reply();
+    let mut dup = file("FILE0003", "ROOT0000", "b.txt", None);
+    dup["ts"] = json!(50); // older than FILE0002
+    reply["f"].as_array_mut().unwrap().push(dup);
+    let (tree, _) = NodeTree::from_fetch(&reply, keys()).unwrap();
+    assert_eq!(tree.resolve("/b.txt").unwrap().handle.0, "FILE0003");
+}
+
+#[test]
+fn share_keys_from_ok_are_verified_with_ha() {
+    let mk = Key128([7; 16]);
+    let share = Key128([9; 16]);
+    let ok = json!([
+        {"h": "SHAR0000", "ha": b64::encode(&mk.wrap(b"SHAR0000SHAR0000")), "k": b64::encode(&mk.wrap(&share.0))},
+        {"h": "EVIL0000", "ha": b64::encode(&[0u8; 16]), "k": b64::encode(&mk.wrap(&[1; 16]))},
+    ]);
+    let mut k = keys();
+    k.learn_outgoing(&ok);
+    assert_eq!(k.share_keys.get("SHAR0000"), Some(&share));
+    assert!(!k.share_keys.contains_key("EVIL0000"));
+    // A node keyed only under the share key decrypts.
+    let fk = NodeKey::Folder(FolderKey(Key128([4; 16])));
+    let node = json!({"h": "SUBF0000", "p": "SHAR0000", "u": "BBBBBBBBBBB", "t": 1,
+        "a": enc_attrs(&fk, json!({"n": "shared"})),
+        "k": format!("SHAR0000:{}", b64::encode(&share.wrap(&fk.raw())))});
+    assert_eq!(parse_node(&node, &mut k).unwrap().name, "shared");
+}
+
+#[test]
+fn packets_add_update_delete_and_move() {
+    let (mut tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let new = file("FILE0009", "DIRA0000", "new.txt", None);
+    let ch = tree.apply(
+        &[ActionPacket::parse(&json!({"a": "t", "t": {"f": [new]}})).unwrap()],
+        None,
+    );
+    assert_eq!(ch, vec![Change::Added("FILE0009".into())]);
+    assert!(tree.resolve("/docs/new.txt").is_ok());
+
+    // Rename via `u`.
+    let key = tree.get(&"FILE0009".into()).unwrap().key.clone().unwrap();
+    let at = enc_attrs(&key, json!({"n": "renamed.txt"}));
+    let ch = tree.apply(
+        &[
+            ActionPacket::parse(&json!({"a": "u", "n": "FILE0009", "at": at, "u": ME, "ts": 1}))
+                .unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(ch, vec![Change::Updated("FILE0009".into())]);
+    assert!(tree.resolve("/docs/renamed.txt").is_ok());
+
+    // Move the folder (d m:1 + t with the subtree) to the root of the Rubbish Bin.
+    let mut moved_dir = folder("DIRA0000", "RUBB0000", "docs");
+    moved_dir["p"] = json!("RUBB0000");
+    let sub = [
+        file("FILE0001", "DIRA0000", "a.txt", None),
+        file("FILE0009", "DIRA0000", "renamed.txt", None),
+    ];
+    let packets: Vec<_> = [
+        json!({"a": "d", "i": "x", "n": "DIRA0000", "m": 1}),
+        json!({"a": "t", "i": "x", "t": {"f": [moved_dir, sub[0].clone(), sub[1].clone()]}}),
+    ]
+    .iter()
+    .map(|p| ActionPacket::parse(p).unwrap())
+    .collect();
+    let ch = tree.apply(&packets, None);
+    assert_eq!(
+        ch,
+        vec![Change::Moved {
+            handle: "DIRA0000".into(),
+            from: Some("ROOT0000".into()),
+            to: Some("RUBB0000".into())
+        }]
+    );
+    assert!(tree.resolve("/docs").is_err());
+    assert_eq!(tree.path_of(&"FILE0001".into()), "//Rubbish Bin/docs/a.txt");
+
+    // Own echoes are skipped.
+    let own = ActionPacket::parse(&json!({"a": "d", "i": "me", "n": "FILE0002"})).unwrap();
+    assert!(tree
+        .apply(std::slice::from_ref(&own), Some("me"))
+        .is_empty());
+    assert!(tree.get(&"FILE0002".into()).is_some());
+    // Another client's delete applies.
+    let ch = tree.apply(
+        &[ActionPacket::parse(&json!({"a": "d", "i": "other", "n": "FILE0002"})).unwrap()],
+        Some("me"),
+    );
+    assert_eq!(
+        ch,
+        vec![Change::Removed {
+            handle: "FILE0002".into(),
+            parent: Some("ROOT0000".into())
+        }]
+    );
+    assert!(tree.get(&"FILE0002".into()).is_none());
+}
