@@ -5,5 +5,11 @@
 //! See `doc/ARCHITECTURE.md`.
 
 pub mod api;
+pub mod client;
 pub mod crypto;
+pub mod events;
+pub mod link;
+pub mod transfer;
 pub mod tree;
+
+pub use client::{Client, Error, Quota, TreeEvent};

@@ -1,0 +1,126 @@
+//! The server-to-client event channel (`MEGA-PROTOCOL.md` §9.1): long-polls `sc?sn=` with the
+//! sequence cursor; when up to date the server hands out a wait URL that blocks until
+//! something happens. Packets are parsed into [`ActionPacket`]s for the tree.
+//!
+//! Transient failures back off and retry; ESID ends the channel (the session is gone);
+//! ETOOMANY (-6) means the cursor is too old and the caller must fetch the tree again.
+//!
+//! Must not know about FUSE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::{as_error, network_error, ApiClient, ApiError, ErrorCode};
+use crate::tree::ActionPacket;
+
+/// How long one wait-URL request may block before we poll again anyway.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Timeout of an `sc` request (the SDK uses 40 s).
+const SC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls the event channel from a cursor.
+pub struct EventPoller {
+    api: Arc<ApiClient>,
+    sn: String,
+}
+
+impl std::fmt::Debug for EventPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPoller").field("sn", &self.sn).finish()
+    }
+}
+
+impl EventPoller {
+    /// Starts from the `sn` of the tree fetch.
+    pub fn new(api: Arc<ApiClient>, sn: String) -> Self {
+        EventPoller { api, sn }
+    }
+
+    /// The cursor after the last batch returned.
+    pub fn sn(&self) -> &str {
+        &self.sn
+    }
+
+    /// Waits for and returns the next non-empty batch of action packets.
+    pub async fn next_batch(&mut self) -> Result<Vec<ActionPacket>, ApiError> {
+        let mut attempt = 0u32;
+        loop {
+            let r = self.poll_once().await;
+            match r {
+                Ok(Some(packets)) if !packets.is_empty() => return Ok(packets),
+                Ok(_) => attempt = 0,
+                Err(ApiError::SessionLost) => return Err(ApiError::SessionLost),
+                Err(ApiError::Mega(ErrorCode::TooMany)) => {
+                    return Err(ApiError::Mega(ErrorCode::TooMany))
+                }
+                Err(e) if e.is_retryable() => {
+                    let retry = &self.api.config().retry;
+                    let delay = retry.delay(attempt.min(retry.max_retries));
+                    tracing::debug!(error = %e, ?delay, "event channel: retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One `sc` request (and, when up to date, one wait). `Ok(None)` = nothing new yet.
+    async fn poll_once(&mut self) -> Result<Option<Vec<ActionPacket>>, ApiError> {
+        let sid = self.api.sid().ok_or(ApiError::SessionLost)?;
+        let url = format!(
+            "{}sc?sn={}&sid={}",
+            self.api.config().base_url,
+            self.sn,
+            sid.expose()
+        );
+        let resp = self
+            .api
+            .http()
+            .post(url)
+            .timeout(SC_TIMEOUT)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(ApiError::Http(status));
+        }
+        let body = resp.bytes().await.map_err(network_error)?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::BadResponse("event reply is not JSON".into()))?;
+        if let Some(code) = as_error(&v) {
+            return Err(match code {
+                ErrorCode::Sid => ApiError::SessionLost,
+                c => ApiError::Mega(c),
+            });
+        }
+        if let Some(w) = v.get("w").and_then(Value::as_str) {
+            // Up to date: block on the wait URL (its body is meaningless), then poll again.
+            let _ = self
+                .api
+                .http()
+                .post(w)
+                .timeout(WAIT_TIMEOUT)
+                .send()
+                .await
+                .map_err(network_error)?
+                .bytes()
+                .await;
+            return Ok(None);
+        }
+        let sn = v
+            .get("sn")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::BadResponse("event reply without `sn` or `w`".into()))?;
+        let packets = v
+            .get("a")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(ActionPacket::parse).collect())
+            .unwrap_or_default();
+        self.sn = sn.to_string();
+        Ok(Some(packets))
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared helpers for integration tests: an in-process `mega-testserver` on 127.0.0.1:0 with
+//! fresh accounts, fast retry settings, and deterministic test data.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use mega_mount::api::{ApiConfig, RetryConfig};
+use mega_mount::Client;
+use mega_testserver::{Config, TestServer, UserOptions};
+
+pub struct Env {
+    pub server: TestServer,
+    pub dir: tempfile::TempDir,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl Env {
+    pub async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = Config::new(dir.path().join("server"));
+        cfg.wait_timeout = Duration::from_secs(5);
+        let server = TestServer::start(cfg).await.expect("server starts");
+        Env { server, dir }
+    }
+
+    pub async fn user(&self, email: &str, opts: UserOptions) {
+        self.server
+            .add_user(email, PASSWORD, opts)
+            .await
+            .expect("add user");
+    }
+
+    pub fn api_config(&self) -> ApiConfig {
+        let mut c = ApiConfig::with_base_url(self.server.base_url());
+        c.retry = fast_retry();
+        c
+    }
+
+    pub async fn login(&self, email: &str) -> Client {
+        let mut c = Client::login(self.api_config(), email, PASSWORD, None)
+            .await
+            .expect("login");
+        let mut t = mega_mount::transfer::TransferConfig::default();
+        t.retry = fast_retry();
+        t.piece_size = 1024 * 1024;
+        c.set_transfer_config(t);
+        c
+    }
+
+    /// A fresh account plus a logged-in client for it.
+    pub async fn account(&self, email: &str) -> Client {
+        self.user(email, UserOptions::default()).await;
+        self.login(email).await
+    }
+}
+
+pub fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 6,
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(200),
+    }
+}
+
+/// Deterministic, non-repeating-looking content.
+pub fn data(size: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9 ^ seed as u32;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Waits until `f` is true, polling; fails the test after `secs`.
+pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,427 @@
+//! Client <-> mega-testserver over loopback: login, sessions, tree, transfers, mutations,
+//! quota, public links, events, isolation and durability.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{data, eventually, Env, PASSWORD};
+use mega_mount::api::session::{LoginError, SavedSession};
+use mega_mount::api::{ApiClient, ApiError, ErrorCode};
+use mega_mount::client::{download_public, TreeEvent};
+use mega_mount::transfer::TransferConfig;
+use mega_mount::tree::Change;
+use mega_mount::{Client, Error};
+use mega_testserver::UserOptions;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_v1_and_v2_accounts() {
+    let env = Env::start().await;
+    env.user(
+        "v1@example.com",
+        UserOptions {
+            v1: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    env.user("v2@example.com", UserOptions::default()).await;
+    for email in ["v1@example.com", "V2@Example.com"] {
+        let c = env.login(email).await;
+        let tree = c.read_tree();
+        assert!(tree.root().is_some() && tree.rubbish().is_some() && tree.inbox().is_some());
+        assert_eq!(c.session().email, email.to_lowercase());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_are_clear_errors() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    for (email, pw) in [("a@example.com", "wrong"), ("nobody@example.com", PASSWORD)] {
+        let r = Client::login(env.api_config(), email, pw, None).await;
+        assert!(
+            matches!(r, Err(Error::Login(LoginError::WrongPassword))),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_factor_login() {
+    let env = Env::start().await;
+    let secret = "JBSWY3DPEHPK3PXP";
+    env.user(
+        "mfa@example.com",
+        UserOptions {
+            totp_secret: Some(secret.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = Client::login(env.api_config(), "mfa@example.com", PASSWORD, None).await;
+    assert!(
+        matches!(r, Err(Error::Login(LoginError::MfaRequired))),
+        "{r:?}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let valid: Vec<String> = [now - 30, now, now + 30, now + 60]
+        .iter()
+        .map(|t| mega_testserver::crypto::totp(secret, *t).unwrap())
+        .collect();
+    let wrong = (0..10)
+        .map(|d| format!("{d}{d}{d}{d}{d}{d}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    let r = Client::login(env.api_config(), "mfa@example.com", PASSWORD, Some(&wrong)).await;
+    assert!(
+        matches!(r, Err(Error::Login(LoginError::MfaRejected))),
+        "{r:?}"
+    );
+    let code = mega_testserver::crypto::totp(secret, now).unwrap();
+    let c = Client::login(env.api_config(), "mfa@example.com", PASSWORD, Some(&code))
+        .await
+        .unwrap();
+    assert!(c.read_tree().root().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_save_resume_and_logout() {
+    let env = Env::start().await;
+    let c = env.account("s@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.mkdir(&root, "kept").await.unwrap();
+    let path = env.dir.path().join("cfg/session.json");
+    c.save_session(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(PASSWORD));
+    let saved = SavedSession::load(&path).unwrap();
+    let resumed = Client::resume(env.api_config(), &saved).await.unwrap();
+    assert!(resumed.resolve("/kept").is_ok());
+    resumed.logout().await.unwrap();
+    let r = Client::resume(env.api_config(), &saved).await;
+    assert!(
+        matches!(r, Err(Error::Login(LoginError::Api(ApiError::SessionLost)))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_download_round_trips() {
+    let env = Env::start().await;
+    let c = env.account("rt@example.com").await;
+    let root = c.root().unwrap().handle;
+    const K: usize = 1024;
+    let sizes = [
+        0,
+        1,
+        16,
+        128 * K - 1,
+        128 * K,
+        128 * K + 1,
+        1024 * K + 1,
+        20 * 1024 * K,
+    ];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body = data(size, i as u8);
+        let name = format!("file-{size}.bin");
+        let mtime = 1_600_000_000 + i as i64;
+        let node = c
+            .upload(&root, &name, &mut &body[..], size as u64, mtime, None)
+            .await
+            .unwrap();
+        assert_eq!(node.size, size as u64);
+        assert_eq!(node.name, name);
+        assert_eq!(node.mtime, mtime, "mtime kept through the fingerprint");
+        let back = c.download_to_vec(&node.handle).await.unwrap();
+        assert!(back == body, "content of {size} bytes differs");
+    }
+    // A second client sees the same files with the same content.
+    let other = env.login("rt@example.com").await;
+    let n = other.resolve("/file-131073.bin").unwrap();
+    assert_eq!(
+        other.download_to_vec(&n.handle).await.unwrap(),
+        data(128 * K + 1, 5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_from_a_short_reader_fails_cleanly() {
+    let env = Env::start().await;
+    let c = env.account("short@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(1000, 1);
+    let r = c.upload(&root, "x", &mut &body[..], 2000, 0, None).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Transfer(
+                mega_mount::transfer::TransferError::ShortRead { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+    assert!(c.resolve("/x").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_rename_move_trash_delete() {
+    let env = Env::start().await;
+    let c = env.account("m@example.com").await;
+    let root = c.root().unwrap().handle;
+    let a = c.mkdir(&root, "a").await.unwrap();
+    let b = c.mkdir(&a.handle, "b").await.unwrap();
+    let f = c
+        .upload(&b.handle, "f.txt", &mut &b"hello"[..], 5, 1234, None)
+        .await
+        .unwrap();
+    assert_eq!(c.resolve("/a/b/f.txt").unwrap().handle, f.handle);
+
+    c.rename(&f.handle, "g.txt").await.unwrap();
+    assert_eq!(
+        c.resolve("/a/b/g.txt").unwrap().mtime,
+        1234,
+        "rename keeps the mtime"
+    );
+    c.move_to(&b.handle, &root).await.unwrap();
+    assert!(c.resolve("/b/g.txt").is_ok());
+    // Moving a folder into its own subtree is refused by the server.
+    let r = c.move_to(&root, &b.handle).await;
+    assert!(r.is_err());
+    let r = c.move_to(&a.handle, &a.handle).await;
+    assert_eq!(r.unwrap_err().code(), Some(ErrorCode::Circular));
+
+    c.trash(&f.handle).await.unwrap();
+    assert!(c.resolve("/b/g.txt").is_err());
+    let rubbish = c.rubbish().unwrap().handle;
+    assert!(c.children(&rubbish).iter().any(|n| n.name == "g.txt"));
+    c.delete(&a.handle).await.unwrap();
+
+    // The server agrees: a fresh session sees the same tree.
+    let fresh = env.login("m@example.com").await;
+    assert!(fresh.resolve("/a").is_err());
+    assert!(fresh.resolve("/b").is_ok());
+    assert!(fresh.resolve("/b/g.txt").is_err());
+    let rubbish = fresh.rubbish().unwrap().handle;
+    let g = fresh
+        .children(&rubbish)
+        .into_iter()
+        .find(|n| n.name == "g.txt")
+        .unwrap();
+    assert_eq!(fresh.download_to_vec(&g.handle).await.unwrap(), b"hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_reported_and_enforced() {
+    let env = Env::start().await;
+    env.user(
+        "q@example.com",
+        UserOptions {
+            quota: 100_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = env.login("q@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "a", &mut &data(60_000, 1)[..], 60_000, 0, None)
+        .await
+        .unwrap();
+    let q = c.quota().await.unwrap();
+    assert_eq!((q.total, q.used), (100_000, 60_000));
+    let r = c
+        .upload(&root, "b", &mut &data(60_000, 2)[..], 60_000, 0, None)
+        .await;
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::OverQuota), "{e:?}");
+    assert!(c.resolve("/b").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_link_export_and_download_without_login() {
+    let env = Env::start().await;
+    let c = env.account("l@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(300_000, 9);
+    let f = c
+        .upload(
+            &root,
+            "shared.bin",
+            &mut &body[..],
+            body.len() as u64,
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+    let link = c.export(&f.handle).await.unwrap();
+    assert!(link.starts_with("https://mega.nz/file/"));
+    assert_eq!(
+        c.export(&f.handle).await.unwrap(),
+        link,
+        "exporting twice gives the same link"
+    );
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    let mut out = Vec::new();
+    let info = download_public(&anon, &link, &mut out, &TransferConfig::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(info.name, "shared.bin");
+    assert_eq!(out, body);
+    // The legacy form of the same link works too.
+    let legacy = link
+        .replace("/file/", "/#!")
+        .replace('#', "!")
+        .replacen("!!", "#!", 1);
+    let mut out2 = Vec::new();
+    download_public(&anon, &legacy, &mut out2, &TransferConfig::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(out2, body);
+    // A wrong key is a MAC failure, never bad data presented as good.
+    let mut k: Vec<char> = link.chars().collect();
+    let last = k.len() - 1;
+    k[last] = if k[last] == 'A' { 'B' } else { 'A' };
+    let bad: String = k.into_iter().collect();
+    let r = download_public(
+        &anon,
+        &bad,
+        &mut Vec::new(),
+        &TransferConfig::default(),
+        None,
+    )
+    .await;
+    assert!(r.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_a_second_session_reach_the_first() {
+    let env = Env::start().await;
+    let a = Arc::new(env.account("ev@example.com").await);
+    let b = env.login("ev@example.com").await;
+    let mut watcher = a.watch().unwrap();
+    let root = b.root().unwrap().handle;
+
+    // Own changes are applied locally and not reported again.
+    let mine = a.mkdir(&root, "mine").await.unwrap();
+
+    let dir = b.mkdir(&root, "from-b").await.unwrap();
+    let f = b
+        .upload(&dir.handle, "x.txt", &mut &b"abc"[..], 3, 7, None)
+        .await
+        .unwrap();
+    let a2 = a.clone();
+    eventually(5, "upload by B visible to A", || {
+        a2.resolve("/from-b/x.txt").is_ok()
+    })
+    .await;
+    b.rename(&f.handle, "y.txt").await.unwrap();
+    eventually(5, "rename visible", || a2.resolve("/from-b/y.txt").is_ok()).await;
+    b.move_to(&f.handle, &root).await.unwrap();
+    eventually(5, "move visible", || {
+        a2.resolve("/y.txt").is_ok() && a2.resolve("/from-b/y.txt").is_err()
+    })
+    .await;
+    b.delete(&dir.handle).await.unwrap();
+    eventually(5, "delete visible", || a2.resolve("/from-b").is_err()).await;
+    assert_eq!(a.download_to_vec(&f.handle).await.unwrap(), b"abc");
+
+    let mut seen = Vec::new();
+    while let Ok(ev) = watcher.events.try_recv() {
+        if let TreeEvent::Changed(ch) = ev {
+            seen.extend(ch);
+        }
+    }
+    assert!(seen.contains(&Change::Added(dir.handle.clone())));
+    assert!(
+        seen.iter()
+            .any(|c| matches!(c, Change::Moved { handle, .. } if *handle == f.handle)),
+        "{seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .any(|c| matches!(c, Change::Removed { handle, .. } if *handle == dir.handle)));
+    assert!(
+        !seen.contains(&Change::Added(mine.handle.clone())),
+        "own echo reported: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_isolated() {
+    let env = Env::start().await;
+    let a = env.account("iso-a@example.com").await;
+    let b = env.account("iso-b@example.com").await;
+    let root_a = a.root().unwrap().handle;
+    let f = a
+        .upload(&root_a, "secret", &mut &b"top"[..], 3, 0, None)
+        .await
+        .unwrap();
+    let b_root = b.root().unwrap().handle;
+    for cmd in [
+        serde_json::json!({"a": "g", "g": 1, "n": f.handle.0}),
+        serde_json::json!({"a": "d", "n": f.handle.0}),
+        serde_json::json!({"a": "m", "n": f.handle.0, "t": b_root.0}),
+        serde_json::json!({"a": "a", "n": f.handle.0, "at": "AAAA"}),
+        serde_json::json!({"a": "l", "n": f.handle.0}),
+        serde_json::json!({"a": "p", "t": root_a.0, "n": [{"h": "xxxxxxxx", "t": 1, "a": "AAAA", "k": "AAAA"}]}),
+    ] {
+        let r = b.api().call(cmd.clone()).await;
+        assert!(
+            matches!(r, Err(ApiError::Mega(ErrorCode::NotFound))),
+            "{cmd}: {r:?}"
+        );
+    }
+    assert_eq!(a.download_to_vec(&f.handle).await.unwrap(), b"top");
+    assert!(b.resolve("/secret").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("server");
+    let mut cfg = mega_testserver::Config::new(&data_dir);
+    let server = mega_testserver::TestServer::start(cfg.clone())
+        .await
+        .unwrap();
+    server
+        .add_user("d@example.com", PASSWORD, UserOptions::default())
+        .await
+        .unwrap();
+    let api_cfg = |url: &str| {
+        let mut c = mega_mount::api::ApiConfig::with_base_url(url);
+        c.retry = common::fast_retry();
+        c
+    };
+    let c = Client::login(api_cfg(server.base_url()), "d@example.com", PASSWORD, None)
+        .await
+        .unwrap();
+    let root = c.root().unwrap().handle;
+    let body = data(500_000, 3);
+    c.upload(
+        &root,
+        "durable.bin",
+        &mut &body[..],
+        body.len() as u64,
+        99,
+        None,
+    )
+    .await
+    .unwrap();
+    let saved = c.saved_session();
+    let addr = server.addr();
+    server.shutdown().await;
+    cfg.listen = addr;
+    let server = mega_testserver::TestServer::start(cfg).await.unwrap();
+    let mut saved2 = saved.clone();
+    saved2.api_url = server.base_url().to_string();
+    let c = Client::resume(api_cfg(server.base_url()), &saved2)
+        .await
+        .unwrap();
+    let n = c.resolve("/durable.bin").unwrap();
+    assert_eq!(n.mtime, 99);
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), body);
+}
