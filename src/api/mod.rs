@@ -349,7 +349,7 @@ fn parse_reply(v: Value, n: usize) -> Result<Vec<CommandResult>, ApiError> {
             Ok(items
                 .into_iter()
                 .map(|item| match as_error(&item) {
-                    Some(code) if code == ErrorCode::Sid => Err(ApiError::SessionLost),
+                    Some(ErrorCode::Sid) => Err(ApiError::SessionLost),
                     Some(code) => Err(ApiError::Mega(code)),
                     None => Ok(item),
                 })
