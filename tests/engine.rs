@@ -1,6 +1,8 @@
 //! Client <-> mega-testserver over loopback: login, sessions, tree, transfers, mutations,
 //! quota, public links, events, isolation and durability.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

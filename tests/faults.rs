@@ -2,6 +2,8 @@
 //! fired), a corrupted download must be reported as a MAC failure, and a request whose reply
 //! was lost must not run twice.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{data, Env};

@@ -41,10 +41,11 @@ impl Env {
         let mut c = Client::login(self.api_config(), email, PASSWORD, None)
             .await
             .expect("login");
-        let mut t = mega_mount::transfer::TransferConfig::default();
-        t.retry = fast_retry();
-        t.piece_size = 1024 * 1024;
-        c.set_transfer_config(t);
+        c.set_transfer_config(mega_mount::transfer::TransferConfig {
+            retry: fast_retry(),
+            piece_size: 1024 * 1024,
+            ..Default::default()
+        });
         c
     }
 
