@@ -1,0 +1,165 @@
+//! Interop with megajs (the npm MEGA client): it logs in to mega-testserver, lists, downloads
+//! and MAC-verifies files our client uploaded, uploads files that our client then downloads
+//! and MAC-verifies (including sizes where megajs computes its condensed MAC differently),
+//! renames, moves, makes folders and exports a public link.
+//!
+//! Needs Node.js and `npm ci` in tests/interop (scripts/test.sh does both).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Env, PASSWORD};
+use mega_mount::api::ApiClient;
+use mega_mount::client::download_public;
+use mega_mount::transfer::TransferConfig;
+use mega_testserver::UserOptions;
+use serde_json::Value;
+use sha2::Digest;
+
+/// Same generator as `content()` in megajs-driver.mjs.
+fn interop_content(size: usize, seed: u32) -> Vec<u8> {
+    (0..size as u32)
+        .map(|i| (i.wrapping_mul(0x9E37_79B1).wrapping_add(seed) >> 24) as u8)
+        .collect()
+}
+
+fn sha256_hex(d: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(d))
+}
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// Runs the megajs driver with a timeout; returns its JSON output.
+async fn run_driver(env: &Env, email: &str, mode: &str) -> Value {
+    let dir = interop_dir();
+    assert!(
+        dir.join("node_modules/megajs").exists(),
+        "megajs is not installed: run `npm ci` in tests/interop (scripts/test.sh does)"
+    );
+    let child = tokio::process::Command::new("node")
+        .arg("megajs-driver.mjs")
+        .current_dir(&dir)
+        .env("MEGA_API_URL", env.server.base_url())
+        .env("MEGA_EMAIL", email)
+        .env("MEGA_PASSWORD", PASSWORD)
+        .env("DRIVER_MODE", mode)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("megajs driver timed out")
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "megajs driver failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("driver prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megajs_and_our_client_read_each_others_files() {
+    let env = Env::start().await;
+    let c = env.account("interop@example.com").await;
+    let root = c.root().unwrap().handle;
+    // Sizes megajs verifies the same way we do (not 0 or a chunk boundary, see §12.6).
+    let ours = [1usize, 16, 131_073, 1_500_000];
+    let mut expected = HashMap::new();
+    for size in ours {
+        let body = interop_content(size, 7);
+        let name = format!("from-rust-{size}.bin");
+        c.upload(
+            &root,
+            &name,
+            &mut &body[..],
+            size as u64,
+            1_650_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+        expected.insert(name, sha256_hex(&body));
+    }
+
+    let out = run_driver(&env, "interop@example.com", "full").await;
+
+    // megajs listed and MAC-verified our uploads.
+    let listing: Vec<String> = out["listing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in expected.keys() {
+        assert!(
+            listing.contains(name),
+            "megajs does not list {name}: {listing:?}"
+        );
+        assert_eq!(
+            out["downloads"][name].as_str(),
+            Some(expected[name].as_str()),
+            "{name}"
+        );
+    }
+    assert_eq!(out["user"].as_str(), Some(c.session().user.as_str()));
+
+    // Our client reads and MAC-verifies megajs' uploads, including the megajs MAC variant.
+    c.fetch().await.unwrap();
+    for size in [0usize, 131_072, 200_000, 1_048_581] {
+        let node = c.resolve(&format!("/from-js-{size}.bin")).unwrap();
+        assert_eq!(node.size, size as u64);
+        let body = c.download_to_vec(&node.handle).await.unwrap();
+        assert!(
+            body == interop_content(size, (size % 251) as u32),
+            "from-js-{size}.bin differs"
+        );
+    }
+    let moved = c.resolve("/js-folder/from-js-16-renamed.bin").unwrap();
+    assert_eq!(
+        c.download_to_vec(&moved.handle).await.unwrap(),
+        interop_content(16, 16)
+    );
+    let inner = c.resolve("/js-folder/inner.txt").unwrap();
+    assert_eq!(c.download_to_vec(&inner.handle).await.unwrap(), b"inner");
+
+    // megajs' public link works with our parser and downloader, and with megajs itself.
+    let link = out["link"].as_str().unwrap();
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    let mut data = Vec::new();
+    let info = download_public(&anon, link, &mut data, &TransferConfig::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(info.name, "from-js-200000.bin");
+    assert_eq!(data, interop_content(200_000, 200_000 % 251));
+    assert_eq!(out["link_name"].as_str(), Some("from-js-200000.bin"));
+    assert_eq!(
+        out["link_sha256"].as_str(),
+        Some(sha256_hex(&data).as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megajs_logs_in_to_v1_accounts() {
+    let env = Env::start().await;
+    env.user(
+        "v1-interop@example.com",
+        UserOptions {
+            v1: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = env.login("v1-interop@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.mkdir(&root, "made-by-rust").await.unwrap();
+    let out = run_driver(&env, "v1-interop@example.com", "list").await;
+    assert_eq!(out["listing"][0]["name"].as_str(), Some("made-by-rust"));
+    assert_eq!(out["listing"][0]["directory"].as_bool(), Some(true));
+}
