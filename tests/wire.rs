@@ -1,0 +1,303 @@
+//! Wire-level shape of mega-testserver's replies, for the third-party clients that depend on
+//! details our own client does not exercise (`MEGA-PROTOCOL.md` §13): download URLs by GET and
+//! POST, with and without a range, ranges clamped like mega-rs needs; upload tokens as text
+//! when `u` has no `v` (go-mega, mega.py, mega-rs); `"0"` chunk acks with `?d=`; `a` with
+//! `attr`+`key`; bare `0` results; `a` then `i` first in packets and `sn` last in `sc` replies.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Env;
+use mega_mount::crypto::{attr, b64, FileKey, NodeKey};
+use serde_json::{json, Value};
+
+async fn setup() -> (Env, mega_mount::Client) {
+    let env = Env::start().await;
+    let c = env.account("wire@example.com").await;
+    (env, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_url_forms() {
+    let (_env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let f = c
+        .upload(&root, "f", &mut &body[..], 1000, 0, None)
+        .await
+        .unwrap();
+    let g = c
+        .api()
+        .call(json!({"a": "g", "g": 1, "n": f.handle.0}))
+        .await
+        .unwrap();
+    assert_eq!(g["s"], json!(1000));
+    assert!(g["at"].is_string());
+    let url = g["g"].as_str().unwrap();
+    let http = c.api().http();
+    // mega.py: plain GET, whole file.
+    assert_eq!(
+        http.get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
+    // megatools/SDK: POST with an empty body and an inclusive range.
+    let r = http.post(format!("{url}/10-19")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 10);
+    // mega-rs asks for 0-size (one past the end): clamped.
+    let r = http.get(format!("{url}/0-1000")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+    let r = http.get(format!("{url}/5000-6000")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 416);
+    // Info only (no `g`): no URL.
+    let info = c
+        .api()
+        .call(json!({"a": "g", "n": f.handle.0}))
+        .await
+        .unwrap();
+    assert!(info.get("g").is_none() && info["s"] == json!(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_without_v_gives_a_text_token_and_d_acks_with_zero() {
+    let (_env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let size = 200_000usize;
+    let u = c.api().call(json!({"a": "u", "s": size})).await.unwrap();
+    let url = u["p"].as_str().unwrap();
+    let http = c.api().http();
+    let data = vec![0x5au8; size];
+    // Second piece first (out of order), with the SDK's `?d=` checksum: acked with "0".
+    let tail = &data[131_072..];
+    let d = b64::encode(&mega_mount::crypto::upload_checksum(tail));
+    let r = http
+        .post(format!("{url}/131072?d={d}"))
+        .body(tail.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"0");
+    // A bad checksum is refused with EKEY.
+    let r = http
+        .post(format!("{url}/0?c=AAAAAAAAAAAAAAAA"))
+        .body(data[..131_072].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"-14");
+    let r = http
+        .post(format!("{url}/0"))
+        .body(data[..131_072].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let token = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+    assert_eq!(token.len(), 36, "text token: 36 base64 characters");
+    assert!(b64::decode(&token, "t").is_ok());
+    // `p` accepts the text token verbatim (as go-mega and mega.py send it).
+    let key = NodeKey::File(FileKey::random());
+    let a = b64::encode(&attr::encrypt(
+        &key.attr_key(),
+        json!({"n": "text-token"}).as_object().unwrap(),
+    ));
+    let k = b64::encode(&c.session().master_key.0.wrap(&key.raw()));
+    let r = c
+        .api()
+        .call(json!({"a": "p", "t": root.0, "n": [{"h": token, "t": 0, "a": a, "k": k, "fa": null}], "i": "abcdefghij"}))
+        .await
+        .unwrap();
+    assert_eq!(r["f"][0]["s"], json!(size));
+    // Tokens are single-use.
+    let again = c
+        .api()
+        .call(json!({"a": "p", "t": root.0, "n": [{"h": token, "t": 0, "a": a, "k": k}]}))
+        .await;
+    assert!(again.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_attr_form_and_integer_results() {
+    let (env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let dir = c.mkdir(&root, "old").await.unwrap();
+    let key = dir.key.clone().unwrap();
+    let attr_b64 = b64::encode(&attr::encrypt(
+        &key.attr_key(),
+        json!({"n": "new"}).as_object().unwrap(),
+    ));
+    // rclone/go-mega, mega.py and mega-rs send `attr` + `key` + `i`.
+    let r = c
+        .api()
+        .call(json!({"a": "a", "attr": attr_b64, "key": "ignored", "n": dir.handle.0, "i": "0123456789"}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!(0), "commands without payload return the number 0");
+    let fresh = env.login("wire@example.com").await;
+    assert!(fresh.resolve("/new").is_ok());
+    let r = c
+        .api()
+        .call(json!({"a": "d", "n": dir.handle.0, "i": "0123456789"}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!(0));
+    assert_eq!(
+        c.api()
+            .call(json!({"a": "log", "e": 99999, "m": "x"}))
+            .await
+            .unwrap(),
+        json!(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_and_prelogin_shapes() {
+    let (env, c) = setup().await;
+    let f = c.api().call(json!({"a": "f", "c": 1})).await.unwrap();
+    for k in ["f", "ok", "ok0", "s", "u", "sn"] {
+        assert!(f.get(k).is_some(), "`f` reply lacks {k}");
+    }
+    assert_eq!(f["sn"].as_str().unwrap().len(), 11);
+    let roots: Vec<&Value> = f["f"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["t"].as_i64() >= Some(2))
+        .collect();
+    assert_eq!(roots.len(), 3);
+    for r in roots {
+        assert_eq!(r["p"], json!(""));
+        assert_eq!(r["a"], json!(""));
+    }
+    env.user(
+        "v1wire@example.com",
+        mega_testserver::UserOptions {
+            v1: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let pre = c
+        .api()
+        .call(json!({"a": "us0", "user": "v1wire@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        pre,
+        json!({"v": 1}),
+        "v1 accounts: no `s` key at all (mega.py)"
+    );
+    let pre = c
+        .api()
+        .call(json!({"a": "us0", "user": "wire@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(pre["v"], json!(2));
+    assert_eq!(
+        b64::decode(pre["s"].as_str().unwrap(), "s").unwrap().len(),
+        32
+    );
+    // `ug` carries what megatools and mega-rs require.
+    let ug = c.api().call(json!({"a": "ug"})).await.unwrap();
+    for k in [
+        "u",
+        "s",
+        "email",
+        "name",
+        "k",
+        "c",
+        "pubk",
+        "privk",
+        "ts",
+        "firstname",
+        "lastname",
+    ] {
+        assert!(ug.get(k).is_some(), "`ug` reply lacks {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_packets_put_a_and_i_first_and_sn_last() {
+    let (env, c) = setup().await;
+    let sn = c.api().call(json!({"a": "f", "c": 1})).await.unwrap()["sn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = c.root().unwrap().handle;
+    let dir = c.mkdir(&root, "x").await.unwrap();
+    c.rename(&dir.handle, "y").await.unwrap();
+    let sid = c.api().sid().unwrap();
+    let url = format!("{}sc?sn={}&sid={}", env.server.base_url(), sn, sid.expose());
+    let text = c
+        .api()
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let echo = c.api().echo_id();
+    assert!(
+        text.contains(&format!("{{\"a\":\"t\",\"i\":\"{echo}\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{{\"a\":\"u\",\"i\":\"{echo}\"")),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let last_key = v.as_object().unwrap().keys().last().unwrap().clone();
+    assert_eq!(last_key, "sn");
+    // Up to date: a wait URL, and no packets alongside it.
+    let url = format!(
+        "{}sc?sn={}&sid={}",
+        env.server.base_url(),
+        v["sn"].as_str().unwrap(),
+        sid.expose()
+    );
+    let v: Value = serde_json::from_str(
+        &c.api()
+            .http()
+            .post(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(v["w"].is_string() && v.get("a").is_none(), "{v}");
+    // Bad sid: ESID, on both channels.
+    let bad = format!("{}sc?sn={}&sid=nope", env.server.base_url(), sn);
+    assert_eq!(
+        c.api()
+            .http()
+            .get(&bad)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "-15"
+    );
+    let bad = format!("{}cs?id=1&sid=nope", env.server.base_url());
+    let r = c
+        .api()
+        .http()
+        .post(&bad)
+        .body("[{\"a\":\"ug\"}]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "-15");
+}
