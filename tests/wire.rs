@@ -254,7 +254,7 @@ async fn event_packets_put_a_and_i_first_and_sn_last() {
         "{text}"
     );
     let v: Value = serde_json::from_str(&text).unwrap();
-    let last_key = v.as_object().unwrap().keys().last().unwrap().clone();
+    let last_key = v.as_object().unwrap().keys().next_back().unwrap().clone();
     assert_eq!(last_key, "sn");
     // Up to date: a wait URL, and no packets alongside it.
     let url = format!(
