@@ -119,26 +119,18 @@ fn encrypt_and_mac_vector() {
     };
     let c = cipher(&key.aes);
     let mut data = plain.clone();
-    let mut macs = Vec::new();
-    for (start, len) in chunks(data.len() as u64) {
-        let s = start as usize;
-        macs.push(mac::encrypt_chunk(
-            &c,
-            &key.nonce,
-            start,
-            &mut data[s..s + len as usize],
-        ));
-    }
+    let macs = mac::encrypt_piece(&c, &key.nonce, 0, &mut data);
     key.meta_mac = mac::condense(&c, &macs);
     assert_eq!(key.meta_mac.to_vec(), hex(&v["meta_mac_hex"]));
     assert_eq!(key.pack().to_vec(), hex(&v["packed_node_key_hex"]));
     assert_eq!(sha1_hex(&data), v["ciphertext_sha1"].as_str().unwrap());
-    // And back: fused decrypt gives the plaintext and the same MACs.
-    for (i, (start, len)) in chunks(data.len() as u64).enumerate() {
-        let s = start as usize;
-        let m = mac::decrypt_chunk(&c, &key.nonce, start, &mut data[s..s + len as usize]);
-        assert_eq!(m, macs[i]);
+    // And back, in pieces of one chunk each (pieces start on chunk boundaries).
+    let mut back = Vec::new();
+    for (start, len) in chunks(data.len() as u64) {
+        let (s, e) = (start as usize, (start + len) as usize);
+        back.extend(mac::decrypt_piece(&c, &key.nonce, start, &mut data[s..e]));
     }
+    assert_eq!(back, macs);
     assert_eq!(data, plain);
     assert_eq!(FileKey::unpack(&key.pack()), key);
 }
@@ -334,4 +326,35 @@ fn base64_accepts_both_alphabets() {
     );
     assert!(b64::decode("*", "x").is_err());
     assert_eq!(b64::encode(&[0xfb, 0xff]), "-_8");
+}
+
+#[test]
+fn interleaved_lanes_equal_one_chain_at_a_time() {
+    let c = cipher(&[5; 16]);
+    let nonce = [9; 8];
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    // Uneven lengths, more chunks than lanes, empty and short chunks.
+    let mut lens = vec![0usize, 0, 1, 17, 4096, 131072, 131073, 1 << 20];
+    lens.extend((0..12).map(|i| 1000 + i * 37));
+    let mut views = Vec::new();
+    let mut off = 0;
+    for len in lens {
+        views.push(&data[off..off + len]);
+        off += len;
+    }
+    let lanes = mac::chunk_macs(&c, &nonce, &views);
+    assert_eq!(lanes.len(), views.len());
+    for (p, m) in views.iter().zip(&lanes) {
+        // Reference: a plain serial CBC-MAC with IV nonce || nonce, zero-padded.
+        let mut st = [0u8; 16];
+        st[..8].copy_from_slice(&nonce);
+        st[8..].copy_from_slice(&nonce);
+        for b in p.chunks(16) {
+            for (x, y) in st.iter_mut().zip(b) {
+                *x ^= y;
+            }
+            crate::crypto::aes::encrypt_block(&c, &mut st);
+        }
+        assert_eq!(&st, m);
+    }
 }

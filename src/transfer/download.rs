@@ -138,29 +138,15 @@ pub async fn download<W: AsyncWrite + Unpin>(
     let mut macs: Vec<[u8; 16]> = Vec::with_capacity(mac::chunk_count(src.size) as usize);
     let tasks = pieces(src.size, cfg.piece_size)
         .into_iter()
-        .map(|(start, len, first, count)| {
+        .map(|(start, len, _, _)| {
             let fetcher = fetcher.clone();
             let key = key.clone();
             AbortOnDrop(tokio::spawn(async move {
                 let mut data = fetcher.fetch(start, len).await?;
-                // Decrypt + MAC on a blocking thread: ~1 ms per MiB of CPU work.
+                // Decrypt + MAC on a blocking thread: it is CPU work (about 1 ms per MiB).
                 tokio::task::spawn_blocking(move || {
-                    let c = cipher(&key.aes);
-                    let mut chunk_macs = Vec::with_capacity(count);
-                    let mut off = 0usize;
-                    for idx in first..first + count {
-                        let cs = mac::chunk_start(idx as u64);
-                        let ce = mac::chunk_start(idx as u64 + 1).min(start + len);
-                        let n = (ce - cs) as usize;
-                        chunk_macs.push(mac::decrypt_chunk(
-                            &c,
-                            &key.nonce,
-                            cs,
-                            &mut data[off..off + n],
-                        ));
-                        off += n;
-                    }
-                    (data, chunk_macs)
+                    let macs = mac::decrypt_piece(&cipher(&key.aes), &key.nonce, start, &mut data);
+                    (data, macs)
                 })
                 .await
                 .map_err(|e| TransferError::Io(std::io::Error::other(e)))

@@ -214,7 +214,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         .await?;
         handle_reply(r, &mut token);
     }
-    for (start, len, first, count) in pieces(size, cfg.piece_size) {
+    for (start, len, first, _) in pieces(size, cfg.piece_size) {
         let mut data = vec![0u8; len as usize];
         let mut got = 0usize;
         while got < data.len() {
@@ -228,16 +228,9 @@ pub async fn upload<R: AsyncRead + Unpin>(
             got += n;
         }
         sampler.feed(start, &data);
-        let mut off = 0usize;
-        for idx in first..first + count {
-            let cs = mac::chunk_start(idx as u64);
-            let ce = mac::chunk_start(idx as u64 + 1).min(start + len);
-            let n = (ce - cs) as usize;
-            macs.insert(
-                idx,
-                mac::encrypt_chunk(&c, &key.nonce, cs, &mut data[off..off + n]),
-            );
-            off += n;
+        let macs_of_piece = mac::encrypt_piece(&c, &key.nonce, start, &mut data);
+        for (i, m) in macs_of_piece.into_iter().enumerate() {
+            macs.insert(first + i, m);
         }
         while in_flight.len() >= parallel {
             if let Some(r) = in_flight.next().await {
