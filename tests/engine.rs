@@ -331,21 +331,25 @@ async fn events_from_a_second_session_reach_the_first() {
     eventually(5, "delete visible", || a2.resolve("/from-b").is_err()).await;
     assert_eq!(a.download_to_vec(&f.handle).await.unwrap(), b"abc");
 
+    // The watcher reports what it applied (it may send just after the tree changed).
     let mut seen = Vec::new();
-    while let Ok(ev) = watcher.events.try_recv() {
-        if let TreeEvent::Changed(ch) = ev {
-            seen.extend(ch);
+    let done = |seen: &Vec<Change>| {
+        seen.contains(&Change::Added(dir.handle.clone()))
+            && seen
+                .iter()
+                .any(|c| matches!(c, Change::Moved { handle, .. } if *handle == f.handle))
+            && seen
+                .iter()
+                .any(|c| matches!(c, Change::Removed { handle, .. } if *handle == dir.handle))
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, watcher.events.recv()).await {
+            Ok(Some(TreeEvent::Changed(ch))) => seen.extend(ch),
+            Ok(Some(other)) => panic!("unexpected watcher event {other:?}"),
+            Ok(None) | Err(_) => panic!("missing changes; saw {seen:?}"),
         }
     }
-    assert!(seen.contains(&Change::Added(dir.handle.clone())));
-    assert!(
-        seen.iter()
-            .any(|c| matches!(c, Change::Moved { handle, .. } if *handle == f.handle)),
-        "{seen:?}"
-    );
-    assert!(seen
-        .iter()
-        .any(|c| matches!(c, Change::Removed { handle, .. } if *handle == dir.handle)));
     assert!(
         !seen.contains(&Change::Added(mine.handle.clone())),
         "own echo reported: {seen:?}"

@@ -114,7 +114,12 @@ impl Ctx<'_> {
     }
 
     fn emit(&self, user: &str, packet: Value) -> Result<(), i64> {
-        db(self.state.store.append_event(user, &packet))?;
+        self.emit_all(user, &[packet])
+    }
+
+    /// Appends packets that belong together (a move's `d` + `t`) atomically.
+    fn emit_all(&self, user: &str, packets: &[Value]) -> Result<(), i64> {
+        db(self.state.store.append_events(user, packets))?;
         self.state.events.notify_waiters();
         Ok(())
     }
@@ -379,17 +384,13 @@ impl Ctx<'_> {
         db(self.state.store.set_parent(&node.handle, &target.handle))?;
         let moved = db(self.state.store.subtree(&node.handle))?;
         let user = &sess.user.handle;
-        self.emit(
+        let nodes: Vec<Value> = moved.iter().map(Node::to_json).collect();
+        self.emit_all(
             user,
-            Self::packet("d", cmd, json!({"n": node.handle, "ou": user, "m": 1})),
-        )?;
-        self.emit(
-            user,
-            Self::packet(
-                "t",
-                cmd,
-                json!({"t": {"f": moved.iter().map(Node::to_json).collect::<Vec<_>>()}, "ou": user}),
-            ),
+            &[
+                Self::packet("d", cmd, json!({"n": node.handle, "ou": user, "m": 1})),
+                Self::packet("t", cmd, json!({"t": {"f": nodes}, "ou": user})),
+            ],
         )?;
         Ok(json!(0))
     }

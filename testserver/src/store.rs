@@ -427,18 +427,24 @@ impl Store {
 
     // ---- events ----
 
-    /// Appends an action packet to an account's log; returns its sequence number.
-    pub fn append_event(&self, user: &str, packet: &Value) -> Result<i64> {
-        let db = self.db();
-        let seq: i64 = db.query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE user = ?1",
+    /// Appends action packets to an account's log in one transaction, so that a poll never
+    /// sees part of a group (a move's `d` without its `t`); returns the last sequence number.
+    pub fn append_events(&self, user: &str, packets: &[Value]) -> Result<i64> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut seq: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user = ?1",
             [user],
             |r| r.get(0),
         )?;
-        db.execute(
-            "INSERT INTO events (user, seq, packet) VALUES (?1, ?2, ?3)",
-            params![user, seq, packet.to_string()],
-        )?;
+        for p in packets {
+            seq += 1;
+            tx.execute(
+                "INSERT INTO events (user, seq, packet) VALUES (?1, ?2, ?3)",
+                params![user, seq, p.to_string()],
+            )?;
+        }
+        tx.commit()?;
         Ok(seq)
     }
 
@@ -578,5 +584,26 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_groups_are_appended_together_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_seq("u").unwrap(), 0);
+        let last = store
+            .append_events("u", &[json!({"a": "d", "m": 1}), json!({"a": "t"})])
+            .unwrap();
+        assert_eq!(last, 2);
+        let got = store.events_after("u", 0, 10).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1["a"], json!("d"));
+        assert_eq!(got[1].1["a"], json!("t"));
+        assert_eq!(store.events_after("other", 0, 10).unwrap().len(), 0);
     }
 }
