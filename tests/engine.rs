@@ -283,11 +283,16 @@ async fn public_link_export_and_download_without_login() {
         .await
         .unwrap();
     assert_eq!(out2, body);
-    // A wrong key is a MAC failure, never bad data presented as good.
-    let mut k: Vec<char> = link.chars().collect();
-    let last = k.len() - 1;
-    k[last] = if k[last] == 'A' { 'B' } else { 'A' };
-    let bad: String = k.into_iter().collect();
+    // A link whose key carries a different MAC is a MAC failure, never bad data as good.
+    let mega_mount::link::PublicLink::File {
+        handle,
+        key: Some(mut key),
+    } = mega_mount::link::parse(&link).unwrap()
+    else {
+        panic!("not a file link")
+    };
+    key.meta_mac[0] ^= 1;
+    let bad = mega_mount::link::file_link(&handle, &key);
     let r = download_public(
         &anon,
         &bad,
@@ -296,7 +301,15 @@ async fn public_link_export_and_download_without_login() {
         None,
     )
     .await;
-    assert!(r.is_err());
+    assert!(
+        matches!(
+            r,
+            Err(Error::Transfer(
+                mega_mount::transfer::TransferError::MacMismatch
+            ))
+        ),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
