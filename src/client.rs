@@ -260,6 +260,21 @@ impl Client {
         first.ok_or_else(|| ApiError::BadResponse("`p` reply without nodes".into()).into())
     }
 
+    /// The `cr` element that gives every exported folder above `parent` the key of a new node
+    /// (called `name` in the `p` request), so folder-link readers can decrypt it.
+    fn share_cr(&self, parent: &NodeHandle, name: &str, key: &NodeKey) -> Option<Value> {
+        let shares = self.read_tree().shares_above(parent);
+        if shares.is_empty() {
+            return None;
+        }
+        let mut triples = Vec::new();
+        for (i, (_, sk)) in shares.iter().enumerate() {
+            triples.extend([json!(i), json!(0), json!(b64::encode(&sk.wrap(&key.raw())))]);
+        }
+        let handles: Vec<&str> = shares.iter().map(|(h, _)| h.0.as_str()).collect();
+        Some(json!([handles, [name], triples]))
+    }
+
     /// Creates a folder.
     pub async fn mkdir(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
         self.container(parent)?;
@@ -267,10 +282,11 @@ impl Client {
         let mut attrs = Map::new();
         attrs.insert("n".into(), json!(name));
         let a = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
-        let reply = self
-            .api
-            .call(json!({"a": "p", "t": parent.0, "n": [{"h": "xxxxxxxx", "t": 1, "a": a, "k": self.wrap_key(&key)}], "i": self.api.echo_id()}))
-            .await?;
+        let mut cmd = json!({"a": "p", "t": parent.0, "n": [{"h": "xxxxxxxx", "t": 1, "a": a, "k": self.wrap_key(&key)}], "i": self.api.echo_id()});
+        if let Some(cr) = self.share_cr(parent, "xxxxxxxx", &key) {
+            cmd["cr"] = cr;
+        }
+        let reply = self.api.call(cmd).await?;
         self.insert_created(&reply)
     }
 
@@ -291,10 +307,11 @@ impl Client {
         attrs.insert("n".into(), json!(name));
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
         let a = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
-        let reply = self
-            .api
-            .call(json!({"a": "p", "t": parent.0, "n": [{"h": up.token, "t": 0, "a": a, "k": self.wrap_key(&key)}], "i": self.api.echo_id()}))
-            .await?;
+        let mut cmd = json!({"a": "p", "t": parent.0, "n": [{"h": up.token, "t": 0, "a": a, "k": self.wrap_key(&key)}], "i": self.api.echo_id()});
+        if let Some(cr) = self.share_cr(parent, &up.token, &key) {
+            cmd["cr"] = cr;
+        }
+        let reply = self.api.call(cmd).await?;
         self.insert_created(&reply)
     }
 
@@ -444,22 +461,73 @@ impl Client {
         })
     }
 
-    /// Exports a public link to a file.
+    /// Exports a public link: a file link, or for a folder a folder link (the folder is
+    /// shared with the pseudo-user `EXP` under a new share key first, and every node below
+    /// it gets its key wrapped with that share key).
     pub async fn export(&self, h: &NodeHandle) -> Result<String> {
         let n = self.node(h)?;
-        let key = match (&n.kind, n.file_key()) {
-            (NodeKind::File, Some(k)) => k.clone(),
-            (NodeKind::File, None) => return Err(Error::Undecryptable(n.name)),
-            _ => return Err(Error::NotAFile(n.name)),
-        };
+        match (&n.kind, n.file_key()) {
+            (NodeKind::File, Some(k)) => {
+                let key = k.clone();
+                let ph = self.link_handle(h).await?;
+                Ok(link::file_link(&ph, &key))
+            }
+            (NodeKind::File, None) => Err(Error::Undecryptable(n.name)),
+            (NodeKind::Folder, _) => {
+                let share_key = self.export_folder(h).await?;
+                let ph = self.link_handle(h).await?;
+                Ok(link::folder_link(&ph, &share_key))
+            }
+            _ => Err(Error::Protected(n.name)),
+        }
+    }
+
+    async fn link_handle(&self, h: &NodeHandle) -> Result<String> {
         let r = self
             .api
             .call(json!({"a": "l", "n": h.0, "i": self.api.echo_id()}))
             .await?;
-        let ph = r
-            .as_str()
-            .ok_or_else(|| ApiError::BadResponse("`l` reply is not a handle".into()))?;
-        Ok(link::file_link(ph, &key))
+        r.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::BadResponse("`l` reply is not a handle".into()).into())
+    }
+
+    /// Shares a folder with `EXP` (idempotent: an existing share key is reused).
+    async fn export_folder(&self, h: &NodeHandle) -> Result<Key128> {
+        if let Some(k) = self.read_tree().keys().share_keys.get(&h.0) {
+            return Ok(k.clone());
+        }
+        let share_key = Key128::random();
+        let mk = &self.session.master_key.0;
+        let (handles, triples) = {
+            let tree = self.read_tree();
+            let nodes = tree.subtree(h);
+            let mut triples = Vec::new();
+            for (j, node) in nodes.iter().enumerate() {
+                if let Some(k) = &node.key {
+                    triples.extend([
+                        json!(0),
+                        json!(j),
+                        json!(b64::encode(&share_key.wrap(&k.raw()))),
+                    ]);
+                }
+            }
+            let handles: Vec<String> = nodes.iter().map(|n| n.handle.0.clone()).collect();
+            (handles, triples)
+        };
+        let ha = mk.wrap(format!("{}{}", h.0, h.0).as_bytes());
+        self.api
+            .call(json!({
+                "a": "s2", "n": h.0, "s": [{"u": "EXP", "r": 0}],
+                "ok": b64::encode(&mk.wrap(&share_key.0)), "ha": b64::encode(&ha),
+                "cr": [[h.0], handles, triples], "i": self.api.echo_id(),
+            }))
+            .await?;
+        self.write_tree()
+            .keys_mut()
+            .share_keys
+            .insert(h.0.clone(), share_key.clone());
+        Ok(share_key)
     }
 
     /// Ends the session on the server.
@@ -591,4 +659,109 @@ pub async fn download_public<W: AsyncWrite + Unpin>(
     let f = public_file(api, url).await?;
     download::download(api.http(), &f.source, out, cfg, progress).await?;
     Ok(f)
+}
+
+/// A public folder link opened without logging in.
+pub struct PublicFolder {
+    handle: String,
+    tree: NodeTree,
+    root: NodeHandle,
+}
+
+impl std::fmt::Debug for PublicFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicFolder")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicFolder {
+    /// Fetches the folder behind a folder link (`f` with `&n=<handle>`).
+    pub async fn open(api: &ApiClient, url: &str) -> Result<Self> {
+        let (handle, key) = match link::parse(url)? {
+            PublicLink::Folder {
+                handle,
+                key: Some(key),
+                ..
+            } => (handle, key),
+            PublicLink::Folder { key: None, .. } => return Err(LinkError::NoKey.into()),
+            PublicLink::File { .. } => return Err(Error::NotAFolder("a file link".into())),
+        };
+        let r = api
+            .batch_with(
+                vec![json!({"a": "f", "c": 1, "ca": 1, "r": 1})],
+                &[("n", &handle)],
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::BadResponse("empty reply".into()))??;
+        let (tree, root) = tokio::task::spawn_blocking(move || NodeTree::from_folder_link(&r, key))
+            .await
+            .map_err(|e| ApiError::BadResponse(format!("tree decryption task failed: {e}")))??;
+        if tree.get(&root).is_some_and(|n| n.undecryptable.is_some()) {
+            return Err(Error::Undecryptable(
+                "the linked folder (wrong key?)".into(),
+            ));
+        }
+        Ok(PublicFolder { handle, tree, root })
+    }
+
+    /// The exported folder itself.
+    pub fn root(&self) -> &Node {
+        self.tree
+            .get(&self.root)
+            .expect("invariant: the root was found when opening")
+    }
+
+    pub fn tree(&self) -> &NodeTree {
+        &self.tree
+    }
+
+    /// Resolves a path below the exported folder.
+    pub fn resolve(&self, path: &str) -> Result<&Node> {
+        Ok(self.tree.resolve_from(&self.root, path)?)
+    }
+
+    pub fn children(&self, h: &NodeHandle) -> Vec<&Node> {
+        self.tree.children(h)
+    }
+
+    /// Downloads a file of the folder into `out` (MAC-verified).
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        api: &ApiClient,
+        h: &NodeHandle,
+        out: &mut W,
+        cfg: &TransferConfig,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        let node = self
+            .tree
+            .get(h)
+            .ok_or_else(|| Error::NoSuchNode(h.clone()))?;
+        let key = match (&node.kind, node.file_key()) {
+            (NodeKind::File, Some(k)) => k.clone(),
+            (NodeKind::File, None) => return Err(Error::Undecryptable(node.name.clone())),
+            _ => return Err(Error::NotAFile(node.name.clone())),
+        };
+        let r = api
+            .batch_with(
+                vec![json!({"a": "g", "g": 1, "ssl": 0, "n": h.0})],
+                &[("n", &self.handle)],
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::BadResponse("empty reply".into()))??;
+        let url = str_field(&r, "g")?.to_string();
+        let size = r.get("s").and_then(Value::as_u64).unwrap_or(node.size);
+        let src = Source {
+            url,
+            size,
+            key,
+            refresh: None,
+        };
+        download::download(api.http(), &src, out, cfg, progress).await?;
+        Ok(())
+    }
 }

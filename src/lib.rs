@@ -12,4 +12,4 @@ pub mod link;
 pub mod transfer;
 pub mod tree;
 
-pub use client::{Client, Error, Quota, TreeEvent};
+pub use client::{Client, Error, PublicFolder, Quota, TreeEvent};

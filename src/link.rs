@@ -132,6 +132,15 @@ pub fn file_link(public_handle: &str, key: &FileKey) -> String {
     )
 }
 
+/// Builds the current-form link of a folder.
+pub fn folder_link(public_handle: &str, key: &Key128) -> String {
+    format!(
+        "https://mega.nz/folder/{}#{}",
+        public_handle,
+        b64::encode(&key.0)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

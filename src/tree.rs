@@ -422,6 +422,62 @@ impl NodeTree {
         Ok((tree, sn))
     }
 
+    /// Builds the tree of a public folder link from its `f` reply. Every node's key is
+    /// wrapped with the link's key under the id of the exported folder, which is recognised
+    /// as the node whose own handle is the id in its `k` (else the first node).
+    pub fn from_folder_link(
+        reply: &Value,
+        link_key: Key128,
+    ) -> Result<(Self, NodeHandle), TreeError> {
+        let list = reply
+            .get("f")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| TreeError::Malformed("folder link reply without nodes".into()))?;
+        let own_id = |n: &Value| {
+            let h = n.get("h").and_then(Value::as_str)?;
+            let k = n.get("k").and_then(Value::as_str)?;
+            k.split('/')
+                .any(|part| part.split(':').next() == Some(h))
+                .then(|| h.to_string())
+        };
+        let root = list
+            .iter()
+            .find_map(own_id)
+            .or_else(|| list[0].get("h").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| TreeError::Malformed("folder link without a root".into()))?;
+        let mut keys = KeyRing::new(MasterKey(link_key.clone()), String::new(), None);
+        keys.share_keys.insert(root.clone(), link_key);
+        let (tree, _) = NodeTree::from_fetch(reply, keys)?;
+        Ok((tree, NodeHandle(root)))
+    }
+
+    /// The outgoing shares (exported folders) at or above `h`, nearest first, with their keys.
+    pub fn shares_above(&self, h: &NodeHandle) -> Vec<(NodeHandle, Key128)> {
+        let mut out = Vec::new();
+        let mut cur = self.nodes.get(h);
+        while let Some(n) = cur {
+            if let Some(k) = self.keys.share_keys.get(&n.handle.0) {
+                out.push((n.handle.clone(), k.clone()));
+            }
+            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+        }
+        out
+    }
+
+    /// The node and all its descendants, parents first.
+    pub fn subtree(&self, h: &NodeHandle) -> Vec<&Node> {
+        let mut out: Vec<&Node> = self.nodes.get(h).into_iter().collect();
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(kids) = self.children.get(&out[i].handle) {
+                out.extend(kids.iter().filter_map(|k| self.nodes.get(k)));
+            }
+            i += 1;
+        }
+        out
+    }
+
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }

@@ -444,3 +444,84 @@ async fn server_restart_loses_nothing() {
     assert_eq!(n.mtime, 99);
     assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_link_export_and_anonymous_access() {
+    use mega_mount::PublicFolder;
+    let env = Env::start().await;
+    let c = env.account("fl@example.com").await;
+    let root = c.root().unwrap().handle;
+    let pubd = c.mkdir(&root, "pub").await.unwrap();
+    let sub = c.mkdir(&pubd.handle, "sub").await.unwrap();
+    c.upload(&pubd.handle, "a.txt", &mut &b"alpha"[..], 5, 0, None)
+        .await
+        .unwrap();
+    let big = data(700_000, 2);
+    c.upload(
+        &sub.handle,
+        "b.bin",
+        &mut &big[..],
+        big.len() as u64,
+        0,
+        None,
+    )
+    .await
+    .unwrap();
+    let private = c
+        .upload(&root, "private.txt", &mut &b"no"[..], 2, 0, None)
+        .await
+        .unwrap();
+
+    let link = c.export(&pubd.handle).await.unwrap();
+    assert!(link.starts_with("https://mega.nz/folder/"), "{link}");
+    // Added after the export: its key must reach the share too.
+    c.upload(&sub.handle, "late.txt", &mut &b"later"[..], 5, 0, None)
+        .await
+        .unwrap();
+
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    let folder = PublicFolder::open(&anon, &link).await.unwrap();
+    assert_eq!(folder.root().name, "pub");
+    let cfg = TransferConfig::default();
+    for (path, want) in [
+        ("a.txt", b"alpha".to_vec()),
+        ("sub/b.bin", big.clone()),
+        ("sub/late.txt", b"later".to_vec()),
+    ] {
+        let n = folder
+            .resolve(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut out = Vec::new();
+        folder
+            .download(&anon, &n.handle.clone(), &mut out, &cfg, None)
+            .await
+            .unwrap();
+        assert!(out == want, "{path} differs");
+    }
+    assert_eq!(folder.tree().undecryptable().count(), 0);
+    // Nothing outside the folder is reachable through the link.
+    let r = anon
+        .batch_with(
+            vec![serde_json::json!({"a": "g", "g": 1, "n": private.handle.0})],
+            &[(
+                "n",
+                link.split('/').nth(4).unwrap().split('#').next().unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(r[0], Err(ApiError::Mega(ErrorCode::NotFound))),
+        "{r:?}"
+    );
+    // A wrong key does not open it.
+    let wrong = format!(
+        "{}#{}",
+        link.split('#').next().unwrap(),
+        "AAAAAAAAAAAAAAAAAAAAAA"
+    );
+    assert!(PublicFolder::open(&anon, &wrong).await.is_err());
+    // After a new login the share key comes back from `ok`: exporting again gives the same link.
+    let again = env.login("fl@example.com").await;
+    assert_eq!(again.export(&pubd.handle).await.unwrap(), link);
+}

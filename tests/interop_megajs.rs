@@ -17,6 +17,7 @@ use common::{Env, PASSWORD};
 use mega_mount::api::ApiClient;
 use mega_mount::client::download_public;
 use mega_mount::transfer::TransferConfig;
+use mega_mount::PublicFolder;
 use mega_testserver::UserOptions;
 use serde_json::Value;
 use sha2::Digest;
@@ -38,6 +39,10 @@ fn interop_dir() -> PathBuf {
 
 /// Runs the megajs driver with a timeout; returns its JSON output.
 async fn run_driver(env: &Env, email: &str, mode: &str) -> Value {
+    run_driver_with(env, email, mode, &[]).await
+}
+
+async fn run_driver_with(env: &Env, email: &str, mode: &str, extra: &[(&str, &str)]) -> Value {
     let dir = interop_dir();
     assert!(
         dir.join("node_modules/megajs").exists(),
@@ -50,6 +55,7 @@ async fn run_driver(env: &Env, email: &str, mode: &str) -> Value {
         .env("MEGA_EMAIL", email)
         .env("MEGA_PASSWORD", PASSWORD)
         .env("DRIVER_MODE", mode)
+        .envs(extra.iter().copied())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), child)
@@ -142,6 +148,47 @@ async fn megajs_and_our_client_read_each_others_files() {
     assert_eq!(
         out["link_sha256"].as_str(),
         Some(sha256_hex(&data).as_str())
+    );
+
+    // megajs' folder link opens in our client, without logging in.
+    let folder = PublicFolder::open(&anon, out["folder_link"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(folder.root().name, "js-shared");
+    let n = folder.resolve("in-share.txt").unwrap().handle.clone();
+    let mut got = Vec::new();
+    folder
+        .download(&anon, &n, &mut got, &TransferConfig::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(got, b"shared!!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megajs_opens_our_folder_links() {
+    let env = Env::start().await;
+    let c = env.account("folder-interop@example.com").await;
+    let root = c.root().unwrap().handle;
+    let top = c.mkdir(&root, "exported").await.unwrap();
+    let inner = c.mkdir(&top.handle, "inner").await.unwrap();
+    let a = interop_content(300_000, 3);
+    c.upload(&top.handle, "a.bin", &mut &a[..], a.len() as u64, 0, None)
+        .await
+        .unwrap();
+    let link = c.export(&top.handle).await.unwrap();
+    // Uploaded after the export: its key reaches the share through `cr` on `p`.
+    c.upload(&inner.handle, "b.txt", &mut &b"bee"[..], 3, 0, None)
+        .await
+        .unwrap();
+    let out = run_driver_with(&env, "", "open-folder-link", &[("MEGA_FOLDER_LINK", &link)]).await;
+    assert_eq!(out["name"].as_str(), Some("exported"));
+    assert_eq!(
+        out["files"]["a.bin"].as_str(),
+        Some(sha256_hex(&a).as_str())
+    );
+    assert_eq!(
+        out["files"]["inner/b.txt"].as_str(),
+        Some(sha256_hex(b"bee").as_str())
     );
 }
 

@@ -2,11 +2,25 @@
 // tests/interop_megajs.rs. Configuration comes from the environment (never argv, so the
 // password does not show in `ps`): MEGA_API_URL, MEGA_EMAIL, MEGA_PASSWORD, DRIVER_MODE.
 // Prints one JSON object on stdout.
-import { Storage, File } from 'megajs'
+import { Storage, File, API } from 'megajs'
 import crypto from 'node:crypto'
 
 const { MEGA_API_URL: gateway, MEGA_EMAIL: email, MEGA_PASSWORD: password } = process.env
 const mode = process.env.DRIVER_MODE || 'full'
+
+// Tests must only ever talk to the local server. megajs builds some File objects (the
+// children of a folder link) on its global API object, whose default gateway is the real
+// MEGA: point it at the test server, and refuse any request that would leave loopback.
+if (!/^http:\/\/127\.0\.0\.1:\d+\/$/.test(gateway || '')) {
+  throw new Error(`MEGA_API_URL must be a loopback URL, got ${gateway}`)
+}
+API.getGlobalApi().gateway = gateway
+const realFetch = globalThis.fetch
+globalThis.fetch = (url, opts) => {
+  const u = new URL(typeof url === 'string' ? url : url.url)
+  if (u.hostname !== '127.0.0.1') throw new Error(`refusing non-loopback request to ${u.hostname}`)
+  return realFetch(url, opts)
+}
 
 // Same generator as interop_content() in the Rust test.
 function content (size, seed) {
@@ -16,7 +30,24 @@ function content (size, seed) {
 }
 const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex')
 
+// Opens a folder link without logging in; lists every file with its content hash.
+async function openFolderLink (link) {
+  const folder = File.fromURL(link, { api: API.getGlobalApi() })
+  await folder.loadAttributes()
+  const files = {}
+  const walk = async (node, prefix) => {
+    for (const child of node.children || []) {
+      const path = prefix + child.name
+      if (child.directory) await walk(child, path + '/')
+      else files[path] = sha256(await child.downloadBuffer())
+    }
+  }
+  await walk(folder, '')
+  return { name: folder.name, files }
+}
+
 async function main () {
+  if (mode === 'open-folder-link') return openFolderLink(process.env.MEGA_FOLDER_LINK)
   const storage = await new Storage({ email, password, gateway, keepalive: false }).ready
   const out = { user: storage.user, name: storage.name, listing: [], downloads: {}, uploads: {} }
   for (const f of storage.root.children || []) {
@@ -50,6 +81,10 @@ async function main () {
   await viaLink.loadAttributes()
   out.link_name = viaLink.name
   out.link_sha256 = sha256(await viaLink.downloadBuffer())
+  // A folder link made by megajs (s2 to EXP with cr keys, then l).
+  const shared = await storage.mkdir('js-shared')
+  await shared.upload({ name: 'in-share.txt', size: 8 }, Buffer.from('shared!!')).complete
+  out.folder_link = await shared.shareFolder({})
   await storage.close()
   return out
 }

@@ -30,6 +30,9 @@ pub(crate) struct Session {
 pub(crate) struct Ctx<'a> {
     pub state: &'a State,
     pub session: Option<&'a Session>,
+    /// The public handle of a folder link (`&n=` in the query): `f` and `g` then work on the
+    /// exported folder, without a session.
+    pub folder_link: Option<&'a str>,
 }
 
 type CmdResult = Result<Value, i64>;
@@ -74,6 +77,7 @@ impl Ctx<'_> {
             return json!(err::EARGS);
         };
         let r = match a {
+            "f" | "g" if self.folder_link.is_some() => self.folder_link_cmd(a, cmd),
             "us0" => self.us0(cmd),
             "us" => self.us(cmd),
             "g" => self.g(cmd),
@@ -105,8 +109,9 @@ impl Ctx<'_> {
             "d" => self.d(cmd, sess),
             "a" => self.a(cmd, sess),
             "l" => self.l(cmd, sess),
-            // Accepted and ignored: sharing keys, key maintenance, file attributes.
-            "s2" | "k" | "pfa" => Ok(json!(0)),
+            "s2" => self.s2(cmd, sess),
+            // Accepted and ignored: key maintenance, file attributes.
+            "k" | "pfa" => Ok(json!(0)),
             // No user attributes are stored: "not found", as for an unset attribute.
             "uga" => Err(err::ENOENT),
             _ => Err(err::EARGS),
@@ -231,9 +236,18 @@ impl Ctx<'_> {
     fn f(&self, sess: &Session) -> CmdResult {
         let nodes = db(self.state.store.nodes_of(&sess.user.handle))?;
         let seq = db(self.state.store.last_seq(&sess.user.handle))?;
+        let shares = db(self.state.store.shares_of(&sess.user.handle))?;
+        let ok: Vec<Value> = shares
+            .iter()
+            .map(|(h, ok, ha)| json!({"h": h, "ha": ha, "k": ok}))
+            .collect();
+        let s: Vec<Value> = shares
+            .iter()
+            .map(|(h, _, _)| json!({"h": h, "u": "EXP", "r": 0, "ts": store::now()}))
+            .collect();
         Ok(json!({
             "f": nodes.iter().map(Node::to_json).collect::<Vec<_>>(),
-            "ok": [], "ok0": [], "s": [], "u": [],
+            "ok": ok, "ok0": ok, "s": s, "u": [],
             "sn": encode_sn(seq),
         }))
     }
@@ -257,6 +271,11 @@ impl Ctx<'_> {
             let sess = self.session.ok_or(err::EACCESS)?;
             self.own_node(sess, s(cmd, "n"))?
         };
+        self.g_node(&node, cmd)
+    }
+
+    /// File info, and a download URL when `g` is 1.
+    fn g_node(&self, node: &Node, cmd: &Value) -> CmdResult {
         if node.kind != FILE {
             return Err(err::EACCESS);
         }
@@ -328,7 +347,9 @@ impl Ctx<'_> {
             }
         }
         let mut created = Vec::new();
-        for (kind, attrs, key, source) in planned {
+        // What the client called each new node (token or "xxxxxxxx"), for `cr`.
+        let mut names: Vec<(String, String)> = Vec::new();
+        for (i, (kind, attrs, key, source)) in planned.into_iter().enumerate() {
             let (blob, size) = match source {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
@@ -353,7 +374,13 @@ impl Ctx<'_> {
                 blob,
             };
             db(self.state.store.insert_node(&node))?;
+            if let Some(h) = list.get(i).and_then(|n| s(n, "h")) {
+                names.push((h.to_string(), node.handle.clone()));
+            }
             created.push(node.to_json());
+        }
+        if let Some(cr) = cmd.get("cr") {
+            self.apply_cr(sess, cr, &names)?;
         }
         self.emit(
             &sess.user.handle,
@@ -382,6 +409,9 @@ impl Ctx<'_> {
             return Err(err::ECIRCULAR);
         }
         db(self.state.store.set_parent(&node.handle, &target.handle))?;
+        if let Some(cr) = cmd.get("cr") {
+            self.apply_cr(sess, cr, &[])?;
+        }
         let moved = db(self.state.store.subtree(&node.handle))?;
         let user = &sess.user.handle;
         let nodes: Vec<Value> = moved.iter().map(Node::to_json).collect();
@@ -432,6 +462,128 @@ impl Ctx<'_> {
             ),
         )?;
         Ok(json!(0))
+    }
+
+    // ---- shares and folder links ----
+
+    /// `s2`: export a folder to the pseudo-user `EXP` (folder links) or stop exporting it.
+    /// Sharing with real users is accepted but not modelled (keys travel in `cr`).
+    fn s2(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let node = self.own_node(sess, s(cmd, "n"))?;
+        if node.kind != FOLDER {
+            return Err(err::EACCESS);
+        }
+        let targets = cmd.get("s").and_then(Value::as_array).ok_or(err::EARGS)?;
+        for t in targets {
+            if s(t, "u") != Some("EXP") {
+                continue;
+            }
+            let revoke = match t.get("r") {
+                None | Some(Value::Null) => true,
+                Some(Value::String(r)) => r.is_empty(),
+                _ => false,
+            };
+            if revoke {
+                db(self.state.store.delete_share(&node.handle))?;
+                db(self.state.store.delete_link(&node.handle))?;
+                continue;
+            }
+            let (ok, ha) = (
+                s(cmd, "ok").ok_or(err::EARGS)?,
+                s(cmd, "ha").ok_or(err::EARGS)?,
+            );
+            if !valid_b64(ok, 24) || !valid_b64(ha, 24) {
+                return Err(err::EARGS);
+            }
+            db(self
+                .state
+                .store
+                .put_share(&node.handle, &sess.user.handle, ok, ha))?;
+        }
+        if let Some(cr) = cmd.get("cr") {
+            self.apply_cr(sess, cr, &[])?;
+        }
+        Ok(json!(0))
+    }
+
+    /// Stores node keys wrapped by share keys from a `cr` ("crypto request") element:
+    /// `[[share handles], [node handles or new-node names], [share idx, node idx, key, …]]`.
+    fn apply_cr(&self, sess: &Session, cr: &Value, names: &[(String, String)]) -> Result<(), i64> {
+        let (Some(shares), Some(nodes), Some(keys)) = (
+            cr.get(0).and_then(Value::as_array),
+            cr.get(1).and_then(Value::as_array),
+            cr.get(2).and_then(Value::as_array),
+        ) else {
+            return Err(err::EARGS);
+        };
+        for triple in keys.chunks(3) {
+            let [si, ni, key] = triple else {
+                return Err(err::EARGS);
+            };
+            let (Some(si), Some(ni), Some(key)) = (si.as_u64(), ni.as_u64(), key.as_str()) else {
+                return Err(err::EARGS);
+            };
+            let share = shares
+                .get(si as usize)
+                .and_then(Value::as_str)
+                .ok_or(err::EARGS)?;
+            let named = nodes
+                .get(ni as usize)
+                .and_then(Value::as_str)
+                .ok_or(err::EARGS)?;
+            let handle = names
+                .iter()
+                .find(|(n, _)| n == named)
+                .map_or(named, |(_, h)| h.as_str());
+            if !valid_b64(key, 64) {
+                return Err(err::EARGS);
+            }
+            let share_node = self.own_node(sess, Some(share))?;
+            self.own_node(sess, Some(handle))?;
+            // Only keys for nodes inside the share are meaningful; ignore the rest.
+            if db(self.state.store.is_within(handle, &share_node.handle))? {
+                db(self
+                    .state
+                    .store
+                    .put_share_key(handle, &share_node.handle, key))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The exported folder behind the `&n=` folder link.
+    fn linked_folder(&self) -> Result<Node, i64> {
+        let ph = self.folder_link.ok_or(err::EARGS)?;
+        let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
+        let node = db(self.state.store.node(&h))?.ok_or(err::ENOENT)?;
+        if node.kind != FOLDER || !db(self.state.store.is_shared(&node.handle))? {
+            return Err(err::ENOENT);
+        }
+        Ok(node)
+    }
+
+    /// `f` and `g` through a folder link: the folder's subtree with every node's key under
+    /// the share key (`"<folder>:<key>"`), and downloads of files inside it.
+    fn folder_link_cmd(&self, a: &str, cmd: &Value) -> CmdResult {
+        let root = self.linked_folder()?;
+        if a == "g" {
+            let h = s(cmd, "n").ok_or(err::EARGS)?;
+            if !db(self.state.store.is_within(h, &root.handle))? {
+                return Err(err::ENOENT);
+            }
+            let node = db(self.state.store.node(h))?.ok_or(err::ENOENT)?;
+            return self.g_node(&node, cmd);
+        }
+        let nodes = db(self.state.store.subtree(&root.handle))?;
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let k = db(self.state.store.share_key(&n.handle, &root.handle))?
+                .map(|k| format!("{}:{}", root.handle, k))
+                .unwrap_or_default();
+            out.push(n.to_json_keyed(&k));
+        }
+        let seq = db(self.state.store.last_seq(&root.owner))?;
+        Ok(json!({"f": out, "ok": [], "s": [], "u": [], "sn": encode_sn(seq)}))
     }
 
     fn l(&self, cmd: &Value, sess: &Session) -> CmdResult {

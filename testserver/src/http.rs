@@ -208,6 +208,7 @@ fn run_batch(state: &State, q: &HashMap<String, String>, body: &[u8]) -> Vec<u8>
     let ctx = commands::Ctx {
         state,
         session: session.as_ref(),
+        folder_link: q.get("n").map(String::as_str),
     };
     let results: Vec<Value> = cmds.iter().map(|c| ctx.run(c)).collect();
     Value::Array(results).to_string().into_bytes()

@@ -66,6 +66,11 @@ pub struct Node {
 impl Node {
     /// The node object as it appears in `f` replies and `t` packets.
     pub fn to_json(&self) -> Value {
+        self.to_json_keyed(&format!("{}:{}", self.owner, self.key))
+    }
+
+    /// The node object with a given `k` list (folder links show keys under the share key).
+    pub fn to_json_keyed(&self, k: &str) -> Value {
         let mut m = Map::new();
         m.insert("h".into(), json!(self.handle));
         m.insert("p".into(), json!(self.parent));
@@ -73,7 +78,7 @@ impl Node {
         m.insert("t".into(), json!(self.kind));
         m.insert("a".into(), json!(self.attrs));
         if self.kind == FILE || self.kind == FOLDER {
-            m.insert("k".into(), json!(format!("{}:{}", self.owner, self.key)));
+            m.insert("k".into(), json!(k));
         }
         if self.kind == FILE {
             m.insert("s".into(), json!(self.size));
@@ -120,6 +125,10 @@ CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, user TEXT NOT NULL, size INTEGER NOT NULL, version INTEGER NOT NULL,
   ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS downloads (id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS shares (
+  node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS share_keys (
+  node TEXT NOT NULL, share TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (node, share));
 "#;
 
 pub fn now() -> i64 {
@@ -375,6 +384,11 @@ impl Store {
             for n in nodes {
                 tx.execute("DELETE FROM nodes WHERE handle = ?1", [&n.handle])?;
                 tx.execute("DELETE FROM links WHERE node = ?1", [&n.handle])?;
+                tx.execute("DELETE FROM shares WHERE node = ?1", [&n.handle])?;
+                tx.execute(
+                    "DELETE FROM share_keys WHERE node = ?1 OR share = ?1",
+                    [&n.handle],
+                )?;
             }
             for n in nodes {
                 if let Some(b) = &n.blob {
@@ -500,6 +514,80 @@ impl Store {
         self.db()
             .execute("DELETE FROM links WHERE node = ?1", [node])?;
         Ok(())
+    }
+
+    // ---- shares (folder exports) ----
+
+    /// Records (or replaces) an outgoing share: the share key and its handle auth, both
+    /// encrypted by the owner's master key (opaque to the server).
+    pub fn put_share(&self, node: &str, owner: &str, ok: &str, ha: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO shares (node, owner, ok, ha, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![node, owner, ok, ha, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_share(&self, node: &str) -> Result<()> {
+        let db = self.db();
+        db.execute("DELETE FROM shares WHERE node = ?1", [node])?;
+        db.execute("DELETE FROM share_keys WHERE share = ?1", [node])?;
+        Ok(())
+    }
+
+    pub fn is_shared(&self, node: &str) -> Result<bool> {
+        Ok(self
+            .db()
+            .query_row("SELECT 1 FROM shares WHERE node = ?1", [node], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// `(node, ok, ha)` of every outgoing share of an account.
+    pub fn shares_of(&self, owner: &str) -> Result<Vec<(String, String, String)>> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT node, ok, ha FROM shares WHERE owner = ?1 ORDER BY ts")?;
+        let v = st
+            .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// Stores a node's key wrapped with a share's key (from a `cr` element).
+    pub fn put_share_key(&self, node: &str, share: &str, key: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO share_keys (node, share, key) VALUES (?1, ?2, ?3)",
+            params![node, share, key],
+        )?;
+        Ok(())
+    }
+
+    pub fn share_key(&self, node: &str, share: &str) -> Result<Option<String>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT key FROM share_keys WHERE node = ?1 AND share = ?2",
+                [node, share],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// True if `node` is `ancestor` or lies below it.
+    pub fn is_within(&self, node: &str, ancestor: &str) -> Result<bool> {
+        let mut cur = Some(node.to_string());
+        let mut hops = 0;
+        while let Some(h) = cur {
+            if h == ancestor {
+                return Ok(true);
+            }
+            hops += 1;
+            if hops > 10_000 {
+                return Ok(false); // a cycle would be a bug; never loop forever
+            }
+            cur = self.node(&h)?.map(|n| n.parent).filter(|p| !p.is_empty());
+        }
+        Ok(false)
     }
 
     // ---- uploads and downloads ----
