@@ -275,6 +275,28 @@ impl Client {
         Some(json!([handles, [name], triples]))
     }
 
+    /// The `cr` element for moving `h` (and its subtree) under `new_parent`: the keys of every
+    /// moved node, wrapped for each exported folder above the destination.
+    fn subtree_cr(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Option<Value> {
+        let tree = self.read_tree();
+        let shares = tree.shares_above(new_parent);
+        if shares.is_empty() {
+            return None;
+        }
+        let nodes = tree.subtree(h);
+        let mut triples = Vec::new();
+        for (i, (_, sk)) in shares.iter().enumerate() {
+            for (j, n) in nodes.iter().enumerate() {
+                if let Some(k) = &n.key {
+                    triples.extend([json!(i), json!(j), json!(b64::encode(&sk.wrap(&k.raw())))]);
+                }
+            }
+        }
+        let share_handles: Vec<&str> = shares.iter().map(|(s, _)| s.0.as_str()).collect();
+        let node_handles: Vec<&str> = nodes.iter().map(|n| n.handle.0.as_str()).collect();
+        Some(json!([share_handles, node_handles, triples]))
+    }
+
     /// Creates a folder.
     pub async fn mkdir(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
         self.container(parent)?;
@@ -425,9 +447,11 @@ impl Client {
     pub async fn move_to(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Result<()> {
         self.mutable(h)?;
         self.container(new_parent)?;
-        self.api
-            .call(json!({"a": "m", "n": h.0, "t": new_parent.0, "i": self.api.echo_id()}))
-            .await?;
+        let mut cmd = json!({"a": "m", "n": h.0, "t": new_parent.0, "i": self.api.echo_id()});
+        if let Some(cr) = self.subtree_cr(h, new_parent) {
+            cmd["cr"] = cr;
+        }
+        self.api.call(cmd).await?;
         self.write_tree().reparent(h, new_parent);
         Ok(())
     }

@@ -478,6 +478,12 @@ async fn folder_link_export_and_anonymous_access() {
     c.upload(&sub.handle, "late.txt", &mut &b"later"[..], 5, 0, None)
         .await
         .unwrap();
+    // Moved in after the export, with a subtree: the same.
+    let outside = c.mkdir(&root, "outside").await.unwrap();
+    c.upload(&outside.handle, "o.txt", &mut &b"moved in"[..], 8, 0, None)
+        .await
+        .unwrap();
+    c.move_to(&outside.handle, &sub.handle).await.unwrap();
 
     let anon = ApiClient::new(env.api_config()).unwrap();
     let folder = PublicFolder::open(&anon, &link).await.unwrap();
@@ -487,6 +493,7 @@ async fn folder_link_export_and_anonymous_access() {
         ("a.txt", b"alpha".to_vec()),
         ("sub/b.bin", big.clone()),
         ("sub/late.txt", b"later".to_vec()),
+        ("sub/outside/o.txt", b"moved in".to_vec()),
     ] {
         let n = folder
             .resolve(path)
