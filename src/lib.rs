@@ -13,3 +13,5 @@ pub mod transfer;
 pub mod tree;
 
 pub use client::{Client, Error, PublicFolder, Quota, TreeEvent};
+pub mod cli;
+pub mod config;

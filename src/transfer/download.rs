@@ -165,7 +165,6 @@ pub async fn download<W: AsyncWrite + Unpin>(
     out.flush().await?;
     let c = cipher(&src.key.aes);
     if !mac::verify(&c, &src.key.nonce, src.size, &macs, &src.key.meta_mac) {
-        tracing::error!(size = src.size, "download failed MAC verification");
         return Err(TransferError::MacMismatch);
     }
     Ok(())

@@ -1,0 +1,201 @@
+//! Local files for the CLI: downloads go to a hidden temporary name next to the target and are
+//! renamed only after the MAC verified ([`TempFile`] removes itself otherwise, also when the
+//! command is interrupted); listing a local tree for sync; formatting times and sizes.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::plan::Entry;
+
+/// A partial download. Removed on drop unless [`TempFile::persist`] renamed it into place.
+pub struct TempFile {
+    path: PathBuf,
+    done: bool,
+}
+
+impl TempFile {
+    /// Creates `.<name>.megacmd-<random>.part` beside `target` (mode 0600).
+    pub fn create_for(target: &Path) -> std::io::Result<(TempFile, std::fs::File)> {
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "download".into());
+        for _ in 0..16 {
+            let path = dir.join(format!(
+                ".{name}.megacmd-{:08x}.part",
+                rand::random::<u32>()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => return Ok((TempFile { path, done: false }, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("cannot create a temporary file"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets the mtime and renames the file to `target`.
+    pub fn persist(mut self, target: &Path, mtime: i64) -> std::io::Result<()> {
+        set_mtime(&self.path, mtime)?;
+        std::fs::rename(&self.path, target)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Sets a file's modification time (Unix seconds).
+pub fn set_mtime(path: &Path, mtime: i64) -> std::io::Result<()> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_modified(t)
+}
+
+/// A file's mtime in Unix seconds.
+pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Is this one of our partial downloads?
+pub fn is_partial(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".part") && name.contains(".megacmd-")
+}
+
+/// Lists a local tree (relative `/` paths, folders included), skipping our partial downloads.
+/// Symbolic links are followed for files and not for folders (no loops).
+pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for ent in std::fs::read_dir(&dir)? {
+            let ent = ent?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if is_partial(&name) {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = ent.file_type()?;
+            if ft.is_dir() {
+                out.push(Entry {
+                    path: path.clone(),
+                    size: 0,
+                    mtime: 0,
+                    dir: true,
+                });
+                stack.push((ent.path(), path));
+            } else {
+                let meta = match std::fs::metadata(ent.path()) {
+                    Ok(m) if m.is_file() => m,
+                    _ => continue, // dangling links, sockets, links to folders
+                };
+                out.push(Entry {
+                    path,
+                    size: meta.len(),
+                    mtime: mtime_of(&meta),
+                    dir: false,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+pub fn fmt_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// `1.5 MiB` style sizes.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_and_size_formatting() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00");
+        assert_eq!(fmt_time(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(fmt_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(human(5), "5 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(20 * 1024 * 1024), "20.0 MiB");
+    }
+
+    #[test]
+    fn temp_files_vanish_unless_persisted() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("out.bin");
+        let (t, _f) = TempFile::create_for(&target).unwrap();
+        let p = t.path().to_path_buf();
+        assert!(p.exists() && is_partial(&p.file_name().unwrap().to_string_lossy()));
+        drop(t);
+        assert!(!p.exists());
+        let (t, _f) = TempFile::create_for(&target).unwrap();
+        t.persist(&target, 1_600_000_000).unwrap();
+        assert_eq!(
+            mtime_of(&std::fs::metadata(&target).unwrap()),
+            1_600_000_000
+        );
+        assert_eq!(walk(d.path()).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,309 @@
+//! Command-line locations: `mega:/path` (Cloud Drive), `mega://Rubbish/path` (Rubbish Bin),
+//! `mega://Inbox/path`, public links, and local paths. A trailing `/` means "into this folder".
+//! The last component of a remote path may be a glob (`*`, `?`, `[a-z]`, `[!x]`).
+
+use std::path::PathBuf;
+
+/// Which root a remote path starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    Drive,
+    Rubbish,
+    Inbox,
+}
+
+/// A parsed remote location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePath {
+    pub root: RootKind,
+    /// Components below the root (no empty ones).
+    pub parts: Vec<String>,
+    /// Written with a trailing `/`: "into this folder".
+    pub dir: bool,
+}
+
+/// Any location a command accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Remote(RemotePath),
+    /// A public MEGA link.
+    Link(String),
+    Local(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("{0}: unknown MEGA root (use mega:/ for the Cloud Drive, mega://Rubbish/ for the Rubbish Bin)")]
+    UnknownRoot(String),
+}
+
+impl RemotePath {
+    /// How the path is shown to users (`mega:/a/b`, `mega://Rubbish/a`).
+    pub fn display(&self) -> String {
+        let prefix = match self.root {
+            RootKind::Drive => "mega:/",
+            RootKind::Rubbish => "mega://Rubbish/",
+            RootKind::Inbox => "mega://Inbox/",
+        };
+        format!("{prefix}{}", self.parts.join("/"))
+    }
+
+    pub fn join(&self, name: &str) -> RemotePath {
+        let mut parts = self.parts.clone();
+        parts.push(name.to_string());
+        RemotePath {
+            root: self.root,
+            parts,
+            dir: false,
+        }
+    }
+
+    /// The path without its last component, and that component.
+    pub fn split_last(&self) -> Option<(RemotePath, &str)> {
+        let (last, rest) = self.parts.split_last()?;
+        Some((
+            RemotePath {
+                root: self.root,
+                parts: rest.to_vec(),
+                dir: true,
+            },
+            last.as_str(),
+        ))
+    }
+
+    /// The slash-joined components, for resolving in the tree.
+    pub fn rel(&self) -> String {
+        self.parts.join("/")
+    }
+
+    /// True if the last component is a glob pattern.
+    pub fn has_glob(&self) -> bool {
+        self.parts.last().is_some_and(|p| is_glob(p))
+    }
+}
+
+fn split_parts(s: &str) -> Vec<String> {
+    s.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses a command-line argument.
+pub fn parse(arg: &str) -> Result<Location, PathError> {
+    if arg.starts_with("https://") || arg.starts_with("http://") {
+        return Ok(Location::Link(arg.to_string()));
+    }
+    let Some(rest) = arg.strip_prefix("mega:") else {
+        return Ok(Location::Local(PathBuf::from(arg)));
+    };
+    let dir = rest.ends_with('/') || rest.is_empty();
+    if let Some(after) = rest.strip_prefix("//") {
+        let (root_name, tail) = after.split_once('/').unwrap_or((after, ""));
+        let root = match root_name.to_ascii_lowercase().as_str() {
+            "rubbish" | "rubbish bin" | "trash" => RootKind::Rubbish,
+            "inbox" | "vault" => RootKind::Inbox,
+            "drive" | "cloud drive" | "root" => RootKind::Drive,
+            _ => return Err(PathError::UnknownRoot(arg.to_string())),
+        };
+        return Ok(Location::Remote(RemotePath {
+            root,
+            parts: split_parts(tail),
+            dir: dir || tail.is_empty(),
+        }));
+    }
+    let parts = split_parts(rest);
+    Ok(Location::Remote(RemotePath {
+        root: RootKind::Drive,
+        dir: dir || parts.is_empty(),
+        parts,
+    }))
+}
+
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Shell-style matching of a whole name: `*`, `?`, `[abc]`, `[a-z]`, `[!abc]`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matching with backtracking to the last `*`.
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                    continue;
+                }
+                '?' => Some(pi + 1),
+                '[' => class_match(&p, pi, n[ni]),
+                c => (c == n[ni]).then_some(pi + 1),
+            }
+        } else {
+            None
+        };
+        match step {
+            Some(next) => {
+                pi = next;
+                ni += 1;
+            }
+            None => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches `c` against the class starting at `p[i] == '['`; returns the index after it.
+fn class_match(p: &[char], i: usize, c: char) -> Option<usize> {
+    let mut j = i + 1;
+    let negate = matches!(p.get(j), Some('!') | Some('^'));
+    if negate {
+        j += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while j < p.len() && (p[j] != ']' || first) {
+        first = false;
+        if j + 2 < p.len() && p[j + 1] == '-' && p[j + 2] != ']' {
+            if p[j] <= c && c <= p[j + 2] {
+                matched = true;
+            }
+            j += 3;
+        } else {
+            if p[j] == c {
+                matched = true;
+            }
+            j += 1;
+        }
+    }
+    if j >= p.len() {
+        // No closing bracket: treat '[' literally.
+        return (c == '[').then_some(i + 1);
+    }
+    (matched != negate).then_some(j + 1)
+}
+
+/// Makes a remote name safe as one local file name: `/` and NUL would split or end it, and
+/// `.`/`..` would point elsewhere; they become `%2F`, `%00` and `%2E`. Other characters,
+/// including `%`, are kept, so ordinary names look the same on both sides. [`unescape_name`]
+/// reverses it (a local name that literally contains `%2F` uploads as `/`).
+pub fn escape_name(name: &str) -> String {
+    match name {
+        "" => "%00".into(),
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => name.replace('/', "%2F").replace('\0', "%00"),
+    }
+}
+
+/// Reverses [`escape_name`].
+pub fn unescape_name(name: &str) -> String {
+    match name {
+        "%00" => String::new(),
+        "%2E" => ".".into(),
+        "%2E%2E" => "..".into(),
+        _ => name.replace("%2F", "/").replace("%00", "\0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(s: &str) -> RemotePath {
+        match parse(s).unwrap() {
+            Location::Remote(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_roots_and_trailing_slashes() {
+        assert_eq!(
+            remote("mega:/"),
+            RemotePath {
+                root: RootKind::Drive,
+                parts: vec![],
+                dir: true
+            }
+        );
+        assert_eq!(
+            remote("mega:"),
+            RemotePath {
+                root: RootKind::Drive,
+                parts: vec![],
+                dir: true
+            }
+        );
+        let r = remote("mega:/foo/bar/");
+        assert_eq!(
+            (r.parts.clone(), r.dir),
+            (vec!["foo".to_string(), "bar".into()], true)
+        );
+        assert!(!remote("mega:/foo/bar").dir);
+        let r = remote("mega://Rubbish/x/y");
+        assert_eq!(r.root, RootKind::Rubbish);
+        assert_eq!(r.display(), "mega://Rubbish/x/y");
+        assert_eq!(remote("mega://rubbish bin/").root, RootKind::Rubbish);
+        assert_eq!(remote("mega://Inbox").root, RootKind::Inbox);
+        assert!(matches!(
+            parse("mega://Nope/x"),
+            Err(PathError::UnknownRoot(_))
+        ));
+        assert_eq!(parse("/tmp/x").unwrap(), Location::Local("/tmp/x".into()));
+        assert!(matches!(
+            parse("https://mega.nz/file/x#y").unwrap(),
+            Location::Link(_)
+        ));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(glob_match("*.txt", ".txt"));
+        assert!(!glob_match("*.txt", "a.txt.bak"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("[ab]*", "beta"));
+        assert!(!glob_match("[!ab]*", "beta"));
+        assert!(glob_match("f[0-9][0-9]", "f42"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(glob_match("ünï*", "ünïcode"));
+        assert!(glob_match("[", "["));
+        assert!(remote("mega:/d/*.txt").has_glob());
+        assert!(!remote("mega:/d/x.txt").has_glob());
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_reversibly() {
+        for name in [
+            "a/b",
+            "..",
+            ".",
+            "nul\0byte",
+            "",
+            "plain",
+            "100%",
+            "ünï/cödé",
+        ] {
+            let e = escape_name(name);
+            assert!(
+                !e.contains('/') && !e.contains('\0') && e != "." && e != ".." && !e.is_empty(),
+                "{name:?} -> {e:?}"
+            );
+            assert_eq!(unescape_name(&e), name, "{e}");
+        }
+        assert_eq!(escape_name("100%"), "100%", "ordinary names are unchanged");
+    }
+}

@@ -1,0 +1,218 @@
+//! Front-end configuration: a TOML file under the XDG config directory, overridden by the
+//! environment (`MEGA_EMAIL`, `MEGA_PASSWORD`, `MEGA_API_URL`), then by command-line flags.
+//! Built once in the binary; nothing below the front-ends reads the environment.
+//!
+//! Files holding credentials (a config file with a password, the session file) must not be
+//! readable by other users: such a file is refused with a message saying how to fix it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::api::DEFAULT_API_URL;
+
+/// Files transferred at once unless configured otherwise.
+pub const DEFAULT_PARALLEL_FILES: usize = 4;
+
+/// The settings file, as written by the user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub api_url: Option<String>,
+    /// Files transferred at once.
+    pub parallel: Option<usize>,
+    /// Where the session (sid + master key) is kept.
+    pub session_file: Option<PathBuf>,
+    /// Retries of a failing request before giving up (default 8, with exponential backoff).
+    pub max_retries: Option<u32>,
+}
+
+/// The effective configuration.
+#[derive(Clone, Default)]
+pub struct Config {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub api_url: String,
+    pub parallel: usize,
+    pub session_file: PathBuf,
+    pub max_retries: u32,
+    /// The config file that was read, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("email", &self.email)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
+            .field("parallel", &self.parallel)
+            .field("session_file", &self.session_file)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("cannot find a config directory: neither XDG_CONFIG_HOME nor HOME is set")]
+    NoConfigDir,
+}
+
+/// The environment values the configuration looks at (passed in, so that tests and library
+/// users decide; only the binary reads the real environment).
+#[derive(Debug, Default, Clone)]
+pub struct Env {
+    pub xdg_config_home: Option<String>,
+    pub home: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub api_url: Option<String>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Env {
+            xdg_config_home: get("XDG_CONFIG_HOME"),
+            home: get("HOME"),
+            email: get("MEGA_EMAIL"),
+            password: get("MEGA_PASSWORD"),
+            api_url: get("MEGA_API_URL"),
+        }
+    }
+
+    /// `$XDG_CONFIG_HOME/megacmd`, else `~/.config/megacmd`.
+    pub fn config_dir(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(x) = &self.xdg_config_home {
+            return Ok(PathBuf::from(x).join("megacmd"));
+        }
+        self.home
+            .as_ref()
+            .map(|h| PathBuf::from(h).join(".config").join("megacmd"))
+            .ok_or(ConfigError::NoConfigDir)
+    }
+}
+
+/// True if group or others may read the file.
+fn readable_by_others(meta: &std::fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o077 != 0
+}
+
+/// Loads the configuration: `explicit` (from `--conf`, must exist) or the default file (may
+/// be absent), then the environment on top.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+    let dir = env.config_dir()?;
+    let path = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("config.toml"));
+    let err = |msg: String| ConfigError::File {
+        path: path.clone(),
+        msg,
+    };
+    let (file, source) = match std::fs::metadata(&path) {
+        Ok(meta) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+            let file: FileConfig =
+                toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
+            if file.password.is_some() && readable_by_others(&meta) {
+                return Err(err(
+                    "holds a password but other users can read it; refusing to use it (chmod 600 it)"
+                        .into(),
+                ));
+            }
+            (file, Some(path.clone()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            (FileConfig::default(), None)
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let mut api_url = env
+        .api_url
+        .clone()
+        .or(file.api_url)
+        .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+    if !api_url.ends_with('/') {
+        api_url.push('/');
+    }
+    Ok(Config {
+        email: env.email.clone().or(file.email),
+        password: env.password.clone().or(file.password),
+        api_url,
+        parallel: file.parallel.unwrap_or(DEFAULT_PARALLEL_FILES).max(1),
+        session_file: file
+            .session_file
+            .unwrap_or_else(|| dir.join("session.json")),
+        max_retries: file
+            .max_retries
+            .unwrap_or(crate::api::RetryConfig::default().max_retries),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(dir: &Path) -> Env {
+        Env {
+            xdg_config_home: Some(dir.to_string_lossy().into_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let c = load(None, &env(d.path())).unwrap();
+        assert_eq!(c.api_url, DEFAULT_API_URL);
+        assert_eq!(c.parallel, DEFAULT_PARALLEL_FILES);
+        assert_eq!(c.session_file, d.path().join("megacmd/session.json"));
+        assert!(c.source.is_none());
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "email = \"a@b\"\napi_url = \"http://127.0.0.1:1\"\nparallel = 9\n",
+        )
+        .unwrap();
+        let c = load(Some(&f), &env(d.path())).unwrap();
+        assert_eq!(c.email.as_deref(), Some("a@b"));
+        assert_eq!(c.api_url, "http://127.0.0.1:1/");
+        assert_eq!(c.parallel, 9);
+        let mut e = env(d.path());
+        e.email = Some("env@b".into());
+        e.api_url = Some("http://127.0.0.1:2/".into());
+        let c = load(Some(&f), &e).unwrap();
+        assert_eq!(c.email.as_deref(), Some("env@b"));
+        assert_eq!(c.api_url, "http://127.0.0.1:2/");
+    }
+
+    #[test]
+    fn readable_password_file_is_refused_and_errors_are_clear() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "password = \"hunter2\"\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load(Some(&f), &env(d.path())).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && !e.contains("hunter2"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load(Some(&f), &env(d.path())).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(load(Some(&f), &env(d.path())).is_err());
+        assert!(load(Some(&d.path().join("missing.toml")), &env(d.path())).is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! The `megacmd` binary against mega-testserver: every command and option, folder-tree round
+//! trips, sync, public links, each error case with its exit code, and transfers that survive
+//! injected faults. Every invocation has a timeout.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{data, Env, PASSWORD};
+use mega_testserver::{FaultConfig, UserOptions};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_megacmd");
+
+struct Cmd<'a> {
+    env: &'a Env,
+    email: Option<&'a str>,
+    password: bool,
+    home: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl<'a> Cmd<'a> {
+    fn new(env: &'a Env, email: &'a str) -> Self {
+        Self::in_home(env, email, &format!("home-{email}"))
+    }
+
+    /// With its own home (config dir, session file).
+    fn in_home(env: &'a Env, email: &'a str, home: &str) -> Self {
+        let home = env.dir.path().join(home);
+        std::fs::create_dir_all(&home).unwrap();
+        Cmd {
+            env,
+            email: Some(email),
+            password: true,
+            home,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        let mut c = tokio::process::Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
+            .env("MEGA_API_URL", self.env.server.base_url())
+            .kill_on_drop(true);
+        if let Some(e) = self.email {
+            c.env("MEGA_EMAIL", e);
+        }
+        if self.password {
+            c.env("MEGA_PASSWORD", PASSWORD);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+            .await
+            .unwrap_or_else(|_| panic!("megacmd {args:?} timed out"))
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args).await;
+        assert_eq!(
+            o.code, 0,
+            "megacmd {args:?} failed: {}{}",
+            o.stdout, o.stderr
+        );
+        o
+    }
+
+    async fn fails(&self, args: &[&str], code: i32) -> Out {
+        let o = self.run(args).await;
+        assert_eq!(
+            o.code, code,
+            "megacmd {args:?}: expected exit {code}, got {}: {}{}",
+            o.code, o.stdout, o.stderr
+        );
+        assert_eq!(
+            o.stderr.trim().lines().count(),
+            1,
+            "one line on stderr: {:?}",
+            o.stderr
+        );
+        assert!(!o.stderr.contains("panicked") && !o.stderr.contains("backtrace"));
+        o
+    }
+}
+
+async fn account(env: &Env, email: &str) {
+    env.user(email, UserOptions::default()).await;
+}
+
+fn write(path: &Path, bytes: &[u8], mtime: i64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime as u64))
+        .unwrap();
+}
+
+fn mtime(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A local tree with sizes from 0 B to 20 MiB, nesting and unicode names.
+fn make_tree(root: &Path) -> Vec<(String, Vec<u8>, i64)> {
+    let files = vec![
+        ("empty.bin".to_string(), Vec::new(), 1_500_000_001),
+        ("one.txt".into(), b"1".to_vec(), 1_500_000_002),
+        ("a/b/c/deep.bin".into(), data(131_073, 1), 1_500_000_003),
+        (
+            "ünïcødé/ファイル.txt".into(),
+            "héllo wörld".as_bytes().to_vec(),
+            1_500_000_004,
+        ),
+        ("a/mid.bin".into(), data(1_500_000, 2), 1_500_000_005),
+        (
+            "big/twenty.bin".into(),
+            data(20 * 1024 * 1024, 3),
+            1_500_000_006,
+        ),
+    ];
+    for (p, d, m) in &files {
+        write(&root.join(p), d, *m);
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_tree_round_trip_with_put_and_get() {
+    let env = Env::start().await;
+    account(&env, "rt@example.com").await;
+    let m = Cmd::new(&env, "rt@example.com");
+    let src = env.dir.path().join("src");
+    let files = make_tree(&src);
+    let o = m
+        .ok(&["put", "--recursive", "--json", &s(&src), "mega:/up/"])
+        .await;
+    assert_eq!(o.json()["files"], serde_json::json!(files.len()));
+
+    let listing = m
+        .ok(&["list", "--recursive", "--json", "mega:/up/src"])
+        .await
+        .json();
+    let names: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for (p, d, mt) in &files {
+        let path = format!("mega:/up/src/{p}");
+        let e = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not in {names:?}"));
+        assert_eq!(e["size"], serde_json::json!(d.len()));
+        assert_eq!(e["mtime"], serde_json::json!(mt), "mtime kept for {p}");
+    }
+    // Text listing: s3cmd-like columns.
+    let text = m.ok(&["ls", "mega:/up/src/"]).await.stdout;
+    assert!(text.contains("DIR  mega:/up/src/a/"), "{text}");
+    assert!(text.contains("1  mega:/up/src/one.txt"), "{text}");
+
+    let out = env.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    m.ok(&["get", "-r", "mega:/up/src", &s(&out)]).await;
+    for (p, d, mt) in &files {
+        let got = out.join("src").join(p);
+        assert!(std::fs::read(&got).unwrap() == *d, "{p} differs");
+        assert_eq!(mtime(&got), *mt, "mtime of {p}");
+    }
+    // No partial files are left anywhere.
+    let leftovers: Vec<_> = walk_names(&out)
+        .into_iter()
+        .filter(|n| n.contains(".megacmd-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_files_globs_cat_tree_mkdir_move_delete() {
+    let env = Env::start().await;
+    account(&env, "ops@example.com").await;
+    let m = Cmd::new(&env, "ops@example.com");
+    let dir = env.dir.path().join("w");
+    write(&dir.join("hello.txt"), b"hello", 1_234_567_890);
+    write(&dir.join("notes.md"), b"# notes", 1_234_567_891);
+
+    m.ok(&["mkdir", "mega:/foo/bar"]).await; // parents too
+    m.fails(&["mkdir", "mega:/foo/bar"], 6).await;
+    m.ok(&["mkdir", "--force", "mega:/foo/bar"]).await;
+    m.ok(&["put", &s(&dir.join("hello.txt")), "mega:/foo/"])
+        .await;
+    m.ok(&["put", &s(&dir.join("notes.md")), "mega:/foo/renamed.md"])
+        .await;
+    m.fails(&["put", &s(&dir.join("hello.txt")), "mega:/foo/"], 6)
+        .await;
+    write(&dir.join("hello.txt"), b"hello again", 1_234_567_999);
+    m.ok(&["put", "--force", &s(&dir.join("hello.txt")), "mega:/foo/"])
+        .await;
+    assert_eq!(
+        m.ok(&["cat", "mega:/foo/hello.txt"]).await.stdout,
+        "hello again"
+    );
+    // The replaced version went to the Rubbish Bin.
+    let rubbish = m.ok(&["ls", "mega://Rubbish/"]).await.stdout;
+    assert!(rubbish.contains("hello.txt"), "{rubbish}");
+
+    let tree = m.ok(&["tree", "mega:/foo"]).await.stdout;
+    assert!(
+        tree.contains("├── bar/") && tree.contains("hello.txt") && tree.contains("└── "),
+        "{tree}"
+    );
+
+    // get: into a folder (trailing slash), to a name, globs.
+    let out = env.dir.path().join("dl");
+    std::fs::create_dir_all(&out).unwrap();
+    m.ok(&["get", "mega:/foo/hello.txt", &format!("{}/", s(&out))])
+        .await;
+    assert_eq!(
+        std::fs::read(out.join("hello.txt")).unwrap(),
+        b"hello again"
+    );
+    assert_eq!(mtime(&out.join("hello.txt")), 1_234_567_999);
+    m.fails(&["get", "mega:/foo/hello.txt", &s(&out)], 6).await;
+    m.ok(&["get", "--force", "mega:/foo/hello.txt", &s(&out)])
+        .await;
+    m.ok(&["get", "mega:/foo/renamed.md", &s(&out.join("x.md"))])
+        .await;
+    assert_eq!(std::fs::read(out.join("x.md")).unwrap(), b"# notes");
+    let globbed = env.dir.path().join("glob");
+    std::fs::create_dir_all(&globbed).unwrap();
+    m.ok(&["get", "mega:/foo/*.md", &s(&globbed)]).await;
+    assert_eq!(walk_names(&globbed), vec!["renamed.md".to_string()]);
+    m.fails(&["get", "mega:/foo/*.nothing", &s(&globbed)], 5)
+        .await;
+    m.fails(&["get", "mega:/foo/bar", &s(&globbed)], 2).await; // a folder needs -r
+
+    // move: rename, into a folder, over an existing file only with --force.
+    m.ok(&["mv", "mega:/foo/renamed.md", "mega:/foo/bar/"])
+        .await;
+    m.ok(&["move", "mega:/foo/bar/renamed.md", "mega:/foo/bar/final.md"])
+        .await;
+    assert_eq!(
+        m.ok(&["cat", "mega:/foo/bar/final.md"]).await.stdout,
+        "# notes"
+    );
+    m.fails(&["mv", "mega:/foo/hello.txt", "mega:/foo/bar/final.md"], 6)
+        .await;
+    m.ok(&[
+        "mv",
+        "--force",
+        "mega:/foo/hello.txt",
+        "mega:/foo/bar/final.md",
+    ])
+    .await;
+    assert_eq!(
+        m.ok(&["cat", "mega:/foo/bar/final.md"]).await.stdout,
+        "hello again"
+    );
+    m.fails(&["mv", "mega:/nope", "mega:/foo/"], 5).await;
+
+    // delete: to the Rubbish Bin, then for good; folders need -r.
+    m.fails(&["rm", "mega:/foo/bar"], 2).await;
+    m.ok(&["rm", "mega:/foo/bar/final.md"]).await;
+    assert!(m
+        .ok(&["ls", "mega://Rubbish/"])
+        .await
+        .stdout
+        .contains("final.md"));
+    m.ok(&["delete", "--recursive", "mega:/foo"]).await;
+    m.fails(&["ls", "mega:/foo"], 5).await;
+    // Two versions of final.md are in the Rubbish Bin now; a glob deletes both for good.
+    m.ok(&["rm", "--force", "mega://Rubbish/final*"]).await;
+    assert!(!m
+        .ok(&["ls", "mega://Rubbish/"])
+        .await
+        .stdout
+        .contains("final.md"));
+    m.fails(&["cat", "mega:/missing.txt"], 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_both_ways_twice_delete_and_dry_run() {
+    let env = Env::start().await;
+    account(&env, "sync@example.com").await;
+    let m = Cmd::new(&env, "sync@example.com");
+    let local = env.dir.path().join("local");
+    write(&local.join("a.txt"), b"aaa", 1_600_000_000);
+    write(&local.join("sub/b.bin"), &data(300_000, 1), 1_600_000_001);
+    write(&local.join("sub/deeper/c.txt"), b"c", 1_600_000_002);
+
+    let first = m
+        .ok(&["sync", "--json", &s(&local), "mega:/backup"])
+        .await
+        .json();
+    assert_eq!(first["files"], serde_json::json!(3), "{first}");
+    let second = m
+        .ok(&["sync", "--json", &s(&local), "mega:/backup"])
+        .await
+        .json();
+    assert_eq!(
+        second["files"],
+        serde_json::json!(0),
+        "second run transfers nothing: {second}"
+    );
+    assert_eq!(second["unchanged"], serde_json::json!(3));
+
+    // Remote to local, twice.
+    let copy = env.dir.path().join("copy");
+    let down = m
+        .ok(&["sync", "--json", "mega:/backup/", &s(&copy)])
+        .await
+        .json();
+    assert_eq!(down["files"], serde_json::json!(3));
+    assert_eq!(
+        std::fs::read(copy.join("sub/b.bin")).unwrap(),
+        data(300_000, 1)
+    );
+    assert_eq!(mtime(&copy.join("sub/deeper/c.txt")), 1_600_000_002);
+    let again = m
+        .ok(&["sync", "--json", "mega:/backup/", &s(&copy)])
+        .await
+        .json();
+    assert_eq!(again["files"], serde_json::json!(0), "{again}");
+
+    // A change and an extra file.
+    write(&local.join("a.txt"), b"AAAA", 1_600_000_100);
+    std::fs::remove_file(local.join("sub/deeper/c.txt")).unwrap();
+    // Dry run: prints the plan, changes nothing.
+    let plan = m
+        .ok(&["sync", "--dry-run", "--delete", &s(&local), "mega:/backup"])
+        .await
+        .stdout;
+    assert!(plan.contains("update ") && plan.contains("a.txt"), "{plan}");
+    assert!(
+        plan.contains("delete mega:/backup/sub/deeper/c.txt"),
+        "{plan}"
+    );
+    assert_eq!(m.ok(&["cat", "mega:/backup/a.txt"]).await.stdout, "aaa");
+    // Without --delete the extra remote file stays.
+    m.ok(&["sync", &s(&local), "mega:/backup"]).await;
+    assert_eq!(m.ok(&["cat", "mega:/backup/a.txt"]).await.stdout, "AAAA");
+    m.ok(&["cat", "mega:/backup/sub/deeper/c.txt"]).await;
+    let del = m
+        .ok(&["sync", "--delete", "--json", &s(&local), "mega:/backup"])
+        .await
+        .json();
+    assert_eq!(del["deleted"], serde_json::json!(1), "{del}");
+    m.fails(&["cat", "mega:/backup/sub/deeper/c.txt"], 5).await;
+
+    // --ignore-same-size: same size, different mtime counts as the same.
+    write(&local.join("a.txt"), b"BBBB", 1_700_000_000);
+    let same = m
+        .ok(&[
+            "sync",
+            "--ignore-same-size",
+            "--json",
+            &s(&local),
+            "mega:/backup",
+        ])
+        .await
+        .json();
+    assert_eq!(same["files"], serde_json::json!(0), "{same}");
+    // Remote to local with --delete removes local extras.
+    write(&copy.join("stray.txt"), b"x", 1);
+    m.ok(&["sync", "--delete", "mega:/backup", &s(&copy)]).await;
+    assert!(!copy.join("stray.txt").exists());
+    assert_eq!(std::fs::read(copy.join("a.txt")).unwrap(), b"AAAA");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_session_logout_whoami_df_and_permissions() {
+    let env = Env::start().await;
+    account(&env, "li@example.com").await;
+    let m = Cmd::new(&env, "li@example.com");
+    m.ok(&["login"]).await;
+    let session = m.home.join("config/megacmd/session.json");
+    assert_eq!(
+        std::fs::metadata(&session).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!std::fs::read_to_string(&session)
+        .unwrap()
+        .contains(PASSWORD));
+    // Later commands need no password.
+    let bare = Cmd {
+        email: None,
+        password: false,
+        ..Cmd::new(&env, "li@example.com")
+    };
+    let who = bare.ok(&["whoami", "--json"]).await.json();
+    assert_eq!(who["email"], "li@example.com");
+    let df = bare.ok(&["df", "--json"]).await.json();
+    assert!(df["total"].as_u64().unwrap() > 0);
+    assert!(bare.ok(&["quota"]).await.stdout.contains("used "));
+    // A session file others can read is refused.
+    std::fs::set_permissions(&session, std::fs::Permissions::from_mode(0o644)).unwrap();
+    bare.fails(&["whoami"], 10).await;
+    std::fs::set_permissions(&session, std::fs::Permissions::from_mode(0o600)).unwrap();
+    bare.ok(&["logout"]).await;
+    assert!(!session.exists());
+    bare.fails(&["whoami"], 3).await;
+    // A config file with a password must be private too; --conf points at it.
+    let conf = m.home.join("my.toml");
+    std::fs::write(
+        &conf,
+        format!("email = \"li@example.com\"\npassword = \"{PASSWORD}\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    bare.fails(&["--conf", &s(&conf), "whoami"], 10).await;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    bare.ok(&["--conf", &s(&conf), "whoami"]).await;
+    // Version and per-command help.
+    assert!(bare.ok(&["--version"]).await.stdout.contains("megacmd"));
+    for c in [
+        "list", "get", "put", "delete", "mkdir", "move", "sync", "login", "logout", "whoami", "df",
+        "link", "tree", "cat",
+    ] {
+        assert!(
+            bare.ok(&[c, "--help"]).await.stdout.contains("Usage"),
+            "{c} --help"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_links_and_error_exit_codes() {
+    let env = Env::start().await;
+    account(&env, "pl@example.com").await;
+    env.user(
+        "mfa@example.com",
+        UserOptions {
+            totp_secret: Some("JBSWY3DPEHPK3PXP".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    env.user(
+        "small@example.com",
+        UserOptions {
+            quota: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = Cmd::new(&env, "pl@example.com");
+    let f = env.dir.path().join("f.bin");
+    write(&f, &data(200_000, 7), 1_555_555_555);
+    m.ok(&["put", &s(&f), "mega:/"]).await;
+    let link = m
+        .ok(&["link", "mega:/f.bin"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    assert!(link.starts_with("https://mega.nz/file/"), "{link}");
+    // Anyone can fetch it: no credentials, no session.
+    let anon = Cmd {
+        email: None,
+        password: false,
+        ..Cmd::new(&env, "anon")
+    };
+    let out = env.dir.path().join("pub");
+    std::fs::create_dir_all(&out).unwrap();
+    anon.ok(&["get", &link, &format!("{}/", s(&out))]).await;
+    assert_eq!(std::fs::read(out.join("f.bin")).unwrap(), data(200_000, 7));
+    // Folder links with -r.
+    m.ok(&["mkdir", "mega:/shared/inner"]).await;
+    m.ok(&["put", &s(&f), "mega:/shared/inner/"]).await;
+    let flink = m
+        .ok(&["link", "mega:/shared"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    assert!(flink.starts_with("https://mega.nz/folder/"), "{flink}");
+    anon.fails(&["get", &flink, &s(&out)], 2).await;
+    anon.ok(&["get", "-r", &flink, &s(&out)]).await;
+    assert_eq!(
+        std::fs::read(out.join("shared/inner/f.bin")).unwrap(),
+        data(200_000, 7)
+    );
+
+    // Wrong password: 3. Not logged in at all: 3.
+    let wrong = Cmd {
+        password: false,
+        ..Cmd::in_home(&env, "pl@example.com", "home-fresh")
+    };
+    let mut c = wrong.run(&["whoami"]).await;
+    assert_eq!(c.code, 3, "{}", c.stderr);
+    let conf = wrong.home.join("bad.toml");
+    std::fs::write(&conf, "password = \"nope\"\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    c = wrong.fails(&["--conf", &s(&conf), "whoami"], 3).await;
+    assert!(
+        c.stderr.contains("wrong e-mail or password"),
+        "{}",
+        c.stderr
+    );
+    // 2FA needed: 4.
+    Cmd::new(&env, "mfa@example.com")
+        .fails(&["whoami"], 4)
+        .await;
+    // Quota: 7.
+    Cmd::new(&env, "small@example.com")
+        .fails(&["put", &s(&f), "mega:/"], 7)
+        .await;
+    // Usage: 2.
+    m.fails(&["get", "/not/remote", "/tmp"], 2).await;
+    // Integrity: 9, and nothing under the final name.
+    env.server.faults().update(|f| f.corrupt_downloads = true);
+    let bad = env.dir.path().join("bad.bin");
+    m.fails(&["get", "mega:/f.bin", &s(&bad)], 9).await;
+    assert!(!bad.exists());
+    assert!(walk_names(env.dir.path())
+        .iter()
+        .all(|n| !n.contains(".megacmd-")));
+    env.server.faults().update(|f| f.corrupt_downloads = false);
+    // Network failure after retries: 8 (a small retry budget from the config file).
+    let conf = m.home.join("fast.toml");
+    std::fs::write(&conf, "max_retries = 1\n").unwrap();
+    env.server.faults().set(FaultConfig {
+        cs_http503: 1000,
+        ..Default::default()
+    });
+    let o = m.fails(&["--conf", &s(&conf), "ls", "mega:/"], 8).await;
+    assert!(o.stderr.contains("giving up"), "{}", o.stderr);
+    env.server.faults().set(FaultConfig::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_survive_eagain_and_dropped_connections() {
+    let env = Env::start().await;
+    account(&env, "ft@example.com").await;
+    let m = Cmd::new(&env, "ft@example.com");
+    let src = env.dir.path().join("src");
+    write(&src.join("x.bin"), &data(3_000_000, 1), 1_600_000_000);
+    write(&src.join("y.bin"), &data(10_000, 2), 1_600_000_000);
+    m.ok(&["whoami"]).await; // log in before the faults
+    env.server.faults().set(FaultConfig {
+        cs_eagain: 3,
+        ul_drop: 2,
+        cs_drop: 1,
+        ..Default::default()
+    });
+    m.ok(&["put", "-r", &s(&src), "mega:/"]).await;
+    let left = env.server.faults().get();
+    assert_eq!(
+        (left.cs_eagain, left.ul_drop, left.cs_drop),
+        (0, 0, 0),
+        "faults fired: {left:?}"
+    );
+    env.server.faults().set(FaultConfig {
+        cs_eagain: 2,
+        dl_drop: 2,
+        dl_http503: 1,
+        ..Default::default()
+    });
+    let out = env.dir.path().join("out");
+    m.ok(&["get", "-r", "mega:/src", &s(&out)]).await;
+    let left = env.server.faults().get();
+    assert_eq!(
+        (left.cs_eagain, left.dl_drop, left.dl_http503),
+        (0, 0, 0),
+        "faults fired: {left:?}"
+    );
+    assert!(std::fs::read(out.join("x.bin")).unwrap() == data(3_000_000, 1));
+    // Exactly one copy of each file (nothing ran twice).
+    let l = m.ok(&["ls", "--json", "mega:/src"]).await.json();
+    assert_eq!(l.as_array().unwrap().len(), 2, "{l}");
+}
