@@ -617,3 +617,146 @@ async fn transfers_survive_eagain_and_dropped_connections() {
     let l = m.ok(&["ls", "--json", "mega:/src"]).await.json();
     assert_eq!(l.as_array().unwrap().len(), 2, "{l}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_parallel_and_two_factor_login() {
+    let env = Env::start().await;
+    account(&env, "vp@example.com").await;
+    let m = Cmd::new(&env, "vp@example.com");
+    let src = env.dir.path().join("v");
+    for i in 0..5 {
+        write(
+            &src.join(format!("f{i}.txt")),
+            format!("file {i}").as_bytes(),
+            1_600_000_000 + i,
+        );
+    }
+    let o = m
+        .ok(&[
+            "put",
+            "-r",
+            "--parallel",
+            "1",
+            "--verbose",
+            "1",
+            &s(&src),
+            "mega:/",
+        ])
+        .await;
+    assert_eq!(
+        o.stderr.matches("uploaded ").count(),
+        6,
+        "5 per-file lines + summary: {}",
+        o.stderr
+    );
+    let quiet = m
+        .ok(&[
+            "get",
+            "-r",
+            "--parallel",
+            "3",
+            "mega:/v",
+            &s(&env.dir.path().join("back")),
+        ])
+        .await;
+    assert_eq!(
+        quiet.stderr.matches("downloaded ").count(),
+        1,
+        "summary only at --verbose 0: {}",
+        quiet.stderr
+    );
+
+    let secret = "JBSWY3DPEHPK3PXP";
+    env.user(
+        "2fa@example.com",
+        UserOptions {
+            totp_secret: Some(secret.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let t = Cmd::new(&env, "2fa@example.com");
+    t.fails(&["login"], 4).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = mega_testserver::crypto::totp(secret, now).unwrap();
+    t.ok(&["login", "--mfa", &code]).await;
+    let bare = Cmd {
+        email: None,
+        password: false,
+        ..Cmd::new(&env, "2fa@example.com")
+    };
+    assert!(bare
+        .ok(&["whoami"])
+        .await
+        .stdout
+        .contains("2fa@example.com"));
+}
+
+/// `megacmd login` in a real terminal: it prompts for the password, does not echo it, and
+/// saves the session. Driven through a pseudo-terminal by Python's pty module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_prompts_for_the_password_without_echo() {
+    let env = Env::start().await;
+    account(&env, "tty@example.com").await;
+    let home = env.dir.path().join("tty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = r#"
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "login", "tty@example.com"])
+out = b""
+def read_until(marker, secs=60):
+    global out
+    end = time.time() + secs
+    while marker not in out and time.time() < end:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return marker in out
+if not read_until(b"Password:"):
+    print("NO PROMPT", out); sys.exit(3)
+os.write(fd, sys.argv[2].encode() + b"\n")
+read_until(b"logged in")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut c = tokio::process::Command::new("python3");
+    c.args(["-c", script, BIN, PASSWORD])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("MEGA_API_URL", env.server.base_url())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "login in a pty failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Password:"), "{text}");
+    assert!(!text.contains(PASSWORD), "the password was echoed: {text}");
+    assert!(text.contains("logged in as tty@example.com"), "{text}");
+    assert!(home.join("config/megacmd/session.json").exists());
+}

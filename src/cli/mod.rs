@@ -9,6 +9,7 @@ mod files;
 mod ops;
 pub mod path;
 pub mod plan;
+mod tty;
 
 use std::path::PathBuf;
 use std::sync::Arc;

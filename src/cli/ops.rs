@@ -1128,7 +1128,7 @@ async fn login(ctx: &Ctx, email: Option<&str>, mfa: Option<&str>) -> Result<(), 
         })?;
     let password = match ctx.cfg.password.clone() {
         Some(p) => p,
-        None => rpassword::prompt_password("Password: ").map_err(|_| {
+        None => super::tty::prompt_secret("Password: ").map_err(|_| {
             CliError::new(
                 exit::AUTH,
                 "no password: run in a terminal, or set MEGA_PASSWORD",
