@@ -1,8 +1,55 @@
 #!/usr/bin/env bash
-# Benchmarks, printed as numbers for doc/BENCHMARKS.md.
-# Today: content crypto per core (criterion), beside OpenSSL's AES-128-CBC on this machine.
+# Benchmarks, printed as numbers for doc/BENCHMARKS.md:
+#  - content crypto per core (criterion), beside OpenSSL's AES-128-CBC on this machine;
+#  - megacmd transfers against a local mega-testserver: one 1 GiB file, 1,000 small files.
+# `scripts/bench.sh crypto` or `scripts/bench.sh transfers` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+part="${1:-all}"
+
+transfers() {
+  echo "== building release binaries"
+  cargo build --release --quiet --bin megacmd -p mega-mount
+  cargo build --release --quiet -p mega-testserver
+  local d; d=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  target/release/mega-testserver useradd --data "$d/srv" bench@example.com bench-password \
+    --quota $((8 * 1024 * 1024 * 1024)) >/dev/null
+  target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
+  srv=$!
+  for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
+  export MEGA_API_URL; MEGA_API_URL=$(head -1 "$d/url")
+  export MEGA_EMAIL=bench@example.com MEGA_PASSWORD=bench-password XDG_CONFIG_HOME="$d/cfg"
+  local m=target/release/megacmd
+  $m login >/dev/null 2>&1
+  head -c $((1024 * 1024 * 1024)) /dev/urandom > "$d/big.bin"
+  mkdir -p "$d/small"
+  for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$d/small/f$i.bin"; done
+  sync
+  timed() { # label, command...
+    local label=$1; shift
+    local t0 t1 ms rss="-"
+    t0=$(date +%s%N)
+    if [ -x /usr/bin/time ]; then
+      /usr/bin/time -f "%M" -o "$d/rss" "$@" >/dev/null
+      rss=$(cat "$d/rss")
+    else
+      "$@" >/dev/null
+    fi
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
+    printf '%-40s %5d.%03d s   max RSS %s KiB\n' "$label" $((ms / 1000)) $((ms % 1000)) "$rss"
+  }
+  echo "== megacmd against mega-testserver on 127.0.0.1 (both on this machine's 2 cores)"
+  timed "upload 1 GiB (put)" $m put "$d/big.bin" mega:/
+  timed "download 1 GiB (get)" $m get mega:/big.bin "$d/big.out"
+  cmp "$d/big.bin" "$d/big.out" && echo "1 GiB round trip: bytes equal"
+  timed "upload 1,000 x 4 KiB (put -r)" $m put -r "$d/small" mega:/
+  timed "download 1,000 x 4 KiB (get -r)" $m get -r mega:/small "$d/small.out"
+  timed "sync of the 1,000 files, nothing to do" $m sync "$d/small" mega:/small
+}
+
+if [ "$part" = transfers ]; then transfers; exit 0; fi
 
 echo "== machine"
 nproc
@@ -16,3 +63,5 @@ echo "== openssl speed -evp aes-128-cbc (1 core; CBC encryption is a serial chai
 openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
+
+if [ "$part" = all ]; then transfers; fi
