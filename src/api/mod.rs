@@ -144,6 +144,7 @@ impl ApiClient {
     pub fn new(cfg: ApiConfig) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
             .user_agent(cfg.user_agent.clone())
             .build()
             .map_err(|e| ApiError::Network(e.to_string()))?;
