@@ -143,6 +143,66 @@ async fn ensure_folder(
     }
 }
 
+/// Creates the folders of a remote path that do not exist yet (like `mkdir -p`).
+async fn ensure_path(client: &Client, rp: &RemotePath) -> Result<NodeHandle, CliError> {
+    let mut h = root_handle(client, rp.root)?;
+    for part in &rp.parts {
+        h = ensure_folder(client, &h, part).await?;
+    }
+    Ok(h)
+}
+
+/// Plans a sync and reports it; `None` after a dry run (nothing more to do).
+fn plan_sync(
+    ctx: &Ctx,
+    src: &[Entry],
+    tgt: &[Entry],
+    src_name: &dyn Fn(&str) -> String,
+    dst_name: &dyn Fn(&str) -> String,
+) -> Option<(plan::Plan, serde_json::Value)> {
+    let opts = PlanOptions {
+        ignore_same_size: ctx.cli.ignore_same_size,
+        delete: ctx.cli.delete,
+    };
+    let p = plan::plan(src, tgt, opts);
+    let planned = report_plan(ctx, &p, src_name, dst_name);
+    let mut extra = counts(&p);
+    if ctx.cli.dry_run {
+        extra["dry_run"] = json!(true);
+        if ctx.cli.json {
+            println!(
+                "{}",
+                json!({"operation": "sync", "summary": extra, "actions": planned})
+            );
+        }
+        return None;
+    }
+    Some((p, extra))
+}
+
+/// The end of a sync: the transfers' outcome, the summary, and conflicts as an error.
+fn finish_sync(
+    ctx: &Ctx,
+    t: &Transfers,
+    transfers: Result<(), CliError>,
+    extra: serde_json::Value,
+    conflicts: usize,
+) -> Result<(), CliError> {
+    transfers?;
+    t.summary(ctx, "synced", extra);
+    if conflicts > 0 {
+        return Err(CliError::new(
+            exit::EXISTS,
+            format!("{conflicts} conflict(s) left alone"),
+        ));
+    }
+    Ok(())
+}
+
+fn warn_conflict(what: &str) {
+    eprintln!("megacmd: {what}: a file on one side and a folder on the other; left alone (--delete replaces it)");
+}
+
 /// Byte and file counters, and the progress bar (only on a terminal).
 struct Transfers {
     bar: indicatif::ProgressBar,
@@ -619,13 +679,7 @@ async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     let into_folder = match &existing {
         Some(n) if n.kind.is_container() => Some(n.handle.clone()),
         Some(_) => None,
-        None if dst.dir || srcs.len() > 1 => {
-            let mut h = root_handle(&client, dst.root)?;
-            for part in &dst.parts {
-                h = ensure_folder(&client, &h, part).await?;
-            }
-            Some(h)
-        }
+        None if dst.dir || srcs.len() > 1 => Some(ensure_path(&client, &dst).await?),
         None => None,
     };
     let mut jobs: Vec<(PathBuf, NodeHandle, String)> = Vec::new();
@@ -759,10 +813,7 @@ async fn mkdir(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             }
             return Err(exists(&rp.display()));
         }
-        let mut h = root_handle(&client, rp.root)?;
-        for part in &rp.parts {
-            h = ensure_folder(&client, &h, part).await?;
-        }
+        ensure_path(&client, &rp).await?;
     }
     Ok(())
 }
@@ -827,13 +878,9 @@ async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliError> {
 }
 
 async fn sync(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliError> {
-    let opts = PlanOptions {
-        ignore_same_size: ctx.cli.ignore_same_size,
-        delete: ctx.cli.delete,
-    };
     match (path::parse(source)?, path::parse(target)?) {
-        (Location::Remote(r), Location::Local(l)) => sync_down(ctx, &r, &l, opts).await,
-        (Location::Local(l), Location::Remote(r)) => sync_up(ctx, &l, &r, opts).await,
+        (Location::Remote(r), Location::Local(l)) => sync_down(ctx, &r, &l).await,
+        (Location::Local(l), Location::Remote(r)) => sync_up(ctx, &l, &r).await,
         _ => Err(CliError::new(
             exit::USAGE,
             "sync needs one mega:/ path and one local path",
@@ -841,7 +888,7 @@ async fn sync(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliError> {
     }
 }
 
-/// Prints the plan (dry run or --verbose) and returns it as JSON lines for --json.
+/// Prints the plan (dry run or --verbose) and returns it as JSON values for --json.
 fn report_plan(
     ctx: &Ctx,
     p: &plan::Plan,
@@ -883,12 +930,7 @@ fn counts(p: &plan::Plan) -> serde_json::Value {
     })
 }
 
-async fn sync_down(
-    ctx: &Ctx,
-    r: &RemotePath,
-    local: &Path,
-    opts: PlanOptions,
-) -> Result<(), CliError> {
+async fn sync_down(ctx: &Ctx, r: &RemotePath, local: &Path) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let top = resolve(&client, r)?;
     if !top.kind.is_container() {
@@ -903,21 +945,11 @@ async fn sync_down(
     } else {
         Vec::new()
     };
-    let p = plan::plan(&src, &tgt, opts);
     let rd = |x: &str| r.join(x).display();
     let ld = |x: &str| local.join(x).display().to_string();
-    let planned = report_plan(ctx, &p, &rd, &ld);
-    let mut extra = counts(&p);
-    if ctx.cli.dry_run {
-        extra["dry_run"] = json!(true);
-        if ctx.cli.json {
-            println!(
-                "{}",
-                json!({"operation": "sync", "summary": extra, "actions": planned})
-            );
-        }
+    let Some((p, extra)) = plan_sync(ctx, &src, &tgt, &rd, &ld) else {
         return Ok(());
-    }
+    };
     std::fs::create_dir_all(local).map_err(|e| io_err(local, e))?;
     let mut jobs = Vec::new();
     let mut conflicts = 0;
@@ -946,7 +978,7 @@ async fn sync_down(
             }
             Action::Conflict { path } => {
                 conflicts += 1;
-                eprintln!("megacmd: {}: a file on one side and a folder on the other; left alone (--delete replaces it)", local.join(path).display());
+                warn_conflict(&ld(path));
             }
         }
     }
@@ -956,23 +988,10 @@ async fn sync_down(
         async move { download_node(&client, &node, &dst, true, &t).await }
     })
     .await;
-    r?;
-    t.summary(ctx, "synced", extra);
-    if conflicts > 0 {
-        return Err(CliError::new(
-            exit::EXISTS,
-            format!("{conflicts} conflict(s) left alone"),
-        ));
-    }
-    Ok(())
+    finish_sync(ctx, &t, r, extra, conflicts)
 }
 
-async fn sync_up(
-    ctx: &Ctx,
-    local: &Path,
-    r: &RemotePath,
-    opts: PlanOptions,
-) -> Result<(), CliError> {
+async fn sync_up(ctx: &Ctx, local: &Path, r: &RemotePath) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let meta = std::fs::metadata(local).map_err(|e| io_err(local, e))?;
     if !meta.is_dir() {
@@ -997,30 +1016,14 @@ async fn sync_up(
         Some(h) => remote_entries(&client, h),
         None => (Vec::new(), HashMap::new()),
     };
-    let p = plan::plan(&src, &tgt, opts);
     let ld = |x: &str| local.join(x).display().to_string();
     let rd = |x: &str| r.join(x).display();
-    let planned = report_plan(ctx, &p, &ld, &rd);
-    let mut extra = counts(&p);
-    if ctx.cli.dry_run {
-        extra["dry_run"] = json!(true);
-        if ctx.cli.json {
-            println!(
-                "{}",
-                json!({"operation": "sync", "summary": extra, "actions": planned})
-            );
-        }
+    let Some((p, extra)) = plan_sync(ctx, &src, &tgt, &ld, &rd) else {
         return Ok(());
-    }
+    };
     let top = match top {
         Some(h) => h,
-        None => {
-            let mut h = root_handle(&client, r.root)?;
-            for part in &r.parts {
-                h = ensure_folder(&client, &h, part).await?;
-            }
-            h
-        }
+        None => ensure_path(&client, r).await?,
     };
     let mut folders: HashMap<String, NodeHandle> = handles.clone();
     folders.insert(String::new(), top.clone());
@@ -1063,7 +1066,7 @@ async fn sync_up(
             }
             Action::Conflict { path } => {
                 conflicts += 1;
-                eprintln!("megacmd: {}: a file on one side and a folder on the other; left alone (--delete replaces it)", r.join(path).display());
+                warn_conflict(&rd(path));
             }
         }
     }
@@ -1093,15 +1096,7 @@ async fn sync_up(
         }
     })
     .await;
-    r2?;
-    t.summary(ctx, "synced", extra);
-    if conflicts > 0 {
-        return Err(CliError::new(
-            exit::EXISTS,
-            format!("{conflicts} conflict(s) left alone"),
-        ));
-    }
-    Ok(())
+    finish_sync(ctx, &t, r2, extra, conflicts)
 }
 
 fn prompt_line(prompt: &str) -> Option<String> {
