@@ -695,6 +695,59 @@ async fn verbose_parallel_and_two_factor_login() {
         .contains("2fa@example.com"));
 }
 
+/// Runs megacmd in a pseudo-terminal (Python's pty module); answers a `Password:` prompt with
+/// `answer` if one appears. Returns the exit code and everything the terminal showed.
+async fn run_in_pty(
+    env: &Env,
+    home: &Path,
+    args: &[&str],
+    answer: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> (i32, String) {
+    let script = r#"
+import os, pty, sys, time
+args = sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1]] + args)
+out = b""
+answered = sys.argv[2] == ""
+end = time.time() + 90
+while time.time() < end:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not answered and b"Password:" in out:
+        os.write(fd, sys.argv[2].encode() + b"\n")
+        answered = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut c = tokio::process::Command::new("python3");
+    c.args(["-c", script, BIN, answer.unwrap_or("")])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("MEGA_API_URL", env.server.base_url())
+        .envs(extra_env.iter().copied())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// `megacmd login` in a real terminal: it prompts for the password, does not echo it, and
 /// saves the session. Driven through a pseudo-terminal by Python's pty module.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,60 +756,33 @@ async fn login_prompts_for_the_password_without_echo() {
     account(&env, "tty@example.com").await;
     let home = env.dir.path().join("tty-home");
     std::fs::create_dir_all(&home).unwrap();
-    let script = r#"
-import os, pty, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], [sys.argv[1], "login", "tty@example.com"])
-out = b""
-def read_until(marker, secs=60):
-    global out
-    end = time.time() + secs
-    while marker not in out and time.time() < end:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return marker in out
-if not read_until(b"Password:"):
-    print("NO PROMPT", out); sys.exit(3)
-os.write(fd, sys.argv[2].encode() + b"\n")
-read_until(b"logged in")
-while True:
-    try:
-        chunk = os.read(fd, 1024)
-    except OSError:
-        break
-    if not chunk:
-        break
-    out += chunk
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode("utf-8", "replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-    let mut c = tokio::process::Command::new("python3");
-    c.args(["-c", script, BIN, PASSWORD])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("MEGA_API_URL", env.server.base_url())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "login in a pty failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = run_in_pty(
+        &env,
+        &home,
+        &["login", "tty@example.com"],
+        Some(PASSWORD),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "login in a pty failed: {text}");
     assert!(text.contains("Password:"), "{text}");
     assert!(!text.contains(PASSWORD), "the password was echoed: {text}");
     assert!(text.contains("logged in as tty@example.com"), "{text}");
     assert!(home.join("config/megacmd/session.json").exists());
+
+    // On a terminal, transfers show a progress bar with bytes, rate and ETA.
+    let m = Cmd::new(&env, "tty@example.com");
+    let f = env.dir.path().join("p.bin");
+    write(&f, &data(3_000_000, 1), 0);
+    m.ok(&["put", &s(&f), "mega:/"]).await;
+    env.server.faults().update(|c| c.bandwidth_bps = 2_000_000);
+    let out = home.join("p.out");
+    let (code, text) = run_in_pty(&env, &home, &["get", "mega:/p.bin", &s(&out)], None, &[]).await;
+    env.server.faults().update(|c| c.bandwidth_bps = 0);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ETA") && text.contains("MiB"),
+        "no progress bar on a terminal: {text:?}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data(3_000_000, 1));
 }
