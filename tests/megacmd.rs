@@ -786,3 +786,58 @@ async fn login_prompts_for_the_password_without_echo() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), data(3_000_000, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_download_leaves_nothing_behind() {
+    let env = Env::start().await;
+    account(&env, "int@example.com").await;
+    let m = Cmd::new(&env, "int@example.com");
+    let f = env.dir.path().join("big.bin");
+    write(&f, &data(4_000_000, 5), 0);
+    m.ok(&["put", &s(&f), "mega:/"]).await;
+    env.server.faults().update(|c| c.bandwidth_bps = 1_000_000); // ~4 s to download
+    let dst_dir = env.dir.path().join("int-out");
+    std::fs::create_dir_all(&dst_dir).unwrap();
+    let dst = dst_dir.join("big.bin");
+    let child = std::process::Command::new(BIN)
+        .args(["get", "mega:/big.bin", &s(&dst)])
+        .env_clear()
+        .env("HOME", &m.home)
+        .env("XDG_CONFIG_HOME", m.home.join("config"))
+        .env("MEGA_API_URL", env.server.base_url())
+        .env("MEGA_EMAIL", "int@example.com")
+        .env("MEGA_PASSWORD", PASSWORD)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the partial file exists, then interrupt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while walk_names(&dst_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    env.server.faults().update(|c| c.bandwidth_bps = 0);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(
+        walk_names(&dst_dir).is_empty(),
+        "left behind: {:?}",
+        walk_names(&dst_dir)
+    );
+}
