@@ -15,3 +15,4 @@ pub mod tree;
 pub use client::{Client, Error, PublicFolder, Quota, TreeEvent};
 pub mod cli;
 pub mod config;
+pub mod names;

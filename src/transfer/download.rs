@@ -41,8 +41,9 @@ impl std::fmt::Debug for Source {
     }
 }
 
-/// Shared state of one download: the current URL.
-struct Fetcher {
+/// Fetches ciphertext ranges of one file, retrying transient failures and refreshing the URL
+/// when it expires. Shared by whole-file downloads and the mount's block cache.
+pub struct Fetcher {
     http: reqwest::Client,
     url: Mutex<String>,
     refresh: Option<UrlRefresher>,
@@ -50,8 +51,17 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    pub fn new(http: &reqwest::Client, src: &Source, cfg: &TransferConfig) -> Self {
+        Fetcher {
+            http: http.clone(),
+            url: Mutex::new(src.url.clone()),
+            refresh: src.refresh.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+
     /// Fetches `[start, start+len)` of ciphertext, retrying transient failures.
-    async fn fetch(&self, start: u64, len: u64) -> Result<Vec<u8>, TransferError> {
+    pub async fn fetch(&self, start: u64, len: u64) -> Result<Vec<u8>, TransferError> {
         let mut attempt = 0;
         loop {
             let url = self.url.lock().await.clone();
@@ -128,12 +138,7 @@ pub async fn download<W: AsyncWrite + Unpin>(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<(), TransferError> {
-    let fetcher = Arc::new(Fetcher {
-        http: http.clone(),
-        url: Mutex::new(src.url.clone()),
-        refresh: src.refresh.clone(),
-        cfg: cfg.clone(),
-    });
+    let fetcher = Arc::new(Fetcher::new(http, src, cfg));
     let key = Arc::new(src.key.clone());
     let mut macs: Vec<[u8; 16]> = Vec::with_capacity(mac::chunk_count(src.size) as usize);
     let tasks = pieces(src.size, cfg.piece_size)
