@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# System packages: Node.js + npm for the megajs interop test, Python for the pty tests.
+# System packages: Node.js + npm for the megajs interop test, Python for the pty tests, fuse3
+# (fusermount3) for the mount tests.
 need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)   # drives megacmd in a pseudo-terminal
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the FUSE mount tests
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

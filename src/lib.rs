@@ -15,4 +15,7 @@ pub mod tree;
 pub use client::{Client, Error, PublicFolder, Quota, TreeEvent};
 pub mod cli;
 pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
 pub mod names;

@@ -50,4 +50,5 @@ mod tests {
             assert_eq!(unescape_name(&e), name, "{e}");
         }
         assert_eq!(escape_name("100%"), "100%", "ordinary names are unchanged");
-    }}
+    }
+}

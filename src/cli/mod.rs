@@ -247,8 +247,8 @@ impl Ctx {
 }
 
 /// Resumes the saved session, else logs in with configured credentials (and saves the
-/// session), else explains how to log in.
-async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client, CliError> {
+/// session), else explains how to log in. Shared by `megacmd` and `mega-mount`.
+pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client, CliError> {
     let transfer = crate::transfer::TransferConfig {
         retry: api.retry.clone(),
         ..Default::default()

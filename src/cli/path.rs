@@ -263,6 +263,4 @@ mod tests {
         assert!(remote("mega:/d/*.txt").has_glob());
         assert!(!remote("mega:/d/x.txt").has_glob());
     }
-
-
 }

@@ -1,0 +1,108 @@
+//! Inode numbers for the mount: allocated per mount, never reused while the mount lives, and
+//! stable for a node (an overwrite re-points the inode at the new version's handle). A file
+//! created but not yet uploaded has an inode too ([`Target::Pending`]).
+
+use std::collections::HashMap;
+
+use crate::tree::NodeHandle;
+
+/// The root directory's inode (the Cloud Drive).
+pub const ROOT_INO: u64 = 1;
+
+/// What an inode stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Node(NodeHandle),
+    /// Created locally, not uploaded yet: `name` in `parent`.
+    Pending {
+        parent: NodeHandle,
+        name: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Inodes {
+    by_ino: HashMap<u64, Target>,
+    by_handle: HashMap<NodeHandle, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    pub fn new(root: NodeHandle) -> Self {
+        let mut t = Inodes {
+            next: ROOT_INO + 1,
+            ..Default::default()
+        };
+        t.by_ino.insert(ROOT_INO, Target::Node(root.clone()));
+        t.by_handle.insert(root, ROOT_INO);
+        t
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Target> {
+        self.by_ino.get(&ino)
+    }
+
+    /// The inode of a node, allocating one the first time.
+    pub fn ino_of(&mut self, h: &NodeHandle) -> u64 {
+        if let Some(i) = self.by_handle.get(h) {
+            return *i;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, Target::Node(h.clone()));
+        self.by_handle.insert(h.clone(), ino);
+        ino
+    }
+
+    /// A new inode for a file that exists only locally so far.
+    pub fn pending(&mut self, parent: NodeHandle, name: String) -> u64 {
+        let ino = self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, Target::Pending { parent, name });
+        ino
+    }
+
+    /// Points `ino` at `h` (after an upload committed), dropping its old handle.
+    pub fn bind(&mut self, ino: u64, h: NodeHandle) {
+        if let Some(Target::Node(old)) = self.by_ino.get(&ino) {
+            self.by_handle.remove(old);
+        }
+        if let Some(other) = self.by_handle.insert(h.clone(), ino) {
+            if other != ino {
+                self.by_ino.remove(&other);
+            }
+        }
+        self.by_ino.insert(ino, Target::Node(h));
+    }
+
+    /// Forgets a node (deleted); its inode stays unused.
+    pub fn remove_handle(&mut self, h: &NodeHandle) {
+        if let Some(ino) = self.by_handle.remove(h) {
+            self.by_ino.remove(&ino);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_never_reused_and_rebindable() {
+        let mut t = Inodes::new("ROOT".into());
+        let a = t.ino_of(&"AAAA".into());
+        assert_eq!(t.ino_of(&"AAAA".into()), a);
+        let b = t.ino_of(&"BBBB".into());
+        assert_ne!(a, b);
+        t.remove_handle(&"AAAA".into());
+        let c = t.ino_of(&"CCCC".into());
+        assert!(c > b, "inodes are not reused");
+        let p = t.pending("ROOT".into(), "new".into());
+        t.bind(p, "DDDD".into());
+        assert_eq!(t.ino_of(&"DDDD".into()), p);
+        // Overwrite: the same inode now means the new version.
+        t.bind(b, "EEEE".into());
+        assert_eq!(t.get(b), Some(&Target::Node("EEEE".into())));
+        assert_eq!(t.ino_of(&"EEEE".into()), b);
+    }
+}

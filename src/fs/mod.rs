@@ -1,0 +1,952 @@
+//! `MegaFs`: the filesystem logic of the mount, in async Rust and without any FUSE types, so
+//! it is tested without a kernel. The `fuse` module is a thin adapter over it.
+//!
+//! * Names: a folder's children are shown with [`crate::names::escape_name`]; when several
+//!   children share a name, the oldest keeps it and the others are shown as
+//!   `stem (HANDLE).ext`, deterministically. New duplicates are never created.
+//! * Reads go through [`cache::BlockCache`] by MEGA chunk. A file's chunk MACs are recorded as
+//!   chunks arrive; once all are known the condensed MAC is checked, and on a mismatch the
+//!   file's blocks are dropped and its reads fail with EIO (logged at error level).
+//!   Sequential reads widen a read-ahead window (up to [`MAX_READAHEAD`]).
+//! * Writes land in a staging file under the cache directory; `flush`/`fsync`/`release` upload
+//!   it (size known) and create the node, replacing the previous version, and only then
+//!   return. The staging file is deleted after the commit.
+//!
+//! Lock order: `inodes` → `open` → `readers`; no lock is held across `.await`.
+
+pub mod cache;
+pub mod inodes;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::api::ErrorCode;
+use crate::client::{self, Client};
+use crate::crypto::aes::cipher;
+use crate::crypto::{mac, FileKey};
+use crate::names::escape_name;
+use crate::transfer::download::Fetcher;
+use crate::transfer::{TransferConfig, TransferError};
+use crate::tree::{Node, NodeHandle};
+use cache::BlockCache;
+use inodes::{Inodes, Target};
+
+pub use inodes::ROOT_INO;
+
+/// The largest read-ahead window, for long sequential reads.
+pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
+
+/// Mount behaviour.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits masked out of 0777 (folders) / 0666 (files).
+    pub umask: u32,
+    pub read_only: bool,
+    /// `rm` deletes for good instead of moving to the Rubbish Bin.
+    pub hard_delete: bool,
+    /// Staging files for writes live here.
+    pub cache_dir: PathBuf,
+    /// Bytes of decrypted blocks kept in memory.
+    pub cache_size: u64,
+}
+
+/// Filesystem errors, by meaning.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not a folder")]
+    NotDir,
+    #[error("is a folder")]
+    IsDir,
+    #[error("already exists")]
+    Exists,
+    #[error("folder not empty")]
+    NotEmpty,
+    #[error("read-only mount")]
+    ReadOnly,
+    #[error("not permitted")]
+    NotPermitted,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("over quota")]
+    Quota,
+    #[error("content failed MAC verification")]
+    Integrity,
+    #[error("not supported")]
+    Unsupported,
+    #[error("{0}")]
+    Io(String),
+}
+
+impl FsError {
+    /// The errno for the kernel. Exhaustive on purpose: a new variant needs a decision.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => 2,     // ENOENT
+            FsError::NotDir => 20,      // ENOTDIR
+            FsError::IsDir => 21,       // EISDIR
+            FsError::Exists => 17,      // EEXIST
+            FsError::NotEmpty => 39,    // ENOTEMPTY
+            FsError::ReadOnly => 30,    // EROFS
+            FsError::NotPermitted => 1, // EPERM
+            FsError::Invalid => 22,     // EINVAL
+            FsError::Quota => 122,      // EDQUOT
+            FsError::Integrity => 5,    // EIO
+            FsError::Unsupported => 95, // EOPNOTSUPP
+            FsError::Io(_) => 5,        // EIO
+        }
+    }
+}
+
+impl From<client::Error> for FsError {
+    fn from(e: client::Error) -> Self {
+        match e.code() {
+            Some(ErrorCode::NotFound) => return FsError::NotFound,
+            Some(ErrorCode::OverQuota | ErrorCode::GoingOverQuota) => return FsError::Quota,
+            Some(ErrorCode::Exists) => return FsError::Exists,
+            Some(ErrorCode::Access) => return FsError::NotPermitted,
+            _ => {}
+        }
+        match e {
+            client::Error::Transfer(TransferError::MacMismatch) => FsError::Integrity,
+            other => FsError::Io(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(28) {
+            return FsError::Io("no space left for the staging file".into());
+        }
+        FsError::Io(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What `getattr` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: Kind,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// `statfs` numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct FsStats {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub free: u64,
+    pub files: u64,
+}
+
+/// MAC bookkeeping of one file.
+struct MacTracker {
+    macs: Vec<Option<[u8; 16]>>,
+    have: usize,
+    verified: bool,
+}
+
+/// Shared read state of one file version.
+struct Reader {
+    handle: NodeHandle,
+    size: u64,
+    key: FileKey,
+    fetcher: tokio::sync::OnceCell<Fetcher>,
+    macs: Mutex<MacTracker>,
+    bad: AtomicBool,
+    /// (end of the last read, current read-ahead window)
+    seq: Mutex<(u64, u64)>,
+}
+
+/// Write state of an open file.
+struct Writer {
+    staging: PathBuf,
+    file: std::fs::File,
+    dirty: bool,
+    /// Explicit mtime from `setattr`, else the time of the commit.
+    mtime: Option<i64>,
+}
+
+struct OpenFile {
+    ino: u64,
+    writer: Option<Writer>,
+}
+
+fn to_time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Display names of a folder's children: escaped, with duplicates disambiguated.
+fn display_names(children: &[Node]) -> Vec<(String, &Node)> {
+    let mut counts: HashMap<String, Vec<&Node>> = HashMap::new();
+    for c in children {
+        counts.entry(escape_name(&c.name)).or_default().push(c);
+    }
+    let mut out = Vec::with_capacity(children.len());
+    for (name, mut group) in counts {
+        group.sort_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)));
+        for (i, n) in group.into_iter().enumerate() {
+            let shown = if i == 0 {
+                name.clone()
+            } else {
+                match name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty()) {
+                    Some((stem, ext)) => format!("{stem} ({}).{ext}", n.handle),
+                    None => format!("{name} ({})", n.handle),
+                }
+            };
+            out.push((shown, n));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The filesystem.
+pub struct MegaFs {
+    client: Arc<Client>,
+    cfg: FsConfig,
+    transfer: TransferConfig,
+    inodes: Mutex<Inodes>,
+    open: Mutex<HashMap<u64, OpenFile>>,
+    readers: Mutex<HashMap<NodeHandle, Arc<Reader>>>,
+    cache: BlockCache,
+    next_fh: AtomicU64,
+}
+
+impl MegaFs {
+    pub fn new(client: Arc<Client>, cfg: FsConfig) -> Result<Self> {
+        let root = client.root().map_err(FsError::from)?.handle;
+        std::fs::create_dir_all(cfg.cache_dir.join("staging"))?;
+        Ok(MegaFs {
+            cache: BlockCache::new(cfg.cache_size),
+            client,
+            transfer: TransferConfig::default(),
+            inodes: Mutex::new(Inodes::new(root)),
+            open: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            cfg,
+        })
+    }
+
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open_files(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenFile>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn target(&self, ino: u64) -> Result<Target> {
+        self.inodes().get(ino).cloned().ok_or(FsError::NotFound)
+    }
+
+    fn node_of(&self, ino: u64) -> Result<Node> {
+        match self.target(ino)? {
+            Target::Node(h) => self.client.node(&h).map_err(|_| FsError::NotFound),
+            Target::Pending { .. } => Err(FsError::NotFound),
+        }
+    }
+
+    fn dir_of(&self, ino: u64) -> Result<Node> {
+        let n = self.node_of(ino)?;
+        if !n.kind.is_container() {
+            return Err(FsError::NotDir);
+        }
+        Ok(n)
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.cfg.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    fn attr_of(&self, ino: u64, n: &Node) -> Attr {
+        let (kind, base) = if n.kind.is_container() {
+            (Kind::Dir, 0o777)
+        } else {
+            (Kind::File, 0o666)
+        };
+        Attr {
+            ino,
+            size: if kind == Kind::File { n.size } else { 0 },
+            mtime: to_time(n.mtime),
+            ctime: to_time(n.ctime),
+            kind,
+            perm: (base & !self.cfg.umask) as u16,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
+    }
+
+    /// Size and mtime of a file with unsaved local changes (a dirty staging file).
+    fn staged(&self, ino: u64) -> Option<(u64, Option<i64>)> {
+        let open = self.open_files();
+        open.values()
+            .filter(|f| f.ino == ino)
+            .filter_map(|f| f.writer.as_ref())
+            .find(|w| w.dirty)
+            .and_then(|w| w.file.metadata().ok().map(|m| (m.len(), w.mtime)))
+    }
+
+    /// A handle of `ino` that is open for writing: `fh` if it is one, else any other.
+    fn writer_fh(&self, ino: u64, fh: Option<u64>) -> Option<u64> {
+        let open = self.open_files();
+        if let Some(f) = fh.filter(|f| open.get(f).is_some_and(|o| o.writer.is_some())) {
+            return Some(f);
+        }
+        open.iter()
+            .find(|(_, o)| o.ino == ino && o.writer.is_some())
+            .map(|(fh, _)| *fh)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let staged = self.staged(ino);
+        match self.target(ino)? {
+            Target::Node(h) => {
+                let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
+                let mut a = self.attr_of(ino, &n);
+                if let Some((size, mtime)) = staged {
+                    a.size = size;
+                    a.mtime = mtime.map_or(SystemTime::now(), to_time);
+                }
+                Ok(a)
+            }
+            Target::Pending { .. } => {
+                let (size, mtime) = staged.ok_or(FsError::NotFound)?;
+                let t = mtime.map_or(SystemTime::now(), to_time);
+                Ok(Attr {
+                    ino,
+                    size,
+                    mtime: t,
+                    ctime: t,
+                    kind: Kind::File,
+                    perm: (0o666 & !self.cfg.umask) as u16,
+                    uid: self.cfg.uid,
+                    gid: self.cfg.gid,
+                })
+            }
+        }
+    }
+
+    /// The children of a folder as shown on the mount.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.dir_of(ino)?;
+        let children = self.client.children(&dir.handle);
+        let shown = display_names(&children);
+        let mut inodes = self.inodes();
+        Ok(shown
+            .into_iter()
+            .map(|(name, n)| DirEntry {
+                ino: inodes.ino_of(&n.handle),
+                name,
+                kind: if n.kind.is_container() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                },
+            })
+            .collect())
+    }
+
+    fn child(&self, dir: &Node, name: &str) -> Option<Node> {
+        let children = self.client.children(&dir.handle);
+        display_names(&children)
+            .into_iter()
+            .find(|(shown, _)| shown == name)
+            .map(|(_, n)| n.clone())
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let dir = self.dir_of(parent)?;
+        // A file created here and not uploaded yet.
+        let pending = {
+            let inodes = self.inodes();
+            let open = self.open_files();
+            open.values().map(|f| f.ino).find(|ino| {
+                matches!(inodes.get(*ino), Some(Target::Pending { parent: p, name: n }) if *p == dir.handle && n == name)
+            })
+        };
+        if let Some(ino) = pending {
+            return self.getattr(ino);
+        }
+        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        let ino = self.inodes().ino_of(&n.handle);
+        self.getattr(ino)
+    }
+
+    pub async fn statfs(&self) -> Result<FsStats> {
+        let q = self.client.quota().await?;
+        const BLOCK: u64 = 4096;
+        Ok(FsStats {
+            block_size: BLOCK as u32,
+            blocks: q.total / BLOCK,
+            free: q.total.saturating_sub(q.used) / BLOCK,
+            files: self.client.read_tree().len() as u64,
+        })
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        if self.child(&dir, name).is_some() {
+            return Err(FsError::Exists);
+        }
+        let n = self
+            .client
+            .mkdir(&dir.handle, &crate::names::unescape_name(name))
+            .await?;
+        let ino = self.inodes().ino_of(&n.handle);
+        Ok(self.attr_of(ino, &n))
+    }
+
+    async fn remove(&self, n: &Node) -> Result<()> {
+        if self.cfg.hard_delete {
+            self.client.delete(&n.handle).await?;
+        } else {
+            self.client.trash(&n.handle).await?;
+        }
+        self.inodes().remove_handle(&n.handle);
+        self.cache.purge(&n.handle);
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        if n.kind.is_container() {
+            return Err(FsError::IsDir);
+        }
+        self.remove(&n).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        if !n.kind.is_container() {
+            return Err(FsError::NotDir);
+        }
+        if !self.client.children(&n.handle).is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.remove(&n).await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<()> {
+        self.writable()?;
+        let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
+        let n = self.child(&from, name).ok_or(FsError::NotFound)?;
+        if let Some(existing) = self.child(&to, new_name).filter(|e| e.handle != n.handle) {
+            match (existing.kind.is_container(), n.kind.is_container()) {
+                (true, false) => return Err(FsError::IsDir),
+                (false, true) => return Err(FsError::NotDir),
+                (true, true) if !self.client.children(&existing.handle).is_empty() => {
+                    return Err(FsError::NotEmpty)
+                }
+                _ => {}
+            }
+            self.remove(&existing).await?;
+        }
+        let real = crate::names::unescape_name(new_name);
+        if n.name != real {
+            self.client.rename(&n.handle, &real).await?;
+        }
+        if from.handle != to.handle {
+            self.client.move_to(&n.handle, &to.handle).await?;
+        }
+        Ok(())
+    }
+
+    // ---- reading ----
+
+    fn reader(&self, n: &Node) -> Result<Arc<Reader>> {
+        let key = n.file_key().cloned().ok_or(FsError::Integrity)?;
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(readers
+            .entry(n.handle.clone())
+            .or_insert_with(|| {
+                Arc::new(Reader {
+                    handle: n.handle.clone(),
+                    size: n.size,
+                    key,
+                    fetcher: tokio::sync::OnceCell::new(),
+                    macs: Mutex::new(MacTracker {
+                        macs: vec![None; mac::chunk_count(n.size) as usize],
+                        have: 0,
+                        verified: false,
+                    }),
+                    bad: AtomicBool::new(false),
+                    seq: Mutex::new((u64::MAX, 0)),
+                })
+            })
+            .clone())
+    }
+
+    /// Opens a file; with `write`, a staging file is prepared (filled from the remote content
+    /// unless `truncate`).
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<u64> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let writer = if write {
+            self.writable()?;
+            let n = self.node_of(ino)?;
+            if n.kind.is_container() {
+                return Err(FsError::IsDir);
+            }
+            let (path, mut file) = self.new_staging()?;
+            if !truncate && n.size > 0 {
+                let mut f = tokio::fs::File::from_std(file.try_clone()?);
+                if let Err(e) = self.client.download(&n.handle, &mut f, None).await {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+            }
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+            Some(Writer {
+                staging: path,
+                file,
+                dirty: truncate,
+                mtime: None,
+            })
+        } else {
+            None
+        };
+        self.open_files().insert(fh, OpenFile { ino, writer });
+        Ok(fh)
+    }
+
+    fn new_staging(&self) -> Result<(PathBuf, std::fs::File)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self
+            .cfg
+            .cache_dir
+            .join("staging")
+            .join(format!("{:016x}", rand::random::<u64>()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Creates a file (not on MEGA until its first flush/release) and opens it for writing.
+    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        if let Some(existing) = self.child(&dir, name) {
+            if existing.kind.is_container() {
+                return Err(FsError::IsDir);
+            }
+            let ino = self.inodes().ino_of(&existing.handle);
+            let fh = self.open(ino, true, true).await?;
+            return Ok((self.getattr(ino)?, fh));
+        }
+        let ino = self.inodes().pending(dir.handle.clone(), name.to_string());
+        let (path, file) = self.new_staging()?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.open_files().insert(
+            fh,
+            OpenFile {
+                ino,
+                writer: Some(Writer {
+                    staging: path,
+                    file,
+                    dirty: true,
+                    mtime: None,
+                }),
+            },
+        );
+        Ok((self.getattr(ino)?, fh))
+    }
+
+    pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        // Reads of a file open for writing see the staging file.
+        let staged = {
+            let open = self.open_files();
+            open.get(&fh)
+                .and_then(|f| f.writer.as_ref())
+                .map(|w| w.file.try_clone())
+                .transpose()?
+        };
+        if let Some(f) = staged {
+            let mut buf = vec![0u8; size as usize];
+            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf, offset)?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let n = self.node_of(ino)?;
+        if n.kind.is_container() {
+            return Err(FsError::IsDir);
+        }
+        let r = self.reader(&n)?;
+        self.read_node(&r, offset, size as u64).await
+    }
+
+    async fn read_node(&self, r: &Arc<Reader>, offset: u64, size: u64) -> Result<Vec<u8>> {
+        if r.bad.load(Ordering::Relaxed) {
+            return Err(FsError::Integrity);
+        }
+        let end = (offset + size).min(r.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // Read-ahead: the window doubles while reads stay sequential, resets on a seek.
+        let window = {
+            let mut seq = r.seq.lock().unwrap_or_else(|e| e.into_inner());
+            let w = if seq.0 == offset {
+                (seq.1 * 2).clamp(mac::SEGMENT, MAX_READAHEAD)
+            } else {
+                0
+            };
+            *seq = (end, w);
+            w
+        };
+        let first = mac::chunk_index(offset);
+        let last = mac::chunk_index(end - 1);
+        let ahead = mac::chunk_index((end + window).min(r.size) - 1);
+        let mut chunks: Vec<Arc<Vec<u8>>> = Vec::new();
+        let mut idx = first;
+        while idx <= last {
+            if let Some(c) = self.cache.get(&r.handle, idx) {
+                chunks.push(c);
+                idx += 1;
+                continue;
+            }
+            // Fetch the missing run (and what read-ahead wants) in one ranged request.
+            let mut stop = idx;
+            while stop < ahead && self.cache.get(&r.handle, stop + 1).is_none() {
+                stop += 1;
+            }
+            let fetched = self.fetch_chunks(r, idx, stop).await?;
+            for (i, c) in fetched.into_iter().enumerate() {
+                let ci = idx + i as u64;
+                if ci <= last {
+                    chunks.push(c);
+                }
+            }
+            idx = (stop + 1).min(last + 1).max(idx + 1);
+        }
+        let base = mac::chunk_start(first);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = base;
+        for c in chunks {
+            let (cs, ce) = (pos, pos + c.len() as u64);
+            let (s, e) = (offset.max(cs), end.min(ce));
+            if s < e {
+                out.extend_from_slice(&c[(s - cs) as usize..(e - cs) as usize]);
+            }
+            pos = ce;
+        }
+        Ok(out)
+    }
+
+    /// Fetches, decrypts and caches chunks `a..=b`; records their MACs; verifies the file
+    /// once every chunk MAC is known.
+    async fn fetch_chunks(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<Arc<Vec<u8>>>> {
+        let fetcher = r
+            .fetcher
+            .get_or_try_init(|| async {
+                let src = self.client.download_source(&r.handle).await?;
+                Ok::<_, client::Error>(Fetcher::new(self.client.api().http(), &src, &self.transfer))
+            })
+            .await?;
+        let start = mac::chunk_start(a);
+        let stop = mac::chunk_start(b + 1).min(r.size);
+        let data = fetcher
+            .fetch(start, stop - start)
+            .await
+            .map_err(|e| FsError::from(client::Error::from(e)))?;
+        let key = r.key.clone();
+        let (data, macs) = tokio::task::spawn_blocking(move || {
+            let mut data = data;
+            let macs = mac::decrypt_piece(&cipher(&key.aes), &key.nonce, start, &mut data);
+            (data, macs)
+        })
+        .await
+        .map_err(|e| FsError::Io(e.to_string()))?;
+        let mut out = Vec::with_capacity(macs.len());
+        let mut off = 0usize;
+        for (i, _) in macs.iter().enumerate() {
+            let ci = a + i as u64;
+            let len = (mac::chunk_start(ci + 1).min(r.size) - mac::chunk_start(ci)) as usize;
+            let c = Arc::new(data[off..off + len].to_vec());
+            off += len;
+            self.cache.insert(&r.handle, ci, c.clone());
+            out.push(c);
+        }
+        self.record_macs(r, a, &macs)?;
+        Ok(out)
+    }
+
+    fn record_macs(&self, r: &Arc<Reader>, a: u64, macs: &[[u8; 16]]) -> Result<()> {
+        let mut t = r.macs.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, m) in macs.iter().enumerate() {
+            let idx = a as usize + i;
+            if t.macs[idx].is_none() {
+                t.have += 1;
+            }
+            t.macs[idx] = Some(*m);
+        }
+        if t.verified || t.have < t.macs.len() {
+            return Ok(());
+        }
+        let all: Vec<[u8; 16]> = t.macs.iter().map(|m| m.unwrap_or_default()).collect();
+        if mac::verify(
+            &cipher(&r.key.aes),
+            &r.key.nonce,
+            r.size,
+            &all,
+            &r.key.meta_mac,
+        ) {
+            t.verified = true;
+            return Ok(());
+        }
+        r.bad.store(true, Ordering::Relaxed);
+        drop(t);
+        self.cache.purge(&r.handle);
+        tracing::error!(node = %r.handle, "file content failed MAC verification; its reads now fail with EIO");
+        Err(FsError::Integrity)
+    }
+
+    // ---- writing ----
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut open = self.open_files();
+        let w = open
+            .get_mut(&fh)
+            .and_then(|f| f.writer.as_mut())
+            .ok_or(FsError::Invalid)?;
+        std::os::unix::fs::FileExt::write_all_at(&w.file, data, offset)?;
+        w.dirty = true;
+        Ok(data.len() as u32)
+    }
+
+    /// Truncates or extends a file (`truncate`, `O_TRUNC` via setattr) and/or sets its mtime.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        mtime: Option<i64>,
+    ) -> Result<Attr> {
+        if size.is_none() && mtime.is_none() {
+            return self.getattr(ino);
+        }
+        self.writable()?;
+        // Apply it to an open writer of this file if there is one (the kernel does not always
+        // pass the handle), else to a temporary one.
+        let own = match self.writer_fh(ino, fh) {
+            Some(f) => (f, false),
+            None => {
+                let n = self.node_of(ino)?;
+                if n.kind.is_container() {
+                    if size.is_some() {
+                        return Err(FsError::IsDir);
+                    }
+                    return self.getattr(ino); // folder mtimes are not stored by MEGA
+                }
+                if size.is_none() {
+                    // Only the mtime: rewrite the fingerprint attribute, no upload.
+                    self.client
+                        .set_mtime(&n.handle, mtime.unwrap_or_else(now_secs))
+                        .await?;
+                    return self.getattr(ino);
+                }
+                (self.open(ino, true, size == Some(0)).await?, true)
+            }
+        };
+        {
+            let mut open = self.open_files();
+            let w = open
+                .get_mut(&own.0)
+                .and_then(|f| f.writer.as_mut())
+                .ok_or(FsError::Invalid)?;
+            if let Some(s) = size {
+                w.file.set_len(s)?;
+                w.dirty = true;
+            }
+            if let Some(m) = mtime {
+                w.mtime = Some(m);
+                w.dirty = true;
+            }
+        }
+        if own.1 {
+            self.release(own.0).await?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Uploads a dirty staging file and commits the node (replacing the previous version).
+    /// Returns only after MEGA has the new node.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let (ino, staging, mtime) = {
+            let open = self.open_files();
+            let Some(f) = open.get(&fh) else {
+                return Ok(());
+            };
+            match &f.writer {
+                Some(w) if w.dirty => (f.ino, w.file.try_clone()?, w.mtime),
+                _ => return Ok(()),
+            }
+        };
+        let (parent, name, old) = match self.target(ino)? {
+            Target::Pending { parent, name } => (parent, crate::names::unescape_name(&name), None),
+            Target::Node(h) => {
+                let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
+                (
+                    n.parent.clone().ok_or(FsError::NotPermitted)?,
+                    n.name.clone(),
+                    Some(n),
+                )
+            }
+        };
+        let size = staging.metadata()?.len();
+        let mtime = mtime.unwrap_or_else(now_secs);
+        let mut reader = tokio::fs::File::from_std(staging);
+        tokio::io::AsyncSeekExt::seek(&mut reader, std::io::SeekFrom::Start(0)).await?;
+        let node = self
+            .client
+            .upload(&parent, &name, &mut reader, size, mtime, None)
+            .await?;
+        // The inode now means the new version; the old one goes away.
+        self.inodes().bind(ino, node.handle.clone());
+        if let Some(old) = old {
+            self.cache.purge(&old.handle);
+            if self.cfg.hard_delete {
+                self.client.delete(&old.handle).await?;
+            } else {
+                self.client.trash(&old.handle).await?;
+            }
+        }
+        if let Some(w) = self
+            .open_files()
+            .get_mut(&fh)
+            .and_then(|f| f.writer.as_mut())
+        {
+            w.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Closes a handle: commits pending writes, then deletes the staging file.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let r = self.flush(fh).await;
+        let f = self.open_files().remove(&fh);
+        if let Some(w) = f.and_then(|f| f.writer) {
+            let _ = std::fs::remove_file(&w.staging);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::NodeKind;
+
+    fn node(h: &str, name: &str, ctime: i64) -> Node {
+        Node {
+            handle: h.into(),
+            parent: Some("ROOT".into()),
+            kind: NodeKind::File,
+            owner: String::new(),
+            name: name.into(),
+            size: 0,
+            ctime,
+            mtime: ctime,
+            key: None,
+            attrs: Default::default(),
+            fingerprint: None,
+            undecryptable: None,
+        }
+    }
+
+    #[test]
+    fn duplicates_and_hostile_names_are_shown_deterministically() {
+        let kids = vec![
+            node("BBBBBBBB", "a.txt", 20),
+            node("AAAAAAAA", "a.txt", 10),
+            node("CCCCCCCC", "a.txt", 30),
+            node("DDDDDDDD", "x/y", 1),
+            node("EEEEEEEE", "..", 1),
+            node("FFFFFFFF", "noext", 1),
+            node("GGGGGGGG", "noext", 2),
+        ];
+        let names: Vec<String> = display_names(&kids).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            vec![
+                "%2E%2E",
+                "a (BBBBBBBB).txt",
+                "a (CCCCCCCC).txt",
+                "a.txt",
+                "noext",
+                "noext (GGGGGGGG)",
+                "x%2Fy"
+            ]
+        );
+        let shown = display_names(&kids);
+        assert_eq!(
+            shown.iter().find(|(n, _)| n == "a.txt").unwrap().1.handle.0,
+            "AAAAAAAA",
+            "the oldest keeps the name"
+        );
+    }
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(FsError::NotFound.errno(), 2);
+        assert_eq!(FsError::Quota.errno(), 122);
+        assert_eq!(FsError::Integrity.errno(), 5);
+        assert_eq!(FsError::NotEmpty.errno(), 39);
+    }
+}

@@ -1,0 +1,142 @@
+//! Mount options: the `mega-mount` command line and the `-o` options that `mount.fuse3` passes
+//! from an fstab line (`mega-mount SOURCE MOUNTPOINT -o opts`).
+
+use std::path::PathBuf;
+
+/// Parsed `-o` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub umask: Option<u32>,
+    pub config: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
+    pub hard_delete: bool,
+    /// Options accepted for fstab compatibility but without effect here.
+    pub ignored: Vec<String>,
+}
+
+/// Parses a size like `512M`, `2G`, `1048576`, `256MiB`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses comma-separated `-o` options (repeatable).
+pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
+    let mut o = MountOptions::default();
+    for opt in list
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = opt
+            .split_once('=')
+            .map_or((opt, None), |(k, v)| (k, Some(v)));
+        fn need<'a>(k: &str, v: Option<&'a str>) -> Result<&'a str, String> {
+            v.ok_or_else(|| format!("mount option {k} needs a value"))
+        }
+        match k {
+            "ro" => o.read_only = true,
+            "rw" => o.read_only = false,
+            "allow_other" => o.allow_other = true,
+            "allow_root" => o.allow_root = true,
+            "uid" => {
+                o.uid = Some(
+                    need(k, v)?
+                        .parse()
+                        .map_err(|_| format!("uid={}: not a number", v.unwrap_or("")))?,
+                )
+            }
+            "gid" => {
+                o.gid = Some(
+                    need(k, v)?
+                        .parse()
+                        .map_err(|_| format!("gid={}: not a number", v.unwrap_or("")))?,
+                )
+            }
+            "umask" => {
+                o.umask = Some(
+                    u32::from_str_radix(need(k, v)?, 8)
+                        .map_err(|_| "umask= takes an octal number".to_string())?,
+                )
+            }
+            "config" => o.config = Some(PathBuf::from(need(k, v)?)),
+            "cache_dir" => o.cache_dir = Some(PathBuf::from(need(k, v)?)),
+            "cache_size" => {
+                o.cache_size = Some(
+                    parse_size(need(k, v)?)
+                        .ok_or_else(|| format!("cache_size={}: not a size", v.unwrap_or("")))?,
+                )
+            }
+            "hard_delete" => o.hard_delete = true,
+            // Handled by mount(8)/systemd or meaningless for a network filesystem.
+            "_netdev"
+            | "nofail"
+            | "noauto"
+            | "auto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "defaults"
+            | "dev"
+            | "nodev"
+            | "suid"
+            | "nosuid"
+            | "exec"
+            | "noexec"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "async"
+            | "default_permissions"
+            | "x-systemd.automount" => o.ignored.push(opt.to_string()),
+            other if other.starts_with("x-") => o.ignored.push(opt.to_string()),
+            other => return Err(format!("unknown mount option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_options() {
+        let o = parse_options(&[
+            "rw,_netdev,allow_other,uid=1000,gid=100,umask=022".into(),
+            "config=/etc/mega.toml,cache_dir=/var/cache/mega,cache_size=512M".into(),
+        ])
+        .unwrap();
+        assert!(!o.read_only && o.allow_other);
+        assert_eq!(
+            (o.uid, o.gid, o.umask),
+            (Some(1000), Some(100), Some(0o022))
+        );
+        assert_eq!(o.config, Some("/etc/mega.toml".into()));
+        assert_eq!(o.cache_size, Some(512 << 20));
+        assert_eq!(o.ignored, vec!["_netdev".to_string()]);
+        assert!(parse_options(&["ro".into()]).unwrap().read_only);
+        assert!(parse_options(&["bogus".into()]).is_err());
+        assert!(parse_options(&["uid=abc".into()]).is_err());
+        assert!(parse_options(&["umask=9".into()]).is_err());
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("x"), None);
+    }
+}

@@ -1,0 +1,392 @@
+//! Real FUSE mounts of `mega-mount` against mega-testserver: listing, reading (whole files and
+//! random offsets), writing (create, cp, append, overwrite, truncate), mkdir/rmdir, rm to the
+//! Rubbish Bin, mv within and across folders and over files, touch, df, a corrupted download
+//! giving EIO, and the mount.fuse3 calling convention with options.
+//!
+//! Every mount has its own temporary mountpoint and is unmounted when the guard drops; every
+//! file operation on the mount runs with a timeout, so a bug fails a test instead of hanging.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{data, Env, PASSWORD};
+use mega_testserver::UserOptions;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mega-mount");
+
+/// A mounted filesystem; unmounted (and its daemon stopped) on drop.
+struct Mount {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let want = p.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl Mount {
+    fn start(env: &Env, email: &str, args: &[&str], foreground: bool) -> Mount {
+        let dir = env.dir.path().join(format!("mnt-{}", rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        let home = env.dir.path().join(format!("mhome-{}", rand_suffix()));
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("MEGA_API_URL", env.server.base_url())
+            .env("MEGA_EMAIL", email)
+            .env("MEGA_PASSWORD", PASSWORD)
+            .stdin(Stdio::null());
+        if foreground {
+            cmd.arg("--foreground");
+            let child = cmd.spawn().unwrap();
+            let mut m = Mount {
+                dir: dir.clone(),
+                child: Some(child),
+            };
+            for _ in 0..300 {
+                if is_mounted(&dir) {
+                    return m;
+                }
+                if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("mega-mount exited before mounting: {s}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("not mounted after 15 s");
+        }
+        // Background mode: the command returns once the mount is ready.
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "mega-mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(&dir),
+            "mega-mount returned but nothing is mounted"
+        );
+        Mount { dir, child: None }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if let Some(c) = self.child.as_mut() {
+            if !ok {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish() as u32
+}
+
+/// Runs a file operation on the mount with a timeout.
+async fn op<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(f)).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("file operation timed out: {what}"),
+    }
+}
+
+fn mtime(p: &Path) -> i64 {
+    std::fs::metadata(p).unwrap().mtime()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_write_and_namespace_operations() {
+    let env = Env::start().await;
+    let c = env.account("m@example.com").await;
+    let root = c.root().unwrap().handle;
+    let big = data(1_500_000, 1);
+    c.upload(
+        &root,
+        "big.bin",
+        &mut &big[..],
+        big.len() as u64,
+        1_600_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    let docs = c.mkdir(&root, "docs").await.unwrap();
+    c.upload(
+        &docs.handle,
+        "a.txt",
+        &mut &b"alpha"[..],
+        5,
+        1_600_000_001,
+        None,
+    )
+    .await
+    .unwrap();
+    let m = Mount::start(&env, "m@example.com", &[], true);
+
+    // Listing, sizes and mtimes (from the fingerprint).
+    let (p, d) = (m.path(""), m.path("docs/a.txt"));
+    let names = op("readdir", move || {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    })
+    .await;
+    assert_eq!(names, vec!["big.bin", "docs"]);
+    let (bp, dp) = (m.path("big.bin"), d.clone());
+    let (size, mt, amt) = op("stat", move || {
+        (
+            std::fs::metadata(&bp).unwrap().len(),
+            mtime(&bp),
+            mtime(&dp),
+        )
+    })
+    .await;
+    assert_eq!((size, mt, amt), (1_500_000, 1_600_000_000, 1_600_000_001));
+
+    // Whole-file and random-offset reads.
+    let bp = m.path("big.bin");
+    let whole = op("read", move || std::fs::read(bp).unwrap()).await;
+    assert!(whole == big, "content differs");
+    let bp = m.path("big.bin");
+    let parts = op("pread", move || {
+        let f = std::fs::File::open(bp).unwrap();
+        [
+            (0u64, 10usize),
+            (131_060, 40),
+            (1_499_990, 10),
+            (786_000, 70_000),
+        ]
+        .iter()
+        .map(|&(off, len)| {
+            let mut b = vec![0u8; len];
+            f.read_exact_at(&mut b, off).unwrap();
+            (off, b)
+        })
+        .collect::<Vec<_>>()
+    })
+    .await;
+    for (off, b) in parts {
+        assert_eq!(
+            b,
+            big[off as usize..off as usize + b.len()],
+            "read at {off}"
+        );
+    }
+
+    // cp into the mount, then the remote side has it.
+    let src = env.dir.path().join("local.bin");
+    let body = data(3_000_000, 2);
+    std::fs::write(&src, &body).unwrap();
+    let dst = m.path("docs/copied.bin");
+    op("cp", move || std::fs::copy(&src, &dst).unwrap()).await;
+    c.fetch().await.unwrap();
+    let n = c.resolve("/docs/copied.bin").unwrap();
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), body);
+
+    // > redirection, >> append, overwrite, truncate.
+    let f = m.path("docs/notes.txt");
+    let f2 = f.clone();
+    op("write/append", move || {
+        std::fs::write(&f2, b"one\n").unwrap();
+        let mut h = std::fs::OpenOptions::new().append(true).open(&f2).unwrap();
+        std::io::Write::write_all(&mut h, b"two\n").unwrap();
+    })
+    .await;
+    let f2 = f.clone();
+    assert_eq!(
+        op("read back", move || std::fs::read(f2).unwrap()).await,
+        b"one\ntwo\n"
+    );
+    let f2 = f.clone();
+    op("overwrite", move || {
+        std::fs::write(&f2, b"replaced").unwrap()
+    })
+    .await;
+    let f2 = f.clone();
+    assert_eq!(
+        op("read", move || std::fs::read(f2).unwrap()).await,
+        b"replaced"
+    );
+    let f2 = f.clone();
+    op("truncate", move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f2)
+            .unwrap()
+            .set_len(3)
+            .unwrap()
+    })
+    .await;
+    let f2 = f.clone();
+    assert_eq!(op("read", move || std::fs::read(f2).unwrap()).await, b"rep");
+    // Random-offset write into an existing file.
+    let f2 = f.clone();
+    op("pwrite", move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f2)
+            .unwrap()
+            .write_all_at(b"X", 1)
+            .unwrap()
+    })
+    .await;
+    let f2 = f.clone();
+    assert_eq!(op("read", move || std::fs::read(f2).unwrap()).await, b"rXp");
+
+    // touch: set the mtime; the remote fingerprint keeps it.
+    let f2 = f.clone();
+    op("touch", move || {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_234_567_890);
+        std::fs::File::options()
+            .write(true)
+            .open(&f2)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    })
+    .await;
+    let f2 = f.clone();
+    assert_eq!(op("stat", move || mtime(&f2)).await, 1_234_567_890);
+    c.fetch().await.unwrap();
+    assert_eq!(c.resolve("/docs/notes.txt").unwrap().mtime, 1_234_567_890);
+
+    // mkdir -p, rmdir (refused when not empty), mv within/across/over, rm to the Rubbish Bin.
+    let (a, b) = (m.path("x/y/z"), m.path("x"));
+    op("mkdir -p", move || std::fs::create_dir_all(a).unwrap()).await;
+    let b2 = b.clone();
+    let e = op("rmdir non-empty", move || {
+        std::fs::remove_dir(b2).unwrap_err()
+    })
+    .await;
+    assert_eq!(e.raw_os_error(), Some(39), "ENOTEMPTY");
+    let (from, to) = (m.path("docs/a.txt"), m.path("docs/b.txt"));
+    op("rename", move || std::fs::rename(from, to).unwrap()).await;
+    let (from, to) = (m.path("docs/b.txt"), m.path("x/y/b.txt"));
+    op("move", move || std::fs::rename(from, to).unwrap()).await;
+    let (from, to) = (m.path("docs/notes.txt"), m.path("x/y/b.txt"));
+    op("move over", move || std::fs::rename(from, to).unwrap()).await;
+    let p = m.path("x/y/b.txt");
+    assert_eq!(op("read", move || std::fs::read(p).unwrap()).await, b"rXp");
+    let p = m.path("x/y/z");
+    op("rmdir", move || std::fs::remove_dir(p).unwrap()).await;
+    let p = m.path("big.bin");
+    op("rm", move || std::fs::remove_file(p).unwrap()).await;
+    c.fetch().await.unwrap();
+    let rubbish = c.rubbish().unwrap().handle;
+    let in_rubbish: Vec<String> = c.children(&rubbish).into_iter().map(|n| n.name).collect();
+    assert!(
+        in_rubbish.contains(&"big.bin".to_string()),
+        "{in_rubbish:?}"
+    );
+    assert!(c.resolve("/x/y/b.txt").is_ok() && c.resolve("/docs/a.txt").is_err());
+
+    // df shows the account quota.
+    let p = m.path("");
+    let out = op("df", move || {
+        Command::new("df")
+            .args(["-B1", "--output=size"])
+            .arg(p)
+            .output()
+            .unwrap()
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let size: u64 = text.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(size, mega_testserver::DEFAULT_QUOTA as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_content_reads_fail_with_eio() {
+    let env = Env::start().await;
+    let c = env.account("eio@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(700_000, 3);
+    c.upload(&root, "f.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    let m = Mount::start(&env, "eio@example.com", &[], true);
+    env.server.faults().update(|f| f.corrupt_downloads = true);
+    let p = m.path("f.bin");
+    let e = op("read corrupt", move || std::fs::read(p).unwrap_err()).await;
+    assert_eq!(e.raw_os_error(), Some(5), "EIO, got {e}");
+    // And it stays failed: no bad block is served from the cache afterwards.
+    env.server.faults().update(|f| f.corrupt_downloads = false);
+    let p = m.path("f.bin");
+    let e = op("read again", move || std::fs::read(p).unwrap_err()).await;
+    assert_eq!(e.raw_os_error(), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_fuse3_convention_background_and_options() {
+    let env = Env::start().await;
+    env.user("opt@example.com", UserOptions::default()).await;
+    let c = env.login("opt@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "r.txt", &mut &b"read me"[..], 7, 0, None)
+        .await
+        .unwrap();
+    // How mount(8) runs it from an fstab line: SOURCE MOUNTPOINT -o options; in the background.
+    let m = Mount::start(
+        &env,
+        "opt@example.com",
+        &["mega", "-o", "ro,_netdev,uid=1234,gid=4321,umask=077"],
+        false,
+    );
+    let p = m.path("r.txt");
+    let meta = op("stat", move || std::fs::metadata(p).unwrap()).await;
+    assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let p = m.path("new.txt");
+    let e = op("write on ro", move || std::fs::write(p, b"x").unwrap_err()).await;
+    assert_eq!(e.raw_os_error(), Some(30), "EROFS, got {e}");
+    let p = m.path("r.txt");
+    assert_eq!(
+        op("read", move || std::fs::read(p).unwrap()).await,
+        b"read me"
+    );
+}
