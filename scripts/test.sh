@@ -13,6 +13,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v python3 >/dev/null 2>&1 || need+=(python3)   # drives megacmd in a pseudo-terminal
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the FUSE mount tests
+command -v rsync >/dev/null 2>&1 || need+=(rsync)        # rsync onto the mount
+command -v git >/dev/null 2>&1 || need+=(git)            # git commit inside the mount
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -19,10 +19,34 @@ use crate::fs::{Attr, FsError, Kind, MegaFs};
 const TTL: Duration = Duration::from_secs(1);
 /// `O_TRUNC` on Linux.
 const O_TRUNC: i32 = 0o1000;
+/// "Operation not permitted".
+const EPERM: i32 = 1;
 /// "Function not implemented": the kernel remembers it and stops calling.
 const ENOSYS: i32 = 38;
 /// Longest file name the kernel should send.
 const NAME_MAX: u32 = 255;
+
+/// Starts the one thread that talks to the kernel about stale caches. FUSE handlers must
+/// never call the notifier themselves (it can deadlock); they and the event watcher send
+/// inode numbers here instead.
+pub fn spawn_invalidator(notifier: fuser::Notifier) -> std::sync::mpsc::Sender<Vec<u64>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
+    std::thread::Builder::new()
+        .name("mega-invalidate".into())
+        .spawn(move || {
+            for batch in rx {
+                for ino in batch {
+                    // ENOENT just means the kernel had forgotten the inode already.
+                    if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                        tracing::debug!(ino, "invalidate: {e}");
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::warn!("cannot start the invalidation thread: {e}"));
+    tx
+}
 
 pub struct FuseAdapter {
     fs: Arc<MegaFs>,
@@ -342,6 +366,30 @@ impl Filesystem for FuseAdapter {
             ),
             Err(e) => reply.error(fail("statfs", &e)),
         }
+    }
+
+    // Hard and symbolic links are not supported by MEGA; EPERM is what tools like git expect
+    // from a filesystem without them (git then falls back to rename).
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(EPERM));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::from_i32(EPERM));
     }
 
     // Extended attributes are not supported (doc/SEMANTICS.md). ENOSYS makes the kernel stop

@@ -390,3 +390,165 @@ async fn mount_fuse3_convention_background_and_options() {
         b"read me"
     );
 }
+
+/// Polls a condition on the mount (each check with the file-operation timeout).
+async fn eventually_on_mount(
+    secs: u64,
+    what: &str,
+    f: impl Fn() -> bool + Send + Sync + Clone + 'static,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let g = f.clone();
+        if op(what, move || g()).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not visible within {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_changes_show_up_on_the_mount() {
+    let env = Env::start().await;
+    let c = env.account("rc@example.com").await;
+    let root = c.root().unwrap().handle;
+    let old = c
+        .upload(&root, "old.txt", &mut &b"v1"[..], 2, 0, None)
+        .await
+        .unwrap();
+    let m = Mount::start(&env, "rc@example.com", &[], true);
+    // Let the kernel cache the listing and the file first.
+    let (p, f) = (m.path(""), m.path("old.txt"));
+    op("warm", move || {
+        let _ = std::fs::read_dir(p).unwrap().count();
+        std::fs::read(f).unwrap()
+    })
+    .await;
+
+    // Another session creates, renames and deletes; the mount shows it within 2 seconds.
+    let start = std::time::Instant::now();
+    c.upload(&root, "new.txt", &mut &b"fresh"[..], 5, 0, None)
+        .await
+        .unwrap();
+    let p = m.path("new.txt");
+    eventually_on_mount(2, "a file created remotely", move || {
+        std::fs::read(&p).ok().as_deref() == Some(&b"fresh"[..])
+    })
+    .await;
+    c.rename(&old.handle, "renamed.txt").await.unwrap();
+    let (a, b) = (m.path("renamed.txt"), m.path("old.txt"));
+    eventually_on_mount(2, "a remote rename", move || a.exists() && !b.exists()).await;
+    let sub = c.mkdir(&root, "sub").await.unwrap();
+    c.move_to(&old.handle, &sub.handle).await.unwrap();
+    let p = m.path("sub/renamed.txt");
+    eventually_on_mount(2, "a remote move", move || {
+        std::fs::read(&p).ok().as_deref() == Some(&b"v1"[..])
+    })
+    .await;
+    c.delete(&sub.handle).await.unwrap();
+    let p = m.path("sub");
+    eventually_on_mount(2, "a remote delete", move || !p.exists()).await;
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsync_twice_and_git_commit() {
+    let env = Env::start().await;
+    env.account("tools@example.com").await;
+    let m = Mount::start(&env, "tools@example.com", &[], true);
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 1..=3u8 {
+        std::fs::write(src.join(format!("f{i}")), data(i as usize * 70_000, i)).unwrap();
+    }
+    std::fs::write(src.join("sub/x.txt"), b"hi").unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("f1"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let rsync = |src: PathBuf, dst: PathBuf| {
+        move || {
+            let out = Command::new("rsync")
+                .arg("-a")
+                .arg("--stats")
+                .arg(format!("{}/", src.display()))
+                .arg(format!("{}/", dst.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "rsync failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let first = op("rsync 1", rsync(src.clone(), m.path("dst"))).await;
+    assert!(
+        first.contains("Number of regular files transferred: 4"),
+        "{first}"
+    );
+    let second = op("rsync 2", rsync(src.clone(), m.path("dst"))).await;
+    assert!(
+        second.contains("Number of regular files transferred: 0"),
+        "second run transferred: {second}"
+    );
+    let (a, b) = (src.clone(), m.path("dst"));
+    let same = op("diff", move || {
+        Command::new("diff")
+            .arg("-r")
+            .arg(a)
+            .arg(b)
+            .status()
+            .unwrap()
+            .success()
+    })
+    .await;
+    assert!(same, "rsync copy differs");
+    let p = m.path("dst/f1");
+    assert_eq!(op("stat", move || mtime(&p)).await, 1_577_836_800);
+
+    let repo = m.path("repo");
+    let r2 = repo.clone();
+    let log = op("git", move || {
+        std::fs::create_dir(&r2).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.email=t@example.com",
+                    "-c",
+                    "user.name=Test",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args)
+                .current_dir(&r2)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        git(&["init", "-q", "."]);
+        std::fs::write(r2.join("a.txt"), b"content\n").unwrap();
+        git(&["add", "a.txt"]);
+        git(&["commit", "-qm", "first"]);
+        std::fs::write(r2.join("a.txt"), b"changed\n").unwrap();
+        git(&["commit", "-qam", "second"]);
+        git(&["log", "--oneline"])
+    })
+    .await;
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(log.contains("first") && log.contains("second"));
+}

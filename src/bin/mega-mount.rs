@@ -16,8 +16,9 @@ use std::time::Duration;
 use clap::Parser;
 use mega_mount::config::{self, Env};
 use mega_mount::fs::{FsConfig, MegaFs};
-use mega_mount::fuse::FuseAdapter;
+use mega_mount::fuse::{spawn_invalidator, FuseAdapter};
 use mega_mount::mount::{parse_options, parse_size};
+use mega_mount::TreeEvent;
 
 /// Mount your MEGA Cloud Drive as a local folder.
 #[derive(Debug, Parser)]
@@ -197,11 +198,35 @@ fn run(args: Args) -> Result<(), String> {
         fcfg.acl = fuser::SessionACL::RootAndOwner;
     }
     fcfg.n_threads = Some(args.n_threads.max(1));
-    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let session = fuser::Session::new(adapter, &mountpoint, &fcfg)
+        .map_err(|e| format!("mount failed: {e}"))?;
+    // Remote changes: the watcher applies them to the tree; the invalidator thread tells the
+    // kernel which inodes are stale.
+    let invalidate = spawn_invalidator(session.notifier());
+    let _in_runtime = rt.enter();
+    let mut watcher = fs.client().watch().map_err(|e| e.to_string())?;
+    let fs2 = fs.clone();
+    rt.spawn(async move {
+        while let Some(ev) = watcher.events.recv().await {
+            let stale = match ev {
+                TreeEvent::Changed(changes) => fs2.stale_inodes(&changes),
+                TreeEvent::Reloaded => vec![mega_mount::fs::ROOT_INO],
+                TreeEvent::Stopped(why) => {
+                    tracing::warn!("remote changes are no longer followed: {why}");
+                    break;
+                }
+            };
+            if !stale.is_empty() && invalidate.send(stale).is_err() {
+                break;
+            }
+        }
+    });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let mp = mountpoint.clone();
     let session = std::thread::spawn(move || {
-        let r = fuser::mount(adapter, &mp, &fcfg).map_err(|e| format!("mount failed: {e}"));
+        let r = session
+            .run()
+            .map_err(|e| format!("FUSE session failed: {e}"));
         let _ = done_tx.send(r);
     });
     let result = rt.block_on(async {

@@ -54,6 +54,11 @@ impl Inodes {
         ino
     }
 
+    /// The inode of a node if one was handed out (never allocates).
+    pub fn find(&self, h: &NodeHandle) -> Option<u64> {
+        self.by_handle.get(h).copied()
+    }
+
     /// A new inode for a file that exists only locally so far.
     pub fn pending(&mut self, parent: NodeHandle, name: String) -> u64 {
         let ino = self.next;

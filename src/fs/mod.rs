@@ -267,6 +267,44 @@ impl MegaFs {
         &self.client
     }
 
+    /// The inodes whose kernel caches remote changes make stale: the changed nodes and the
+    /// folders they left or entered. Only inodes the kernel has seen are returned.
+    pub fn stale_inodes(&self, changes: &[crate::tree::Change]) -> Vec<u64> {
+        use crate::tree::Change;
+        let inodes = self.inodes();
+        let mut out = Vec::new();
+        let mut add = |h: Option<&NodeHandle>| {
+            if let Some(ino) = h.and_then(|h| inodes.find(h)) {
+                if !out.contains(&ino) {
+                    out.push(ino);
+                }
+            }
+        };
+        for c in changes {
+            match c {
+                Change::Added(h) | Change::Updated(h) => {
+                    add(Some(h));
+                    let parent = self
+                        .client
+                        .read_tree()
+                        .get(h)
+                        .and_then(|n| n.parent.clone());
+                    add(parent.as_ref());
+                }
+                Change::Removed { handle, parent } => {
+                    add(Some(handle));
+                    add(parent.as_ref());
+                }
+                Change::Moved { handle, from, to } => {
+                    add(Some(handle));
+                    add(from.as_ref());
+                    add(to.as_ref());
+                }
+            }
+        }
+        out
+    }
+
     fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
