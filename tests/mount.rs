@@ -400,7 +400,7 @@ async fn eventually_on_mount(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let g = f.clone();
-        if op(what, move || g()).await {
+        if op(what, g).await {
             return;
         }
         assert!(
