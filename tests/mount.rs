@@ -552,3 +552,44 @@ async fn rsync_twice_and_git_commit() {
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(log.contains("first") && log.contains("second"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_past_the_quota_is_edquot_and_keeps_the_data() {
+    let env = Env::start().await;
+    env.user(
+        "q@example.com",
+        UserOptions {
+            quota: 100_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = Mount::start(&env, "q@example.com", &[], true);
+    let p = m.path("big.bin");
+    let body = data(200_000, 9);
+    let b2 = body.clone();
+    let e = op("write over quota", move || {
+        let mut f = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut f, &b2).unwrap();
+        f.sync_all().unwrap_err()
+    })
+    .await;
+    assert_eq!(e.raw_os_error(), Some(122), "EDQUOT, got {e}");
+    // The written bytes were not thrown away: they wait in a staging file.
+    let staging = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("mhome-"))
+        .unwrap()
+        .path()
+        .join("cache/mega-mount/staging");
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        kept.iter().any(|k| *k == body),
+        "the data is kept in {}",
+        staging.display()
+    );
+}

@@ -915,12 +915,21 @@ impl MegaFs {
         Ok(())
     }
 
-    /// Closes a handle: commits pending writes, then deletes the staging file.
+    /// Closes a handle: commits pending writes, then deletes the staging file. If the commit
+    /// failed, the staging file is kept (it holds the only copy of the writes) and its path is
+    /// logged.
     pub async fn release(&self, fh: u64) -> Result<()> {
         let r = self.flush(fh).await;
         let f = self.open_files().remove(&fh);
         if let Some(w) = f.and_then(|f| f.writer) {
-            let _ = std::fs::remove_file(&w.staging);
+            if r.is_ok() {
+                let _ = std::fs::remove_file(&w.staging);
+            } else {
+                tracing::error!(
+                    staging = %w.staging.display(),
+                    "could not save a file to MEGA; its content is kept in the staging file"
+                );
+            }
         }
         r
     }
