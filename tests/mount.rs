@@ -588,7 +588,7 @@ async fn writing_past_the_quota_is_edquot_and_keeps_the_data() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(
-        kept.iter().any(|k| *k == body),
+        kept.contains(&body),
         "the data is kept in {}",
         staging.display()
     );
