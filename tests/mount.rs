@@ -593,3 +593,73 @@ async fn writing_past_the_quota_is_edquot_and_keeps_the_data() {
         staging.display()
     );
 }
+
+/// An fstab line mounted with `mount -T FSTAB MOUNTPOINT`: mount(8) -> mount.fuse3 ->
+/// `mega-mount mega MOUNTPOINT -o ...` in background mode, credentials from `config=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fstab_line_mounts_with_mount_t() {
+    let env = Env::start().await;
+    env.account("fstab@example.com").await;
+    let dir = env.dir.path().canonicalize().unwrap();
+    let mp = dir.join("fstab-mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let conf = dir.join("mega.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "email = \"fstab@example.com\"\npassword = \"{PASSWORD}\"\napi_url = \"{}\"\nsession_file = \"{}\"\n",
+            env.server.base_url(),
+            dir.join("session.json").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let fstab = dir.join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{BIN}#mega {} fuse rw,_netdev,noauto,config={},cache_dir={} 0 0\n",
+            mp.display(),
+            conf.display(),
+            dir.join("fstab-cache").display()
+        ),
+    )
+    .unwrap();
+    let guard = Mount {
+        dir: mp.clone(),
+        child: None,
+    };
+    let (f, m) = (fstab.clone(), mp.clone());
+    let out = op("mount -T", move || {
+        Command::new("mount")
+            .arg("-T")
+            .arg(f)
+            .arg(m)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "mount -T failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&mp));
+    let p = mp.join("hello.txt");
+    op("write", move || std::fs::write(p, b"from fstab").unwrap()).await;
+    let c = env.login("fstab@example.com").await;
+    let n = c.resolve("/hello.txt").unwrap();
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), b"from fstab");
+    let m = mp.clone();
+    let out = op("umount", move || {
+        Command::new("umount").arg(m).output().unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mp));
+    drop(guard);
+}
