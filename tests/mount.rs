@@ -663,3 +663,52 @@ async fn fstab_line_mounts_with_mount_t() {
     assert!(!is_mounted(&mp));
     drop(guard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dd_tail_mmap_and_concurrent_readers() {
+    let env = Env::start().await;
+    let c = env.account("rd@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(5_000_000, 4);
+    c.upload(&root, "f.bin", &mut &body[..], body.len() as u64, 0, None).await.unwrap();
+    let m = Mount::start(&env, "rd@example.com", &[], true);
+
+    // dd skip= (random offset), tail -c.
+    let p = m.path("f.bin");
+    let out = op("dd", move || {
+        Command::new("dd").arg(format!("if={}", p.display())).args(["bs=4096", "skip=700", "count=3", "status=none"]).output().unwrap()
+    }).await;
+    assert_eq!(out.stdout, body[700 * 4096..703 * 4096]);
+    let p = m.path("f.bin");
+    let out = op("tail -c", move || Command::new("tail").args(["-c", "1000"]).arg(p).output().unwrap()).await;
+    assert_eq!(out.stdout, body[body.len() - 1000..]);
+
+    // mmap read (through the page cache): python's mmap module.
+    let p = m.path("f.bin");
+    let out = op("mmap", move || {
+        Command::new("python3")
+            .args(["-c", "import mmap,sys,hashlib;f=open(sys.argv[1],'rb');m=mmap.mmap(f.fileno(),0,access=mmap.ACCESS_READ);print(hashlib.sha256(m[:]).hexdigest())"])
+            .arg(p)
+            .output()
+            .unwrap()
+    }).await;
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Several processes reading the same file at once, at different places.
+    let readers: Vec<_> = (0..4)
+        .map(|i| {
+            let p = m.path("f.bin");
+            let expect = body[i * 1_000_000..i * 1_000_000 + 500_000].to_vec();
+            tokio::spawn(op("concurrent read", move || {
+                let f = std::fs::File::open(p).unwrap();
+                let mut b = vec![0u8; 500_000];
+                f.read_exact_at(&mut b, (i * 1_000_000) as u64).unwrap();
+                assert!(b == expect, "reader {i} got wrong bytes");
+            }))
+        })
+        .collect();
+    for r in readers {
+        r.await.unwrap();
+    }
+}
