@@ -186,7 +186,11 @@ impl Client {
                 "some nodes cannot be decrypted; they are shown as [undecryptable]"
             );
         }
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = tree;
+        let mut tree = tree;
+        let mut current = self.tree.write().unwrap_or_else(|e| e.into_inner());
+        tree.succeed(current.generation());
+        *current = tree;
+        drop(current);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn;
         Ok(())
     }

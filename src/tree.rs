@@ -387,6 +387,8 @@ pub struct NodeTree {
     inbox: Option<NodeHandle>,
     rubbish: Option<NodeHandle>,
     keys: KeyRing,
+    /// Bumped on every change, so views derived from the tree know when to rebuild.
+    generation: u64,
 }
 
 impl NodeTree {
@@ -398,7 +400,18 @@ impl NodeTree {
             inbox: None,
             rubbish: None,
             keys,
+            generation: 0,
         }
+    }
+
+    /// Changes whenever the tree does (insert, remove, rename, move…).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Makes this tree's generation newer than `older`'s (when it replaces that tree).
+    pub fn succeed(&mut self, older: u64) {
+        self.generation = self.generation.max(older) + 1;
     }
 
     /// Builds the tree from an `f` reply; returns it with the reply's `sn`.
@@ -607,6 +620,7 @@ impl NodeTree {
 
     /// Inserts or replaces a node, keeping the children index right.
     pub fn insert(&mut self, node: Node) {
+        self.generation += 1;
         let h = node.handle.clone();
         if let Some(old) = self.nodes.get(&h) {
             if old.parent != node.parent {
@@ -644,6 +658,7 @@ impl NodeTree {
         let Some(top) = self.nodes.get(h) else {
             return Vec::new();
         };
+        self.generation += 1;
         let parent = top.parent.clone();
         self.unlink_child(parent.as_ref(), h);
         let mut out = Vec::new();
@@ -672,6 +687,7 @@ impl NodeTree {
         let Some(n) = self.nodes.get_mut(h) else {
             return false;
         };
+        self.generation += 1;
         let Some(key) = n.key.clone() else {
             return false;
         };

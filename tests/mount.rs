@@ -670,17 +670,31 @@ async fn dd_tail_mmap_and_concurrent_readers() {
     let c = env.account("rd@example.com").await;
     let root = c.root().unwrap().handle;
     let body = data(5_000_000, 4);
-    c.upload(&root, "f.bin", &mut &body[..], body.len() as u64, 0, None).await.unwrap();
+    c.upload(&root, "f.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
     let m = Mount::start(&env, "rd@example.com", &[], true);
 
     // dd skip= (random offset), tail -c.
     let p = m.path("f.bin");
     let out = op("dd", move || {
-        Command::new("dd").arg(format!("if={}", p.display())).args(["bs=4096", "skip=700", "count=3", "status=none"]).output().unwrap()
-    }).await;
+        Command::new("dd")
+            .arg(format!("if={}", p.display()))
+            .args(["bs=4096", "skip=700", "count=3", "status=none"])
+            .output()
+            .unwrap()
+    })
+    .await;
     assert_eq!(out.stdout, body[700 * 4096..703 * 4096]);
     let p = m.path("f.bin");
-    let out = op("tail -c", move || Command::new("tail").args(["-c", "1000"]).arg(p).output().unwrap()).await;
+    let out = op("tail -c", move || {
+        Command::new("tail")
+            .args(["-c", "1000"])
+            .arg(p)
+            .output()
+            .unwrap()
+    })
+    .await;
     assert_eq!(out.stdout, body[body.len() - 1000..]);
 
     // mmap read (through the page cache): python's mmap module.
@@ -693,7 +707,12 @@ async fn dd_tail_mmap_and_concurrent_readers() {
             .unwrap()
     }).await;
     let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        want,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Several processes reading the same file at once, at different places.
     let readers: Vec<_> = (0..4)

@@ -235,6 +235,12 @@ fn display_names(children: &[Node]) -> Vec<(String, &Node)> {
     out
 }
 
+/// A folder as shown on the mount, built once per tree generation.
+struct DirView {
+    entries: Vec<(String, NodeHandle, Kind)>,
+    by_name: HashMap<String, usize>,
+}
+
 /// The filesystem.
 pub struct MegaFs {
     client: Arc<Client>,
@@ -245,6 +251,8 @@ pub struct MegaFs {
     readers: Mutex<HashMap<NodeHandle, Arc<Reader>>>,
     cache: BlockCache,
     next_fh: AtomicU64,
+    /// Directory views by folder, with the tree generation they were built from.
+    dirs: Mutex<HashMap<NodeHandle, (u64, Arc<DirView>)>>,
 }
 
 impl MegaFs {
@@ -259,6 +267,7 @@ impl MegaFs {
             open: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            dirs: Mutex::new(HashMap::new()),
             cfg,
         })
     }
@@ -407,32 +416,61 @@ impl MegaFs {
         }
     }
 
-    /// The children of a folder as shown on the mount.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
-        let dir = self.dir_of(ino)?;
-        let children = self.client.children(&dir.handle);
-        let shown = display_names(&children);
-        let mut inodes = self.inodes();
-        Ok(shown
+    /// A folder's view (names as shown, in order, with an index by name), rebuilt only when
+    /// the tree changed since it was built — so a lookup is O(1), not O(entries).
+    fn dir_view(&self, dir: &NodeHandle) -> Arc<DirView> {
+        let generation = self.client.read_tree().generation();
+        if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+            if *g == generation {
+                return v.clone();
+            }
+        }
+        let children = self.client.children(dir);
+        let entries: Vec<(String, NodeHandle, Kind)> = display_names(&children)
             .into_iter()
-            .map(|(name, n)| DirEntry {
-                ino: inodes.ino_of(&n.handle),
-                name,
-                kind: if n.kind.is_container() {
+            .map(|(name, n)| {
+                let kind = if n.kind.is_container() {
                     Kind::Dir
                 } else {
                     Kind::File
-                },
+                };
+                (name, n.handle.clone(), kind)
+            })
+            .collect();
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.0.clone(), i))
+            .collect();
+        let view = Arc::new(DirView { entries, by_name });
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if dirs.len() > 4096 {
+            dirs.retain(|_, (g, _)| *g == generation);
+        }
+        dirs.insert(dir.clone(), (generation, view.clone()));
+        view
+    }
+
+    /// The children of a folder as shown on the mount.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.dir_of(ino)?;
+        let view = self.dir_view(&dir.handle);
+        let mut inodes = self.inodes();
+        Ok(view
+            .entries
+            .iter()
+            .map(|(name, h, kind)| DirEntry {
+                ino: inodes.ino_of(h),
+                name: name.clone(),
+                kind: *kind,
             })
             .collect())
     }
 
     fn child(&self, dir: &Node, name: &str) -> Option<Node> {
-        let children = self.client.children(&dir.handle);
-        display_names(&children)
-            .into_iter()
-            .find(|(shown, _)| shown == name)
-            .map(|(_, n)| n.clone())
+        let view = self.dir_view(&dir.handle);
+        let i = *view.by_name.get(name)?;
+        self.client.node(&view.entries[i].1).ok()
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {

@@ -197,3 +197,22 @@ fn packets_add_update_delete_and_move() {
     );
     assert!(tree.get(&"FILE0002".into()).is_none());
 }
+
+#[test]
+fn generation_moves_on_every_change_and_across_replacement() {
+    let (mut tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let g0 = tree.generation();
+    tree.reparent(&"FILE0002".into(), &"DIRA0000".into());
+    let g1 = tree.generation();
+    assert!(g1 > g0);
+    let key = tree.get(&"FILE0002".into()).unwrap().key.clone().unwrap();
+    tree.set_encrypted_attrs(&"FILE0002".into(), &enc_attrs(&key, json!({"n": "z"})));
+    assert!(tree.generation() > g1);
+    let g2 = tree.generation();
+    tree.remove_subtree(&"DIRA0000".into());
+    assert!(tree.generation() > g2);
+    // A freshly fetched tree replacing this one is newer, even with fewer changes behind it.
+    let (mut fresh, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    fresh.succeed(tree.generation());
+    assert!(fresh.generation() > tree.generation());
+}
