@@ -12,11 +12,12 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, FsError, Kind, MegaFs};
+use crate::fs::{Attr, FsError, Kind, MegaFs, Stale};
 
-/// How long the kernel may cache entries and attributes. Short until remote changes
-/// invalidate the kernel's caches explicitly.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache entries and attributes. Long: remote changes invalidate the
+/// affected entries and inodes explicitly (see [`spawn_invalidator`]), and changes made
+/// through the mount update the kernel's caches as they happen.
+const TTL: Duration = Duration::from_secs(60);
 /// `O_TRUNC` on Linux.
 const O_TRUNC: i32 = 0o1000;
 /// "Operation not permitted".
@@ -27,18 +28,23 @@ const ENOSYS: i32 = 38;
 const NAME_MAX: u32 = 255;
 
 /// Starts the one thread that talks to the kernel about stale caches. FUSE handlers must
-/// never call the notifier themselves (it can deadlock); they and the event watcher send
-/// inode numbers here instead.
-pub fn spawn_invalidator(notifier: fuser::Notifier) -> std::sync::mpsc::Sender<Vec<u64>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
+/// never call the notifier themselves (it can deadlock); the event watcher sends what is
+/// stale here instead.
+pub fn spawn_invalidator(notifier: fuser::Notifier) -> std::sync::mpsc::Sender<Stale> {
+    let (tx, rx) = std::sync::mpsc::channel::<Stale>();
     std::thread::Builder::new()
         .name("mega-invalidate".into())
         .spawn(move || {
-            for batch in rx {
-                for ino in batch {
-                    // ENOENT just means the kernel had forgotten the inode already.
+            for stale in rx {
+                // ENOENT just means the kernel had forgotten that entry or inode already.
+                for (parent, name) in stale.entries {
+                    if let Err(e) = notifier.inval_entry(INodeNo(parent), OsStr::new(&name)) {
+                        tracing::debug!(parent, "invalidate entry: {e}");
+                    }
+                }
+                for ino in stale.inodes {
                     if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
-                        tracing::debug!(ino, "invalidate: {e}");
+                        tracing::debug!(ino, "invalidate inode: {e}");
                     }
                 }
             }

@@ -210,14 +210,19 @@ fn run(args: Args) -> Result<(), String> {
     rt.spawn(async move {
         while let Some(ev) = watcher.events.recv().await {
             let stale = match ev {
-                TreeEvent::Changed(changes) => fs2.stale_inodes(&changes),
-                TreeEvent::Reloaded => vec![mega_mount::fs::ROOT_INO],
+                TreeEvent::Changed(changes) => fs2.stale(&changes),
+                TreeEvent::Reloaded => mega_mount::fs::Stale {
+                    entries: Vec::new(),
+                    inodes: vec![mega_mount::fs::ROOT_INO],
+                },
                 TreeEvent::Stopped(why) => {
                     tracing::warn!("remote changes are no longer followed: {why}");
                     break;
                 }
             };
-            if !stale.is_empty() && invalidate.send(stale).is_err() {
+            if (!stale.inodes.is_empty() || !stale.entries.is_empty())
+                && invalidate.send(stale).is_err()
+            {
                 break;
             }
         }

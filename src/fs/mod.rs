@@ -253,6 +253,18 @@ pub struct MegaFs {
     next_fh: AtomicU64,
     /// Directory views by folder, with the tree generation they were built from.
     dirs: Mutex<HashMap<NodeHandle, (u64, Arc<DirView>)>>,
+    /// The (parent inode, name) under which the kernel last saw each inode, so that remote
+    /// renames and deletions can invalidate exactly that directory entry.
+    names: Mutex<HashMap<u64, (u64, String)>>,
+}
+
+/// What the kernel must forget after remote changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// Directory entries: (parent inode, name).
+    pub entries: Vec<(u64, String)>,
+    /// Inodes whose attributes, data or listing changed.
+    pub inodes: Vec<u64>,
 }
 
 impl MegaFs {
@@ -268,6 +280,7 @@ impl MegaFs {
             readers: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             dirs: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
             cfg,
         })
     }
@@ -276,39 +289,45 @@ impl MegaFs {
         &self.client
     }
 
-    /// The inodes whose kernel caches remote changes make stale: the changed nodes and the
-    /// folders they left or entered. Only inodes the kernel has seen are returned.
-    pub fn stale_inodes(&self, changes: &[crate::tree::Change]) -> Vec<u64> {
+    /// What remote changes make stale in the kernel: the changed nodes' old directory entries
+    /// (renamed, moved, deleted), the nodes themselves, and the folders they left or entered.
+    /// Only inodes the kernel has seen are named.
+    pub fn stale(&self, changes: &[crate::tree::Change]) -> Stale {
         use crate::tree::Change;
         let inodes = self.inodes();
-        let mut out = Vec::new();
-        let mut add = |h: Option<&NodeHandle>| {
-            if let Some(ino) = h.and_then(|h| inodes.find(h)) {
-                if !out.contains(&ino) {
-                    out.push(ino);
-                }
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Stale::default();
+        let inode = |h: Option<&NodeHandle>, out: &mut Stale| -> Option<u64> {
+            let ino = h.and_then(|h| inodes.find(h))?;
+            if !out.inodes.contains(&ino) {
+                out.inodes.push(ino);
             }
+            Some(ino)
         };
         for c in changes {
-            match c {
-                Change::Added(h) | Change::Updated(h) => {
-                    add(Some(h));
-                    let parent = self
+            let (node, parents): (&NodeHandle, Vec<Option<NodeHandle>>) = match c {
+                Change::Added(h) | Change::Updated(h) => (
+                    h,
+                    vec![self
                         .client
                         .read_tree()
                         .get(h)
-                        .and_then(|n| n.parent.clone());
-                    add(parent.as_ref());
+                        .and_then(|n| n.parent.clone())],
+                ),
+                Change::Removed { handle, parent } => (handle, vec![parent.clone()]),
+                Change::Moved { handle, from, to } => (handle, vec![from.clone(), to.clone()]),
+            };
+            if let Some(ino) = inode(Some(node), &mut out) {
+                if !matches!(c, Change::Added(_)) {
+                    if let Some(entry) = names.get(&ino) {
+                        if !out.entries.contains(entry) {
+                            out.entries.push(entry.clone());
+                        }
+                    }
                 }
-                Change::Removed { handle, parent } => {
-                    add(Some(handle));
-                    add(parent.as_ref());
-                }
-                Change::Moved { handle, from, to } => {
-                    add(Some(handle));
-                    add(from.as_ref());
-                    add(to.as_ref());
-                }
+            }
+            for p in parents {
+                inode(p.as_ref(), &mut out);
             }
         }
         out
@@ -455,16 +474,22 @@ impl MegaFs {
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let dir = self.dir_of(ino)?;
         let view = self.dir_view(&dir.handle);
-        let mut inodes = self.inodes();
-        Ok(view
-            .entries
-            .iter()
-            .map(|(name, h, kind)| DirEntry {
-                ino: inodes.ino_of(h),
-                name: name.clone(),
-                kind: *kind,
-            })
-            .collect())
+        let entries: Vec<DirEntry> = {
+            let mut inodes = self.inodes();
+            view.entries
+                .iter()
+                .map(|(name, h, kind)| DirEntry {
+                    ino: inodes.ino_of(h),
+                    name: name.clone(),
+                    kind: *kind,
+                })
+                .collect()
+        };
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for e in &entries {
+            names.insert(e.ino, (ino, e.name.clone()));
+        }
+        Ok(entries)
     }
 
     fn child(&self, dir: &Node, name: &str) -> Option<Node> {
@@ -488,6 +513,10 @@ impl MegaFs {
         }
         let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
         let ino = self.inodes().ino_of(&n.handle);
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino, (parent, name.to_string()));
         self.getattr(ino)
     }
 
