@@ -2,10 +2,27 @@
 # Benchmarks, printed as numbers for doc/BENCHMARKS.md:
 #  - content crypto per core (criterion), beside OpenSSL's AES-128-CBC on this machine;
 #  - megacmd transfers against a local mega-testserver: one 1 GiB file, 1,000 small files.
-# `scripts/bench.sh crypto` or `scripts/bench.sh transfers` runs one part.
+#  - mega-mount through a real FUSE mount against the same local server.
+# `scripts/bench.sh crypto`, `transfers` or `mount` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
+BENCH_RSS=$(mktemp)
+
+timed() { # label, command...
+  local label=$1; shift
+  local t0 t1 ms rss="-"
+  t0=$(date +%s%N)
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "%M" -o "$BENCH_RSS" "$@" >/dev/null
+    rss=$(cat "$BENCH_RSS")
+  else
+    "$@" >/dev/null
+  fi
+  t1=$(date +%s%N)
+  ms=$(( (t1 - t0) / 1000000 ))
+  printf '%-40s %5d.%03d s   max RSS %s KiB\n' "$label" $((ms / 1000)) $((ms % 1000)) "$rss"
+}
 
 transfers() {
   echo "== building release binaries"
@@ -26,20 +43,6 @@ transfers() {
   mkdir -p "$d/small"
   for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$d/small/f$i.bin"; done
   sync
-  timed() { # label, command...
-    local label=$1; shift
-    local t0 t1 ms rss="-"
-    t0=$(date +%s%N)
-    if [ -x /usr/bin/time ]; then
-      /usr/bin/time -f "%M" -o "$d/rss" "$@" >/dev/null
-      rss=$(cat "$d/rss")
-    else
-      "$@" >/dev/null
-    fi
-    t1=$(date +%s%N)
-    ms=$(( (t1 - t0) / 1000000 ))
-    printf '%-40s %5d.%03d s   max RSS %s KiB\n' "$label" $((ms / 1000)) $((ms % 1000)) "$rss"
-  }
   echo "== megacmd against mega-testserver on 127.0.0.1 (both on this machine's 2 cores)"
   timed "upload 1 GiB (put)" $m put "$d/big.bin" mega:/
   timed "download 1 GiB (get)" $m get mega:/big.bin "$d/big.out"
@@ -49,7 +52,45 @@ transfers() {
   timed "sync of the 1,000 files, nothing to do" $m sync "$d/small" mega:/small
 }
 
+mount_bench() {
+  echo "== building release binaries"
+  cargo build --release --quiet --bin megacmd --bin mega-mount -p mega-mount
+  cargo build --release --quiet -p mega-testserver
+  local d; d=$(mktemp -d)
+  trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null; kill "$srv" "$mpid" 2>/dev/null || true; rm -rf "$d"' RETURN
+  target/release/mega-testserver useradd --data "$d/srv" bench@example.com bench-password \
+    --quota $((8 * 1024 * 1024 * 1024)) >/dev/null
+  target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
+  srv=$!
+  for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
+  export MEGA_API_URL; MEGA_API_URL=$(head -1 "$d/url")
+  export MEGA_EMAIL=bench@example.com MEGA_PASSWORD=bench-password
+  export XDG_CONFIG_HOME="$d/cfg" XDG_CACHE_HOME="$d/cache"
+  head -c $((1024 * 1024 * 1024)) /dev/urandom > "$d/big.bin"
+  target/release/megacmd put "$d/big.bin" mega:/ >/dev/null 2>&1
+  mkdir -p "$d/tree"
+  for i in $(seq 0 99); do mkdir "$d/tree/d$i"; for j in $(seq 0 99); do : > "$d/tree/d$i/f$j"; done; done
+  target/release/megacmd put -r "$d/tree" mega:/ >/dev/null 2>&1
+  mkdir -p "$d/small" "$d/mnt"
+  for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$d/small/f$i.bin"; done
+  local t0 t1
+  t0=$(date +%s%N)
+  target/release/mega-mount --foreground "$d/mnt" 2>"$d/mount.log" &
+  mpid=$!
+  until grep -qs " $d/mnt fuse" /proc/mounts; do sleep 0.02; done
+  t1=$(date +%s%N)
+  echo "== mega-mount (release) against mega-testserver on 127.0.0.1, 2 cores shared"
+  printf '%-44s %5d ms  (account of %d nodes)\n' "start to mounted" $(( (t1 - t0) / 1000000 )) 10105
+  timed "sequential read 1 GiB, cold (dd bs=1M)" dd if="$d/mnt/big.bin" of=/dev/null bs=1M status=none
+  timed "sequential read 1 GiB, again" dd if="$d/mnt/big.bin" of=/dev/null bs=1M status=none
+  timed "sequential write 1 GiB (cp, incl. upload)" cp "$d/big.bin" "$d/mnt/big2.bin"
+  timed "create 1,000 x 4 KiB files (cp -r)" cp -r "$d/small" "$d/mnt/small"
+  timed "ls -lR of 10,000 entries" ls -lR "$d/mnt/tree"
+  printf '%-44s %s KiB\n' "mount RSS after all that" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
+}
+
 if [ "$part" = transfers ]; then transfers; exit 0; fi
+if [ "$part" = mount ]; then mount_bench; exit 0; fi
 
 echo "== machine"
 nproc
@@ -64,4 +105,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; fi
+if [ "$part" = all ]; then transfers; mount_bench; fi
