@@ -38,6 +38,8 @@ pub use inodes::ROOT_INO;
 
 /// The largest read-ahead window, for long sequential reads.
 pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
+/// The largest single ranged request; a window is fetched as several in parallel.
+const FETCH_PIECE: u64 = 4 * 1024 * 1024;
 
 /// Mount behaviour.
 #[derive(Debug, Clone)]
@@ -771,7 +773,7 @@ impl MegaFs {
             while stop < ahead && self.cache.get(&r.handle, stop + 1).is_none() {
                 stop += 1;
             }
-            let fetched = self.fetch_chunks(r, idx, stop).await?;
+            let fetched = self.fetch_parallel(r, idx, stop).await?;
             for (i, c) in fetched.into_iter().enumerate() {
                 let ci = idx + i as u64;
                 if ci <= last {
@@ -792,6 +794,26 @@ impl MegaFs {
             pos = ce;
         }
         Ok(out)
+    }
+
+    /// Fetches chunks `a..=b` as several ranged requests of at most [`FETCH_PIECE`] bytes in
+    /// parallel (a long read-ahead window would otherwise be one slow request).
+    async fn fetch_parallel(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<Arc<Vec<u8>>>> {
+        let mut groups = Vec::new();
+        let mut start = a;
+        while start <= b {
+            let mut end = start;
+            while end < b && mac::chunk_start(end + 2) - mac::chunk_start(start) <= FETCH_PIECE {
+                end += 1;
+            }
+            groups.push((start, end));
+            start = end + 1;
+        }
+        let parts = futures::future::try_join_all(
+            groups.into_iter().map(|(s, e)| self.fetch_chunks(r, s, e)),
+        )
+        .await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// Fetches, decrypts and caches chunks `a..=b`; records their MACs; verifies the file
