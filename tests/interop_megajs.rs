@@ -3,7 +3,8 @@
 //! and MAC-verifies (including sizes where megajs computes its condensed MAC differently),
 //! renames, moves, makes folders and exports a public link.
 //!
-//! Needs Node.js and `npm ci` in tests/interop (scripts/test.sh does both).
+//! Needs Node.js and npm; the test installs megajs itself (`npm ci` from tests/interop's lock
+//! file) when it is not installed yet.
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,6 +38,31 @@ fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
+/// Installs megajs from the lock file (`npm ci`) unless it is there already; once per test
+/// process, however many tests ask at the same time.
+fn install_megajs(dir: &std::path::Path) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if dir.join("node_modules/megajs").exists() {
+            return;
+        }
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .output()
+            .expect("npm runs (install Node.js and npm)");
+        assert!(
+            out.status.success(),
+            "npm ci failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    assert!(
+        dir.join("node_modules/megajs").exists(),
+        "megajs did not install"
+    );
+}
+
 /// Runs the megajs driver with a timeout; returns its JSON output.
 async fn run_driver(env: &Env, email: &str, mode: &str) -> Value {
     run_driver_with(env, email, mode, &[]).await
@@ -44,10 +70,7 @@ async fn run_driver(env: &Env, email: &str, mode: &str) -> Value {
 
 async fn run_driver_with(env: &Env, email: &str, mode: &str, extra: &[(&str, &str)]) -> Value {
     let dir = interop_dir();
-    assert!(
-        dir.join("node_modules/megajs").exists(),
-        "megajs is not installed: run `npm ci` in tests/interop (scripts/test.sh does)"
-    );
+    install_megajs(&dir);
     let child = tokio::process::Command::new("node")
         .arg("megajs-driver.mjs")
         .current_dir(&dir)
