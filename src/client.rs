@@ -433,17 +433,22 @@ impl Client {
     /// Renames a node, keeping its other attributes (mtime fingerprint, labels…).
     pub async fn rename(&self, h: &NodeHandle, name: &str) -> Result<()> {
         let n = self.mutable(h)?;
+        let mut attrs = n.attrs.clone();
+        attrs.insert("n".into(), json!(name));
+        self.put_attrs(&n, attrs).await
+    }
+
+    /// Encrypts a node's full attribute set, sends it (`a`), and updates the tree.
+    async fn put_attrs(&self, n: &Node, attrs: Map<String, Value>) -> Result<()> {
         let key = n
             .key
             .clone()
             .ok_or_else(|| Error::Undecryptable(n.name.clone()))?;
-        let mut attrs = n.attrs.clone();
-        attrs.insert("n".into(), json!(name));
         let at = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
         self.api
-            .call(json!({"a": "a", "n": h.0, "at": at, "i": self.api.echo_id()}))
+            .call(json!({"a": "a", "n": n.handle.0, "at": at, "i": self.api.echo_id()}))
             .await?;
-        self.write_tree().set_encrypted_attrs(h, &at);
+        self.write_tree().set_encrypted_attrs(&n.handle, &at);
         Ok(())
     }
 
@@ -451,10 +456,6 @@ impl Client {
     /// mtime, keeping its content checksum. No content is transferred.
     pub async fn set_mtime(&self, h: &NodeHandle, mtime: i64) -> Result<()> {
         let n = self.mutable(h)?;
-        let key = n
-            .key
-            .clone()
-            .ok_or_else(|| Error::Undecryptable(n.name.clone()))?;
         let crc = match n.fingerprint {
             Some(f) => f.crc,
             // No fingerprint yet (uploaded by a client that writes none): compute the real
@@ -464,26 +465,15 @@ impl Client {
         let mut attrs = n.attrs.clone();
         let fp = crate::crypto::fingerprint::Fingerprint { crc, mtime };
         attrs.insert("c".into(), json!(fp.encode()));
-        let at = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
-        self.api
-            .call(json!({"a": "a", "n": h.0, "at": at, "i": self.api.echo_id()}))
-            .await?;
-        self.write_tree().set_encrypted_attrs(h, &at);
-        Ok(())
+        self.put_attrs(&n, attrs).await
     }
 
     /// The fingerprint checksum of a file's content (downloaded, MAC-verified, to a private
     /// temporary file that is removed afterwards).
     async fn content_crc(&self, h: &NodeHandle, size: u64) -> Result<[u8; 16]> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path =
             std::env::temp_dir().join(format!("mega-mount-crc-{:016x}", rand::random::<u64>()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let file = crate::names::create_private(&path)?;
         let result = async {
             let mut out = tokio::fs::File::from_std(file.try_clone()?);
             self.download(h, &mut out, None).await?;

@@ -1,7 +1,9 @@
 //! Remote names as local file names. A MEGA name may contain `/` or NUL or be `.`/`..`, which
 //! cannot be one Linux file name: such names are escaped (`%2F`, `%00`, `%2E`) and unescaped on
 //! the way back. Ordinary names, `%` included, are left as they are. Shared by the CLI, the
-//! mount and sync, so a remote name can never address anything outside its folder.
+//! mount and sync, so a remote name can never address anything outside its folder. Also the
+//! one way local copies of user content (staging files, partial downloads) are created: private
+//! to their owner, never over an existing file.
 
 /// Makes a remote name safe as one local file name: `/` and NUL would split or end it, and
 /// `.`/`..` would point elsewhere; they become `%2F`, `%00` and `%2E`. Other characters,
@@ -24,6 +26,18 @@ pub fn unescape_name(name: &str) -> String {
         "%2E%2E" => "..".into(),
         _ => name.replace("%2F", "/").replace("%00", "\0"),
     }
+}
+
+/// Creates a new file readable and writable by its owner only (0600), failing if it exists:
+/// for staging files, partial downloads and other temporary copies of user content.
+pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! renamed only after the MAC verified ([`TempFile`] removes itself otherwise, also when the
 //! command is interrupted); listing a local tree for sync; formatting times and sizes.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::plan::Entry;
@@ -29,12 +28,7 @@ impl TempFile {
                 ".{name}.megacmd-{:08x}.part",
                 rand::random::<u32>()
             ));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
+            match crate::names::create_private(&path) {
                 Ok(f) => return Ok((TempFile { path, done: false }, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),

@@ -670,18 +670,12 @@ impl MegaFs {
     }
 
     fn new_staging(&self) -> Result<(PathBuf, std::fs::File)> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self
             .cfg
             .cache_dir
             .join("staging")
             .join(format!("{:016x}", rand::random::<u64>()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let file = crate::names::create_private(&path)?;
         Ok((path, file))
     }
 
