@@ -1,9 +1,14 @@
 //! The decrypted block cache: MEGA chunks of plaintext by `(node handle, chunk index)`, bounded
-//! in bytes, least recently used out first. A new upload always gets a new node handle, so a
+//! in bytes, least recently used out first. Blocks are zero-copy slices of the fetched pieces
+//! (up to 4 MiB), so a piece's buffer stays allocated while any of its chunks is cached; with
+//! sequential reads a piece's chunks age together, but scattered eviction can keep more than
+//! the bound alive. A new upload always gets a new node handle, so a
 //! key names immutable content: a stale or wrongly keyed block cannot be served.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use crate::tree::NodeHandle;
 
@@ -11,7 +16,7 @@ type Key = (NodeHandle, u64);
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<Key, (Arc<Vec<u8>>, u64)>,
+    map: HashMap<Key, (Bytes, u64)>,
     lru: BTreeMap<u64, Key>,
     tick: u64,
     bytes: u64,
@@ -35,7 +40,7 @@ impl BlockCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, h: &NodeHandle, idx: u64) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&self, h: &NodeHandle, idx: u64) -> Option<Bytes> {
         let mut g = self.lock();
         let inner = &mut *g;
         let key = (h.clone(), idx);
@@ -47,7 +52,7 @@ impl BlockCache {
         Some(data.clone())
     }
 
-    pub fn insert(&self, h: &NodeHandle, idx: u64, data: Arc<Vec<u8>>) {
+    pub fn insert(&self, h: &NodeHandle, idx: u64, data: Bytes) {
         let mut g = self.lock();
         let inner = &mut *g;
         let key = (h.clone(), idx);
@@ -101,10 +106,10 @@ mod tests {
         let c = BlockCache::new(300);
         let h: NodeHandle = "AAAA".into();
         for i in 0..3 {
-            c.insert(&h, i, Arc::new(vec![i as u8; 100]));
+            c.insert(&h, i, Bytes::from(vec![i as u8; 100]));
         }
         assert!(c.get(&h, 0).is_some()); // 0 is now most recent
-        c.insert(&h, 3, Arc::new(vec![3; 100]));
+        c.insert(&h, 3, Bytes::from(vec![3u8; 100]));
         assert!(c.get(&h, 1).is_none(), "least recently used went first");
         assert!(c.get(&h, 0).is_some() && c.get(&h, 3).is_some());
         assert!(c.bytes() <= 300);

@@ -754,7 +754,7 @@ impl MegaFs {
         let first = mac::chunk_index(offset);
         let last = mac::chunk_index(end - 1);
         let ahead = mac::chunk_index((end + window).min(r.size) - 1);
-        let mut chunks: Vec<Arc<Vec<u8>>> = Vec::new();
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
         let mut idx = first;
         while idx <= last {
             if let Some(c) = self.cache.get(&r.handle, idx) {
@@ -792,7 +792,7 @@ impl MegaFs {
 
     /// Fetches chunks `a..=b` as several ranged requests of at most [`FETCH_PIECE`] bytes in
     /// parallel (a long read-ahead window would otherwise be one slow request).
-    async fn fetch_parallel(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<Arc<Vec<u8>>>> {
+    async fn fetch_parallel(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<bytes::Bytes>> {
         let mut groups = Vec::new();
         let mut start = a;
         while start <= b {
@@ -812,7 +812,7 @@ impl MegaFs {
 
     /// Fetches, decrypts and caches chunks `a..=b`; records their MACs; verifies the file
     /// once every chunk MAC is known.
-    async fn fetch_chunks(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<Arc<Vec<u8>>>> {
+    async fn fetch_chunks(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<bytes::Bytes>> {
         let fetcher = r
             .fetcher
             .get_or_try_init(|| async {
@@ -834,12 +834,14 @@ impl MegaFs {
         })
         .await
         .map_err(|e| FsError::Io(e.to_string()))?;
+        // One buffer for the piece; the cached chunks are slices of it (no copies).
+        let data = bytes::Bytes::from(data);
         let mut out = Vec::with_capacity(macs.len());
         let mut off = 0usize;
         for (i, _) in macs.iter().enumerate() {
             let ci = a + i as u64;
             let len = (mac::chunk_start(ci + 1).min(r.size) - mac::chunk_start(ci)) as usize;
-            let c = Arc::new(data[off..off + len].to_vec());
+            let c = data.slice(off..off + len);
             off += len;
             self.cache.insert(&r.handle, ci, c.clone());
             out.push(c);

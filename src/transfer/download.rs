@@ -121,7 +121,8 @@ impl Fetcher {
                 ApiError::Network(format!("short body: {} of {} bytes", body.len(), len)).into(),
             ));
         }
-        Ok(body.to_vec())
+        // A whole response is one unique buffer: this takes it over without copying.
+        Ok(Vec::from(body))
     }
 }
 
