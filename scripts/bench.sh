@@ -24,19 +24,27 @@ timed() { # label, command...
   printf '%-40s %5d.%03d s   max RSS %s KiB\n' "$label" $((ms / 1000)) $((ms % 1000)) "$rss"
 }
 
-transfers() {
-  echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd -p mega-mount
-  cargo build --release --quiet -p mega-testserver
-  local d; d=$(mktemp -d)
-  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+# Starts a release mega-testserver with a bench account under DIR; sets srv (its pid) and the
+# MEGA_* / XDG_* variables that megacmd and mega-mount read.
+start_server() {
+  local d=$1
   target/release/mega-testserver useradd --data "$d/srv" bench@example.com bench-password \
     --quota $((8 * 1024 * 1024 * 1024)) >/dev/null
   target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
   srv=$!
   for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
   export MEGA_API_URL; MEGA_API_URL=$(head -1 "$d/url")
-  export MEGA_EMAIL=bench@example.com MEGA_PASSWORD=bench-password XDG_CONFIG_HOME="$d/cfg"
+  export MEGA_EMAIL=bench@example.com MEGA_PASSWORD=bench-password
+  export XDG_CONFIG_HOME="$d/cfg" XDG_CACHE_HOME="$d/cache"
+}
+
+transfers() {
+  echo "== building release binaries"
+  cargo build --release --quiet --bin megacmd -p mega-mount
+  cargo build --release --quiet -p mega-testserver
+  local d; d=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  start_server "$d"
   local m=target/release/megacmd
   $m login >/dev/null 2>&1
   head -c $((1024 * 1024 * 1024)) /dev/urandom > "$d/big.bin"
@@ -58,14 +66,7 @@ mount_bench() {
   cargo build --release --quiet -p mega-testserver
   local d; d=$(mktemp -d)
   trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null; kill "$srv" "$mpid" 2>/dev/null || true; rm -rf "$d"' RETURN
-  target/release/mega-testserver useradd --data "$d/srv" bench@example.com bench-password \
-    --quota $((8 * 1024 * 1024 * 1024)) >/dev/null
-  target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
-  srv=$!
-  for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
-  export MEGA_API_URL; MEGA_API_URL=$(head -1 "$d/url")
-  export MEGA_EMAIL=bench@example.com MEGA_PASSWORD=bench-password
-  export XDG_CONFIG_HOME="$d/cfg" XDG_CACHE_HOME="$d/cache"
+  start_server "$d"
   head -c $((1024 * 1024 * 1024)) /dev/urandom > "$d/big.bin"
   target/release/megacmd put "$d/big.bin" mega:/ >/dev/null 2>&1
   mkdir -p "$d/tree"

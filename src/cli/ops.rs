@@ -646,12 +646,24 @@ async fn upload_one(
             return Err(exists(&client.read_tree().path_of(&o.handle)));
         }
     }
+    upload_replacing(client, local, parent, name, old.map(|o| o.handle), t).await
+}
+
+/// Uploads `local` as `name` in `parent`; once the new version is in place, the replaced one
+/// (if any) goes to the Rubbish Bin, not to oblivion.
+async fn upload_replacing(
+    client: &Client,
+    local: &Path,
+    parent: &NodeHandle,
+    name: &str,
+    old: Option<NodeHandle>,
+    t: &Arc<Transfers>,
+) -> Result<(), CliError> {
     let node = client
         .upload_path(parent, local, Some(name), Some(t.progress()))
         .await?;
     if let Some(o) = old {
-        // The new version is in place; the old one goes to the Rubbish Bin, not to oblivion.
-        client.trash(&o.handle).await?;
+        client.trash(&o).await?;
     }
     t.done(|| {
         format!(
@@ -1078,22 +1090,7 @@ async fn sync_up(ctx: &Ctx, local: &Path, r: &RemotePath) -> Result<(), CliError
     let t = Transfers::new(ctx, total);
     let r2 = run_jobs(ctx.parallel(), jobs, |(local, parent, name, old)| {
         let (client, t) = (client.clone(), t.clone());
-        async move {
-            let node = client
-                .upload_path(&parent, &local, Some(&name), Some(t.progress()))
-                .await?;
-            if let Some(o) = old {
-                client.trash(&o).await?;
-            }
-            t.done(|| {
-                format!(
-                    "uploaded {} -> {}",
-                    local.display(),
-                    client.read_tree().path_of(&node.handle)
-                )
-            });
-            Ok(())
-        }
+        async move { upload_replacing(&client, &local, &parent, &name, old, &t).await }
     })
     .await;
     finish_sync(ctx, &t, r2, extra, conflicts)
