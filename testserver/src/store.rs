@@ -338,17 +338,24 @@ impl Store {
 
     /// The node and all its descendants, parents first.
     pub fn subtree(&self, handle: &str) -> Result<Vec<Node>> {
-        let mut out = Vec::new();
-        if let Some(n) = self.node(handle)? {
-            out.push(n);
-        }
-        let mut i = 0;
-        while i < out.len() {
-            let kids = self.children(&out[i].handle)?;
-            out.extend(kids);
-            i += 1;
-        }
-        Ok(out)
+        // One recursive query (not one per node); by depth, so parents precede children.
+        let db = self.db();
+        let cols = NODE_COLS
+            .split(", ")
+            .map(|c| format!("n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut st = db.prepare(&format!(
+            "WITH RECURSIVE sub(h, depth) AS (
+                 SELECT handle, 0 FROM nodes WHERE handle = ?1
+                 UNION ALL
+                 SELECT nodes.handle, sub.depth + 1 FROM nodes JOIN sub ON nodes.parent = sub.h)
+             SELECT {cols} FROM sub JOIN nodes n ON n.handle = sub.h ORDER BY sub.depth, n.rowid"
+        ))?;
+        let v = st
+            .query_map([handle], node_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
     }
 
     pub fn insert_node(&self, n: &Node) -> Result<()> {
@@ -411,26 +418,40 @@ impl Store {
 
     /// Bytes, files and folders stored under each root of an account.
     pub fn usage(&self, user: &User) -> Result<(i64, Map<String, Value>)> {
+        // One recursive query over all three roots (not one query per node).
+        let db = self.db();
+        let mut st = db.prepare(
+            "WITH RECURSIVE sub(h, root) AS (
+                 SELECT handle, handle FROM nodes WHERE handle IN (?1, ?2, ?3)
+                 UNION ALL
+                 SELECT nodes.handle, sub.root FROM nodes JOIN sub ON nodes.parent = sub.h)
+             SELECT sub.root,
+                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN n.size ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN 0 ELSE 1 END), 0)
+             FROM sub JOIN nodes n ON n.handle = sub.h
+             WHERE sub.h <> sub.root
+             GROUP BY sub.root",
+        )?;
+        let rows: Vec<(String, i64, i64, i64)> = st
+            .query_map(params![user.root, user.inbox, user.rubbish], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
         let mut total = 0;
         let mut per_root = Map::new();
         for root in [&user.root, &user.inbox, &user.rubbish] {
-            let (mut bytes, mut files, mut folders) = (0i64, 0i64, 0i64);
-            for n in self.subtree(root)?.iter().skip(1) {
-                match n.kind {
-                    FILE => {
-                        bytes += n.size;
-                        files += 1
-                    }
-                    _ => folders += 1,
-                }
-            }
+            let (bytes, files, folders) = rows
+                .iter()
+                .find(|r| &r.0 == root)
+                .map_or((0, 0, 0), |r| (r.1, r.2, r.3));
             total += bytes;
             per_root.insert(root.clone(), json!([bytes, files, folders, 0, 0]));
         }
         Ok((total, per_root))
     }
 
-    /// Bytes stored by an account plus bytes reserved by its unfinished uploads.
+    /// Bytes stored in an account's files (the quota check at `u` and `p`).
     pub fn used_bytes(&self, user: &str) -> Result<i64> {
         Ok(self.db().query_row(
             "SELECT COALESCE((SELECT SUM(size) FROM nodes WHERE owner = ?1 AND kind = 0), 0)",
@@ -678,6 +699,64 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subtree_is_parents_first_and_usage_counts_per_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let user = User {
+            handle: "U".into(),
+            email: "u@e".into(),
+            version: 2,
+            verifier: vec![],
+            salt: None,
+            k: String::new(),
+            privk: String::new(),
+            pubk: String::new(),
+            ts: String::new(),
+            name: String::new(),
+            totp_secret: None,
+            quota: 1000,
+            root: "R".into(),
+            inbox: "I".into(),
+            rubbish: "B".into(),
+            since: 0,
+        };
+        store.insert_user(&user).unwrap();
+        let node = |h: &str, p: &str, kind: i64, size: i64| Node {
+            handle: h.into(),
+            owner: "U".into(),
+            parent: p.into(),
+            kind,
+            attrs: String::new(),
+            key: String::new(),
+            size,
+            ts: 0,
+            blob: None,
+        };
+        // Inserted children-first on purpose: the result must still be parents-first.
+        store.insert_node(&node("A", "R", FOLDER, 0)).unwrap();
+        store.insert_node(&node("C", "B2", FILE, 7)).unwrap();
+        store.insert_node(&node("B2", "A", FOLDER, 0)).unwrap();
+        store.insert_node(&node("F", "A", FILE, 5)).unwrap();
+        store.insert_node(&node("T", "B", FILE, 3)).unwrap();
+        let sub: Vec<String> = store
+            .subtree("A")
+            .unwrap()
+            .into_iter()
+            .map(|n| n.handle)
+            .collect();
+        assert_eq!(sub[0], "A");
+        let pos = |h: &str| sub.iter().position(|x| x == h).unwrap();
+        assert!(pos("B2") < pos("C"));
+        assert_eq!(sub.len(), 4);
+        assert!(store.subtree("nope").unwrap().is_empty());
+        let (total, per_root) = store.usage(&user).unwrap();
+        assert_eq!(total, 15);
+        assert_eq!(per_root["R"], json!([12, 2, 2, 0, 0]));
+        assert_eq!(per_root["B"], json!([3, 1, 0, 0, 0]));
+        assert_eq!(per_root["I"], json!([0, 0, 0, 0, 0]));
+    }
 
     #[test]
     fn event_groups_are_appended_together_and_in_order() {
