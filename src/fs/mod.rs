@@ -12,7 +12,10 @@
 //!   it (size known) and create the node, replacing the previous version, and only then
 //!   return. The staging file is deleted after the commit.
 //!
-//! Lock order: `inodes` → `open` → `readers`; no lock is held across `.await`.
+//! Lock order: `inodes` → `open`; `inodes` → `names` → the client's tree lock (read, in
+//! [`MegaFs::stale`]); `readers`, `dirs` and the block cache are taken alone. The client never
+//! calls back into `MegaFs`, so holding its tree lock under ours cannot deadlock. No lock is held
+//! across `.await`.
 
 pub mod cache;
 pub mod inodes;
