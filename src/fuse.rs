@@ -1,6 +1,6 @@
 //! The thin `fuser::Filesystem` adapter over [`MegaFs`]. Every method has the same shape:
 //! decode arguments, run the async operation on the runtime, reply; every error goes through
-//! [`fail`], which logs it once at its level and maps it to an errno. No logic lives here.
+//! `fail`, which logs it once at its level and maps it to an errno. No logic lives here.
 
 use std::ffi::OsStr;
 use std::sync::Arc;

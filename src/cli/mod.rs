@@ -169,7 +169,7 @@ pub enum Command {
     },
     /// Download files or folders (--recursive), or a public link: `get mega:/a.txt /tmp/`
     Get {
-        /// Remote path, glob, or https://mega.nz/ link
+        /// Remote path, glob, or public mega.nz link
         source: String,
         /// Local file or folder (default: the current folder)
         target: Option<String>,
