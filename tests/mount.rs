@@ -731,3 +731,51 @@ async fn dd_tail_mmap_and_concurrent_readers() {
         r.await.unwrap();
     }
 }
+
+/// Regression (CI flake "not visible within 2 s: a remote rename"): a lookup of the new name
+/// that lands between a remote rename's arrival and its invalidation must not make the mount
+/// forget the old directory entry, or the kernel keeps showing the old name for the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_racing_a_remote_rename_keeps_the_old_entry_stale() {
+    use mega_mount::client::TreeEvent;
+    use mega_mount::fs::{FsConfig, MegaFs, ROOT_INO};
+    let env = Env::start().await;
+    let other = env.account("race@example.com").await;
+    let root = other.root().unwrap().handle;
+    let f = other
+        .upload(&root, "old.txt", &mut &b"v1"[..], 2, 0, None)
+        .await
+        .unwrap();
+    let client = std::sync::Arc::new(env.login("race@example.com").await);
+    let fs = MegaFs::new(
+        client.clone(),
+        FsConfig {
+            uid: 0,
+            gid: 0,
+            umask: 0o022,
+            read_only: false,
+            hard_delete: false,
+            cache_dir: env.dir.path().join("race-cache"),
+            cache_size: 1 << 20,
+        },
+    )
+    .unwrap();
+    let ino = fs.lookup(ROOT_INO, "old.txt").unwrap().ino;
+    let mut watcher = client.watch().unwrap();
+    other.rename(&f.handle, "new.txt").await.unwrap();
+    let changes = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watcher.events.recv()).await {
+            Ok(Some(TreeEvent::Changed(c))) if !c.is_empty() => break c,
+            Ok(Some(_)) => continue,
+            other => panic!("no change event: {other:?}"),
+        }
+    };
+    // The kernel looks up the new name before the watcher computes what is stale.
+    assert_eq!(fs.lookup(ROOT_INO, "new.txt").unwrap().ino, ino);
+    let stale = fs.stale(&changes);
+    assert!(
+        stale.entries.contains(&(ROOT_INO, "old.txt".to_string())),
+        "old entry not invalidated: {stale:?}"
+    );
+    assert!(stale.inodes.contains(&ino));
+}

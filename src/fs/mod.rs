@@ -43,6 +43,9 @@ pub use inodes::ROOT_INO;
 pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
 /// The largest single ranged request; a window is fetched as several in parallel.
 const FETCH_PIECE: u64 = 4 * 1024 * 1024;
+/// Directory entries remembered per inode for invalidation (hard links do not exist here, so
+/// more than one or two only happens around renames).
+const MAX_NAMES: usize = 8;
 
 /// Mount behaviour.
 #[derive(Debug, Clone)]
@@ -258,9 +261,11 @@ pub struct MegaFs {
     next_fh: AtomicU64,
     /// Directory views by folder, with the tree generation they were built from.
     dirs: Mutex<HashMap<NodeHandle, (u64, Arc<DirView>)>>,
-    /// The (parent inode, name) under which the kernel last saw each inode, so that remote
-    /// renames and deletions can invalidate exactly that directory entry.
-    names: Mutex<HashMap<u64, (u64, String)>>,
+    /// The (parent inode, name) entries under which the kernel may hold each inode in its
+    /// dentry cache, so that remote renames and deletions can invalidate exactly those entries.
+    /// A set, not the last name: a lookup of the new name can land between a remote rename's
+    /// arrival and its invalidation, and the old entry must still be invalidated then.
+    names: Mutex<HashMap<u64, Vec<(u64, String)>>>,
 }
 
 /// What the kernel must forget after remote changes.
@@ -300,7 +305,7 @@ impl MegaFs {
     pub fn stale(&self, changes: &[crate::tree::Change]) -> Stale {
         use crate::tree::Change;
         let inodes = self.inodes();
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Stale::default();
         let inode = |h: Option<&NodeHandle>, out: &mut Stale| -> Option<u64> {
             let ino = h.and_then(|h| inodes.find(h))?;
@@ -324,9 +329,15 @@ impl MegaFs {
             };
             if let Some(ino) = inode(Some(node), &mut out) {
                 if !matches!(c, Change::Added(_)) {
-                    if let Some(entry) = names.get(&ino) {
-                        if !out.entries.contains(entry) {
-                            out.entries.push(entry.clone());
+                    // Entries stay remembered: a lookup racing with this invalidation may
+                    // re-create one in the kernel, and the next change must invalidate it too.
+                    let known = match c {
+                        Change::Removed { .. } => names.remove(&ino).unwrap_or_default(),
+                        _ => names.get(&ino).cloned().unwrap_or_default(),
+                    };
+                    for entry in known {
+                        if !out.entries.contains(&entry) {
+                            out.entries.push(entry);
                         }
                     }
                 }
@@ -336,6 +347,19 @@ impl MegaFs {
             }
         }
         out
+    }
+
+    /// Notes that the kernel may now cache `name` in `parent` as `ino` (a reply that creates a
+    /// dentry: lookup, mkdir, create, rename). At most [`MAX_NAMES`] per inode, oldest dropped.
+    fn remember(&self, ino: u64, parent: u64, name: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let known = names.entry(ino).or_default();
+        if !known.iter().any(|(p, n)| *p == parent && n == name) {
+            if known.len() >= MAX_NAMES {
+                known.remove(0);
+            }
+            known.push((parent, name.to_string()));
+        }
     }
 
     fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
@@ -490,10 +514,7 @@ impl MegaFs {
                 })
                 .collect()
         };
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &entries {
-            names.insert(e.ino, (ino, e.name.clone()));
-        }
+        // Plain READDIR replies create no dentries in the kernel: nothing to remember.
         Ok(entries)
     }
 
@@ -518,10 +539,7 @@ impl MegaFs {
         }
         let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
         let ino = self.inodes().ino_of(&n.handle);
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ino, (parent, name.to_string()));
+        self.remember(ino, parent, name);
         self.getattr(ino)
     }
 
@@ -547,6 +565,7 @@ impl MegaFs {
             .mkdir(&dir.handle, &crate::names::unescape_name(name))
             .await?;
         let ino = self.inodes().ino_of(&n.handle);
+        self.remember(ino, parent, name);
         Ok(self.attr_of(ino, &n))
     }
 
@@ -612,6 +631,9 @@ impl MegaFs {
         if from.handle != to.handle {
             self.client.move_to(&n.handle, &to.handle).await?;
         }
+        // The kernel moves its dentry to the new name.
+        let ino = self.inodes().ino_of(&n.handle);
+        self.remember(ino, new_parent, new_name);
         Ok(())
     }
 
@@ -692,9 +714,11 @@ impl MegaFs {
             }
             let ino = self.inodes().ino_of(&existing.handle);
             let fh = self.open(ino, true, true).await?;
+            self.remember(ino, parent, name);
             return Ok((self.getattr(ino)?, fh));
         }
         let ino = self.inodes().pending(dir.handle.clone(), name.to_string());
+        self.remember(ino, parent, name);
         let (path, file) = self.new_staging()?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.open_files().insert(
