@@ -738,7 +738,7 @@ async fn dd_tail_mmap_and_concurrent_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_racing_a_remote_rename_keeps_the_old_entry_stale() {
     use mega_mount::client::TreeEvent;
-    use mega_mount::fs::{FsConfig, MegaFs, ROOT_INO};
+    use mega_mount::fs::ROOT_INO;
     let env = Env::start().await;
     let other = env.account("race@example.com").await;
     let root = other.root().unwrap().handle;
@@ -746,20 +746,7 @@ async fn a_lookup_racing_a_remote_rename_keeps_the_old_entry_stale() {
         .upload(&root, "old.txt", &mut &b"v1"[..], 2, 0, None)
         .await
         .unwrap();
-    let client = std::sync::Arc::new(env.login("race@example.com").await);
-    let fs = MegaFs::new(
-        client.clone(),
-        FsConfig {
-            uid: 0,
-            gid: 0,
-            umask: 0o022,
-            read_only: false,
-            hard_delete: false,
-            cache_dir: env.dir.path().join("race-cache"),
-            cache_size: 1 << 20,
-        },
-    )
-    .unwrap();
+    let (fs, client) = fs_core(&env, "race@example.com").await;
     let ino = fs.lookup(ROOT_INO, "old.txt").unwrap().ino;
     let mut watcher = client.watch().unwrap();
     other.rename(&f.handle, "new.txt").await.unwrap();
@@ -778,4 +765,107 @@ async fn a_lookup_racing_a_remote_rename_keeps_the_old_entry_stale() {
         "old entry not invalidated: {stale:?}"
     );
     assert!(stale.inodes.contains(&ino));
+}
+
+/// The filesystem core over its own session, without a kernel mount.
+async fn fs_core(
+    env: &Env,
+    email: &str,
+) -> (
+    std::sync::Arc<mega_mount::fs::MegaFs>,
+    std::sync::Arc<mega_mount::client::Client>,
+) {
+    let client = std::sync::Arc::new(env.login(email).await);
+    let fs = mega_mount::fs::MegaFs::new(
+        client.clone(),
+        mega_mount::fs::FsConfig {
+            uid: 0,
+            gid: 0,
+            umask: 0o022,
+            read_only: false,
+            hard_delete: false,
+            cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
+            cache_size: 1 << 20,
+        },
+    )
+    .unwrap();
+    (std::sync::Arc::new(fs), client)
+}
+
+/// Regression (CI flake: a file written with `cp` missing remotely): a FLUSH can arrive while
+/// the file is still being written (a descriptor a forked child inherited is closed on exec).
+/// That commit must not race the final one, nor make the later writes look saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_in_the_middle_of_writing_loses_nothing() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("flush@example.com").await;
+    let (fs, _client) = fs_core(&env, "flush@example.com").await;
+    let body = data(3_000_000, 9);
+    let (_, fh) = fs.create(ROOT_INO, "x.bin").await.unwrap();
+    fs.write(fh, 0, &body[..1_000_000]).await.unwrap();
+    // A stray flush starts, and the writer carries on meanwhile, then closes.
+    let stray = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.flush(fh).await })
+    };
+    let rest = {
+        let (fs, body) = (fs.clone(), body.clone());
+        tokio::spawn(async move {
+            for (i, part) in body[1_000_000..].chunks(131_072).enumerate() {
+                fs.write(fh, 1_000_000 + i as u64 * 131_072, part)
+                    .await
+                    .unwrap();
+            }
+            fs.flush(fh).await
+        })
+    };
+    stray.await.unwrap().unwrap();
+    rest.await.unwrap().unwrap();
+    fs.release(fh).await.unwrap();
+    other.fetch().await.unwrap();
+    let root = other.root().unwrap().handle;
+    let named: Vec<_> = other
+        .children(&root)
+        .into_iter()
+        .filter(|n| n.name == "x.bin")
+        .collect();
+    assert_eq!(named.len(), 1, "one version in the folder");
+    assert_eq!(other.download_to_vec(&named[0].handle).await.unwrap(), body);
+}
+
+/// Regression (CI flake: after rsync, its temp file name was back and the final name gone): a
+/// rename that arrives while a commit of the same file is uploading (a FLUSH from another
+/// descriptor) must wait for it, or the new version is created under the old name and the
+/// renamed node is trashed as "the previous version".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_during_a_commit_keeps_the_new_name() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("rn@example.com").await;
+    let (fs, _client) = fs_core(&env, "rn@example.com").await;
+    let body = data(4_000_000, 3);
+    let (attr, fh) = fs.create(ROOT_INO, ".f.tmp").await.unwrap();
+    fs.write(fh, 0, b"first").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.write(fh, 0, &body).await.unwrap();
+    let commit = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.flush(fh).await })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fs.rename(ROOT_INO, ".f.tmp", ROOT_INO, "f").await.unwrap();
+    commit.await.unwrap().unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, "f").unwrap().ino, attr.ino);
+    other.fetch().await.unwrap();
+    let root = other.root().unwrap().handle;
+    let names: Vec<String> = other
+        .children(&root)
+        .into_iter()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(names, vec!["f".to_string()]);
+    let f = other.resolve("/f").unwrap();
+    assert_eq!(other.download_to_vec(&f.handle).await.unwrap(), body);
 }

@@ -43,6 +43,8 @@ pub use inodes::ROOT_INO;
 pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
 /// The largest single ranged request; a window is fetched as several in parallel.
 const FETCH_PIECE: u64 = 4 * 1024 * 1024;
+/// How far from the end of the previous read a read still counts as sequential.
+const SEQ_SLACK: u64 = 1024 * 1024;
 /// Directory entries remembered per inode for invalidation (hard links do not exist here, so
 /// more than one or two only happens around renames).
 const MAX_NAMES: usize = 8;
@@ -64,7 +66,7 @@ pub struct FsConfig {
 }
 
 /// Filesystem errors, by meaning.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FsError {
     #[error("no such file or folder")]
     NotFound,
@@ -192,20 +194,67 @@ struct Reader {
     bad: AtomicBool,
     /// (end of the last read, current read-ahead window)
     seq: Mutex<(u64, u64)>,
+    /// Pieces being fetched, by first chunk: (last chunk, the fetch).
+    inflight: Mutex<Inflight>,
+}
+
+/// A background fetch of one piece, awaited by any number of reads.
+type PieceFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bytes::Bytes>> + Send>>;
+type Inflight = std::collections::BTreeMap<u64, (u64, futures::future::Shared<PieceFuture>)>;
+
+/// The in-flight piece holding chunk `idx`, if any: (its first chunk, the fetch).
+fn covering(inflight: &Inflight, idx: u64) -> Option<(u64, &futures::future::Shared<PieceFuture>)> {
+    let (first, (last, f)) = inflight.range(..=idx).next_back()?;
+    (idx <= *last).then_some((*first, f))
 }
 
 /// Write state of an open file.
+///
+/// Writes and truncations hold `commit` shared; a commit holds it exclusively. So an upload
+/// reads a staging file nobody changes meanwhile, and two commits of one handle never run at
+/// once: a FLUSH can arrive at any moment (every close of a descriptor, including a copy a
+/// forked child inherited and closed on exec).
 struct Writer {
     staging: PathBuf,
+    /// Used with positional I/O only; a commit reads through its own descriptor.
     file: std::fs::File,
-    dirty: bool,
+    /// Bumped by every change; `saved` is the change the last commit uploaded.
+    changes: AtomicU64,
+    saved: AtomicU64,
     /// Explicit mtime from `setattr`, else the time of the commit.
-    mtime: Option<i64>,
+    mtime: Mutex<Option<i64>>,
+    commit: tokio::sync::RwLock<()>,
+}
+
+impl Writer {
+    fn new(staging: PathBuf, file: std::fs::File, dirty: bool) -> Arc<Writer> {
+        Arc::new(Writer {
+            staging,
+            file,
+            changes: AtomicU64::new(u64::from(dirty)),
+            saved: AtomicU64::new(0),
+            mtime: Mutex::new(None),
+            commit: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    fn dirty(&self) -> bool {
+        self.changes.load(Ordering::Acquire) != self.saved.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn mtime(&self) -> Option<i64> {
+        *self.mtime.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct OpenFile {
     ino: u64,
-    writer: Option<Writer>,
+    writer: Option<Arc<Writer>>,
 }
 
 fn to_time(secs: i64) -> SystemTime {
@@ -266,6 +315,28 @@ pub struct MegaFs {
     /// A set, not the last name: a lookup of the new name can land between a remote rename's
     /// arrival and its invalidation, and the old entry must still be invalidated then.
     names: Mutex<HashMap<u64, Vec<(u64, String)>>>,
+    /// One commit at a time per file (while any is running or waiting).
+    commits: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A file's commit lock; the map entry goes when nobody holds or waits for it.
+struct FileLock<'a> {
+    fs: &'a MegaFs,
+    ino: u64,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut commits = self.fs.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if commits
+            .get(&self.ino)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            commits.remove(&self.ino);
+        }
+    }
 }
 
 /// What the kernel must forget after remote changes.
@@ -291,6 +362,7 @@ impl MegaFs {
             next_fh: AtomicU64::new(1),
             dirs: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            commits: Mutex::new(HashMap::new()),
             cfg,
         })
     }
@@ -362,6 +434,40 @@ impl MegaFs {
         }
     }
 
+    /// Locks files against each other's commits (in inode order, so two callers cannot
+    /// deadlock). Commits, renames, deletions and mtime changes of a file take it.
+    async fn lock_files(&self, inos: &[u64]) -> Vec<FileLock<'_>> {
+        let mut inos = inos.to_vec();
+        inos.sort_unstable();
+        inos.dedup();
+        let mut out = Vec::with_capacity(inos.len());
+        for ino in inos {
+            let lock = self
+                .commits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(ino)
+                .or_default()
+                .clone();
+            out.push(FileLock {
+                fs: self,
+                ino,
+                guard: Some(lock.lock_owned().await),
+            });
+        }
+        out
+    }
+
+    /// `name` in `dir`, with its file locked; looked up again under the lock (a commit that
+    /// was running may have replaced the node).
+    async fn child_locked(&self, dir: &Node, name: &str) -> Result<(Node, Vec<FileLock<'_>>)> {
+        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        let ino = self.inodes().ino_of(&n.handle);
+        let lock = self.lock_files(&[ino]).await;
+        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        Ok((n, lock))
+    }
+
     fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -420,8 +526,8 @@ impl MegaFs {
         open.values()
             .filter(|f| f.ino == ino)
             .filter_map(|f| f.writer.as_ref())
-            .find(|w| w.dirty)
-            .and_then(|w| w.file.metadata().ok().map(|m| (m.len(), w.mtime)))
+            .find(|w| w.dirty())
+            .and_then(|w| w.file.metadata().ok().map(|m| (m.len(), w.mtime())))
     }
 
     /// A handle of `ino` that is open for writing: `fh` if it is one, else any other.
@@ -583,7 +689,7 @@ impl MegaFs {
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.writable()?;
         let dir = self.dir_of(parent)?;
-        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        let (n, _file) = self.child_locked(&dir, name).await?;
         if n.kind.is_container() {
             return Err(FsError::IsDir);
         }
@@ -612,6 +718,15 @@ impl MegaFs {
     ) -> Result<()> {
         self.writable()?;
         let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
+        // A commit of either file that is running finishes first (it names the new version
+        // after the node it replaces, as it was when it started).
+        let mut inos = Vec::new();
+        for (dir, name) in [(&from, name), (&to, new_name)] {
+            if let Some(c) = self.child(dir, name) {
+                inos.push(self.inodes().ino_of(&c.handle));
+            }
+        }
+        let _files = self.lock_files(&inos).await;
         let n = self.child(&from, name).ok_or(FsError::NotFound)?;
         if let Some(existing) = self.child(&to, new_name).filter(|e| e.handle != n.handle) {
             match (existing.kind.is_container(), n.kind.is_container()) {
@@ -657,6 +772,7 @@ impl MegaFs {
                     }),
                     bad: AtomicBool::new(false),
                     seq: Mutex::new((u64::MAX, 0)),
+                    inflight: Mutex::new(Default::default()),
                 })
             })
             .clone())
@@ -672,7 +788,7 @@ impl MegaFs {
             if n.kind.is_container() {
                 return Err(FsError::IsDir);
             }
-            let (path, mut file) = self.new_staging()?;
+            let (path, file) = self.new_staging()?;
             if !truncate && n.size > 0 {
                 let mut f = tokio::fs::File::from_std(file.try_clone()?);
                 if let Err(e) = self.client.download(&n.handle, &mut f, None).await {
@@ -680,13 +796,7 @@ impl MegaFs {
                     return Err(e.into());
                 }
             }
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
-            Some(Writer {
-                staging: path,
-                file,
-                dirty: truncate,
-                mtime: None,
-            })
+            Some(Writer::new(path, file, truncate))
         } else {
             None
         };
@@ -725,18 +835,19 @@ impl MegaFs {
             fh,
             OpenFile {
                 ino,
-                writer: Some(Writer {
-                    staging: path,
-                    file,
-                    dirty: true,
-                    mtime: None,
-                }),
+                writer: Some(Writer::new(path, file, true)),
             },
         );
         Ok((self.getattr(ino)?, fh))
     }
 
-    pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn read(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
         // Reads of a file open for writing see the staging file.
         let staged = {
             let open = self.open_files();
@@ -759,7 +870,12 @@ impl MegaFs {
         self.read_node(&r, offset, size as u64).await
     }
 
-    async fn read_node(&self, r: &Arc<Reader>, offset: u64, size: u64) -> Result<Vec<u8>> {
+    async fn read_node(
+        self: &Arc<Self>,
+        r: &Arc<Reader>,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         if r.bad.load(Ordering::Relaxed) {
             return Err(FsError::Integrity);
         }
@@ -767,79 +883,109 @@ impl MegaFs {
         if offset >= end {
             return Ok(Vec::new());
         }
-        // Read-ahead: the window doubles while reads stay sequential, resets on a seek.
+        // Read-ahead: the window doubles while reads stay sequential (near where the last one
+        // ended: the kernel's own read-ahead and several FUSE threads reorder requests a
+        // little), and resets on a seek.
         let window = {
             let mut seq = r.seq.lock().unwrap_or_else(|e| e.into_inner());
-            let w = if seq.0 == offset {
+            let sequential = seq.0 != u64::MAX && offset.abs_diff(seq.0) <= SEQ_SLACK;
+            let w = if sequential {
                 (seq.1 * 2).clamp(mac::SEGMENT, MAX_READAHEAD)
             } else {
                 0
             };
-            *seq = (end, w);
+            *seq = (if sequential { seq.0.max(end) } else { end }, w);
             w
         };
         let first = mac::chunk_index(offset);
         let last = mac::chunk_index(end - 1);
         let ahead = mac::chunk_index((end + window).min(r.size) - 1);
-        let mut chunks: Vec<bytes::Bytes> = Vec::new();
-        let mut idx = first;
-        while idx <= last {
-            if let Some(c) = self.cache.get(&r.handle, idx) {
-                chunks.push(c);
-                idx += 1;
-                continue;
-            }
-            // Fetch the missing run (and what read-ahead wants) in one ranged request.
-            let mut stop = idx;
-            while stop < ahead && self.cache.get(&r.handle, stop + 1).is_none() {
-                stop += 1;
-            }
-            let fetched = self.fetch_parallel(r, idx, stop).await?;
-            for (i, c) in fetched.into_iter().enumerate() {
-                let ci = idx + i as u64;
-                if ci <= last {
-                    chunks.push(c);
-                }
-            }
-            idx = (stop + 1).min(last + 1).max(idx + 1);
-        }
-        let base = mac::chunk_start(first);
+        // What this read needs and the read-ahead window are fetched in the background as
+        // parallel pieces; this read waits only for its own chunks, and the next sequential
+        // read finds its chunks cached or already on the way.
+        self.start_fetches(r, first, ahead);
         let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut pos = base;
-        for c in chunks {
-            let (cs, ce) = (pos, pos + c.len() as u64);
-            let (s, e) = (offset.max(cs), end.min(ce));
+        for idx in first..=last {
+            let c = self.chunk(r, idx).await?;
+            let cs = mac::chunk_start(idx);
+            let (s, e) = (offset.max(cs), end.min(cs + c.len() as u64));
             if s < e {
                 out.extend_from_slice(&c[(s - cs) as usize..(e - cs) as usize]);
             }
-            pos = ce;
         }
         Ok(out)
     }
 
-    /// Fetches chunks `a..=b` as several ranged requests of at most [`FETCH_PIECE`] bytes in
-    /// parallel (a long read-ahead window would otherwise be one slow request).
-    async fn fetch_parallel(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<bytes::Bytes>> {
-        let mut groups = Vec::new();
-        let mut start = a;
-        while start <= b {
-            let mut end = start;
-            while end < b && mac::chunk_start(end + 2) - mac::chunk_start(start) <= FETCH_PIECE {
-                end += 1;
+    /// One chunk of a file: from the cache, from a fetch in flight, or fetched now.
+    async fn chunk(self: &Arc<Self>, r: &Arc<Reader>, idx: u64) -> Result<bytes::Bytes> {
+        for _ in 0..3 {
+            if let Some(c) = self.cache.get(&r.handle, idx) {
+                return Ok(c);
             }
-            groups.push((start, end));
-            start = end + 1;
+            let pending = {
+                let inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                covering(&inflight, idx).map(|(first, f)| (first, f.clone()))
+            };
+            match pending {
+                Some((first, f)) => {
+                    let piece = f.await?;
+                    if let Some(c) = cache::slice_chunk(&piece, first, idx) {
+                        return Ok(c);
+                    }
+                }
+                None => self.start_fetches(r, idx, idx),
+            }
         }
-        let parts = futures::future::try_join_all(
-            groups.into_iter().map(|(s, e)| self.fetch_chunks(r, s, e)),
-        )
-        .await?;
-        Ok(parts.into_iter().flatten().collect())
+        Err(FsError::Io("a read kept missing its data".into()))
     }
 
-    /// Fetches, decrypts and caches chunks `a..=b`; records their MACs; verifies the file
-    /// once every chunk MAC is known.
-    async fn fetch_chunks(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Vec<bytes::Bytes>> {
+    /// Makes sure chunks `a..=b` are cached or being fetched: runs of missing chunks start as
+    /// background fetches of at most [`FETCH_PIECE`] bytes each, in parallel.
+    fn start_fetches(self: &Arc<Self>, r: &Arc<Reader>, a: u64, b: u64) {
+        let mut inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let missing = |i: u64, inflight: &Inflight| {
+            covering(inflight, i).is_none() && !self.cache.contains(&r.handle, i)
+        };
+        let mut idx = a;
+        while idx <= b {
+            if !missing(idx, &inflight) {
+                idx += 1;
+                continue;
+            }
+            let mut stop = idx;
+            while stop < b
+                && mac::chunk_start(stop + 2) - mac::chunk_start(idx) <= FETCH_PIECE
+                && missing(stop + 1, &inflight)
+            {
+                stop += 1;
+            }
+            let (fs, rd) = (self.clone(), r.clone());
+            let task = tokio::spawn(async move {
+                let piece = fs.fetch_piece(&rd, idx, stop).await;
+                rd.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&idx);
+                piece
+            });
+            let fetch = async move {
+                task.await
+                    .unwrap_or_else(|e| Err(FsError::Io(format!("read task failed: {e}"))))
+            };
+            inflight.insert(
+                idx,
+                (
+                    stop,
+                    futures::FutureExt::shared(Box::pin(fetch) as PieceFuture),
+                ),
+            );
+            idx = stop + 1;
+        }
+    }
+
+    /// Fetches, decrypts and caches chunks `a..=b` as one piece; records their MACs; verifies
+    /// the file once every chunk MAC is known.
+    async fn fetch_piece(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<bytes::Bytes> {
         let fetcher = r
             .fetcher
             .get_or_try_init(|| async {
@@ -861,20 +1007,11 @@ impl MegaFs {
         })
         .await
         .map_err(|e| FsError::Io(e.to_string()))?;
-        // One buffer for the piece; the cached chunks are slices of it (no copies).
-        let data = bytes::Bytes::from(data);
-        let mut out = Vec::with_capacity(macs.len());
-        let mut off = 0usize;
-        for (i, _) in macs.iter().enumerate() {
-            let ci = a + i as u64;
-            let len = (mac::chunk_start(ci + 1).min(r.size) - mac::chunk_start(ci)) as usize;
-            let c = data.slice(off..off + len);
-            off += len;
-            self.cache.insert(&r.handle, ci, c.clone());
-            out.push(c);
-        }
+        // MACs first: nothing that failed verification reaches the cache or a reader.
         self.record_macs(r, a, &macs)?;
-        Ok(out)
+        let piece = bytes::Bytes::from(data);
+        self.cache.insert(&r.handle, a, piece.clone());
+        Ok(piece)
     }
 
     fn record_macs(&self, r: &Arc<Reader>, a: u64, macs: &[[u8; 16]]) -> Result<()> {
@@ -909,14 +1046,20 @@ impl MegaFs {
 
     // ---- writing ----
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let mut open = self.open_files();
-        let w = open
-            .get_mut(&fh)
-            .and_then(|f| f.writer.as_mut())
-            .ok_or(FsError::Invalid)?;
+    /// The write state of a handle open for writing.
+    fn writer(&self, fh: u64) -> Option<Arc<Writer>> {
+        self.open_files().get(&fh).and_then(|f| f.writer.clone())
+    }
+
+    /// Writes into the handle's staging file (no global lock: writers of different files, or
+    /// of one file at different offsets, proceed at once).
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let w = self.writer(fh).ok_or(FsError::Invalid)?;
+        let _shared = w.commit.read().await;
         std::os::unix::fs::FileExt::write_all_at(&w.file, data, offset)?;
-        w.dirty = true;
+        // A write after `touch -d` makes the file modified now again.
+        *w.mtime.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        w.changed();
         Ok(data.len() as u32)
     }
 
@@ -933,41 +1076,42 @@ impl MegaFs {
         }
         self.writable()?;
         // Apply it to an open writer of this file if there is one (the kernel does not always
-        // pass the handle), else to a temporary one.
-        let own = match self.writer_fh(ino, fh) {
+        // pass the handle), else to a temporary one. Only an mtime, with no unsaved writes:
+        // rewrite the fingerprint attribute, no upload.
+        let writer = self.writer_fh(ino, fh);
+        let unsaved = writer
+            .and_then(|f| self.writer(f))
+            .is_some_and(|w| w.dirty());
+        if size.is_none() && !unsaved {
+            if self.node_of(ino)?.kind.is_container() {
+                return self.getattr(ino); // folder mtimes are not stored by MEGA
+            }
+            let _file = self.lock_files(&[ino]).await;
+            let n = self.node_of(ino)?;
+            self.client
+                .set_mtime(&n.handle, mtime.unwrap_or_else(now_secs))
+                .await?;
+            return self.getattr(ino);
+        }
+        let own = match writer {
             Some(f) => (f, false),
             None => {
-                let n = self.node_of(ino)?;
-                if n.kind.is_container() {
-                    if size.is_some() {
-                        return Err(FsError::IsDir);
-                    }
-                    return self.getattr(ino); // folder mtimes are not stored by MEGA
-                }
-                if size.is_none() {
-                    // Only the mtime: rewrite the fingerprint attribute, no upload.
-                    self.client
-                        .set_mtime(&n.handle, mtime.unwrap_or_else(now_secs))
-                        .await?;
-                    return self.getattr(ino);
+                if self.node_of(ino)?.kind.is_container() {
+                    return Err(FsError::IsDir);
                 }
                 (self.open(ino, true, size == Some(0)).await?, true)
             }
         };
         {
-            let mut open = self.open_files();
-            let w = open
-                .get_mut(&own.0)
-                .and_then(|f| f.writer.as_mut())
-                .ok_or(FsError::Invalid)?;
+            let w = self.writer(own.0).ok_or(FsError::Invalid)?;
+            let _shared = w.commit.read().await;
             if let Some(s) = size {
                 w.file.set_len(s)?;
-                w.dirty = true;
             }
             if let Some(m) = mtime {
-                w.mtime = Some(m);
-                w.dirty = true;
+                *w.mtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
             }
+            w.changed();
         }
         if own.1 {
             self.release(own.0).await?;
@@ -978,16 +1122,31 @@ impl MegaFs {
     /// Uploads a dirty staging file and commits the node (replacing the previous version).
     /// Returns only after MEGA has the new node.
     pub async fn flush(&self, fh: u64) -> Result<()> {
-        let (ino, staging, mtime) = {
-            let open = self.open_files();
-            let Some(f) = open.get(&fh) else {
-                return Ok(());
-            };
-            match &f.writer {
-                Some(w) if w.dirty => (f.ino, w.file.try_clone()?, w.mtime),
-                _ => return Ok(()),
-            }
+        let Some((ino, w)) = self
+            .open_files()
+            .get(&fh)
+            .and_then(|f| Some((f.ino, f.writer.clone()?)))
+        else {
+            return Ok(());
         };
+        let _exclusive = w.commit.write().await;
+        let change = w.changes.load(Ordering::Acquire);
+        if change == w.saved.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Writers of the same file on other handles commit one after the other, each
+        // replacing the version the previous one committed; renames and deletions wait too.
+        let result = {
+            let _file = self.lock_files(&[ino]).await;
+            self.commit(ino, &w).await
+        };
+        result?;
+        w.saved.store(change, Ordering::Release);
+        Ok(())
+    }
+
+    /// Uploads a staging file as the new version of `ino`.
+    async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
         let (parent, name, old) = match self.target(ino)? {
             Target::Pending { parent, name } => (parent, crate::names::unescape_name(&name), None),
             Target::Node(h) => {
@@ -999,10 +1158,10 @@ impl MegaFs {
                 )
             }
         };
+        let staging = std::fs::File::open(&w.staging)?;
         let size = staging.metadata()?.len();
-        let mtime = mtime.unwrap_or_else(now_secs);
+        let mtime = w.mtime().unwrap_or_else(now_secs);
         let mut reader = tokio::fs::File::from_std(staging);
-        tokio::io::AsyncSeekExt::seek(&mut reader, std::io::SeekFrom::Start(0)).await?;
         let node = self
             .client
             .upload(&parent, &name, &mut reader, size, mtime, None)
@@ -1016,13 +1175,6 @@ impl MegaFs {
             } else {
                 self.client.trash(&old.handle).await?;
             }
-        }
-        if let Some(w) = self
-            .open_files()
-            .get_mut(&fh)
-            .and_then(|f| f.writer.as_mut())
-        {
-            w.dirty = false;
         }
         Ok(())
     }
