@@ -23,6 +23,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_mega-mount");
 /// A mounted filesystem; unmounted (and its daemon stopped) on drop.
 struct Mount {
     dir: PathBuf,
+    /// The daemon's HOME (its cache, with the staging files, is under `cache/mega-mount`).
+    home: PathBuf,
     child: Option<Child>,
 }
 
@@ -57,6 +59,7 @@ impl Mount {
             let child = cmd.spawn().unwrap();
             let mut m = Mount {
                 dir: dir.clone(),
+                home: home.clone(),
                 child: Some(child),
             };
             for _ in 0..300 {
@@ -81,7 +84,11 @@ impl Mount {
             is_mounted(&dir),
             "mega-mount returned but nothing is mounted"
         );
-        Mount { dir, child: None }
+        Mount {
+            dir,
+            home,
+            child: None,
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -627,6 +634,7 @@ async fn fstab_line_mounts_with_mount_t() {
     .unwrap();
     let guard = Mount {
         dir: mp.clone(),
+        home: dir.clone(),
         child: None,
     };
     let (f, m) = (fstab.clone(), mp.clone());
@@ -868,4 +876,80 @@ async fn a_rename_during_a_commit_keeps_the_new_name() {
     assert_eq!(names, vec!["f".to_string()]);
     let f = other.resolve("/f").unwrap();
     assert_eq!(other.download_to_vec(&f.handle).await.unwrap(), body);
+}
+
+/// SIGTERM while a close()/fsync() is uploading: the upload finishes and is acknowledged, what
+/// was acknowledged before is on MEGA, and a file still open with unsaved writes keeps them in
+/// its staging file; the daemon exits and the mount is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
+    let env = Env::start().await;
+    let c = env.account("term@example.com").await;
+    let mut m = Mount::start(&env, "term@example.com", &[], true);
+    let p = m.path("before.txt");
+    op("write", move || std::fs::write(p, b"acknowledged").unwrap()).await;
+    // A file left open with writes, and a big one whose fsync is uploading (slowly).
+    let p = m.path("open.txt");
+    let open = op("open", move || {
+        let mut f = std::fs::File::create(p).unwrap();
+        std::io::Write::write_all(&mut f, b"unsaved").unwrap();
+        f
+    })
+    .await;
+    env.server.faults().update(|f| f.latency_ms = 250);
+    let big = data(8_000_000, 5);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, b) = (m.path("big.bin"), big.clone());
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::create(p).unwrap();
+        std::io::Write::write_all(&mut f, &b).unwrap();
+        tx.send(()).unwrap();
+        f.sync_all()
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the upload is under way
+                                                          // Unsaved writes to the open file, then SIGTERM (without forking: a forked child would
+                                                          // close its copy of the descriptors on exec, and that close commits).
+    let open = op("write", move || {
+        let mut open = open;
+        std::io::Write::write_all(&mut open, b" writes").unwrap();
+        open
+    })
+    .await;
+    let mut child = m.child.take().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let synced = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("fsync hung")
+        .unwrap();
+    let status = op("daemon exit", move || child.wait().unwrap()).await;
+    assert!(status.success(), "daemon: {status}");
+    assert!(!is_mounted(&m.dir), "still mounted");
+    env.server.faults().update(|f| f.latency_ms = 0);
+
+    c.fetch().await.unwrap();
+    let n = c.resolve("/before.txt").unwrap();
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), b"acknowledged");
+    // The fsync in progress was let finish: acknowledged, and on MEGA.
+    synced.expect("fsync during shutdown");
+    let n = c.resolve("/big.bin").unwrap();
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), big);
+    // The file still open: its writes are kept in its staging file (or, if a close of a
+    // copy of its descriptor in a process another test forked committed them, on MEGA).
+    let staging = m.home.join("cache/mega-mount/staging");
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let remote = match c.resolve("/open.txt") {
+        Ok(n) => c.download_to_vec(&n.handle).await.unwrap(),
+        Err(_) => Vec::new(),
+    };
+    let want = b"unsaved writes".to_vec();
+    assert!(
+        kept.contains(&want) || remote == want,
+        "lost: staging {kept:?}, remote {remote:?}"
+    );
+    drop(open);
 }

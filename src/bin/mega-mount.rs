@@ -46,9 +46,13 @@ struct Args {
     /// Where write staging files live (default $XDG_CACHE_HOME/mega-mount)
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// FUSE worker threads
+    /// FUSE worker threads: how many requests (reads, writes, commits) run at once
     #[arg(long, default_value_t = 8)]
     n_threads: usize,
+    /// On SIGINT/SIGTERM with files still open, how long to let uploads in progress finish
+    /// before detaching
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    grace: u64,
 }
 
 /// Default memory for decrypted blocks.
@@ -120,9 +124,22 @@ fn daemonize(mountpoint: &Path, log: &Path) -> Result<(), String> {
     Err("timed out waiting for the mount".into())
 }
 
-fn unmount(mountpoint: &Path) {
-    let ok = std::process::Command::new("fusermount3")
+/// Unmounts if nothing on the mount is in use; false if it is busy.
+fn try_unmount(mountpoint: &Path) -> bool {
+    std::process::Command::new("fusermount3")
         .arg("-u")
+        .arg("-q")
+        .arg(mountpoint)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        || !is_mounted(mountpoint)
+}
+
+/// Detaches a busy mount (processes holding files on it get errors once we exit).
+fn detach(mountpoint: &Path) {
+    let ok = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", "-q"])
         .arg(mountpoint)
         .status()
         .is_ok_and(|s| s.success());
@@ -131,6 +148,43 @@ fn unmount(mountpoint: &Path) {
             .arg("-l")
             .arg(mountpoint)
             .status();
+    }
+}
+
+/// Shuts down on SIGINT/SIGTERM. An idle mount is unmounted. A busy one (a file open, maybe a
+/// close() waiting for its upload) first gets up to `grace` for the uploads in progress to
+/// finish, so every close() that returns success has its data on MEGA; then it is detached.
+/// Writes of files still open at that point stay in their staging files (logged on exit).
+/// A second signal cuts the wait short.
+async fn shut_down(
+    fs: &MegaFs,
+    mountpoint: &Path,
+    grace: Duration,
+    term: &mut tokio::signal::unix::Signal,
+) {
+    if try_unmount(mountpoint) {
+        tracing::info!("unmounted {}", mountpoint.display());
+    } else {
+        tracing::warn!(
+            "{} is busy; letting uploads in progress finish (up to {} s) before detaching",
+            mountpoint.display(),
+            grace.as_secs()
+        );
+        tokio::select! {
+            _ = fs.drain(grace) => {}
+            _ = tokio::signal::ctrl_c() => tracing::warn!("not waiting any longer"),
+            _ = term.recv() => tracing::warn!("not waiting any longer"),
+        }
+        detach(mountpoint);
+    }
+}
+
+fn report_unsaved(staging: &[PathBuf]) {
+    for p in staging {
+        tracing::error!(
+            staging = %p.display(),
+            "a file open for writing was not saved to MEGA; its content is kept in its staging file"
+        );
     }
 }
 
@@ -181,6 +235,17 @@ fn run(args: Args) -> Result<(), String> {
         cache_size,
     };
     let fs = Arc::new(MegaFs::new(Arc::new(client), fs_cfg).map_err(|e| e.to_string())?);
+    let leftover = fs.leftover_staging();
+    if !leftover.is_empty() {
+        tracing::warn!(
+            "{} file(s) with writes an earlier run could not save to MEGA are kept in {}",
+            leftover.len(),
+            leftover[0]
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![
         fuser::MountOption::FSName("mega".into()),
@@ -237,13 +302,25 @@ fn run(args: Args) -> Result<(), String> {
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
+        let grace = Duration::from_secs(args.grace);
         tokio::select! {
             r = done_rx => r.unwrap_or(Ok(())),
-            _ = tokio::signal::ctrl_c() => { unmount(&mountpoint); Ok(()) }
-            _ = term.recv() => { unmount(&mountpoint); Ok(()) }
+            _ = tokio::signal::ctrl_c() => { shut_down(&fs, &mountpoint, grace, &mut term).await; Ok(()) }
+            _ = term.recv() => { shut_down(&fs, &mountpoint, grace, &mut term).await; Ok(()) }
         }
     });
-    let _ = session.join();
+    // The session ends once the kernel lets go of the mount; a RELEASE handled after
+    // `fusermount3 -u` may still be committing, so let commits finish before the runtime stops.
+    if !session.is_finished() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wait = if session.is_finished() {
+        let _ = session.join();
+        Duration::from_secs(args.grace)
+    } else {
+        Duration::ZERO // detached after the grace (or a second signal): do not wait again
+    };
+    report_unsaved(&rt.block_on(fs.drain(wait)));
     rt.shutdown_timeout(Duration::from_secs(5));
     result
 }

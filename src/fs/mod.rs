@@ -317,6 +317,9 @@ pub struct MegaFs {
     names: Mutex<HashMap<u64, Vec<(u64, String)>>>,
     /// One commit at a time per file (while any is running or waiting).
     commits: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Commits running now, and a wake-up when one ends (for [`MegaFs::drain`]).
+    running: AtomicU64,
+    idle: tokio::sync::Notify,
 }
 
 /// A file's commit lock; the map entry goes when nobody holds or waits for it.
@@ -363,6 +366,8 @@ impl MegaFs {
             dirs: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             commits: Mutex::new(HashMap::new()),
+            running: AtomicU64::new(0),
+            idle: tokio::sync::Notify::new(),
             cfg,
         })
     }
@@ -1136,10 +1141,13 @@ impl MegaFs {
         }
         // Writers of the same file on other handles commit one after the other, each
         // replacing the version the previous one committed; renames and deletions wait too.
+        self.running.fetch_add(1, Ordering::AcqRel);
         let result = {
             let _file = self.lock_files(&[ino]).await;
             self.commit(ino, &w).await
         };
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.idle.notify_waiters();
         result?;
         w.saved.store(change, Ordering::Release);
         Ok(())
@@ -1177,6 +1185,46 @@ impl MegaFs {
             }
         }
         Ok(())
+    }
+
+    /// For shutting down: waits until no commit is running (at most `grace`), then returns the
+    /// staging files of handles still holding writes that are not on MEGA. Those files stay
+    /// on disk (they are the only copy of the writes); the caller logs where they are.
+    pub async fn drain(&self, grace: Duration) -> Vec<PathBuf> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        self.open_files()
+            .values()
+            .filter_map(|f| f.writer.as_ref())
+            .filter(|w| w.dirty())
+            .map(|w| w.staging.clone())
+            .collect()
+    }
+
+    /// Staging files left by an earlier run that ended before committing them.
+    pub fn leftover_staging(&self) -> Vec<PathBuf> {
+        let open: Vec<PathBuf> = self
+            .open_files()
+            .values()
+            .filter_map(|f| f.writer.as_ref().map(|w| w.staging.clone()))
+            .collect();
+        std::fs::read_dir(self.cfg.cache_dir.join("staging"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !open.contains(p))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Closes a handle: commits pending writes, then deletes the staging file. If the commit
