@@ -953,3 +953,68 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     );
     drop(open);
 }
+
+/// Many processes reading and writing different files at once are served concurrently: with
+/// every transfer slowed down on the server, several downloads and several uploads (each file
+/// is a single chunk, so one request per file) are in progress at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_processes_read_and_write_concurrently() {
+    let env = Env::start().await;
+    let c = env.account("many@example.com").await;
+    let root = c.root().unwrap().handle;
+    const N: usize = 6;
+    for i in 0..N {
+        let body = data(100_000, i as u8);
+        c.upload(&root, &format!("r{i}"), &mut &body[..], 100_000, 0, None)
+            .await
+            .unwrap();
+    }
+    let m = Mount::start(&env, "many@example.com", &["--n-threads", "8"], true);
+    let p = m.path("");
+    op("list", move || std::fs::read_dir(p).unwrap().count()).await;
+    for i in 0..N {
+        std::fs::write(
+            env.dir.path().join(format!("w{i}")),
+            data(90_000, 50 + i as u8),
+        )
+        .unwrap();
+    }
+    env.server.faults().update(|f| f.latency_ms = 400);
+    env.server.stats().downloads.reset_peak();
+    env.server.stats().uploads.reset_peak();
+    let mut procs = Vec::new();
+    for i in 0..N {
+        let read = Command::new("cat")
+            .arg(m.path(&format!("r{i}")))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let write = Command::new("cp")
+            .arg(env.dir.path().join(format!("w{i}")))
+            .arg(m.path(&format!("w{i}")))
+            .spawn()
+            .unwrap();
+        procs.push((i, read, write));
+    }
+    for (i, read, mut write) in procs {
+        let out = op("cat", move || read.wait_with_output().unwrap()).await;
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data(100_000, i as u8), "r{i}");
+        assert!(op("cp", move || write.wait().unwrap()).await.success());
+    }
+    env.server.faults().update(|f| f.latency_ms = 0);
+    let (downloads, uploads) = (
+        env.server.stats().downloads.peak(),
+        env.server.stats().uploads.peak(),
+    );
+    assert!(downloads >= 3, "at most {downloads} download(s) at once");
+    assert!(uploads >= 3, "at most {uploads} upload(s) at once");
+    c.fetch().await.unwrap();
+    for i in 0..N {
+        let n = c.resolve(&format!("/w{i}")).unwrap();
+        assert_eq!(
+            c.download_to_vec(&n.handle).await.unwrap(),
+            data(90_000, 50 + i as u8)
+        );
+    }
+}

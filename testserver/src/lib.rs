@@ -13,6 +13,7 @@
 
 pub mod crypto;
 pub mod faults;
+pub mod stats;
 pub mod store;
 
 mod commands;
@@ -190,6 +191,7 @@ pub(crate) struct State {
     pub events: tokio::sync::Notify,
     /// Serializes upload range bookkeeping (data writes happen outside it).
     pub upload_lock: tokio::sync::Mutex<()>,
+    pub stats: stats::Stats,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -215,6 +217,7 @@ impl TestServer {
             hashcash_tokens: Mutex::new(HashSet::new()),
             events: tokio::sync::Notify::new(),
             upload_lock: tokio::sync::Mutex::new(()),
+            stats: stats::Stats::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = http::router(state.clone());
@@ -248,6 +251,11 @@ impl TestServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many transfers were served at once.
+    pub fn stats(&self) -> &stats::Stats {
+        &self.state.stats
     }
 
     /// Run-time fault control.

@@ -47,6 +47,7 @@ pub(crate) async fn download_range(
 }
 
 async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>) -> Response {
+    let _counted = state.stats.downloads.enter();
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -157,6 +158,7 @@ pub(crate) async fn upload(
     Query(q): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
+    let _counted = state.stats.uploads.enter();
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

@@ -1,0 +1,70 @@
+//! Transfer concurrency: how many download and upload requests the server is handling at once,
+//! now and at the peak, so tests can show that a client does not serialize its transfers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests of one kind in progress, and the most seen at once.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    /// Counts a request in until the guard drops.
+    pub fn enter(&self) -> GaugeGuard<'_> {
+        let n = self.now.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(n, Ordering::AcqRel);
+        GaugeGuard(self)
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now.load(Ordering::Acquire)
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Acquire)
+    }
+
+    /// Starts a new peak measurement from the requests in progress now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.now(), Ordering::Release);
+    }
+}
+
+/// Keeps a request counted in its [`Gauge`].
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Concurrency of content transfers.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Download requests (`/dl/...`), from arrival until the reply starts streaming.
+    pub downloads: Gauge,
+    /// Upload chunk requests (`/ul/...`), from arrival until the chunk is stored.
+    pub uploads: Gauge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_counts_overlap() {
+        let g = Gauge::default();
+        {
+            let _a = g.enter();
+            let _b = g.enter();
+            assert_eq!(g.now(), 2);
+        }
+        let _c = g.enter();
+        assert_eq!((g.now(), g.peak()), (1, 2));
+        g.reset_peak();
+        assert_eq!(g.peak(), 1);
+    }
+}
