@@ -82,12 +82,29 @@ mount_bench() {
   t1=$(date +%s%N)
   echo "== mega-mount (release) against mega-testserver on 127.0.0.1, 2 cores shared"
   printf '%-44s %5d ms  (account of %d nodes)\n' "start to mounted" $(( (t1 - t0) / 1000000 )) 10105
+  printf '%-44s %s KiB\n' "mount RSS, mounted" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
   timed "sequential read 1 GiB, cold (dd bs=1M)" dd if="$d/mnt/big.bin" of=/dev/null bs=1M status=none
   timed "sequential read 1 GiB, again" dd if="$d/mnt/big.bin" of=/dev/null bs=1M status=none
   timed "sequential write 1 GiB (cp, incl. upload)" cp "$d/big.bin" "$d/mnt/big2.bin"
   timed "create 1,000 x 4 KiB files (cp -r)" cp -r "$d/small" "$d/mnt/small"
   timed "ls -lR of 10,000 entries" ls -lR "$d/mnt/tree"
   printf '%-44s %s KiB\n' "mount RSS after all that" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
+  fusermount3 -u "$d/mnt"; wait "$mpid" || true
+
+  # 100,000 nodes: 90 more folders of 1,000 empty files each (uploaded by megacmd).
+  mkdir -p "$d/wide"
+  for i in $(seq 0 89); do mkdir "$d/wide/w$i"; (cd "$d/wide/w$i" && touch $(seq -f 'f%g' 0 999)); done
+  target/release/megacmd put -r "$d/wide" mega:/ >/dev/null 2>&1
+  local nodes; nodes=$(target/release/megacmd tree mega:/ 2>/dev/null | wc -l)
+  t0=$(date +%s%N)
+  target/release/mega-mount --foreground "$d/mnt" 2>"$d/mount.log" &
+  mpid=$!
+  until grep -qs " $d/mnt fuse" /proc/mounts; do sleep 0.02; done
+  t1=$(date +%s%N)
+  printf '%-44s %5d ms  (account of %d nodes)\n' "start to mounted" $(( (t1 - t0) / 1000000 )) "$nodes"
+  printf '%-44s %s KiB\n' "mount RSS, mounted" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
+  timed "find over all of them" find "$d/mnt" -type f
+  printf '%-44s %s KiB\n' "mount RSS after find" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
 }
 
 if [ "$part" = transfers ]; then transfers; exit 0; fi

@@ -129,6 +129,23 @@ CREATE TABLE IF NOT EXISTS shares (
   node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS share_keys (
   node TEXT NOT NULL, share TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (node, share));
+-- Bytes in each account's files, kept by triggers (the quota check at every `u` would
+-- otherwise sum over all of an account's nodes); rebuilt from the nodes at every start.
+CREATE TABLE IF NOT EXISTS usage (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS usage_insert AFTER INSERT ON nodes WHEN NEW.kind = 0 BEGIN
+  INSERT INTO usage (owner, bytes) VALUES (NEW.owner, NEW.size)
+    ON CONFLICT (owner) DO UPDATE SET bytes = bytes + NEW.size;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_delete AFTER DELETE ON nodes WHEN OLD.kind = 0 BEGIN
+  UPDATE usage SET bytes = bytes - OLD.size WHERE owner = OLD.owner;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_update AFTER UPDATE OF owner, kind, size ON nodes BEGIN
+  UPDATE usage SET bytes = bytes - OLD.size WHERE owner = OLD.owner AND OLD.kind = 0;
+  INSERT INTO usage (owner, bytes) SELECT NEW.owner, NEW.size WHERE NEW.kind = 0
+    ON CONFLICT (owner) DO UPDATE SET bytes = bytes + NEW.size;
+END;
+DELETE FROM usage;
+INSERT INTO usage (owner, bytes) SELECT owner, SUM(size) FROM nodes WHERE kind = 0 GROUP BY owner;
 "#;
 
 pub fn now() -> i64 {
@@ -454,7 +471,7 @@ impl Store {
     /// Bytes stored in an account's files (the quota check at `u` and `p`).
     pub fn used_bytes(&self, user: &str) -> Result<i64> {
         Ok(self.db().query_row(
-            "SELECT COALESCE((SELECT SUM(size) FROM nodes WHERE owner = ?1 AND kind = 0), 0)",
+            "SELECT COALESCE((SELECT bytes FROM usage WHERE owner = ?1), 0)",
             [user],
             |r| r.get(0),
         )?)
@@ -756,6 +773,44 @@ mod tests {
         assert_eq!(per_root["R"], json!([12, 2, 2, 0, 0]));
         assert_eq!(per_root["B"], json!([3, 1, 0, 0, 0]));
         assert_eq!(per_root["I"], json!([0, 0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn used_bytes_follow_inserts_deletes_and_updates_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let node = |h: &str, owner: &str, kind: i64, size: i64| Node {
+            handle: h.into(),
+            owner: owner.into(),
+            parent: "R".into(),
+            kind,
+            attrs: String::new(),
+            key: String::new(),
+            size,
+            ts: 0,
+            blob: None,
+        };
+        store.insert_node(&node("A", "U", FILE, 10)).unwrap();
+        store.insert_node(&node("B", "U", FILE, 5)).unwrap();
+        store.insert_node(&node("D", "U", FOLDER, 99)).unwrap();
+        store.insert_node(&node("C", "V", FILE, 7)).unwrap();
+        assert_eq!(store.used_bytes("U").unwrap(), 15);
+        assert_eq!(store.used_bytes("V").unwrap(), 7);
+        assert_eq!(store.used_bytes("nobody").unwrap(), 0);
+        store
+            .db()
+            .execute("UPDATE nodes SET owner = 'V' WHERE handle = 'B'", [])
+            .unwrap();
+        assert_eq!(store.used_bytes("U").unwrap(), 10);
+        assert_eq!(store.used_bytes("V").unwrap(), 12);
+        store
+            .db()
+            .execute("DELETE FROM nodes WHERE handle IN ('A', 'D')", [])
+            .unwrap();
+        assert_eq!(store.used_bytes("U").unwrap(), 0);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.used_bytes("V").unwrap(), 12);
     }
 
     #[test]
