@@ -433,7 +433,9 @@ impl Client {
     /// Renames a node, keeping its other attributes (mtime fingerprint, labels…).
     pub async fn rename(&self, h: &NodeHandle, name: &str) -> Result<()> {
         let n = self.mutable(h)?;
-        let mut attrs = n.attrs.clone();
+        let mut attrs = n
+            .attrs()
+            .ok_or_else(|| Error::Undecryptable(n.name.clone()))?;
         attrs.insert("n".into(), json!(name));
         self.put_attrs(&n, attrs).await
     }
@@ -462,7 +464,9 @@ impl Client {
             // checksum from the content rather than invent one.
             None => self.content_crc(h, n.size).await?,
         };
-        let mut attrs = n.attrs.clone();
+        let mut attrs = n
+            .attrs()
+            .ok_or_else(|| Error::Undecryptable(n.name.clone()))?;
         let fp = crate::crypto::fingerprint::Fingerprint { crc, mtime };
         attrs.insert("c".into(), json!(fp.encode()));
         self.put_attrs(&n, attrs).await

@@ -7,15 +7,20 @@
 //! * Reads go through [`cache::BlockCache`] by MEGA chunk. A file's chunk MACs are recorded as
 //!   chunks arrive; once all are known the condensed MAC is checked, and on a mismatch the
 //!   file's blocks are dropped and its reads fail with EIO (logged at error level).
-//!   Sequential reads widen a read-ahead window (up to [`MAX_READAHEAD`]).
+//!   Sequential reads widen a read-ahead window (up to [`MAX_READAHEAD`]), fetched by
+//!   background tasks in pieces of up to 4 MiB in parallel; reads await the piece in flight
+//!   that holds their chunk instead of fetching it again.
 //! * Writes land in a staging file under the cache directory; `flush`/`fsync`/`release` upload
 //!   it (size known) and create the node, replacing the previous version, and only then
-//!   return. The staging file is deleted after the commit.
+//!   return. The staging file is deleted after the commit. A FLUSH can come at any time (every
+//!   close of any copy of a descriptor), so a handle's writes wait while it commits, and a
+//!   file's commits, renames, unlinks and mtime changes take its commit lock one at a time.
 //!
 //! Lock order: `inodes` → `open`; `inodes` → `names` → the client's tree lock (read, in
-//! [`MegaFs::stale`]); `readers`, `dirs` and the block cache are taken alone. The client never
-//! calls back into `MegaFs`, so holding its tree lock under ours cannot deadlock. No lock is held
-//! across `.await`.
+//! [`MegaFs::stale`]); `Reader::inflight` → the block cache; `readers`, `dirs` and `commits`
+//! are taken alone. The client never calls back into `MegaFs`, so holding its tree lock under
+//! ours cannot deadlock. The only locks held across `.await` are the async ones: a writer's
+//! `commit` lock, then its file's commit lock.
 
 pub mod cache;
 pub mod inodes;

@@ -140,7 +140,7 @@ fn packets_add_update_delete_and_move() {
 
     // Rename via `u`.
     let key = tree.get(&"FILE0009".into()).unwrap().key.clone().unwrap();
-    let at = enc_attrs(&key, json!({"n": "renamed.txt"}));
+    let at = enc_attrs(&key, json!({"n": "renamed.txt", "lbl": 3}));
     let ch = tree.apply(
         &[
             ActionPacket::parse(&json!({"a": "u", "n": "FILE0009", "at": at, "u": ME, "ts": 1}))
@@ -150,6 +150,10 @@ fn packets_add_update_delete_and_move() {
     );
     assert_eq!(ch, vec![Change::Updated("FILE0009".into())]);
     assert!(tree.resolve("/docs/renamed.txt").is_ok());
+    // The full attribute set stays available (kept encrypted, decrypted on demand).
+    let attrs = tree.get(&"FILE0009".into()).unwrap().attrs().unwrap();
+    assert_eq!(attrs["lbl"], json!(3));
+    assert_eq!(attrs["n"], json!("renamed.txt"));
 
     // Move the folder (d m:1 + t with the subtree) to the root of the Rubbish Bin.
     let mut moved_dir = folder("DIRA0000", "RUBB0000", "docs");
