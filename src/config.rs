@@ -39,6 +39,9 @@ pub struct Config {
     pub parallel: usize,
     pub session_file: PathBuf,
     pub max_retries: u32,
+    /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
+    /// `~/.local/state/megacmd/sync` (beside the config directory if neither is set).
+    pub state_dir: PathBuf,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Config {
             .field("parallel", &self.parallel)
             .field("session_file", &self.session_file)
             .field("max_retries", &self.max_retries)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -70,6 +74,7 @@ pub enum ConfigError {
 #[derive(Debug, Default, Clone)]
 pub struct Env {
     pub xdg_config_home: Option<String>,
+    pub xdg_state_home: Option<String>,
     pub home: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
@@ -82,6 +87,7 @@ impl Env {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Env {
             xdg_config_home: get("XDG_CONFIG_HOME"),
+            xdg_state_home: get("XDG_STATE_HOME"),
             home: get("HOME"),
             email: get("MEGA_EMAIL"),
             password: get("MEGA_PASSWORD"),
@@ -154,6 +160,11 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
         max_retries: file
             .max_retries
             .unwrap_or(crate::api::RetryConfig::default().max_retries),
+        state_dir: match (&env.xdg_state_home, &env.home) {
+            (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
+            (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),
+            (None, None) => dir.join("sync-state"),
+        },
         source,
     })
 }

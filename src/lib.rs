@@ -19,3 +19,4 @@ pub mod fs;
 pub mod fuse;
 pub mod mount;
 pub mod names;
+pub mod sync;

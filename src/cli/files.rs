@@ -124,8 +124,8 @@ pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC.
-pub fn fmt_time(secs: i64) -> String {
+/// (year, month, day, hour, minute, second) in UTC.
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -138,11 +138,19 @@ pub fn fmt_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+pub fn fmt_time(secs: i64) -> String {
+    let (y, m, d, hh, mm, _) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
+/// `YYYY-MM-DD HHMMSS` in UTC (file-name friendly: no colons).
+pub fn fmt_time_secs(secs: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}")
 }
 
 /// `1.5 MiB` style sizes.
@@ -168,6 +176,7 @@ mod tests {
     #[test]
     fn time_and_size_formatting() {
         assert_eq!(fmt_time(0), "1970-01-01 00:00");
+        assert_eq!(fmt_time_secs(1_700_000_000), "2023-11-14 221320");
         assert_eq!(fmt_time(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(fmt_time(951_782_400), "2000-02-29 00:00");
         assert_eq!(human(5), "5 B");

@@ -5,11 +5,12 @@
 //! Submodules: [`path`] (`mega:` locations, globs, name escaping), [`plan`] (the pure one-way
 //! sync planner), `files` (local files: temp names, walking, times), `ops` (the commands).
 
-mod files;
+pub mod files;
 mod ops;
 pub mod path;
 pub mod plan;
 mod tty;
+mod twoway;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub mod exit {
     pub const NETWORK: i32 = 8;
     pub const INTEGRITY: i32 = 9;
     pub const CONFIG: i32 = 10;
+    /// Two-way sync: the `--max-delete` guard stopped the run.
+    pub const GUARD: i32 = 11;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -194,8 +197,25 @@ pub enum Command {
     /// Move or rename: `move mega:/foo/a.txt mega:/bar/b.txt`
     #[command(alias = "mv")]
     Move { source: String, target: String },
-    /// One-way sync: `sync mega:/foo/ /tmp/foo/` or `sync /tmp/foo mega:/foo`
-    Sync { source: String, target: String },
+    /// One-way sync: `sync mega:/foo/ /tmp/foo/` or `sync /tmp/foo mega:/foo`;
+    /// two-way: `sync --two-way /tmp/foo mega:/foo [--watch]`
+    Sync {
+        source: String,
+        target: String,
+        /// Keep both sides the same in both directions (LOCAL mega:/REMOTE), with a shadow
+        /// state database, conflict copies and a .debris folder
+        #[arg(long)]
+        two_way: bool,
+        /// Two-way: keep running, syncing local and remote changes as they happen
+        #[arg(long, requires = "two_way")]
+        watch: bool,
+        /// Two-way: stop before doing anything if more than N files or folders would be deleted
+        #[arg(long, value_name = "N", requires = "two_way")]
+        max_delete: Option<usize>,
+        /// Two-way: local files modified less than this many seconds ago wait for a later pass
+        #[arg(long, value_name = "SECS", default_value_t = 2, requires = "two_way")]
+        settle: u64,
+    },
     /// Log in and save the session (password prompt without echo)
     Login {
         /// Account e-mail (default: from the config or MEGA_EMAIL, else asked)

@@ -29,7 +29,27 @@ pub(super) async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Delete { paths } => delete(ctx, paths).await,
         Command::Mkdir { paths } => mkdir(ctx, paths).await,
         Command::Move { source, target } => mv(ctx, source, target).await,
-        Command::Sync { source, target } => sync(ctx, source, target).await,
+        Command::Sync {
+            source,
+            target,
+            two_way: true,
+            watch,
+            max_delete,
+            settle,
+        } => {
+            super::twoway::run(
+                ctx,
+                super::twoway::TwoWay {
+                    local: source,
+                    remote: target,
+                    watch: *watch,
+                    max_delete: *max_delete,
+                    settle: *settle,
+                },
+            )
+            .await
+        }
+        Command::Sync { source, target, .. } => sync(ctx, source, target).await,
         Command::Login { email, mfa } => login(ctx, email.as_deref(), mfa.as_deref()).await,
         Command::Logout => logout(ctx).await,
         Command::Whoami => whoami(ctx).await,
@@ -141,6 +161,14 @@ async fn ensure_folder(
         Some(n) => Err(exists(&client.read_tree().path_of(&n.handle))),
         None => Ok(client.mkdir(parent, name).await?.handle),
     }
+}
+
+/// The folder at a remote path, created (with missing parents) if needed.
+pub(super) async fn ensure_remote_folder(
+    client: &Client,
+    rp: &RemotePath,
+) -> Result<NodeHandle, CliError> {
+    ensure_path(client, rp).await
 }
 
 /// Creates the folders of a remote path that do not exist yet (like `mkdir -p`).

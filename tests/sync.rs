@@ -1,0 +1,560 @@
+//! Two-way sync against mega-testserver, with a second session changing the remote while the
+//! local folder changes too: every row of the decision table, moves on both sides, conflicts,
+//! deletions into debris, the `--max-delete` guard, exclusions, files that have not settled,
+//! a `kill -9` in the middle of transfers followed by a restart, and `--watch`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{data, Env, PASSWORD};
+use mega_mount::sync::plan::Action;
+use mega_mount::sync::{Report, SyncError, SyncOptions, Syncer};
+use mega_mount::tree::NodeHandle;
+use mega_mount::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_megacmd");
+
+struct Pair {
+    client: Arc<Client>,
+    other: Client,
+    local: PathBuf,
+    remote: NodeHandle,
+    state: PathBuf,
+}
+
+impl Pair {
+    async fn new(env: &Env, email: &str) -> Pair {
+        let other = env.account(email).await;
+        let root = other.root().unwrap().handle;
+        let remote = other.mkdir(&root, "synced").await.unwrap().handle;
+        let client = Arc::new(env.login(email).await);
+        let local = env.dir.path().join(format!("local-{email}"));
+        std::fs::create_dir_all(&local).unwrap();
+        Pair {
+            client,
+            other,
+            local,
+            remote,
+            state: env.dir.path().join(format!("state-{email}")),
+        }
+    }
+
+    fn opts(&self) -> SyncOptions {
+        SyncOptions {
+            dry_run: false,
+            max_delete: None,
+            settle: Duration::ZERO,
+            state_dir: self.state.clone(),
+        }
+    }
+
+    async fn run_with(&self, opts: SyncOptions) -> Result<(Report, Vec<Action>), SyncError> {
+        self.client.fetch().await.unwrap();
+        let mut s = Syncer::open(self.client.clone(), &self.local, self.remote.clone(), opts)?;
+        let mut seen = Vec::new();
+        let r = s.run_once(&mut |a| seen.push(a.clone())).await?;
+        Ok((r, seen))
+    }
+
+    async fn run(&self) -> Report {
+        let (r, _) = self.run_with(self.opts()).await.unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r
+    }
+
+    fn write(&self, rel: &str, body: &[u8]) {
+        let p = self.local.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.local.join(rel)).ok()
+    }
+
+    /// The remote folder as the other session sees it: path -> content.
+    async fn remote_files(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.other.fetch().await.unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![(self.remote.clone(), String::new())];
+        while let Some((h, rel)) = stack.pop() {
+            for n in self.other.children(&h) {
+                let p = if rel.is_empty() {
+                    n.name.clone()
+                } else {
+                    format!("{rel}/{}", n.name)
+                };
+                if n.kind.is_container() {
+                    stack.push((n.handle.clone(), p));
+                } else {
+                    out.insert(p, self.other.download_to_vec(&n.handle).await.unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    async fn remote_handle(&self, path: &str) -> NodeHandle {
+        self.other.fetch().await.unwrap();
+        let top = self.other.read_tree().path_of(&self.remote);
+        self.other.resolve(&format!("{top}/{path}")).unwrap().handle
+    }
+
+    async fn put_remote(&self, path: &str, body: &[u8]) {
+        self.other.fetch().await.unwrap();
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut parent = self.remote.clone();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            let existing = self
+                .other
+                .children(&parent)
+                .into_iter()
+                .find(|n| n.name == part);
+            parent = match existing {
+                Some(n) => n.handle,
+                None => self.other.mkdir(&parent, part).await.unwrap().handle,
+            };
+        }
+        let old: Vec<NodeHandle> = self
+            .other
+            .children(&parent)
+            .into_iter()
+            .filter(|n| n.name == name)
+            .map(|n| n.handle)
+            .collect();
+        self.other
+            .upload(
+                &parent,
+                name,
+                &mut &body[..],
+                body.len() as u64,
+                1_600_000_000,
+                None,
+            )
+            .await
+            .unwrap();
+        for h in old {
+            self.other.trash(&h).await.unwrap();
+        }
+    }
+
+    fn debris(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let root = self.local.join(".debris");
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(&root).unwrap().display().to_string();
+                    out.push((rel, std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn conflict_copies(files: impl IntoIterator<Item = String>, stem: &str) -> Vec<String> {
+    files
+        .into_iter()
+        .filter(|f| f.starts_with(&format!("{stem} (conflict ")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_of_the_decision_table() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "table@example.com").await;
+    for name in ["a", "b", "c", "d", "e"] {
+        p.write(&format!("{name}.txt"), format!("{name} v1").as_bytes());
+    }
+    p.write("dir/inner.txt", b"inner");
+    let first = p.run().await;
+    assert_eq!(first.uploaded, 6);
+    assert_eq!(first.mkdir_remote, 1);
+    assert_eq!(p.remote_files().await.len(), 6);
+
+    // Local: edit a, delete c, edit e, new f, new h. Remote: edit b, delete d, edit e
+    // differently, new g, new h (same content), new i (different content from local i).
+    p.write("a.txt", b"a v2 local");
+    std::fs::remove_file(p.local.join("c.txt")).unwrap();
+    p.write("e.txt", b"e local edit");
+    p.write("f.txt", b"f new local");
+    p.write("h.txt", b"same on both");
+    p.write("i.txt", b"i local");
+    p.put_remote("b.txt", b"b v2 remote").await;
+    let d = p.remote_handle("d.txt").await;
+    p.other.trash(&d).await.unwrap();
+    p.put_remote("e.txt", b"e remote edit!").await;
+    p.put_remote("g.txt", b"g new remote").await;
+    p.put_remote("h.txt", b"same on both").await;
+    p.put_remote("i.txt", b"i remote").await;
+
+    let (r, acts) = p.run_with(p.opts()).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.uploaded, 2, "a, f: {r:?} {acts:?}");
+    assert_eq!(r.downloaded, 2, "b, g: {r:?} {acts:?}");
+    assert_eq!((r.deleted_remote, r.deleted_local), (1, 1), "{r:?}");
+    assert_eq!(r.conflicts, 2, "{r:?}");
+    assert_eq!(r.recorded, 1, "h: {r:?}");
+
+    let remote = p.remote_files().await;
+    assert_eq!(remote["a.txt"], b"a v2 local");
+    assert_eq!(p.read("b.txt").unwrap(), b"b v2 remote");
+    assert!(
+        !remote.contains_key("c.txt"),
+        "deleted remotely (Rubbish Bin)"
+    );
+    assert!(p.read("d.txt").is_none(), "deleted locally");
+    assert!(p
+        .debris()
+        .iter()
+        .any(|(f, b)| f.ends_with("/d.txt") && b == b"d v1"));
+    assert_eq!(remote["f.txt"], b"f new local");
+    assert_eq!(p.read("g.txt").unwrap(), b"g new remote");
+    assert_eq!(p.read("h.txt").unwrap(), b"same on both");
+    // Conflicts: the remote version under the name on both sides, the local one as a
+    // conflict copy on both sides.
+    for (name, local_body, remote_body) in [
+        ("e", &b"e local edit"[..], &b"e remote edit!"[..]),
+        ("i", b"i local", b"i remote"),
+    ] {
+        let file = format!("{name}.txt");
+        assert_eq!(p.read(&file).unwrap(), remote_body);
+        assert_eq!(remote[&file], remote_body);
+        let copies = conflict_copies(remote.keys().cloned(), name);
+        assert_eq!(copies.len(), 1, "{remote:?}");
+        assert_eq!(remote[&copies[0]], local_body);
+        assert_eq!(p.read(&copies[0]).unwrap(), local_body);
+    }
+    // The rubbish bin has c (and the replaced versions).
+    let rubbish = p.other.rubbish().unwrap().handle;
+    assert!(p.other.children(&rubbish).iter().any(|n| n.name == "c.txt"));
+
+    // Converged: nothing more to do, on either side.
+    let again = p.run().await;
+    assert_eq!(again, Report::default(), "second run did something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_on_both_sides_are_moves_not_transfers() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "moves@example.com").await;
+    p.write("docs/a.txt", b"a");
+    p.write("docs/deep/b.txt", b"b");
+    p.write("c.txt", b"c");
+    p.write("r.txt", b"r");
+    p.write("rdir/x.txt", b"x");
+    p.run().await;
+    let handles = (
+        p.remote_handle("docs/a.txt").await,
+        p.remote_handle("c.txt").await,
+    );
+    let inode_r = std::fs::metadata(p.local.join("r.txt")).unwrap().ino();
+
+    // Local: rename a folder and a file. Remote: rename a file, move a folder into another.
+    std::fs::rename(p.local.join("docs"), p.local.join("papers")).unwrap();
+    std::fs::rename(p.local.join("c.txt"), p.local.join("c2.txt")).unwrap();
+    let r_h = p.remote_handle("r.txt").await;
+    p.other.rename(&r_h, "r-renamed.txt").await.unwrap();
+    let rdir = p.remote_handle("rdir").await;
+    let new_parent = p.other.mkdir(&p.remote, "moved-here").await.unwrap().handle;
+    p.other.move_to(&rdir, &new_parent).await.unwrap();
+
+    let r = p.run().await;
+    assert_eq!((r.uploaded, r.downloaded), (0, 0), "moves only: {r:?}");
+    assert_eq!(r.moved_remote, 2, "{r:?}");
+    assert_eq!(r.moved_local, 2, "{r:?}");
+    // Same nodes remotely (not re-uploaded), same inodes locally (not re-downloaded).
+    assert_eq!(p.remote_handle("papers/a.txt").await, handles.0);
+    assert_eq!(p.remote_handle("c2.txt").await, handles.1);
+    assert_eq!(
+        std::fs::metadata(p.local.join("r-renamed.txt"))
+            .unwrap()
+            .ino(),
+        inode_r
+    );
+    assert_eq!(p.read("moved-here/rdir/x.txt").unwrap(), b"x");
+    assert_eq!(p.remote_files().await["papers/deep/b.txt"], b"b");
+    assert_eq!(p.run().await, Report::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_delete_guard_dry_run_exclusions_and_settling() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "guards@example.com").await;
+    p.write(".megaignore", b"*.tmp\nbuild/\n");
+    for i in 0..4 {
+        p.write(&format!("f{i}"), b"x");
+    }
+    p.write("scratch.tmp", b"local only");
+    p.write("build/out.o", b"local only");
+    p.run().await;
+    p.put_remote("remote.tmp", b"remote only").await;
+    let remote = p.remote_files().await;
+    assert!(remote.contains_key(".megaignore") && remote.contains_key("f3"));
+    assert!(!remote.contains_key("scratch.tmp") && !remote.contains_key("build/out.o"));
+
+    // Four local deletions against --max-delete 3: nothing happens.
+    for i in 0..4 {
+        std::fs::remove_file(p.local.join(format!("f{i}"))).unwrap();
+    }
+    let mut opts = p.opts();
+    opts.max_delete = Some(3);
+    match p.run_with(opts).await {
+        Err(SyncError::TooManyDeletes { deletes: 4, max: 3 }) => {}
+        other => panic!("guard did not stop the run: {other:?}"),
+    }
+    assert!(p.remote_files().await.contains_key("f0"));
+    // --dry-run lists the plan and changes nothing.
+    let mut opts = p.opts();
+    opts.dry_run = true;
+    let (_, shown) = p.run_with(opts).await.unwrap();
+    assert_eq!(
+        shown.iter().filter(|a| a.is_delete()).count(),
+        4,
+        "{shown:?}"
+    );
+    assert!(p.remote_files().await.contains_key("f0"));
+    assert!(
+        p.read("remote.tmp").is_none(),
+        "excluded remote file not downloaded"
+    );
+
+    // A file still being written (modified within the settle time) waits.
+    p.write("fresh.txt", b"being written");
+    let mut opts = p.opts();
+    opts.settle = Duration::from_secs(3600);
+    opts.max_delete = Some(10);
+    let (r, _) = p.run_with(opts).await.unwrap();
+    assert_eq!(r.deferred, 1, "{r:?}");
+    assert!(!p.remote_files().await.contains_key("fresh.txt"));
+    let r = p.run().await;
+    assert_eq!(r.uploaded, 1);
+    assert!(p.remote_files().await.contains_key("fresh.txt"));
+}
+
+// ---- through the binary ----
+
+fn megacmd(env: &Env, home: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("MEGA_API_URL", env.server.base_url())
+        .env("MEGA_PASSWORD", PASSWORD);
+    c
+}
+
+async fn run_bin(env: &Env, home: &Path, email: &str, args: &[&str]) -> std::process::Output {
+    let mut c = megacmd(env, home, args);
+    c.env("MEGA_EMAIL", email);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || c.output().unwrap()),
+    )
+    .await
+    .expect("megacmd timed out")
+    .unwrap()
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_transfers_then_restart_converges() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "kill@example.com").await;
+    let home = env.dir.path().join("kill-home");
+    let local = p.local.display().to_string();
+    let args = ["sync", "--two-way", "--settle", "0", &local, "mega:/synced"];
+    let stats = env.server.stats();
+
+    // Starts a run with slow transfers and kills it (SIGKILL) once `busy` says data moves.
+    let kill_mid_transfer = |busy: fn(&mega_testserver::stats::Stats) -> bool| {
+        let (env, home, args) = (&env, &home, &args);
+        async move {
+            env.server.faults().update(|f| {
+                f.latency_ms = 150;
+                f.bandwidth_bps = 4_000_000;
+            });
+            let mut c = megacmd(env, home, args);
+            c.env("MEGA_EMAIL", "kill@example.com");
+            let mut child = c.spawn().unwrap();
+            wait_for("a transfer in progress", 60, || busy(stats)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            env.server.faults().update(|f| {
+                f.latency_ms = 0;
+                f.bandwidth_bps = 0;
+            });
+        }
+    };
+
+    // An upload killed half way, then a restart.
+    let big_up = data(12_000_000, 1);
+    p.write("up.bin", &big_up);
+    kill_mid_transfer(|s| s.uploads.now() > 0).await;
+    assert!(
+        !p.remote_files().await.contains_key("up.bin"),
+        "the kill came too late to test anything"
+    );
+    let out = run_bin(&env, &home, "kill@example.com", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A download killed half way: no partial file under the final name; then a restart.
+    let big_down = data(12_000_000, 2);
+    p.put_remote("down.bin", &big_down).await;
+    kill_mid_transfer(|s| s.downloads.now() > 0).await;
+    assert!(
+        p.read("down.bin").is_none(),
+        "a partial download under the final name"
+    );
+    let out = run_bin(&env, &home, "kill@example.com", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let remote = p.remote_files().await;
+    assert_eq!(remote.len(), 2, "no duplicates: {:?}", remote.keys());
+    assert_eq!(remote["up.bin"], big_up);
+    assert_eq!(remote["down.bin"], big_down);
+    assert_eq!(p.read("down.bin").unwrap(), big_down);
+    assert_eq!(p.read("up.bin").unwrap(), big_up);
+    let leftovers: Vec<_> = std::fs::read_dir(&p.local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".megasync-") || n.starts_with(".debris"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partials or debris left: {leftovers:?}"
+    );
+    // A further run has nothing to do.
+    let out = run_bin(&env, &home, "kill@example.com", &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 uploaded, 0 downloaded, 0 moved, 0 deleted"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_guard_exit_code_and_dry_run_output() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "cli@example.com").await;
+    let home = env.dir.path().join("cli-home");
+    p.write("a", b"1");
+    p.write("b", b"2");
+    let local = p.local.display().to_string();
+    let base = ["sync", "--two-way", "--settle", "0", &local, "mega:/synced"];
+    let out = run_bin(&env, &home, "cli@example.com", &base).await;
+    assert!(out.status.success());
+    std::fs::remove_file(p.local.join("a")).unwrap();
+    std::fs::remove_file(p.local.join("b")).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--max-delete", "1"]);
+    let out = run_bin(&env, &home, "cli@example.com", &args).await;
+    assert_eq!(out.status.code(), Some(11));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--max-delete 1"), "{err}");
+    let mut args = base.to_vec();
+    args.push("--dry-run");
+    let out = run_bin(&env, &home, "cli@example.com", &args).await;
+    assert!(out.status.success());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("delete-remote a") && plan.contains("delete-remote b"),
+        "{plan}"
+    );
+    assert_eq!(p.remote_files().await.len(), 2, "dry run changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_remote_and_local_changes_within_5_seconds() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "watch@example.com").await;
+    let home = env.dir.path().join("watch-home");
+    let local = p.local.display().to_string();
+    let mut c = megacmd(
+        &env,
+        &home,
+        &[
+            "sync",
+            "--two-way",
+            "--watch",
+            "--settle",
+            "1",
+            &local,
+            "mega:/synced",
+        ],
+    );
+    c.env("MEGA_EMAIL", "watch@example.com");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(c.spawn().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    p.put_remote("from-remote.txt", b"remote").await;
+    let path = p.local.join("from-remote.txt");
+    wait_for("a remote change downloaded", 5, || {
+        std::fs::read(&path).ok().as_deref() == Some(&b"remote"[..])
+    })
+    .await;
+
+    p.write("from-local.txt", b"local");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if p.remote_files()
+            .await
+            .get("from-local.txt")
+            .map(Vec::as_slice)
+            == Some(&b"local"[..])
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a local change not uploaded within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The downloaded file was not uploaded back (echo), and nothing was duplicated.
+    let remote = p.remote_files().await;
+    assert_eq!(remote.len(), 2, "{:?}", remote.keys());
+}
