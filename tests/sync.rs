@@ -213,6 +213,12 @@ async fn every_row_of_the_decision_table() {
     assert_eq!(remote["a.txt"], b"a v2 local");
     assert_eq!(p.read("b.txt").unwrap(), b"b v2 remote");
     assert!(
+        p.debris()
+            .iter()
+            .any(|(f, b)| f.ends_with("/b.txt") && b == b"b v1"),
+        "the local file a download replaced is in debris"
+    );
+    assert!(
         !remote.contains_key("c.txt"),
         "deleted remotely (Rubbish Bin)"
     );

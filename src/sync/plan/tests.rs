@@ -454,3 +454,26 @@ fn actions_come_in_an_order_that_works() {
         })
     );
 }
+
+#[test]
+fn moved_to_different_places_on_both_sides_keeps_both() {
+    let p = plan(
+        &[lf("local-place", 1, 1, 3)],
+        &[rf("remote-place", 1, 1, "A")],
+        &[sf("a", 1, 1, "A", 3)],
+    );
+    assert_eq!(
+        p,
+        vec![
+            Action::Upload {
+                path: "local-place".into(),
+                replace: None
+            },
+            Action::Download {
+                path: "remote-place".into(),
+                handle: "A".into()
+            },
+            Action::Forget { path: "a".into() },
+        ]
+    );
+}
