@@ -564,3 +564,53 @@ async fn watch_follows_remote_and_local_changes_within_5_seconds() {
     let remote = p.remote_files().await;
     assert_eq!(remote.len(), 2, "{:?}", remote.keys());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_remote_names_sync_the_oldest() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "dup@example.com").await;
+    p.other
+        .upload(&p.remote, "dup.txt", &mut &b"oldest"[..], 6, 1, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later creation time
+    p.other
+        .upload(&p.remote, "dup.txt", &mut &b"newer!"[..], 6, 2, None)
+        .await
+        .unwrap();
+    p.run().await;
+    assert_eq!(p.read("dup.txt").unwrap(), b"oldest");
+    assert_eq!(p.run().await, Report::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_survives_a_failing_pass_and_recovers() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "resilient@example.com").await;
+    p.client.fetch().await.unwrap();
+    let mut s = Syncer::open(p.client.clone(), &p.local, p.remote.clone(), p.opts()).unwrap();
+    let (tx, mut passes) = tokio::sync::mpsc::unbounded_channel::<Report>();
+    let task = tokio::spawn(async move {
+        let mut done = |r: &Report| {
+            let _ = tx.send(r.clone());
+        };
+        s.watch(&mut |_| {}, &mut done).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), passes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // An exclusion file that cannot be read makes passes fail; the watch keeps going.
+    std::fs::create_dir(p.local.join(".megaignore")).unwrap();
+    p.put_remote("later.txt", b"arrives anyway").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished(), "the watch stopped on a failed pass");
+    assert!(
+        !p.local.join("later.txt").exists(),
+        "the pass should have failed on the unreadable exclusion file"
+    );
+    std::fs::remove_dir(p.local.join(".megaignore")).unwrap();
+    let path = p.local.join("later.txt");
+    wait_for("recovered after the failure", 10, || path.exists()).await;
+    task.abort();
+}

@@ -152,7 +152,10 @@ impl Syncer {
     /// One reconciliation: plan, check the guards, execute (or print, with `dry_run`). Runs
     /// a second pass when the first changed something (a conflict's renamed copy, a folder
     /// re-created) so that one run converges.
-    pub async fn run_once(&mut self, show: &mut dyn FnMut(&Action)) -> Result<Report, SyncError> {
+    pub async fn run_once(
+        &mut self,
+        show: &mut (dyn FnMut(&Action) + Send),
+    ) -> Result<Report, SyncError> {
         let mut report = Report {
             interrupted: self.db.take_unfinished()?,
             ..Report::default()
@@ -210,8 +213,8 @@ impl Syncer {
     /// remote changes (or, with files waiting to settle, after the settle time).
     pub async fn watch(
         &mut self,
-        show: &mut dyn FnMut(&Action),
-        done: &mut dyn FnMut(&Report),
+        show: &mut (dyn FnMut(&Action) + Send),
+        done: &mut (dyn FnMut(&Report) + Send),
     ) -> Result<(), SyncError> {
         use notify::Watcher;
         let werr = |e: notify::Error| SyncError::Watch {
@@ -237,13 +240,32 @@ impl Syncer {
             .watch(&self.local, notify::RecursiveMode::Recursive)
             .map_err(werr)?;
         let mut remote_events = self.client.watch()?;
+        let mut failures = 0u32;
         loop {
-            let report = self.run_once(show).await?;
-            done(&report);
-            let wait = if report.deferred > 0 || !report.errors.is_empty() {
-                self.opts.settle.max(Duration::from_secs(1))
-            } else {
-                Duration::from_secs(3600)
+            let wait = match self.run_once(show).await {
+                Ok(report) => {
+                    failures = 0;
+                    done(&report);
+                    if report.deferred > 0 || !report.errors.is_empty() {
+                        self.opts.settle.max(Duration::from_secs(1))
+                    } else {
+                        Duration::from_secs(3600)
+                    }
+                }
+                // The guard and a broken state database stop the watch; anything else (a
+                // network outage, a folder busy) is retried with a growing pause.
+                Err(e @ (SyncError::TooManyDeletes { .. } | SyncError::Shadow(_))) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    tracing::warn!(
+                        "sync pass failed ({e}); trying again in {} s",
+                        pause.as_secs()
+                    );
+                    pause
+                }
             };
             tokio::select! {
                 _ = local_events.recv() => {}
@@ -275,7 +297,10 @@ impl Syncer {
         let mut out = Vec::new();
         let mut stack = vec![(self.remote.clone(), String::new())];
         while let Some((h, rel)) = stack.pop() {
-            for n in tree.children(&h) {
+            let mut kids = tree.children(&h);
+            // Oldest first: of duplicate names, the oldest node is the one synced.
+            kids.sort_by(|a, b| (a.ctime, &a.handle.0).cmp(&(b.ctime, &b.handle.0)));
+            for n in kids {
                 if n.undecryptable.is_some() {
                     continue;
                 }
@@ -650,7 +675,14 @@ impl Syncer {
                 // Keep both: the local version under a conflict name (uploaded as such), the
                 // remote version under the name.
                 let (dir, name) = split_rel(path);
-                let renamed = join_rel(dir, &conflict_name(name, super::now()));
+                let mut renamed = join_rel(dir, &conflict_name(name, super::now()));
+                for n in 2.. {
+                    if self.local.join(&renamed).symlink_metadata().is_err() {
+                        break;
+                    }
+                    let base = conflict_name(name, super::now());
+                    renamed = join_rel(dir, &format!("{base} {n}"));
+                }
                 let (src, dst) = (self.local.join(path), self.local.join(&renamed));
                 std::fs::rename(&src, &dst).map_err(|e| io_err(&src, e))?;
                 let mut updates = Vec::new();
@@ -693,5 +725,54 @@ impl Syncer {
             Action::Forget { path } => vec![Update::Remove(path.clone())],
             Action::Defer { .. } => vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_keep_the_extension_and_say_when() {
+        let t = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+        assert_eq!(
+            conflict_name("report.pdf", t),
+            "report (conflict 2023-11-14 221320).pdf"
+        );
+        assert_eq!(
+            conflict_name("archive.tar.gz", t),
+            "archive.tar (conflict 2023-11-14 221320).gz"
+        );
+        assert_eq!(
+            conflict_name("Makefile", t),
+            "Makefile (conflict 2023-11-14 221320)"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", t),
+            ".bashrc (conflict 2023-11-14 221320)"
+        );
+    }
+
+    #[test]
+    fn shadow_files_are_per_account_local_and_remote_folder() {
+        let d = Path::new("/state");
+        let a = shadow_path(d, "U1", Path::new("/home/a"), &NodeHandle("H".into()));
+        assert_eq!(
+            a,
+            shadow_path(d, "U1", Path::new("/home/a"), &NodeHandle("H".into()))
+        );
+        assert_ne!(
+            a,
+            shadow_path(d, "U2", Path::new("/home/a"), &NodeHandle("H".into()))
+        );
+        assert_ne!(
+            a,
+            shadow_path(d, "U1", Path::new("/home/b"), &NodeHandle("H".into()))
+        );
+        assert_ne!(
+            a,
+            shadow_path(d, "U1", Path::new("/home/a"), &NodeHandle("G".into()))
+        );
+        assert!(a.starts_with(d));
     }
 }

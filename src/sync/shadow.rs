@@ -22,7 +22,8 @@ pub struct ShadowError {
 }
 
 pub struct ShadowDb {
-    conn: Connection,
+    /// Behind a mutex so that a `Syncer` (and its futures) can move between threads.
+    conn: std::sync::Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -67,9 +68,13 @@ impl ShadowDb {
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(ShadowDb {
-            conn,
+            conn: std::sync::Mutex::new(conn),
             path: path.to_path_buf(),
         })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn err(&self, source: rusqlite::Error) -> ShadowError {
@@ -80,8 +85,8 @@ impl ShadowDb {
     }
 
     pub fn entries(&self) -> Result<Vec<Shadow>, ShadowError> {
-        let mut st = self
-            .conn
+        let db = self.db();
+        let mut st = db
             .prepare(
                 "SELECT path, dir, size, mtime, rmtime, handle, inode, crc FROM entries ORDER BY path",
             )
@@ -105,23 +110,24 @@ impl ShadowDb {
 
     /// Journals an action about to run; returns its journal id.
     pub fn begin(&self, action: &str) -> Result<i64, ShadowError> {
-        self.conn
-            .execute(
-                "INSERT INTO journal (action, started) VALUES (?1, ?2)",
-                params![action, crate::sync::now()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(self.conn.last_insert_rowid())
+        let db = self.db();
+        db.execute(
+            "INSERT INTO journal (action, started) VALUES (?1, ?2)",
+            params![action, crate::sync::now()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(db.last_insert_rowid())
     }
 
     /// Ends a journaled action, applying its shadow updates in the same transaction.
-    pub fn finish(&mut self, id: i64, updates: &[Update]) -> Result<(), ShadowError> {
+    pub fn finish(&self, id: i64, updates: &[Update]) -> Result<(), ShadowError> {
         let path = self.path.display().to_string();
         let err = |source| ShadowError {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        let mut db = self.db();
+        let tx = db.transaction().map_err(err)?;
         for u in updates {
             match u {
                 Update::Put(s) => {
@@ -172,8 +178,8 @@ impl ShadowDb {
     /// Actions journaled but not finished (a previous run was killed), oldest first; the
     /// journal is then cleared (the next plan starts from the real state of both sides).
     pub fn take_unfinished(&self) -> Result<Vec<String>, ShadowError> {
-        let mut st = self
-            .conn
+        let db = self.db();
+        let mut st = db
             .prepare("SELECT action FROM journal ORDER BY id")
             .map_err(|e| self.err(e))?;
         let out = st
@@ -181,21 +187,21 @@ impl ShadowDb {
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<String>, _>>()
             .map_err(|e| self.err(e))?;
-        self.conn
-            .execute("DELETE FROM journal", [])
+        drop(st);
+        db.execute("DELETE FROM journal", [])
             .map_err(|e| self.err(e))?;
         Ok(out)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, ShadowError> {
-        self.conn
+        self.db()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), ShadowError> {
-        self.conn
+        self.db()
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 params![key, value],
@@ -226,7 +232,7 @@ mod tests {
     fn journal_and_updates_are_one_transaction_and_moves_carry_subtrees() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s/pair.sqlite");
-        let mut db = ShadowDb::open(&p).unwrap();
+        let db = ShadowDb::open(&p).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
