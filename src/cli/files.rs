@@ -15,6 +15,11 @@ pub struct TempFile {
 impl TempFile {
     /// Creates `.<name>.megacmd-<random>.part` beside `target` (mode 0600).
     pub fn create_for(target: &Path) -> std::io::Result<(TempFile, std::fs::File)> {
+        Self::create_tagged(target, "megacmd")
+    }
+
+    /// Creates `.<name>.<tag>-<random>.part` beside `target` (mode 0600).
+    pub fn create_tagged(target: &Path, tag: &str) -> std::io::Result<(TempFile, std::fs::File)> {
         let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -24,10 +29,7 @@ impl TempFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "download".into());
         for _ in 0..16 {
-            let path = dir.join(format!(
-                ".{name}.megacmd-{:08x}.part",
-                rand::random::<u32>()
-            ));
+            let path = dir.join(format!(".{name}.{tag}-{:08x}.part", rand::random::<u32>()));
             match crate::names::create_private(&path) {
                 Ok(f) => return Ok((TempFile { path, done: false }, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

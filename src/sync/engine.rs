@@ -124,6 +124,32 @@ pub fn conflict_name(name: &str, now: i64) -> String {
     format!("{stem} (conflict {t}){ext}")
 }
 
+/// A file that changed after the plan was made: the action waits for the next pass.
+fn changed_meanwhile(path: &Path) -> SyncError {
+    io_err(
+        path,
+        std::io::Error::other("changed while syncing; it will be synced in the next pass"),
+    )
+}
+
+/// The agreed state of a file after a transfer: the node, and the local (size, mtime, inode).
+fn file_shadow(
+    rel: &str,
+    node: &crate::tree::Node,
+    (size, mtime, inode): (u64, i64, u64),
+) -> Shadow {
+    Shadow {
+        path: rel.to_string(),
+        dir: false,
+        size,
+        mtime,
+        rmtime: node.mtime,
+        handle: node.handle.0.clone(),
+        inode,
+        crc: node.fingerprint.map(|f| hex(&f.crc)),
+    }
+}
+
 fn mtime_of(meta: &std::fs::Metadata) -> i64 {
     crate::cli::files::mtime_of(meta)
 }
@@ -465,26 +491,14 @@ impl Syncer {
         let p = self.local.join(rel);
         let (size, mtime, inode) = self.local_state(rel)?;
         if scanned.is_some_and(|l| (l.size, l.mtime) != (size, mtime)) {
-            return Err(io_err(
-                &p,
-                std::io::Error::other("changed while syncing; it will be synced in the next pass"),
-            ));
+            return Err(changed_meanwhile(&p));
         }
         let mut f = tokio::fs::File::open(&p).await.map_err(|e| io_err(&p, e))?;
         let node = self
             .client
             .upload(&parent, &unescape_name(name), &mut f, size, mtime, None)
             .await?;
-        Ok(Shadow {
-            path: rel.to_string(),
-            dir: false,
-            size,
-            mtime,
-            rmtime: node.mtime,
-            handle: node.handle.0.clone(),
-            inode,
-            crc: node.fingerprint.map(|f| hex(&f.crc)),
-        })
+        Ok(file_shadow(rel, &node, (size, mtime, inode)))
     }
 
     /// Downloads a node to `rel` through a partial file renamed into place after the MAC
@@ -499,64 +513,29 @@ impl Syncer {
         let target = self.local.join(rel);
         let dir = target.parent().unwrap_or(&self.local).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let name = split_rel(rel).1;
-        let (partial, file) = {
-            let mut made = None;
-            for _ in 0..16 {
-                let p = dir.join(format!(
-                    ".{name}.megasync-{:08x}.part",
-                    rand::random::<u32>()
-                ));
-                match crate::names::create_private(&p) {
-                    Ok(f) => {
-                        made = Some((p, f));
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io_err(&p, e)),
-                }
+        let (partial, file) = crate::cli::files::TempFile::create_tagged(&target, "megasync")
+            .map_err(|e| io_err(&target, e))?;
+        let mut out = tokio::fs::File::from_std(file);
+        self.client.download(&node.handle, &mut out, None).await?;
+        let p = partial.path().to_path_buf();
+        tokio::io::AsyncWriteExt::flush(&mut out)
+            .await
+            .map_err(|e| io_err(&p, e))?;
+        out.sync_all().await.map_err(|e| io_err(&p, e))?;
+        drop(out);
+        if let Ok(m) = std::fs::symlink_metadata(&target) {
+            // The file we are replacing must still be what the plan saw.
+            if scanned.is_none_or(|l| (l.size, l.mtime) != (m.len(), mtime_of(&m))) {
+                return Err(changed_meanwhile(&target));
             }
-            made.ok_or_else(|| io_err(&dir, std::io::Error::other("no temporary name")))?
-        };
-        let result = async {
-            let mut out = tokio::fs::File::from_std(file);
-            self.client.download(&node.handle, &mut out, None).await?;
-            tokio::io::AsyncWriteExt::flush(&mut out)
-                .await
-                .map_err(|e| io_err(&partial, e))?;
-            out.sync_all().await.map_err(|e| io_err(&partial, e))?;
-            drop(out);
-            crate::cli::files::set_mtime(&partial, node.mtime).map_err(|e| io_err(&partial, e))?;
-            if let Ok(m) = std::fs::symlink_metadata(&target) {
-                // The file we are replacing must still be what the plan saw.
-                if scanned.is_none_or(|l| (l.size, l.mtime) != (m.len(), mtime_of(&m))) {
-                    return Err(io_err(
-                        &target,
-                        std::io::Error::other(
-                            "changed while syncing; it will be synced in the next pass",
-                        ),
-                    ));
-                }
-                self.to_debris(rel)?;
-            }
-            std::fs::rename(&partial, &target).map_err(|e| io_err(&target, e))
+            self.to_debris(rel)?;
         }
-        .await;
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result?;
-        let (size, mtime, inode) = self.local_state(rel)?;
-        Ok(Shadow {
-            path: rel.to_string(),
-            dir: false,
-            size,
-            mtime,
-            rmtime: node.mtime,
-            handle: node.handle.0.clone(),
-            inode,
-            crc: node.fingerprint.map(|f| hex(&f.crc)),
-        })
+        // Renamed into place only now: the MAC verified (else `download` failed and the
+        // partial file removed itself).
+        partial
+            .persist(&target, node.mtime)
+            .map_err(|e| io_err(&target, e))?;
+        Ok(file_shadow(rel, &node, self.local_state(rel)?))
     }
 
     async fn execute(
