@@ -314,13 +314,18 @@ fn run(args: Args) -> Result<(), String> {
     if !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let wait = if session.is_finished() {
-        let _ = session.join();
-        Duration::from_secs(args.grace)
-    } else {
-        Duration::ZERO // detached after the grace (or a second signal): do not wait again
-    };
-    report_unsaved(&rt.block_on(fs.drain(wait)));
+    if !session.is_finished() {
+        // Detached after the grace (or a second signal) with requests still being served:
+        // exit without stopping the runtime under them (closing /dev/fuse on exit fails
+        // what is left with an error, where a stopped runtime would panic their threads).
+        report_unsaved(&rt.block_on(fs.drain(Duration::ZERO)));
+        if let Err(e) = &result {
+            eprintln!("mega-mount: {e}");
+        }
+        std::process::exit(i32::from(result.is_err()));
+    }
+    let _ = session.join();
+    report_unsaved(&rt.block_on(fs.drain(Duration::from_secs(args.grace))));
     rt.shutdown_timeout(Duration::from_secs(5));
     result
 }
