@@ -738,6 +738,43 @@ async fn dd_tail_mmap_and_concurrent_readers() {
     for r in readers {
         r.await.unwrap();
     }
+
+    // sha256sum, find and du, as users run them.
+    let (p, dir) = (m.path("f.bin"), m.path(""));
+    let (sum, found, du) = op("sha256sum, find, du", move || {
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = Command::new(cmd).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/small.txt"), b"0123456789").unwrap();
+        (
+            run("sha256sum", &[p.as_os_str()]),
+            run("find", &[dir.as_os_str(), "-type".as_ref(), "f".as_ref()]),
+            run("du", &["-sk".as_ref(), dir.as_os_str()]),
+        )
+    })
+    .await;
+    assert!(sum.starts_with(&want), "{sum}");
+    let mut found: Vec<String> = found
+        .lines()
+        .map(|l| {
+            l.trim_start_matches(&*m.path("").to_string_lossy())
+                .to_string()
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, ["f.bin", "sub/small.txt"]);
+    let kib: u64 = du.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        (4_883..=4_900).contains(&kib),
+        "du says {kib} KiB for 5,000,010 bytes"
+    );
 }
 
 /// Regression (CI flake "not visible within 2 s: a remote rename"): a lookup of the new name
