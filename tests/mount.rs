@@ -961,6 +961,7 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
         .expect("fsync hung")
         .unwrap();
     let status = op("daemon exit", move || child.wait().unwrap()).await;
+    let api_url = env.server.base_url().to_string();
     assert!(status.success(), "daemon: {status}");
     assert!(!is_mounted(&m.dir), "still mounted");
     env.server.faults().update(|f| f.latency_ms = 0);
@@ -974,10 +975,16 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), big);
     // The file still open: its writes are kept in its staging file (or, if a close of a
     // copy of its descriptor in a process another test forked committed them, on MEGA).
+    // Each staging file has a note beside it saying which file it holds writes for.
     let staging = m.home.join("cache/mega-mount/staging");
-    let kept: Vec<Vec<u8>> = std::fs::read_dir(&staging)
+    let kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(&staging)
         .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_none())
+        .map(|p| {
+            let note = std::fs::read_to_string(p.with_extension("path")).unwrap();
+            (std::fs::read(p).unwrap(), note)
+        })
         .collect();
     let remote = match c.resolve("/open.txt") {
         Ok(n) => c.download_to_vec(&n.handle).await.unwrap(),
@@ -985,10 +992,52 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     };
     let want = b"unsaved writes".to_vec();
     assert!(
-        kept.contains(&want) || remote == want,
+        kept.contains(&(want.clone(), "/open.txt".to_string())) || remote == want,
         "lost: staging {kept:?}, remote {remote:?}"
     );
     drop(open);
+
+    // The next start names what an earlier run left behind.
+    if !kept.is_empty() {
+        let mount_dir = m.dir.clone();
+        let out = op("restart", move || {
+            let mut child = Command::new(BIN)
+                .arg(&mount_dir)
+                .arg("--foreground")
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", &m.home)
+                .env("XDG_CONFIG_HOME", m.home.join("config"))
+                .env("XDG_CACHE_HOME", m.home.join("cache"))
+                .env("MEGA_API_URL", api_url)
+                .env("MEGA_EMAIL", "term@example.com")
+                .env("MEGA_PASSWORD", PASSWORD)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            for _ in 0..300 {
+                if is_mounted(&mount_dir) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                is_mounted(&mount_dir),
+                "the restarted mount did not come up"
+            );
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mount_dir)
+                .status();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        })
+        .await;
+        assert!(
+            out.contains("earlier run") && out.contains("/open.txt"),
+            "no start-up warning: {out}"
+        );
+    }
 }
 
 /// Many processes reading and writing different files at once are served concurrently: with

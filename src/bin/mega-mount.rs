@@ -179,10 +179,11 @@ async fn shut_down(
     }
 }
 
-fn report_unsaved(staging: &[PathBuf]) {
-    for p in staging {
+fn report_unsaved(unsaved: &[mega_mount::fs::Unsaved]) {
+    for u in unsaved {
         tracing::error!(
-            staging = %p.display(),
+            staging = %u.staging.display(),
+            file = u.origin.as_deref().unwrap_or("?"),
             "a file open for writing was not saved to MEGA; its content is kept in its staging file"
         );
     }
@@ -235,15 +236,11 @@ fn run(args: Args) -> Result<(), String> {
         cache_size,
     };
     let fs = Arc::new(MegaFs::new(Arc::new(client), fs_cfg).map_err(|e| e.to_string())?);
-    let leftover = fs.leftover_staging();
-    if !leftover.is_empty() {
+    for u in fs.leftover_staging() {
         tracing::warn!(
-            "{} file(s) with writes an earlier run could not save to MEGA are kept in {}",
-            leftover.len(),
-            leftover[0]
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            staging = %u.staging.display(),
+            file = u.origin.as_deref().unwrap_or("?"),
+            "writes an earlier run could not save to MEGA are kept in this staging file"
         );
     }
     let mut fcfg = fuser::Config::default();

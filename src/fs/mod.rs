@@ -347,6 +347,31 @@ impl Drop for FileLock<'_> {
     }
 }
 
+/// A staging file holding writes that are not on MEGA, and the MEGA path it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsaved {
+    pub staging: PathBuf,
+    /// From the note beside the staging file (absent for files of older versions).
+    pub origin: Option<String>,
+}
+
+impl Unsaved {
+    fn of(staging: PathBuf) -> Unsaved {
+        let origin = std::fs::read_to_string(sidecar(&staging)).ok();
+        Unsaved { staging, origin }
+    }
+}
+
+/// The note beside a staging file naming the file it holds writes for.
+fn sidecar(staging: &std::path::Path) -> PathBuf {
+    staging.with_extension("path")
+}
+
+fn remove_staging(staging: &std::path::Path) {
+    let _ = std::fs::remove_file(staging);
+    let _ = std::fs::remove_file(sidecar(staging));
+}
+
 /// What the kernel must forget after remote changes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stale {
@@ -798,11 +823,12 @@ impl MegaFs {
             if n.kind.is_container() {
                 return Err(FsError::IsDir);
             }
-            let (path, file) = self.new_staging()?;
+            let origin = self.client.read_tree().path_of(&n.handle);
+            let (path, file) = self.new_staging(&origin)?;
             if !truncate && n.size > 0 {
                 let mut f = tokio::fs::File::from_std(file.try_clone()?);
                 if let Err(e) = self.client.download(&n.handle, &mut f, None).await {
-                    let _ = std::fs::remove_file(&path);
+                    remove_staging(&path);
                     return Err(e.into());
                 }
             }
@@ -814,13 +840,22 @@ impl MegaFs {
         Ok(fh)
     }
 
-    fn new_staging(&self) -> Result<(PathBuf, std::fs::File)> {
+    /// A new staging file (0600) for writes to the file at `origin` (its MEGA path), which is
+    /// noted beside it in `<staging>.path`, so that a staging file left by a crash or an
+    /// abandoned handle says what it was.
+    fn new_staging(&self, origin: &str) -> Result<(PathBuf, std::fs::File)> {
         let path = self
             .cfg
             .cache_dir
             .join("staging")
             .join(format!("{:016x}", rand::random::<u64>()));
         let file = crate::names::create_private(&path)?;
+        let note = crate::names::create_private(&sidecar(&path))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, origin.as_bytes()));
+        if let Err(e) = note {
+            remove_staging(&path);
+            return Err(e.into());
+        }
         Ok((path, file))
     }
 
@@ -839,7 +874,15 @@ impl MegaFs {
         }
         let ino = self.inodes().pending(dir.handle.clone(), name.to_string());
         self.remember(ino, parent, name);
-        let (path, file) = self.new_staging()?;
+        let origin = format!(
+            "{}/{}",
+            self.client
+                .read_tree()
+                .path_of(&dir.handle)
+                .trim_end_matches('/'),
+            crate::names::unescape_name(name)
+        );
+        let (path, file) = self.new_staging(&origin)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.open_files().insert(
             fh,
@@ -1195,7 +1238,7 @@ impl MegaFs {
     /// For shutting down: waits until no commit is running (at most `grace`), then returns the
     /// staging files of handles still holding writes that are not on MEGA. Those files stay
     /// on disk (they are the only copy of the writes); the caller logs where they are.
-    pub async fn drain(&self, grace: Duration) -> Vec<PathBuf> {
+    pub async fn drain(&self, grace: Duration) -> Vec<Unsaved> {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let idle = self.idle.notified();
@@ -1212,12 +1255,12 @@ impl MegaFs {
             .values()
             .filter_map(|f| f.writer.as_ref())
             .filter(|w| w.dirty())
-            .map(|w| w.staging.clone())
+            .map(|w| Unsaved::of(w.staging.clone()))
             .collect()
     }
 
     /// Staging files left by an earlier run that ended before committing them.
-    pub fn leftover_staging(&self) -> Vec<PathBuf> {
+    pub fn leftover_staging(&self) -> Vec<Unsaved> {
         let open: Vec<PathBuf> = self
             .open_files()
             .values()
@@ -1226,7 +1269,8 @@ impl MegaFs {
         std::fs::read_dir(self.cfg.cache_dir.join("staging"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| !open.contains(p))
+                    .filter(|p| !open.contains(p) && p.extension().is_none())
+                    .map(Unsaved::of)
                     .collect()
             })
             .unwrap_or_default()
@@ -1240,7 +1284,7 @@ impl MegaFs {
         let f = self.open_files().remove(&fh);
         if let Some(w) = f.and_then(|f| f.writer) {
             if r.is_ok() {
-                let _ = std::fs::remove_file(&w.staging);
+                remove_staging(&w.staging);
             } else {
                 tracing::error!(
                     staging = %w.staging.display(),
