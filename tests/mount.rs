@@ -1001,7 +1001,7 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     if !kept.is_empty() {
         let mount_dir = m.dir.clone();
         let out = op("restart", move || {
-            let mut child = Command::new(BIN)
+            let child = Command::new(BIN)
                 .arg(&mount_dir)
                 .arg("--foreground")
                 .env_clear()
