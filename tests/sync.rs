@@ -398,12 +398,13 @@ async fn kill_9_during_transfers_then_restart_converges() {
     let args = ["sync", "--two-way", "--settle", "0", &local, "mega:/synced"];
     let stats = env.server.stats();
 
-    // Starts a run with slow transfers and kills it (SIGKILL) once `busy` says data moves.
-    let kill_mid_transfer = |busy: fn(&mega_testserver::stats::Stats) -> bool| {
+    // Starts a run with slow transfers (every request delayed by `latency_ms`, downloads at
+    // 4 MB/s) and kills it (SIGKILL) once `busy` says data moves.
+    let kill_mid_transfer = |busy: fn(&mega_testserver::stats::Stats) -> bool, latency_ms| {
         let (env, home, args) = (&env, &home, &args);
         async move {
             env.server.faults().update(|f| {
-                f.latency_ms = 150;
+                f.latency_ms = latency_ms;
                 f.bandwidth_bps = 4_000_000;
             });
             let mut c = megacmd(env, home, args);
@@ -423,7 +424,8 @@ async fn kill_9_during_transfers_then_restart_converges() {
     // An upload killed half way, then a restart.
     let big_up = data(12_000_000, 1);
     p.write("up.bin", &big_up);
-    kill_mid_transfer(|s| s.uploads.now() > 0).await;
+    // 12 MB are 15 chunk requests, 4 at a time: about 2 s at 500 ms each.
+    kill_mid_transfer(|s| s.uploads.now() > 0, 500).await;
     assert!(
         !p.remote_files().await.contains_key("up.bin"),
         "the kill came too late to test anything"
@@ -438,7 +440,7 @@ async fn kill_9_during_transfers_then_restart_converges() {
     // A download killed half way: no partial file under the final name; then a restart.
     let big_down = data(12_000_000, 2);
     p.put_remote("down.bin", &big_down).await;
-    kill_mid_transfer(|s| s.downloads.now() > 0).await;
+    kill_mid_transfer(|s| s.downloads.now() > 0, 150).await;
     assert!(
         p.read("down.bin").is_none(),
         "a partial download under the final name"

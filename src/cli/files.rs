@@ -43,9 +43,15 @@ impl TempFile {
         &self.path
     }
 
-    /// Sets the mtime and renames the file to `target`.
+    /// Sets the mtime, gives the file the permissions a new file gets (0666 minus the
+    /// umask; it was private while incomplete) and renames it to `target`.
     pub fn persist(mut self, target: &Path, mtime: i64) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         set_mtime(&self.path, mtime)?;
+        std::fs::set_permissions(
+            &self.path,
+            std::fs::Permissions::from_mode(0o666 & !process_umask()),
+        )?;
         std::fs::rename(&self.path, target)?;
         self.done = true;
         Ok(())
@@ -58,6 +64,21 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The process umask (from /proc/self/status; 022 if it cannot be read).
+pub fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_umask(&s))
+        .unwrap_or(0o022)
+}
+
+fn parse_umask(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
 }
 
 /// Sets a file's modification time (Unix seconds).
@@ -196,11 +217,24 @@ mod tests {
         drop(t);
         assert!(!p.exists());
         let (t, _f) = TempFile::create_for(&target).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(t.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "private while incomplete");
+        }
         t.persist(&target, 1_600_000_000).unwrap();
-        assert_eq!(
-            mtime_of(&std::fs::metadata(&target).unwrap()),
-            1_600_000_000
-        );
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(mtime_of(&meta), 1_600_000_000);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // An ordinary new file once complete: 0666 minus the umask (0644 with 022).
+            assert_eq!(meta.permissions().mode() & 0o777, 0o666 & !process_umask());
+            assert_eq!(
+                parse_umask("Name:\tx\nUmask:\t0027\nState:\tR\n"),
+                Some(0o027)
+            );
+            assert_eq!(parse_umask("Name:\tx\n"), None);
+        }
         assert_eq!(walk(d.path()).unwrap().len(), 1);
     }
 }
