@@ -3,7 +3,7 @@
 #  - content crypto per core (criterion), beside OpenSSL's AES-128-CBC on this machine;
 #  - megacmd transfers against a local mega-testserver: one 1 GiB file, 1,000 small files.
 #  - mega-mount through a real FUSE mount against the same local server.
-# `scripts/bench.sh crypto`, `transfers` or `mount` runs one part.
+# `scripts/bench.sh crypto`, `transfers`, `mount` or `sync` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -107,7 +107,34 @@ mount_bench() {
   printf '%-44s %s KiB\n' "mount RSS after find" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
 }
 
+sync_bench() {
+  echo "== building release binaries"
+  cargo build --release --quiet --bin megacmd -p mega-mount
+  cargo build --release --quiet -p mega-testserver
+  local d; d=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  start_server "$d"
+  export XDG_STATE_HOME="$d/state"
+  local m=target/release/megacmd
+  $m login >/dev/null 2>&1
+  mkdir -p "$d/local" "$d/other"
+  for i in $(seq 0 9); do mkdir "$d/local/d$i"; for j in $(seq 0 99); do head -c 4096 /dev/urandom > "$d/local/d$i/f$j.bin"; done; done
+  touch -d '-1 minute' "$d"/local/*/*
+  echo "== megacmd sync --two-way against mega-testserver on 127.0.0.1 (2 cores shared)"
+  timed "first run: upload 1,000 x 4 KiB in 10 folders" $m sync --two-way "$d/local" mega:/s
+  timed "second run: nothing to do" $m sync --two-way "$d/local" mega:/s
+  # 100 files changed by another client (a second copy synced from the other folder).
+  $m sync --two-way "$d/other" mega:/s >/dev/null 2>&1
+  for j in $(seq 0 99); do head -c 4096 /dev/urandom > "$d/other/d0/f$j.bin"; done
+  touch -d '-1 minute' "$d"/other/d0/*
+  $m sync --two-way "$d/other" mega:/s >/dev/null 2>&1
+  timed "100 remote changes: downloads (old files to .debris)" $m sync --two-way "$d/local" mega:/s
+  mv "$d/local/d1" "$d/local/renamed"
+  timed "a folder of 100 files renamed locally" $m sync --two-way "$d/local" mega:/s
+}
+
 if [ "$part" = transfers ]; then transfers; exit 0; fi
+if [ "$part" = sync ]; then sync_bench; exit 0; fi
 if [ "$part" = mount ]; then mount_bench; exit 0; fi
 
 echo "== machine"
@@ -123,4 +150,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; fi

@@ -51,6 +51,7 @@ impl Pair {
             max_delete: None,
             settle: Duration::ZERO,
             state_dir: self.state.clone(),
+            parallel: 4,
         }
     }
 

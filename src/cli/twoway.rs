@@ -91,6 +91,7 @@ pub async fn run(ctx: &Ctx, args: TwoWay<'_>) -> Result<(), CliError> {
         max_delete: args.max_delete,
         settle: Duration::from_secs(args.settle),
         state_dir: ctx.cfg.state_dir.clone(),
+        parallel: ctx.parallel(),
     };
     let mut syncer =
         Syncer::open(Arc::clone(&client), &local, remote_h, opts).map_err(sync_error)?;

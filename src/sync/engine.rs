@@ -3,6 +3,8 @@
 //! folder (inotify) or the remote tree (the `sc` event channel) changes.
 
 use std::collections::BTreeMap;
+
+use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,6 +28,8 @@ pub struct SyncOptions {
     pub settle: Duration,
     /// Where the shadow databases live.
     pub state_dir: PathBuf,
+    /// Transfers run at once.
+    pub parallel: usize,
 }
 
 /// What a run did.
@@ -46,6 +50,35 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Actions a previous run journaled and never finished (it was killed).
     pub interrupted: Vec<String>,
+}
+
+impl Report {
+    /// Counts an action that succeeded.
+    fn count(&mut self, a: &Action) {
+        let n = match a {
+            Action::MoveLocal { .. } => &mut self.moved_local,
+            Action::MoveRemote { .. } => &mut self.moved_remote,
+            Action::MkdirLocal { .. } => &mut self.mkdir_local,
+            Action::MkdirRemote { .. } => &mut self.mkdir_remote,
+            Action::Upload { .. } => &mut self.uploaded,
+            Action::Download { .. } => &mut self.downloaded,
+            Action::Conflict { .. } => &mut self.conflicts,
+            Action::DeleteRemote { .. } => &mut self.deleted_remote,
+            Action::DeleteLocal { .. } => &mut self.deleted_local,
+            Action::Record { .. } => &mut self.recorded,
+            Action::Defer { .. } => &mut self.deferred,
+            Action::Forget { .. } => return,
+        };
+        *n += 1;
+    }
+}
+
+/// Transfers run in parallel with each other.
+fn is_transfer(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Upload { .. } | Action::Download { .. } | Action::Conflict { .. }
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,15 +250,46 @@ impl Syncer {
                 local.into_iter().map(|e| (e.path.clone(), e)).collect();
             let r: BTreeMap<String, Remote> =
                 remote.into_iter().map(|e| (e.path.clone(), e)).collect();
-            let mut changed = false;
+            let changed = actions.iter().any(Action::changes_something);
             report.deferred = 0;
-            for a in &actions {
-                changed |= a.changes_something();
-                if a.changes_something() {
-                    show(a);
+            // Transfers (uploads, downloads, conflicts) run `parallel` at a time; everything
+            // else runs in order (moves and folders before the transfers that need them,
+            // deletions after).
+            let mut rest = &actions[..];
+            while let Some(first) = rest.first() {
+                let n = if is_transfer(first) {
+                    rest.iter().take_while(|a| is_transfer(a)).count()
+                } else {
+                    1
+                };
+                let (batch, tail) = rest.split_at(n);
+                rest = tail;
+                batch
+                    .iter()
+                    .filter(|a| a.changes_something())
+                    .for_each(&mut *show);
+                // A hand-rolled pool (no closures: keeps the future `Send` for callers that
+                // spawn it).
+                let mut results = Vec::with_capacity(batch.len());
+                let mut pending = futures::stream::FuturesUnordered::new();
+                let mut queue = batch.iter();
+                loop {
+                    while pending.len() < self.opts.parallel.max(1) {
+                        match queue.next() {
+                            Some(a) => pending.push(self.execute_tagged(a, &l, &r)),
+                            None => break,
+                        }
+                    }
+                    match pending.next().await {
+                        Some(done) => results.push(done),
+                        None => break,
+                    }
                 }
-                if let Err(e) = self.execute(a, &l, &r, &mut report).await {
-                    report.errors.push(format!("{}: {e}", a.path()));
+                for (a, res) in results {
+                    match res {
+                        Ok(()) => report.count(a),
+                        Err(e) => report.errors.push(format!("{}: {e}", a.path())),
+                    }
                 }
             }
             if !changed || pass == 2 || !report.errors.is_empty() {
@@ -538,19 +602,27 @@ impl Syncer {
         Ok(file_shadow(rel, &node, self.local_state(rel)?))
     }
 
+    async fn execute_tagged<'a>(
+        &self,
+        a: &'a Action,
+        l: &BTreeMap<String, Local>,
+        r: &BTreeMap<String, Remote>,
+    ) -> (&'a Action, Result<(), SyncError>) {
+        (a, self.execute(a, l, r).await)
+    }
+
+    /// Runs one action between its two journal entries.
     async fn execute(
-        &mut self,
+        &self,
         a: &Action,
         l: &BTreeMap<String, Local>,
         r: &BTreeMap<String, Remote>,
-        report: &mut Report,
     ) -> Result<(), SyncError> {
         if let Action::Defer { .. } = a {
-            report.deferred += 1;
             return Ok(());
         }
         let id = self.db.begin(&format!("{a:?}"))?;
-        match self.apply(a, l, r, report).await {
+        match self.apply(a, l, r).await {
             Ok(updates) => self.db.finish(id, &updates)?,
             Err(e) => {
                 // Failed, not interrupted: nothing to record, nothing to report next time.
@@ -567,7 +639,6 @@ impl Syncer {
         a: &Action,
         l: &BTreeMap<String, Local>,
         r: &BTreeMap<String, Remote>,
-        report: &mut Report,
     ) -> Result<Vec<Update>, SyncError> {
         Ok(match a {
             Action::MoveLocal { from, to } => {
@@ -579,7 +650,6 @@ impl Syncer {
                     return Err(io_err(&dst, std::io::ErrorKind::AlreadyExists.into()));
                 }
                 std::fs::rename(&src, &dst).map_err(|e| io_err(&src, e))?;
-                report.moved_local += 1;
                 vec![Update::Move {
                     from: from.clone(),
                     to: to.clone(),
@@ -596,7 +666,6 @@ impl Syncer {
                 if from_name != to_name {
                     self.client.rename(&h, &unescape_name(to_name)).await?;
                 }
-                report.moved_remote += 1;
                 vec![Update::Move {
                     from: from.clone(),
                     to: to.clone(),
@@ -605,7 +674,6 @@ impl Syncer {
             Action::MkdirLocal { path } => {
                 let p = self.local.join(path);
                 std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
-                report.mkdir_local += 1;
                 let (_, _, inode) = self.local_state(path)?;
                 match r.get(path) {
                     Some(re) => vec![Update::Put(self.shadow_of(path, re, 0, 0, inode))],
@@ -624,7 +692,6 @@ impl Syncer {
                     Some(n) => n,
                     None => self.client.mkdir(&parent, &unescape_name(name)).await?,
                 };
-                report.mkdir_remote += 1;
                 let (_, _, inode) = self.local_state(path)?;
                 vec![Update::Put(Shadow {
                     path: path.clone(),
@@ -642,12 +709,10 @@ impl Syncer {
                 if let Some(old) = replace {
                     self.client.trash(&NodeHandle(old.clone())).await?;
                 }
-                report.uploaded += 1;
                 vec![Update::Put(s)]
             }
             Action::Download { path, handle } => {
                 let s = self.download(path, handle, l.get(path)).await?;
-                report.downloaded += 1;
                 vec![Update::Put(s)]
             }
             Action::Conflict { path, handle } => {
@@ -677,30 +742,24 @@ impl Syncer {
                     _ => self.download(path, handle, None).await?,
                 };
                 updates.push(Update::Put(down));
-                report.conflicts += 1;
                 updates
             }
             Action::DeleteRemote { path, handle, .. } => {
                 self.client.trash(&NodeHandle(handle.clone())).await?;
-                report.deleted_remote += 1;
                 vec![Update::Remove(path.clone())]
             }
             Action::DeleteLocal { path, .. } => {
                 self.to_debris(path)?;
-                report.deleted_local += 1;
                 vec![Update::Remove(path.clone())]
             }
-            Action::Record { path } => {
-                report.recorded += 1;
-                match (l.get(path), r.get(path)) {
-                    (Some(le), Some(re)) => {
-                        vec![Update::Put(
-                            self.shadow_of(path, re, le.size, le.mtime, le.inode),
-                        )]
-                    }
-                    _ => vec![],
+            Action::Record { path } => match (l.get(path), r.get(path)) {
+                (Some(le), Some(re)) => {
+                    vec![Update::Put(
+                        self.shadow_of(path, re, le.size, le.mtime, le.inode),
+                    )]
                 }
-            }
+                _ => vec![],
+            },
             Action::Forget { path } => vec![Update::Remove(path.clone())],
             Action::Defer { .. } => vec![],
         })
