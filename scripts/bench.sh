@@ -38,10 +38,17 @@ start_server() {
   export XDG_CONFIG_HOME="$d/cfg" XDG_CACHE_HOME="$d/cache"
 }
 
-transfers() {
+# Release builds of megacmd, mega-mount and the server, once per bench.sh run.
+build_release() {
+  [ -n "${BUILT:-}" ] && return
   echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd -p mega-mount
+  cargo build --release --quiet --bin megacmd --bin mega-mount -p mega-mount
   cargo build --release --quiet -p mega-testserver
+  BUILT=1
+}
+
+transfers() {
+  build_release
   local d; d=$(mktemp -d)
   trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
   start_server "$d"
@@ -61,9 +68,7 @@ transfers() {
 }
 
 mount_bench() {
-  echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd --bin mega-mount -p mega-mount
-  cargo build --release --quiet -p mega-testserver
+  build_release
   local d; d=$(mktemp -d)
   trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null; kill "$srv" "$mpid" 2>/dev/null || true; rm -rf "$d"' RETURN
   start_server "$d"
@@ -108,9 +113,7 @@ mount_bench() {
 }
 
 sync_bench() {
-  echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd -p mega-mount
-  cargo build --release --quiet -p mega-testserver
+  build_release
   local d; d=$(mktemp -d)
   trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
   start_server "$d"

@@ -89,6 +89,14 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 /// Logs an error once, at the level it deserves, and turns it into an errno.
+/// Replies to an operation that returns nothing but success or an error.
+fn reply_empty(op: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(fail(op, &e)),
+    }
+}
+
 fn fail(op: &str, e: &FsError) -> Errno {
     match e {
         FsError::NotFound
@@ -194,10 +202,11 @@ impl Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.fs.unlink(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("unlink", &e)),
-        }
+        reply_empty(
+            "unlink",
+            self.rt.block_on(self.fs.unlink(parent.0, name)),
+            reply,
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -205,10 +214,11 @@ impl Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.fs.rmdir(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("rmdir", &e)),
-        }
+        reply_empty(
+            "rmdir",
+            self.rt.block_on(self.fs.rmdir(parent.0, name)),
+            reply,
+        );
     }
 
     fn rename(
@@ -229,13 +239,10 @@ impl Filesystem for FuseAdapter {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::from_i32(22)),
         };
-        match self
+        let r = self
             .rt
-            .block_on(self.fs.rename(parent.0, name, newparent.0, newname))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("rename", &e)),
-        }
+            .block_on(self.fs.rename(parent.0, name, newparent.0, newname));
+        reply_empty("rename", r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -290,10 +297,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.rt.block_on(self.fs.flush(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("flush", &e)),
-        }
+        reply_empty("flush", self.rt.block_on(self.fs.flush(fh.0)), reply);
     }
 
     fn fsync(
@@ -304,10 +308,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.rt.block_on(self.fs.flush(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("fsync", &e)),
-        }
+        reply_empty("fsync", self.rt.block_on(self.fs.flush(fh.0)), reply);
     }
 
     fn release(
@@ -320,10 +321,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.rt.block_on(self.fs.release(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("release", &e)),
-        }
+        reply_empty("release", self.rt.block_on(self.fs.release(fh.0)), reply);
     }
 
     fn readdir(

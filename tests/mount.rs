@@ -42,18 +42,8 @@ impl Mount {
         std::fs::create_dir_all(&dir).unwrap();
         let dir = dir.canonicalize().unwrap();
         let home = env.dir.path().join(format!("mhome-{}", rand_suffix()));
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .arg(&dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .env("MEGA_API_URL", env.server.base_url())
-            .env("MEGA_EMAIL", email)
-            .env("MEGA_PASSWORD", PASSWORD)
-            .stdin(Stdio::null());
+        let mut cmd = daemon(env.server.base_url(), email, &home);
+        cmd.args(args).arg(&dir);
         if foreground {
             cmd.arg("--foreground");
             let child = cmd.spawn().unwrap();
@@ -113,6 +103,22 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
+}
+
+/// `mega-mount` with only the environment it needs: its own HOME (config, cache) and the
+/// test server's credentials.
+fn daemon(api_url: &str, email: &str, home: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("MEGA_API_URL", api_url)
+        .env("MEGA_EMAIL", email)
+        .env("MEGA_PASSWORD", PASSWORD)
+        .stdin(Stdio::null());
+    cmd
 }
 
 fn rand_suffix() -> String {
@@ -1001,17 +1007,9 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     if !kept.is_empty() {
         let mount_dir = m.dir.clone();
         let out = op("restart", move || {
-            let child = Command::new(BIN)
+            let child = daemon(&api_url, "term@example.com", &m.home)
                 .arg(&mount_dir)
                 .arg("--foreground")
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("HOME", &m.home)
-                .env("XDG_CONFIG_HOME", m.home.join("config"))
-                .env("XDG_CACHE_HOME", m.home.join("cache"))
-                .env("MEGA_API_URL", api_url)
-                .env("MEGA_EMAIL", "term@example.com")
-                .env("MEGA_PASSWORD", PASSWORD)
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();

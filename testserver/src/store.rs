@@ -717,6 +717,20 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn node(handle: &str, owner: &str, parent: &str, kind: i64, size: i64) -> Node {
+        Node {
+            handle: handle.into(),
+            owner: owner.into(),
+            parent: parent.into(),
+            kind,
+            attrs: String::new(),
+            key: String::new(),
+            size,
+            ts: 0,
+            blob: None,
+        }
+    }
+
     #[test]
     fn subtree_is_parents_first_and_usage_counts_per_root() {
         let dir = tempfile::tempdir().unwrap();
@@ -740,17 +754,7 @@ mod tests {
             since: 0,
         };
         store.insert_user(&user).unwrap();
-        let node = |h: &str, p: &str, kind: i64, size: i64| Node {
-            handle: h.into(),
-            owner: "U".into(),
-            parent: p.into(),
-            kind,
-            attrs: String::new(),
-            key: String::new(),
-            size,
-            ts: 0,
-            blob: None,
-        };
+        let node = |h: &str, p: &str, kind: i64, size: i64| node(h, "U", p, kind, size);
         // Inserted children-first on purpose: the result must still be parents-first.
         store.insert_node(&node("A", "R", FOLDER, 0)).unwrap();
         store.insert_node(&node("C", "B2", FILE, 7)).unwrap();
@@ -779,17 +783,7 @@ mod tests {
     fn used_bytes_follow_inserts_deletes_and_updates_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let node = |h: &str, owner: &str, kind: i64, size: i64| Node {
-            handle: h.into(),
-            owner: owner.into(),
-            parent: "R".into(),
-            kind,
-            attrs: String::new(),
-            key: String::new(),
-            size,
-            ts: 0,
-            blob: None,
-        };
+        let node = |h: &str, owner: &str, kind: i64, size: i64| node(h, owner, "R", kind, size);
         store.insert_node(&node("A", "U", FILE, 10)).unwrap();
         store.insert_node(&node("B", "U", FILE, 5)).unwrap();
         store.insert_node(&node("D", "U", FOLDER, 99)).unwrap();
