@@ -301,6 +301,17 @@ impl Client {
         Some(json!([share_handles, node_handles, triples]))
     }
 
+    /// The folder `name` in `parent` (the oldest, if several have that name), created if
+    /// there is none. `NotAFolder` (with its path) if the name is taken by a file.
+    pub async fn ensure_folder(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
+        let existing = self.read_tree().child_by_name(parent, name).cloned();
+        match existing {
+            Some(n) if n.kind.is_container() => Ok(n),
+            Some(n) => Err(Error::NotAFolder(self.read_tree().path_of(&n.handle))),
+            None => self.mkdir(parent, name).await,
+        }
+    }
+
     /// Creates a folder.
     pub async fn mkdir(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
         self.container(parent)?;

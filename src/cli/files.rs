@@ -98,9 +98,11 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Is this one of our partial downloads?
+/// Is this one of our partial downloads (megacmd's, or two-way sync's)?
 pub fn is_partial(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".part") && name.contains(".megacmd-")
+    name.starts_with('.')
+        && name.ends_with(".part")
+        && (name.contains(".megacmd-") || name.contains(".megasync-"))
 }
 
 /// Lists a local tree (relative `/` paths, folders included), skipping our partial downloads.

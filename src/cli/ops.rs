@@ -156,10 +156,10 @@ async fn ensure_folder(
     parent: &NodeHandle,
     name: &str,
 ) -> Result<NodeHandle, CliError> {
-    match child(client, parent, name) {
-        Some(n) if n.kind.is_container() => Ok(n.handle),
-        Some(n) => Err(exists(&client.read_tree().path_of(&n.handle))),
-        None => Ok(client.mkdir(parent, name).await?.handle),
+    match client.ensure_folder(parent, name).await {
+        Ok(n) => Ok(n.handle),
+        Err(client::Error::NotAFolder(path)) => Err(exists(&path)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -493,14 +493,13 @@ impl Syncer {
         if rel.is_empty() {
             return Ok(h);
         }
+        let tree = self.client.read_tree();
         for part in rel.split('/') {
-            let want = unescape_name(part);
-            let mut kids = self.client.children(&h);
-            kids.sort_by_key(|n| (n.ctime, n.handle.0.clone()));
-            h = kids
-                .into_iter()
-                .find(|n| n.kind.is_container() && n.name == want)
-                .map(|n| n.handle)
+            // The same choice among duplicate names as everywhere: the oldest.
+            h = tree
+                .child_by_name(&h, &unescape_name(part))
+                .filter(|n| n.kind.is_container())
+                .map(|n| n.handle.clone())
                 .ok_or_else(|| {
                     SyncError::Client(client::Error::Tree(crate::tree::TreeError::NotFound(
                         rel.to_string(),
@@ -683,15 +682,10 @@ impl Syncer {
             Action::MkdirRemote { path } => {
                 let (parent, name) = split_rel(path);
                 let parent = self.remote_dir(parent)?;
-                let existing = self
+                let node = self
                     .client
-                    .children(&parent)
-                    .into_iter()
-                    .find(|n| n.kind.is_container() && n.name == unescape_name(name));
-                let node = match existing {
-                    Some(n) => n,
-                    None => self.client.mkdir(&parent, &unescape_name(name)).await?,
-                };
+                    .ensure_folder(&parent, &unescape_name(name))
+                    .await?;
                 let (_, _, inode) = self.local_state(path)?;
                 vec![Update::Put(Shadow {
                     path: path.clone(),

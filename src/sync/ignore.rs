@@ -92,11 +92,7 @@ impl Pattern {
 }
 
 /// Our partial downloads (`.NAME.megasync-XXXXXXXX.part`, and megacmd's).
-pub fn is_partial(name: &str) -> bool {
-    name.starts_with('.')
-        && name.ends_with(".part")
-        && (name.contains(".megasync-") || name.contains(".megacmd-"))
-}
+pub use crate::cli::files::is_partial;
 
 #[cfg(test)]
 mod tests {
