@@ -75,6 +75,7 @@ pub enum ConfigError {
 pub struct Env {
     pub xdg_config_home: Option<String>,
     pub xdg_state_home: Option<String>,
+    pub xdg_cache_home: Option<String>,
     pub home: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
@@ -88,10 +89,20 @@ impl Env {
         Env {
             xdg_config_home: get("XDG_CONFIG_HOME"),
             xdg_state_home: get("XDG_STATE_HOME"),
+            xdg_cache_home: get("XDG_CACHE_HOME"),
             home: get("HOME"),
             email: get("MEGA_EMAIL"),
             password: get("MEGA_PASSWORD"),
             api_url: get("MEGA_API_URL"),
+        }
+    }
+
+    /// `$XDG_CACHE_HOME/<app>`, else `~/.cache/<app>`.
+    pub fn cache_dir(&self, app: &str) -> Option<PathBuf> {
+        match (&self.xdg_cache_home, &self.home) {
+            (Some(x), _) => Some(PathBuf::from(x).join(app)),
+            (None, Some(h)) => Some(PathBuf::from(h).join(".cache").join(app)),
+            (None, None) => None,
         }
     }
 

@@ -12,11 +12,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{as_error, network_error, ApiClient, ApiError, ErrorCode};
+use crate::api::{
+    as_error, network_error, read_body, ApiClient, ApiError, ErrorCode, Repeat, MAX_REPLY_BYTES,
+};
 use crate::tree::ActionPacket;
 
 /// How long one wait-URL request may block before we poll again anyway.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The wait URL's reply carries nothing; more than this is not read.
+const WAIT_REPLY_BYTES: u64 = 4096;
 /// Timeout of an `sc` request (the SDK uses 40 s).
 const SC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -45,24 +49,24 @@ impl EventPoller {
 
     /// Waits for and returns the next non-empty batch of action packets.
     pub async fn next_batch(&mut self) -> Result<Vec<ActionPacket>, ApiError> {
-        let mut attempt = 0u32;
+        let api = self.api.clone();
+        // Polls are safe to repeat (the cursor says where to resume); the channel never gives
+        // up on transient failures, it only stops growing its pause.
+        let mut retry = api
+            .config()
+            .retry
+            .start("event channel", Repeat::Safe)
+            .forever();
         loop {
-            let r = self.poll_once().await;
-            match r {
+            match self.poll_once().await {
                 Ok(Some(packets)) if !packets.is_empty() => return Ok(packets),
-                Ok(_) => attempt = 0,
-                Err(ApiError::SessionLost) => return Err(ApiError::SessionLost),
-                Err(ApiError::Mega(ErrorCode::TooMany)) => {
-                    return Err(ApiError::Mega(ErrorCode::TooMany))
+                Ok(_) => retry.reset(),
+                // ETOOMANY: the cursor is too old; the caller fetches the tree again.
+                Err(e @ ApiError::Mega(ErrorCode::TooMany)) => return Err(e),
+                Err(e) => {
+                    let failure = e.failure();
+                    retry.after(e, failure).await?;
                 }
-                Err(e) if e.is_retryable() => {
-                    let retry = &self.api.config().retry;
-                    let delay = retry.delay(attempt.min(retry.max_retries));
-                    tracing::debug!(error = %e, ?delay, "event channel: retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt = attempt.saturating_add(1);
-                }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -88,7 +92,7 @@ impl EventPoller {
         if status != 200 {
             return Err(ApiError::Http(status));
         }
-        let body = resp.bytes().await.map_err(network_error)?;
+        let body = read_body(resp, MAX_REPLY_BYTES).await?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|_| ApiError::BadResponse("event reply is not JSON".into()))?;
         if let Some(code) = as_error(&v) {
@@ -99,16 +103,15 @@ impl EventPoller {
         }
         if let Some(w) = v.get("w").and_then(Value::as_str) {
             // Up to date: block on the wait URL (its body is meaningless), then poll again.
-            let _ = self
+            let resp = self
                 .api
                 .http()
                 .post(w)
                 .timeout(WAIT_TIMEOUT)
                 .send()
                 .await
-                .map_err(network_error)?
-                .bytes()
-                .await;
+                .map_err(network_error)?;
+            let _ = read_body(resp, WAIT_REPLY_BYTES).await;
             return Ok(None);
         }
         let sn = v

@@ -1,6 +1,7 @@
 //! The thin `fuser::Filesystem` adapter over [`MegaFs`]. Every method has the same shape:
 //! decode arguments, run the async operation on the runtime, reply; every error goes through
-//! `fail`, which logs it once at its level and maps it to an errno. No logic lives here.
+//! `fail`, which logs it once at its level ([`FsError::level`]) and replies with its errno
+//! ([`FsError::errno`], the one errno table). No logic lives here.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -12,18 +13,12 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, FsError, Kind, MegaFs, Stale};
+use crate::fs::{Attr, FsError, Kind, Level, MegaFs, Stale};
 
 /// How long the kernel may cache entries and attributes. Long: remote changes invalidate the
 /// affected entries and inodes explicitly (see [`spawn_invalidator`]), and changes made
 /// through the mount update the kernel's caches as they happen.
 const TTL: Duration = Duration::from_secs(60);
-/// `O_TRUNC` on Linux.
-const O_TRUNC: i32 = 0o1000;
-/// "Operation not permitted".
-const EPERM: i32 = 1;
-/// "Function not implemented": the kernel remembers it and stops calling.
-const ENOSYS: i32 = 38;
 /// Longest file name the kernel should send.
 const NAME_MAX: u32 = 255;
 
@@ -88,7 +83,6 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-/// Logs an error once, at the level it deserves, and turns it into an errno.
 /// Replies to an operation that returns nothing but success or an error.
 fn reply_empty(op: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
     match r {
@@ -97,27 +91,19 @@ fn reply_empty(op: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
     }
 }
 
+/// Logs an error once, at the level it deserves, and turns it into an errno.
 fn fail(op: &str, e: &FsError) -> Errno {
-    match e {
-        FsError::NotFound
-        | FsError::Exists
-        | FsError::NotEmpty
-        | FsError::IsDir
-        | FsError::NotDir => {
-            tracing::debug!("{op}: {e}")
-        }
-        // The filesystem logged the MAC failure itself, once, at error level.
-        FsError::Integrity => tracing::debug!("{op}: {e}"),
-        FsError::Io(_) | FsError::Quota => tracing::warn!("{op}: {e}"),
-        FsError::ReadOnly | FsError::NotPermitted | FsError::Invalid | FsError::Unsupported => {
-            tracing::info!("{op}: {e}")
-        }
+    match e.level() {
+        Level::Debug => tracing::debug!("{op}: {e}"),
+        Level::Info => tracing::info!("{op}: {e}"),
+        Level::Warn => tracing::warn!("{op}: {e}"),
+        Level::Error => tracing::error!("{op}: {e}"),
     }
     Errno::from_i32(e.errno())
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    name.to_str().ok_or(Errno::from_i32(22)) // EINVAL: MEGA names are UTF-8
+    name.to_str().ok_or(Errno::EINVAL) // MEGA names are UTF-8
 }
 
 fn secs(t: TimeOrNow) -> i64 {
@@ -233,11 +219,11 @@ impl Filesystem for FuseAdapter {
     ) {
         if !flags.is_empty() {
             // RENAME_NOREPLACE / RENAME_EXCHANGE are not supported.
-            return reply.error(Errno::from_i32(22));
+            return reply.error(Errno::EINVAL);
         }
         let (name, newname) = match (name_str(name), name_str(newname)) {
             (Ok(a), Ok(b)) => (a, b),
-            _ => return reply.error(Errno::from_i32(22)),
+            _ => return reply.error(Errno::EINVAL),
         };
         let r = self
             .rt
@@ -247,7 +233,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let truncate = flags.0 & O_TRUNC != 0;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.rt.block_on(self.fs.open(ino.0, write, truncate)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(fail("open", &e)),
@@ -382,7 +368,7 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::from_i32(EPERM));
+        reply.error(Errno::EPERM);
     }
 
     fn symlink(
@@ -393,7 +379,7 @@ impl Filesystem for FuseAdapter {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::from_i32(EPERM));
+        reply.error(Errno::EPERM);
     }
 
     // Extended attributes are not supported (doc/SEMANTICS.md). ENOSYS makes the kernel stop
@@ -406,11 +392,11 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::from_i32(ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn setxattr(
@@ -423,11 +409,11 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(

@@ -8,12 +8,12 @@ mod common;
 use std::sync::Arc;
 
 use common::{data, eventually, Env, PASSWORD};
-use mega_mount::api::session::{LoginError, SavedSession};
+use mega_mount::api::session::SavedSession;
 use mega_mount::api::{ApiClient, ApiError, ErrorCode};
 use mega_mount::client::{download_public, TreeEvent};
 use mega_mount::transfer::TransferConfig;
 use mega_mount::tree::Change;
-use mega_mount::{Client, Error};
+use mega_mount::{AuthError, Client, Error};
 use mega_testserver::UserOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +43,7 @@ async fn wrong_password_and_unknown_user_are_clear_errors() {
     for (email, pw) in [("a@example.com", "wrong"), ("nobody@example.com", PASSWORD)] {
         let r = Client::login(env.api_config(), email, pw, None).await;
         assert!(
-            matches!(r, Err(Error::Login(LoginError::WrongPassword))),
+            matches!(r, Err(Error::Auth(AuthError::WrongPassword))),
             "{r:?}"
         );
     }
@@ -63,7 +63,7 @@ async fn two_factor_login() {
     .await;
     let r = Client::login(env.api_config(), "mfa@example.com", PASSWORD, None).await;
     assert!(
-        matches!(r, Err(Error::Login(LoginError::MfaRequired))),
+        matches!(r, Err(Error::Auth(AuthError::MfaRequired))),
         "{r:?}"
     );
     let now = std::time::SystemTime::now()
@@ -80,7 +80,7 @@ async fn two_factor_login() {
         .unwrap();
     let r = Client::login(env.api_config(), "mfa@example.com", PASSWORD, Some(&wrong)).await;
     assert!(
-        matches!(r, Err(Error::Login(LoginError::MfaRejected))),
+        matches!(r, Err(Error::Auth(AuthError::MfaRejected))),
         "{r:?}"
     );
     let code = mega_testserver::crypto::totp(secret, now).unwrap();
@@ -106,7 +106,7 @@ async fn session_save_resume_and_logout() {
     resumed.logout().await.unwrap();
     let r = Client::resume(env.api_config(), &saved).await;
     assert!(
-        matches!(r, Err(Error::Login(LoginError::Api(ApiError::SessionLost)))),
+        matches!(r, Err(Error::Auth(AuthError::SessionExpired))),
         "{r:?}"
     );
 }
@@ -157,15 +157,7 @@ async fn upload_from_a_short_reader_fails_cleanly() {
     let root = c.root().unwrap().handle;
     let body = data(1000, 1);
     let r = c.upload(&root, "x", &mut &body[..], 2000, 0, None).await;
-    assert!(
-        matches!(
-            r,
-            Err(Error::Transfer(
-                mega_mount::transfer::TransferError::ShortRead { .. }
-            ))
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::ShortRead { .. })), "{r:?}");
     assert!(c.resolve("/x").is_err());
 }
 
@@ -301,15 +293,7 @@ async fn public_link_export_and_download_without_login() {
         None,
     )
     .await;
-    assert!(
-        matches!(
-            r,
-            Err(Error::Transfer(
-                mega_mount::transfer::TransferError::MacMismatch
-            ))
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::Integrity { .. })), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

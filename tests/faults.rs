@@ -7,7 +7,6 @@
 mod common;
 
 use common::{data, Env};
-use mega_mount::transfer::TransferError;
 use mega_mount::Error;
 use mega_testserver::FaultConfig;
 
@@ -207,7 +206,7 @@ async fn corrupted_download_is_a_mac_failure() {
         env.server.faults().update(|f| f.corrupt_downloads = true);
         let r = c.download_to_vec(&f.handle).await;
         assert!(
-            matches!(r, Err(Error::Transfer(TransferError::MacMismatch))),
+            matches!(r, Err(Error::Integrity { .. })),
             "size {size}: {r:?}"
         );
         env.server.faults().update(|f| f.corrupt_downloads = false);

@@ -1,5 +1,6 @@
 //! MEGA's numeric error codes as a typed enum, and the API layer's error type.
 
+use super::retry::{Failure, GiveUp};
 use crate::crypto::CryptoError;
 
 /// A MEGA API error code (`MEGA-PROTOCOL.md` §1.5).
@@ -176,7 +177,11 @@ pub enum ApiError {
     /// The session id is no longer valid (ESID): log in again.
     #[error("the session is no longer valid; log in again")]
     SessionLost,
-    /// The network failed (connection refused or dropped, timeout, truncated reply).
+    /// No connection could be made: the request never reached the server.
+    #[error("network error: {0}")]
+    Connect(String),
+    /// The network failed after the request was sent (timeout, connection dropped, truncated
+    /// reply): it may or may not have been processed.
     #[error("network error: {0}")]
     Network(String),
     /// An HTTP status the protocol does not expect.
@@ -194,14 +199,25 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// How the attempt failed, for the retry policy.
+    pub fn failure(&self) -> Failure {
+        match self {
+            ApiError::Mega(c) if c.is_retryable() => Failure::NotApplied,
+            ApiError::Connect(_) => Failure::NotApplied,
+            ApiError::Network(_) => Failure::Unknown,
+            ApiError::Http(s) if *s == 429 || *s >= 500 => Failure::NotApplied,
+            ApiError::Mega(_)
+            | ApiError::Http(_)
+            | ApiError::SessionLost
+            | ApiError::BadResponse(_)
+            | ApiError::Crypto(_)
+            | ApiError::RetriesExhausted { .. } => Failure::Permanent,
+        }
+    }
+
     /// True if sending the same request again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            ApiError::Mega(c) => c.is_retryable(),
-            ApiError::Network(_) => true,
-            ApiError::Http(s) => *s == 429 || *s >= 500,
-            _ => false,
-        }
+        self.failure() != Failure::Permanent
     }
 
     /// The MEGA error code, if this is one.
@@ -211,6 +227,18 @@ impl ApiError {
             ApiError::SessionLost => Some(ErrorCode::Sid),
             ApiError::RetriesExhausted { last, .. } => last.code(),
             _ => None,
+        }
+    }
+}
+
+impl From<GiveUp<ApiError>> for ApiError {
+    fn from(g: GiveUp<ApiError>) -> Self {
+        match g {
+            GiveUp::Final(e) => e,
+            GiveUp::Exhausted { attempts, last } => ApiError::RetriesExhausted {
+                attempts,
+                last: Box::new(last),
+            },
         }
     }
 }

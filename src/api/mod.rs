@@ -1,18 +1,25 @@
 //! The MEGA API client: batched `/cs` commands with request ids and the session id, typed
-//! error codes, and one retry policy for everything that talks to MEGA.
+//! commands ([`commands`]) and error codes, and the one retry policy ([`retry`]) that every
+//! network path of the engine uses.
 //!
 //! Retries: a request that fails transiently (EAGAIN -3 or ERATELIMIT -4 for the whole request,
 //! HTTP 429/5xx, a refused or dropped connection, a truncated reply) is sent again after an
 //! exponential backoff with jitter, **with the same request id and the same body**: the server
 //! recognises the id and does not run the commands twice, so retrying a non-idempotent batch
-//! (`p`, `m`, `d`…) is safe. A per-command EAGAIN in a one-command batch means that command did
-//! not run; it is sent again under a fresh id. HTTP 402 + `X-Hashcash` is answered with a
-//! proof of work and the same request is re-sent. ESID (-15) becomes [`ApiError::SessionLost`].
+//! (`p`, `m`, `d`…) is safe ([`Repeat::Safe`]). A per-command EAGAIN in a one-command batch
+//! means that command did not run; it is sent again under a fresh id. HTTP 402 +
+//! `X-Hashcash` is answered with a proof of work and the same request is re-sent. ESID (-15)
+//! becomes [`ApiError::SessionLost`].
+//!
+//! Replies are read with a size bound ([`read_body`]): a server cannot make the client
+//! allocate without limit.
 //!
 //! Must not know about paths, inodes or FUSE.
 
+pub mod commands;
 mod error;
 pub mod hashcash;
+pub mod retry;
 pub mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,45 +29,18 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::Value;
 
+pub use commands::Command;
 pub use error::{ApiError, ErrorCode};
+pub use retry::{Failure, GiveUp, Repeat, RetryConfig, Retrying};
 pub use session::{Session, SessionId};
 
 /// The public MEGA API endpoint.
 pub const DEFAULT_API_URL: &str = "https://g.api.mega.co.nz/";
 
-/// Backoff settings shared by API calls and transfers.
-#[derive(Debug, Clone)]
-pub struct RetryConfig {
-    /// Attempts after the first one before giving up.
-    pub max_retries: u32,
-    /// First backoff delay; doubles on each attempt.
-    pub initial_delay: Duration,
-    /// Upper bound of one delay (before jitter).
-    pub max_delay: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            max_retries: 8,
-            initial_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// The delay before retry number `attempt` (0-based): exponential, capped, plus 0–50 %
-    /// random jitter so that many clients do not retry in lockstep.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial_delay
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max_delay);
-        let jitter = rand::thread_rng().gen_range(0.0..0.5);
-        base + base.mul_f64(jitter)
-    }
-}
+/// The largest `/cs` or `sc` reply read. Real accounts of millions of nodes have `f` replies of
+/// a few hundred MB; anything past this is refused as a protocol error instead of exhausting
+/// memory.
+pub const MAX_REPLY_BYTES: u64 = 2 << 30;
 
 /// Client configuration.
 #[derive(Debug, Clone)]
@@ -198,7 +178,33 @@ impl ApiClient {
         url
     }
 
-    /// Runs one command and returns its result.
+    /// Runs one typed command and decodes its reply.
+    pub async fn run<C: Command>(&self, cmd: &C) -> Result<C::Reply, ApiError> {
+        self.run_with(cmd, &[]).await
+    }
+
+    /// Like [`run`](Self::run) with extra query parameters (e.g. `n` for folder links).
+    pub async fn run_with<C: Command>(
+        &self,
+        cmd: &C,
+        query: &[(&str, &str)],
+    ) -> Result<C::Reply, ApiError> {
+        let v = serde_json::to_value(cmd).map_err(|e| ApiError::BadResponse(e.to_string()))?;
+        let name = v
+            .get("a")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let reply = self
+            .batch_with(vec![v], query)
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::BadResponse("empty reply array".into()))??;
+        serde_json::from_value(reply)
+            .map_err(|e| ApiError::BadResponse(format!("`{name}` reply: {e}")))
+    }
+
+    /// Runs one untyped command and returns its result.
     pub async fn call(&self, cmd: Value) -> CommandResult {
         let mut r = self.batch(vec![cmd]).await?;
         r.pop()
@@ -220,9 +226,10 @@ impl ApiClient {
         let body = serde_json::to_vec(&Value::Array(cmds))
             .map_err(|e| ApiError::BadResponse(e.to_string()))?;
         let mut id = self.next_id();
-        let mut attempt = 0u32;
         let mut hashcash: Option<String> = None;
         let mut challenges = 0u32;
+        // Safe to repeat: the server runs a request id once and answers repeats from memory.
+        let mut retry = self.cfg.retry.start("API request", Repeat::Safe);
         loop {
             let outcome = self.send_once(&id, query, &body, hashcash.as_deref()).await;
             let err = match outcome {
@@ -263,19 +270,8 @@ impl ApiClient {
             if matches!(err, ApiError::Mega(ErrorCode::Sid)) {
                 return Err(ApiError::SessionLost);
             }
-            if !err.is_retryable() {
-                return Err(err);
-            }
-            if attempt >= self.cfg.retry.max_retries {
-                return Err(ApiError::RetriesExhausted {
-                    attempts: attempt + 1,
-                    last: Box::new(err),
-                });
-            }
-            let delay = self.cfg.retry.delay(attempt);
-            tracing::debug!(attempt, ?delay, error = %err, "retrying API request");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            let failure = err.failure();
+            retry.after(err, failure).await.map_err(ApiError::from)?;
         }
     }
 
@@ -309,7 +305,7 @@ impl ApiClient {
         if status != 200 {
             return Err(ApiError::Http(status));
         }
-        let bytes = resp.bytes().await.map_err(network_error)?;
+        let bytes = read_body(resp, MAX_REPLY_BYTES).await?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|_| ApiError::BadResponse("reply is not JSON".into()))?;
         Ok(Reply::Json(v))
@@ -322,11 +318,13 @@ enum Reply {
 }
 
 /// Maps a reqwest failure to a network error without leaking the URL (it carries the sid).
+/// A failure to connect means the request never reached the server.
 pub(crate) fn network_error(e: reqwest::Error) -> ApiError {
+    if e.is_connect() && !e.is_timeout() {
+        return ApiError::Connect("connection failed".into());
+    }
     let kind = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
-        "connection failed"
     } else if e.is_body() || e.is_decode() {
         "connection dropped while reading the reply"
     } else if e.is_request() {
@@ -335,6 +333,28 @@ pub(crate) fn network_error(e: reqwest::Error) -> ApiError {
         "transport error"
     };
     ApiError::Network(kind.to_string())
+}
+
+/// Reads a reply body of at most `limit` bytes. A longer body (by its `Content-Length`, or
+/// as it streams in) is a protocol error, not an allocation the server decides.
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let too_long = || ApiError::BadResponse(format!("reply longer than {limit} bytes"));
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_long());
+    }
+    let cap = declared.unwrap_or(0).min(limit);
+    let mut out = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_long());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 fn parse_reply(v: Value, n: usize) -> Result<Vec<CommandResult>, ApiError> {
@@ -406,22 +426,11 @@ mod tests {
         assert!(ApiError::Http(500).is_retryable());
         assert!(!ApiError::Http(404).is_retryable());
         assert!(ApiError::Network("x".into()).is_retryable());
+        assert!(ApiError::Connect("x".into()).is_retryable());
+        assert_eq!(ApiError::Network("x".into()).failure(), Failure::Unknown);
+        assert_eq!(ApiError::Connect("x".into()).failure(), Failure::NotApplied);
+        assert_eq!(ApiError::Http(503).failure(), Failure::NotApplied);
         assert!(!ApiError::SessionLost.is_retryable());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let r = RetryConfig {
-            max_retries: 5,
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(1000),
-        };
-        for a in 0..10 {
-            let d = r.delay(a);
-            let base = (100u64 << a.min(20)).min(1000);
-            assert!(d >= Duration::from_millis(base));
-            assert!(d <= Duration::from_millis(base * 3 / 2));
-        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
+use super::commands::{GetUser, Login, LoginReply, Logout, PreLogin};
 use super::{ApiClient, ApiError, ErrorCode};
 use crate::crypto::rsa::RsaPrivateKey;
 use crate::crypto::{b64, kdf, CryptoError, Key128, MasterKey};
@@ -83,9 +83,8 @@ impl std::fmt::Debug for PreparedLogin {
     }
 }
 
-fn field<'a>(v: &'a Value, k: &str) -> Result<&'a str, ApiError> {
-    v.get(k)
-        .and_then(Value::as_str)
+fn field<'a>(v: &'a Option<String>, k: &str) -> Result<&'a str, ApiError> {
+    v.as_deref()
         .ok_or_else(|| ApiError::BadResponse(format!("login reply lacks `{k}`")))
 }
 
@@ -96,8 +95,8 @@ pub async fn prepare_login(
     password: &str,
 ) -> Result<PreparedLogin, LoginError> {
     let email = email.trim().to_lowercase();
-    let pre = api.call(json!({"a": "us0", "user": email})).await?;
-    let version = pre.get("v").and_then(Value::as_i64).unwrap_or(1);
+    let pre = api.run(&PreLogin { user: &email }).await?;
+    let version = pre.v.unwrap_or(1);
     let password = password.as_bytes().to_vec();
     let (pwkey, uh) = match version {
         1 => {
@@ -111,7 +110,7 @@ pub async fn prepare_login(
             .map_err(|e| ApiError::BadResponse(e.to_string()))?
         }
         2 => {
-            let salt = b64::decode(field(&pre, "s")?, "salt")?;
+            let salt = b64::decode(field(&pre.s, "s")?, "salt")?;
             if salt.is_empty() {
                 return Err(ApiError::BadResponse("empty v2 salt".into()).into());
             }
@@ -130,13 +129,14 @@ pub async fn prepare_login(
 impl PreparedLogin {
     /// Sends `us` (with the 2FA code if given) and decrypts the session.
     pub async fn login(&self, api: &ApiClient, mfa: Option<&str>) -> Result<Session, LoginError> {
-        let sek = Key128::random();
-        let mut cmd =
-            json!({"a": "us", "user": self.email, "uh": self.uh, "sek": b64::encode(&sek.0)});
-        if let Some(code) = mfa {
-            cmd["mfa"] = json!(code.trim());
-        }
-        let reply = match api.call(cmd).await {
+        let sek = b64::encode(&Key128::random().0);
+        let cmd = Login {
+            user: &self.email,
+            uh: &self.uh,
+            sek: &sek,
+            mfa: mfa.map(str::trim),
+        };
+        let reply = match api.run(&cmd).await {
             Ok(r) => r,
             Err(ApiError::Mega(ErrorCode::NotFound)) => return Err(LoginError::WrongPassword),
             Err(ApiError::Mega(ErrorCode::MfaRequired)) => {
@@ -149,12 +149,12 @@ impl PreparedLogin {
             Err(ApiError::Mega(ErrorCode::Blocked)) => return Err(LoginError::Blocked),
             Err(e) => return Err(e.into()),
         };
-        let k = b64::decode(field(&reply, "k")?, "k")?;
+        let k = b64::decode(&reply.k, "k")?;
         let mk = self.pwkey.unwrap_key(&k, "master key")?;
         let mk = Key128(
             <[u8; 16]>::try_from(&mk[..16]).expect("invariant: unwrap_key returns >= 16 bytes"),
         );
-        let user = field(&reply, "u")?.to_string();
+        let user = field(&reply.u, "u")?.to_string();
         let (sid, rsa) = decrypt_sid(&reply, &mk)?;
         api.set_sid(Some(sid.clone()));
         Ok(Session {
@@ -188,14 +188,14 @@ fn decrypt_privk(privk: &str, mk: &Key128) -> Result<RsaPrivateKey, CryptoError>
 /// The session id from a `us` reply: `tsid` (checked against the master key) or `csid`
 /// (RSA-decrypted with the private key).
 fn decrypt_sid(
-    reply: &Value,
+    reply: &LoginReply,
     mk: &Key128,
 ) -> Result<(SessionId, Option<Arc<RsaPrivateKey>>), LoginError> {
-    let rsa = match reply.get("privk").and_then(Value::as_str) {
+    let rsa = match reply.privk.as_deref() {
         Some(p) => Some(Arc::new(decrypt_privk(p, mk)?)),
         None => None,
     };
-    if let Some(tsid) = reply.get("tsid").and_then(Value::as_str) {
+    if let Some(tsid) = reply.tsid.as_deref() {
         let raw = b64::decode(tsid, "tsid")?;
         if raw.len() != 43 {
             return Err(CryptoError::Length {
@@ -211,7 +211,7 @@ fn decrypt_sid(
         }
         return Ok((SessionId(tsid.to_string()), rsa));
     }
-    let csid = b64::decode(field(reply, "csid")?, "csid")?;
+    let csid = b64::decode(field(&reply.csid, "csid")?, "csid")?;
     let key = rsa
         .as_ref()
         .ok_or_else(|| ApiError::BadResponse("login reply has csid but no privk".into()))?;
@@ -225,19 +225,19 @@ pub async fn resume(api: &ApiClient, saved: &SavedSession) -> Result<Session, Lo
     let mk = saved.master_key()?;
     let sid = SessionId(saved.sid.clone());
     api.set_sid(Some(sid.clone()));
-    let ug = match api.call(json!({"a": "ug"})).await {
+    let ug = match api.run(&GetUser {}).await {
         Ok(v) => v,
         Err(e) => {
             api.set_sid(None);
             return Err(e.into());
         }
     };
-    let user = field(&ug, "u")?.to_string();
+    let user = ug.u;
     if user != saved.user {
         api.set_sid(None);
         return Err(ApiError::BadResponse("session belongs to another account".into()).into());
     }
-    let rsa = match ug.get("privk").and_then(Value::as_str) {
+    let rsa = match ug.privk.as_deref() {
         Some(p) => Some(Arc::new(decrypt_privk(p, &mk.0).map_err(|_| {
             LoginError::SessionFile {
                 path: PathBuf::new(),
@@ -257,7 +257,7 @@ pub async fn resume(api: &ApiClient, saved: &SavedSession) -> Result<Session, Lo
 
 /// Ends the session on the server (`sml`) and forgets the sid.
 pub async fn logout(api: &ApiClient) -> Result<(), ApiError> {
-    let r = api.call(json!({"a": "sml"})).await;
+    let r = api.run(&Logout {}).await;
     api.set_sid(None);
     match r {
         Ok(_) | Err(ApiError::SessionLost) => Ok(()),
@@ -383,7 +383,8 @@ mod tests {
                 .unwrap(),
         );
         let tsid = "AAECAwQFBgcICQoLDA0OD2pDZjJQYzBwTENVI_OgZE5pBFmYNL2LU3Et2Q";
-        let reply = json!({"tsid": tsid});
+        let reply: LoginReply =
+            serde_json::from_value(serde_json::json!({"k": "", "tsid": tsid})).unwrap();
         let (sid, rsa) = decrypt_sid(&reply, &mk).unwrap();
         assert_eq!(sid.expose(), tsid);
         assert!(rsa.is_none());

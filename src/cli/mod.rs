@@ -1,128 +1,36 @@
-//! `megacmd`: an s3cmd-style command line over the engine. This module holds the clap
-//! definitions, the exit codes, the mapping from engine errors to one-line messages, and how
-//! a command gets a logged-in client (saved session, else configured credentials).
+//! `megacmd`: an s3cmd-style command line over the engine — the clap definitions and the
+//! dispatch to the commands. Each command module resolves its arguments, does its work
+//! through the library, prints results on stdout (listings, links, JSON) and progress and
+//! summaries on stderr.
 //!
-//! Submodules: [`path`] (`mega:` locations, globs, name escaping), [`plan`] (the pure one-way
-//! sync planner), `files` (local files: temp names, walking, times), `ops` (the commands).
+//! * [`exit`]: exit codes and the one-line error for each failure.
+//! * [`path`]: `mega:` locations; [`resolve`]: finding them in the tree.
+//! * [`progress`]: the progress bar, counters and summaries.
+//! * `list`, `transfer`, `manage`, `account`, `sync`: the commands.
+//!
+//! Nothing in the library imports this module.
 
-pub mod files;
-mod ops;
+mod account;
+pub mod exit;
+mod list;
+mod manage;
 pub mod path;
-pub mod plan;
+mod progress;
+mod resolve;
+mod sync;
+mod transfer;
 mod tty;
-mod twoway;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::session::{LoginError, SavedSession};
-use crate::api::{ApiConfig, ApiError, ErrorCode};
-use crate::client::{self, Client};
+use crate::api::ApiConfig;
+use crate::client::{connect, Client};
 use crate::config::{self, Config};
-use crate::transfer::TransferError;
-use crate::tree::TreeError;
 
-/// Exit codes (documented in the README).
-pub mod exit {
-    pub const OTHER: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const AUTH: i32 = 3;
-    pub const MFA: i32 = 4;
-    pub const NOT_FOUND: i32 = 5;
-    pub const EXISTS: i32 = 6;
-    pub const QUOTA: i32 = 7;
-    pub const NETWORK: i32 = 8;
-    pub const INTEGRITY: i32 = 9;
-    pub const CONFIG: i32 = 10;
-    /// Two-way sync: the `--max-delete` guard stopped the run.
-    pub const GUARD: i32 = 11;
-    pub const INTERRUPTED: i32 = 130;
-}
-
-/// A failed command: one line for stderr and an exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
-    pub code: i32,
-    pub msg: String,
-}
-
-impl CliError {
-    pub fn new(code: i32, msg: impl Into<String>) -> Self {
-        CliError {
-            code,
-            msg: msg.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-
-fn api_code(e: &ApiError) -> i32 {
-    match e {
-        ApiError::Network(_) | ApiError::RetriesExhausted { .. } => exit::NETWORK,
-        ApiError::Http(s) if *s >= 500 => exit::NETWORK,
-        ApiError::SessionLost => exit::AUTH,
-        ApiError::Mega(c) => mega_code(*c),
-        _ => exit::OTHER,
-    }
-}
-
-fn mega_code(c: ErrorCode) -> i32 {
-    match c {
-        ErrorCode::NotFound => exit::NOT_FOUND,
-        ErrorCode::Exists => exit::EXISTS,
-        ErrorCode::OverQuota | ErrorCode::GoingOverQuota => exit::QUOTA,
-        ErrorCode::MfaRequired => exit::MFA,
-        c if c.is_retryable() => exit::NETWORK,
-        _ => exit::OTHER,
-    }
-}
-
-impl From<client::Error> for CliError {
-    fn from(e: client::Error) -> Self {
-        use client::Error as E;
-        let code = match &e {
-            E::Login(LoginError::WrongPassword) => exit::AUTH,
-            E::Login(LoginError::MfaRequired | LoginError::MfaRejected) => exit::MFA,
-            E::Login(LoginError::SessionFile { .. }) => exit::CONFIG,
-            E::Login(LoginError::Api(a)) | E::Api(a) => api_code(a),
-            E::Transfer(TransferError::MacMismatch) => exit::INTEGRITY,
-            E::Transfer(TransferError::Api(a)) => api_code(a),
-            E::Transfer(TransferError::Server(c)) => mega_code(*c),
-            E::Tree(TreeError::NotFound(_)) | E::NoSuchNode(_) => exit::NOT_FOUND,
-            E::Io(_) | E::Transfer(TransferError::Io(_)) => exit::OTHER,
-            _ => exit::OTHER,
-        };
-        let msg = match &e {
-            E::Login(LoginError::MfaRequired) => {
-                "this account needs a two-factor code: run `megacmd login` (or pass --mfa CODE)".into()
-            }
-            E::Transfer(TransferError::MacMismatch) => {
-                "integrity check failed: the downloaded data does not match its MAC (corrupt or tampered); nothing was saved".into()
-            }
-            other => other.to_string(),
-        };
-        CliError::new(code, msg)
-    }
-}
-
-impl From<config::ConfigError> for CliError {
-    fn from(e: config::ConfigError) -> Self {
-        CliError::new(exit::CONFIG, e.to_string())
-    }
-}
-
-impl From<path::PathError> for CliError {
-    fn from(e: path::PathError) -> Self {
-        CliError::new(exit::USAGE, e.to_string())
-    }
-}
+pub use exit::CliError;
 
 /// An s3cmd-style command line for MEGA.
 #[derive(Debug, Parser)]
@@ -248,63 +156,25 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn api_config(&self) -> ApiConfig {
-        let mut c = ApiConfig::with_base_url(&self.cfg.api_url);
-        c.retry.max_retries = self.cfg.max_retries;
-        c
+        connect::api_config(&self.cfg)
     }
 
     pub fn parallel(&self) -> usize {
         self.cli.parallel.unwrap_or(self.cfg.parallel).max(1)
     }
 
-    /// The logged-in client, connecting on first use.
+    /// The logged-in client, connecting on first use (saved session, else configured
+    /// credentials; see [`connect`]).
     pub async fn client(&self) -> Result<Arc<Client>, CliError> {
         self.client
-            .get_or_try_init(|| async { connect(&self.cfg, self.api_config()).await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                connect(&self.cfg, self.api_config())
+                    .await
+                    .map(Arc::new)
+                    .map_err(CliError::from)
+            })
             .await
             .cloned()
-    }
-}
-
-/// Resumes the saved session, else logs in with configured credentials (and saves the
-/// session), else explains how to log in. Shared by `megacmd` and `mega-mount`.
-pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client, CliError> {
-    let transfer = crate::transfer::TransferConfig {
-        retry: api.retry.clone(),
-        ..Default::default()
-    };
-    let mut c = connect_inner(cfg, api).await?;
-    c.set_transfer_config(transfer);
-    Ok(c)
-}
-
-async fn connect_inner(cfg: &Config, api: ApiConfig) -> Result<Client, CliError> {
-    let mut expired = false;
-    if cfg.session_file.exists() {
-        let saved = SavedSession::load(&cfg.session_file)
-            .map_err(|e| CliError::new(exit::CONFIG, e.to_string()))?;
-        if saved.api_url == cfg.api_url {
-            match Client::resume(api.clone(), &saved).await {
-                Ok(c) => return Ok(c),
-                Err(client::Error::Login(LoginError::Api(ApiError::SessionLost))) => expired = true,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    match (&cfg.email, &cfg.password) {
-        (Some(email), Some(password)) => {
-            let c = Client::login(api, email, password, None).await?;
-            c.save_session(&cfg.session_file)?;
-            Ok(c)
-        }
-        _ if expired => Err(CliError::new(
-            exit::AUTH,
-            "the saved session has expired: run `megacmd login`",
-        )),
-        _ => Err(CliError::new(
-            exit::AUTH,
-            "not logged in: run `megacmd login`, or set MEGA_EMAIL and MEGA_PASSWORD",
-        )),
     }
 }
 
@@ -316,5 +186,46 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
         cfg,
         client: tokio::sync::OnceCell::new(),
     };
-    ops::dispatch(&ctx).await
+    dispatch(&ctx).await
+}
+
+async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
+    match &ctx.cli.command {
+        Command::List { path } => list::list(ctx, path.as_deref().unwrap_or("mega:/")).await,
+        Command::Get { source, target } => transfer::get(ctx, source, target.as_deref()).await,
+        Command::Put { paths } => transfer::put(ctx, paths).await,
+        Command::Delete { paths } => manage::delete(ctx, paths).await,
+        Command::Mkdir { paths } => manage::mkdir(ctx, paths).await,
+        Command::Move { source, target } => manage::mv(ctx, source, target).await,
+        Command::Sync {
+            source,
+            target,
+            two_way: true,
+            watch,
+            max_delete,
+            settle,
+        } => {
+            sync::two_way(
+                ctx,
+                sync::TwoWay {
+                    local: source,
+                    remote: target,
+                    watch: *watch,
+                    max_delete: *max_delete,
+                    settle: *settle,
+                },
+            )
+            .await
+        }
+        Command::Sync { source, target, .. } => sync::one_way(ctx, source, target).await,
+        Command::Login { email, mfa } => {
+            account::login(ctx, email.as_deref(), mfa.as_deref()).await
+        }
+        Command::Logout => account::logout(ctx).await,
+        Command::Whoami => account::whoami(ctx).await,
+        Command::Df => account::df(ctx).await,
+        Command::Link { path } => account::link(ctx, path).await,
+        Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
+        Command::Cat { path } => transfer::cat(ctx, path).await,
+    }
 }

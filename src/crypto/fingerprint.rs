@@ -1,5 +1,7 @@
 //! The SDK file fingerprint, carried in the `c` node attribute: a sparse CRC32 of the content
 //! plus the modification time (`MEGA-PROTOCOL.md` §5.6). It is how MEGA clients keep mtimes.
+//! One implementation serves both ways of computing it: from a file read at random offsets
+//! ([`crc`]) and from content streaming past during an upload ([`Sampler`]).
 
 use super::{b64, CryptoError};
 
@@ -40,44 +42,120 @@ impl ReadAt for std::fs::File {
     }
 }
 
-/// Computes the CRC part for `size` bytes readable through `r`.
-pub fn crc<R: ReadAt>(r: &mut R, size: u64) -> std::io::Result<[u8; 16]> {
+/// The CRC of content small enough to be read whole (at most [`SMALL`] bytes).
+fn small_crc(data: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
-    if size <= TINY {
-        r.read_at(0, &mut out[..size as usize])?;
-        return Ok(out);
+    if data.len() as u64 <= TINY {
+        out[..data.len()].copy_from_slice(data);
+        return out;
     }
+    let n = data.len();
+    for i in 0..4 {
+        let lane = crc32fast::hash(&data[i * n / 4..(i + 1) * n / 4]);
+        out[4 * i..4 * i + 4].copy_from_slice(&lane.to_be_bytes());
+    }
+    out
+}
+
+/// Where the sparse fingerprint of a large file samples its windows: `4 × SPARSE_BLOCKS`
+/// offsets spread evenly from the start to the last full window, in lane order.
+fn window_offsets(size: u64) -> impl Iterator<Item = u64> {
+    let total = 4 * SPARSE_BLOCKS - 1;
+    // 64-bit arithmetic: the SDK's old 32-bit version overflowed for large files.
+    (0..4 * SPARSE_BLOCKS).map(move |k| (size - SPARSE_WINDOW) * k / total)
+}
+
+/// Collects what the fingerprint needs from content streaming past in order (an upload),
+/// so that it is computed without reading the content twice.
+pub struct Sampler {
+    size: u64,
+    /// Small files: the whole content (at most [`SMALL`] bytes).
+    whole: Vec<u8>,
+    /// Large files: the sampled windows, in lane order.
+    windows: Vec<(u64, [u8; SPARSE_WINDOW as usize])>,
+}
+
+impl Sampler {
+    pub fn new(size: u64) -> Self {
+        let windows = if size > SMALL {
+            window_offsets(size)
+                .map(|o| (o, [0u8; SPARSE_WINDOW as usize]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Sampler {
+            size,
+            whole: Vec::new(),
+            windows,
+        }
+    }
+
+    /// Feeds `data`, which starts at byte `offset` of the content.
+    pub fn feed(&mut self, offset: u64, data: &[u8]) {
+        if self.size <= SMALL {
+            let room = (SMALL as usize).saturating_sub(self.whole.len());
+            self.whole.extend_from_slice(&data[..data.len().min(room)]);
+            return;
+        }
+        let end = offset + data.len() as u64;
+        for (w, buf) in self.windows.iter_mut() {
+            let (ws, we) = (*w, *w + SPARSE_WINDOW);
+            let (s, e) = (ws.max(offset), we.min(end));
+            if s < e {
+                buf[(s - ws) as usize..(e - ws) as usize]
+                    .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+            }
+        }
+    }
+
+    /// The CRC part, once all content was fed.
+    pub fn crc(&self) -> [u8; 16] {
+        if self.size <= SMALL {
+            return small_crc(&self.whole);
+        }
+        let mut out = [0u8; 16];
+        for (lane, group) in self.windows.chunks(SPARSE_BLOCKS as usize).enumerate() {
+            let mut h = crc32fast::Hasher::new();
+            for (_, w) in group {
+                h.update(w);
+            }
+            out[lane * 4..lane * 4 + 4].copy_from_slice(&h.finalize().to_be_bytes());
+        }
+        out
+    }
+
+    pub fn finish(self, mtime: i64) -> Fingerprint {
+        Fingerprint {
+            crc: self.crc(),
+            mtime,
+        }
+    }
+}
+
+/// Computes the CRC part for `size` bytes readable through `r`, reading only the sampled
+/// windows of a large file.
+pub fn crc<R: ReadAt>(r: &mut R, size: u64) -> std::io::Result<[u8; 16]> {
     if size <= SMALL {
         let mut data = vec![0u8; size as usize];
         r.read_at(0, &mut data)?;
-        let n = data.len();
-        for i in 0..4 {
-            let lane = crc32fast::hash(&data[i * n / 4..(i + 1) * n / 4]);
-            out[4 * i..4 * i + 4].copy_from_slice(&lane.to_be_bytes());
-        }
-        return Ok(out);
+        return Ok(small_crc(&data));
     }
+    let mut s = Sampler::new(size);
     let mut window = [0u8; SPARSE_WINDOW as usize];
-    let total = 4 * SPARSE_BLOCKS - 1;
-    for i in 0..4u64 {
-        let mut h = crc32fast::Hasher::new();
-        for j in 0..SPARSE_BLOCKS {
-            // 64-bit arithmetic: the SDK's old 32-bit version overflowed for large files.
-            let off = (size - SPARSE_WINDOW) * (i * SPARSE_BLOCKS + j) / total;
-            r.read_at(off, &mut window)?;
-            h.update(&window);
-        }
-        out[4 * i as usize..4 * i as usize + 4].copy_from_slice(&h.finalize().to_be_bytes());
+    for off in window_offsets(size) {
+        r.read_at(off, &mut window)?;
+        s.feed(off, &window);
     }
-    Ok(out)
+    Ok(s.crc())
 }
 
 impl Fingerprint {
     /// Fingerprint of in-memory content.
     pub fn of_bytes(data: &[u8], mtime: i64) -> Self {
-        let crc = crc(&mut &data[..], data.len() as u64)
-            .expect("invariant: reads within a slice of known length succeed");
-        Fingerprint { crc, mtime }
+        let mut s = Sampler::new(data.len() as u64);
+        s.feed(0, data);
+        s.finish(mtime)
     }
 
     /// Serializes to the `c` attribute string: base64url(crc ‖ n ‖ mtime as n LE bytes).
@@ -109,5 +187,25 @@ impl Fingerprint {
             crc,
             mtime: i64::try_from(u64::from_le_bytes(m)).map_err(|_| CryptoError::BadFingerprint)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_sampling_equals_random_access_reading() {
+        for size in [0usize, 1, 16, 17, 8192, 8193, 20000, 1_000_003] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let direct = crc(&mut &data[..], size as u64).unwrap();
+            for piece in [1usize, 63, 64, 4096, 1 << 20] {
+                let mut s = Sampler::new(size as u64);
+                for (i, c) in data.chunks(piece).enumerate() {
+                    s.feed((i * piece) as u64, c);
+                }
+                assert_eq!(s.crc(), direct, "size {size} piece {piece}");
+            }
+        }
     }
 }

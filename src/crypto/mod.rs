@@ -1,7 +1,7 @@
 //! MEGA's client-side cryptography: pure functions and small value types, no I/O and no async.
 //!
 //! Everything here follows `MEGA-PROTOCOL.md` §2–§6 and is checked against the known-answer
-//! vectors in `shared/vectors/mega-vectors.json` (see `tests.rs`).
+//! vectors in `tests/data/mega-vectors.json` (see `tests.rs`).
 //!
 //! * [`b64`]: MEGA's base64url (no padding; `+`/`/` accepted when decoding).
 //! * [`aes`]: AES-128 ECB key wrapping, CBC with a zero IV (attributes), CTR from any offset.

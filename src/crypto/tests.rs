@@ -1,4 +1,5 @@
-//! Known-answer tests against `shared/vectors/mega-vectors.json` (loaded, never retyped).
+//! Known-answer tests against `tests/data/mega-vectors.json` (loaded, never retyped). The file
+//! is a copy, kept in the repository, of the project's known-answer vectors.
 
 use serde_json::Value;
 use sha1::Digest;
@@ -11,12 +12,10 @@ use super::rsa::RsaPrivateKey;
 use super::{attr, b64, kdf};
 
 fn vectors() -> Value {
-    let path = std::env::var("MEGA_VECTORS").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/vectors/mega-vectors.json",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
+    let path = format!(
+        "{}/tests/data/mega-vectors.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read test vectors at {path}: {e}"));
     serde_json::from_str(&text).expect("vectors are JSON")

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::crypto::mac;
+use crate::transfer::schedule as mac;
 use crate::tree::NodeHandle;
 
 /// (node, index of the piece's first chunk)

@@ -80,6 +80,24 @@ impl Inodes {
         self.by_ino.insert(ino, Target::Node(h));
     }
 
+    /// Re-points an inode (a file not uploaded yet that was renamed).
+    pub fn set_target(&mut self, ino: u64, target: Target) {
+        if let Some(Target::Node(old)) = self.by_ino.get(&ino) {
+            self.by_handle.remove(old);
+        }
+        if let Target::Node(h) = &target {
+            self.by_handle.insert(h.clone(), ino);
+        }
+        self.by_ino.insert(ino, target);
+    }
+
+    /// Forgets an inode (a file unlinked before it was ever uploaded); it is not reused.
+    pub fn forget(&mut self, ino: u64) {
+        if let Some(Target::Node(h)) = self.by_ino.remove(&ino) {
+            self.by_handle.remove(&h);
+        }
+    }
+
     /// Forgets a node (deleted); its inode stays unused.
     pub fn remove_handle(&mut self, h: &NodeHandle) {
         if let Some(ino) = self.by_handle.remove(h) {
@@ -109,5 +127,18 @@ mod tests {
         t.bind(b, "EEEE".into());
         assert_eq!(t.get(b), Some(&Target::Node("EEEE".into())));
         assert_eq!(t.ino_of(&"EEEE".into()), b);
+        // A pending file renamed, then forgotten (unlinked before any upload).
+        let q = t.pending("ROOT".into(), "tmp".into());
+        t.set_target(
+            q,
+            Target::Pending {
+                parent: "ROOT".into(),
+                name: "final".into(),
+            },
+        );
+        assert!(matches!(t.get(q), Some(Target::Pending { name, .. }) if name == "final"));
+        t.forget(q);
+        assert!(t.get(q).is_none());
+        assert!(t.pending("ROOT".into(), "again".into()) > q, "not reused");
     }
 }

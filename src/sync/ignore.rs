@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::cli::path::glob_match;
+use crate::local::glob::glob_match;
 
 /// The debris folder at the sync root.
 pub const DEBRIS: &str = ".debris";
@@ -92,7 +92,7 @@ impl Pattern {
 }
 
 /// Our partial downloads (`.NAME.megasync-XXXXXXXX.part`, and megacmd's).
-pub use crate::cli::files::is_partial;
+pub use crate::local::files::is_partial;
 
 #[cfg(test)]
 mod tests {

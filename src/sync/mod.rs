@@ -1,20 +1,26 @@
-//! Two-way folder sync: a local folder and a MEGA folder kept the same in both directions.
+//! Folder sync, both kinds.
+//!
+//! One-way (`megacmd sync SRC DST`): [`oneway`] plans and carries out making a target look
+//! like its source.
+//!
+//! Two-way (`megacmd sync --two-way`): a local folder and a MEGA folder kept the same in both
+//! directions.
 //!
 //! * [`plan`]: the pure planner `(local, remote, shadow) -> actions` and its decision table.
 //! * [`shadow`]: the per-pair SQLite database of agreed states and the action journal.
 //! * [`ignore`]: `.megaignore` exclusions.
-//! * [`engine`]: scanning, executing with the journal, debris, conflicts, `--watch`.
+//! * [`engine`]: a pair ([`Syncer`]): one reconciliation, or `--watch`.
+//! * [`scan`]: both sides as the planner sees them.
+//! * [`execute`]: running actions with the journal, debris, conflict copies.
+//!
+//! Must not touch FUSE or the command line.
 
 pub mod engine;
+pub mod execute;
 pub mod ignore;
+pub mod oneway;
 pub mod plan;
+pub mod scan;
 pub mod shadow;
 
 pub use engine::{Report, SyncError, SyncOptions, Syncer};
-
-/// Now, in Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}

@@ -61,7 +61,7 @@ impl ShadowDb {
         }
         if !path.exists() {
             // Created private before SQLite opens it.
-            let _ = crate::names::create_private(path);
+            let _ = crate::local::names::create_private(path);
         }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -113,7 +113,7 @@ impl ShadowDb {
         let db = self.db();
         db.execute(
             "INSERT INTO journal (action, started) VALUES (?1, ?2)",
-            params![action, crate::sync::now()],
+            params![action, crate::local::time::now()],
         )
         .map_err(|e| self.err(e))?;
         Ok(db.last_insert_rowid())

@@ -1,15 +1,33 @@
-//! Content transfers: ranged parallel downloads with CTR decryption from any chunk and MAC
-//! verification, and uploads with parallel chunk POSTs, MAC computation and the completion
-//! token (`MEGA-PROTOCOL.md` §6, §7). Progress is reported through a callback.
+//! Content transfers (`MEGA-PROTOCOL.md` §6, §7). This module owns content integrity: every
+//! byte of a file that reaches a caller went through [`content::Content`], the one piece
+//! decryptor and MAC verifier, whether it is a whole-file download ([`download`]) or a block
+//! the mount's reader asked for. Uploads ([`upload`]) encrypt, compute the chunk MACs and the
+//! fingerprint, and POST chunks in parallel.
+//!
+//! * [`fetch`]: ranged ciphertext GETs with retries and URL refresh.
+//! * [`content`]: pieces of whole MAC chunks, decrypted and verified; the file's verdict.
+//! * [`download`], [`upload`]: whole-file transfers with progress reporting.
+//! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
 
+pub mod content;
 pub mod download;
+pub mod fetch;
 pub mod upload;
 
 use std::sync::Arc;
 
-use crate::api::{ApiError, ErrorCode, RetryConfig};
+use crate::api::{ApiError, ErrorCode, Failure, GiveUp, RetryConfig};
+
+pub use content::Content;
+pub use fetch::{Source, UrlRefresher};
+
+/// MEGA's chunk schedule (chunks of 128 KiB growing to 1 MiB): where chunks start, which
+/// chunk holds an offset, how many a file has.
+pub mod schedule {
+    pub use crate::crypto::mac::{chunk_count, chunk_index, chunk_start, MAX_CHUNK, SEGMENT};
+}
 
 /// Transfer tuning.
 #[derive(Debug, Clone)]
@@ -57,40 +75,87 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    pub fn is_retryable(&self) -> bool {
+    /// How the attempt failed, for the retry policy.
+    pub fn failure(&self) -> Failure {
         match self {
-            TransferError::Api(e) => e.is_retryable(),
-            TransferError::Server(c) => c.is_retryable(),
-            _ => false,
+            TransferError::Api(e) => e.failure(),
+            // A chunk whose checksum did not match was damaged on the way: it was not stored.
+            TransferError::Server(ErrorCode::Key) => Failure::NotApplied,
+            TransferError::Server(c) if c.is_retryable() => Failure::NotApplied,
+            TransferError::Server(_)
+            | TransferError::MacMismatch
+            | TransferError::Io(_)
+            | TransferError::NoToken
+            | TransferError::ShortRead { .. } => Failure::Permanent,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.failure() != Failure::Permanent
+    }
+}
+
+impl From<GiveUp<TransferError>> for TransferError {
+    fn from(g: GiveUp<TransferError>) -> Self {
+        match g {
+            GiveUp::Final(e) => e,
+            GiveUp::Exhausted { attempts, last } => ApiError::RetriesExhausted {
+                attempts,
+                last: Box::new(match last {
+                    TransferError::Api(e) => e,
+                    other => ApiError::Network(other.to_string()),
+                }),
+            }
+            .into(),
         }
     }
 }
 
-/// Groups a file's MAC chunks into request pieces of about `target` bytes:
-/// `(start, len, first chunk index, chunk count)`.
-pub(crate) fn pieces(size: u64, target: u64) -> Vec<(u64, u64, usize, usize)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(u64, u64, usize, usize)> = None;
-    for (i, (start, len)) in crate::crypto::mac::chunks(size).enumerate() {
-        match &mut cur {
-            Some(p) if p.1 + len <= target.max(len) => {
-                p.1 += len;
-                p.3 += 1;
-            }
-            _ => {
-                if let Some(p) = cur.take() {
-                    out.push(p);
-                }
-                cur = Some((start, len, i, 1));
-            }
-        }
+/// One request's share of a file: whole MAC chunks starting at a chunk boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub start: u64,
+    pub len: u64,
+    /// Index of its first chunk, and how many chunks it holds.
+    pub first: u64,
+    pub chunks: u64,
+}
+
+impl Piece {
+    pub fn last(&self) -> u64 {
+        self.first + self.chunks - 1
     }
-    out.extend(cur);
-    out
+}
+
+/// Groups a file's MAC chunks into request pieces of about `target` bytes, lazily: the size
+/// comes from the server, and the pieces of even the largest file cost nothing up front.
+pub fn pieces(size: u64, target: u64) -> impl Iterator<Item = Piece> {
+    let mut chunks = crate::crypto::mac::chunks(size).peekable();
+    let mut index = 0u64;
+    std::iter::from_fn(move || {
+        let (start, first_len) = chunks.next()?;
+        let mut p = Piece {
+            start,
+            len: first_len,
+            first: index,
+            chunks: 1,
+        };
+        index += 1;
+        while let Some(&(_, len)) = chunks.peek() {
+            if p.len + len > target.max(first_len) {
+                break;
+            }
+            chunks.next();
+            p.len += len;
+            p.chunks += 1;
+            index += 1;
+        }
+        Some(p)
+    })
 }
 
 /// A spawned task that is aborted when dropped (so an error stops the other requests).
-pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -108,26 +173,39 @@ impl<T> std::future::Future for AbortOnDrop<T> {
     }
 }
 
+/// A task that panicked or was cancelled, as a transfer error.
+pub(crate) fn join_error(e: tokio::task::JoinError) -> TransferError {
+    TransferError::Io(std::io::Error::other(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::pieces;
 
     #[test]
     fn pieces_cover_whole_chunks() {
-        let p = pieces(10 * 1024 * 1024, 4 * 1024 * 1024);
+        let p: Vec<_> = pieces(10 * 1024 * 1024, 4 * 1024 * 1024).collect();
         let mut next = 0;
         let mut chunk = 0;
-        for (start, len, first, count) in &p {
-            assert_eq!(*start, next);
-            assert_eq!(*first, chunk);
-            assert!(*len <= 4 * 1024 * 1024);
-            next += len;
-            chunk += count;
+        for piece in &p {
+            assert_eq!(piece.start, next);
+            assert_eq!(piece.first, chunk);
+            assert!(piece.len <= 4 * 1024 * 1024);
+            next += piece.len;
+            chunk += piece.chunks;
         }
         assert_eq!(next, 10 * 1024 * 1024);
         assert_eq!(chunk, 14);
-        assert!(pieces(0, 1).is_empty());
+        assert_eq!(pieces(0, 1).count(), 0);
         // A target smaller than a chunk still makes progress: one chunk per piece.
-        assert_eq!(pieces(1_000_000, 1).len(), 4);
+        assert_eq!(pieces(1_000_000, 1).count(), 4);
+    }
+
+    #[test]
+    fn pieces_of_a_huge_size_are_lazy() {
+        // A size from a hostile server: nothing is allocated for the pieces not asked for.
+        let first: Vec<_> = pieces(u64::MAX / 2, 4 << 20).take(2).collect();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[1].start, first[0].len);
     }
 }

@@ -11,14 +11,18 @@ use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
-use crate::api::{as_error, network_error, ApiClient, ApiError, ErrorCode};
+use super::{join_error, pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
+use crate::api::commands::GetUploadUrl;
+use crate::api::{network_error, read_body, ApiClient, ApiError, ErrorCode, Repeat};
 use crate::crypto::aes::cipher;
-use crate::crypto::fingerprint::Fingerprint;
+use crate::crypto::fingerprint::{Fingerprint, Sampler};
 use crate::crypto::{b64, mac, upload_checksum, FileKey};
+
+/// The longest reply a chunk POST may give: the completion token (36 bytes) or an error
+/// number.
+const MAX_POST_REPLY: u64 = 64;
 
 /// The result of sending a file's content: what `p` needs.
 #[derive(Debug)]
@@ -29,66 +33,6 @@ pub struct Uploaded {
     pub key: FileKey,
     pub fingerprint: Fingerprint,
     pub size: u64,
-}
-
-/// Collects what the sparse fingerprint needs from bytes streaming past.
-struct FingerprintSampler {
-    size: u64,
-    /// Small files: the whole content.
-    whole: Vec<u8>,
-    /// Large files: the 128 sampled 64-byte windows.
-    windows: Vec<(u64, [u8; 64])>,
-}
-
-/// Files up to this size are fingerprinted from their whole content.
-const FP_SMALL: u64 = 8192;
-
-impl FingerprintSampler {
-    fn new(size: u64) -> Self {
-        let windows = if size > FP_SMALL {
-            (0..128u64)
-                .map(|k| ((size - 64) * k / 127, [0u8; 64]))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        FingerprintSampler {
-            size,
-            whole: Vec::new(),
-            windows,
-        }
-    }
-
-    fn feed(&mut self, offset: u64, data: &[u8]) {
-        if self.size <= FP_SMALL {
-            self.whole.extend_from_slice(data);
-            return;
-        }
-        let end = offset + data.len() as u64;
-        for (w, buf) in self.windows.iter_mut() {
-            let (ws, we) = (*w, *w + 64);
-            let (s, e) = (ws.max(offset), we.min(end));
-            if s < e {
-                buf[(s - ws) as usize..(e - ws) as usize]
-                    .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
-            }
-        }
-    }
-
-    fn finish(self, mtime: i64) -> Fingerprint {
-        if self.size <= FP_SMALL {
-            return Fingerprint::of_bytes(&self.whole, mtime);
-        }
-        let mut crc = [0u8; 16];
-        for (lane, group) in self.windows.chunks(32).enumerate() {
-            let mut h = crc32fast::Hasher::new();
-            for (_, w) in group {
-                h.update(w);
-            }
-            crc[lane * 4..lane * 4 + 4].copy_from_slice(&h.finalize().to_be_bytes());
-        }
-        Fingerprint { crc, mtime }
-    }
 }
 
 /// What one chunk POST answered.
@@ -117,7 +61,7 @@ async fn post_once(
     if status != 200 {
         return Err(ApiError::Http(status).into());
     }
-    let bytes = resp.bytes().await.map_err(network_error)?;
+    let bytes = read_body(resp, MAX_POST_REPLY).await?;
     if bytes.len() == 36 {
         return Ok(PostReply::Token(bytes.to_vec()));
     }
@@ -126,18 +70,14 @@ async fn post_once(
     }
     // Errors come as ASCII negative numbers.
     let text = std::str::from_utf8(&bytes).unwrap_or("");
-    if let Some(code) = text
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .and_then(|n| as_error(&json!(n)))
-    {
-        return Err(TransferError::Server(code));
+    if let Some(n) = text.trim().parse::<i64>().ok().filter(|n| *n < 0) {
+        return Err(TransferError::Server(ErrorCode::from_code(n)));
     }
     Err(ApiError::BadResponse(format!("unexpected upload reply of {} bytes", bytes.len())).into())
 }
 
-/// POSTs one piece, retrying transient failures (the same bytes to the same offset).
+/// POSTs one piece, retrying transient failures: the same bytes to the same offset is
+/// idempotent, and a chunk damaged on the way (checksum mismatch) was not stored.
 async fn post_piece(
     http: reqwest::Client,
     url: Arc<String>,
@@ -145,34 +85,28 @@ async fn post_piece(
     body: Arc<Vec<u8>>,
     cfg: TransferConfig,
 ) -> Result<PostReply, TransferError> {
-    let mut attempt = 0;
+    let mut retry = cfg.retry.start("upload piece", Repeat::Safe);
     loop {
-        let err = match post_once(&http, &url, offset, &body, &cfg).await {
+        match post_once(&http, &url, offset, &body, &cfg).await {
             Ok(r) => return Ok(r),
-            // A checksum mismatch means the bytes were damaged in transit: send them again.
-            Err(TransferError::Server(ErrorCode::Key)) => {
-                TransferError::Api(ApiError::Network("chunk checksum mismatch".into()))
+            Err(e) => {
+                let failure = e.failure();
+                retry.after(e, failure).await?;
             }
-            Err(e) => e,
-        };
-        if !err.is_retryable() || attempt >= cfg.retry.max_retries {
-            return Err(err);
         }
-        tracing::debug!(offset, attempt, error = %err, "retrying upload piece");
-        tokio::time::sleep(cfg.retry.delay(attempt)).await;
-        attempt += 1;
     }
 }
 
 /// Requests an upload URL for `size` bytes (`u`).
 pub async fn upload_url(api: &ApiClient, size: u64) -> Result<String, ApiError> {
     let r = api
-        .call(json!({"a": "u", "s": size, "ssl": 0, "v": 2}))
+        .run(&GetUploadUrl {
+            s: size,
+            ssl: 0,
+            v: 2,
+        })
         .await?;
-    r.get("p")
-        .and_then(|p| p.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::BadResponse("upload reply without `p`".into()))
+    Ok(r.p)
 }
 
 /// Encrypts and sends `size` bytes from `reader`. `mtime` goes into the fingerprint.
@@ -190,8 +124,9 @@ pub async fn upload<R: AsyncRead + Unpin>(
         key = FileKey::random();
     }
     let c = cipher(&key.aes);
-    let mut sampler = FingerprintSampler::new(size);
+    let mut sampler = Sampler::new(size);
     let mut macs: BTreeMap<usize, [u8; 16]> = BTreeMap::new();
+    // `len` is at most `piece_size`: the buffer below is bounded by our config, not by `size`.
     let mut token: Option<Vec<u8>> = None;
     let mut in_flight: FuturesUnordered<AbortOnDrop<(Result<PostReply, TransferError>, u64)>> =
         FuturesUnordered::new();
@@ -214,7 +149,8 @@ pub async fn upload<R: AsyncRead + Unpin>(
         .await?;
         handle_reply(r, &mut token);
     }
-    for (start, len, first, _) in pieces(size, cfg.piece_size) {
+    for piece in pieces(size, cfg.piece_size) {
+        let (start, len, first) = (piece.start, piece.len, piece.first as usize);
         let mut data = vec![0u8; len as usize];
         let mut got = 0usize;
         while got < data.len() {
@@ -234,7 +170,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         }
         while in_flight.len() >= parallel {
             if let Some(r) = in_flight.next().await {
-                let (r, n) = r.map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+                let (r, n) = r.map_err(join_error)?;
                 handle_reply(r?, &mut token);
                 if let Some(p) = &progress {
                     p(n);
@@ -257,7 +193,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         )));
     }
     while let Some(r) = in_flight.next().await {
-        let (r, n) = r.map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+        let (r, n) = r.map_err(join_error)?;
         handle_reply(r?, &mut token);
         if let Some(p) = &progress {
             p(n);
@@ -271,28 +207,4 @@ pub async fn upload<R: AsyncRead + Unpin>(
         fingerprint: sampler.finish(mtime),
         size,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FingerprintSampler;
-    use crate::crypto::fingerprint::Fingerprint;
-
-    #[test]
-    fn streamed_fingerprint_equals_whole_buffer_fingerprint() {
-        for size in [0usize, 1, 16, 17, 8192, 8193, 20000, 1_000_003] {
-            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-            for piece in [1usize, 63, 64, 4096, 1 << 20] {
-                let mut s = FingerprintSampler::new(size as u64);
-                for (i, c) in data.chunks(piece).enumerate() {
-                    s.feed((i * piece) as u64, c);
-                }
-                assert_eq!(
-                    s.finish(42),
-                    Fingerprint::of_bytes(&data, 42),
-                    "size {size} piece {piece}"
-                );
-            }
-        }
-    }
 }

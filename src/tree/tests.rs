@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
+use super::node::raw_from_value;
 use super::*;
+use crate::api::commands::FetchReply;
 use crate::crypto::{attr, b64, FileKey, FolderKey, Key128, MasterKey, NodeKey};
 
 const ME: &str = "AAAAAAAAAAA";
@@ -38,6 +40,15 @@ fn file(h: &str, p: &str, name: &str, c: Option<&str>) -> Value {
            "k": format!("{ME}:{wrapped}"), "ts": 200})
 }
 
+/// A fetch reply as the server would send it, decoded as the client decodes it.
+fn typed(v: Value) -> FetchReply {
+    serde_json::from_value(v).expect("a fetch reply")
+}
+
+fn raw(v: Value) -> Result<crate::api::commands::RawNode, TreeError> {
+    raw_from_value(v)
+}
+
 fn fetch_reply() -> Value {
     json!({"f": [
         {"h": "ROOT0000", "p": "", "u": ME, "t": 2, "a": "", "ts": 1},
@@ -52,7 +63,7 @@ fn fetch_reply() -> Value {
 
 #[test]
 fn fetch_builds_tree_with_names_roots_and_mtimes() {
-    let (tree, sn) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let (tree, sn) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     assert_eq!(sn.as_deref(), Some("AAAAAAAAAAE"));
     assert_eq!(tree.root().unwrap().name, "Cloud Drive");
     assert_eq!(tree.rubbish().unwrap().name, "Rubbish Bin");
@@ -73,7 +84,7 @@ fn fetch_builds_tree_with_names_roots_and_mtimes() {
 
 #[test]
 fn undecryptable_nodes_are_kept_and_reported() {
-    let (tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let (tree, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     let bad: Vec<_> = tree.undecryptable().collect();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].name, "[undecryptable BADK0000]");
@@ -86,15 +97,30 @@ fn undecryptable_nodes_are_kept_and_reported() {
 #[test]
 fn malformed_nodes_are_errors_not_panics() {
     let mut k = keys();
-    assert!(parse_node(&json!({"t": 0}), &mut k).is_err());
-    assert!(parse_node(&json!({"h": "x", "t": 9}), &mut k).is_err());
+    assert!(raw(json!({"t": 0})).and_then(|r| parse_node(&r, &mut k)).is_err());
+    assert!(raw(json!({"h": "x", "t": 9}))
+        .and_then(|r| parse_node(&r, &mut k))
+        .is_err());
     // Garbage everywhere else is only "undecryptable".
     let n = parse_node(
-        &json!({"h": "x", "t": 0, "k": 5, "a": [], "s": "big"}),
+        &raw(json!({"h": "x", "t": 0, "k": 5, "a": [], "s": "big"})).unwrap(),
         &mut k,
     )
     .unwrap();
     assert!(n.undecryptable.is_some());
+    // A size no file can have is a protocol error, not an allocation.
+    let huge = raw(json!({"h": "x", "t": 0, "s": u64::MAX})).unwrap();
+    assert!(matches!(
+        parse_node(&huge, &mut k),
+        Err(TreeError::Malformed(_))
+    ));
+    assert!(typed_fetch_with(json!({"h": "x", "t": 0, "s": 1u64 << 60})).is_err());
+}
+
+fn typed_fetch_with(node: Value) -> Result<(NodeTree, Option<String>), TreeError> {
+    let mut reply = fetch_reply();
+    reply["f"].as_array_mut().unwrap().push(node);
+    NodeTree::from_fetch(&typed(reply), keys())
 }
 
 #[test]
@@ -103,7 +129,7 @@ fn duplicate_names_resolve_deterministically() {
     let mut dup = file("FILE0003", "ROOT0000", "b.txt", None);
     dup["ts"] = json!(50); // older than FILE0002
     reply["f"].as_array_mut().unwrap().push(dup);
-    let (tree, _) = NodeTree::from_fetch(&reply, keys()).unwrap();
+    let (tree, _) = NodeTree::from_fetch(&typed(reply), keys()).unwrap();
     assert_eq!(tree.resolve("/b.txt").unwrap().handle.0, "FILE0003");
 }
 
@@ -111,10 +137,11 @@ fn duplicate_names_resolve_deterministically() {
 fn share_keys_from_ok_are_verified_with_ha() {
     let mk = Key128([7; 16]);
     let share = Key128([9; 16]);
-    let ok = json!([
+    let ok: Vec<crate::api::commands::ShareKey> = serde_json::from_value(json!([
         {"h": "SHAR0000", "ha": b64::encode(&mk.wrap(b"SHAR0000SHAR0000")), "k": b64::encode(&mk.wrap(&share.0))},
         {"h": "EVIL0000", "ha": b64::encode(&[0u8; 16]), "k": b64::encode(&mk.wrap(&[1; 16]))},
-    ]);
+    ]))
+    .unwrap();
     let mut k = keys();
     k.learn_outgoing(&ok);
     assert_eq!(k.share_keys.get("SHAR0000"), Some(&share));
@@ -124,12 +151,15 @@ fn share_keys_from_ok_are_verified_with_ha() {
     let node = json!({"h": "SUBF0000", "p": "SHAR0000", "u": "BBBBBBBBBBB", "t": 1,
         "a": enc_attrs(&fk, json!({"n": "shared"})),
         "k": format!("SHAR0000:{}", b64::encode(&share.wrap(&fk.raw())))});
-    assert_eq!(parse_node(&node, &mut k).unwrap().name, "shared");
+    assert_eq!(
+        parse_node(&raw(node).unwrap(), &mut k).unwrap().name,
+        "shared"
+    );
 }
 
 #[test]
 fn packets_add_update_delete_and_move() {
-    let (mut tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let (mut tree, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     let new = file("FILE0009", "DIRA0000", "new.txt", None);
     let ch = tree.apply(
         &[ActionPacket::parse(&json!({"a": "t", "t": {"f": [new]}})).unwrap()],
@@ -204,7 +234,7 @@ fn packets_add_update_delete_and_move() {
 
 #[test]
 fn generation_moves_on_every_change_and_across_replacement() {
-    let (mut tree, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let (mut tree, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     let g0 = tree.generation();
     tree.reparent(&"FILE0002".into(), &"DIRA0000".into());
     let g1 = tree.generation();
@@ -216,7 +246,7 @@ fn generation_moves_on_every_change_and_across_replacement() {
     tree.remove_subtree(&"DIRA0000".into());
     assert!(tree.generation() > g2);
     // A freshly fetched tree replacing this one is newer, even with fewer changes behind it.
-    let (mut fresh, _) = NodeTree::from_fetch(&fetch_reply(), keys()).unwrap();
+    let (mut fresh, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     fresh.succeed(tree.generation());
     assert!(fresh.generation() > tree.generation());
 }

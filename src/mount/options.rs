@@ -1,5 +1,6 @@
-//! Mount options: the `mega-mount` command line and the `-o` options that `mount.fuse3` passes
-//! from an fstab line (`mega-mount SOURCE MOUNTPOINT -o opts`).
+//! Mount options: the `-o` options of the `mega-mount` command line, which are also what
+//! `mount.fuse3` passes from an fstab line (`mega-mount SOURCE MOUNTPOINT -o opts`), and
+//! sizes such as `512M`. Pure parsing: the binary hands the strings over.
 
 use std::path::PathBuf;
 

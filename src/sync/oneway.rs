@@ -1,19 +1,25 @@
-//! The one-way sync planner: a pure function from the source listing and the target listing
-//! to the actions that make the target look like the source. Files count as the same when
-//! their sizes match and their mtimes match to the second (or with `--ignore-same-size`, when
-//! their sizes match). Extra target entries are deleted only when asked.
+//! One-way sync (`megacmd sync SRC DST`): make the target look like the source.
+//!
+//! * [`plan`]: a pure function from the source listing and the target listing to the actions.
+//!   Files count as the same when their sizes match and their mtimes match to the second (or,
+//!   with `ignore_same_size`, when their sizes match). Extra target entries are deleted only
+//!   when asked.
+//! * [`remote_listing`]: a remote subtree as a listing (escaped relative paths).
+//! * [`download_tree`] / [`upload_tree`]: carry a plan out, transfers `parallel` at a time;
+//!   downloads are renamed into place only after their MAC verified, remote deletions go to
+//!   the Rubbish Bin (or with `permanent`, nowhere), replaced remote files likewise.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// One file or folder of a listing, by its `/`-separated path relative to the sync root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub path: String,
-    pub size: u64,
-    /// Unix seconds.
-    pub mtime: i64,
-    pub dir: bool,
-}
+use crate::client::{Client, OldVersions, Target};
+use crate::error::Error;
+use crate::local::names::{escape_name, unescape_name};
+use crate::transfer::Progress;
+use crate::tree::NodeHandle;
+
+pub use crate::local::files::Entry;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanOptions {
@@ -135,6 +141,208 @@ pub fn plan(source: &[Entry], target: &[Entry], opts: PlanOptions) -> Plan {
     actions.append(&mut out.actions);
     out.actions = actions;
     out
+}
+
+/// A remote subtree (below, not including, `top`) as sync entries with escaped relative paths,
+/// sorted, and the node behind each path.
+pub struct RemoteListing {
+    pub entries: Vec<Entry>,
+    pub handles: HashMap<String, NodeHandle>,
+}
+
+pub fn remote_listing(client: &Client, top: &NodeHandle) -> RemoteListing {
+    let tree = client.read_tree();
+    let mut rel: HashMap<NodeHandle, String> = HashMap::new();
+    let mut entries = Vec::new();
+    let mut handles = HashMap::new();
+    for n in tree.subtree(top).into_iter().skip(1) {
+        let parent_rel = n
+            .parent
+            .as_ref()
+            .and_then(|p| rel.get(p))
+            .cloned()
+            .unwrap_or_default();
+        let path = if parent_rel.is_empty() {
+            escape_name(&n.name)
+        } else {
+            format!("{parent_rel}/{}", escape_name(&n.name))
+        };
+        rel.insert(n.handle.clone(), path.clone());
+        handles.insert(path.clone(), n.handle.clone());
+        entries.push(Entry {
+            path,
+            size: n.size,
+            mtime: n.mtime,
+            dir: n.kind.is_container(),
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    RemoteListing { entries, handles }
+}
+
+/// Told `(from, to)` after each file transferred.
+pub type Copied = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// How a plan is carried out.
+#[derive(Clone)]
+pub struct Execution {
+    /// Transfers at once.
+    pub parallel: usize,
+    /// Remote deletions and replaced remote files: deleted for good instead of to the
+    /// Rubbish Bin.
+    pub permanent: bool,
+    /// Bytes transferred, as they complete.
+    pub progress: Option<Progress>,
+    /// Called with `(from, to)` after each file transferred.
+    pub copied: Copied,
+}
+
+/// What carrying out a plan did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub copied: usize,
+    pub deleted: usize,
+    /// Paths left alone: a file on one side, a folder on the other (without `delete`).
+    pub conflicts: Vec<String>,
+    /// Transfers that failed (the others went on).
+    pub failed: Vec<Error>,
+}
+
+/// Makes the local folder `local` look like the remote listing (a plan from
+/// [`plan`]`(remote, local)`). Deletions and folders first, in order; then the downloads.
+pub async fn download_tree(
+    client: &Arc<Client>,
+    p: &Plan,
+    remote: &RemoteListing,
+    local: &Path,
+    how: &Execution,
+) -> Result<Outcome, Error> {
+    std::fs::create_dir_all(local).map_err(|e| Error::local(local, e))?;
+    let mut out = Outcome::default();
+    let mut jobs = Vec::new();
+    for a in &p.actions {
+        match a {
+            Action::Delete { path, dir } => {
+                let lp = local.join(path);
+                let res = if *dir {
+                    std::fs::remove_dir_all(&lp)
+                } else {
+                    std::fs::remove_file(&lp)
+                };
+                res.map_err(|e| Error::local(&lp, e))?;
+                out.deleted += 1;
+            }
+            Action::Mkdir(path) => {
+                let lp = local.join(path);
+                std::fs::create_dir_all(&lp).map_err(|e| Error::local(&lp, e))?;
+            }
+            Action::Copy { path, .. } => {
+                if let Some(h) = remote.handles.get(path) {
+                    jobs.push((h.clone(), local.join(path)));
+                }
+            }
+            Action::Conflict { path } => out.conflicts.push(path.clone()),
+        }
+    }
+    out.failed = crate::jobs::run(how.parallel, jobs, |(h, dst): (NodeHandle, PathBuf)| {
+        let (client, how) = (client.clone(), how.clone());
+        async move {
+            client
+                .download_to_path(&h, &dst, "megacmd", how.progress.clone())
+                .await?;
+            (how.copied)(&client.path_of(&h), &dst.display().to_string());
+            Ok(())
+        }
+    })
+    .await;
+    out.copied = p.copies() - out.failed.len();
+    Ok(out)
+}
+
+/// Makes the remote folder `top` look like the local listing (a plan from
+/// [`plan`]`(local, remote)`): deletions and folders first, in order; then the uploads.
+pub async fn upload_tree(
+    client: &Arc<Client>,
+    p: &Plan,
+    remote: &RemoteListing,
+    top: &NodeHandle,
+    local: &Path,
+    how: &Execution,
+) -> Result<Outcome, Error> {
+    let mut folders: HashMap<String, NodeHandle> = remote.handles.clone();
+    folders.insert(String::new(), top.clone());
+    let parent_of = |folders: &HashMap<String, NodeHandle>, path: &str| {
+        let (pr, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let h = folders.get(pr).cloned().ok_or_else(|| Error::NotFound {
+            what: format!("{pr} (a folder that should have been created)"),
+        })?;
+        Ok::<_, Error>((h, unescape_name(name)))
+    };
+    let old_versions = if how.permanent {
+        OldVersions::Delete
+    } else {
+        OldVersions::Trash
+    };
+    let mut out = Outcome::default();
+    let mut jobs = Vec::new();
+    for a in &p.actions {
+        match a {
+            Action::Delete { path, .. } => {
+                if let Some(h) = remote.handles.get(path) {
+                    match old_versions {
+                        OldVersions::Delete => client.delete(h).await?,
+                        OldVersions::Trash => client.trash(h).await?,
+                    }
+                    out.deleted += 1;
+                }
+            }
+            Action::Mkdir(path) => {
+                let (parent, name) = parent_of(&folders, path)?;
+                let h = client.mkdir(&parent, &name).await?.handle;
+                folders.insert(path.clone(), h);
+            }
+            Action::Copy { path, replace, .. } => {
+                let (parent, name) = parent_of(&folders, path)?;
+                let old = remote.handles.get(path).filter(|_| *replace).cloned();
+                jobs.push((local.join(path), parent, name, old));
+            }
+            Action::Conflict { path } => out.conflicts.push(path.clone()),
+        }
+    }
+    out.failed = crate::jobs::run(
+        how.parallel,
+        jobs,
+        |(src, parent, name, old): (PathBuf, NodeHandle, String, Option<NodeHandle>)| {
+            let (client, how) = (client.clone(), how.clone());
+            async move {
+                // A replaced version goes to the Rubbish Bin even with `permanent` (which is
+                // about files the source no longer has).
+                let target = Target {
+                    parent: &parent,
+                    name: &name,
+                    replaces: old.as_ref().map(|h| (h, OldVersions::Trash)),
+                };
+                let node = client
+                    .upload_path_to(target, &src, how.progress.clone())
+                    .await?;
+                (how.copied)(&src.display().to_string(), &client.path_of(&node.handle));
+                Ok(())
+            }
+        },
+    )
+    .await;
+    out.copied = p.copies() - out.failed.len();
+    Ok(out)
+}
+
+impl Plan {
+    /// Files the plan transfers.
+    pub fn copies(&self) -> usize {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Copy { .. }))
+            .count()
+    }
 }
 
 #[cfg(test)]

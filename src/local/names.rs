@@ -3,7 +3,7 @@
 //! the way back. Ordinary names, `%` included, are left as they are. Shared by the CLI, the
 //! mount and sync, so a remote name can never address anything outside its folder. Also the
 //! one way local copies of user content (staging files, partial downloads) are created: private
-//! to their owner, never over an existing file.
+//! to their owner, never over an existing file ([`create_private`]).
 
 /// Makes a remote name safe as one local file name: `/` and NUL would split or end it, and
 /// `.`/`..` would point elsewhere; they become `%2F`, `%00` and `%2E`. Other characters,

@@ -1,10 +1,19 @@
-//! Local files for the CLI: downloads go to a hidden temporary name next to the target and are
-//! renamed only after the MAC verified ([`TempFile`] removes itself otherwise, also when the
-//! command is interrupted); listing a local tree for sync; formatting times and sizes.
+//! Local files: downloads go to a hidden temporary name next to the target and are renamed
+//! only after the MAC verified ([`TempFile`] removes itself otherwise, also when the command
+//! is interrupted); listing a local tree ([`walk`]); modification times and the umask.
+//! Used by megacmd, the mount's callers and sync alike; knows nothing about MEGA.
 
 use std::path::{Path, PathBuf};
 
-use super::plan::Entry;
+/// One file or folder of a listing, by its `/`-separated path relative to the listed root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub dir: bool,
+}
 
 /// A partial download. Removed on drop unless [`TempFile::persist`] renamed it into place.
 pub struct TempFile {
@@ -30,7 +39,7 @@ impl TempFile {
             .unwrap_or_else(|| "download".into());
         for _ in 0..16 {
             let path = dir.join(format!(".{name}.{tag}-{:08x}.part", rand::random::<u32>()));
-            match crate::names::create_private(&path) {
+            match super::names::create_private(&path) {
                 Ok(f) => return Ok((TempFile { path, done: false }, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -149,65 +158,9 @@ pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// (year, month, day, hour, minute, second) in UTC.
-fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// `YYYY-MM-DD HH:MM` in UTC.
-pub fn fmt_time(secs: i64) -> String {
-    let (y, m, d, hh, mm, _) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
-}
-
-/// `YYYY-MM-DD HHMMSS` in UTC (file-name friendly: no colons).
-pub fn fmt_time_secs(secs: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}")
-}
-
-/// `1.5 MiB` style sizes.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn time_and_size_formatting() {
-        assert_eq!(fmt_time(0), "1970-01-01 00:00");
-        assert_eq!(fmt_time_secs(1_700_000_000), "2023-11-14 221320");
-        assert_eq!(fmt_time(1_700_000_000), "2023-11-14 22:13");
-        assert_eq!(fmt_time(951_782_400), "2000-02-29 00:00");
-        assert_eq!(human(5), "5 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(20 * 1024 * 1024), "20.0 MiB");
-    }
 
     #[test]
     fn temp_files_vanish_unless_persisted() {

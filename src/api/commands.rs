@@ -1,0 +1,481 @@
+//! Typed `/cs` commands and their replies (`MEGA-PROTOCOL.md` §3–§10). Each request is a
+//! struct whose `a` field is its command name; [`Command::Reply`] is what a successful reply
+//! decodes into. Fields the server may leave out are `Option`s, so a reply that omits what we
+//! do not need still decodes; a reply of the wrong shape is a protocol error
+//! ([`ApiError::BadResponse`](super::ApiError)), never a panic.
+//!
+//! Wire types only: no crypto, no tree. Node objects ([`RawNode`]) are decrypted by `tree`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A `/cs` command and the type its successful reply decodes into.
+pub trait Command: Serialize {
+    type Reply: DeserializeOwned;
+}
+
+/// A reply whose content does not matter (`0`, or an object nobody reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ack;
+
+impl<'de> Deserialize<'de> for Ack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Ack)
+    }
+}
+
+// ---- login and session ----
+
+/// `us0`: the login variant of an account (v1, or v2 with its salt).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "us0")]
+pub struct PreLogin<'a> {
+    pub user: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PreLoginReply {
+    pub v: Option<i64>,
+    /// v2: the PBKDF2 salt (base64url).
+    pub s: Option<String>,
+}
+
+impl Command for PreLogin<'_> {
+    type Reply = PreLoginReply;
+}
+
+/// `us`: logs in with the password-derived user hash.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "us")]
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub uh: &'a str,
+    pub sek: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginReply {
+    /// The master key, wrapped with the password key.
+    pub k: String,
+    pub u: Option<String>,
+    pub privk: Option<String>,
+    pub csid: Option<String>,
+    pub tsid: Option<String>,
+}
+
+impl Command for Login<'_> {
+    type Reply = LoginReply;
+}
+
+/// `ug`: the logged-in user.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "ug")]
+pub struct GetUser {}
+
+#[derive(Debug, Deserialize)]
+pub struct UserReply {
+    pub u: String,
+    pub privk: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Command for GetUser {
+    type Reply = UserReply;
+}
+
+/// `sml`: ends the session.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "sml")]
+pub struct Logout {}
+
+impl Command for Logout {
+    type Reply = Ack;
+}
+
+/// `uq`: storage quota.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "uq")]
+pub struct GetQuota {
+    pub strg: u8,
+    pub xfer: u8,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QuotaReply {
+    /// Total storage in bytes.
+    pub mstrg: Option<u64>,
+    /// Storage used in bytes.
+    pub cstrg: Option<u64>,
+}
+
+impl Command for GetQuota {
+    type Reply = QuotaReply;
+}
+
+// ---- the node tree ----
+
+/// `f`: the whole node tree (with `c: 1`, the share keys too).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "f")]
+pub struct FetchNodes {
+    pub c: u8,
+    /// Folder links: attributes of the root (`ca: 1`) and recursively (`r: 1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r: Option<u8>,
+}
+
+/// A field that counts as absent when it has the wrong type: one odd field makes its node
+/// undecryptable, not the whole reply unreadable.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// One node as the server sends it in `f`, `p` and `t`. Only the handle and the type are
+/// required; every other field is optional and read leniently.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RawNode {
+    pub h: String,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub p: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub u: Option<String>,
+    pub t: i64,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub a: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub k: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ts: Option<i64>,
+    /// Incoming share: the sharing user, and the share key wrapped for us.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub su: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sk: Option<String>,
+}
+
+/// An outgoing share's key (`ok`/`ok0`), authenticated by `ha`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShareKey {
+    #[serde(default, deserialize_with = "lenient")]
+    pub h: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub ha: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub k: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FetchReply {
+    pub f: Vec<RawNode>,
+    #[serde(default)]
+    pub ok: Vec<ShareKey>,
+    #[serde(default)]
+    pub ok0: Vec<ShareKey>,
+    /// The event cursor this snapshot corresponds to.
+    pub sn: Option<String>,
+}
+
+impl Command for FetchNodes {
+    type Reply = FetchReply;
+}
+
+/// A node to create with `p`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewNode {
+    /// A completion token (files) or a placeholder handle (folders).
+    pub h: String,
+    pub t: i64,
+    pub a: String,
+    pub k: String,
+}
+
+/// `cr`: node keys wrapped with share keys, as `[share handles, node handles, triples]`
+/// where each triple is (share index, node index, wrapped key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareKeys {
+    pub shares: Vec<String>,
+    pub nodes: Vec<String>,
+    pub keys: Vec<(usize, usize, String)>,
+}
+
+impl Serialize for ShareKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut flat = Vec::with_capacity(self.keys.len() * 3);
+        for (i, j, k) in &self.keys {
+            flat.push(serde_json::json!(i));
+            flat.push(serde_json::json!(j));
+            flat.push(serde_json::json!(k));
+        }
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.shares)?;
+        t.serialize_element(&self.nodes)?;
+        t.serialize_element(&flat)?;
+        t.end()
+    }
+}
+
+/// `p`: creates nodes (new folders, uploaded files) under `t`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "p")]
+pub struct PutNodes<'a> {
+    pub t: &'a str,
+    pub n: Vec<NewNode>,
+    pub i: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cr: Option<ShareKeys>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PutNodesReply {
+    pub f: Vec<RawNode>,
+}
+
+impl Command for PutNodes<'_> {
+    type Reply = PutNodesReply;
+}
+
+/// `a`: replaces a node's encrypted attributes.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "a")]
+pub struct SetAttributes<'a> {
+    pub n: &'a str,
+    pub at: &'a str,
+    pub i: &'a str,
+}
+
+impl Command for SetAttributes<'_> {
+    type Reply = Ack;
+}
+
+/// `m`: moves a node (and its subtree) under `t`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "m")]
+pub struct Move<'a> {
+    pub n: &'a str,
+    pub t: &'a str,
+    pub i: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cr: Option<ShareKeys>,
+}
+
+impl Command for Move<'_> {
+    type Reply = Ack;
+}
+
+/// `d`: deletes a node and its subtree permanently.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "d")]
+pub struct Delete<'a> {
+    pub n: &'a str,
+    pub i: &'a str,
+}
+
+impl Command for Delete<'_> {
+    type Reply = Ack;
+}
+
+// ---- content ----
+
+/// `g`: a download URL for a node (`n`) or a public handle (`p`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "g")]
+pub struct GetDownloadUrl<'a> {
+    pub g: u8,
+    pub ssl: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<&'a str>,
+}
+
+impl<'a> GetDownloadUrl<'a> {
+    pub fn node(h: &'a str) -> Self {
+        GetDownloadUrl {
+            g: 1,
+            ssl: 0,
+            n: Some(h),
+            p: None,
+        }
+    }
+
+    pub fn public(ph: &'a str) -> Self {
+        GetDownloadUrl {
+            g: 1,
+            ssl: 0,
+            n: None,
+            p: Some(ph),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadUrlReply {
+    pub g: String,
+    /// The size of the content behind the URL.
+    pub s: Option<u64>,
+    /// Encrypted attributes (public handles only).
+    pub at: Option<String>,
+}
+
+impl Command for GetDownloadUrl<'_> {
+    type Reply = DownloadUrlReply;
+}
+
+/// `u`: an upload URL for `s` bytes (`v: 2`: a raw 36-byte completion token).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "u")]
+pub struct GetUploadUrl {
+    pub s: u64,
+    pub ssl: u8,
+    pub v: u8,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UploadUrlReply {
+    pub p: String,
+}
+
+impl Command for GetUploadUrl {
+    type Reply = UploadUrlReply;
+}
+
+// ---- sharing ----
+
+/// `l`: a public handle for a node (a link).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "l")]
+pub struct GetLink<'a> {
+    pub n: &'a str,
+    pub i: &'a str,
+}
+
+impl Command for GetLink<'_> {
+    type Reply = String;
+}
+
+/// One recipient of `s2` (`EXP` for a folder link), with an access level.
+#[derive(Debug, Serialize)]
+pub struct ShareTo<'a> {
+    pub u: &'a str,
+    pub r: u8,
+}
+
+/// `s2`: shares a folder.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "s2")]
+pub struct Share<'a> {
+    pub n: &'a str,
+    pub s: Vec<ShareTo<'a>>,
+    /// The share key wrapped with the master key, and its authentication.
+    pub ok: &'a str,
+    pub ha: &'a str,
+    pub cr: ShareKeys,
+    pub i: &'a str,
+}
+
+impl Command for Share<'_> {
+    type Reply = Ack;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_serialize_as_the_wire_wants() {
+        assert_eq!(
+            serde_json::to_value(FetchNodes {
+                c: 1,
+                ca: None,
+                r: None
+            })
+            .unwrap(),
+            json!({"a": "f", "c": 1})
+        );
+        assert_eq!(
+            serde_json::to_value(GetDownloadUrl::node("H")).unwrap(),
+            json!({"a": "g", "g": 1, "ssl": 0, "n": "H"})
+        );
+        let cr = ShareKeys {
+            shares: vec!["S".into()],
+            nodes: vec!["N".into()],
+            keys: vec![(0, 0, "K".into())],
+        };
+        assert_eq!(
+            serde_json::to_value(Move {
+                n: "N",
+                t: "T",
+                i: "E",
+                cr: Some(cr)
+            })
+            .unwrap(),
+            json!({"a": "m", "n": "N", "t": "T", "i": "E", "cr": [["S"], ["N"], [0, 0, "K"]]})
+        );
+        assert_eq!(
+            serde_json::to_value(Login {
+                user: "u",
+                uh: "h",
+                sek: "s",
+                mfa: None
+            })
+            .unwrap(),
+            json!({"a": "us", "user": "u", "uh": "h", "sek": "s"})
+        );
+    }
+
+    #[test]
+    fn replies_tolerate_missing_optional_fields_and_reject_wrong_shapes() {
+        let r: FetchReply = serde_json::from_value(json!({"f": [{"h": "A", "t": 2}]})).unwrap();
+        assert_eq!(r.f[0].h, "A");
+        assert!(r.ok.is_empty() && r.sn.is_none());
+        assert!(serde_json::from_value::<DownloadUrlReply>(json!({"s": 1})).is_err());
+        assert!(serde_json::from_value::<Ack>(json!(0)).is_ok());
+        assert!(serde_json::from_value::<Ack>(json!({"x": [1]})).is_ok());
+    }
+}

@@ -1,0 +1,115 @@
+//! `list` (alias `ls`) and `tree`: folders and files as remote paths, sizes and mtimes.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::exit::CliError;
+use super::path::{unescape_name, RemotePath};
+use super::progress::human;
+use super::resolve::{expand, remote_arg, resolve};
+use super::Ctx;
+use crate::client::Client;
+use crate::local::time::fmt_time;
+use crate::sync::oneway::{remote_listing, Entry, RemoteListing};
+use crate::tree::NodeHandle;
+
+pub(super) async fn list(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let rp = remote_arg(arg)?;
+    let client = ctx.client().await?;
+    let mut rows = Vec::new();
+    for (p, node) in expand(&client, &rp)? {
+        if node.kind.is_container() && (!rp.has_glob() || ctx.cli.recursive) {
+            let RemoteListing { entries, handles } = remote_listing(&client, &node.handle);
+            for e in entries {
+                if !ctx.cli.recursive && e.path.contains('/') {
+                    continue;
+                }
+                let shown = RemotePath {
+                    parts: p
+                        .parts
+                        .iter()
+                        .cloned()
+                        .chain(e.path.split('/').map(unescape_name))
+                        .collect(),
+                    ..p.clone()
+                };
+                let h = handles.get(&e.path).cloned();
+                rows.push((shown, e, h));
+            }
+        } else {
+            let e = Entry {
+                path: node.name.clone(),
+                size: node.size,
+                mtime: node.mtime,
+                dir: node.kind.is_container(),
+            };
+            rows.push((p, e, Some(node.handle.clone())));
+        }
+    }
+    if ctx.cli.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, e, h)| {
+                json!({
+                    "path": p.display(), "name": p.parts.last().cloned().unwrap_or_default(),
+                    "type": if e.dir { "folder" } else { "file" }, "size": e.size, "mtime": e.mtime,
+                    "handle": h.as_ref().map(|h| h.0.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for (p, e, _) in rows {
+        let line = if e.dir {
+            format!("{:>16}  {:>12}  {}/", "", "DIR", p.display())
+        } else {
+            format!("{}  {:>12}  {}", fmt_time(e.mtime), e.size, p.display())
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // stdout closed (e.g. piped into head)
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn tree(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let rp = remote_arg(arg)?;
+    let client = ctx.client().await?;
+    let top = resolve(&client, &rp)?;
+    let mut lines = vec![rp.display()];
+    fn walk_tree(client: &Client, h: &NodeHandle, prefix: &str, lines: &mut Vec<String>) {
+        let kids = client.children(h);
+        for (i, k) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            let suffix = if k.kind.is_container() {
+                "/".to_string()
+            } else {
+                format!("  ({})", human(k.size))
+            };
+            lines.push(format!(
+                "{prefix}{}{}{suffix}",
+                if last { "└── " } else { "├── " },
+                k.name
+            ));
+            if k.kind.is_container() {
+                walk_tree(
+                    client,
+                    &k.handle,
+                    &format!("{prefix}{}", if last { "    " } else { "│   " }),
+                    lines,
+                );
+            }
+        }
+    }
+    walk_tree(&client, &top.handle, "", &mut lines);
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if writeln!(out, "{l}").is_err() {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `delete` (alias `rm`), `mkdir` and `move` (alias `mv`).
+
+use super::exit::{self, CliError};
+use super::path::RootKind;
+use super::resolve::{
+    child, ensure_path, exists, expand, not_found, remote_arg, resolve, root_handle,
+};
+use super::Ctx;
+use crate::tree::NodeKind;
+
+pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let rubbish = root_handle(&client, RootKind::Rubbish)?;
+    for p in paths {
+        let rp = remote_arg(p)?;
+        for (shown, node) in expand(&client, &rp)? {
+            if !matches!(node.kind, NodeKind::File | NodeKind::Folder) {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("{}: a root cannot be deleted", shown.display()),
+                ));
+            }
+            if node.kind == NodeKind::Folder
+                && !ctx.cli.recursive
+                && !client.children(&node.handle).is_empty()
+            {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "{}: is a folder that is not empty (use --recursive)",
+                        shown.display()
+                    ),
+                ));
+            }
+            let in_rubbish = client
+                .read_tree()
+                .path_of(&node.handle)
+                .starts_with("//Rubbish Bin/")
+                || node.parent.as_ref() == Some(&rubbish);
+            if ctx.cli.force || in_rubbish {
+                client.delete(&node.handle).await?;
+                if ctx.cli.verbose >= 1 {
+                    eprintln!("deleted {}", shown.display());
+                }
+            } else {
+                client.trash(&node.handle).await?;
+                if ctx.cli.verbose >= 1 {
+                    eprintln!("moved {} to the Rubbish Bin", shown.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn mkdir(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    for p in paths {
+        let rp = remote_arg(p)?;
+        if let Ok(n) = resolve(&client, &rp) {
+            if n.kind.is_container() && ctx.cli.force {
+                continue;
+            }
+            return Err(exists(&rp.display()));
+        }
+        ensure_path(&client, &rp).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliError> {
+    let (src, dst) = (remote_arg(source)?, remote_arg(target)?);
+    let client = ctx.client().await?;
+    let sources = expand(&client, &src)?;
+    let dst_node = resolve(&client, &dst).ok();
+    let into = match &dst_node {
+        Some(n) if n.kind.is_container() => true,
+        _ if dst.dir || sources.len() > 1 => {
+            return Err(match dst_node {
+                Some(_) => CliError::new(exit::USAGE, format!("{}: not a folder", dst.display())),
+                None => not_found(&dst.display()),
+            })
+        }
+        _ => false,
+    };
+    for (shown, node) in sources {
+        if !matches!(node.kind, NodeKind::File | NodeKind::Folder) {
+            return Err(CliError::new(
+                exit::USAGE,
+                format!("{}: a root cannot be moved", shown.display()),
+            ));
+        }
+        let (parent, name) = if into {
+            (
+                dst_node
+                    .as_ref()
+                    .map(|n| n.handle.clone())
+                    .expect("invariant: `into` means the target exists"),
+                node.name.clone(),
+            )
+        } else {
+            let (p, name) = dst
+                .split_last()
+                .ok_or_else(|| CliError::new(exit::USAGE, "cannot move over a root"))?;
+            (resolve(&client, &p)?.handle, name.to_string())
+        };
+        if let Some(existing) = child(&client, &parent, &name).filter(|e| e.handle != node.handle) {
+            if !ctx.cli.force || existing.kind.is_container() {
+                return Err(exists(&client.read_tree().path_of(&existing.handle)));
+            }
+            client.trash(&existing.handle).await?;
+        }
+        if node.name != name {
+            client.rename(&node.handle, &name).await?;
+        }
+        if node.parent.as_ref() != Some(&parent) {
+            client.move_to(&node.handle, &parent).await?;
+        }
+        if ctx.cli.verbose >= 1 {
+            eprintln!(
+                "moved {} -> {}",
+                shown.display(),
+                client.read_tree().path_of(&node.handle)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! What megacmd shows while it works: a progress bar (bytes, rate, ETA) only when stderr is a
+//! terminal, a line per file with `--verbose 1`, and a summary at the end (on stderr, or as
+//! JSON on stdout).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::exit::CliError;
+use super::Ctx;
+use crate::transfer::Progress;
+
+/// `1.5 MiB` style sizes.
+pub(super) fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Byte and file counters, and the progress bar (only on a terminal).
+pub(super) struct Transfers {
+    pub(super) bar: indicatif::ProgressBar,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    started: Instant,
+    verbose: u8,
+}
+
+impl Transfers {
+    pub(super) fn new(ctx: &Ctx, total: u64) -> Arc<Self> {
+        let show = std::io::stderr().is_terminal() && !ctx.cli.json && !ctx.cli.no_progress;
+        let bar = if show {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            ) {
+                b.set_style(style);
+            }
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Arc::new(Transfers {
+            bar,
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            verbose: ctx.cli.verbose,
+        })
+    }
+
+    pub(super) fn progress(self: &Arc<Self>) -> Progress {
+        let me = self.clone();
+        Arc::new(move |n| {
+            me.bar.inc(n);
+            me.bytes.fetch_add(n, Ordering::Relaxed);
+        })
+    }
+
+    pub(super) fn done(&self, line: impl FnOnce() -> String) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        if self.verbose >= 1 {
+            self.bar.suspend(|| eprintln!("{}", line()));
+        }
+    }
+
+    /// Prints the summary (stderr, or JSON on stdout).
+    pub(super) fn summary(&self, ctx: &Ctx, verb: &str, extra: serde_json::Value) {
+        self.bar.finish_and_clear();
+        let files = self.files.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        if ctx.cli.json {
+            let mut v = json!({"operation": verb, "files": files, "bytes": bytes, "seconds": secs});
+            if let (Some(m), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                m.extend(e);
+            }
+            println!("{v}");
+        } else {
+            let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+            eprintln!(
+                "{verb} {files} file(s), {} in {secs:.1} s ({}/s)",
+                human(bytes),
+                human(rate as u64)
+            );
+        }
+    }
+}
+
+/// The outcome of several operations: every failure but the last is printed, the last (or a
+/// count of them) is the command's error.
+pub(super) fn outcome(total: usize, mut errors: Vec<CliError>) -> Result<(), CliError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => {
+            for e in &errors {
+                eprintln!("megacmd: {e}");
+            }
+            Err(CliError::new(
+                errors[0].code,
+                format!("{n} of {total} operations failed"),
+            ))
+        }
+    }
+}
+
+/// Runs jobs `parallel` at a time (see [`crate::jobs`]), then reports their [`outcome`].
+pub(super) async fn run_jobs<T, F, Fut>(parallel: usize, jobs: Vec<T>, f: F) -> Result<(), CliError>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let total = jobs.len();
+    outcome(total, crate::jobs::run(parallel, jobs, f).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_formatting() {
+        assert_eq!(human(5), "5 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(20 * 1024 * 1024), "20.0 MiB");
+    }
+
+    #[test]
+    fn outcomes() {
+        assert!(outcome(3, vec![]).is_ok());
+        let one = outcome(3, vec![CliError::new(5, "x")]).unwrap_err();
+        assert_eq!((one.code, one.msg.as_str()), (5, "x"));
+        let two = outcome(3, vec![CliError::new(5, "x"), CliError::new(6, "y")]).unwrap_err();
+        assert_eq!(two.code, 5);
+        assert_eq!(two.msg, "2 of 3 operations failed");
+    }
+}

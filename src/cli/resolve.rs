@@ -1,0 +1,131 @@
+//! Finding command-line locations in the tree: a `mega:` path to its node (with the same
+//! choice among duplicate names as everywhere: the oldest), a glob in the last component to
+//! its matches, folders created as needed, and where a download lands locally.
+
+use std::path::{Path, PathBuf};
+
+use super::exit::{self, CliError};
+use super::path::{self, escape_name, Location, RemotePath, RootKind};
+use crate::client::Client;
+use crate::error::Error;
+use crate::tree::{Node, NodeHandle};
+
+pub(super) fn io_err(what: &Path, e: std::io::Error) -> CliError {
+    CliError::new(exit::io_code(&e), format!("{}: {e}", what.display()))
+}
+
+pub(super) fn remote_arg(s: &str) -> Result<RemotePath, CliError> {
+    match path::parse(s)? {
+        Location::Remote(r) => Ok(r),
+        _ => Err(CliError::new(
+            exit::USAGE,
+            format!("{s}: expected a mega:/ path"),
+        )),
+    }
+}
+
+pub(super) fn not_found(what: &str) -> CliError {
+    CliError::new(exit::NOT_FOUND, format!("{what}: no such file or folder"))
+}
+
+pub(super) fn exists(what: &str) -> CliError {
+    CliError::new(
+        exit::EXISTS,
+        format!("{what}: already exists (use --force to overwrite)"),
+    )
+}
+
+pub(super) fn root_handle(client: &Client, kind: RootKind) -> Result<NodeHandle, CliError> {
+    let tree = client.read_tree();
+    let n = match kind {
+        RootKind::Drive => tree.root(),
+        RootKind::Rubbish => tree.rubbish(),
+        RootKind::Inbox => tree.inbox(),
+    };
+    n.map(|n| n.handle.clone())
+        .ok_or_else(|| CliError::new(exit::OTHER, "the account has no such root"))
+}
+
+pub(super) fn resolve(client: &Client, rp: &RemotePath) -> Result<Node, CliError> {
+    let root = root_handle(client, rp.root)?;
+    let tree = client.read_tree();
+    let mut cur = tree.get(&root).ok_or_else(|| not_found(&rp.display()))?;
+    for part in &rp.parts {
+        if !cur.kind.is_container() {
+            return Err(CliError::new(
+                exit::NOT_FOUND,
+                format!("{}: not a folder", tree.path_of(&cur.handle)),
+            ));
+        }
+        cur = tree
+            .child_by_name(&cur.handle, part)
+            .ok_or_else(|| not_found(&rp.display()))?;
+    }
+    Ok(cur.clone())
+}
+
+/// Resolves a path whose last component may be a glob; at least one match, or NOT_FOUND.
+pub(super) fn expand(
+    client: &Client,
+    rp: &RemotePath,
+) -> Result<Vec<(RemotePath, Node)>, CliError> {
+    if !rp.has_glob() {
+        return Ok(vec![(rp.clone(), resolve(client, rp)?)]);
+    }
+    let (parent, pattern) = rp
+        .split_last()
+        .expect("invariant: a glob path has a last part");
+    let folder = resolve(client, &parent)?;
+    let out: Vec<_> = client
+        .children(&folder.handle)
+        .into_iter()
+        .filter(|n| path::glob_match(pattern, &n.name))
+        .map(|n| (parent.join(&n.name), n))
+        .collect();
+    if out.is_empty() {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("{}: no match", rp.display()),
+        ));
+    }
+    Ok(out)
+}
+
+/// The child of `parent` called `name`, if any.
+pub(super) fn child(client: &Client, parent: &NodeHandle, name: &str) -> Option<Node> {
+    client.read_tree().child_by_name(parent, name).cloned()
+}
+
+/// An existing folder `name` in `parent`, or a new one; a file of that name is in the way.
+pub(super) async fn ensure_folder(
+    client: &Client,
+    parent: &NodeHandle,
+    name: &str,
+) -> Result<NodeHandle, CliError> {
+    match client.ensure_folder(parent, name).await {
+        Ok(n) => Ok(n.handle),
+        Err(Error::NotAFolder { what }) => Err(exists(&what)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The folder at a remote path, created with missing parents (like `mkdir -p`).
+pub(super) async fn ensure_path(client: &Client, rp: &RemotePath) -> Result<NodeHandle, CliError> {
+    let root = root_handle(client, rp.root)?;
+    match client.ensure_path(&root, &rp.parts).await {
+        Ok(h) => Ok(h),
+        Err(Error::NotAFolder { what }) => Err(exists(&what)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a single downloaded item goes: into `target` if it is a folder (or ends in `/`).
+pub(super) fn local_target(target: Option<&str>, name: &str) -> PathBuf {
+    let t = target.unwrap_or(".");
+    let p = PathBuf::from(t);
+    if t.ends_with('/') || p.is_dir() {
+        p.join(escape_name(name))
+    } else {
+        p
+    }
+}

@@ -1,0 +1,52 @@
+//! A logged-in [`Client`] from the configuration, the way both binaries start: resume the
+//! saved session if there is one for this server, else log in with the configured e-mail and
+//! password (and save the session), else say how to log in. Transfers get the configured
+//! retry budget. Errors are the engine's; each front-end maps them to its own exit codes.
+
+use crate::api::session::SavedSession;
+use crate::api::ApiConfig;
+use crate::config::Config;
+use crate::transfer::TransferConfig;
+
+use super::{AuthError, Client, Error, Result};
+
+/// The API settings a configuration asks for.
+pub fn api_config(cfg: &Config) -> ApiConfig {
+    let mut api = ApiConfig::with_base_url(&cfg.api_url);
+    api.retry.max_retries = cfg.max_retries;
+    api
+}
+
+/// Connects as configured (see the module doc). `api` is usually [`api_config`]`(cfg)`.
+pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
+    let transfer = TransferConfig {
+        retry: api.retry.clone(),
+        ..Default::default()
+    };
+    let mut c = connect_inner(cfg, api).await?;
+    c.set_transfer_config(transfer);
+    Ok(c)
+}
+
+async fn connect_inner(cfg: &Config, api: ApiConfig) -> Result<Client> {
+    let mut expired = false;
+    if cfg.session_file.exists() {
+        let saved = SavedSession::load(&cfg.session_file)?;
+        if saved.api_url == cfg.api_url {
+            match Client::resume(api.clone(), &saved).await {
+                Ok(c) => return Ok(c),
+                Err(Error::Auth(AuthError::SessionExpired)) => expired = true,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    match (&cfg.email, &cfg.password) {
+        (Some(email), Some(password)) => {
+            let c = Client::login(api, email, password, None).await?;
+            c.save_session(&cfg.session_file)?;
+            Ok(c)
+        }
+        _ if expired => Err(AuthError::SessionExpired.into()),
+        _ => Err(AuthError::NotLoggedIn.into()),
+    }
+}

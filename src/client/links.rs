@@ -1,0 +1,273 @@
+//! Public links both ways: exporting a file link, or a folder link (the folder is shared with
+//! MEGA's `EXP` pseudo-user under a new share key, and every node below it gets its key
+//! wrapped with that key), and reading links without logging in ([`public_file`],
+//! [`PublicFolder`]). Every download is MAC-verified.
+
+use tokio::io::AsyncWrite;
+
+use super::{task_failed, Client, Error, Result};
+use crate::api::commands::{FetchNodes, GetDownloadUrl, GetLink, Share, ShareKeys, ShareTo};
+use crate::api::ApiClient;
+use crate::crypto::{attr, b64, Key128};
+use crate::link::{self, LinkError, PublicLink};
+use crate::transfer::download;
+use crate::transfer::{Progress, Source, TransferConfig};
+use crate::tree::{Node, NodeHandle, NodeKind, NodeTree, MAX_NODE_SIZE};
+
+/// A size from a `g` reply, checked like every size the server states.
+fn checked_size(s: Option<u64>, fallback: u64) -> Result<u64> {
+    match s {
+        Some(s) if s > MAX_NODE_SIZE => Err(Error::Protocol(format!(
+            "the server claims a size of {s} bytes"
+        ))),
+        Some(s) => Ok(s),
+        None => Ok(fallback),
+    }
+}
+
+impl Client {
+    /// Exports a public link: a file link, or for a folder a folder link.
+    pub async fn export(&self, h: &NodeHandle) -> Result<String> {
+        let n = self.node(h)?;
+        match (&n.kind, n.file_key()) {
+            (NodeKind::File, Some(k)) => {
+                let key = k.clone();
+                let ph = self.link_handle(h).await?;
+                Ok(link::file_link(&ph, &key))
+            }
+            (NodeKind::File, None) => Err(Error::Undecryptable { what: n.name }),
+            (NodeKind::Folder, _) => {
+                let share_key = self.export_folder(h).await?;
+                let ph = self.link_handle(h).await?;
+                Ok(link::folder_link(&ph, &share_key))
+            }
+            _ => Err(Error::PermissionDenied {
+                what: n.name,
+                code: None,
+            }),
+        }
+    }
+
+    async fn link_handle(&self, h: &NodeHandle) -> Result<String> {
+        Ok(self
+            .api
+            .run(&GetLink {
+                n: &h.0,
+                i: self.api.echo_id(),
+            })
+            .await?)
+    }
+
+    /// Shares a folder with `EXP` (idempotent: an existing share key is reused).
+    async fn export_folder(&self, h: &NodeHandle) -> Result<Key128> {
+        if let Some(k) = self.read_tree().keys().share_keys.get(&h.0) {
+            return Ok(k.clone());
+        }
+        let share_key = Key128::random();
+        let mk = &self.session.master_key.0;
+        let cr = {
+            let tree = self.read_tree();
+            let nodes = tree.subtree(h);
+            ShareKeys {
+                shares: vec![h.0.clone()],
+                keys: nodes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, n)| {
+                        let k = n.key.as_ref()?;
+                        Some((0, j, b64::encode(&share_key.wrap(&k.raw()))))
+                    })
+                    .collect(),
+                nodes: nodes.iter().map(|n| n.handle.0.clone()).collect(),
+            }
+        };
+        let ok = b64::encode(&mk.wrap(&share_key.0));
+        let ha = b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes()));
+        self.api
+            .run(&Share {
+                n: &h.0,
+                s: vec![ShareTo { u: "EXP", r: 0 }],
+                ok: &ok,
+                ha: &ha,
+                cr,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        self.write_tree()
+            .keys_mut()
+            .share_keys
+            .insert(h.0.clone(), share_key.clone());
+        Ok(share_key)
+    }
+}
+
+/// A public file's metadata.
+#[derive(Debug, Clone)]
+pub struct PublicFile {
+    pub name: String,
+    pub size: u64,
+    pub source: Source,
+}
+
+/// Looks up a public file link (no login needed).
+pub async fn public_file(api: &ApiClient, url: &str) -> Result<PublicFile> {
+    let (handle, key) = match link::parse(url)? {
+        PublicLink::File {
+            handle,
+            key: Some(key),
+        } => (handle, key),
+        PublicLink::File { key: None, .. } => return Err(LinkError::NoKey.into()),
+        PublicLink::Folder { .. } => {
+            return Err(Error::NotAFile {
+                what: "a folder link (use --recursive)".into(),
+            })
+        }
+    };
+    let r = api.run(&GetDownloadUrl::public(&handle)).await?;
+    let size = checked_size(r.s, 0)?;
+    let at =
+        r.at.as_deref()
+            .ok_or_else(|| Error::Protocol("`g` reply lacks `at`".into()))?;
+    let at = b64::decode(at, "attributes").map_err(crate::api::ApiError::from)?;
+    let attrs = attr::decrypt(&key.aes, &at).map_err(|_| Error::Undecryptable {
+        what: "the linked file (wrong key?)".into(),
+    })?;
+    let name = attrs
+        .get("n")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok(PublicFile {
+        name,
+        size,
+        source: Source {
+            url: Some(r.g),
+            size,
+            key,
+            refresh: None,
+        },
+    })
+}
+
+/// Downloads a public file link into `out` (MAC-verified); returns its metadata.
+pub async fn download_public<W: AsyncWrite + Unpin>(
+    api: &ApiClient,
+    url: &str,
+    out: &mut W,
+    cfg: &TransferConfig,
+    progress: Option<Progress>,
+) -> Result<PublicFile> {
+    let f = public_file(api, url).await?;
+    download::download(api.http(), &f.source, out, cfg, progress)
+        .await
+        .map_err(|e| Error::from(e).about(f.name.clone()))?;
+    Ok(f)
+}
+
+/// A public folder link opened without logging in.
+pub struct PublicFolder {
+    handle: String,
+    tree: NodeTree,
+    root: NodeHandle,
+}
+
+impl std::fmt::Debug for PublicFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicFolder")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicFolder {
+    /// Fetches the folder behind a folder link (`f` with `&n=<handle>`).
+    pub async fn open(api: &ApiClient, url: &str) -> Result<Self> {
+        let (handle, key) = match link::parse(url)? {
+            PublicLink::Folder {
+                handle,
+                key: Some(key),
+                ..
+            } => (handle, key),
+            PublicLink::Folder { key: None, .. } => return Err(LinkError::NoKey.into()),
+            PublicLink::File { .. } => {
+                return Err(Error::NotAFolder {
+                    what: "a file link".into(),
+                })
+            }
+        };
+        let cmd = FetchNodes {
+            c: 1,
+            ca: Some(1),
+            r: Some(1),
+        };
+        let r = api.run_with(&cmd, &[("n", &handle)]).await?;
+        let (tree, root) = tokio::task::spawn_blocking(move || NodeTree::from_folder_link(&r, key))
+            .await
+            .map_err(task_failed)??;
+        if tree.get(&root).is_some_and(|n| n.undecryptable.is_some()) {
+            return Err(Error::Undecryptable {
+                what: "the linked folder (wrong key?)".into(),
+            });
+        }
+        Ok(PublicFolder { handle, tree, root })
+    }
+
+    /// The exported folder itself.
+    pub fn root(&self) -> &Node {
+        self.tree
+            .get(&self.root)
+            .expect("invariant: the root was found when opening")
+    }
+
+    pub fn tree(&self) -> &NodeTree {
+        &self.tree
+    }
+
+    /// Resolves a path below the exported folder.
+    pub fn resolve(&self, path: &str) -> Result<&Node> {
+        Ok(self.tree.resolve_from(&self.root, path)?)
+    }
+
+    pub fn children(&self, h: &NodeHandle) -> Vec<&Node> {
+        self.tree.children(h)
+    }
+
+    /// Downloads a file of the folder into `out` (MAC-verified).
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        api: &ApiClient,
+        h: &NodeHandle,
+        out: &mut W,
+        cfg: &TransferConfig,
+        progress: Option<Progress>,
+    ) -> Result<()> {
+        let node = self.tree.get(h).ok_or_else(|| Error::NotFound {
+            what: format!("node {h}"),
+        })?;
+        let key = match (&node.kind, node.file_key()) {
+            (NodeKind::File, Some(k)) => k.clone(),
+            (NodeKind::File, None) => {
+                return Err(Error::Undecryptable {
+                    what: node.name.clone(),
+                })
+            }
+            _ => {
+                return Err(Error::NotAFile {
+                    what: node.name.clone(),
+                })
+            }
+        };
+        let r = api
+            .run_with(&GetDownloadUrl::node(&h.0), &[("n", &self.handle)])
+            .await?;
+        let src = Source {
+            size: checked_size(r.s, node.size)?,
+            url: Some(r.g),
+            key,
+            refresh: None,
+        };
+        download::download(api.http(), &src, out, cfg, progress)
+            .await
+            .map_err(|e| Error::from(e).about(node.name.clone()))
+    }
+}

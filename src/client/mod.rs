@@ -1,0 +1,228 @@
+//! [`Client`]: a logged-in account with its decrypted node tree — the engine the front-ends
+//! share. It runs commands through the [`ApiClient`], keeps the tree current from its own
+//! replies (and, through [`Client::watch`], from the event channel, skipping its own echoes),
+//! and moves content with the [`transfer`](crate::transfer) module.
+//!
+//! * this file: logging in, fetching the tree, reading it, the quota;
+//! * [`nodes`]: creating, uploading (and replacing), renaming, moving and deleting nodes;
+//! * [`content`]: reading a file's content (verified) whole, to a temporary file, or by piece;
+//! * [`links`]: public file and folder links, both ways;
+//! * [`watch`]: following remote changes;
+//! * [`connect`]: a client from the configuration (saved session or credentials).
+//!
+//! Every operation returns the engine's [`Error`], by meaning.
+//!
+//! Lock discipline: the tree lock is a `std::sync::RwLock` held only for short, synchronous
+//! reads or updates — never across `.await` or network I/O (clone out, then act).
+
+pub mod connect;
+pub mod content;
+pub mod links;
+pub mod nodes;
+pub mod watch;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::api::commands::{FetchNodes, GetQuota};
+use crate::api::session::{self, SavedSession, Session};
+use crate::api::{ApiClient, ApiConfig};
+use crate::transfer::TransferConfig;
+use crate::tree::{KeyRing, Node, NodeHandle, NodeTree};
+
+pub use crate::error::{AuthError, Error, Result};
+pub use connect::connect;
+pub use links::{download_public, public_file, PublicFile, PublicFolder};
+pub use nodes::{OldVersions, Target};
+pub use watch::{TreeEvent, Watcher};
+
+/// Storage quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub total: u64,
+    pub used: u64,
+}
+
+/// A logged-in account.
+pub struct Client {
+    api: Arc<ApiClient>,
+    session: Session,
+    tree: RwLock<NodeTree>,
+    sn: Mutex<Option<String>>,
+    transfer: TransferConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.session.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blocking task (tree decryption) that panicked, as an engine error.
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Protocol(format!("tree decryption task failed: {e}"))
+}
+
+impl Client {
+    /// Logs in and fetches the tree.
+    pub async fn login(
+        cfg: ApiConfig,
+        email: &str,
+        password: &str,
+        mfa: Option<&str>,
+    ) -> Result<Self> {
+        let api = Arc::new(ApiClient::new(cfg)?);
+        let session = session::login(&api, email, password, mfa).await?;
+        Self::from_session(api, session).await
+    }
+
+    /// Resumes a saved session (no password) and fetches the tree.
+    pub async fn resume(cfg: ApiConfig, saved: &SavedSession) -> Result<Self> {
+        let api = Arc::new(ApiClient::new(cfg)?);
+        let session = session::resume(&api, saved).await?;
+        Self::from_session(api, session).await
+    }
+
+    /// Wraps an already logged-in API client and fetches the tree. Transfers use the API's
+    /// retry settings until [`set_transfer_config`](Self::set_transfer_config) says otherwise.
+    pub async fn from_session(api: Arc<ApiClient>, session: Session) -> Result<Self> {
+        let keys = KeyRing::new(
+            session.master_key.clone(),
+            session.user.clone(),
+            session.rsa.clone(),
+        );
+        let transfer = TransferConfig {
+            retry: api.config().retry.clone(),
+            ..Default::default()
+        };
+        let client = Client {
+            api,
+            session,
+            tree: RwLock::new(NodeTree::new(keys)),
+            sn: Mutex::new(None),
+            transfer,
+        };
+        client.fetch().await?;
+        Ok(client)
+    }
+
+    pub fn set_transfer_config(&mut self, cfg: TransferConfig) {
+        self.transfer = cfg;
+    }
+
+    pub fn transfer_config(&self) -> &TransferConfig {
+        &self.transfer
+    }
+
+    pub fn api(&self) -> &Arc<ApiClient> {
+        &self.api
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// What to write to a session file to resume later without the password.
+    pub fn saved_session(&self) -> SavedSession {
+        SavedSession::from_session(&self.session, &self.api.config().base_url)
+    }
+
+    /// Saves the session to a 0600 file.
+    pub fn save_session(&self, path: &Path) -> Result<()> {
+        Ok(self.saved_session().save(path)?)
+    }
+
+    /// (Re)fetches the whole tree (`f`).
+    pub async fn fetch(&self) -> Result<()> {
+        let reply = self
+            .api
+            .run(&FetchNodes {
+                c: 1,
+                ca: None,
+                r: None,
+            })
+            .await?;
+        let keys = self.read_tree().keys().clone();
+        // Decrypting a large tree is CPU work: keep it off the async threads.
+        let (mut tree, sn) =
+            tokio::task::spawn_blocking(move || NodeTree::from_fetch(&reply, keys))
+                .await
+                .map_err(task_failed)??;
+        let bad = tree.undecryptable().count();
+        if bad > 0 {
+            tracing::warn!(
+                count = bad,
+                "some nodes cannot be decrypted; they are shown as [undecryptable]"
+            );
+        }
+        let mut current = self.write_tree();
+        tree.succeed(current.generation());
+        *current = tree;
+        drop(current);
+        *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn;
+        Ok(())
+    }
+
+    /// Read access to the tree. Do not hold the guard across `.await`.
+    pub fn read_tree(&self) -> RwLockReadGuard<'_, NodeTree> {
+        self.tree.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_tree(&self) -> RwLockWriteGuard<'_, NodeTree> {
+        self.tree.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of a node.
+    pub fn node(&self, h: &NodeHandle) -> Result<Node> {
+        self.read_tree()
+            .get(h)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("node {h}"),
+            })
+    }
+
+    /// Resolves a path below the Cloud Drive.
+    pub fn resolve(&self, path: &str) -> Result<Node> {
+        Ok(self.read_tree().resolve(path)?.clone())
+    }
+
+    pub fn root(&self) -> Result<Node> {
+        self.read_tree()
+            .root()
+            .cloned()
+            .ok_or_else(|| Error::Protocol("the account has no Cloud Drive root".into()))
+    }
+
+    pub fn rubbish(&self) -> Result<Node> {
+        self.read_tree()
+            .rubbish()
+            .cloned()
+            .ok_or_else(|| Error::Protocol("the account has no Rubbish Bin".into()))
+    }
+
+    pub fn children(&self, h: &NodeHandle) -> Vec<Node> {
+        self.read_tree().children(h).into_iter().cloned().collect()
+    }
+
+    /// The MEGA path of a node (`/a/b`, `//Rubbish Bin/a`).
+    pub fn path_of(&self, h: &NodeHandle) -> String {
+        self.read_tree().path_of(h)
+    }
+
+    /// Storage quota.
+    pub async fn quota(&self) -> Result<Quota> {
+        let r = self.api.run(&GetQuota { strg: 1, xfer: 1 }).await?;
+        Ok(Quota {
+            total: r.mstrg.unwrap_or(0),
+            used: r.cstrg.unwrap_or(0),
+        })
+    }
+
+    /// Ends the session on the server.
+    pub async fn logout(&self) -> Result<()> {
+        Ok(session::logout(&self.api).await?)
+    }
+}

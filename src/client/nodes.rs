@@ -1,0 +1,362 @@
+//! Changing the tree: folders, uploads (new files and new versions of existing ones), renames,
+//! mtimes, moves, the Rubbish Bin and deletion. Every change is sent with the client's echo id
+//! and applied to the local tree from the reply, so the event channel's copy is skipped.
+//!
+//! New nodes below an exported folder carry a `cr` element with their keys wrapped by the
+//! share key, so link readers can decrypt them.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+use tokio::io::AsyncRead;
+
+use super::{Client, Error, Result};
+use crate::api::commands::{
+    Delete, Move, NewNode, PutNodes, PutNodesReply, SetAttributes, ShareKeys,
+};
+use crate::crypto::fingerprint::Fingerprint;
+use crate::crypto::{attr, b64, FolderKey, Key128, NodeKey};
+use crate::transfer::{upload, Progress};
+use crate::tree::{parse_node, Node, NodeHandle, NodeKind};
+
+/// What happens to the version of a file that an upload replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldVersions {
+    /// Moved to the Rubbish Bin (what MEGA's apps do with a deleted file).
+    Trash,
+    /// Deleted permanently.
+    Delete,
+}
+
+/// Where an upload goes: `name` in `parent`, as the new version of the file `replaces`
+/// names, if it names one (and what becomes of the old version).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub parent: &'a NodeHandle,
+    pub name: &'a str,
+    pub replaces: Option<(&'a NodeHandle, OldVersions)>,
+}
+
+impl Client {
+    fn container(&self, h: &NodeHandle) -> Result<Node> {
+        let n = self.node(h)?;
+        if !n.kind.is_container() {
+            return Err(Error::NotAFolder {
+                what: self.path_of(h),
+            });
+        }
+        Ok(n)
+    }
+
+    /// A node that may be changed (not one of the roots).
+    fn mutable(&self, h: &NodeHandle) -> Result<Node> {
+        let n = self.node(h)?;
+        if !matches!(n.kind, NodeKind::File | NodeKind::Folder) {
+            return Err(Error::PermissionDenied {
+                what: n.name,
+                code: None,
+            });
+        }
+        Ok(n)
+    }
+
+    fn wrap_key(&self, key: &NodeKey) -> String {
+        b64::encode(&self.session.master_key.0.wrap(&key.raw()))
+    }
+
+    /// Inserts the nodes of a `p` reply into the tree; returns the first.
+    fn insert_created(&self, reply: PutNodesReply) -> Result<Node> {
+        let mut tree = self.write_tree();
+        let mut first = None;
+        for v in &reply.f {
+            let node = parse_node(v, tree.keys_mut())?;
+            first.get_or_insert_with(|| node.clone());
+            tree.insert(node);
+        }
+        first.ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
+    }
+
+    /// The `cr` element that gives every exported folder above `parent` the key of a new node
+    /// (called `name` in the `p` request), so folder-link readers can decrypt it.
+    fn share_cr(&self, parent: &NodeHandle, name: &str, key: &NodeKey) -> Option<ShareKeys> {
+        let shares = self.read_tree().shares_above(parent);
+        if shares.is_empty() {
+            return None;
+        }
+        Some(ShareKeys {
+            keys: shares
+                .iter()
+                .enumerate()
+                .map(|(i, (_, sk))| (i, 0, b64::encode(&sk.wrap(&key.raw()))))
+                .collect(),
+            shares: shares.into_iter().map(|(h, _)| h.0).collect(),
+            nodes: vec![name.to_string()],
+        })
+    }
+
+    /// The `cr` element for moving `h` (and its subtree) under `new_parent`: the keys of every
+    /// moved node, wrapped for each exported folder above the destination.
+    fn subtree_cr(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Option<ShareKeys> {
+        let tree = self.read_tree();
+        let shares = tree.shares_above(new_parent);
+        if shares.is_empty() {
+            return None;
+        }
+        let nodes = tree.subtree(h);
+        let mut keys = Vec::new();
+        for (i, (_, sk)) in shares.iter().enumerate() {
+            for (j, n) in nodes.iter().enumerate() {
+                if let Some(k) = &n.key {
+                    keys.push((i, j, b64::encode(&sk.wrap(&k.raw()))));
+                }
+            }
+        }
+        Some(ShareKeys {
+            shares: shares.into_iter().map(|(s, _)| s.0).collect(),
+            nodes: nodes.iter().map(|n| n.handle.0.clone()).collect(),
+            keys,
+        })
+    }
+
+    /// Creates one node with `p` under `parent` and returns it.
+    async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
+        let cr = self.share_cr(parent, &node.h, key);
+        let reply = self
+            .api
+            .run(&PutNodes {
+                t: &parent.0,
+                n: vec![node],
+                i: self.api.echo_id(),
+                cr,
+            })
+            .await?;
+        self.insert_created(reply)
+    }
+
+    /// The folder `name` in `parent` (the oldest, if several have that name), created if
+    /// there is none. `NotAFolder` (with its path) if the name is taken by a file.
+    pub async fn ensure_folder(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
+        let existing = self.read_tree().child_by_name(parent, name).cloned();
+        match existing {
+            Some(n) if n.kind.is_container() => Ok(n),
+            Some(n) => Err(Error::NotAFolder {
+                what: self.path_of(&n.handle),
+            }),
+            None => self.mkdir(parent, name).await,
+        }
+    }
+
+    /// The folder at `parts` below `start`, creating what is missing (like `mkdir -p`).
+    pub async fn ensure_path(&self, start: &NodeHandle, parts: &[String]) -> Result<NodeHandle> {
+        let mut h = start.clone();
+        for part in parts {
+            h = self.ensure_folder(&h, part).await?.handle;
+        }
+        Ok(h)
+    }
+
+    /// Creates a folder.
+    pub async fn mkdir(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
+        self.container(parent)?;
+        let key = NodeKey::Folder(FolderKey(Key128::random()));
+        let mut attrs = Map::new();
+        attrs.insert("n".into(), json!(name));
+        let node = NewNode {
+            h: "xxxxxxxx".into(),
+            t: 1,
+            a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
+            k: self.wrap_key(&key),
+        };
+        self.put_node(parent, node, &key).await
+    }
+
+    /// Uploads `size` bytes from `reader` as `name` in `parent`, keeping `mtime`.
+    pub async fn upload<R: AsyncRead + Unpin>(
+        &self,
+        parent: &NodeHandle,
+        name: &str,
+        reader: &mut R,
+        size: u64,
+        mtime: i64,
+        progress: Option<Progress>,
+    ) -> Result<Node> {
+        let target = Target {
+            parent,
+            name,
+            replaces: None,
+        };
+        self.upload_to(target, reader, size, mtime, progress).await
+    }
+
+    /// Uploads `size` bytes from `reader` to `target`. If it replaces a file, the new node
+    /// exists before the old version is disposed of (Rubbish Bin or deleted, as the target
+    /// says): this is the one place a replacement happens, for the mount, megacmd and sync
+    /// alike. Once the new node exists the upload has succeeded: if the old version cannot be
+    /// disposed of, both are kept and that is logged (here, the only place that knows).
+    pub async fn upload_to<R: AsyncRead + Unpin>(
+        &self,
+        target: Target<'_>,
+        reader: &mut R,
+        size: u64,
+        mtime: i64,
+        progress: Option<Progress>,
+    ) -> Result<Node> {
+        self.container(target.parent)?;
+        if let Some((old, _)) = target.replaces {
+            if self.read_tree().get(old).is_some() {
+                self.mutable(old)?;
+            }
+        }
+        let up = upload::upload(&self.api, reader, size, mtime, &self.transfer, progress).await?;
+        let key = NodeKey::File(up.key.clone());
+        let mut attrs = Map::new();
+        attrs.insert("n".into(), json!(target.name));
+        attrs.insert("c".into(), json!(up.fingerprint.encode()));
+        let node = NewNode {
+            h: up.token,
+            t: 0,
+            a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
+            k: self.wrap_key(&key),
+        };
+        let created = self.put_node(target.parent, node, &key).await?;
+        // A version that is gone already (deleted meanwhile) needs nothing more.
+        let old = target
+            .replaces
+            .filter(|(h, _)| self.read_tree().get(h).is_some());
+        let retired = match old {
+            Some((old, OldVersions::Trash)) => self.trash(old).await,
+            Some((old, OldVersions::Delete)) => self.delete(old).await,
+            None => Ok(()),
+        };
+        if let Err(e) = retired {
+            tracing::warn!(
+                "{}: the new version is saved, but the previous one could not be removed ({e}); both are kept",
+                self.path_of(&created.handle)
+            );
+        }
+        Ok(created)
+    }
+
+    /// Uploads a local file to `target`, keeping its mtime.
+    pub async fn upload_path_to(
+        &self,
+        target: Target<'_>,
+        path: &Path,
+        progress: Option<Progress>,
+    ) -> Result<Node> {
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| Error::local(path, e))?;
+        let mtime = crate::local::files::mtime_of(&meta);
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::local(path, e))?;
+        self.upload_to(target, &mut f, meta.len(), mtime, progress)
+            .await
+    }
+
+    /// Uploads a local file, keeping its name (unless `name` is given) and mtime.
+    pub async fn upload_path(
+        &self,
+        parent: &NodeHandle,
+        path: &Path,
+        name: Option<&str>,
+        progress: Option<Progress>,
+    ) -> Result<Node> {
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| Error::Invalid {
+                    what: format!("{}: the path has no file name", path.display()),
+                    code: None,
+                })?,
+        };
+        let target = Target {
+            parent,
+            name: &name,
+            replaces: None,
+        };
+        self.upload_path_to(target, path, progress).await
+    }
+
+    /// Renames a node, keeping its other attributes (mtime fingerprint, labels…).
+    pub async fn rename(&self, h: &NodeHandle, name: &str) -> Result<()> {
+        let n = self.mutable(h)?;
+        let mut attrs = n.attrs().ok_or_else(|| Error::Undecryptable {
+            what: n.name.clone(),
+        })?;
+        attrs.insert("n".into(), json!(name));
+        self.put_attrs(&n, attrs).await
+    }
+
+    /// Encrypts a node's full attribute set, sends it (`a`), and updates the tree.
+    async fn put_attrs(&self, n: &Node, attrs: Map<String, Value>) -> Result<()> {
+        let key = n.key.clone().ok_or_else(|| Error::Undecryptable {
+            what: n.name.clone(),
+        })?;
+        let at = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
+        self.api
+            .run(&SetAttributes {
+                n: &n.handle.0,
+                at: &at,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        self.write_tree().set_encrypted_attrs(&n.handle, &at);
+        Ok(())
+    }
+
+    /// Sets a file's modification time: rewrites the fingerprint (`c`) attribute with the new
+    /// mtime, keeping its content checksum. No content is transferred.
+    pub async fn set_mtime(&self, h: &NodeHandle, mtime: i64) -> Result<()> {
+        let n = self.mutable(h)?;
+        let crc = match n.fingerprint {
+            Some(f) => f.crc,
+            // No fingerprint yet (uploaded by a client that writes none): compute the real
+            // checksum from the content rather than invent one.
+            None => self.content_crc(h, n.size).await?,
+        };
+        let mut attrs = n.attrs().ok_or_else(|| Error::Undecryptable {
+            what: n.name.clone(),
+        })?;
+        attrs.insert("c".into(), json!(Fingerprint { crc, mtime }.encode()));
+        self.put_attrs(&n, attrs).await
+    }
+
+    /// Moves a node into another folder.
+    pub async fn move_to(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Result<()> {
+        self.mutable(h)?;
+        self.container(new_parent)?;
+        self.api
+            .run(&Move {
+                n: &h.0,
+                t: &new_parent.0,
+                i: self.api.echo_id(),
+                cr: self.subtree_cr(h, new_parent),
+            })
+            .await?;
+        self.write_tree().reparent(h, new_parent);
+        Ok(())
+    }
+
+    /// Moves a node to the Rubbish Bin (what "delete" means in MEGA's apps).
+    pub async fn trash(&self, h: &NodeHandle) -> Result<()> {
+        let rubbish = self.rubbish()?.handle;
+        self.move_to(h, &rubbish).await
+    }
+
+    /// Deletes a node and its subtree permanently.
+    pub async fn delete(&self, h: &NodeHandle) -> Result<()> {
+        self.mutable(h)?;
+        self.api
+            .run(&Delete {
+                n: &h.0,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        self.write_tree().remove_subtree(h);
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! What `getattr`, `readdir` and `statfs` report. Sizes and mtimes come from the node (the
+//! mtime from its fingerprint), or from the staging file while a file has unsaved writes;
+//! modes and owners come from the mount options (MEGA stores neither).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::inodes::Target;
+use super::{FsError, MegaFs, Result};
+use crate::tree::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What `getattr` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: Kind,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// `statfs` numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct FsStats {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub free: u64,
+    pub files: u64,
+}
+
+pub(super) fn to_time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+impl Kind {
+    pub(super) fn of(n: &Node) -> Kind {
+        if n.kind.is_container() {
+            Kind::Dir
+        } else {
+            Kind::File
+        }
+    }
+}
+
+impl MegaFs {
+    pub(super) fn attr_of(&self, ino: u64, n: &Node) -> Attr {
+        let kind = Kind::of(n);
+        let base = if kind == Kind::Dir { 0o777 } else { 0o666 };
+        Attr {
+            ino,
+            size: if kind == Kind::File { n.size } else { 0 },
+            mtime: to_time(n.mtime),
+            ctime: to_time(n.ctime),
+            kind,
+            perm: (base & !self.cfg.umask) as u16,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
+    }
+
+    /// Size and mtime of a file with unsaved local changes (a dirty staging file).
+    fn staged(&self, ino: u64) -> Option<(u64, Option<i64>)> {
+        let open = self.open_files();
+        open.values()
+            .filter(|f| f.ino == ino)
+            .filter_map(|f| f.writer.as_ref())
+            .find(|w| w.dirty())
+            .and_then(|w| w.file.metadata().ok().map(|m| (m.len(), w.mtime())))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let staged = self.staged(ino);
+        match self.target(ino)? {
+            Target::Node(h) => {
+                let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
+                let mut a = self.attr_of(ino, &n);
+                if let Some((size, mtime)) = staged {
+                    a.size = size;
+                    a.mtime = mtime.map_or(SystemTime::now(), to_time);
+                }
+                Ok(a)
+            }
+            Target::Pending { .. } => {
+                let (size, mtime) = staged.ok_or(FsError::NotFound)?;
+                let t = mtime.map_or(SystemTime::now(), to_time);
+                Ok(Attr {
+                    ino,
+                    size,
+                    mtime: t,
+                    ctime: t,
+                    kind: Kind::File,
+                    perm: (0o666 & !self.cfg.umask) as u16,
+                    uid: self.cfg.uid,
+                    gid: self.cfg.gid,
+                })
+            }
+        }
+    }
+
+    pub async fn statfs(&self) -> Result<FsStats> {
+        let q = self.client.quota().await?;
+        const BLOCK: u64 = 4096;
+        Ok(FsStats {
+            block_size: BLOCK as u32,
+            blocks: q.total / BLOCK,
+            free: q.total.saturating_sub(q.used) / BLOCK,
+            files: self.client.read_tree().len() as u64,
+        })
+    }
+}

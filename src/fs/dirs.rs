@@ -1,0 +1,261 @@
+//! Folders as the mount shows them, lookups, and what the kernel must forget after remote
+//! changes.
+//!
+//! * Names: children are shown with [`escape_name`]; when several share a name, the oldest
+//!   keeps it and the others are shown as `stem (HANDLE).ext`, deterministically. New
+//!   duplicates are never created.
+//! * A folder's view is built once per tree generation, so a lookup is O(1), not O(entries).
+//! * Every directory entry the kernel may cache is remembered per inode ([`MegaFs::remember`])
+//!   so that [`MegaFs::stale`] can name exactly the entries a remote change invalidates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::attr::{Attr, DirEntry, Kind};
+use super::inodes::Target;
+use super::{FsError, MegaFs, Result};
+use crate::local::names::escape_name;
+use crate::tree::{Change, Node, NodeHandle};
+
+/// Directory entries remembered per inode for invalidation (hard links do not exist here, so
+/// more than one or two only happens around renames).
+const MAX_NAMES: usize = 8;
+/// Folder views kept before those of older tree generations are dropped.
+const MAX_VIEWS: usize = 4096;
+
+/// Display names of a folder's children: escaped, with duplicates disambiguated.
+pub(super) fn display_names(children: &[Node]) -> Vec<(String, &Node)> {
+    let mut counts: HashMap<String, Vec<&Node>> = HashMap::new();
+    for c in children {
+        counts.entry(escape_name(&c.name)).or_default().push(c);
+    }
+    let mut out = Vec::with_capacity(children.len());
+    for (name, mut group) in counts {
+        group.sort_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)));
+        for (i, n) in group.into_iter().enumerate() {
+            let shown = if i == 0 {
+                name.clone()
+            } else {
+                match name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty()) {
+                    Some((stem, ext)) => format!("{stem} ({}).{ext}", n.handle),
+                    None => format!("{name} ({})", n.handle),
+                }
+            };
+            out.push((shown, n));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A folder as shown on the mount, built once per tree generation.
+pub(super) struct DirView {
+    entries: Vec<(String, NodeHandle, Kind)>,
+    by_name: HashMap<String, usize>,
+}
+
+/// What the kernel must forget after remote changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// Directory entries: (parent inode, name).
+    pub entries: Vec<(u64, String)>,
+    /// Inodes whose attributes, data or listing changed.
+    pub inodes: Vec<u64>,
+}
+
+impl Stale {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.inodes.is_empty()
+    }
+}
+
+impl MegaFs {
+    /// A folder's view (names as shown, in order, with an index by name), rebuilt only when
+    /// the tree changed since it was built.
+    fn dir_view(&self, dir: &NodeHandle) -> Arc<DirView> {
+        let generation = self.client.read_tree().generation();
+        if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+            if *g == generation {
+                return v.clone();
+            }
+        }
+        let children = self.client.children(dir);
+        let entries: Vec<(String, NodeHandle, Kind)> = display_names(&children)
+            .into_iter()
+            .map(|(name, n)| (name, n.handle.clone(), Kind::of(n)))
+            .collect();
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.0.clone(), i))
+            .collect();
+        let view = Arc::new(DirView { entries, by_name });
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if dirs.len() > MAX_VIEWS {
+            dirs.retain(|_, (g, _)| *g == generation);
+        }
+        dirs.insert(dir.clone(), (generation, view.clone()));
+        view
+    }
+
+    /// The children of a folder as shown on the mount.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.dir_of(ino)?;
+        let view = self.dir_view(&dir.handle);
+        let mut inodes = self.inodes();
+        // Plain READDIR replies create no dentries in the kernel: nothing to remember.
+        Ok(view
+            .entries
+            .iter()
+            .map(|(name, h, kind)| DirEntry {
+                ino: inodes.ino_of(h),
+                name: name.clone(),
+                kind: *kind,
+            })
+            .collect())
+    }
+
+    /// The node shown as `name` in `dir`.
+    pub(super) fn child(&self, dir: &Node, name: &str) -> Option<Node> {
+        let view = self.dir_view(&dir.handle);
+        let i = *view.by_name.get(name)?;
+        self.client.node(&view.entries[i].1).ok()
+    }
+
+    /// The inode of a file created as `name` in `dir` and not uploaded yet, if any.
+    pub(super) fn pending_child(&self, dir: &NodeHandle, name: &str) -> Option<u64> {
+        let inodes = self.inodes();
+        let open = self.open_files();
+        open.values().map(|f| f.ino).find(|ino| {
+            matches!(inodes.get(*ino), Some(Target::Pending { parent: p, name: n }) if p == dir && n == name)
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        let dir = self.dir_of(parent)?;
+        if let Some(ino) = self.pending_child(&dir.handle, name) {
+            return self.getattr(ino);
+        }
+        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        let ino = self.inodes().ino_of(&n.handle);
+        self.remember(ino, parent, name);
+        self.getattr(ino)
+    }
+
+    /// Notes that the kernel may now cache `name` in `parent` as `ino` (a reply that creates a
+    /// dentry: lookup, mkdir, create, rename). At most [`MAX_NAMES`] per inode, oldest dropped.
+    pub(super) fn remember(&self, ino: u64, parent: u64, name: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let known = names.entry(ino).or_default();
+        if !known.iter().any(|(p, n)| *p == parent && n == name) {
+            if known.len() >= MAX_NAMES {
+                known.remove(0);
+            }
+            known.push((parent, name.to_string()));
+        }
+    }
+
+    /// What remote changes make stale in the kernel: the changed nodes' old directory entries
+    /// (renamed, moved, deleted), the nodes themselves, and the folders they left or entered.
+    /// Only inodes the kernel has seen are named.
+    pub fn stale(&self, changes: &[Change]) -> Stale {
+        let inodes = self.inodes();
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Stale::default();
+        let inode = |h: Option<&NodeHandle>, out: &mut Stale| -> Option<u64> {
+            let ino = h.and_then(|h| inodes.find(h))?;
+            if !out.inodes.contains(&ino) {
+                out.inodes.push(ino);
+            }
+            Some(ino)
+        };
+        for c in changes {
+            let (node, parents): (&NodeHandle, Vec<Option<NodeHandle>>) = match c {
+                Change::Added(h) | Change::Updated(h) => (
+                    h,
+                    vec![self
+                        .client
+                        .read_tree()
+                        .get(h)
+                        .and_then(|n| n.parent.clone())],
+                ),
+                Change::Removed { handle, parent } => (handle, vec![parent.clone()]),
+                Change::Moved { handle, from, to } => (handle, vec![from.clone(), to.clone()]),
+            };
+            if let Some(ino) = inode(Some(node), &mut out) {
+                if !matches!(c, Change::Added(_)) {
+                    // Entries stay remembered: a lookup racing with this invalidation may
+                    // re-create one in the kernel, and the next change must invalidate it too.
+                    let known = match c {
+                        Change::Removed { .. } => names.remove(&ino).unwrap_or_default(),
+                        _ => names.get(&ino).cloned().unwrap_or_default(),
+                    };
+                    for entry in known {
+                        if !out.entries.contains(&entry) {
+                            out.entries.push(entry);
+                        }
+                    }
+                }
+            }
+            for p in parents {
+                inode(p.as_ref(), &mut out);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::NodeKind;
+
+    fn node(h: &str, name: &str, ctime: i64) -> Node {
+        Node {
+            handle: h.into(),
+            parent: Some("ROOT".into()),
+            kind: NodeKind::File,
+            owner: String::new(),
+            name: name.into(),
+            size: 0,
+            ctime,
+            mtime: ctime,
+            key: None,
+            attrs: Default::default(),
+            fingerprint: None,
+            undecryptable: None,
+        }
+    }
+
+    #[test]
+    fn duplicates_and_hostile_names_are_shown_deterministically() {
+        let kids = vec![
+            node("BBBBBBBB", "a.txt", 20),
+            node("AAAAAAAA", "a.txt", 10),
+            node("CCCCCCCC", "a.txt", 30),
+            node("DDDDDDDD", "x/y", 1),
+            node("EEEEEEEE", "..", 1),
+            node("FFFFFFFF", "noext", 1),
+            node("GGGGGGGG", "noext", 2),
+        ];
+        let names: Vec<String> = display_names(&kids).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            vec![
+                "%2E%2E",
+                "a (BBBBBBBB).txt",
+                "a (CCCCCCCC).txt",
+                "a.txt",
+                "noext",
+                "noext (GGGGGGGG)",
+                "x%2Fy"
+            ]
+        );
+        let shown = display_names(&kids);
+        assert_eq!(
+            shown.iter().find(|(n, _)| n == "a.txt").unwrap().1.handle.0,
+            "AAAAAAAA",
+            "the oldest keeps the name"
+        );
+    }
+}

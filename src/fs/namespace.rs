@@ -1,0 +1,229 @@
+//! Changing names: mkdir, unlink, rmdir, rename, and the per-file commit locks that keep them
+//! from racing a commit of the same file.
+//!
+//! A file's commits, renames, unlinks and mtime changes take its commit lock one at a time
+//! ([`MegaFs::lock_files`], always in inode order, so two callers cannot deadlock). A file
+//! unlinked while open stays readable through its open handles; writes to it are discarded
+//! when it is closed, as on a local filesystem. A file created and not uploaded yet can be
+//! renamed and unlinked like any other.
+
+use std::sync::Arc;
+
+use super::attr::Attr;
+use super::inodes::Target;
+use super::{FsError, MegaFs, Result};
+use crate::local::names::unescape_name;
+use crate::tree::Node;
+
+/// A file's commit lock; the map entry goes when nobody holds or waits for it.
+pub(super) struct FileLock<'a> {
+    fs: &'a MegaFs,
+    ino: u64,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut commits = self.fs.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if commits
+            .get(&self.ino)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            commits.remove(&self.ino);
+        }
+    }
+}
+
+impl MegaFs {
+    /// Locks files against each other's commits (in inode order, so two callers cannot
+    /// deadlock). Commits, renames, deletions and mtime changes of a file take it.
+    pub(super) async fn lock_files(&self, inos: &[u64]) -> Vec<FileLock<'_>> {
+        let mut inos = inos.to_vec();
+        inos.sort_unstable();
+        inos.dedup();
+        let mut out = Vec::with_capacity(inos.len());
+        for ino in inos {
+            let lock = self
+                .commits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(ino)
+                .or_default()
+                .clone();
+            out.push(FileLock {
+                fs: self,
+                ino,
+                guard: Some(lock.lock_owned().await),
+            });
+        }
+        out
+    }
+
+    /// `name` in `dir`, with its file locked; looked up again under the lock (a commit that
+    /// was running may have replaced the node).
+    async fn child_locked(&self, dir: &Node, name: &str) -> Result<(Node, Vec<FileLock<'_>>)> {
+        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        let ino = self.inodes().ino_of(&n.handle);
+        let lock = self.lock_files(&[ino]).await;
+        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        Ok((n, lock))
+    }
+
+    /// Open writers of `ino` keep their handles but will not save: the file is gone.
+    fn unlinked(&self, ino: u64) {
+        for f in self.open_files().values().filter(|f| f.ino == ino) {
+            if let Some(w) = &f.writer {
+                w.unlink();
+            }
+        }
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        if self.child(&dir, name).is_some() || self.pending_child(&dir.handle, name).is_some() {
+            return Err(FsError::Exists);
+        }
+        let n = self.client.mkdir(&dir.handle, &unescape_name(name)).await?;
+        let ino = self.inodes().ino_of(&n.handle);
+        self.remember(ino, parent, name);
+        Ok(self.attr_of(ino, &n))
+    }
+
+    /// Removes a node (Rubbish Bin, or deleted with `hard_delete`) and forgets its inode.
+    async fn remove(&self, n: &Node) -> Result<()> {
+        self.dispose(&n.handle).await?;
+        let ino = self.inodes().find(&n.handle);
+        if let Some(ino) = ino {
+            self.unlinked(ino);
+        }
+        self.inodes().remove_handle(&n.handle);
+        self.cache.purge(&n.handle);
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        if let Some(ino) = self.pending_child(&dir.handle, name) {
+            // Never uploaded: nothing to remove on MEGA.
+            self.unlinked(ino);
+            self.inodes().forget(ino);
+            return Ok(());
+        }
+        let (n, _file) = self.child_locked(&dir, name).await?;
+        if n.kind.is_container() {
+            return Err(FsError::IsDir);
+        }
+        self.remove(&n).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        if !n.kind.is_container() {
+            return Err(FsError::NotDir);
+        }
+        if !self.client.children(&n.handle).is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.remove(&n).await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<()> {
+        self.writable()?;
+        let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
+        if parent == new_parent && name == new_name {
+            // rename(2) of a name onto itself does nothing (if the name exists).
+            let exists = self.child(&from, name).is_some()
+                || self.pending_child(&from.handle, name).is_some();
+            return if exists {
+                Ok(())
+            } else {
+                Err(FsError::NotFound)
+            };
+        }
+        // A commit of either file that is running finishes first (it names the new version
+        // after the node it replaces, as it was when it started).
+        let mut inos = Vec::new();
+        for (dir, name) in [(&from, name), (&to, new_name)] {
+            if let Some(c) = self.child(dir, name) {
+                inos.push(self.inodes().ino_of(&c.handle));
+            }
+            inos.extend(self.pending_child(&dir.handle, name));
+        }
+        let _files = self.lock_files(&inos).await;
+        if let Some(ino) = self.pending_child(&from.handle, name) {
+            return self.rename_pending(ino, &to, new_parent, new_name).await;
+        }
+        let n = self.child(&from, name).ok_or(FsError::NotFound)?;
+        self.make_room(&to, new_name, Some(&n)).await?;
+        let real = unescape_name(new_name);
+        if n.name != real {
+            self.client.rename(&n.handle, &real).await?;
+        }
+        if from.handle != to.handle {
+            self.client.move_to(&n.handle, &to.handle).await?;
+        }
+        // The kernel moves its dentry to the new name.
+        let ino = self.inodes().ino_of(&n.handle);
+        self.remember(ino, new_parent, new_name);
+        Ok(())
+    }
+
+    /// Removes what `new_name` in `dir` holds before something is renamed over it, with
+    /// rename(2)'s rules for files and folders.
+    async fn make_room(&self, dir: &Node, new_name: &str, moving: Option<&Node>) -> Result<()> {
+        let moving_dir = moving.is_some_and(|m| m.kind.is_container());
+        if let Some(ino) = self.pending_child(&dir.handle, new_name) {
+            if moving_dir {
+                return Err(FsError::NotDir);
+            }
+            self.unlinked(ino);
+            self.inodes().forget(ino);
+        }
+        let existing = self
+            .child(dir, new_name)
+            .filter(|e| moving.is_none_or(|m| e.handle != m.handle));
+        if let Some(existing) = existing {
+            match (existing.kind.is_container(), moving_dir) {
+                (true, false) => return Err(FsError::IsDir),
+                (false, true) => return Err(FsError::NotDir),
+                (true, true) if !self.client.children(&existing.handle).is_empty() => {
+                    return Err(FsError::NotEmpty)
+                }
+                _ => {}
+            }
+            self.remove(&existing).await?;
+        }
+        Ok(())
+    }
+
+    /// Renames a file that exists only locally so far: it will be uploaded under the new name.
+    async fn rename_pending(
+        &self,
+        ino: u64,
+        to: &Node,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<()> {
+        self.make_room(to, new_name, None).await?;
+        self.inodes().set_target(
+            ino,
+            Target::Pending {
+                parent: to.handle.clone(),
+                name: new_name.to_string(),
+            },
+        );
+        self.remember(ino, new_parent, new_name);
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! Reads: through the block cache by MEGA chunk, with a read-ahead window fetched in the
+//! background.
+//!
+//! A read "starts" its own chunks plus the read-ahead window: runs of chunks neither cached
+//! nor in flight become background tasks fetching pieces of at most [`FETCH_PIECE`] bytes in
+//! parallel, and reads await the piece in flight that holds their chunk instead of fetching
+//! it again. The window doubles while reads stay sequential (up to [`MAX_READAHEAD`]) and
+//! resets on a seek.
+//!
+//! Content comes from the client's verifying reader ([`Content`]): a piece reaches the cache
+//! only after its chunk MACs were recorded, and once the file's MAC fails its blocks are
+//! purged and every read of it fails with EIO. Reads of a file open for writing see its
+//! staging file.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::Shared;
+
+use super::cache;
+use super::{FsError, MegaFs, OpenFile, Result};
+use crate::transfer::schedule::{chunk_index, chunk_start, SEGMENT};
+use crate::transfer::{Content, TransferError};
+use crate::tree::{Node, NodeHandle};
+
+/// The largest read-ahead window, for long sequential reads.
+pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
+/// The largest single ranged request; a window is fetched as several in parallel.
+const FETCH_PIECE: u64 = 4 * 1024 * 1024;
+/// How far from the end of the previous read a read still counts as sequential.
+const SEQ_SLACK: u64 = 1024 * 1024;
+
+/// A background fetch of one piece, awaited by any number of reads.
+type PieceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes>> + Send>>;
+/// Pieces being fetched, by first chunk: (last chunk, the fetch).
+type Inflight = std::collections::BTreeMap<u64, (u64, Shared<PieceFuture>)>;
+
+/// Shared read state of one file version.
+pub(super) struct Reader {
+    handle: NodeHandle,
+    content: Arc<Content>,
+    /// (end of the last read, current read-ahead window)
+    seq: Mutex<(u64, u64)>,
+    inflight: Mutex<Inflight>,
+}
+
+/// The in-flight piece holding chunk `idx`, if any: (its first chunk, the fetch).
+fn covering(inflight: &Inflight, idx: u64) -> Option<(u64, &Shared<PieceFuture>)> {
+    let (first, (last, f)) = inflight.range(..=idx).next_back()?;
+    (idx <= *last).then_some((*first, f))
+}
+
+impl MegaFs {
+    /// The read state of a file version (one per version, shared by its handles).
+    pub(super) fn reader(&self, n: &Node) -> Result<Arc<Reader>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = readers.get(&n.handle) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Reader {
+            handle: n.handle.clone(),
+            content: self.client.content(&n.handle)?,
+            seq: Mutex::new((u64::MAX, 0)),
+            inflight: Mutex::new(Default::default()),
+        });
+        readers.insert(n.handle.clone(), r.clone());
+        Ok(r)
+    }
+
+    pub async fn read(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        // Reads of a file open for writing see the staging file.
+        let (staged, opened) = {
+            let open = self.open_files();
+            let f: Option<&OpenFile> = open.get(&fh);
+            let staged = f
+                .and_then(|f| f.writer.as_ref())
+                .map(|w| w.file.try_clone())
+                .transpose()?;
+            (staged, f.and_then(|f| f.reader.clone()))
+        };
+        if let Some(f) = staged {
+            let mut buf = vec![0u8; size as usize];
+            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf, offset)?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        // The file's current version; after an unlink, the version the handle opened.
+        let r = match (self.node_of(ino), opened) {
+            (Ok(n), _) if n.kind.is_container() => return Err(FsError::IsDir),
+            (Ok(n), _) => self.reader(&n)?,
+            (Err(FsError::NotFound), Some(r)) => r,
+            (Err(e), _) => return Err(e),
+        };
+        self.read_node(&r, offset, size as u64).await
+    }
+
+    async fn read_node(
+        self: &Arc<Self>,
+        r: &Arc<Reader>,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        if r.content.is_bad() {
+            return Err(integrity(&r.handle, false));
+        }
+        let file_size = r.content.size();
+        let end = offset.saturating_add(size).min(file_size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // Read-ahead: the window doubles while reads stay sequential (near where the last one
+        // ended: the kernel's own read-ahead and several FUSE threads reorder requests a
+        // little), and resets on a seek.
+        let window = {
+            let mut seq = r.seq.lock().unwrap_or_else(|e| e.into_inner());
+            let sequential = seq.0 != u64::MAX && offset.abs_diff(seq.0) <= SEQ_SLACK;
+            let w = if sequential {
+                (seq.1 * 2).clamp(SEGMENT, MAX_READAHEAD)
+            } else {
+                0
+            };
+            *seq = (if sequential { seq.0.max(end) } else { end }, w);
+            w
+        };
+        let first = chunk_index(offset);
+        let last = chunk_index(end - 1);
+        let ahead = chunk_index((end + window).min(file_size) - 1);
+        // What this read needs and the read-ahead window are fetched in the background as
+        // parallel pieces; this read waits only for its own chunks, and the next sequential
+        // read finds its chunks cached or already on the way.
+        self.start_fetches(r, first, ahead);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for idx in first..=last {
+            let c = self.chunk(r, idx).await?;
+            let cs = chunk_start(idx);
+            let (s, e) = (offset.max(cs), end.min(cs + c.len() as u64));
+            if s < e {
+                out.extend_from_slice(&c[(s - cs) as usize..(e - cs) as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One chunk of a file: from the cache, from a fetch in flight, or fetched now.
+    async fn chunk(self: &Arc<Self>, r: &Arc<Reader>, idx: u64) -> Result<Bytes> {
+        for _ in 0..3 {
+            if let Some(c) = self.cache.get(&r.handle, idx) {
+                return Ok(c);
+            }
+            let pending = {
+                let inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                covering(&inflight, idx).map(|(first, f)| (first, f.clone()))
+            };
+            match pending {
+                Some((first, f)) => {
+                    let piece = f.await?;
+                    if let Some(c) = cache::slice_chunk(&piece, first, idx) {
+                        return Ok(c);
+                    }
+                }
+                None => self.start_fetches(r, idx, idx),
+            }
+        }
+        Err(FsError::Local("a read kept missing its data".into()))
+    }
+
+    /// Makes sure chunks `a..=b` are cached or being fetched: runs of missing chunks start as
+    /// background fetches of at most [`FETCH_PIECE`] bytes each, in parallel.
+    fn start_fetches(self: &Arc<Self>, r: &Arc<Reader>, a: u64, b: u64) {
+        let mut inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let missing = |i: u64, inflight: &Inflight| {
+            covering(inflight, i).is_none() && !self.cache.contains(&r.handle, i)
+        };
+        let mut idx = a;
+        while idx <= b {
+            if !missing(idx, &inflight) {
+                idx += 1;
+                continue;
+            }
+            let mut stop = idx;
+            while stop < b
+                && chunk_start(stop + 2) - chunk_start(idx) <= FETCH_PIECE
+                && missing(stop + 1, &inflight)
+            {
+                stop += 1;
+            }
+            let (fs, rd) = (self.clone(), r.clone());
+            let task = tokio::spawn(async move {
+                let piece = fs.fetch_piece(&rd, idx, stop).await;
+                rd.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&idx);
+                piece
+            });
+            let fetch = async move {
+                task.await
+                    .unwrap_or_else(|e| Err(FsError::Local(format!("read task failed: {e}"))))
+            };
+            inflight.insert(
+                idx,
+                (
+                    stop,
+                    futures::FutureExt::shared(Box::pin(fetch) as PieceFuture),
+                ),
+            );
+            idx = stop + 1;
+        }
+    }
+
+    /// Fetches chunks `a..=b` as one verified piece and caches it. When the file's MAC fails,
+    /// its blocks are purged.
+    async fn fetch_piece(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Bytes> {
+        match r.content.piece(a, b).await {
+            Ok(piece) => {
+                self.cache.insert(&r.handle, a, piece.clone());
+                Ok(piece)
+            }
+            Err(TransferError::MacMismatch) => {
+                self.cache.purge(&r.handle);
+                Err(integrity(&r.handle, r.content.first_report()))
+            }
+            Err(e) => Err(crate::Error::from(e).into()),
+        }
+    }
+}
+
+fn integrity(h: &NodeHandle, first: bool) -> FsError {
+    FsError::Integrity {
+        detail: format!("node {h}; its reads now fail"),
+        first,
+    }
+}

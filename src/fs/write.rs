@@ -1,0 +1,416 @@
+//! Writes: each handle open for writing owns a staging file under the cache directory (filled
+//! from the remote content first unless truncated); `flush`/`fsync`/`release` upload it as the
+//! new version of the file and return only after MEGA has it. The staging file is deleted
+//! after the commit; when a commit fails it is kept (it holds the only copy of the writes),
+//! and a note beside it names the MEGA path it was for.
+//!
+//! A FLUSH can come at any time (every close of any copy of a descriptor, including one a
+//! forked child inherited and closed on exec), so a handle's writes wait while it commits, and
+//! a file's commits, renames, unlinks and mtime changes take its commit lock one at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::attr::Attr;
+use super::inodes::Target;
+use super::{FsError, MegaFs, OpenFile, Result};
+use crate::client::Target as UploadTarget;
+use crate::local::names::{create_private, unescape_name};
+use crate::local::time::now;
+
+/// The staging directory's name under the cache directory.
+pub(super) const STAGING_DIR: &str = "staging";
+
+/// Write state of an open file.
+///
+/// Writes and truncations hold `commit` shared; a commit holds it exclusively. So an upload
+/// reads a staging file nobody changes meanwhile, and two commits of one handle never run at
+/// once.
+pub(super) struct Writer {
+    staging: PathBuf,
+    /// Used with positional I/O only; a commit reads through its own descriptor.
+    pub(super) file: std::fs::File,
+    /// Bumped by every change; `saved` is the change the last commit uploaded.
+    changes: AtomicU64,
+    saved: AtomicU64,
+    /// Explicit mtime from `setattr`, else the time of the commit.
+    mtime: Mutex<Option<i64>>,
+    /// The file was unlinked while open: its writes are not saved.
+    unlinked: AtomicBool,
+    commit: tokio::sync::RwLock<()>,
+}
+
+impl Writer {
+    fn new(staging: PathBuf, file: std::fs::File, dirty: bool) -> Arc<Writer> {
+        Arc::new(Writer {
+            staging,
+            file,
+            changes: AtomicU64::new(u64::from(dirty)),
+            saved: AtomicU64::new(0),
+            mtime: Mutex::new(None),
+            unlinked: AtomicBool::new(false),
+            commit: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    pub(super) fn dirty(&self) -> bool {
+        !self.unlinked.load(Ordering::Acquire)
+            && self.changes.load(Ordering::Acquire) != self.saved.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn mtime(&self) -> Option<i64> {
+        *self.mtime.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_mtime(&self, m: Option<i64>) {
+        *self.mtime.lock().unwrap_or_else(|e| e.into_inner()) = m;
+    }
+
+    pub(super) fn unlink(&self) {
+        self.unlinked.store(true, Ordering::Release);
+    }
+}
+
+/// A staging file holding writes that are not on MEGA, and the MEGA path it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsaved {
+    pub staging: PathBuf,
+    /// From the note beside the staging file (absent for files of older versions).
+    pub origin: Option<String>,
+}
+
+impl Unsaved {
+    fn of(staging: PathBuf) -> Unsaved {
+        let origin = std::fs::read_to_string(sidecar(&staging)).ok();
+        Unsaved { staging, origin }
+    }
+}
+
+/// The note beside a staging file naming the file it holds writes for.
+fn sidecar(staging: &Path) -> PathBuf {
+    staging.with_extension("path")
+}
+
+fn remove_staging(staging: &Path) {
+    let _ = std::fs::remove_file(staging);
+    let _ = std::fs::remove_file(sidecar(staging));
+}
+
+impl MegaFs {
+    /// The write state of a handle open for writing.
+    fn writer(&self, fh: u64) -> Option<Arc<Writer>> {
+        self.open_files().get(&fh).and_then(|f| f.writer.clone())
+    }
+
+    /// A handle of `ino` that is open for writing: `fh` if it is one, else any other.
+    fn writer_fh(&self, ino: u64, fh: Option<u64>) -> Option<u64> {
+        let open = self.open_files();
+        if let Some(f) = fh.filter(|f| open.get(f).is_some_and(|o| o.writer.is_some())) {
+            return Some(f);
+        }
+        open.iter()
+            .find(|(_, o)| o.ino == ino && o.writer.is_some())
+            .map(|(fh, _)| *fh)
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new staging file (0600) for writes to the file at `origin` (its MEGA path), which is
+    /// noted beside it in `<staging>.path`, so that a staging file left by a crash or an
+    /// abandoned handle says what it was.
+    fn new_staging(&self, origin: &str) -> Result<(PathBuf, std::fs::File)> {
+        let path = self
+            .cfg
+            .cache_dir
+            .join(STAGING_DIR)
+            .join(format!("{:016x}", rand::random::<u64>()));
+        let file = create_private(&path)?;
+        let note = create_private(&sidecar(&path))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, origin.as_bytes()));
+        if let Err(e) = note {
+            remove_staging(&path);
+            return Err(e.into());
+        }
+        Ok((path, file))
+    }
+
+    /// Opens a file; with `write`, a staging file is prepared (filled from the remote content
+    /// unless `truncate`).
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<u64> {
+        let fh = self.new_fh();
+        let (writer, reader) = if write {
+            self.writable()?;
+            let n = self.node_of(ino)?;
+            if n.kind.is_container() {
+                return Err(FsError::IsDir);
+            }
+            let origin = self.client.path_of(&n.handle);
+            let (path, file) = self.new_staging(&origin)?;
+            if !truncate && n.size > 0 {
+                let mut f = tokio::fs::File::from_std(file.try_clone()?);
+                if let Err(e) = self.client.download(&n.handle, &mut f, None).await {
+                    remove_staging(&path);
+                    return Err(e.into());
+                }
+            }
+            (Some(Writer::new(path, file, truncate)), None)
+        } else {
+            match self.node_of(ino) {
+                Ok(n) if n.kind.is_container() => return Err(FsError::IsDir),
+                Ok(n) => (None, Some(self.reader(&n)?)),
+                // Created here and not uploaded yet: nothing to read from MEGA.
+                Err(_) => (None, None),
+            }
+        };
+        self.open_files().insert(
+            fh,
+            OpenFile {
+                ino,
+                writer,
+                reader,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Creates a file (not on MEGA until its first flush/release) and opens it for writing.
+    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+        self.writable()?;
+        let dir = self.dir_of(parent)?;
+        if let Some(existing) = self.child(&dir, name) {
+            if existing.kind.is_container() {
+                return Err(FsError::IsDir);
+            }
+            let ino = self.inodes().ino_of(&existing.handle);
+            let fh = self.open(ino, true, true).await?;
+            self.remember(ino, parent, name);
+            return Ok((self.getattr(ino)?, fh));
+        }
+        let ino = match self.pending_child(&dir.handle, name) {
+            Some(ino) => ino,
+            None => self.inodes().pending(dir.handle.clone(), name.to_string()),
+        };
+        self.remember(ino, parent, name);
+        let origin = format!(
+            "{}/{}",
+            self.client.path_of(&dir.handle).trim_end_matches('/'),
+            unescape_name(name)
+        );
+        let (path, file) = self.new_staging(&origin)?;
+        let fh = self.new_fh();
+        self.open_files().insert(
+            fh,
+            OpenFile {
+                ino,
+                writer: Some(Writer::new(path, file, true)),
+                reader: None,
+            },
+        );
+        Ok((self.getattr(ino)?, fh))
+    }
+
+    /// Writes into the handle's staging file (no global lock: writers of different files, or
+    /// of one file at different offsets, proceed at once).
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let w = self.writer(fh).ok_or(FsError::Invalid)?;
+        let _shared = w.commit.read().await;
+        std::os::unix::fs::FileExt::write_all_at(&w.file, data, offset)?;
+        // A write after `touch -d` makes the file modified now again.
+        w.set_mtime(None);
+        w.changed();
+        Ok(data.len() as u32)
+    }
+
+    /// Truncates or extends a file (`truncate`, `O_TRUNC` via setattr) and/or sets its mtime.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        mtime: Option<i64>,
+    ) -> Result<Attr> {
+        if size.is_none() && mtime.is_none() {
+            return self.getattr(ino);
+        }
+        self.writable()?;
+        // Apply it to an open writer of this file if there is one (the kernel does not always
+        // pass the handle), else to a temporary one. Only an mtime, with no unsaved writes:
+        // rewrite the fingerprint attribute, no upload.
+        let writer = self.writer_fh(ino, fh);
+        let unsaved = writer
+            .and_then(|f| self.writer(f))
+            .is_some_and(|w| w.dirty());
+        if size.is_none() && !unsaved {
+            if self.node_of(ino)?.kind.is_container() {
+                return self.getattr(ino); // folder mtimes are not stored by MEGA
+            }
+            let _file = self.lock_files(&[ino]).await;
+            let n = self.node_of(ino)?;
+            self.client
+                .set_mtime(&n.handle, mtime.unwrap_or_else(now))
+                .await?;
+            return self.getattr(ino);
+        }
+        let (fh, own) = match writer {
+            Some(f) => (f, false),
+            None => {
+                if self.node_of(ino)?.kind.is_container() {
+                    return Err(FsError::IsDir);
+                }
+                (self.open(ino, true, size == Some(0)).await?, true)
+            }
+        };
+        {
+            let w = self.writer(fh).ok_or(FsError::Invalid)?;
+            let _shared = w.commit.read().await;
+            if let Some(s) = size {
+                w.file.set_len(s)?;
+            }
+            if let Some(m) = mtime {
+                w.set_mtime(Some(m));
+            }
+            w.changed();
+        }
+        if own {
+            self.release(fh).await?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Uploads a dirty staging file and commits the node (replacing the previous version).
+    /// Returns only after MEGA has the new node.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let Some((ino, w)) = self
+            .open_files()
+            .get(&fh)
+            .and_then(|f| Some((f.ino, f.writer.clone()?)))
+        else {
+            return Ok(());
+        };
+        let _exclusive = w.commit.write().await;
+        let change = w.changes.load(Ordering::Acquire);
+        if !w.dirty() {
+            return Ok(());
+        }
+        // Writers of the same file on other handles commit one after the other, each
+        // replacing the version the previous one committed; renames and deletions wait too.
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let result = {
+            let _file = self.lock_files(&[ino]).await;
+            if w.unlinked.load(Ordering::Acquire) {
+                Ok(()) // unlinked while we waited for the lock: nothing to save
+            } else {
+                self.commit(ino, &w).await
+            }
+        };
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.idle.notify_waiters();
+        result?;
+        w.saved.store(change, Ordering::Release);
+        Ok(())
+    }
+
+    /// Uploads a staging file as the new version of `ino`.
+    async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
+        let (parent, name, old) = match self.target(ino)? {
+            Target::Pending { parent, name } => (parent, unescape_name(&name), None),
+            Target::Node(h) => {
+                let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
+                (
+                    n.parent.clone().ok_or(FsError::NotPermitted)?,
+                    n.name.clone(),
+                    Some(n.handle),
+                )
+            }
+        };
+        let staging = std::fs::File::open(&w.staging)?;
+        let size = staging.metadata()?.len();
+        let mtime = w.mtime().unwrap_or_else(now);
+        let mut reader = tokio::fs::File::from_std(staging);
+        let target = UploadTarget {
+            parent: &parent,
+            name: &name,
+            replaces: old.as_ref().map(|h| (h, self.old_versions())),
+        };
+        let node = self
+            .client
+            .upload_to(target, &mut reader, size, mtime, None)
+            .await?;
+        // The inode now means the new version.
+        self.inodes().bind(ino, node.handle.clone());
+        if let Some(old) = &old {
+            self.cache.purge(old);
+        }
+        Ok(())
+    }
+
+    /// For shutting down: waits until no commit is running (at most `grace`), then returns the
+    /// staging files of handles still holding writes that are not on MEGA. Those files stay
+    /// on disk (they are the only copy of the writes); the caller logs where they are.
+    pub async fn drain(&self, grace: Duration) -> Vec<Unsaved> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        self.open_files()
+            .values()
+            .filter_map(|f| f.writer.as_ref())
+            .filter(|w| w.dirty())
+            .map(|w| Unsaved::of(w.staging.clone()))
+            .collect()
+    }
+
+    /// Staging files left by an earlier run that ended before committing them.
+    pub fn leftover_staging(&self) -> Vec<Unsaved> {
+        let open: Vec<PathBuf> = self
+            .open_files()
+            .values()
+            .filter_map(|f| f.writer.as_ref().map(|w| w.staging.clone()))
+            .collect();
+        std::fs::read_dir(self.cfg.cache_dir.join(STAGING_DIR))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !open.contains(p) && p.extension().is_none())
+                    .map(Unsaved::of)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes a handle: commits pending writes, then deletes the staging file. If the commit
+    /// failed, the staging file is kept (it holds the only copy of the writes) and the error
+    /// names it.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let r = self.flush(fh).await;
+        let f = self.open_files().remove(&fh);
+        let Some(w) = f.and_then(|f| f.writer) else {
+            return r;
+        };
+        match r {
+            Ok(()) => {
+                remove_staging(&w.staging);
+                Ok(())
+            }
+            Err(e) => Err(FsError::Unsaved {
+                staging: w.staging.clone(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Scanning both sides of a pair for the planner: the remote subtree from the tree (the
+//! oldest of duplicate names; undecryptable nodes skipped), the local folder from disk
+//! (regular files and folders only, with inodes for move detection and whether each file has
+//! settled), fingerprints where content decides, and removing partial downloads a killed run
+//! left behind.
+
+use std::time::SystemTime;
+
+use super::engine::{io_err, SyncError, Syncer};
+use super::ignore::{is_partial, Ignore, DEBRIS};
+use super::plan::{Local, Remote};
+use crate::local::files::mtime_of;
+use crate::local::names::escape_name;
+
+pub(super) fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn join_rel(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+impl Syncer {
+    pub(super) fn scan_remote(&self, ignore: &Ignore) -> Vec<Remote> {
+        let tree = self.client.read_tree();
+        let mut out = Vec::new();
+        let mut stack = vec![(self.remote.clone(), String::new())];
+        while let Some((h, rel)) = stack.pop() {
+            let mut kids = tree.children(&h);
+            // Oldest first: of duplicate names, the oldest node is the one synced.
+            kids.sort_by(|a, b| (a.ctime, &a.handle.0).cmp(&(b.ctime, &b.handle.0)));
+            for n in kids {
+                if n.undecryptable.is_some() {
+                    continue;
+                }
+                let path = join_rel(&rel, &escape_name(&n.name));
+                let dir = n.kind.is_container();
+                if ignore.is_ignored(&path, dir) {
+                    continue;
+                }
+                if dir {
+                    stack.push((n.handle.clone(), path.clone()));
+                }
+                out.push(Remote {
+                    path,
+                    dir,
+                    size: n.size,
+                    mtime: n.mtime,
+                    handle: n.handle.0.clone(),
+                    crc: n.fingerprint.map(|f| hex(&f.crc)),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        // MEGA allows duplicate names; the oldest is synced, the others are left alone.
+        out.dedup_by(|b, a| a.path == b.path);
+        out
+    }
+
+    pub(super) fn scan_local(&self, ignore: &Ignore) -> Result<Vec<Local>, SyncError> {
+        use std::os::unix::fs::MetadataExt;
+        let settle_before = SystemTime::now()
+            .checked_sub(self.opts.settle)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut out = Vec::new();
+        let mut stack = vec![(self.local.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+            for ent in entries {
+                let ent = ent.map_err(|e| io_err(&dir, e))?;
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let path = join_rel(&rel, &name);
+                let Ok(meta) = std::fs::symlink_metadata(ent.path()) else {
+                    continue; // gone meanwhile
+                };
+                if !meta.is_dir() && !meta.is_file() {
+                    continue; // symbolic links, sockets, devices are not synced
+                }
+                if ignore.is_ignored(&path, meta.is_dir()) {
+                    continue;
+                }
+                if meta.is_dir() {
+                    stack.push((ent.path(), path.clone()));
+                }
+                out.push(Local {
+                    path,
+                    dir: meta.is_dir(),
+                    size: if meta.is_dir() { 0 } else { meta.len() },
+                    mtime: mtime_of(&meta),
+                    inode: meta.ino(),
+                    settled: meta.is_dir() || meta.modified().is_ok_and(|t| t <= settle_before),
+                    crc: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub(super) fn local_crc(&self, rel: &str, size: u64) -> std::io::Result<String> {
+        let mut f = std::fs::File::open(self.local.join(rel))?;
+        Ok(hex(&crate::crypto::fingerprint::crc(&mut f, size)?))
+    }
+
+    /// Removes partial downloads a killed run left behind (ours only).
+    pub(super) fn remove_partials(&self) {
+        let mut stack = vec![self.local.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                match ent.file_type() {
+                    Ok(t) if t.is_dir() && !(dir == self.local && name == DEBRIS) => {
+                        stack.push(ent.path())
+                    }
+                    Ok(t) if t.is_file() && is_partial(&name) && name.contains(".megasync-") => {
+                        let _ = std::fs::remove_file(ent.path());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The decrypted node tree: nodes by handle, a children index, the three roots, path
+//! resolution, and applying action packets ([`packets`]) with a list of what changed.
+//! `MEGA-PROTOCOL.md` §5.
+//!
+//! * [`node`]: handles, kinds, decrypted nodes, parsing the server's node objects.
+//! * [`keys`]: the key ring that unwraps node keys (master, share and RSA keys).
+//! * [`packets`]: typed action packets and [`NodeTree::apply`].
+//!
+//! Invariants: every node's parent, if present in the tree, lists it in `children`; the
+//! generation changes on every change. No network I/O happens here.
+
+pub mod keys;
+pub mod node;
+pub mod packets;
+
+use std::collections::HashMap;
+
+use crate::api::commands::{FetchReply, RawNode};
+use crate::crypto::{Key128, MasterKey};
+use node::decode_attrs;
+
+pub use keys::KeyRing;
+pub use node::{parse_node, Node, NodeHandle, NodeKind, TreeError, MAX_NODE_SIZE};
+pub use packets::{ActionPacket, Change};
+
+/// The account's decrypted node tree.
+#[derive(Debug)]
+pub struct NodeTree {
+    nodes: HashMap<NodeHandle, Node>,
+    children: HashMap<NodeHandle, Vec<NodeHandle>>,
+    root: Option<NodeHandle>,
+    inbox: Option<NodeHandle>,
+    rubbish: Option<NodeHandle>,
+    keys: KeyRing,
+    /// Bumped on every change, so views derived from the tree know when to rebuild.
+    generation: u64,
+}
+
+impl NodeTree {
+    pub fn new(keys: KeyRing) -> Self {
+        NodeTree {
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            root: None,
+            inbox: None,
+            rubbish: None,
+            keys,
+            generation: 0,
+        }
+    }
+
+    /// Changes whenever the tree does (insert, remove, rename, move…).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Makes this tree's generation newer than `older`'s (when it replaces that tree).
+    pub fn succeed(&mut self, older: u64) {
+        self.generation = self.generation.max(older) + 1;
+    }
+
+    /// Builds the tree from an `f` reply; returns it with the reply's `sn`.
+    pub fn from_fetch(
+        reply: &FetchReply,
+        keys: KeyRing,
+    ) -> Result<(Self, Option<String>), TreeError> {
+        let mut tree = NodeTree::new(keys);
+        tree.keys.learn_outgoing(&reply.ok);
+        tree.keys.learn_outgoing(&reply.ok0);
+        for v in &reply.f {
+            let node = parse_node(v, &mut tree.keys)?;
+            tree.insert(node);
+        }
+        Ok((tree, reply.sn.clone()))
+    }
+
+    /// Builds the tree of a public folder link from its `f` reply. Every node's key is
+    /// wrapped with the link's key under the id of the exported folder, which is recognised
+    /// as the node whose own handle is the id in its `k` (else the first node).
+    pub fn from_folder_link(
+        reply: &FetchReply,
+        link_key: Key128,
+    ) -> Result<(Self, NodeHandle), TreeError> {
+        let first = reply
+            .f
+            .first()
+            .ok_or_else(|| TreeError::Malformed("folder link reply without nodes".into()))?;
+        let own_id = |n: &RawNode| {
+            let k = n.k.as_deref()?;
+            k.split('/')
+                .any(|part| part.split(':').next() == Some(n.h.as_str()))
+                .then(|| n.h.clone())
+        };
+        let root = reply
+            .f
+            .iter()
+            .find_map(own_id)
+            .unwrap_or_else(|| first.h.clone());
+        let mut keys = KeyRing::new(MasterKey(link_key.clone()), String::new(), None);
+        keys.share_keys.insert(root.clone(), link_key);
+        let (tree, _) = NodeTree::from_fetch(reply, keys)?;
+        Ok((tree, NodeHandle(root)))
+    }
+
+    /// The outgoing shares (exported folders) at or above `h`, nearest first, with their keys.
+    pub fn shares_above(&self, h: &NodeHandle) -> Vec<(NodeHandle, Key128)> {
+        let mut out = Vec::new();
+        let mut cur = self.nodes.get(h);
+        while let Some(n) = cur {
+            if let Some(k) = self.keys.share_keys.get(&n.handle.0) {
+                out.push((n.handle.clone(), k.clone()));
+            }
+            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+        }
+        out
+    }
+
+    /// The node and all its descendants, parents first.
+    pub fn subtree(&self, h: &NodeHandle) -> Vec<&Node> {
+        let mut out: Vec<&Node> = self.nodes.get(h).into_iter().collect();
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(kids) = self.children.get(&out[i].handle) {
+                out.extend(kids.iter().filter_map(|k| self.nodes.get(k)));
+            }
+            i += 1;
+        }
+        out
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn keys_mut(&mut self) -> &mut KeyRing {
+        &mut self.keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn get(&self, h: &NodeHandle) -> Option<&Node> {
+        self.nodes.get(h)
+    }
+
+    pub fn root(&self) -> Option<&Node> {
+        self.root.as_ref().and_then(|h| self.nodes.get(h))
+    }
+
+    pub fn inbox(&self) -> Option<&Node> {
+        self.inbox.as_ref().and_then(|h| self.nodes.get(h))
+    }
+
+    pub fn rubbish(&self) -> Option<&Node> {
+        self.rubbish.as_ref().and_then(|h| self.nodes.get(h))
+    }
+
+    /// Children of a node, ordered by name, then creation time, then handle.
+    pub fn children(&self, h: &NodeHandle) -> Vec<&Node> {
+        let mut v: Vec<&Node> = self
+            .children
+            .get(h)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.nodes.get(c))
+            .collect();
+        v.sort_by(|a, b| {
+            (a.name.as_str(), a.ctime, &a.handle).cmp(&(b.name.as_str(), b.ctime, &b.handle))
+        });
+        v
+    }
+
+    /// The child of `parent` called `name`. With duplicate names, the oldest one (then the
+    /// lowest handle) wins, deterministically.
+    pub fn child_by_name(&self, parent: &NodeHandle, name: &str) -> Option<&Node> {
+        self.children
+            .get(parent)?
+            .iter()
+            .filter_map(|c| self.nodes.get(c))
+            .filter(|n| n.name == name)
+            .min_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)))
+    }
+
+    /// Resolves a `/`-separated path below `start` (`.` and empty components are skipped,
+    /// `..` goes up).
+    pub fn resolve_from(&self, start: &NodeHandle, path: &str) -> Result<&Node, TreeError> {
+        let mut cur = self
+            .nodes
+            .get(start)
+            .ok_or_else(|| TreeError::NotFound(path.to_string()))?;
+        for comp in path.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if let Some(p) = cur.parent.as_ref().and_then(|p| self.nodes.get(p)) {
+                        cur = p;
+                    }
+                }
+                name => {
+                    if !cur.kind.is_container() {
+                        return Err(TreeError::NotAFolder(self.path_of(&cur.handle)));
+                    }
+                    cur = self
+                        .child_by_name(&cur.handle, name)
+                        .ok_or_else(|| TreeError::NotFound(path.to_string()))?;
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Resolves a path below the Cloud Drive root.
+    pub fn resolve(&self, path: &str) -> Result<&Node, TreeError> {
+        let root = self
+            .root
+            .clone()
+            .ok_or_else(|| TreeError::NotFound(path.to_string()))?;
+        self.resolve_from(&root, path)
+    }
+
+    /// `/a/b` for nodes under the Cloud Drive; `//Rubbish Bin/a` style for other roots.
+    pub fn path_of(&self, h: &NodeHandle) -> String {
+        let mut parts = Vec::new();
+        let mut cur = self.nodes.get(h);
+        let mut top = None;
+        while let Some(n) = cur {
+            if n.parent.is_none() {
+                top = Some(n);
+                break;
+            }
+            parts.push(n.name.as_str());
+            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+        }
+        parts.reverse();
+        let rest = parts.join("/");
+        match top {
+            Some(t) if t.kind == NodeKind::Root => format!("/{rest}"),
+            Some(t) => format!("//{}/{rest}", t.name),
+            None => format!("?/{rest}"),
+        }
+    }
+
+    /// Nodes that could not be decrypted.
+    pub fn undecryptable(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.undecryptable.is_some())
+    }
+
+    /// All nodes, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Inserts or replaces a node, keeping the children index right.
+    pub fn insert(&mut self, node: Node) {
+        self.generation += 1;
+        let h = node.handle.clone();
+        if let Some(old) = self.nodes.get(&h) {
+            if old.parent != node.parent {
+                let old_parent = old.parent.clone();
+                self.unlink_child(old_parent.as_ref(), &h);
+            } else if old.parent.is_some() {
+                // Same parent: the index already has it.
+                self.nodes.insert(h, node);
+                return;
+            }
+        }
+        match node.kind {
+            NodeKind::Root => self.root = Some(h.clone()),
+            NodeKind::Inbox => self.inbox = Some(h.clone()),
+            NodeKind::Rubbish => self.rubbish = Some(h.clone()),
+            _ => {}
+        }
+        if let Some(p) = &node.parent {
+            let list = self.children.entry(p.clone()).or_default();
+            if !list.contains(&h) {
+                list.push(h.clone());
+            }
+        }
+        self.nodes.insert(h, node);
+    }
+
+    fn unlink_child(&mut self, parent: Option<&NodeHandle>, h: &NodeHandle) {
+        if let Some(list) = parent.and_then(|p| self.children.get_mut(p)) {
+            list.retain(|c| c != h);
+        }
+    }
+
+    /// Removes a node and its whole subtree; returns the removed nodes (top first).
+    pub fn remove_subtree(&mut self, h: &NodeHandle) -> Vec<Node> {
+        let Some(top) = self.nodes.get(h) else {
+            return Vec::new();
+        };
+        self.generation += 1;
+        let parent = top.parent.clone();
+        self.unlink_child(parent.as_ref(), h);
+        let mut out = Vec::new();
+        let mut stack = vec![h.clone()];
+        while let Some(x) = stack.pop() {
+            if let Some(kids) = self.children.remove(&x) {
+                stack.extend(kids);
+            }
+            if let Some(n) = self.nodes.remove(&x) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// Sets a node's new parent locally (after a successful move).
+    pub fn reparent(&mut self, h: &NodeHandle, to: &NodeHandle) {
+        if let Some(mut n) = self.nodes.get(h).cloned() {
+            n.parent = Some(to.clone());
+            self.insert(n);
+        }
+    }
+
+    /// Re-decrypts a node's attributes from an encrypted blob (after `a` or a `u` packet).
+    pub fn set_encrypted_attrs(&mut self, h: &NodeHandle, at: &str) -> bool {
+        let Some(n) = self.nodes.get_mut(h) else {
+            return false;
+        };
+        self.generation += 1;
+        let Some(key) = n.key.clone() else {
+            return false;
+        };
+        match decode_attrs(&key, at) {
+            Some((name, fp)) => {
+                n.name = name;
+                n.attrs = at.to_string();
+                n.mtime = fp.map_or(n.ctime, |f| f.mtime);
+                n.fingerprint = fp;
+                n.undecryptable = None;
+                true
+            }
+            None => {
+                n.undecryptable = Some("attributes do not decrypt".into());
+                n.name = format!("[undecryptable {h}]");
+                true
+            }
+        }
+    }
+}

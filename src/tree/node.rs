@@ -1,0 +1,207 @@
+//! Nodes as the client sees them: handles, kinds, and a decrypted [`Node`], parsed from the
+//! server's [`RawNode`] with [`parse_node`]. A node whose key or attributes cannot be
+//! decrypted is kept (named `[undecryptable <handle>]`); a node whose structure is broken (no
+//! handle, unknown type, an impossible size) is a [`TreeError::Malformed`], never a panic.
+
+use serde_json::{Map, Value};
+
+use super::keys::KeyRing;
+use crate::api::commands::RawNode;
+use crate::crypto::fingerprint::Fingerprint;
+use crate::crypto::{attr, b64, FileKey, NodeKey};
+
+/// The largest file size accepted from the server: 2^53 − 1, the largest integer a JSON
+/// number carries exactly (MEGA's own web client is JavaScript). A larger `s` is a protocol
+/// error; no size the server states sizes an allocation before this check.
+pub const MAX_NODE_SIZE: u64 = (1 << 53) - 1;
+
+/// A node handle (8 base64url characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeHandle(pub String);
+
+impl std::fmt::Display for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeHandle {
+    fn from(s: &str) -> Self {
+        NodeHandle(s.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Folder,
+    /// The Cloud Drive root.
+    Root,
+    /// The Inbox / Vault root.
+    Inbox,
+    /// The Rubbish Bin root.
+    Rubbish,
+}
+
+impl NodeKind {
+    pub(crate) fn from_type(t: i64) -> Option<Self> {
+        Some(match t {
+            0 => NodeKind::File,
+            1 => NodeKind::Folder,
+            2 => NodeKind::Root,
+            3 => NodeKind::Inbox,
+            4 => NodeKind::Rubbish,
+            _ => return None,
+        })
+    }
+
+    /// Folders and the three roots can hold children.
+    pub fn is_container(self) -> bool {
+        !matches!(self, NodeKind::File)
+    }
+}
+
+/// A decrypted node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub handle: NodeHandle,
+    /// `None` for the roots.
+    pub parent: Option<NodeHandle>,
+    pub kind: NodeKind,
+    pub owner: String,
+    /// Decrypted name (`n`); for roots "Cloud Drive", "Inbox", "Rubbish Bin".
+    pub name: String,
+    pub size: u64,
+    /// Creation time on the server (`ts`, Unix seconds).
+    pub ctime: i64,
+    /// Modification time: from the fingerprint `c` attribute, else `ctime`.
+    pub mtime: i64,
+    pub key: Option<NodeKey>,
+    /// The encrypted attribute blob (`a`, base64url) as the server has it. Kept encrypted:
+    /// a decrypted map costs ~700 bytes per node, and only rewriting attributes needs it
+    /// ([`Node::attrs`]).
+    pub attrs: String,
+    pub fingerprint: Option<Fingerprint>,
+    /// Why this node could not be decrypted, if it could not.
+    pub undecryptable: Option<String>,
+}
+
+impl Node {
+    pub fn is_file(&self) -> bool {
+        self.kind == NodeKind::File
+    }
+
+    /// All of the node's attributes, decrypted (`None` without a key or if they do not
+    /// decrypt).
+    pub fn attrs(&self) -> Option<Map<String, Value>> {
+        let key = self.key.as_ref()?;
+        let raw = b64::decode(&self.attrs, "attributes").ok()?;
+        attr::decrypt(&key.attr_key(), &raw).ok()
+    }
+
+    pub fn file_key(&self) -> Option<&FileKey> {
+        match &self.key {
+            Some(NodeKey::File(k)) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of tree operations.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TreeError {
+    #[error("malformed node in server reply: {0}")]
+    Malformed(String),
+    #[error("{0}: no such file or folder")]
+    NotFound(String),
+    #[error("{0}: not a folder")]
+    NotAFolder(String),
+}
+
+/// Decrypts an attribute blob into (name, fingerprint).
+pub(crate) fn decode_attrs(key: &NodeKey, a: &str) -> Option<(String, Option<Fingerprint>)> {
+    let raw = b64::decode(a, "attributes").ok()?;
+    let attrs = attr::decrypt(&key.attr_key(), &raw).ok()?;
+    let name = attrs
+        .get("n")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let fp = attrs
+        .get("c")
+        .and_then(Value::as_str)
+        .and_then(|c| Fingerprint::decode(c).ok());
+    Some((name, fp))
+}
+
+/// Decodes an untyped node object (from an action packet) into a [`RawNode`].
+pub fn raw_from_value(v: Value) -> Result<RawNode, TreeError> {
+    serde_json::from_value(v).map_err(|e| TreeError::Malformed(e.to_string()))
+}
+
+/// Parses and decrypts one node from an `f`, `t` or `p` reply, learning an incoming share's
+/// key from it first.
+pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
+    let h = v.h.as_str();
+    let kind = NodeKind::from_type(v.t)
+        .ok_or_else(|| TreeError::Malformed(format!("node {h} has unknown type {}", v.t)))?;
+    let size = v.s.unwrap_or(0);
+    if size > MAX_NODE_SIZE {
+        return Err(TreeError::Malformed(format!(
+            "node {h} claims a size of {size} bytes"
+        )));
+    }
+    let parent =
+        v.p.as_deref()
+            .filter(|p| !p.is_empty())
+            .map(NodeHandle::from);
+    let ctime = v.ts.unwrap_or(0);
+    let mut node = Node {
+        handle: NodeHandle::from(h),
+        parent,
+        kind,
+        owner: v.u.clone().unwrap_or_default(),
+        name: String::new(),
+        size,
+        ctime,
+        mtime: ctime,
+        key: None,
+        attrs: String::new(),
+        fingerprint: None,
+        undecryptable: None,
+    };
+    match kind {
+        NodeKind::Root => node.name = "Cloud Drive".into(),
+        NodeKind::Inbox => node.name = "Inbox".into(),
+        NodeKind::Rubbish => node.name = "Rubbish Bin".into(),
+        NodeKind::File | NodeKind::Folder => {
+            if let (Some(su), Some(sk)) = (v.su.as_deref(), v.sk.as_deref()) {
+                if !su.is_empty() {
+                    keys.learn_incoming(h, sk);
+                }
+            }
+            match keys.node_key(v.k.as_deref().unwrap_or(""), kind) {
+                None => node.undecryptable = Some("no usable key".into()),
+                Some(key) => {
+                    let a = v.a.as_deref().unwrap_or("");
+                    match decode_attrs(&key, a) {
+                        Some((name, fp)) => {
+                            node.name = name;
+                            node.attrs = a.to_string();
+                            if let Some(fp) = fp {
+                                node.mtime = fp.mtime;
+                                node.fingerprint = Some(fp);
+                            }
+                        }
+                        None => node.undecryptable = Some("attributes do not decrypt".into()),
+                    }
+                    node.key = Some(key);
+                }
+            }
+            if node.undecryptable.is_some() {
+                node.name = format!("[undecryptable {h}]");
+            }
+        }
+    }
+    Ok(node)
+}

@@ -1,0 +1,185 @@
+//! Action packets from the event channel (`MEGA-PROTOCOL.md` §9.4), typed, and applying them
+//! to the tree with a list of what changed. Moves arrive as `d` (marked as a move) followed
+//! by `t` with the same nodes and are reported as one [`Change::Moved`].
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::node::{parse_node, raw_from_value, NodeHandle};
+use super::NodeTree;
+
+/// What applying action packets changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added(NodeHandle),
+    /// Attributes (name, mtime…) changed.
+    Updated(NodeHandle),
+    Removed {
+        handle: NodeHandle,
+        parent: Option<NodeHandle>,
+    },
+    Moved {
+        handle: NodeHandle,
+        from: Option<NodeHandle>,
+        to: Option<NodeHandle>,
+    },
+}
+
+/// A typed action packet (`MEGA-PROTOCOL.md` §9.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionPacket {
+    /// `t`: new nodes (uploads, new folders, the second half of a move).
+    NewNodes {
+        nodes: Vec<Value>,
+        echo: Option<String>,
+    },
+    /// `u`: attributes changed.
+    Update {
+        handle: NodeHandle,
+        attrs: String,
+        echo: Option<String>,
+    },
+    /// `d`: a subtree was removed; `is_move` when a `t` with the same nodes follows.
+    Delete {
+        handle: NodeHandle,
+        is_move: bool,
+        echo: Option<String>,
+    },
+    /// Any other packet type (shares, contacts, links…), not applied to the tree.
+    Other { kind: String, echo: Option<String> },
+}
+
+impl ActionPacket {
+    pub fn parse(v: &Value) -> Option<ActionPacket> {
+        let a = v.get("a")?.as_str()?;
+        let echo = v.get("i").and_then(Value::as_str).map(str::to_string);
+        let s = |k: &str| v.get(k).and_then(Value::as_str);
+        Some(match a {
+            "t" => ActionPacket::NewNodes {
+                nodes: v
+                    .get("t")
+                    .and_then(|t| t.get("f"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                echo,
+            },
+            "u" => ActionPacket::Update {
+                handle: NodeHandle::from(s("n")?),
+                attrs: s("at")?.to_string(),
+                echo,
+            },
+            "d" => ActionPacket::Delete {
+                handle: NodeHandle::from(s("n")?),
+                is_move: v.get("m").and_then(Value::as_i64) == Some(1),
+                echo,
+            },
+            other => ActionPacket::Other {
+                kind: other.to_string(),
+                echo,
+            },
+        })
+    }
+
+    pub fn echo(&self) -> Option<&str> {
+        match self {
+            ActionPacket::NewNodes { echo, .. }
+            | ActionPacket::Update { echo, .. }
+            | ActionPacket::Delete { echo, .. }
+            | ActionPacket::Other { echo, .. } => echo.as_deref(),
+        }
+    }
+}
+
+impl NodeTree {
+    /// Applies a batch of action packets in order. Packets whose echo id is `skip_echo` (this
+    /// client's own changes, already applied locally) are ignored. A `d` marked as a move is
+    /// held until the end of the batch so that the following `t` turns it into a move.
+    pub fn apply(&mut self, packets: &[ActionPacket], skip_echo: Option<&str>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        // Subtrees removed by a move-`d`, waiting for their `t`.
+        let mut limbo: HashMap<NodeHandle, Option<NodeHandle>> = HashMap::new();
+        for p in packets {
+            if skip_echo.is_some() && p.echo() == skip_echo {
+                continue;
+            }
+            match p {
+                ActionPacket::NewNodes { nodes, .. } => {
+                    for v in nodes {
+                        let node = match raw_from_value(v.clone())
+                            .and_then(|raw| parse_node(&raw, &mut self.keys))
+                        {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::warn!("ignoring malformed node in event: {e}");
+                                continue;
+                            }
+                        };
+                        let h = node.handle.clone();
+                        let to = node.parent.clone();
+                        if let Some(from) = limbo.remove(&h) {
+                            changes.push(Change::Moved {
+                                handle: h.clone(),
+                                from,
+                                to,
+                            });
+                        } else if self.nodes.contains_key(&h) {
+                            let from = self.nodes.get(&h).and_then(|n| n.parent.clone());
+                            if from != to {
+                                changes.push(Change::Moved {
+                                    handle: h.clone(),
+                                    from,
+                                    to,
+                                });
+                            } else {
+                                changes.push(Change::Updated(h.clone()));
+                            }
+                        } else {
+                            changes.push(Change::Added(h.clone()));
+                        }
+                        self.insert(node);
+                    }
+                }
+                ActionPacket::Update { handle, attrs, .. } => {
+                    if self.set_encrypted_attrs(handle, attrs) {
+                        changes.push(Change::Updated(handle.clone()));
+                    }
+                }
+                ActionPacket::Delete {
+                    handle, is_move, ..
+                } => {
+                    let parent = self.nodes.get(handle).and_then(|n| n.parent.clone());
+                    let removed = self.remove_subtree(handle);
+                    if removed.is_empty() {
+                        continue;
+                    }
+                    if *is_move {
+                        limbo.insert(handle.clone(), parent);
+                        // Descendants come back in the `t`; remember them silently.
+                        for n in removed.iter().skip(1) {
+                            limbo.insert(n.handle.clone(), n.parent.clone());
+                        }
+                    } else {
+                        changes.push(Change::Removed {
+                            handle: handle.clone(),
+                            parent,
+                        });
+                    }
+                }
+                ActionPacket::Other { .. } => {}
+            }
+        }
+        // Descendants re-added under a moved folder are not separate moves.
+        changes.retain(|c| match c {
+            Change::Moved { from, to, .. } => from != to,
+            _ => true,
+        });
+        for (h, parent) in limbo {
+            if !self.nodes.contains_key(&h) {
+                changes.push(Change::Removed { handle: h, parent });
+            }
+        }
+        changes
+    }
+}
