@@ -9,29 +9,13 @@
 
 use std::path::PathBuf;
 
+pub use crate::api::session::AuthError;
 use crate::api::session::LoginError;
 use crate::api::{ApiError, ErrorCode};
 use crate::config::ConfigError;
 use crate::link::LinkError;
 use crate::transfer::TransferError;
 use crate::tree::TreeError;
-
-/// Why logging in or using the session failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("wrong e-mail or password")]
-    WrongPassword,
-    #[error("a two-factor authentication code is required")]
-    MfaRequired,
-    #[error("the two-factor authentication code was not accepted")]
-    MfaRejected,
-    #[error("the account is blocked")]
-    Blocked,
-    #[error("the session is no longer valid; log in again")]
-    SessionExpired,
-    #[error("not logged in")]
-    NotLoggedIn,
-}
 
 /// `"what: "` when a subject is known, else nothing.
 fn subject(what: &str) -> String {
@@ -269,10 +253,7 @@ impl From<TreeError> for Error {
 impl From<LoginError> for Error {
     fn from(e: LoginError) -> Self {
         match e {
-            LoginError::WrongPassword => AuthError::WrongPassword.into(),
-            LoginError::MfaRequired => AuthError::MfaRequired.into(),
-            LoginError::MfaRejected => AuthError::MfaRejected.into(),
-            LoginError::Blocked => AuthError::Blocked.into(),
+            LoginError::Auth(a) => a.into(),
             LoginError::UnsupportedVersion(v) => {
                 Error::Protocol(format!("unsupported account version {v}"))
             }

@@ -11,143 +11,13 @@
 mod common;
 
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::mount::{daemon, eventually_on_mount, fs_core, is_mounted, mtime, op, Mount, BIN};
 use common::{data, Env, PASSWORD};
 use mega_testserver::UserOptions;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mega-mount");
-
-/// A mounted filesystem; unmounted (and its daemon stopped) on drop.
-struct Mount {
-    dir: PathBuf,
-    /// The daemon's HOME (its cache, with the staging files, is under `cache/mega-mount`).
-    home: PathBuf,
-    child: Option<Child>,
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let want = p.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-impl Mount {
-    fn start(env: &Env, email: &str, args: &[&str], foreground: bool) -> Mount {
-        let dir = env.dir.path().join(format!("mnt-{}", rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = dir.canonicalize().unwrap();
-        let home = env.dir.path().join(format!("mhome-{}", rand_suffix()));
-        let mut cmd = daemon(env.server.base_url(), email, &home);
-        cmd.args(args).arg(&dir);
-        if foreground {
-            cmd.arg("--foreground");
-            let child = cmd.spawn().unwrap();
-            let mut m = Mount {
-                dir: dir.clone(),
-                home: home.clone(),
-                child: Some(child),
-            };
-            for _ in 0..300 {
-                if is_mounted(&dir) {
-                    return m;
-                }
-                if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                    panic!("mega-mount exited before mounting: {s}");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("not mounted after 15 s");
-        }
-        // Background mode: the command returns once the mount is ready.
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "mega-mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            is_mounted(&dir),
-            "mega-mount returned but nothing is mounted"
-        );
-        Mount {
-            dir,
-            home,
-            child: None,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if let Some(c) = self.child.as_mut() {
-            if !ok {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
-/// `mega-mount` with only the environment it needs: its own HOME (config, cache) and the
-/// test server's credentials.
-fn daemon(api_url: &str, email: &str, home: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("MEGA_API_URL", api_url)
-        .env("MEGA_EMAIL", email)
-        .env("MEGA_PASSWORD", PASSWORD)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn rand_suffix() -> String {
-    format!("{:08x}", rand_u32())
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    );
-    h.finish() as u32
-}
-
-/// Runs a file operation on the mount with a timeout.
-async fn op<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(f)).await {
-        Ok(r) => r.unwrap(),
-        Err(_) => panic!("file operation timed out: {what}"),
-    }
-}
-
-fn mtime(p: &Path) -> i64 {
-    std::fs::metadata(p).unwrap().mtime()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_write_and_namespace_operations() {
@@ -402,26 +272,6 @@ async fn mount_fuse3_convention_background_and_options() {
         op("read", move || std::fs::read(p).unwrap()).await,
         b"read me"
     );
-}
-
-/// Polls a condition on the mount (each check with the file-operation timeout).
-async fn eventually_on_mount(
-    secs: u64,
-    what: &str,
-    f: impl Fn() -> bool + Send + Sync + Clone + 'static,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let g = f.clone();
-        if op(what, g).await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not visible within {secs} s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,31 +668,6 @@ async fn a_lookup_racing_a_remote_rename_keeps_the_old_entry_stale() {
     assert!(stale.inodes.contains(&ino));
 }
 
-/// The filesystem core over its own session, without a kernel mount.
-async fn fs_core(
-    env: &Env,
-    email: &str,
-) -> (
-    std::sync::Arc<mega_mount::fs::MegaFs>,
-    std::sync::Arc<mega_mount::client::Client>,
-) {
-    let client = std::sync::Arc::new(env.login(email).await);
-    let fs = mega_mount::fs::MegaFs::new(
-        client.clone(),
-        mega_mount::fs::FsConfig {
-            uid: 0,
-            gid: 0,
-            umask: 0o022,
-            read_only: false,
-            hard_delete: false,
-            cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
-            cache_size: 1 << 20,
-        },
-    )
-    .unwrap();
-    (std::sync::Arc::new(fs), client)
-}
-
 /// Regression (CI flake: a file written with `cp` missing remotely): a FLUSH can arrive while
 /// the file is still being written (a descriptor a forked child inherited is closed on exec).
 /// That commit must not race the final one, nor make the later writes look saved.
@@ -1100,5 +925,55 @@ async fn many_processes_read_and_write_concurrently() {
             c.download_to_vec(&n.handle).await.unwrap(),
             data(90_000, 50 + i as u8)
         );
+    }
+}
+
+/// The mount's reads use the client's transfer settings (the configured retry budget), not
+/// defaults of their own: with no retries a failing download range is an error, with retries
+/// it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_use_the_configured_transfer_settings() {
+    use mega_mount::api::RetryConfig;
+    use mega_mount::fs::{FsConfig, MegaFs, ROOT_INO};
+    use mega_mount::transfer::TransferConfig;
+    let env = Env::start().await;
+    let c = env.account("tc@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "f.bin", &mut &b"retried"[..], 7, 0, None)
+        .await
+        .unwrap();
+    for (max_retries, ok) in [(0, false), (3, true)] {
+        let mut client = env.login("tc@example.com").await;
+        client.set_transfer_config(TransferConfig {
+            retry: RetryConfig {
+                max_retries,
+                ..common::fast_retry()
+            },
+            ..Default::default()
+        });
+        let fs = std::sync::Arc::new(
+            MegaFs::new(
+                std::sync::Arc::new(client),
+                FsConfig {
+                    uid: 0,
+                    gid: 0,
+                    umask: 0o022,
+                    read_only: false,
+                    hard_delete: false,
+                    cache_dir: env.dir.path().join(format!("tc-{max_retries}")),
+                    cache_size: 1 << 20,
+                },
+            )
+            .unwrap(),
+        );
+        let ino = fs.lookup(ROOT_INO, "f.bin").unwrap().ino;
+        let fh = fs.open(ino, false, false).await.unwrap();
+        env.server.faults().update(|f| f.dl_http503 = 1);
+        let r = fs.read(ino, fh, 0, 100).await;
+        assert_eq!(r.is_ok(), ok, "max_retries {max_retries}: {r:?}");
+        if ok {
+            assert_eq!(r.unwrap(), b"retried");
+        }
+        assert_eq!(env.server.faults().get().dl_http503, 0, "the fault fired");
     }
 }

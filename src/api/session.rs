@@ -47,9 +47,9 @@ pub struct Session {
     pub rsa: Option<Arc<RsaPrivateKey>>,
 }
 
-/// Why a login failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+/// Why logging in or using the session failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
     #[error("wrong e-mail or password")]
     WrongPassword,
     #[error("a two-factor authentication code is required")]
@@ -58,6 +58,17 @@ pub enum LoginError {
     MfaRejected,
     #[error("the account is blocked")]
     Blocked,
+    #[error("the session is no longer valid; log in again")]
+    SessionExpired,
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("unsupported account version {0}")]
     UnsupportedVersion(i64),
     #[error("the login reply could not be decrypted: {0}")]
@@ -138,15 +149,16 @@ impl PreparedLogin {
         };
         let reply = match api.run(&cmd).await {
             Ok(r) => r,
-            Err(ApiError::Mega(ErrorCode::NotFound)) => return Err(LoginError::WrongPassword),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => return Err(AuthError::WrongPassword.into()),
             Err(ApiError::Mega(ErrorCode::MfaRequired)) => {
                 return Err(if mfa.is_some() {
-                    LoginError::MfaRejected
+                    AuthError::MfaRejected
                 } else {
-                    LoginError::MfaRequired
-                })
+                    AuthError::MfaRequired
+                }
+                .into())
             }
-            Err(ApiError::Mega(ErrorCode::Blocked)) => return Err(LoginError::Blocked),
+            Err(ApiError::Mega(ErrorCode::Blocked)) => return Err(AuthError::Blocked.into()),
             Err(e) => return Err(e.into()),
         };
         let k = b64::decode(&reply.k, "k")?;
@@ -207,7 +219,7 @@ fn decrypt_sid(
         }
         let check = mk.wrap(&raw[..16]);
         if check[..] != raw[27..43] {
-            return Err(LoginError::WrongPassword);
+            return Err(AuthError::WrongPassword.into());
         }
         return Ok((SessionId(tsid.to_string()), rsa));
     }
@@ -391,7 +403,7 @@ mod tests {
         let wrong = Key128([1; 16]);
         assert!(matches!(
             decrypt_sid(&reply, &wrong),
-            Err(LoginError::WrongPassword)
+            Err(LoginError::Auth(AuthError::WrongPassword))
         ));
     }
 

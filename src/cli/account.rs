@@ -9,7 +9,7 @@ use super::exit::{self, CliError};
 use super::progress::human;
 use super::resolve::{io_err, remote_arg, resolve};
 use super::Ctx;
-use crate::api::session::{self, LoginError, SavedSession};
+use crate::api::session::{self, AuthError, LoginError, SavedSession};
 use crate::api::ApiClient;
 use crate::error::Error;
 
@@ -53,9 +53,9 @@ pub(super) async fn login(
         .await
         .map_err(Error::from)?;
     let sess = match prepared.login(&api, mfa).await {
-        Err(LoginError::MfaRequired) => match prompt_line("Two-factor code: ") {
+        Err(LoginError::Auth(AuthError::MfaRequired)) => match prompt_line("Two-factor code: ") {
             Some(code) => prepared.login(&api, Some(&code)).await,
-            None => Err(LoginError::MfaRequired),
+            None => Err(AuthError::MfaRequired.into()),
         },
         other => other,
     }

@@ -8,6 +8,8 @@ use mega_mount::api::{ApiConfig, RetryConfig};
 use mega_mount::Client;
 use mega_testserver::{Config, TestServer, UserOptions};
 
+pub mod mount;
+
 pub struct Env {
     pub server: TestServer,
     pub dir: tempfile::TempDir,
