@@ -42,6 +42,9 @@ pub const DEFAULT_API_URL: &str = "https://g.api.mega.co.nz/";
 /// memory.
 pub const MAX_REPLY_BYTES: u64 = 2 << 30;
 
+/// The most a reply's announced length reserves before its bytes arrive.
+const PREALLOCATE_MAX: u64 = 64 << 20;
+
 /// Client configuration.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -346,7 +349,9 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_long());
     }
-    let cap = declared.unwrap_or(0).min(limit);
+    // Memory is reserved for what the server announced only up to a modest amount; past it
+    // the buffer grows with what actually arrives.
+    let cap = declared.unwrap_or(0).min(limit).min(PREALLOCATE_MAX);
     let mut out = Vec::with_capacity(usize::try_from(cap).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
         if out.len() as u64 + chunk.len() as u64 > limit {

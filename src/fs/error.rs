@@ -232,6 +232,29 @@ mod tests {
         assert_eq!(map(Error::Protocol("x".into())), libc::EIO);
         assert_eq!(map(Error::from_code(ErrorCode::Circular)), libc::EINVAL);
         assert_eq!(
+            map(Error::from_code(ErrorCode::Failed)),
+            libc::EIO,
+            "a server refusal"
+        );
+        assert_eq!(
+            map(Error::ShortRead {
+                got: 1,
+                expected: 2
+            }),
+            libc::EIO
+        );
+        assert_eq!(
+            map(Error::Config(crate::config::ConfigError::NoConfigDir)),
+            libc::EIO
+        );
+        assert_eq!(
+            map(Error::Invalid {
+                what: what(),
+                code: None
+            }),
+            libc::EINVAL
+        );
+        assert_eq!(
             map(Error::Local {
                 path: None,
                 source: std::io::Error::from_raw_os_error(libc::ENOSPC)
