@@ -244,6 +244,7 @@ pub async fn download_tree(
             Action::Conflict { path } => out.conflicts.push(path.clone()),
         }
     }
+    let started = jobs.len();
     out.failed = crate::jobs::run(how.parallel, jobs, |(h, dst): (NodeHandle, PathBuf)| {
         let (client, how) = (client.clone(), how.clone());
         async move {
@@ -255,7 +256,7 @@ pub async fn download_tree(
         }
     })
     .await;
-    out.copied = p.copies() - out.failed.len();
+    out.copied = started - out.failed.len();
     Ok(out)
 }
 
@@ -309,6 +310,7 @@ pub async fn upload_tree(
             Action::Conflict { path } => out.conflicts.push(path.clone()),
         }
     }
+    let started = jobs.len();
     out.failed = crate::jobs::run(
         how.parallel,
         jobs,
@@ -331,18 +333,8 @@ pub async fn upload_tree(
         },
     )
     .await;
-    out.copied = p.copies() - out.failed.len();
+    out.copied = started - out.failed.len();
     Ok(out)
-}
-
-impl Plan {
-    /// Files the plan transfers.
-    pub fn copies(&self) -> usize {
-        self.actions
-            .iter()
-            .filter(|a| matches!(a, Action::Copy { .. }))
-            .count()
-    }
 }
 
 #[cfg(test)]
