@@ -3,16 +3,26 @@
 //! mutations append action packets to the account's event log, carrying the command's `i`.
 //!
 //! Isolation: every node a command touches is checked to belong to the session's account.
+//! Atomicity: each command runs in one SQLite transaction ([`run`]); one that fails changes
+//! nothing, and what happens outside the database (waking pollers, removing blobs, forgetting
+//! a logged-out session's replies) happens only after it committed.
 
+use std::cell::RefCell;
+use std::net::IpAddr;
+
+use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use crate::store::{self, Node, User, FILE, FOLDER};
+use crate::guard::ct_eq;
+use crate::store::{self, sid_hash, Node, Queries, User, FILE, FOLDER};
 use crate::{crypto, new_node_handle, State};
 
 /// MEGA error codes used here.
 pub(crate) mod err {
     pub const EINTERNAL: i64 = -1;
     pub const EARGS: i64 = -2;
+    pub const ERATELIMIT: i64 = -4;
+    pub const ETOOMANY: i64 = -6;
     pub const ENOENT: i64 = -9;
     pub const ECIRCULAR: i64 = -10;
     pub const EACCESS: i64 = -11;
@@ -28,11 +38,77 @@ pub(crate) struct Session {
 }
 
 pub(crate) struct Ctx<'a> {
-    pub state: &'a State,
-    pub session: Option<&'a Session>,
+    state: &'a State,
+    /// The command's transaction.
+    db: &'a Connection,
+    session: Option<&'a Session>,
     /// The public handle of a folder link (`&n=` in the query): `f` and `g` then work on the
     /// exported folder, without a session.
-    pub folder_link: Option<&'a str>,
+    folder_link: Option<&'a str>,
+    /// The client's address (login throttling).
+    peer: Option<IpAddr>,
+    effects: &'a RefCell<Effects>,
+}
+
+/// What a command does outside the database, once it committed.
+#[derive(Default)]
+struct Effects {
+    /// An account's event log grew: wake the pollers.
+    notify: bool,
+    /// Blob files no node refers to any more.
+    blobs: Vec<String>,
+    /// A session ended (its hash): forget its cached replies.
+    logout: Option<String>,
+}
+
+/// A command that failed: nothing it did is kept.
+struct Rejected(i64);
+
+impl From<store::StoreError> for Rejected {
+    fn from(e: store::StoreError) -> Self {
+        tracing::error!("store: {e}");
+        Rejected(err::EINTERNAL)
+    }
+}
+
+/// Runs one command in its own transaction and answers its reply (or error code).
+pub(crate) fn run(
+    state: &State,
+    session: Option<&Session>,
+    folder_link: Option<&str>,
+    peer: Option<IpAddr>,
+    cmd: &Value,
+) -> Value {
+    let effects = RefCell::new(Effects::default());
+    let r = state.store.atomic(|db| {
+        let ctx = Ctx {
+            state,
+            db,
+            session,
+            folder_link,
+            peer,
+            effects: &effects,
+        };
+        ctx.run(cmd).map_err(Rejected)
+    });
+    match r {
+        Ok(v) => {
+            let e = effects.into_inner();
+            if e.notify {
+                state.events.notify_waiters();
+            }
+            state.store.remove_blobs(&e.blobs);
+            if let Some(h) = e.logout {
+                state
+                    .replies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drop_session(&h);
+            }
+            v
+        }
+        Err(Rejected(code)) => json!(code),
+    }
 }
 
 type CmdResult = Result<Value, i64>;
@@ -66,17 +142,21 @@ fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
     })
 }
 
+/// The largest upload size accepted: 2^53 − 1, the largest integer a JSON number carries
+/// exactly (what MEGA's JavaScript client can state).
+const MAX_FILE_SIZE: i64 = (1 << 53) - 1;
+
 /// Is `s` a base64url string of at most `max` characters?
 fn valid_b64(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && crypto::b64d(s).is_some()
 }
 
 impl Ctx<'_> {
-    pub fn run(&self, cmd: &Value) -> Value {
+    fn run(&self, cmd: &Value) -> CmdResult {
         let Some(a) = s(cmd, "a") else {
-            return json!(err::EARGS);
+            return Err(err::EARGS);
         };
-        let r = match a {
+        match a {
             "f" | "g" if self.folder_link.is_some() => self.folder_link_cmd(a, cmd),
             "us0" => self.us0(cmd),
             "us" => self.us(cmd),
@@ -87,10 +167,6 @@ impl Ctx<'_> {
                 None => Err(err::EACCESS),
                 Some(sess) => self.authed(a, cmd, sess),
             },
-        };
-        match r {
-            Ok(v) => v,
-            Err(code) => json!(code),
         }
     }
 
@@ -99,7 +175,8 @@ impl Ctx<'_> {
             "ug" => self.ug(sess),
             "uq" => self.uq(sess),
             "sml" => {
-                db(self.state.store.delete_session(&sess.sid))?;
+                db(self.db.delete_session(&sess.sid))?;
+                self.effects.borrow_mut().logout = Some(sid_hash(&sess.sid));
                 Ok(json!(0))
             }
             "f" => self.f(sess),
@@ -124,8 +201,8 @@ impl Ctx<'_> {
 
     /// Appends packets that belong together (a move's `d` + `t`) atomically.
     fn emit_all(&self, user: &str, packets: &[Value]) -> Result<(), i64> {
-        db(self.state.store.append_events(user, packets))?;
-        self.state.events.notify_waiters();
+        db(self.db.append_events(user, packets))?;
+        self.effects.borrow_mut().notify = true;
         Ok(())
     }
 
@@ -146,13 +223,26 @@ impl Ctx<'_> {
 
     fn us0(&self, cmd: &Value) -> CmdResult {
         let email = s(cmd, "user").ok_or(err::EARGS)?.trim().to_lowercase();
-        match db(self.state.store.user_by_email(&email))? {
+        match db(self.db.user_by_email(&email))? {
             Some(u) if u.version == 2 => {
                 Ok(json!({"v": 2, "s": crypto::b64e(u.salt.as_deref().unwrap_or_default())}))
             }
-            // v1 accounts, and unknown e-mails (the login then fails with ENOENT).
-            _ => Ok(json!({"v": 1})),
+            Some(_) => Ok(json!({"v": 1})),
+            // An unknown e-mail looks like a v2 account, with a salt that is the same on every
+            // request (the login then fails like a wrong password).
+            None => Ok(json!({"v": 2, "s": crypto::b64e(&self.unknown_salt(&email)?)})),
         }
+    }
+
+    /// The salt `us0` shows for an e-mail without an account: stable, and meaningless without
+    /// the server's secret.
+    fn unknown_salt(&self, email: &str) -> Result<[u8; 32], i64> {
+        use hmac::{Hmac, Mac};
+        let mut m =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.state.secret).map_err(|_| err::EINTERNAL)?;
+        m.update(b"us0 salt for ");
+        m.update(email.as_bytes());
+        Ok(m.finalize().into_bytes().into())
     }
 
     fn us(&self, cmd: &Value) -> CmdResult {
@@ -165,32 +255,54 @@ impl Ctx<'_> {
             }));
         };
         let uh = s(cmd, "uh").ok_or(err::EARGS)?;
-        let user =
-            db(self.state.store.user_by_email(&email.trim().to_lowercase()))?.ok_or(err::ENOENT)?;
-        let presented = crypto::b64d(uh).ok_or(err::ENOENT)?;
+        let email = email.trim().to_lowercase();
+        let limits = &self.state.config.limits;
+        let throttle = &self.state.throttle;
+        // Too many failures lately, for this account or from this address: refused before
+        // anything is checked, the right password included.
+        if throttle.blocked(&email, self.peer, limits) {
+            return Err(err::ERATELIMIT);
+        }
+        let failed = |code: i64| {
+            throttle.failed(&email, self.peer, limits);
+            Err(code)
+        };
+        let Some(user) = db(self.db.user_by_email(&email))? else {
+            return failed(err::ENOENT);
+        };
+        let Some(presented) = crypto::b64d(uh) else {
+            return failed(err::ENOENT);
+        };
         let ok = if user.version == 1 {
-            presented == user.verifier
+            ct_eq(&presented, &user.verifier)
         } else {
-            crypto::v2_verifier(&presented).to_vec() == user.verifier
+            ct_eq(&crypto::v2_verifier(&presented), &user.verifier)
         };
         if !ok {
-            return Err(err::ENOENT);
+            return failed(err::ENOENT);
         }
         if let Some(secret) = &user.totp_secret {
             let code = match cmd.get("mfa") {
                 Some(Value::String(c)) => c.clone(),
                 Some(Value::Number(n)) => n.to_string(),
+                // Asking for the code is not a failure.
                 _ => return Err(err::EMFAREQUIRED),
             };
-            let t = store::now() as u64;
-            // Accept the previous, current and next 30 s step (clock skew).
-            let valid = [t.saturating_sub(30), t, t + 30]
-                .iter()
-                .any(|&t| crypto::totp(secret, t).as_deref() == Some(code.as_str()));
-            if !valid {
-                return Err(err::EMFAREQUIRED);
+            let step = store::now() / 30;
+            // The previous, current and next 30 s step (clock skew); each code works once.
+            let matched = [step - 1, step, step + 1].into_iter().find(|&s| {
+                crypto::totp(secret, (s * 30) as u64)
+                    .is_some_and(|c| ct_eq(c.as_bytes(), code.trim().as_bytes()))
+            });
+            let fresh = match matched {
+                Some(s) => db(self.db.use_totp_step(&user.handle, s))?,
+                None => false,
+            };
+            if !fresh {
+                return failed(err::EMFAREQUIRED);
             }
         }
+        throttle.succeeded(&email);
         let sek = match s(cmd, "sek") {
             Some(k) if crypto::b64d(k).is_some_and(|b| b.len() == 16) => k.to_string(),
             _ => crypto::b64e(&crypto::random_bytes::<16>()),
@@ -199,17 +311,19 @@ impl Ctx<'_> {
         let sid = crypto::b64e(&sid_raw);
         let pubk = crypto::b64d(&user.pubk).ok_or(err::EINTERNAL)?;
         let csid = crypto::make_csid(&sid_raw, &pubk).ok_or(err::EINTERNAL)?;
-        db(self.state.store.insert_session(&sid, &user.handle, &sek))?;
+        db(self.db.insert_session(&sid, &user.handle, &sek))?;
         Ok(json!({
             "csid": crypto::b64e(&csid), "privk": user.privk, "k": user.k,
             "u": user.handle, "ach": 1, "sek": sek,
         }))
     }
 
+    /// Whether an account needs a 2FA code; an unknown e-mail answers like an account
+    /// without 2FA.
     fn mfag(&self, cmd: &Value) -> CmdResult {
         let email = s(cmd, "e").ok_or(err::EARGS)?.to_lowercase();
-        let u = db(self.state.store.user_by_email(&email))?.ok_or(err::ENOENT)?;
-        Ok(json!(if u.totp_secret.is_some() { 1 } else { 0 }))
+        let u = db(self.db.user_by_email(&email))?;
+        Ok(json!(i64::from(u.is_some_and(|u| u.totp_secret.is_some()))))
     }
 
     fn ug(&self, sess: &Session) -> CmdResult {
@@ -223,7 +337,7 @@ impl Ctx<'_> {
     }
 
     fn uq(&self, sess: &Session) -> CmdResult {
-        let (used, per_root) = db(self.state.store.usage(&sess.user))?;
+        let (used, per_root) = db(self.db.usage(&sess.user))?;
         Ok(json!({
             "mstrg": sess.user.quota, "cstrg": used, "cstrgn": per_root,
             "mxfer": 10_i64 * 1024 * 1024 * 1024 * 1024 * 1024, "caxfer": 0, "csxfer": 0,
@@ -234,9 +348,9 @@ impl Ctx<'_> {
     // ---- tree ----
 
     fn f(&self, sess: &Session) -> CmdResult {
-        let nodes = db(self.state.store.nodes_of(&sess.user.handle))?;
-        let seq = db(self.state.store.last_seq(&sess.user.handle))?;
-        let shares = db(self.state.store.shares_of(&sess.user.handle))?;
+        let nodes = db(self.db.nodes_of(&sess.user.handle))?;
+        let seq = db(self.db.last_seq(&sess.user.handle))?;
+        let shares = db(self.db.shares_of(&sess.user.handle))?;
         let ok: Vec<Value> = shares
             .iter()
             .map(|(h, ok, ha)| json!({"h": h, "ha": ha, "k": ok}))
@@ -255,7 +369,7 @@ impl Ctx<'_> {
     /// A node of this account, or ENOENT (also for other accounts' nodes: no probing).
     fn own_node(&self, sess: &Session, h: Option<&str>) -> Result<Node, i64> {
         let h = h.ok_or(err::EARGS)?;
-        match db(self.state.store.node(h))? {
+        match db(self.db.node(h))? {
             Some(n) if n.owner == sess.user.handle => Ok(n),
             _ => Err(err::ENOENT),
         }
@@ -264,18 +378,20 @@ impl Ctx<'_> {
     // ---- transfers ----
 
     fn g(&self, cmd: &Value) -> CmdResult {
-        let node = if let Some(ph) = s(cmd, "p") {
-            let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
-            db(self.state.store.node(&h))?.ok_or(err::ENOENT)?
+        let (node, issuer) = if let Some(ph) = s(cmd, "p") {
+            let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
+            let node = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
+            (node, format!("link:{ph}"))
         } else {
             let sess = self.session.ok_or(err::EACCESS)?;
-            self.own_node(sess, s(cmd, "n"))?
+            (self.own_node(sess, s(cmd, "n"))?, sid_hash(&sess.sid))
         };
-        self.g_node(&node, cmd)
+        self.g_node(&node, cmd, &issuer)
     }
 
-    /// File info, and a download URL when `g` is 1.
-    fn g_node(&self, node: &Node, cmd: &Value) -> CmdResult {
+    /// File info, and a download URL when `g` is 1; the URL works while `issuer` (a session
+    /// hash, `link:<ph>` or `folder:<ph>`) does, for the configured URL lifetime.
+    fn g_node(&self, node: &Node, cmd: &Value, issuer: &str) -> CmdResult {
         if node.kind != FILE {
             return Err(err::EACCESS);
         }
@@ -283,24 +399,42 @@ impl Ctx<'_> {
         if i(cmd, "g") == Some(1) {
             let id = crypto::b64e(&crypto::random_bytes::<18>());
             let blob = node.blob.clone().ok_or(err::EINTERNAL)?;
-            db(self.state.store.insert_download(&id, &blob, node.size))?;
+            db(self.db.insert_download(&id, &blob, node.size, issuer))?;
             r["g"] = json!(format!("{}dl/{}", self.state.base_url, id));
         }
         Ok(r)
     }
 
+    /// An upload slot for `s` bytes. Open slots reserve their size: the stored bytes, the
+    /// open slots and this one must fit the quota (in checked arithmetic), and an account
+    /// has a bounded number of open slots.
     fn u(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let size = i(cmd, "s").filter(|s| *s >= 0).ok_or(err::EARGS)?;
-        let used = db(self.state.store.used_bytes(&sess.user.handle))?;
-        if used + size > sess.user.quota {
+        let size = i(cmd, "s")
+            .filter(|s| (0..=MAX_FILE_SIZE).contains(s))
+            .ok_or(err::EARGS)?;
+        let user = &sess.user.handle;
+        let used = db(self.db.used_bytes(user))?;
+        let (open, reserved) = db(self.db.open_uploads(user))?;
+        if open >= self.state.config.limits.max_open_uploads {
+            return Err(err::ETOOMANY);
+        }
+        let fits = used
+            .checked_add(reserved)
+            .and_then(|b| b.checked_add(size))
+            .is_some_and(|b| b <= sess.user.quota);
+        if !fits {
             return Err(err::EOVERQUOTA);
         }
         let id = crypto::b64e(&crypto::random_bytes::<18>());
         let version = i(cmd, "v").unwrap_or(0);
-        db(self
-            .state
-            .store
-            .insert_upload(&id, &sess.user.handle, size, version))?;
+        db(self.state.store.insert_upload(
+            self.db,
+            &id,
+            user,
+            size,
+            version,
+            &sid_hash(&sess.sid),
+        ))?;
         Ok(json!({"p": format!("{}ul/{}", self.state.base_url, id)}))
     }
 
@@ -327,8 +461,8 @@ impl Ctx<'_> {
                 FOLDER => None,
                 FILE => {
                     if let Some(ph) = s(n, "ph") {
-                        let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
-                        let src = db(self.state.store.node(&h))?.ok_or(err::ENOENT)?;
+                        let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
+                        let src = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
                         quota_needed += src.size;
                         Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                     } else {
@@ -341,7 +475,7 @@ impl Ctx<'_> {
             planned.push((kind, attrs.to_string(), key.to_string(), source));
         }
         if quota_needed > 0 {
-            let used = db(self.state.store.used_bytes(&sess.user.handle))?;
+            let used = db(self.db.used_bytes(&sess.user.handle))?;
             if used + quota_needed > sess.user.quota {
                 return Err(err::EOVERQUOTA);
             }
@@ -354,11 +488,13 @@ impl Ctx<'_> {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
                 Some((_, _, Some(token))) => {
-                    let (blob, size, owner) =
-                        db(self.state.store.take_token(&token))?.ok_or(err::ENOENT)?;
+                    // Checked before it is used up: a token shown by another account stays
+                    // good for its owner.
+                    let (blob, size, owner) = db(self.db.token(&token))?.ok_or(err::ENOENT)?;
                     if owner != sess.user.handle {
                         return Err(err::EACCESS);
                     }
+                    db(self.db.use_token(&token))?;
                     (Some(blob), size)
                 }
             };
@@ -373,7 +509,7 @@ impl Ctx<'_> {
                 ts: store::now(),
                 blob,
             };
-            db(self.state.store.insert_node(&node))?;
+            db(self.db.insert_node(&node))?;
             if let Some(h) = list.get(i).and_then(|n| s(n, "h")) {
                 names.push((h.to_string(), node.handle.clone()));
             }
@@ -404,15 +540,15 @@ impl Ctx<'_> {
         if target.kind == FILE {
             return Err(err::EACCESS);
         }
-        let subtree = db(self.state.store.subtree(&node.handle))?;
+        let subtree = db(self.db.subtree(&node.handle))?;
         if subtree.iter().any(|n| n.handle == target.handle) {
             return Err(err::ECIRCULAR);
         }
-        db(self.state.store.set_parent(&node.handle, &target.handle))?;
+        db(self.db.set_parent(&node.handle, &target.handle))?;
         if let Some(cr) = cmd.get("cr") {
             self.apply_cr(sess, cr, &[])?;
         }
-        let moved = db(self.state.store.subtree(&node.handle))?;
+        let moved = db(self.db.subtree(&node.handle))?;
         let user = &sess.user.handle;
         let nodes: Vec<Value> = moved.iter().map(Node::to_json).collect();
         self.emit_all(
@@ -430,8 +566,9 @@ impl Ctx<'_> {
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
-        let subtree = db(self.state.store.subtree(&node.handle))?;
-        db(self.state.store.delete_nodes(&subtree))?;
+        let subtree = db(self.db.subtree(&node.handle))?;
+        let orphaned = db(self.state.store.delete_nodes(self.db, &subtree))?;
+        self.effects.borrow_mut().blobs.extend(orphaned);
         let user = &sess.user.handle;
         self.emit(
             user,
@@ -451,7 +588,7 @@ impl Ctx<'_> {
         if !valid_b64(at, crate::crypto::MAX_ATTR_B64) {
             return Err(err::EARGS);
         }
-        db(self.state.store.set_attrs(&node.handle, at))?;
+        db(self.db.set_attrs(&node.handle, at))?;
         let user = &sess.user.handle;
         self.emit(
             user,
@@ -484,8 +621,8 @@ impl Ctx<'_> {
                 _ => false,
             };
             if revoke {
-                db(self.state.store.delete_share(&node.handle))?;
-                db(self.state.store.delete_link(&node.handle))?;
+                db(self.db.delete_share(&node.handle))?;
+                db(self.db.delete_link(&node.handle))?;
                 continue;
             }
             let (ok, ha) = (
@@ -495,10 +632,7 @@ impl Ctx<'_> {
             if !valid_b64(ok, 24) || !valid_b64(ha, 24) {
                 return Err(err::EARGS);
             }
-            db(self
-                .state
-                .store
-                .put_share(&node.handle, &sess.user.handle, ok, ha))?;
+            db(self.db.put_share(&node.handle, &sess.user.handle, ok, ha))?;
         }
         if let Some(cr) = cmd.get("cr") {
             self.apply_cr(sess, cr, &[])?;
@@ -541,11 +675,8 @@ impl Ctx<'_> {
             let share_node = self.own_node(sess, Some(share))?;
             self.own_node(sess, Some(handle))?;
             // Only keys for nodes inside the share are meaningful; ignore the rest.
-            if db(self.state.store.is_within(handle, &share_node.handle))? {
-                db(self
-                    .state
-                    .store
-                    .put_share_key(handle, &share_node.handle, key))?;
+            if db(self.db.is_within(handle, &share_node.handle))? {
+                db(self.db.put_share_key(handle, &share_node.handle, key))?;
             }
         }
         Ok(())
@@ -554,36 +685,45 @@ impl Ctx<'_> {
     /// The exported folder behind the `&n=` folder link.
     fn linked_folder(&self) -> Result<Node, i64> {
         let ph = self.folder_link.ok_or(err::EARGS)?;
-        let h = db(self.state.store.node_for_link(ph))?.ok_or(err::ENOENT)?;
-        let node = db(self.state.store.node(&h))?.ok_or(err::ENOENT)?;
-        if node.kind != FOLDER || !db(self.state.store.is_shared(&node.handle))? {
+        let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
+        let node = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
+        if node.kind != FOLDER || !db(self.db.is_shared(&node.handle))? {
             return Err(err::ENOENT);
         }
         Ok(node)
     }
 
     /// `f` and `g` through a folder link: the folder's subtree with every node's key under
-    /// the share key (`"<folder>:<key>"`), and downloads of files inside it.
+    /// the share key (`"<folder>:<key>"`), and downloads of files inside it. A visitor gets
+    /// only what it needs: no owner handle, no parent of the shared folder, no event cursor
+    /// of the owner's account.
     fn folder_link_cmd(&self, a: &str, cmd: &Value) -> CmdResult {
         let root = self.linked_folder()?;
+        let issuer = format!("folder:{}", self.folder_link.unwrap_or_default());
         if a == "g" {
             let h = s(cmd, "n").ok_or(err::EARGS)?;
-            if !db(self.state.store.is_within(h, &root.handle))? {
+            if !db(self.db.is_within(h, &root.handle))? {
                 return Err(err::ENOENT);
             }
-            let node = db(self.state.store.node(h))?.ok_or(err::ENOENT)?;
-            return self.g_node(&node, cmd);
+            let node = db(self.db.node(h))?.ok_or(err::ENOENT)?;
+            return self.g_node(&node, cmd, &issuer);
         }
-        let nodes = db(self.state.store.subtree(&root.handle))?;
+        let nodes = db(self.db.subtree(&root.handle))?;
         let mut out = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            let k = db(self.state.store.share_key(&n.handle, &root.handle))?
+            let k = db(self.db.share_key(&n.handle, &root.handle))?
                 .map(|k| format!("{}:{}", root.handle, k))
                 .unwrap_or_default();
-            out.push(n.to_json_keyed(&k));
+            let mut v = n.to_json_keyed(&k);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("u");
+                if n.handle == root.handle {
+                    m.insert("p".into(), json!(""));
+                }
+            }
+            out.push(v);
         }
-        let seq = db(self.state.store.last_seq(&root.owner))?;
-        Ok(json!({"f": out, "ok": [], "s": [], "u": [], "sn": encode_sn(seq)}))
+        Ok(json!({"f": out, "ok": [], "s": [], "u": []}))
     }
 
     fn l(&self, cmd: &Value, sess: &Session) -> CmdResult {
@@ -593,8 +733,8 @@ impl Ctx<'_> {
         }
         let user = &sess.user.handle;
         if i(cmd, "d") == Some(1) {
-            if let Some(ph) = db(self.state.store.link_for_node(&node.handle))? {
-                db(self.state.store.delete_link(&node.handle))?;
+            if let Some(ph) = db(self.db.link_for_node(&node.handle))? {
+                db(self.db.delete_link(&node.handle))?;
                 self.emit(
                     user,
                     Self::packet(
@@ -606,11 +746,11 @@ impl Ctx<'_> {
             }
             return Ok(json!(0));
         }
-        if let Some(ph) = db(self.state.store.link_for_node(&node.handle))? {
+        if let Some(ph) = db(self.db.link_for_node(&node.handle))? {
             return Ok(json!(ph));
         }
         let ph = new_node_handle();
-        db(self.state.store.insert_link(&ph, &node.handle))?;
+        db(self.db.insert_link(&ph, &node.handle))?;
         self.emit(
             user,
             Self::packet(

@@ -1,6 +1,9 @@
 //! The legacy event channel (`MEGA-PROTOCOL.md` §9.1): `/sc?sn=&sid=` answers the packets
 //! after `sn` as `{"a":[…],"sn":…}` (`sn` last), or `{"w":url}` when the client is up to date;
 //! the wait URL blocks until the account's log grows past `sn` or a timeout passes.
+//!
+//! A wait URL carries an unguessable token, works once, and only while the session that
+//! asked for it is live: it tells nobody else when an account changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use serde_json::json;
 
 use crate::commands::{decode_sn, encode_sn};
 use crate::http::json_response;
+use crate::store::{sid_hash, Queries};
 use crate::State;
 
 /// Most packets handed out in one `sc` reply.
@@ -32,7 +36,9 @@ pub(crate) async fn sc(
     let Some(sid) = q.get("sid") else {
         return bare(-15);
     };
-    let user = match state.store.session(sid) {
+    let idle = state.config.limits.session_idle.as_secs() as i64;
+    let session = state.store.lock().session(sid, idle);
+    let user = match session {
         Ok(Some((user, _))) => user,
         Ok(None) => return bare(-15),
         Err(_) => return bare(-3),
@@ -40,7 +46,11 @@ pub(crate) async fn sc(
     let Some(sn) = q.get("sn").and_then(|s| decode_sn(s)) else {
         return bare(-2);
     };
-    let events = match state.store.events_after(&user, sn, MAX_PACKETS_PER_REPLY) {
+    let events = state
+        .store
+        .lock()
+        .events_after(&user, sn, MAX_PACKETS_PER_REPLY);
+    let events = match events {
         Ok(e) => e,
         Err(_) => return bare(-3),
     };
@@ -49,18 +59,29 @@ pub(crate) async fn sc(
             let packets: Vec<_> = events.iter().map(|(_, p)| p.clone()).collect();
             json!({"a": packets, "sn": encode_sn(*last)})
         }
-        None => json!({"w": format!("{}sc/wait/{}/{}", state.base_url, user, encode_sn(sn))}),
+        None => {
+            let max_age = state.config.wait_timeout * 4 + std::time::Duration::from_secs(60);
+            let token = state.waits.issue(&user, &sid_hash(sid), sn, max_age);
+            json!({"w": format!("{}sc/wait/{token}", state.base_url)})
+        }
     };
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
 pub(crate) async fn wait(
     AxState(state): AxState<Arc<State>>,
-    Path((user, sn)): Path<(String, String)>,
+    Path(token): Path<String>,
 ) -> Response {
-    let Some(sn) = decode_sn(&sn) else {
-        return json_response(StatusCode::BAD_REQUEST, Vec::new());
+    // Unknown, used or expired: answer at once; the client polls `sc` again (and learns
+    // there whether its session still works).
+    let Some(w) = state.waits.take(&token) else {
+        return json_response(StatusCode::OK, Vec::new());
     };
+    let live = state.store.lock().session_live(&w.session).unwrap_or(false);
+    if !live {
+        return json_response(StatusCode::OK, Vec::new());
+    }
+    let (user, sn) = (w.user, w.sn);
     let deadline = tokio::time::Instant::now() + state.config.wait_timeout;
     loop {
         // Register interest before checking, so an event between the check and the await
@@ -68,7 +89,8 @@ pub(crate) async fn wait(
         let notified = state.events.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match state.store.last_seq(&user) {
+        let last = state.store.lock().last_seq(&user);
+        match last {
             Ok(last) if last > sn => break,
             Ok(_) => {}
             Err(_) => break,

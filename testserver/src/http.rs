@@ -1,13 +1,14 @@
-//! Routing and the `/cs` endpoint: request-level faults, hashcash challenges, session checks,
-//! the per-(sid, id) reply cache that makes retries idempotent, and the admin endpoints tests
-//! use to steer a server running as a child process.
+//! Routing and the `/cs` endpoint: request-level faults, hashcash challenges, session checks
+//! (before anything else, so nothing outlives a logout), the reply cache that makes retries
+//! idempotent, the request limits, one SQLite transaction per command, and the admin
+//! endpoints (token required) tests use to steer a server running as a child process.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +16,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::faults::{Fault, FaultConfig};
+use crate::guard::{ct_eq, ReplyKey};
+use crate::store::{sid_hash, Queries};
 use crate::{commands, crypto, events, transfer, State};
 
 /// Largest `/cs` request body accepted (the real API also caps batches).
@@ -24,7 +27,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/cs", post(cs))
         .route("/sc", get(events::sc).post(events::sc))
-        .route("/sc/wait/:user/:sn", get(events::wait).post(events::wait))
+        .route("/sc/wait/:token", get(events::wait).post(events::wait))
         .route("/dl/:id", get(transfer::download).post(transfer::download))
         .route(
             "/dl/:id/:range",
@@ -74,12 +77,6 @@ pub(crate) fn status_response(code: StatusCode) -> Response {
     r
 }
 
-fn body_hash(b: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    b.hash(&mut h);
-    h.finish()
-}
-
 /// Checks an `X-Hashcash: 1:<token>:<prefix>` answer against the tokens we issued.
 fn hashcash_answered(state: &State, headers: &HeaderMap) -> bool {
     let Some(v) = headers.get("x-hashcash").and_then(|v| v.to_str().ok()) else {
@@ -123,6 +120,7 @@ fn hashcash_challenge(state: &State) -> Response {
 
 async fn cs(
     AxState(state): AxState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -141,40 +139,10 @@ async fn cs(
         Fault::Http503 => return status_response(StatusCode::SERVICE_UNAVAILABLE),
         _ => {}
     }
-
-    let sid = q.get("sid").cloned();
-    let cache_key = q.get("id").map(|id| {
-        (
-            sid.clone().unwrap_or_default(),
-            id.clone(),
-            body_hash(&body),
-        )
-    });
-    let cached = cache_key.as_ref().and_then(|k| {
-        state
-            .replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(k)
-    });
-    let reply = match cached {
-        Some(r) => r,
-        None => {
-            let st = state.clone();
-            let q2 = q.clone();
-            let reply = tokio::task::spawn_blocking(move || run_batch(&st, &q2, &body))
-                .await
-                .unwrap_or_else(|_| b"-1".to_vec());
-            if let Some(k) = cache_key {
-                state
-                    .replies
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .put(k, reply.clone());
-            }
-            reply
-        }
-    };
+    let st = state.clone();
+    let reply = tokio::task::spawn_blocking(move || request(&st, &q, &body, peer))
+        .await
+        .unwrap_or_else(|_| b"-1".to_vec());
     if fault == Fault::Drop {
         let keep = reply.len() / 2;
         return dropped_response(reply, keep);
@@ -182,48 +150,155 @@ async fn cs(
     json_response(StatusCode::OK, reply)
 }
 
-/// Runs one `/cs` batch; returns the reply body (an array, or a bare error number).
-fn run_batch(state: &State, q: &HashMap<String, String>, body: &[u8]) -> Vec<u8> {
+/// Answers one `/cs` request: the session first (an ended session gets `-15`, also for a
+/// request answered before), then the reply cache (authenticated requests only: those are
+/// the ones that change things; a visitor's reply is never handed to anyone else), then the
+/// batch.
+fn request(state: &State, q: &HashMap<String, String>, body: &[u8], peer: SocketAddr) -> Vec<u8> {
+    let limits = &state.config.limits;
+    let session = match q.get("sid") {
+        Some(sid) => {
+            let live = state
+                .store
+                .lock()
+                .session(sid, limits.session_idle.as_secs() as i64);
+            let user = match live {
+                Ok(Some((user, sek))) => {
+                    state.store.lock().user(&user).map(|u| u.map(|u| (u, sek)))
+                }
+                Ok(None) => return b"-15".to_vec(),
+                Err(e) => Err(e),
+            };
+            match user {
+                Ok(Some((user, sek))) => Some(commands::Session {
+                    sid: sid.clone(),
+                    user,
+                    sek,
+                }),
+                Ok(None) => return b"-15".to_vec(),
+                Err(e) => {
+                    tracing::error!("session lookup: {e}");
+                    return b"-1".to_vec();
+                }
+            }
+        }
+        None => None,
+    };
+    let link = q.get("n").map(String::as_str);
+    let key = match (&session, q.get("id")) {
+        (Some(s), Some(id)) => Some(ReplyKey::new(&sid_hash(&s.sid), link, id, body)),
+        _ => None,
+    };
+    let cached = key.as_ref().and_then(|k| {
+        state
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(k)
+    });
+    if let Some(r) = cached {
+        return r;
+    }
+    let reply = run_batch(state, session.as_ref(), link, body, peer);
+    // After a logout the session's replies are gone; do not keep the logout's either.
+    let still_live = session.as_ref().is_some_and(|s| {
+        state
+            .store
+            .lock()
+            .session_live(&sid_hash(&s.sid))
+            .unwrap_or(false)
+    });
+    if let (Some(k), true) = (key, still_live) {
+        state
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(k, reply.clone());
+    }
+    reply
+}
+
+/// Runs one `/cs` batch, each command in its own transaction; returns the reply body (an
+/// array, or a bare error number).
+fn run_batch(
+    state: &State,
+    session: Option<&commands::Session>,
+    link: Option<&str>,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Vec<u8> {
+    let limits = &state.config.limits;
     let Ok(Value::Array(cmds)) = serde_json::from_slice::<Value>(body) else {
         return b"-2".to_vec();
     };
-    let session = match q.get("sid") {
-        Some(sid) => match state.store.session(sid) {
-            Ok(Some((user, sek))) => match state.store.user(&user) {
-                Ok(Some(u)) => Some(commands::Session {
-                    sid: sid.clone(),
-                    user: u,
-                    sek,
-                }),
-                _ => return b"-15".to_vec(),
-            },
-            Ok(None) => return b"-15".to_vec(),
-            Err(e) => {
-                tracing::error!("session lookup: {e}");
-                return b"-1".to_vec();
+    if cmds.len() > limits.max_commands {
+        return b"-6".to_vec();
+    }
+    let mut out = Vec::with_capacity(cmds.len());
+    let mut bytes = 2;
+    for c in &cmds {
+        if bytes > limits.max_reply_bytes {
+            // Not run: the reply would be too large.
+            out.push(json!(commands::err::ETOOMANY));
+            continue;
+        }
+        let r = commands::run(state, session, link, Some(peer.ip()), c);
+        bytes += r.to_string().len() + 1;
+        out.push(r);
+    }
+    if bytes > limits.max_reply_bytes {
+        // The last command run pushed it over: keep what fits.
+        let mut kept = 2;
+        for r in out.iter_mut() {
+            let len = r.to_string().len() + 1;
+            if kept + len > limits.max_reply_bytes {
+                *r = json!(commands::err::ETOOMANY);
+            } else {
+                kept += len;
             }
-        },
-        None => None,
-    };
-    let ctx = commands::Ctx {
-        state,
-        session: session.as_ref(),
-        folder_link: q.get("n").map(String::as_str),
-    };
-    let results: Vec<Value> = cmds.iter().map(|c| ctx.run(c)).collect();
-    Value::Array(results).to_string().into_bytes()
+        }
+    }
+    Value::Array(out).to_string().into_bytes()
 }
 
-async fn get_faults(AxState(state): AxState<Arc<State>>) -> Json<FaultConfig> {
-    Json(state.faults.get())
+/// Whether a request carries the admin token.
+fn admin(state: &State, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| ct_eq(t.trim().as_bytes(), state.admin_token.as_bytes()))
+}
+
+fn unauthorized() -> Response {
+    let mut r = status_response(StatusCode::UNAUTHORIZED);
+    r.headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    r
+}
+
+async fn get_faults(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    Json(state.faults.get()).into_response()
 }
 
 async fn set_faults(
     AxState(state): AxState<Arc<State>>,
-    Json(cfg): Json<FaultConfig>,
-) -> impl IntoResponse {
-    state.faults.set(cfg);
-    Json(json!({"ok": true}))
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    match serde_json::from_slice::<FaultConfig>(&body) {
+        Ok(cfg) => {
+            state.faults.set(cfg);
+            Json(json!({"ok": true})).into_response()
+        }
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -232,8 +307,23 @@ struct QuotaReq {
     bytes: i64,
 }
 
-async fn set_quota(AxState(state): AxState<Arc<State>>, Json(req): Json<QuotaReq>) -> Response {
-    match state.store.set_quota(&req.email.to_lowercase(), req.bytes) {
+async fn set_quota(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    let req: QuotaReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    };
+    let r = state
+        .store
+        .lock()
+        .set_quota(&req.email.to_lowercase(), req.bytes);
+    match r {
         Ok(true) => Json(json!({"ok": true})).into_response(),
         Ok(false) => status_response(StatusCode::NOT_FOUND),
         Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR),

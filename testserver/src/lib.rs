@@ -10,6 +10,10 @@
 //! URLs), `events` (`/sc` and the wait URL).
 //!
 //! Use it in-process with [`TestServer::start`] or as the `mega-testserver` binary.
+//!
+//! Safe to run on a shared machine: the admin endpoints need the admin token, the data
+//! directory is private to its user and holds no usable session id, every command applies
+//! completely or not at all, and the [`Limits`] bound what one client can make it do.
 
 pub mod crypto;
 pub mod faults;
@@ -21,14 +25,17 @@ mod events;
 mod http;
 mod transfer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod guard;
+
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use faults::{FaultConfig, Faults};
-pub use store::Store;
+pub use guard::Limits;
+pub use store::{Queries, Store};
 
 /// Start-up configuration.
 #[derive(Debug, Clone)]
@@ -41,6 +48,10 @@ pub struct Config {
     pub faults: FaultConfig,
     /// How long the `w` wait URL blocks before answering with nothing new.
     pub wait_timeout: Duration,
+    /// The token the admin endpoints (`/__admin/...`) require as `Authorization: Bearer`.
+    /// `None`: a random one is made at start and written to `DATA/admin-token` (0600).
+    pub admin_token: Option<String>,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -50,9 +61,14 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             faults: FaultConfig::default(),
             wait_timeout: Duration::from_secs(20),
+            admin_token: None,
+            limits: Limits::default(),
         }
     }
 }
+
+/// The file in the data directory that holds the admin token (0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Options for a new account.
 #[derive(Debug, Clone)]
@@ -102,7 +118,7 @@ pub fn add_user(
     opts: &UserOptions,
 ) -> Result<store::User, ServerError> {
     let email = email.trim().to_lowercase();
-    if store.user_by_email(&email)?.is_some() {
+    if store.lock().user_by_email(&email)?.is_some() {
         return Err(ServerError::UserExists(email));
     }
     if let Some(s) = &opts.totp_secret {
@@ -142,7 +158,7 @@ pub fn add_user(
         rubbish: new_node_handle(),
         since: store::now(),
     };
-    store.insert_user(&user)?;
+    store.atomic(|db| db.insert_user(&user))?;
     Ok(user)
 }
 
@@ -151,41 +167,18 @@ pub(crate) fn new_node_handle() -> String {
     crypto::b64e(&crypto::random_bytes::<6>())
 }
 
-/// How many `/cs` replies are kept for idempotent retries (same sid + request id).
-const IDEMPOTENCY_CACHE: usize = 4096;
-
-/// Replies already sent, by (sid, request id, body), so that a retried request is answered
-/// from here instead of running twice.
-#[derive(Default)]
-pub(crate) struct ReplyCache {
-    map: HashMap<(String, String, u64), Vec<u8>>,
-    order: VecDeque<(String, String, u64)>,
-}
-
-impl ReplyCache {
-    fn get(&self, k: &(String, String, u64)) -> Option<Vec<u8>> {
-        self.map.get(k).cloned()
-    }
-
-    fn put(&mut self, k: (String, String, u64), v: Vec<u8>) {
-        if self.map.insert(k.clone(), v).is_none() {
-            self.order.push_back(k);
-            while self.order.len() > IDEMPOTENCY_CACHE {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// Shared server state.
 pub(crate) struct State {
     pub store: Store,
     pub faults: Arc<Faults>,
     pub base_url: String,
     pub config: Config,
-    pub replies: Mutex<ReplyCache>,
+    pub admin_token: String,
+    /// The store's secret (see [`Store::secret`]), read once at start.
+    pub secret: Vec<u8>,
+    pub replies: Mutex<guard::ReplyCache>,
+    pub throttle: guard::Throttle,
+    pub waits: guard::WaitTokens,
     pub hashcash_tokens: Mutex<HashSet<String>>,
     /// Woken whenever any account's event log grows.
     pub events: tokio::sync::Notify,
@@ -200,20 +193,38 @@ pub struct TestServer {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How often expired sessions, URLs and upload slots are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl TestServer {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(config: Config) -> Result<TestServer, ServerError> {
         let store = Store::open(&config.data_dir)?;
+        let secret = store.secret()?;
+        let admin_token = match &config.admin_token {
+            Some(t) => t.clone(),
+            None => crypto::b64e(&crypto::random_bytes::<24>()),
+        };
+        {
+            use std::io::Write;
+            let mut f = store::private_file(&config.data_dir.join(ADMIN_TOKEN_FILE))?;
+            f.write_all(admin_token.as_bytes())?;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             store,
             faults: Arc::new(Faults::new(config.faults.clone())),
             base_url: format!("http://{addr}/"),
+            replies: Mutex::new(guard::ReplyCache::new(config.limits.reply_cache_bytes)),
+            throttle: guard::Throttle::default(),
+            waits: guard::WaitTokens::default(),
+            admin_token,
+            secret,
             config,
-            replies: Mutex::new(ReplyCache::default()),
             hashcash_tokens: Mutex::new(HashSet::new()),
             events: tokio::sync::Notify::new(),
             upload_lock: tokio::sync::Mutex::new(()),
@@ -236,12 +247,60 @@ impl TestServer {
                 tracing::error!("server stopped: {e}");
             }
         });
+        let st = state.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                let st = st.clone();
+                let _ = tokio::task::spawn_blocking(move || guard::sweep(&st)).await;
+            }
+        });
         Ok(TestServer {
             state,
             addr,
             shutdown: Some(tx),
             task: Some(task),
+            sweeper: Some(sweeper),
         })
+    }
+
+    /// The token the admin endpoints require (`Authorization: Bearer <token>`).
+    pub fn admin_token(&self) -> &str {
+        &self.state.admin_token
+    }
+
+    /// Bytes of replies kept for idempotent retries.
+    pub fn reply_cache_bytes(&self) -> usize {
+        self.state
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes()
+    }
+
+    /// Removes expired sessions, download URLs and stale upload slots now (the server also
+    /// does it every minute); returns how many upload slots went.
+    pub fn sweep(&self) -> usize {
+        guard::sweep(&self.state)
+    }
+
+    /// A session for an account, as a successful login would make (for tests of what a
+    /// logged-in client may do without running the login crypto).
+    pub fn open_session(&self, email: &str) -> Result<String, ServerError> {
+        let user = self
+            .state
+            .store
+            .lock()
+            .user_by_email(&email.trim().to_lowercase())?
+            .ok_or_else(|| ServerError::Other(format!("no account {email}")))?;
+        let sid = crypto::b64e(&crypto::make_sid(&user.handle));
+        self.state.store.lock().insert_session(
+            &sid,
+            &user.handle,
+            &crypto::b64e(&crypto::random_bytes::<16>()),
+        )?;
+        Ok(sid)
     }
 
     /// The API base URL, e.g. `http://127.0.0.1:41234/`.
@@ -290,6 +349,9 @@ impl TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
+        }
         if let Some(t) = self.task.take() {
             // Long-polls may hold connections open; do not wait for them forever.
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
@@ -301,6 +363,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
         }
         if let Some(t) = self.task.take() {
             t.abort();

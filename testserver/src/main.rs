@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! mega-testserver --data DIR [--listen 127.0.0.1:PORT] [--fault NAME=N]... [--wait-timeout SECS]
+//!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
+//!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
 //! ```
 //! The first line the server prints on stdout is its base URL, for scripts to read.
@@ -9,13 +11,17 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use mega_testserver::{add_user, faults, Config, Store, TestServer, UserOptions};
+use mega_testserver::{add_user, faults, Config, Limits, Store, TestServer, UserOptions};
 
 const USAGE: &str = "usage:
   mega-testserver --data DIR [--listen ADDR:PORT] [--fault NAME=N]... [--wait-timeout SECS]
+                  [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
+                  [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
 
 The first line printed on stdout is the API base URL (port 0 picks a free port).
+The admin endpoints (/__admin/faults, /__admin/quota) need `Authorization: Bearer TOKEN`;
+without --admin-token a random token is written to DIR/admin-token (mode 0600).
 Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
 dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, corrupt_downloads,
 latency_ms, bandwidth_bps (also settable at run time: POST /__admin/faults with JSON).";
@@ -87,11 +93,25 @@ fn useradd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn number<T: std::str::FromStr>(
+    args: &[String],
+    i: &mut usize,
+    flag: &str,
+    what: &str,
+) -> Result<T, String> {
+    value(args, i, flag)?
+        .parse()
+        .map_err(|_| format!("{flag} takes {what}"))
+}
+
 fn serve(args: &[String]) -> Result<(), String> {
     let mut data = None;
     let mut listen = "127.0.0.1:0".to_string();
     let mut fault_cfg = faults::FaultConfig::default();
     let mut wait_timeout = None;
+    let mut admin_token = None;
+    let mut limits = Limits::default();
+    let secs = |n: u64| std::time::Duration::from_secs(n);
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -99,11 +119,32 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--listen" => listen = value(args, &mut i, "--listen")?.to_string(),
             "--fault" => faults::apply_arg(&mut fault_cfg, value(args, &mut i, "--fault")?)?,
             "--wait-timeout" => {
-                wait_timeout = Some(
-                    value(args, &mut i, "--wait-timeout")?
-                        .parse::<u64>()
-                        .map_err(|_| "--wait-timeout takes seconds".to_string())?,
-                )
+                wait_timeout = Some(number::<u64>(args, &mut i, "--wait-timeout", "seconds")?)
+            }
+            "--admin-token" => {
+                let t = value(args, &mut i, "--admin-token")?;
+                if t.len() < 16 {
+                    return Err("--admin-token must be at least 16 characters".into());
+                }
+                admin_token = Some(t.to_string());
+            }
+            "--session-idle" => {
+                limits.session_idle = secs(number(args, &mut i, "--session-idle", "seconds")?)
+            }
+            "--url-lifetime" => {
+                limits.url_lifetime = secs(number(args, &mut i, "--url-lifetime", "seconds")?)
+            }
+            "--max-commands" => {
+                limits.max_commands = number(args, &mut i, "--max-commands", "a number")?
+            }
+            "--max-open-uploads" => {
+                limits.max_open_uploads = number(args, &mut i, "--max-open-uploads", "a number")?
+            }
+            "--login-failures" => {
+                limits.login_failures = number(args, &mut i, "--login-failures", "a number")?
+            }
+            "--login-window" => {
+                limits.login_window = secs(number(args, &mut i, "--login-window", "seconds")?)
             }
             a => return Err(format!("unknown argument {a}\n{USAGE}")),
         }
@@ -111,6 +152,8 @@ fn serve(args: &[String]) -> Result<(), String> {
     }
     let data = data.ok_or_else(|| format!("--data DIR is required\n{USAGE}"))?;
     let mut cfg = Config::new(data);
+    cfg.admin_token = admin_token;
+    cfg.limits = limits;
     cfg.listen = listen
         .parse()
         .map_err(|_| format!("--listen {listen:?} is not an address:port"))?;

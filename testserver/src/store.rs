@@ -3,14 +3,22 @@
 //! `DATA/blobs/`, in-progress uploads under `DATA/uploads/`. A restart loses nothing.
 //!
 //! The store is content-blind like the real server: it holds only ciphertext, encrypted
-//! attributes and wrapped keys. One connection behind a mutex; every method is a short
-//! transaction and no lock is held across I/O on the network.
+//! attributes and wrapped keys. It is private to the user running the server: the data
+//! directory is 0700, the database and every blob 0600, and session ids are stored only as
+//! SHA-256 hashes, so reading the database does not hand out a usable session.
+//!
+//! One connection behind a mutex. Every query is written once, in [`Queries`], for the
+//! connection and for transactions alike: [`Store::lock`] for single queries,
+//! [`Store::atomic`] for a whole command, which then applies completely or not at all. No lock
+//! is held across network I/O.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 /// Node types (`t`).
 pub const FILE: i64 = 0;
@@ -96,6 +104,19 @@ pub struct Upload {
     pub version: i64,
     /// Received byte ranges `[start, end)`, merged and sorted.
     pub ranges: Vec<(i64, i64)>,
+    pub created: i64,
+    /// The session (hash) that asked for the slot.
+    pub issuer: String,
+}
+
+/// A download slot: the blob, its size, when it was issued and to whom (a session hash, or
+/// `link:<ph>` for a public handle, `folder:<ph>` for a folder link).
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub blob: String,
+    pub size: i64,
+    pub created: i64,
+    pub issuer: String,
 }
 
 pub struct Store {
@@ -106,13 +127,16 @@ pub struct Store {
 const SCHEMA: &str = r#"
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
   handle TEXT PRIMARY KEY, email TEXT UNIQUE NOT NULL, version INTEGER NOT NULL,
   verifier BLOB NOT NULL, salt BLOB, k TEXT NOT NULL, privk TEXT NOT NULL, pubk TEXT NOT NULL,
   ts TEXT NOT NULL, name TEXT NOT NULL, totp_secret TEXT, quota INTEGER NOT NULL,
-  root TEXT NOT NULL, inbox TEXT NOT NULL, rubbish TEXT NOT NULL, since INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-  sid TEXT PRIMARY KEY, user TEXT NOT NULL, sek TEXT NOT NULL, created INTEGER NOT NULL);
+  root TEXT NOT NULL, inbox TEXT NOT NULL, rubbish TEXT NOT NULL, since INTEGER NOT NULL,
+  totp_last INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS login_sessions (
+  sid_hash TEXT PRIMARY KEY, user TEXT NOT NULL, sek TEXT NOT NULL, created INTEGER NOT NULL,
+  last_used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   handle TEXT PRIMARY KEY, owner TEXT NOT NULL, parent TEXT NOT NULL, kind INTEGER NOT NULL,
   attrs TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, ts INTEGER NOT NULL, blob TEXT);
@@ -123,8 +147,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS links (ph TEXT PRIMARY KEY, node TEXT UNIQUE NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, user TEXT NOT NULL, size INTEGER NOT NULL, version INTEGER NOT NULL,
-  ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS downloads (id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL);
+  ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0,
+  created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS downloads (
+  id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL,
+  created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS shares (
   node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS share_keys (
@@ -148,11 +175,28 @@ DELETE FROM usage;
 INSERT INTO usage (owner, bytes) SELECT owner, SUM(size) FROM nodes WHERE kind = 0 GROUP BY owner;
 "#;
 
+/// Columns added after the first release, for data directories made by it.
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("users", "totp_last", "INTEGER NOT NULL DEFAULT 0"),
+    ("uploads", "created", "INTEGER NOT NULL DEFAULT 0"),
+    ("uploads", "issuer", "TEXT NOT NULL DEFAULT ''"),
+    ("downloads", "created", "INTEGER NOT NULL DEFAULT 0"),
+    ("downloads", "issuer", "TEXT NOT NULL DEFAULT ''"),
+];
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// How a session id is stored: its SHA-256, hex. The id itself is never written down.
+pub fn sid_hash(sid: &str) -> String {
+    Sha256::digest(sid.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -194,23 +238,84 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     })
 }
 
+/// Creates a directory private to the server's user (0700), or makes an existing one so.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates (or truncates) a file private to the server's user (0600).
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // The mode given to open() is masked by the umask; make sure.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, private to the current user.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir.join("blobs"))?;
-        std::fs::create_dir_all(dir.join("uploads"))?;
-        let conn = Connection::open(dir.join("mega.sqlite"))?;
+        private_dir(dir)?;
+        private_dir(&dir.join("blobs"))?;
+        private_dir(&dir.join("uploads"))?;
+        let db_path = dir.join("mega.sqlite");
+        if !db_path.exists() {
+            private_file(&db_path)?;
+        }
+        let conn = Connection::open(&db_path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, decl) in MIGRATIONS {
+            let present: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+                ))?
+                .exists([column])?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
+        // The first release kept session ids in plain text: those sessions end here.
+        conn.execute_batch("DROP TABLE IF EXISTS sessions")?;
+        // SQLite creates the -wal and -shm files with the database's mode; older data
+        // directories may have been made with another one.
+        for name in ["mega.sqlite", "mega.sqlite-wal", "mega.sqlite-shm"] {
+            let p = dir.join(name);
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
             dir: dir.to_path_buf(),
         })
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, for single queries (each its own implicit transaction). Do not hold
+    /// the guard across `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock poisons it; the data in SQLite is still consistent.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back otherwise, so a
+    /// command that fails changes nothing.
+    pub fn atomic<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
     }
 
     pub fn blob_path(&self, blob: &str) -> PathBuf {
@@ -221,29 +326,141 @@ impl Store {
         self.dir.join("uploads").join(id)
     }
 
+    /// A random secret kept in the database (created once), for values that must look the
+    /// same on every request without revealing anything (e.g. salts of unknown accounts).
+    pub fn secret(&self) -> Result<Vec<u8>> {
+        let db = self.lock();
+        if let Some(v) = db
+            .query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+        {
+            return Ok(v);
+        }
+        let v = crate::crypto::random_bytes::<32>().to_vec();
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('secret', ?1)",
+            params![v],
+        )?;
+        Ok(v)
+    }
+
+    /// Creates the upload file of a new slot (0600) and records the slot.
+    pub fn insert_upload(
+        &self,
+        db: &Connection,
+        id: &str,
+        user: &str,
+        size: i64,
+        version: i64,
+        issuer: &str,
+    ) -> Result<()> {
+        private_file(&self.upload_path(id))?;
+        db.execute(
+            "INSERT INTO uploads (id, user, size, version, ranges, created, issuer)
+             VALUES (?1, ?2, ?3, ?4, '[]', ?5, ?6)",
+            params![id, user, size, version, now(), issuer],
+        )?;
+        Ok(())
+    }
+
+    /// Marks an upload complete: its data moves to the blob store under the upload id.
+    pub fn complete_upload(&self, id: &str, token: &str) -> Result<()> {
+        std::fs::rename(self.upload_path(id), self.blob_path(id))?;
+        self.lock().execute(
+            "UPDATE uploads SET token = ?1 WHERE id = ?2",
+            params![token, id],
+        )?;
+        Ok(())
+    }
+
+    /// Removes upload slots older than `max_age` seconds that never completed, with their
+    /// files, and completion tokens that were never used; returns how many went.
+    pub fn remove_stale_uploads(&self, max_age: i64) -> Result<usize> {
+        let cutoff = now() - max_age;
+        let ids: Vec<(String, bool)> = {
+            let db = self.lock();
+            let mut st = db.prepare(
+                "SELECT id, token IS NOT NULL FROM uploads WHERE created < ?1 AND used = 0",
+            )?;
+            let v = st
+                .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            v
+        };
+        for (id, completed) in &ids {
+            self.lock()
+                .execute("DELETE FROM uploads WHERE id = ?1", [id])?;
+            let path = if *completed {
+                self.blob_path(id)
+            } else {
+                self.upload_path(id)
+            };
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(ids.len())
+    }
+
+    /// Deletes nodes in `db`'s transaction; returns the blobs no node refers to any more,
+    /// which the caller removes with [`Store::remove_blobs`] once the transaction committed.
+    pub fn delete_nodes(&self, db: &Connection, nodes: &[Node]) -> Result<Vec<String>> {
+        let mut orphaned = Vec::new();
+        for n in nodes {
+            db.execute("DELETE FROM nodes WHERE handle = ?1", [&n.handle])?;
+            db.execute("DELETE FROM links WHERE node = ?1", [&n.handle])?;
+            db.execute("DELETE FROM shares WHERE node = ?1", [&n.handle])?;
+            db.execute(
+                "DELETE FROM share_keys WHERE node = ?1 OR share = ?1",
+                [&n.handle],
+            )?;
+        }
+        for n in nodes {
+            if let Some(b) = &n.blob {
+                let refs: i64 =
+                    db.query_row("SELECT COUNT(*) FROM nodes WHERE blob = ?1", [b], |r| {
+                        r.get(0)
+                    })?;
+                if refs == 0 {
+                    orphaned.push(b.clone());
+                }
+            }
+        }
+        Ok(orphaned)
+    }
+
+    pub fn remove_blobs(&self, blobs: &[String]) {
+        for b in blobs {
+            let _ = std::fs::remove_file(self.blob_path(b));
+        }
+    }
+}
+
+/// Every query, written once, for a connection or a transaction.
+pub trait Queries {
+    fn conn(&self) -> &Connection;
+
     // ---- users and sessions ----
 
-    pub fn insert_user(&self, u: &User) -> Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        tx.execute(
+    fn insert_user(&self, u: &User) -> Result<()> {
+        let c = self.conn();
+        c.execute(
             &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
             params![u.handle, u.email, u.version, u.verifier, u.salt, u.k, u.privk, u.pubk, u.ts,
                     u.name, u.totp_secret, u.quota, u.root, u.inbox, u.rubbish, u.since],
         )?;
         for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
-            tx.execute(
+            c.execute(
                 &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL)"),
                 params![h, u.handle, kind, u.since],
             )?;
         }
-        tx.commit()?;
         Ok(())
     }
 
-    pub fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
                 [email],
@@ -252,9 +469,9 @@ impl Store {
             .optional()?)
     }
 
-    pub fn user(&self, handle: &str) -> Result<Option<User>> {
+    fn user(&self, handle: &str) -> Result<Option<User>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE handle = ?1"),
                 [handle],
@@ -263,44 +480,87 @@ impl Store {
             .optional()?)
     }
 
-    pub fn set_quota(&self, email: &str, quota: i64) -> Result<bool> {
-        Ok(self.db().execute(
+    fn set_quota(&self, email: &str, quota: i64) -> Result<bool> {
+        Ok(self.conn().execute(
             "UPDATE users SET quota = ?1 WHERE email = ?2",
             params![quota, email],
         )? > 0)
     }
 
-    pub fn insert_session(&self, sid: &str, user: &str, sek: &str) -> Result<()> {
-        self.db().execute(
-            "INSERT INTO sessions (sid, user, sek, created) VALUES (?1, ?2, ?3, ?4)",
-            params![sid, user, sek, now()],
+    /// Accepts TOTP time step `step` for an account once: false if it (or a later one) was
+    /// used already.
+    fn use_totp_step(&self, user: &str, step: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE users SET totp_last = ?1 WHERE handle = ?2 AND totp_last < ?1",
+            params![step, user],
+        )? > 0)
+    }
+
+    fn insert_session(&self, sid: &str, user: &str, sek: &str) -> Result<()> {
+        let t = now();
+        self.conn().execute(
+            "INSERT INTO login_sessions (sid_hash, user, sek, created, last_used)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![sid_hash(sid), user, sek, t],
         )?;
         Ok(())
     }
 
-    /// The user handle and `sek` of a live session.
-    pub fn session(&self, sid: &str) -> Result<Option<(String, String)>> {
-        Ok(self
-            .db()
+    /// The user handle and `sek` of a session used within the last `idle` seconds (its use is
+    /// recorded); an idle session is ended.
+    fn session(&self, sid: &str, idle: i64) -> Result<Option<(String, String)>> {
+        let h = sid_hash(sid);
+        let c = self.conn();
+        let row: Option<(String, String, i64)> = c
             .query_row(
-                "SELECT user, sek FROM sessions WHERE sid = ?1",
-                [sid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                "SELECT user, sek, last_used FROM login_sessions WHERE sid_hash = ?1",
+                [&h],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()?)
+            .optional()?;
+        let Some((user, sek, last)) = row else {
+            return Ok(None);
+        };
+        let t = now();
+        if t - last > idle {
+            c.execute("DELETE FROM login_sessions WHERE sid_hash = ?1", [&h])?;
+            return Ok(None);
+        }
+        if t != last {
+            c.execute(
+                "UPDATE login_sessions SET last_used = ?1 WHERE sid_hash = ?2",
+                params![t, h],
+            )?;
+        }
+        Ok(Some((user, sek)))
     }
 
-    pub fn delete_session(&self, sid: &str) -> Result<()> {
-        self.db()
-            .execute("DELETE FROM sessions WHERE sid = ?1", [sid])?;
+    /// Whether the session with this hash is live (for URLs it issued).
+    fn session_live(&self, hash: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM login_sessions WHERE sid_hash = ?1",
+                [hash],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn delete_session(&self, sid: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM login_sessions WHERE sid_hash = ?1",
+            [sid_hash(sid)],
+        )?;
         Ok(())
     }
 
     // ---- nodes ----
 
-    pub fn node(&self, handle: &str) -> Result<Option<Node>> {
+    fn node(&self, handle: &str) -> Result<Option<Node>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE handle = ?1"),
                 [handle],
@@ -310,9 +570,8 @@ impl Store {
     }
 
     /// All nodes of an account, parents before children (roots first).
-    pub fn nodes_of(&self, owner: &str) -> Result<Vec<Node>> {
-        let db = self.db();
-        let mut st = db.prepare(&format!(
+    fn nodes_of(&self, owner: &str) -> Result<Vec<Node>> {
+        let mut st = self.conn().prepare(&format!(
             "SELECT {NODE_COLS} FROM nodes WHERE owner = ?1 ORDER BY kind DESC, rowid"
         ))?;
         let all: Vec<Node> = st
@@ -342,27 +601,15 @@ impl Store {
         Ok(out)
     }
 
-    pub fn children(&self, parent: &str) -> Result<Vec<Node>> {
-        let db = self.db();
-        let mut st = db.prepare(&format!(
-            "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 ORDER BY rowid"
-        ))?;
-        let v = st
-            .query_map([parent], node_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
-    }
-
     /// The node and all its descendants, parents first.
-    pub fn subtree(&self, handle: &str) -> Result<Vec<Node>> {
+    fn subtree(&self, handle: &str) -> Result<Vec<Node>> {
         // One recursive query (not one per node); by depth, so parents precede children.
-        let db = self.db();
         let cols = NODE_COLS
             .split(", ")
             .map(|c| format!("n.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut st = db.prepare(&format!(
+        let mut st = self.conn().prepare(&format!(
             "WITH RECURSIVE sub(h, depth) AS (
                  SELECT handle, 0 FROM nodes WHERE handle = ?1
                  UNION ALL
@@ -375,69 +622,34 @@ impl Store {
         Ok(v)
     }
 
-    pub fn insert_node(&self, n: &Node) -> Result<()> {
-        self.db().execute(
+    fn insert_node(&self, n: &Node) -> Result<()> {
+        self.conn().execute(
             &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
             params![n.handle, n.owner, n.parent, n.kind, n.attrs, n.key, n.size, n.ts, n.blob],
         )?;
         Ok(())
     }
 
-    pub fn set_parent(&self, handle: &str, parent: &str) -> Result<()> {
-        self.db().execute(
+    fn set_parent(&self, handle: &str, parent: &str) -> Result<()> {
+        self.conn().execute(
             "UPDATE nodes SET parent = ?1 WHERE handle = ?2",
             params![parent, handle],
         )?;
         Ok(())
     }
 
-    pub fn set_attrs(&self, handle: &str, attrs: &str) -> Result<()> {
-        self.db().execute(
+    fn set_attrs(&self, handle: &str, attrs: &str) -> Result<()> {
+        self.conn().execute(
             "UPDATE nodes SET attrs = ?1 WHERE handle = ?2",
             params![attrs, handle],
         )?;
         Ok(())
     }
 
-    /// Deletes nodes (and their blobs unless another node still refers to them).
-    pub fn delete_nodes(&self, nodes: &[Node]) -> Result<()> {
-        let mut orphaned = Vec::new();
-        {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            for n in nodes {
-                tx.execute("DELETE FROM nodes WHERE handle = ?1", [&n.handle])?;
-                tx.execute("DELETE FROM links WHERE node = ?1", [&n.handle])?;
-                tx.execute("DELETE FROM shares WHERE node = ?1", [&n.handle])?;
-                tx.execute(
-                    "DELETE FROM share_keys WHERE node = ?1 OR share = ?1",
-                    [&n.handle],
-                )?;
-            }
-            for n in nodes {
-                if let Some(b) = &n.blob {
-                    let refs: i64 =
-                        tx.query_row("SELECT COUNT(*) FROM nodes WHERE blob = ?1", [b], |r| {
-                            r.get(0)
-                        })?;
-                    if refs == 0 {
-                        orphaned.push(b.clone());
-                    }
-                }
-            }
-            tx.commit()?;
-        }
-        for b in orphaned {
-            let _ = std::fs::remove_file(self.blob_path(&b));
-        }
-        Ok(())
-    }
-
     /// Bytes, files and folders stored under each root of an account.
-    pub fn usage(&self, user: &User) -> Result<(i64, Map<String, Value>)> {
+    fn usage(&self, user: &User) -> Result<(i64, Map<String, Value>)> {
         // One recursive query over all three roots (not one query per node).
-        let db = self.db();
-        let mut st = db.prepare(
+        let mut st = self.conn().prepare(
             "WITH RECURSIVE sub(h, root) AS (
                  SELECT handle, handle FROM nodes WHERE handle IN (?1, ?2, ?3)
                  UNION ALL
@@ -469,8 +681,8 @@ impl Store {
     }
 
     /// Bytes stored in an account's files (the quota check at `u` and `p`).
-    pub fn used_bytes(&self, user: &str) -> Result<i64> {
-        Ok(self.db().query_row(
+    fn used_bytes(&self, user: &str) -> Result<i64> {
+        Ok(self.conn().query_row(
             "SELECT COALESCE((SELECT bytes FROM usage WHERE owner = ?1), 0)",
             [user],
             |r| r.get(0),
@@ -479,38 +691,35 @@ impl Store {
 
     // ---- events ----
 
-    /// Appends action packets to an account's log in one transaction, so that a poll never
-    /// sees part of a group (a move's `d` without its `t`); returns the last sequence number.
-    pub fn append_events(&self, user: &str, packets: &[Value]) -> Result<i64> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut seq: i64 = tx.query_row(
+    /// Appends action packets to an account's log together, so that a poll never sees part
+    /// of a group (a move's `d` without its `t`); returns the last sequence number.
+    fn append_events(&self, user: &str, packets: &[Value]) -> Result<i64> {
+        let c = self.conn();
+        let mut seq: i64 = c.query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user = ?1",
             [user],
             |r| r.get(0),
         )?;
         for p in packets {
             seq += 1;
-            tx.execute(
+            c.execute(
                 "INSERT INTO events (user, seq, packet) VALUES (?1, ?2, ?3)",
                 params![user, seq, p.to_string()],
             )?;
         }
-        tx.commit()?;
         Ok(seq)
     }
 
-    pub fn last_seq(&self, user: &str) -> Result<i64> {
-        Ok(self.db().query_row(
+    fn last_seq(&self, user: &str) -> Result<i64> {
+        Ok(self.conn().query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user = ?1",
             [user],
             |r| r.get(0),
         )?)
     }
 
-    pub fn events_after(&self, user: &str, seq: i64, limit: i64) -> Result<Vec<(i64, Value)>> {
-        let db = self.db();
-        let mut st = db.prepare(
+    fn events_after(&self, user: &str, seq: i64, limit: i64) -> Result<Vec<(i64, Value)>> {
+        let mut st = self.conn().prepare(
             "SELECT seq, packet FROM events WHERE user = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = st.query_map(params![user, seq, limit], |r| {
@@ -526,30 +735,30 @@ impl Store {
 
     // ---- links ----
 
-    pub fn link_for_node(&self, node: &str) -> Result<Option<String>> {
+    fn link_for_node(&self, node: &str) -> Result<Option<String>> {
         Ok(self
-            .db()
+            .conn()
             .query_row("SELECT ph FROM links WHERE node = ?1", [node], |r| r.get(0))
             .optional()?)
     }
 
-    pub fn node_for_link(&self, ph: &str) -> Result<Option<String>> {
+    fn node_for_link(&self, ph: &str) -> Result<Option<String>> {
         Ok(self
-            .db()
+            .conn()
             .query_row("SELECT node FROM links WHERE ph = ?1", [ph], |r| r.get(0))
             .optional()?)
     }
 
-    pub fn insert_link(&self, ph: &str, node: &str) -> Result<()> {
-        self.db().execute(
+    fn insert_link(&self, ph: &str, node: &str) -> Result<()> {
+        self.conn().execute(
             "INSERT INTO links (ph, node, ts) VALUES (?1, ?2, ?3)",
             params![ph, node, now()],
         )?;
         Ok(())
     }
 
-    pub fn delete_link(&self, node: &str) -> Result<()> {
-        self.db()
+    fn delete_link(&self, node: &str) -> Result<()> {
+        self.conn()
             .execute("DELETE FROM links WHERE node = ?1", [node])?;
         Ok(())
     }
@@ -558,33 +767,34 @@ impl Store {
 
     /// Records (or replaces) an outgoing share: the share key and its handle auth, both
     /// encrypted by the owner's master key (opaque to the server).
-    pub fn put_share(&self, node: &str, owner: &str, ok: &str, ha: &str) -> Result<()> {
-        self.db().execute(
+    fn put_share(&self, node: &str, owner: &str, ok: &str, ha: &str) -> Result<()> {
+        self.conn().execute(
             "INSERT OR REPLACE INTO shares (node, owner, ok, ha, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![node, owner, ok, ha, now()],
         )?;
         Ok(())
     }
 
-    pub fn delete_share(&self, node: &str) -> Result<()> {
-        let db = self.db();
-        db.execute("DELETE FROM shares WHERE node = ?1", [node])?;
-        db.execute("DELETE FROM share_keys WHERE share = ?1", [node])?;
+    fn delete_share(&self, node: &str) -> Result<()> {
+        let c = self.conn();
+        c.execute("DELETE FROM shares WHERE node = ?1", [node])?;
+        c.execute("DELETE FROM share_keys WHERE share = ?1", [node])?;
         Ok(())
     }
 
-    pub fn is_shared(&self, node: &str) -> Result<bool> {
+    fn is_shared(&self, node: &str) -> Result<bool> {
         Ok(self
-            .db()
+            .conn()
             .query_row("SELECT 1 FROM shares WHERE node = ?1", [node], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
     /// `(node, ok, ha)` of every outgoing share of an account.
-    pub fn shares_of(&self, owner: &str) -> Result<Vec<(String, String, String)>> {
-        let db = self.db();
-        let mut st = db.prepare("SELECT node, ok, ha FROM shares WHERE owner = ?1 ORDER BY ts")?;
+    fn shares_of(&self, owner: &str) -> Result<Vec<(String, String, String)>> {
+        let mut st = self
+            .conn()
+            .prepare("SELECT node, ok, ha FROM shares WHERE owner = ?1 ORDER BY ts")?;
         let v = st
             .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
@@ -592,17 +802,17 @@ impl Store {
     }
 
     /// Stores a node's key wrapped with a share's key (from a `cr` element).
-    pub fn put_share_key(&self, node: &str, share: &str, key: &str) -> Result<()> {
-        self.db().execute(
+    fn put_share_key(&self, node: &str, share: &str, key: &str) -> Result<()> {
+        self.conn().execute(
             "INSERT OR REPLACE INTO share_keys (node, share, key) VALUES (?1, ?2, ?3)",
             params![node, share, key],
         )?;
         Ok(())
     }
 
-    pub fn share_key(&self, node: &str, share: &str) -> Result<Option<String>> {
+    fn share_key(&self, node: &str, share: &str) -> Result<Option<String>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
                 "SELECT key FROM share_keys WHERE node = ?1 AND share = ?2",
                 [node, share],
@@ -612,7 +822,7 @@ impl Store {
     }
 
     /// True if `node` is `ancestor` or lies below it.
-    pub fn is_within(&self, node: &str, ancestor: &str) -> Result<bool> {
+    fn is_within(&self, node: &str, ancestor: &str) -> Result<bool> {
         let mut cur = Some(node.to_string());
         let mut hops = 0;
         while let Some(h) = cur {
@@ -630,20 +840,13 @@ impl Store {
 
     // ---- uploads and downloads ----
 
-    pub fn insert_upload(&self, id: &str, user: &str, size: i64, version: i64) -> Result<()> {
-        std::fs::File::create(self.upload_path(id))?;
-        self.db().execute(
-            "INSERT INTO uploads (id, user, size, version, ranges) VALUES (?1, ?2, ?3, ?4, '[]')",
-            params![id, user, size, version],
-        )?;
-        Ok(())
-    }
-
-    pub fn upload(&self, id: &str) -> Result<Option<Upload>> {
+    /// An upload slot still receiving data.
+    fn upload(&self, id: &str) -> Result<Option<Upload>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
-                "SELECT id, user, size, version, ranges FROM uploads WHERE id = ?1 AND token IS NULL",
+                "SELECT id, user, size, version, ranges, created, issuer
+                 FROM uploads WHERE id = ?1 AND token IS NULL",
                 [id],
                 |r| {
                     let ranges: String = r.get(4)?;
@@ -653,63 +856,93 @@ impl Store {
                         size: r.get(2)?,
                         version: r.get(3)?,
                         ranges: serde_json::from_str(&ranges).unwrap_or_default(),
+                        created: r.get(5)?,
+                        issuer: r.get(6)?,
                     })
                 },
             )
             .optional()?)
     }
 
-    pub fn set_upload_ranges(&self, id: &str, ranges: &[(i64, i64)]) -> Result<()> {
-        self.db().execute(
+    /// Open upload slots of an account (not yet turned into a node): how many, and the
+    /// bytes they reserve.
+    fn open_uploads(&self, user: &str) -> Result<(i64, i64)> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE user = ?1 AND used = 0",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    fn set_upload_ranges(&self, id: &str, ranges: &[(i64, i64)]) -> Result<()> {
+        self.conn().execute(
             "UPDATE uploads SET ranges = ?1 WHERE id = ?2",
             params![serde_json::to_string(ranges).unwrap_or_default(), id],
         )?;
         Ok(())
     }
 
-    /// Marks an upload complete: its data moves to the blob store under the upload id.
-    pub fn complete_upload(&self, id: &str, token: &str) -> Result<()> {
-        std::fs::rename(self.upload_path(id), self.blob_path(id))?;
-        self.db().execute(
-            "UPDATE uploads SET token = ?1 WHERE id = ?2",
-            params![token, id],
-        )?;
-        Ok(())
-    }
-
-    /// Consumes a completion token: `(upload id = blob name, size, user)`.
-    pub fn take_token(&self, token: &str) -> Result<Option<(String, i64, String)>> {
-        let db = self.db();
-        let row: Option<(String, i64, String)> = db
+    /// A completion token's unused upload: `(upload id = blob name, size, user)`.
+    fn token(&self, token: &str) -> Result<Option<(String, i64, String)>> {
+        Ok(self
+            .conn()
             .query_row(
                 "SELECT id, size, user FROM uploads WHERE token = ?1 AND used = 0",
                 [token],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()?;
-        if row.is_some() {
-            db.execute("UPDATE uploads SET used = 1 WHERE token = ?1", [token])?;
-        }
-        Ok(row)
+            .optional()?)
     }
 
-    pub fn insert_download(&self, id: &str, blob: &str, size: i64) -> Result<()> {
-        self.db().execute(
-            "INSERT INTO downloads (id, blob, size) VALUES (?1, ?2, ?3)",
-            params![id, blob, size],
+    /// Marks a completion token used (after its owner was checked).
+    fn use_token(&self, token: &str) -> Result<()> {
+        self.conn()
+            .execute("UPDATE uploads SET used = 1 WHERE token = ?1", [token])?;
+        Ok(())
+    }
+
+    fn insert_download(&self, id: &str, blob: &str, size: i64, issuer: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO downloads (id, blob, size, created, issuer) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, blob, size, now(), issuer],
         )?;
         Ok(())
     }
 
-    pub fn download(&self, id: &str) -> Result<Option<(String, i64)>> {
+    fn download(&self, id: &str) -> Result<Option<Download>> {
         Ok(self
-            .db()
+            .conn()
             .query_row(
-                "SELECT blob, size FROM downloads WHERE id = ?1",
+                "SELECT blob, size, created, issuer FROM downloads WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(Download {
+                        blob: r.get(0)?,
+                        size: r.get(1)?,
+                        created: r.get(2)?,
+                        issuer: r.get(3)?,
+                    })
+                },
             )
             .optional()?)
+    }
+
+    fn delete_download(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM downloads WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+impl Queries for Connection {
+    fn conn(&self) -> &Connection {
+        self
+    }
+}
+
+impl Queries for MutexGuard<'_, Connection> {
+    fn conn(&self) -> &Connection {
+        self
     }
 }
 
@@ -735,6 +968,7 @@ mod tests {
     fn subtree_is_parents_first_and_usage_counts_per_root() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        let db = store.lock();
         let user = User {
             handle: "U".into(),
             email: "u@e".into(),
@@ -753,15 +987,15 @@ mod tests {
             rubbish: "B".into(),
             since: 0,
         };
-        store.insert_user(&user).unwrap();
+        db.insert_user(&user).unwrap();
         let node = |h: &str, p: &str, kind: i64, size: i64| node(h, "U", p, kind, size);
         // Inserted children-first on purpose: the result must still be parents-first.
-        store.insert_node(&node("A", "R", FOLDER, 0)).unwrap();
-        store.insert_node(&node("C", "B2", FILE, 7)).unwrap();
-        store.insert_node(&node("B2", "A", FOLDER, 0)).unwrap();
-        store.insert_node(&node("F", "A", FILE, 5)).unwrap();
-        store.insert_node(&node("T", "B", FILE, 3)).unwrap();
-        let sub: Vec<String> = store
+        db.insert_node(&node("A", "R", FOLDER, 0)).unwrap();
+        db.insert_node(&node("C", "B2", FILE, 7)).unwrap();
+        db.insert_node(&node("B2", "A", FOLDER, 0)).unwrap();
+        db.insert_node(&node("F", "A", FILE, 5)).unwrap();
+        db.insert_node(&node("T", "B", FILE, 3)).unwrap();
+        let sub: Vec<String> = db
             .subtree("A")
             .unwrap()
             .into_iter()
@@ -771,8 +1005,8 @@ mod tests {
         let pos = |h: &str| sub.iter().position(|x| x == h).unwrap();
         assert!(pos("B2") < pos("C"));
         assert_eq!(sub.len(), 4);
-        assert!(store.subtree("nope").unwrap().is_empty());
-        let (total, per_root) = store.usage(&user).unwrap();
+        assert!(db.subtree("nope").unwrap().is_empty());
+        let (total, per_root) = db.usage(&user).unwrap();
         assert_eq!(total, 15);
         assert_eq!(per_root["R"], json!([12, 2, 2, 0, 0]));
         assert_eq!(per_root["B"], json!([3, 1, 0, 0, 0]));
@@ -783,43 +1017,91 @@ mod tests {
     fn used_bytes_follow_inserts_deletes_and_updates_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        let db = store.lock();
         let node = |h: &str, owner: &str, kind: i64, size: i64| node(h, owner, "R", kind, size);
-        store.insert_node(&node("A", "U", FILE, 10)).unwrap();
-        store.insert_node(&node("B", "U", FILE, 5)).unwrap();
-        store.insert_node(&node("D", "U", FOLDER, 99)).unwrap();
-        store.insert_node(&node("C", "V", FILE, 7)).unwrap();
-        assert_eq!(store.used_bytes("U").unwrap(), 15);
-        assert_eq!(store.used_bytes("V").unwrap(), 7);
-        assert_eq!(store.used_bytes("nobody").unwrap(), 0);
-        store
-            .db()
-            .execute("UPDATE nodes SET owner = 'V' WHERE handle = 'B'", [])
+        db.insert_node(&node("A", "U", FILE, 10)).unwrap();
+        db.insert_node(&node("B", "U", FILE, 5)).unwrap();
+        db.insert_node(&node("D", "U", FOLDER, 99)).unwrap();
+        db.insert_node(&node("C", "V", FILE, 7)).unwrap();
+        assert_eq!(db.used_bytes("U").unwrap(), 15);
+        assert_eq!(db.used_bytes("V").unwrap(), 7);
+        assert_eq!(db.used_bytes("nobody").unwrap(), 0);
+        db.execute("UPDATE nodes SET owner = 'V' WHERE handle = 'B'", [])
             .unwrap();
-        assert_eq!(store.used_bytes("U").unwrap(), 10);
-        assert_eq!(store.used_bytes("V").unwrap(), 12);
-        store
-            .db()
-            .execute("DELETE FROM nodes WHERE handle IN ('A', 'D')", [])
+        assert_eq!(db.used_bytes("U").unwrap(), 10);
+        assert_eq!(db.used_bytes("V").unwrap(), 12);
+        db.execute("DELETE FROM nodes WHERE handle IN ('A', 'D')", [])
             .unwrap();
-        assert_eq!(store.used_bytes("U").unwrap(), 0);
+        assert_eq!(db.used_bytes("U").unwrap(), 0);
+        drop(db);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.used_bytes("V").unwrap(), 12);
+        let db = store.lock();
+        assert_eq!(db.used_bytes("V").unwrap(), 12);
     }
 
     #[test]
     fn event_groups_are_appended_together_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.last_seq("u").unwrap(), 0);
-        let last = store
+        let db = store.lock();
+        assert_eq!(db.last_seq("u").unwrap(), 0);
+        let last = db
             .append_events("u", &[json!({"a": "d", "m": 1}), json!({"a": "t"})])
             .unwrap();
         assert_eq!(last, 2);
-        let got = store.events_after("u", 0, 10).unwrap();
+        let got = db.events_after("u", 0, 10).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].1["a"], json!("d"));
         assert_eq!(got[1].1["a"], json!("t"));
-        assert_eq!(store.events_after("other", 0, 10).unwrap().len(), 0);
+        assert_eq!(db.events_after("other", 0, 10).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn files_are_private_and_session_ids_are_stored_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        store
+            .lock()
+            .insert_session("the-session-id", "U", "sek")
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("blobs")), 0o700);
+        assert_eq!(mode(&data.join("mega.sqlite")), 0o600);
+        store
+            .insert_upload(&store.lock(), "UP", "U", 10, 2, "x")
+            .unwrap();
+        assert_eq!(mode(&store.upload_path("UP")), 0o600);
+        assert_eq!(
+            store.lock().session("the-session-id", 60).unwrap(),
+            Some(("U".into(), "sek".into()))
+        );
+        drop(store);
+        let bytes = std::fs::read(data.join("mega.sqlite")).unwrap();
+        let wal = std::fs::read(data.join("mega.sqlite-wal")).unwrap_or_default();
+        for b in [&bytes, &wal] {
+            assert!(
+                !b.windows(14).any(|w| w == b"the-session-id"),
+                "a session id is readable in the database files"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r: std::result::Result<(), StoreError> = store.atomic(|db| {
+            db.insert_node(&node("A", "U", "R", FILE, 1))?;
+            Err(StoreError::Io(std::io::Error::other("later step failed")))
+        });
+        assert!(r.is_err());
+        assert!(store.lock().node("A").unwrap().is_none());
+        store
+            .atomic(|db| db.insert_node(&node("A", "U", "R", FILE, 1)))
+            .unwrap();
+        assert!(store.lock().node("A").unwrap().is_some());
     }
 }

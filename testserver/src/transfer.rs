@@ -3,6 +3,10 @@
 //! connections. Uploads: `POST /ul/<id>/<offset>[?c=|?d=]` write ciphertext at an offset (any
 //! order, any size, in parallel); the POST that completes the file answers the completion
 //! token — 36 raw bytes when `u` had `v>=2`, else 36 base64url characters.
+//!
+//! URLs expire: a download URL stops working (403, so clients ask for a new one) after the
+//! configured lifetime or when what issued it ends (the session logs out, the link is
+//! revoked); an upload URL likewise answers `-8` (EEXPIRED).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -18,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::faults::Fault;
 use crate::http::{dropped_response, status_response};
+use crate::store::{Queries, Upload};
 use crate::{crypto, State};
 
 /// Bytes per read when streaming a download.
@@ -52,12 +57,17 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let (blob, size) = match state.store.download(&id) {
+    let slot = state.store.lock().download(&id);
+    let d = match slot {
         Ok(Some(d)) => d,
         Ok(None) => return text(StatusCode::NOT_FOUND, ""),
         Err(_) => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    let size = size as u64;
+    if !download_valid(&state, &d) {
+        let _ = state.store.lock().delete_download(&id);
+        return text(StatusCode::FORBIDDEN, "");
+    }
+    let (blob, size) = (d.blob, d.size as u64);
     let (start, end) = match range {
         None => (0, size),
         // Inclusive end; mega-rs asks for `0-size`, so clamp.
@@ -122,6 +132,33 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
     r
 }
 
+/// Whether a download slot still works: within its lifetime, and its issuer still there.
+fn download_valid(state: &State, d: &crate::store::Download) -> bool {
+    let lifetime = state.config.limits.url_lifetime.as_secs() as i64;
+    if crate::store::now() - d.created > lifetime {
+        return false;
+    }
+    let db = state.store.lock();
+    let ok = if let Some(ph) = d.issuer.strip_prefix("link:") {
+        db.node_for_link(ph).map(|n| n.is_some())
+    } else if let Some(ph) = d.issuer.strip_prefix("folder:") {
+        db.node_for_link(ph).and_then(|n| match n {
+            Some(n) => db.is_shared(&n),
+            None => Ok(false),
+        })
+    } else {
+        db.session_live(&d.issuer)
+    };
+    ok.unwrap_or(false)
+}
+
+/// Whether an upload slot still takes data: within its lifetime, its session live.
+fn upload_valid(state: &State, u: &Upload) -> bool {
+    let lifetime = state.config.limits.url_lifetime.as_secs() as i64;
+    crate::store::now() - u.created <= lifetime
+        && state.store.lock().session_live(&u.issuer).unwrap_or(false)
+}
+
 /// Merges `[a, b)` into sorted, disjoint ranges.
 fn merge(ranges: &mut Vec<(i64, i64)>, a: i64, b: i64) {
     ranges.push((a, b));
@@ -172,9 +209,11 @@ pub(crate) async fn upload(
     let Ok(offset) = offset.parse::<i64>() else {
         return error_body(-2);
     };
-    let up = match state.store.upload(&id) {
-        Ok(Some(u)) => u,
-        Ok(None) => return error_body(-8), // unknown or already completed: expired
+    let slot = state.store.lock().upload(&id);
+    let up = match slot {
+        Ok(Some(u)) if upload_valid(&state, &u) => u,
+        // Unknown, already completed, expired or its session gone.
+        Ok(_) => return error_body(-8),
         Err(_) => return error_body(-3),
     };
     if offset < 0 || offset % 16 != 0 || offset > up.size {
@@ -225,7 +264,8 @@ pub(crate) async fn upload(
         }
     }
     let _guard = state.upload_lock.lock().await;
-    let mut up = match state.store.upload(&id) {
+    let slot = state.store.lock().upload(&id);
+    let mut up = match slot {
         Ok(Some(u)) => u,
         _ => return error_body(-8),
     };
@@ -234,7 +274,12 @@ pub(crate) async fn upload(
     }
     let complete = up.size == 0 || up.ranges.first() == Some(&(0, up.size));
     if !complete {
-        if state.store.set_upload_ranges(&id, &up.ranges).is_err() {
+        if state
+            .store
+            .lock()
+            .set_upload_ranges(&id, &up.ranges)
+            .is_err()
+        {
             return error_body(-3);
         }
         return text(StatusCode::OK, if q.contains_key("d") { "0" } else { "" });

@@ -83,13 +83,32 @@ fn useradd_then_serve_with_faults() {
                 .send()
         };
         let body = r#"[{"a":"us0","user":"someone@example.com"}]"#;
+        let token =
+            std::fs::read_to_string(std::path::Path::new(data).join("admin-token")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(std::path::Path::new(data).join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the admin token file is private");
+        }
         assert_eq!(cs(body).await.unwrap().text().await.unwrap(), "-3");
         assert_eq!(
             cs(body).await.unwrap().text().await.unwrap(),
             r#"[{"v":1}]"#
         );
+        let unauthorized = http
+            .post(format!("{url}__admin/faults"))
+            .header("content-type", "application/json")
+            .body(r#"{"cs_http503": 1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unauthorized.status().as_u16(), 401, "no token, no admin");
         let r = http
             .post(format!("{url}__admin/faults"))
+            .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(r#"{"cs_http503": 1}"#)
             .send()
@@ -100,6 +119,7 @@ fn useradd_then_serve_with_faults() {
         assert_eq!(cs(body).await.unwrap().status().as_u16(), 200);
         let bad = http
             .post(format!("{url}__admin/faults"))
+            .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(r#"{"no_such_fault": 1}"#)
             .send()
