@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mega_mount::api::{ApiClient, ApiConfig, RetryConfig};
-use mega_mount::crypto::FileKey;
+use mega_mount::crypto::{b64, FileKey};
 use mega_mount::transfer::{download, Source, TransferConfig};
 use mega_mount::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +15,13 @@ use tokio::net::TcpListener;
 
 /// Serves every request with `reply(path)`: (status line + headers, body).
 async fn serve(reply: fn(&str) -> (String, Vec<u8>)) -> String {
+    serve_with(std::sync::Arc::new(move |path: &str, _: &[u8]| reply(path))).await
+}
+
+type Handler = std::sync::Arc<dyn Fn(&str, &[u8]) -> (String, Vec<u8>) + Send + Sync>;
+
+/// Serves every request with `reply(path, body)`.
+async fn serve_with(reply: Handler) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -22,6 +29,7 @@ async fn serve(reply: fn(&str) -> (String, Vec<u8>)) -> String {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
+            let reply = reply.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -53,7 +61,8 @@ async fn serve(reply: fn(&str) -> (String, Vec<u8>)) -> String {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                let (headers, body) = reply(&path);
+                let end = (head_end + len).min(buf.len());
+                let (headers, body) = reply(&path, &buf[head_end..end]);
                 let _ = sock.write_all(headers.as_bytes()).await;
                 let _ = sock.write_all(&body).await;
             });
@@ -172,4 +181,32 @@ async fn malformed_replies_are_protocol_errors() {
     let r = mega_mount::transfer::upload::upload_url(&api(&url), 10).await;
     let e = Error::from(r.unwrap_err());
     assert!(matches!(e, Error::Protocol(_)), "{e:?}");
+}
+
+/// Be liberal in what replies omit: a login reply without the user handle (only the official
+/// SDK needs it there) still logs in; the handle comes from `ug`.
+#[tokio::test]
+async fn a_login_reply_without_the_user_handle_still_logs_in() {
+    use mega_mount::crypto::{kdf, Key128};
+    let pwkey = kdf::prepare_key(b"secret");
+    let mk = Key128([5; 16]);
+    let k = b64::encode(&pwkey.wrap(&mk.0));
+    let mut tsid = vec![9u8; 27];
+    tsid.extend(mk.wrap(&[9u8; 16]));
+    let tsid = b64::encode(&tsid);
+    let url = serve_with(std::sync::Arc::new(move |_path: &str, body: &[u8]| {
+        let cmd: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        match cmd[0]["a"].as_str() {
+            Some("us0") => ok_json(r#"[{"v": 1}]"#),
+            Some("us") => ok_json(&format!(r#"[{{"k": "{k}", "tsid": "{tsid}"}}]"#)),
+            Some("ug") => ok_json(r#"[{"u": "UUUUUUUUUUU", "email": "a@b.example"}]"#),
+            _ => ok_json("[-2]"),
+        }
+    }))
+    .await;
+    let s = mega_mount::api::session::login(&api(&url), "a@b.example", "secret", None)
+        .await
+        .unwrap();
+    assert_eq!(s.user, "UUUUUUUUUUU");
+    assert_eq!(s.master_key.0 .0, [5; 16]);
 }

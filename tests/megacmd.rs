@@ -306,8 +306,8 @@ async fn single_files_globs_cat_tree_mkdir_move_delete() {
     );
     m.fails(&["mv", "mega:/nope", "mega:/foo/"], 5).await;
 
-    // delete: to the Rubbish Bin, then for good; folders need -r.
-    m.fails(&["rm", "mega:/foo/bar"], 2).await;
+    // delete: to the Rubbish Bin, then for good; deleting a non-empty folder for good needs -r.
+    m.fails(&["rm", "--force", "mega:/foo/bar"], 2).await;
     m.ok(&["rm", "mega:/foo/bar/final.md"]).await;
     assert!(m
         .ok(&["ls", "mega://Rubbish/"])
@@ -840,4 +840,77 @@ async fn interrupted_download_leaves_nothing_behind() {
         "left behind: {:?}",
         walk_names(&dst_dir)
     );
+}
+
+/// `delete` of a folder (as MEGA's own megacmd writes it) moves it to the Rubbish Bin, which
+/// can be undone; only deleting a non-empty folder for good needs `-r`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_folder_moves_it_to_the_rubbish_bin_without_r() {
+    let env = Env::start().await;
+    account(&env, "rmf@example.com").await;
+    let m = Cmd::new(&env, "rmf@example.com");
+    m.ok(&["mkdir", "mega:/foo/bar"]).await;
+    let f = env.dir.path().join("x.txt");
+    write(&f, b"x", 1_600_000_000);
+    m.ok(&["put", &s(&f), "mega:/foo/bar/"]).await;
+    m.ok(&["delete", "mega:/foo/bar"]).await;
+    m.fails(&["ls", "mega:/foo/bar"], 5).await;
+    let rubbish = m.ok(&["ls", "-r", "mega://Rubbish/"]).await.stdout;
+    assert!(rubbish.contains("bar/x.txt"), "{rubbish}");
+    // In the Rubbish Bin, deleting is for good: a non-empty folder needs -r.
+    let o = m.fails(&["rm", "mega://Rubbish/bar"], 2).await;
+    assert!(o.stderr.contains("--recursive"), "{}", o.stderr);
+    m.ok(&["rm", "-r", "mega://Rubbish/bar"]).await;
+    assert!(!m
+        .ok(&["ls", "-r", "mega://Rubbish/"])
+        .await
+        .stdout
+        .contains("x.txt"));
+}
+
+/// A remote name of 250 bytes downloads (its temporary name still fits a file name), and one
+/// too long for any local file name arrives under a shortened name that still finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_remote_names_download() {
+    let env = Env::start().await;
+    account(&env, "long@example.com").await;
+    let c = env.login("long@example.com").await;
+    let root = c.root().unwrap().handle;
+    let fits = format!("{}.txt", "é".repeat(123)); // 250 bytes
+    let too_long = format!("{}.txt", "ß".repeat(150)); // 304 bytes
+    for (name, body) in [(&fits, b"fits".as_slice()), (&too_long, b"too long")] {
+        c.upload(
+            &root,
+            name,
+            &mut &body[..],
+            body.len() as u64,
+            1_600_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let m = Cmd::new(&env, "long@example.com");
+    let out = env.dir.path().join("long-out");
+    std::fs::create_dir_all(&out).unwrap();
+    m.ok(&["get", &format!("mega:/{fits}"), &format!("{}/", s(&out))])
+        .await;
+    assert_eq!(std::fs::read(out.join(&fits)).unwrap(), b"fits");
+    m.ok(&[
+        "get",
+        &format!("mega:/{too_long}"),
+        &format!("{}/", s(&out)),
+    ])
+    .await;
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let short = names
+        .iter()
+        .find(|n| n.contains("%~"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert!(short.len() <= 255 && short.ends_with(".txt"), "{short}");
+    assert_eq!(std::fs::read(out.join(short)).unwrap(), b"too long");
+    assert!(names.iter().all(|n| !n.ends_with(".part")), "{names:?}");
 }

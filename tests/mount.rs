@@ -817,3 +817,75 @@ async fn many_processes_read_and_write_concurrently() {
         );
     }
 }
+
+/// Kills a foreground daemon with SIGKILL: the mountpoint stays in the mount table with no
+/// daemon behind it ("Transport endpoint is not connected").
+async fn dead_mount(env: &Env, email: &str) -> Mount {
+    let mut m = Mount::start(env, email, &[], true);
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = m.dir.clone();
+    let e = op("stat a dead mount", move || {
+        std::fs::metadata(&dir).unwrap_err()
+    })
+    .await;
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    m
+}
+
+/// A mountpoint left dead by a killed daemon is detached and mounted again, with a word
+/// about it; before, the user had to run `fusermount3 -u` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_mountpoint_is_recovered() {
+    let env = Env::start().await;
+    let c = env.account("dead@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "still.txt", &mut &b"here"[..], 4, 0, None)
+        .await
+        .unwrap();
+    let m = dead_mount(&env, "dead@example.com").await;
+    let (api, home, dir) = (
+        env.server.base_url().to_string(),
+        m.home.clone(),
+        m.dir.clone(),
+    );
+    let out = op("mount again", move || {
+        daemon(&api, "dead@example.com", &home)
+            .arg(&dir)
+            .output()
+            .unwrap()
+    })
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("detached"), "{err}");
+    assert!(is_mounted(&m.dir));
+    let p = m.path("still.txt");
+    assert_eq!(op("read", move || std::fs::read(p).unwrap()).await, b"here");
+}
+
+/// The background start reports a mount that fails (here: over a dead mountpoint, with the
+/// wrong password) with a non-zero exit and the reason; before, it returned 0 because the
+/// dead mount was still in the mount table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_mode_reports_a_failing_mount() {
+    let env = Env::start().await;
+    env.account("fail@example.com").await;
+    let m = dead_mount(&env, "fail@example.com").await;
+    // A home without the saved session of the first mount: the password is needed.
+    let home = env.dir.path().join("fail-fresh-home");
+    let (api, dir) = (env.server.base_url().to_string(), m.dir.clone());
+    let out = op("mount with a wrong password", move || {
+        daemon(&api, "fail@example.com", &home)
+            .env("MEGA_PASSWORD", "not the password")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    })
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited 0: {err}");
+    assert!(err.contains("wrong e-mail or password"), "{err}");
+    assert!(!is_mounted(&m.dir), "nothing is mounted");
+}

@@ -617,3 +617,61 @@ async fn watch_survives_a_failing_pass_and_recovers() {
     wait_for("recovered after the failure", 10, || path.exists()).await;
     task.abort();
 }
+
+/// A one-shot run right after files were written waits for them to settle and syncs them;
+/// a file that keeps changing past `--settle-wait` makes the run exit non-zero naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_run_waits_for_files_being_written() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "settle@example.com").await;
+    let home = env.dir.path().join("settle-home");
+    p.write("fresh1.txt", b"just written");
+    p.write("fresh2.txt", b"also just written");
+    let local = p.local.display().to_string();
+    let args = ["sync", "--two-way", "--settle", "1", &local, "mega:/synced"];
+    let out = run_bin(&env, &home, "settle@example.com", &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("2 uploaded") && err.contains("0 waiting"),
+        "{err}"
+    );
+    let remote = p.remote_files().await;
+    assert_eq!(remote["fresh1.txt"], b"just written");
+    assert_eq!(remote["fresh2.txt"], b"also just written");
+
+    // A file rewritten every 200 ms never settles: after 2 s the run gives up, saying so.
+    let busy = p.local.join("busy.log");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (busy, stop) = (busy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&busy, n.to_string()).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let args = [
+        "sync",
+        "--two-way",
+        "--settle",
+        "1",
+        "--settle-wait",
+        "2",
+        &local,
+        "mega:/synced",
+    ];
+    let out = run_bin(&env, &home, "settle@example.com", &args).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("still being written") && err.contains("busy.log"),
+        "{err}"
+    );
+    assert!(!p.remote_files().await.contains_key("busy.log"));
+}

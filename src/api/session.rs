@@ -166,9 +166,13 @@ impl PreparedLogin {
         let mk = Key128(
             <[u8; 16]>::try_from(&mk[..16]).expect("invariant: unwrap_key returns >= 16 bytes"),
         );
-        let user = field(&reply.u, "u")?.to_string();
         let (sid, rsa) = decrypt_sid(&reply, &mk)?;
         api.set_sid(Some(sid.clone()));
+        // Only the official SDK needs the user handle in the login reply; `ug` gives it too.
+        let user = match reply.u {
+            Some(u) => u,
+            None => api.run(&GetUser {}).await?.u,
+        };
         Ok(Session {
             sid,
             master_key: MasterKey(mk),

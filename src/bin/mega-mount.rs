@@ -47,6 +47,9 @@ struct Args {
     /// before detaching
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     grace: u64,
+    /// Print a line on stdout once mounted (used by the background start)
+    #[arg(long, hide = true)]
+    notify_ready: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         n_threads: args.n_threads,
         grace: Duration::from_secs(args.grace),
         respawn,
+        notify_ready: args.notify_ready,
     };
     match mount::run(req, &Env::from_process()) {
         Ok(()) => ExitCode::SUCCESS,

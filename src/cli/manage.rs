@@ -20,24 +20,28 @@ pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> 
                     format!("{}: a root cannot be deleted", shown.display()),
                 ));
             }
-            if node.kind == NodeKind::Folder
+            let in_rubbish = client
+                .read_tree()
+                .path_of(&node.handle)
+                .starts_with("//Rubbish Bin/")
+                || node.parent.as_ref() == Some(&rubbish);
+            let permanent = ctx.cli.force || in_rubbish;
+            // Moving a folder to the Rubbish Bin can be undone, so it needs no -r (as in
+            // MEGA's own megacmd); deleting a non-empty folder for good does.
+            if permanent
+                && node.kind == NodeKind::Folder
                 && !ctx.cli.recursive
                 && !client.children(&node.handle).is_empty()
             {
                 return Err(CliError::new(
                     exit::USAGE,
                     format!(
-                        "{}: is a folder that is not empty (use --recursive)",
+                        "{}: is a folder that is not empty (use --recursive to delete it permanently)",
                         shown.display()
                     ),
                 ));
             }
-            let in_rubbish = client
-                .read_tree()
-                .path_of(&node.handle)
-                .starts_with("//Rubbish Bin/")
-                || node.parent.as_ref() == Some(&rubbish);
-            if ctx.cli.force || in_rubbish {
+            if permanent {
                 client.delete(&node.handle).await?;
                 if ctx.cli.verbose >= 1 {
                     eprintln!("deleted {}", shown.display());

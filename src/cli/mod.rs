@@ -123,6 +123,10 @@ pub enum Command {
         /// Two-way: local files modified less than this many seconds ago wait for a later pass
         #[arg(long, value_name = "SECS", default_value_t = 2, requires = "two_way")]
         settle: u64,
+        /// Two-way, one run: how long to wait for files still being written before giving up
+        /// on them (and exiting non-zero)
+        #[arg(long, value_name = "SECS", default_value_t = 60, requires = "two_way")]
+        settle_wait: u64,
     },
     /// Log in and save the session (password prompt without echo)
     Login {
@@ -204,6 +208,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             watch,
             max_delete,
             settle,
+            settle_wait,
         } => {
             sync::two_way(
                 ctx,
@@ -213,6 +218,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
                     watch: *watch,
                     max_delete: *max_delete,
                     settle: *settle,
+                    settle_wait: *settle_wait,
                 },
             )
             .await

@@ -248,6 +248,7 @@ pub(super) struct TwoWay<'a> {
     pub watch: bool,
     pub max_delete: Option<usize>,
     pub settle: u64,
+    pub settle_wait: u64,
 }
 
 fn sync_error(e: SyncError) -> CliError {
@@ -341,7 +342,13 @@ pub(super) async fn two_way(ctx: &Ctx, args: TwoWay<'_>) -> Result<(), CliError>
         };
         return syncer.watch(&mut show, &mut done).await.map_err(sync_error);
     }
-    let report = syncer.run_once(&mut show).await.map_err(sync_error)?;
+    let report = if dry {
+        syncer.run_once(&mut show).await
+    } else {
+        let wait = Duration::from_secs(args.settle_wait);
+        syncer.run_settled(&mut show, wait).await
+    }
+    .map_err(sync_error)?;
     if !dry {
         summary(ctx, &report);
     }
@@ -349,6 +356,17 @@ pub(super) async fn two_way(ctx: &Ctx, args: TwoWay<'_>) -> Result<(), CliError>
         return Err(CliError::new(
             exit::OTHER,
             format!("{} action(s) failed", report.errors.len()),
+        ));
+    }
+    if !dry && !report.waiting.is_empty() {
+        return Err(CliError::new(
+            exit::OTHER,
+            format!(
+                "{} file(s) still being written after {} s, not synced: {}",
+                report.waiting.len(),
+                args.settle_wait,
+                report.waiting.join(", ")
+            ),
         ));
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::attr::Attr;
 use super::inodes::Target;
 use super::{FsError, MegaFs, Result};
-use crate::local::names::unescape_name;
+use crate::local::names::{escape_name, unescape_name};
 use crate::tree::Node;
 
 /// A file's commit lock; the map entry goes when nobody holds or waits for it.
@@ -166,7 +166,12 @@ impl MegaFs {
         }
         let n = self.child(&from, name).ok_or(FsError::NotFound)?;
         self.make_room(&to, new_name, Some(&n)).await?;
-        let real = unescape_name(new_name);
+        // The name as shown (escaped, or shortened if too long) keeps the node's real name.
+        let real = if new_name == escape_name(&n.name) {
+            n.name.clone()
+        } else {
+            unescape_name(new_name)
+        };
         if n.name != real {
             self.client.rename(&n.handle, &real).await?;
         }

@@ -37,6 +37,10 @@ impl TempFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "download".into());
+        // `.` + name + `.` + tag + `-` + 8 hex + `.part` must fit one file name: a long name
+        // is cut (the random part keeps temp names apart).
+        let room = super::names::NAME_MAX.saturating_sub(tag.len() + 16);
+        let name = super::names::truncate_at_char(&name, room);
         for _ in 0..16 {
             let path = dir.join(format!(".{name}.{tag}-{:08x}.part", rand::random::<u32>()));
             match super::names::create_private(&path) {
@@ -191,5 +195,17 @@ mod tests {
             assert_eq!(parse_umask("Name:\tx\n"), None);
         }
         assert_eq!(walk(d.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn temp_names_fit_even_for_long_names() {
+        let d = tempfile::tempdir().unwrap();
+        let name = "é".repeat(125); // 250 bytes
+        let target = d.path().join(&name);
+        let (t, _f) = TempFile::create_for(&target).unwrap();
+        let tmp = t.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(tmp.len() <= 255 && is_partial(&tmp), "{tmp}");
+        t.persist(&target, 0).unwrap();
+        assert!(target.exists());
     }
 }

@@ -4,18 +4,54 @@
 //! mount and sync, so a remote name can never address anything outside its folder. Also the
 //! one way local copies of user content (staging files, partial downloads) are created: private
 //! to their owner, never over an existing file ([`create_private`]).
+//!
+//! A name longer than a Linux file name may be ([`NAME_MAX`] bytes) is shortened: its start,
+//! then `%~` and 12 hex digits of a hash of the whole name, then its extension. That form is
+//! unique per name, so a shortened name still finds its node among a folder's names (callers
+//! compare it with [`escape_name`] of each node's name); it cannot be unescaped on its own.
+
+use sha2::{Digest, Sha256};
+
+/// The longest file name Linux filesystems take, in bytes.
+pub const NAME_MAX: usize = 255;
 
 /// Makes a remote name safe as one local file name: `/` and NUL would split or end it, and
 /// `.`/`..` would point elsewhere; they become `%2F`, `%00` and `%2E`. Other characters,
 /// including `%`, are kept, so ordinary names look the same on both sides. [`unescape_name`]
-/// reverses it (a local name that literally contains `%2F` uploads as `/`).
+/// reverses it (a local name that literally contains `%2F` uploads as `/`). Names too long
+/// for a file name are shortened (see the module doc).
 pub fn escape_name(name: &str) -> String {
-    match name {
+    let escaped = match name {
         "" => "%00".into(),
         "." => "%2E".into(),
         ".." => "%2E%2E".into(),
         _ => name.replace('/', "%2F").replace('\0', "%00"),
+    };
+    if escaped.len() <= NAME_MAX {
+        return escaped;
     }
+    let digest = Sha256::digest(name.as_bytes());
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    // Keep a short extension (it tells programs what the file is).
+    let ext = escaped
+        .rfind('.')
+        .map(|i| &escaped[i..])
+        .filter(|e| e.len() <= 16 && !e.contains("%2F"))
+        .unwrap_or("");
+    let keep = NAME_MAX - ext.len() - 2 - tag.len();
+    format!("{}%~{tag}{ext}", truncate_at_char(&escaped, keep))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Reverses [`escape_name`].
@@ -64,5 +100,29 @@ mod tests {
             assert_eq!(unescape_name(&e), name, "{e}");
         }
         assert_eq!(escape_name("100%"), "100%", "ordinary names are unchanged");
+    }
+
+    #[test]
+    fn names_too_long_for_a_file_name_are_shortened_uniquely() {
+        let fits = "a".repeat(255);
+        assert_eq!(escape_name(&fits), fits);
+        for long in [
+            format!("{}.pdf", "b".repeat(300)),
+            "ü".repeat(200),
+            format!("{}/x", "c".repeat(260)),
+        ] {
+            let e = escape_name(&long);
+            assert!(e.len() <= NAME_MAX, "{} bytes", e.len());
+            assert!(!e.contains('/') && e.contains("%~"), "{e}");
+            assert_eq!(e, escape_name(&long), "deterministic");
+        }
+        assert!(escape_name(&format!("{}.pdf", "b".repeat(300))).ends_with(".pdf"));
+        let (a, b) = ("d".repeat(300) + "1", "d".repeat(300) + "2");
+        assert_ne!(
+            escape_name(&a),
+            escape_name(&b),
+            "same start, different names"
+        );
+        assert_eq!(truncate_at_char("üü", 3), "ü");
     }
 }

@@ -1,14 +1,21 @@
 //! Process and mount-table plumbing of a mount: starting the daemon in the background (a
-//! foreground copy of ourselves, detached, whose log goes to a file), telling whether a path
-//! is mounted (from `/proc/self/mountinfo`), unmounting, and detaching a busy mount.
+//! foreground copy of ourselves, detached, whose log goes to a file, that says on its stdout
+//! when it has mounted), telling whether a path is mounted (from `/proc/self/mountinfo`),
+//! recovering a dead mount left by a daemon that is gone, unmounting, and detaching a busy
+//! mount.
 
 use std::ffi::OsString;
+use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-/// How long the background start waits for the mount to appear.
+/// How long the background start waits for the daemon to mount.
 const MOUNT_WAIT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(100);
+/// What the daemon prints on its stdout once mounted (with `--notify-ready`).
+pub const READY: &str = "mega-mount: ready";
+/// The source ("device") our mounts show in the mount table; the type is `fuse`, or
+/// `fuse.mega` where the subtype is recorded.
+pub const SOURCE: &str = "mega";
 
 /// Undoes the octal escapes of `/proc/self/mountinfo` (a space is `\040`, a tab `\011`, a
 /// newline `\012`, a backslash `\134`).
@@ -36,6 +43,33 @@ fn unescape_mountinfo(field: &str) -> Vec<u8> {
     out
 }
 
+/// The filesystem type and source `mountinfo` (the text of `/proc/self/mountinfo`) lists
+/// for `mountpoint`, if it lists it (the last mount there).
+pub fn mountinfo_entry(mountinfo: &str, mountpoint: &Path) -> Option<(String, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    let want = mountpoint.as_os_str().as_bytes();
+    mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|f| unescape_mountinfo(f) == want)
+        })
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" - ")?;
+            let mut f = rest.split(' ');
+            let fstype = f.next()?.to_string();
+            let source = String::from_utf8_lossy(&unescape_mountinfo(f.next()?)).into_owned();
+            Some((fstype, source))
+        })
+        .next_back()
+}
+
+/// Whether a mount-table entry is one of ours.
+fn is_ours((fstype, source): &(String, String)) -> bool {
+    (fstype == "fuse" || fstype == "fuse.mega") && source == SOURCE
+}
+
 /// Whether `mountinfo` (the text of `/proc/self/mountinfo`) lists `mountpoint`.
 pub fn mountinfo_lists(mountinfo: &str, mountpoint: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -46,20 +80,40 @@ pub fn mountinfo_lists(mountinfo: &str, mountpoint: &Path) -> bool {
         .any(|field| unescape_mountinfo(field) == want)
 }
 
+/// If `mountpoint` is a dead mount of ours (its daemon is gone: "Transport endpoint is not
+/// connected"), detaches it and returns true. A dead mount of another filesystem is left
+/// alone.
+pub fn recover_dead_mount(mountpoint: &Path) -> bool {
+    let dead = std::fs::metadata(mountpoint)
+        .err()
+        .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    if !dead {
+        return false;
+    }
+    let Ok(abs) = std::path::absolute(mountpoint) else {
+        return false;
+    };
+    let ours = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| mountinfo_entry(&info, &abs))
+        .is_some_and(|e| is_ours(&e));
+    if !ours {
+        return false;
+    }
+    detach(&abs);
+    std::fs::metadata(&abs).is_ok()
+}
+
 /// Whether something is mounted at `mountpoint` now.
 pub fn is_mounted(mountpoint: &Path) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
         .is_ok_and(|info| mountinfo_lists(&info, mountpoint))
 }
 
-/// Starts `exe args… --foreground`, detached (its log goes to `log`, not to our caller's
-/// stderr, which it must not hold open), and waits until it has mounted `mountpoint`.
-pub fn daemonize(
-    exe: &Path,
-    args: &[OsString],
-    mountpoint: &Path,
-    log: &Path,
-) -> Result<(), String> {
+/// Starts `exe args… --foreground --notify-ready`, detached (its log goes to `log`, not to
+/// our caller's stderr, which it must not hold open), and waits until it says it has mounted.
+/// If it exits first, its last error (from the log) is the error.
+pub fn daemonize(exe: &Path, args: &[OsString], log: &Path) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent() {
@@ -71,29 +125,68 @@ pub fn daemonize(
         .mode(0o600)
         .open(log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
+    let start = log_file.metadata().map_or(0, |m| m.len());
     let mut child = std::process::Command::new(exe)
         .args(args)
         .arg("--foreground")
+        .arg("--notify-ready")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(log_file)
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the background process: {e}"))?;
-    let deadline = std::time::Instant::now() + MOUNT_WAIT;
-    while std::time::Instant::now() < deadline {
-        if is_mounted(mountpoint) {
-            return Ok(());
+    let Some(stdout) = child.stdout.take() else {
+        return Err("cannot read from the background process".into());
+    };
+    // The line is read on a thread so that a daemon that hangs is given up on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(MOUNT_WAIT) {
+        Ok(line) if line.trim() == READY => Ok(()),
+        Ok(_) => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(match last_error(log, start) {
+                Some(why) => why,
+                None => format!(
+                    "the background process exited ({status}) before mounting; see {}",
+                    log.display()
+                ),
+            })
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the background process exited ({status}) before mounting; see {}",
+        Err(_) => {
+            let _ = child.kill();
+            Err(format!(
+                "the background process did not mount within {} s; see {}",
+                MOUNT_WAIT.as_secs(),
                 log.display()
-            ));
+            ))
         }
-        std::thread::sleep(POLL);
     }
-    Err("timed out waiting for the mount".into())
+}
+
+/// The last `mega-mount: …` error line the daemon wrote to its log after `start` (a byte
+/// offset), without the prefix.
+fn last_error(log: &Path, start: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(text.get(start as usize..)?);
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("mega-mount: "))
+        .map(str::to_string)
+}
+
+/// Where the daemon tells its parent it has mounted.
+pub fn notify_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // The parent may be gone already; nothing else is ever written here.
+    let _ = writeln!(out, "{READY}");
+    let _ = out.flush();
 }
 
 /// Unmounts if nothing on the mount is in use; false if it is busy.
@@ -136,5 +229,15 @@ mod tests {
         assert!(!mountinfo_lists(info, Path::new("/tmp/with")));
         assert!(!mountinfo_lists(info, Path::new("/mnt")));
         assert_eq!(unescape_mountinfo("a\\04"), b"a\\04", "a cut escape stays");
+        let entry = |p: &str| mountinfo_entry(info, Path::new(p));
+        assert!(entry("/tmp/with space\\x").is_some_and(|e| is_ours(&e)));
+        assert_eq!(
+            entry("/mnt/plain"),
+            Some(("ext3".into(), "/dev/root".into()))
+        );
+        assert!(!entry("/mnt/plain").is_some_and(|e| is_ours(&e)));
+        assert_eq!(entry("/nope"), None);
+        let direct = "42 27 0:39 / /m rw - fuse mega rw,user_id=0\n";
+        assert!(mountinfo_entry(direct, Path::new("/m")).is_some_and(|e| is_ours(&e)));
     }
 }

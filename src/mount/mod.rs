@@ -52,8 +52,10 @@ pub struct MountRequest {
     /// How long a busy mount lets uploads in progress finish on SIGINT/SIGTERM.
     pub grace: Duration,
     /// The program and arguments that start this mount again (the background start runs
-    /// them with `--foreground`).
+    /// them with `--foreground --notify-ready`).
     pub respawn: (PathBuf, Vec<OsString>),
+    /// Say on stdout when mounted (the background start waits for it).
+    pub notify_ready: bool,
 }
 
 /// Why a mount did not run.
@@ -208,16 +210,17 @@ async fn shut_down(
 /// Runs a mount until it is unmounted or the process is told to stop. Without `foreground`
 /// it starts a foreground copy in the background and returns once that has mounted.
 pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
+    if daemon::recover_dead_mount(&req.mountpoint) {
+        tracing::warn!(
+            "{} was left dead by a mega-mount that is gone (transport endpoint not connected); detached it",
+            req.mountpoint.display()
+        );
+    }
     let settings = Settings::resolve(&req, env)?;
     if !req.foreground {
         let (exe, args) = &req.respawn;
-        return daemon::daemonize(
-            exe,
-            args,
-            &settings.mountpoint,
-            &settings.fs.cache_dir.join(LOG_FILE),
-        )
-        .map_err(MountError::Setup);
+        return daemon::daemonize(exe, args, &settings.fs.cache_dir.join(LOG_FILE))
+            .map_err(MountError::Setup);
     }
     let cfg = config::load(settings.config_file.as_deref(), env).map_err(crate::Error::from)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -236,6 +239,9 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let session = fuser::Session::new(adapter, &settings.mountpoint, &settings.fuser_config())
         .map_err(|e| MountError::Setup(format!("mount failed: {e}")))?;
+    if req.notify_ready {
+        daemon::notify_ready();
+    }
     // Remote changes: the watcher applies them to the tree; the invalidator thread tells the
     // kernel which entries and inodes are stale.
     let invalidate = spawn_invalidator(session.notifier());
@@ -315,6 +321,7 @@ mod tests {
             n_threads: 0,
             grace: Duration::from_secs(1),
             respawn: ("mega-mount".into(), Vec::new()),
+            notify_ready: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Report {
     pub conflicts: usize,
     pub recorded: usize,
     pub deferred: usize,
+    /// The files waiting to settle (changed too recently), after the last pass.
+    pub waiting: Vec<String>,
     /// Actions that failed (the rest went on); the run exits non-zero.
     pub errors: Vec<String>,
     /// Actions a previous run journaled and never finished (it was killed).
@@ -54,6 +56,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds a later pass's report to this one (the files still waiting are the later's).
+    fn absorb(&mut self, later: Report) {
+        self.uploaded += later.uploaded;
+        self.downloaded += later.downloaded;
+        self.moved_local += later.moved_local;
+        self.moved_remote += later.moved_remote;
+        self.mkdir_local += later.mkdir_local;
+        self.mkdir_remote += later.mkdir_remote;
+        self.deleted_remote += later.deleted_remote;
+        self.deleted_local += later.deleted_local;
+        self.conflicts += later.conflicts;
+        self.recorded += later.recorded;
+        self.deferred = later.deferred;
+        self.waiting = later.waiting;
+        self.errors.extend(later.errors);
+        self.interrupted.extend(later.interrupted);
+    }
+
     /// Counts an action that succeeded.
     fn count(&mut self, a: &Action) {
         let n = match a {
@@ -194,6 +214,7 @@ impl Syncer {
                 remote.into_iter().map(|e| (e.path.clone(), e)).collect();
             let changed = actions.iter().any(Action::changes_something);
             report.deferred = 0;
+            report.waiting.clear();
             // Transfers (uploads, downloads, conflicts) run `parallel` at a time; everything
             // else runs in order (moves and folders before the transfers that need them,
             // deletions after).
@@ -229,7 +250,12 @@ impl Syncer {
                 }
                 for (a, res) in results {
                     match res {
-                        Ok(()) => report.count(a),
+                        Ok(()) => {
+                            report.count(a);
+                            if let Action::Defer { path } = a {
+                                report.waiting.push(path.clone());
+                            }
+                        }
                         Err(e) => report.errors.push(format!("{}: {e}", a.path())),
                     }
                 }
@@ -239,6 +265,33 @@ impl Syncer {
             }
         }
         Ok(report)
+    }
+
+    /// A one-shot reconciliation that also syncs files still being written: while some wait
+    /// to settle, it pauses for the settle time and runs again, for at most `max_wait`. The
+    /// report says which files were still waiting when it gave up (none, normally).
+    pub async fn run_settled(
+        &mut self,
+        show: &mut (dyn FnMut(&Action) + Send),
+        max_wait: Duration,
+    ) -> Result<Report, SyncError> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut total = self.run_once(show).await?;
+        while total.deferred > 0 && total.errors.is_empty() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let pause = self
+                .opts
+                .settle
+                .max(Duration::from_millis(200))
+                .min(deadline - now);
+            tokio::time::sleep(pause).await;
+            let next = self.run_once(show).await?;
+            total.absorb(next);
+        }
+        Ok(total)
     }
 
     /// Runs until the process is stopped: a reconciliation now, then again after local or
