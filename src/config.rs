@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub session_file: Option<PathBuf>,
     /// Retries of a failing request before giving up (default 8, with exponential backoff).
     pub max_retries: Option<u32>,
+    /// Ask for HTTPS transfer URLs and refuse plain HTTP ones (default false: the content is
+    /// encrypted either way, as in MEGA's own clients).
+    pub https_transfers: Option<bool>,
 }
 
 /// The effective configuration.
@@ -39,6 +42,7 @@ pub struct Config {
     pub parallel: usize,
     pub session_file: PathBuf,
     pub max_retries: u32,
+    pub https_transfers: bool,
     /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
     /// `~/.local/state/megacmd/sync` (beside the config directory if neither is set).
     pub state_dir: PathBuf,
@@ -55,6 +59,7 @@ impl std::fmt::Debug for Config {
             .field("parallel", &self.parallel)
             .field("session_file", &self.session_file)
             .field("max_retries", &self.max_retries)
+            .field("https_transfers", &self.https_transfers)
             .field("state_dir", &self.state_dir)
             .finish()
     }
@@ -171,6 +176,7 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
         max_retries: file
             .max_retries
             .unwrap_or(crate::api::RetryConfig::default().max_retries),
+        https_transfers: file.https_transfers.unwrap_or(false),
         state_dir: match (&env.xdg_state_home, &env.home) {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
             (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),

@@ -103,7 +103,7 @@ async fn a_public_file_of_impossible_size_is_a_protocol_error() {
         meta_mac: [3; 8],
     };
     let link = mega_mount::link::file_link("AAAAAAAA", &key);
-    let r = mega_mount::client::public_file(&api(&url), &link).await;
+    let r = mega_mount::client::public_file(&api(&url), &link, false).await;
     assert!(
         matches!(&r, Err(Error::Protocol(m)) if m.contains("size")),
         "{r:?}"
@@ -178,7 +178,7 @@ async fn a_download_longer_than_its_range_is_refused() {
 #[tokio::test]
 async fn malformed_replies_are_protocol_errors() {
     let url = serve(|_| ok_json(r#"[{"p": 5}]"#)).await;
-    let r = mega_mount::transfer::upload::upload_url(&api(&url), 10).await;
+    let r = mega_mount::transfer::upload::upload_url(&api(&url), 10, false).await;
     let e = Error::from(r.unwrap_err());
     assert!(matches!(e, Error::Protocol(_)), "{e:?}");
 }
@@ -209,4 +209,25 @@ async fn a_login_reply_without_the_user_handle_still_logs_in() {
         .unwrap();
     assert_eq!(s.user, "UUUUUUUUUUU");
     assert_eq!(s.master_key.0 .0, [5; 16]);
+}
+
+/// With HTTPS transfers required, the client asks for them (`ssl: 2`) and refuses a plain
+/// HTTP URL instead of sending data over it.
+#[tokio::test]
+async fn https_transfers_are_asked_for_and_insisted_on() {
+    let url = serve_with(std::sync::Arc::new(|_path: &str, body: &[u8]| {
+        let cmd: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if cmd[0]["ssl"] == serde_json::json!(2) {
+            ok_json(r#"[{"p": "http://127.0.0.1:9/ul/plain"}]"#)
+        } else {
+            ok_json("[-2]")
+        }
+    }))
+    .await;
+    let r = mega_mount::transfer::upload::upload_url(&api(&url), 10, true).await;
+    let e = Error::from(r.unwrap_err());
+    assert!(
+        matches!(&e, Error::Protocol(m) if m.contains("HTTPS")),
+        "{e:?}"
+    );
 }

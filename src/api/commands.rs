@@ -333,20 +333,29 @@ pub struct GetDownloadUrl<'a> {
     pub p: Option<&'a str>,
 }
 
+/// The `ssl` value that asks for `https://` transfer URLs (`0` lets the server choose).
+pub fn ssl(https: bool) -> u8 {
+    if https {
+        2
+    } else {
+        0
+    }
+}
+
 impl<'a> GetDownloadUrl<'a> {
-    pub fn node(h: &'a str) -> Self {
+    pub fn node(h: &'a str, https: bool) -> Self {
         GetDownloadUrl {
             g: 1,
-            ssl: 0,
+            ssl: ssl(https),
             n: Some(h),
             p: None,
         }
     }
 
-    pub fn public(ph: &'a str) -> Self {
+    pub fn public(ph: &'a str, https: bool) -> Self {
         GetDownloadUrl {
             g: 1,
-            ssl: 0,
+            ssl: ssl(https),
             n: None,
             p: Some(ph),
         }
@@ -439,7 +448,7 @@ mod tests {
             json!({"a": "f", "c": 1})
         );
         assert_eq!(
-            serde_json::to_value(GetDownloadUrl::node("H")).unwrap(),
+            serde_json::to_value(GetDownloadUrl::node("H", false)).unwrap(),
             json!({"a": "g", "g": 1, "ssl": 0, "n": "H"})
         );
         let cr = ShareKeys {

@@ -102,6 +102,7 @@ async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliE
     let t = Transfers::new(ctx, 0);
     let cfg = TransferConfig {
         retry: ctx.api_config().retry,
+        https: ctx.cfg.https_transfers,
         ..Default::default()
     };
     let force = ctx.cli.force;
@@ -161,7 +162,7 @@ async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliE
         }
         return r;
     }
-    let info = public_file(&api, url).await?;
+    let info = public_file(&api, url, cfg.https).await?;
     let dst = local_target(target, &info.name);
     if std::fs::symlink_metadata(&dst).is_ok() && !force {
         return Err(exists(&dst.display().to_string()));

@@ -21,6 +21,7 @@ pub fn api_config(cfg: &Config) -> ApiConfig {
 pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
     let transfer = TransferConfig {
         retry: api.retry.clone(),
+        https: cfg.https_transfers,
         ..Default::default()
     };
     let mut c = connect_inner(cfg, api).await?;

@@ -11,7 +11,7 @@ use super::{Client, Error, Result};
 use crate::api::commands::GetDownloadUrl;
 use crate::local::files::TempFile;
 use crate::transfer::download::download_content;
-use crate::transfer::{Content, Progress, Source, UrlRefresher};
+use crate::transfer::{checked_url, Content, Progress, Source, UrlRefresher};
 use crate::tree::{Node, NodeHandle, NodeKind};
 
 impl Client {
@@ -38,10 +38,14 @@ impl Client {
         let (node, key) = self.readable(h)?;
         let api = self.api.clone();
         let handle = h.0.clone();
+        let https = self.transfer.https;
         let refresh: UrlRefresher = Arc::new(move || {
             let api = api.clone();
             let handle = handle.clone();
-            Box::pin(async move { Ok(api.run(&GetDownloadUrl::node(&handle)).await?.g) })
+            Box::pin(async move {
+                let r = api.run(&GetDownloadUrl::node(&handle, https)).await?;
+                checked_url(r.g, https)
+            })
         });
         Ok(Source {
             url: None,

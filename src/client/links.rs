@@ -11,7 +11,7 @@ use crate::api::ApiClient;
 use crate::crypto::{attr, b64, Key128};
 use crate::link::{self, LinkError, PublicLink};
 use crate::transfer::download;
-use crate::transfer::{Progress, Source, TransferConfig};
+use crate::transfer::{checked_url, Progress, Source, TransferConfig};
 use crate::tree::{Node, NodeHandle, NodeKind, NodeTree, MAX_NODE_SIZE};
 
 /// A size from a `g` reply, checked like every size the server states.
@@ -109,8 +109,9 @@ pub struct PublicFile {
     pub source: Source,
 }
 
-/// Looks up a public file link (no login needed).
-pub async fn public_file(api: &ApiClient, url: &str) -> Result<PublicFile> {
+/// Looks up a public file link (no login needed); `https` asks for (and insists on) an
+/// `https://` download URL.
+pub async fn public_file(api: &ApiClient, url: &str, https: bool) -> Result<PublicFile> {
     let (handle, key) = match link::parse(url)? {
         PublicLink::File {
             handle,
@@ -123,7 +124,7 @@ pub async fn public_file(api: &ApiClient, url: &str) -> Result<PublicFile> {
             })
         }
     };
-    let r = api.run(&GetDownloadUrl::public(&handle)).await?;
+    let r = api.run(&GetDownloadUrl::public(&handle, https)).await?;
     let size = checked_size(r.s, 0)?;
     let at =
         r.at.as_deref()
@@ -141,7 +142,7 @@ pub async fn public_file(api: &ApiClient, url: &str) -> Result<PublicFile> {
         name,
         size,
         source: Source {
-            url: Some(r.g),
+            url: Some(checked_url(r.g, https)?),
             size,
             key,
             refresh: None,
@@ -157,7 +158,7 @@ pub async fn download_public<W: AsyncWrite + Unpin>(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<PublicFile> {
-    let f = public_file(api, url).await?;
+    let f = public_file(api, url, cfg.https).await?;
     download::download(api.http(), &f.source, out, cfg, progress)
         .await
         .map_err(|e| Error::from(e).about(f.name.clone()))?;
@@ -258,11 +259,14 @@ impl PublicFolder {
             }
         };
         let r = api
-            .run_with(&GetDownloadUrl::node(&h.0), &[("n", &self.handle)])
+            .run_with(
+                &GetDownloadUrl::node(&h.0, cfg.https),
+                &[("n", &self.handle)],
+            )
             .await?;
         let src = Source {
             size: checked_size(r.s, node.size)?,
-            url: Some(r.g),
+            url: Some(checked_url(r.g, cfg.https)?),
             key,
             refresh: None,
         };

@@ -227,7 +227,12 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
         .enable_all()
         .build()
         .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
-    let client = rt.block_on(connect(&cfg, crate::client::connect::api_config(&cfg)))?;
+    let mut client = rt.block_on(connect(&cfg, crate::client::connect::api_config(&cfg)))?;
+    if settings.options.https {
+        let mut t = client.transfer_config().clone();
+        t.https = true;
+        client.set_transfer_config(t);
+    }
     let fs = Arc::new(
         MegaFs::new(Arc::new(client), settings.fs.clone())
             .map_err(|e| MountError::Setup(format!("cannot prepare the cache directory: {e}")))?,

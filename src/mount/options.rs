@@ -17,6 +17,8 @@ pub struct MountOptions {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
     pub hard_delete: bool,
+    /// HTTPS transfer URLs only.
+    pub https: bool,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -86,6 +88,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
                 )
             }
             "hard_delete" => o.hard_delete = true,
+            "https" => o.https = true,
             // Handled by mount(8)/systemd or meaningless for a network filesystem.
             "_netdev"
             | "nofail"

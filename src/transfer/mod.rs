@@ -39,6 +39,9 @@ pub struct TransferConfig {
     pub retry: RetryConfig,
     /// Timeout of one ranged GET or chunk POST.
     pub request_timeout: std::time::Duration,
+    /// Ask for `https://` transfer URLs and refuse any other (content is encrypted either
+    /// way; this hides which blobs are fetched from the network path).
+    pub https: bool,
 }
 
 impl Default for TransferConfig {
@@ -48,6 +51,7 @@ impl Default for TransferConfig {
             piece_size: 4 * 1024 * 1024,
             retry: RetryConfig::default(),
             request_timeout: std::time::Duration::from_secs(120),
+            https: false,
         }
     }
 }
@@ -109,6 +113,16 @@ impl From<GiveUp<TransferError>> for TransferError {
             .into(),
         }
     }
+}
+
+/// A transfer URL as the configuration allows it: with `https`, only an `https://` one.
+pub fn checked_url(url: String, https: bool) -> Result<String, ApiError> {
+    if https && !url.starts_with("https://") {
+        return Err(ApiError::BadResponse(
+            "the server gave a plain HTTP transfer URL although HTTPS is required".into(),
+        ));
+    }
+    Ok(url)
 }
 
 /// One request's share of a file: whole MAC chunks starting at a chunk boundary.

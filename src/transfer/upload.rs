@@ -98,15 +98,15 @@ async fn post_piece(
 }
 
 /// Requests an upload URL for `size` bytes (`u`).
-pub async fn upload_url(api: &ApiClient, size: u64) -> Result<String, ApiError> {
+pub async fn upload_url(api: &ApiClient, size: u64, https: bool) -> Result<String, ApiError> {
     let r = api
         .run(&GetUploadUrl {
             s: size,
-            ssl: 0,
+            ssl: crate::api::commands::ssl(https),
             v: 2,
         })
         .await?;
-    Ok(r.p)
+    super::checked_url(r.p, https)
 }
 
 /// Encrypts and sends `size` bytes from `reader`. `mtime` goes into the fingerprint.
@@ -118,7 +118,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<Uploaded, TransferError> {
-    let url = Arc::new(upload_url(api, size).await?);
+    let url = Arc::new(upload_url(api, size, cfg.https).await?);
     let mut key = FileKey::random();
     while key.is_zero_key() {
         key = FileKey::random();
