@@ -441,23 +441,20 @@ async fn writing_past_the_quota_is_edquot_and_keeps_the_data() {
     })
     .await;
     assert_eq!(e.raw_os_error(), Some(122), "EDQUOT, got {e}");
-    // The written bytes were not thrown away: they wait in a staging file.
-    let staging = std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("mhome-"))
-        .unwrap()
-        .path()
-        .join("cache/mega-mount/staging");
-    let kept: Vec<Vec<u8>> = std::fs::read_dir(&staging)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(
-        kept.contains(&body),
-        "the data is kept in {}",
-        staging.display()
-    );
+    // The written bytes were not thrown away: they wait, encrypted, in a staging file
+    // marked as unsaved (so the next start uploads it).
+    let staging = staging_files(&m.home.join("cache/mega-mount/staging"));
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    let raw = std::fs::read(&staging[0]).unwrap();
+    assert_eq!(raw.len(), body.len());
+    assert!(raw != body, "the staging file holds plaintext");
+    assert!(staging[0].with_extension("unsaved").exists());
+    let c = env.login("q@example.com").await;
+    let (staged, origin) =
+        mega_mount::transfer::staged::StagedFile::open(&staging[0], &c.session().master_key)
+            .unwrap();
+    assert_eq!(origin, "/big.bin");
+    assert_eq!(staged.read_at(0, body.len()).unwrap(), body);
 }
 
 /// An fstab line mounted with `mount -T FSTAB MOUNTPOINT`: mount(8) -> mount.fuse3 ->
@@ -694,63 +691,112 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     synced.expect("fsync during shutdown");
     let n = c.resolve("/big.bin").unwrap();
     assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), big);
-    // The file still open: its writes are kept in its staging file (or, if a close of a
-    // copy of its descriptor in a process another test forked committed them, on MEGA).
-    // Each staging file has a note beside it saying which file it holds writes for.
+    // The file still open: its writes are kept in its staging file, encrypted (or, if a close
+    // of a copy of its descriptor in a process another test forked committed them, on MEGA).
     let staging = m.home.join("cache/mega-mount/staging");
-    let kept: Vec<(Vec<u8>, String)> = std::fs::read_dir(&staging)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none())
-        .map(|p| {
-            let note = std::fs::read_to_string(p.with_extension("path")).unwrap();
-            (std::fs::read(p).unwrap(), note)
-        })
-        .collect();
-    let remote = match c.resolve("/open.txt") {
+    let kept = staging_files(&staging);
+    for p in &kept {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            !bytes.windows(7).any(|w| w == b"unsaved"),
+            "plaintext in {}",
+            p.display()
+        );
+    }
+    let committed = match c.resolve("/open.txt") {
         Ok(n) => c.download_to_vec(&n.handle).await.unwrap(),
         Err(_) => Vec::new(),
     };
     let want = b"unsaved writes".to_vec();
     assert!(
-        kept.contains(&(want.clone(), "/open.txt".to_string())) || remote == want,
-        "lost: staging {kept:?}, remote {remote:?}"
+        !kept.is_empty() || committed == want,
+        "lost: nothing staged, remote {committed:?}"
     );
     drop(open);
 
-    // The next start names what an earlier run left behind.
+    // The next start uploads what an earlier run left behind, beside the file it was for.
     if !kept.is_empty() {
         let mount_dir = m.dir.clone();
+        let home = m.home.clone();
         let out = op("restart", move || {
-            let child = daemon(&api_url, "term@example.com", &m.home)
-                .arg(&mount_dir)
-                .arg("--foreground")
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            for _ in 0..300 {
-                if is_mounted(&mount_dir) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            assert!(
-                is_mounted(&mount_dir),
-                "the restarted mount did not come up"
-            );
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&mount_dir)
-                .status();
-            let out = child.wait_with_output().unwrap();
-            String::from_utf8_lossy(&out.stderr).into_owned()
+            restart_and_stop(&api_url, "term@example.com", &home, &mount_dir)
         })
         .await;
-        assert!(
-            out.contains("earlier run") && out.contains("/open.txt"),
-            "no start-up warning: {out}"
+        c.fetch().await.unwrap();
+        let recovered = recovered_files(&c, "open");
+        if committed == want {
+            // Already saved by such a close: the staging file held nothing unsaved.
+            assert!(recovered.is_empty(), "{recovered:?}");
+        } else {
+            assert!(
+                out.contains("earlier run") && out.contains("/open.txt"),
+                "no start-up message: {out}"
+            );
+            assert_eq!(recovered.len(), 1, "{recovered:?}");
+            assert_eq!(c.download_to_vec(&recovered[0].handle).await.unwrap(), want);
+        }
+        assert!(staging_files(&staging).is_empty(), "removed once saved");
+    }
+}
+
+/// The staging files (not the key files beside them) in a staging directory.
+fn staging_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_none())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Files at the root called `<stem> (unsaved …)`.
+fn recovered_files(c: &mega_mount::Client, stem: &str) -> Vec<mega_mount::tree::Node> {
+    let root = c.root().unwrap().handle;
+    c.children(&root)
+        .into_iter()
+        .filter(|n| n.name.starts_with(&format!("{stem} (unsaved ")))
+        .collect()
+}
+
+/// Starts the daemon in the foreground over `dir`, waits for the mount, unmounts it, and
+/// returns what it logged.
+fn restart_and_stop(
+    api_url: &str,
+    email: &str,
+    home: &std::path::Path,
+    dir: &std::path::Path,
+) -> String {
+    // Not `is_mounted`: a killed daemon leaves its dead mountpoint in the mount table, so
+    // the new daemon's own "ready" line is the only sign that it has mounted.
+    let mut child = daemon(api_url, email, home)
+        .arg(dir)
+        .arg("--foreground")
+        .arg("--notify-ready")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
+        s
+    });
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+    if !line.contains("mega-mount: ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the restarted mount did not come up: {}",
+            log.join().unwrap()
         );
     }
+    let _ = Command::new("fusermount3").arg("-u").arg(dir).status();
+    let _ = child.wait();
+    log.join().unwrap()
 }
 
 /// Many processes reading and writing different files at once are served concurrently: with
@@ -888,4 +934,136 @@ async fn background_mode_reports_a_failing_mount() {
     assert!(!out.status.success(), "exited 0: {err}");
     assert!(err.contains("wrong e-mail or password"), "{err}");
     assert!(!is_mounted(&m.dir), "nothing is mounted");
+}
+
+/// While a file is being written, nothing of its content is on local disk in plaintext:
+/// the staging file holds ciphertext, and its key and MEGA path are wrapped by the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_written_leaves_no_plaintext_on_disk() {
+    let env = Env::start().await;
+    env.account("plain@example.com").await;
+    let m = Mount::start(&env, "plain@example.com", &[], true);
+    let marker = b"THE-SECRET-MARKER-d41d8cd98f00b204".to_vec();
+    let p = m.path("diary-of-a-secret.txt");
+    let m2 = marker.clone();
+    let open = op("write and keep open", move || {
+        let mut f = std::fs::File::create(p).unwrap();
+        for _ in 0..1000 {
+            std::io::Write::write_all(&mut f, &m2).unwrap();
+        }
+        f
+    })
+    .await;
+    let mut files = Vec::new();
+    let mut stack = vec![m.home.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(m.home.join("cache/mega-mount/staging"))),
+        "a staging file exists: {files:?}"
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_slice()),
+            "plaintext content in {}",
+            f.display()
+        );
+        let name = b"diary-of-a-secret";
+        assert!(
+            !bytes.windows(name.len()).any(|w| w == name),
+            "the file name in {}",
+            f.display()
+        );
+    }
+    // Reading it back through the mount still gives the plaintext.
+    let p = m.path("diary-of-a-secret.txt");
+    let back = op("read while open", move || std::fs::read(p).unwrap()).await;
+    assert_eq!(back.len(), marker.len() * 1000);
+    drop(open);
+}
+
+/// After `kill -9` in the middle of writing, the next start uploads the writes that were not
+/// saved under a recovery name beside the original, which stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsaved_writes_of_a_crash_are_recovered_beside_the_original() {
+    let env = Env::start().await;
+    let c = env.account("crash@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(
+        &root,
+        "doc.txt",
+        &mut &b"original"[..],
+        8,
+        1_600_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    c.upload(
+        &root,
+        "other.txt",
+        &mut &b"other"[..],
+        5,
+        1_600_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut m = Mount::start(&env, "crash@example.com", &[], true);
+    let (p, q, r) = (m.path("doc.txt"), m.path("other.txt"), m.path("synced.txt"));
+    let open = op("edit and keep open", move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        std::io::Write::write_all(&mut f, b"edited, not yet saved").unwrap();
+        // Open for writing but never changed, and changed but committed by fsync: neither
+        // holds anything MEGA lacks, so neither is "recovered".
+        let g = std::fs::OpenOptions::new().write(true).open(q).unwrap();
+        let mut h = std::fs::File::create(r).unwrap();
+        std::io::Write::write_all(&mut h, b"synced").unwrap();
+        h.sync_all().unwrap();
+        (f, g, h)
+    })
+    .await;
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(open);
+    let (api, home, dir) = (
+        env.server.base_url().to_string(),
+        m.home.clone(),
+        m.dir.clone(),
+    );
+    let out = op("restart", move || {
+        restart_and_stop(&api, "crash@example.com", &home, &dir)
+    })
+    .await;
+    assert!(out.contains("/doc.txt"), "{out}");
+    c.fetch().await.unwrap();
+    let original = c.resolve("/doc.txt").unwrap();
+    assert_eq!(
+        c.download_to_vec(&original.handle).await.unwrap(),
+        b"original"
+    );
+    assert!(recovered_files(&c, "other").is_empty(), "{out}");
+    assert!(recovered_files(&c, "synced").is_empty(), "{out}");
+    let synced = c.resolve("/synced.txt").unwrap();
+    assert_eq!(c.download_to_vec(&synced.handle).await.unwrap(), b"synced");
+    let recovered = recovered_files(&c, "doc");
+    assert_eq!(recovered.len(), 1, "{out}");
+    assert!(recovered[0].name.ends_with(".txt"), "{}", recovered[0].name);
+    assert_eq!(
+        c.download_to_vec(&recovered[0].handle).await.unwrap(),
+        b"edited, not yet saved"
+    );
+    assert!(staging_files(&m.home.join("cache/mega-mount/staging")).is_empty());
 }

@@ -6,6 +6,7 @@
 //! share key, so link readers can decrypt them.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncRead;
@@ -16,7 +17,7 @@ use crate::api::commands::{
 };
 use crate::crypto::fingerprint::Fingerprint;
 use crate::crypto::{attr, b64, FolderKey, Key128, NodeKey};
-use crate::transfer::{upload, Progress};
+use crate::transfer::{upload, Progress, StagedFile};
 use crate::tree::{parse_node, Node, NodeHandle, NodeKind};
 
 /// What happens to the version of a file that an upload replaces.
@@ -201,13 +202,46 @@ impl Client {
         mtime: i64,
         progress: Option<Progress>,
     ) -> Result<Node> {
+        self.check_target(&target)?;
+        let up = upload::upload(&self.api, reader, size, mtime, &self.transfer, progress).await?;
+        self.create_file(target, up).await
+    }
+
+    /// Uploads a staged file (already encrypted, see [`StagedFile`]) to `target`, as
+    /// [`upload_to`](Self::upload_to) does with plaintext.
+    pub async fn upload_staged(
+        &self,
+        target: Target<'_>,
+        staged: &Arc<StagedFile>,
+        mtime: i64,
+        progress: Option<Progress>,
+    ) -> Result<Node> {
+        self.check_target(&target)?;
+        let s = staged.clone();
+        let sealed = tokio::task::spawn_blocking(move || s.seal(mtime))
+            .await
+            .map_err(|e| Error::Local {
+                path: None,
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|e| Error::local(staged.path(), e))?;
+        let up = upload::upload_staged(&self.api, staged, sealed, &self.transfer, progress).await?;
+        self.create_file(target, up).await
+    }
+
+    /// The parent must be a folder; a file being replaced must be one that can change.
+    fn check_target(&self, target: &Target<'_>) -> Result<()> {
         self.container(target.parent)?;
         if let Some((old, _)) = target.replaces {
             if self.read_tree().get(old).is_some() {
                 self.mutable(old)?;
             }
         }
-        let up = upload::upload(&self.api, reader, size, mtime, &self.transfer, progress).await?;
+        Ok(())
+    }
+
+    /// Creates the node of uploaded content, then retires the version it replaces.
+    async fn create_file(&self, target: Target<'_>, up: upload::Uploaded) -> Result<Node> {
         let key = NodeKey::File(up.key.clone());
         let mut attrs = Map::new();
         attrs.insert("n".into(), json!(target.name));

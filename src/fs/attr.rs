@@ -81,7 +81,7 @@ impl MegaFs {
             .filter(|f| f.ino == ino)
             .filter_map(|f| f.writer.as_ref())
             .find(|w| w.dirty())
-            .and_then(|w| w.file.metadata().ok().map(|m| (m.len(), w.mtime())))
+            .and_then(|w| w.staged.len().ok().map(|len| (len, w.mtime())))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {

@@ -47,7 +47,10 @@ pub enum FsError {
     #[error("local i/o: {0}")]
     Local(String),
     /// A commit failed; the writes stay in the staging file named here.
-    #[error("could not save to MEGA ({source}); the content is kept in {}", .staging.display())]
+    #[error(
+        "could not save to MEGA ({source}); the content is kept, encrypted, in {} and the next start of the mount uploads it beside the file as \"NAME (unsaved DATE TIME)\"",
+        .staging.display()
+    )]
     Unsaved {
         staging: PathBuf,
         source: Box<FsError>,

@@ -48,7 +48,7 @@ pub use attr::{Attr, DirEntry, FsStats, Kind};
 pub use dirs::Stale;
 pub use error::{FsError, Level, Result};
 pub use inodes::ROOT_INO;
-pub use write::Unsaved;
+pub use write::{Recovered, Unsaved, RECOVERY_FOLDER};
 
 /// Mount behaviour.
 #[derive(Debug, Clone)]

@@ -74,21 +74,24 @@ impl MegaFs {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>> {
-        // Reads of a file open for writing see the staging file.
+        // Reads see unsaved writes: this handle's staging file, else that of another handle
+        // with changes not on MEGA yet.
         let (staged, opened) = {
             let open = self.open_files();
             let f: Option<&OpenFile> = open.get(&fh);
             let staged = f
                 .and_then(|f| f.writer.as_ref())
-                .map(|w| w.file.try_clone())
-                .transpose()?;
+                .or_else(|| {
+                    open.values()
+                        .filter(|o| o.ino == ino)
+                        .filter_map(|o| o.writer.as_ref())
+                        .find(|w| w.dirty())
+                })
+                .map(|w| w.staged.clone());
             (staged, f.and_then(|f| f.reader.clone()))
         };
-        if let Some(f) = staged {
-            let mut buf = vec![0u8; size as usize];
-            let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf, offset)?;
-            buf.truncate(n);
-            return Ok(buf);
+        if let Some(s) = staged {
+            return Ok(s.read_at(offset, size as usize)?);
         }
         // The file's current version; after an unlink, the version the handle opened.
         let r = match (self.node_of(ino), opened) {

@@ -1,8 +1,12 @@
 //! Writes: each handle open for writing owns a staging file under the cache directory (filled
 //! from the remote content first unless truncated); `flush`/`fsync`/`release` upload it as the
-//! new version of the file and return only after MEGA has it. The staging file is deleted
-//! after the commit; when a commit fails it is kept (it holds the only copy of the writes),
-//! and a note beside it names the MEGA path it was for.
+//! new version of the file and return only after MEGA has it. A staging file holds only
+//! ciphertext, under the key of the version it becomes, wrapped with the master key beside it
+//! with the MEGA path it is for ([`StagedFile`]): nothing in the cache directory is readable
+//! without the account, and a commit uploads the staged bytes as they are. The staging file
+//! is deleted after the commit; when a commit fails it is kept (it holds the only copy of the
+//! writes), and the next start uploads what a crash or a failed commit left
+//! ([`MegaFs::recover_unsaved`]) under a name that never replaces the original.
 //!
 //! A FLUSH can come at any time (every close of any copy of a descriptor, including one a
 //! forked child inherited and closed on exec), so a handle's writes wait while it commits, and
@@ -17,8 +21,9 @@ use super::attr::Attr;
 use super::inodes::Target;
 use super::{FsError, MegaFs, OpenFile, Result};
 use crate::client::Target as UploadTarget;
-use crate::local::names::{create_private, unescape_name};
-use crate::local::time::now;
+use crate::local::names::{tagged_name, unescape_name};
+use crate::local::time::{fmt_time_secs, now};
+use crate::transfer::StagedFile;
 
 /// The staging directory's name under the cache directory.
 pub(super) const STAGING_DIR: &str = "staging";
@@ -29,9 +34,8 @@ pub(super) const STAGING_DIR: &str = "staging";
 /// reads a staging file nobody changes meanwhile, and two commits of one handle never run at
 /// once.
 pub(super) struct Writer {
-    staging: PathBuf,
-    /// Used with positional I/O only; a commit reads through its own descriptor.
-    pub(super) file: std::fs::File,
+    /// Positional I/O only, so concurrent writes and a commit never share a file offset.
+    pub(super) staged: Arc<StagedFile>,
     /// Bumped by every change; `saved` is the change the last commit uploaded.
     changes: AtomicU64,
     saved: AtomicU64,
@@ -39,20 +43,50 @@ pub(super) struct Writer {
     mtime: Mutex<Option<i64>>,
     /// The file was unlinked while open: its writes are not saved.
     unlinked: AtomicBool,
+    /// The staging file's on-disk "unsaved" marker is set.
+    marked: AtomicBool,
     commit: tokio::sync::RwLock<()>,
 }
 
 impl Writer {
-    fn new(staging: PathBuf, file: std::fs::File, dirty: bool) -> Arc<Writer> {
-        Arc::new(Writer {
-            staging,
-            file,
-            changes: AtomicU64::new(u64::from(dirty)),
+    fn new(staged: StagedFile, dirty: bool) -> Result<Arc<Writer>> {
+        let w = Arc::new(Writer {
+            staged: Arc::new(staged),
+            changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
             mtime: Mutex::new(None),
             unlinked: AtomicBool::new(false),
+            marked: AtomicBool::new(false),
             commit: tokio::sync::RwLock::new(()),
-        })
+        });
+        if dirty {
+            if let Err(e) = w.changing() {
+                StagedFile::remove(w.staged.path());
+                return Err(e);
+            }
+            w.changed();
+        }
+        Ok(w)
+    }
+
+    /// Called before a change reaches the staging file: marks it as holding unsaved writes
+    /// on disk first, so a crash right after the change still recovers it.
+    fn changing(&self) -> Result<()> {
+        if !self.unlinked.load(Ordering::Acquire) && !self.marked.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.staged.set_unsaved(true) {
+                self.marked.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a commit with no change since: nothing in the staging file is unsaved.
+    fn saved_all(&self) {
+        if self.marked.swap(false, Ordering::AcqRel) && self.staged.set_unsaved(false).is_err() {
+            // Left set, a crash would recover a copy of what MEGA already has: harmless.
+            self.marked.store(true, Ordering::Release);
+        }
     }
 
     pub(super) fn dirty(&self) -> bool {
@@ -74,6 +108,8 @@ impl Writer {
 
     pub(super) fn unlink(&self) {
         self.unlinked.store(true, Ordering::Release);
+        // Its writes are discarded: nothing to recover after a crash either.
+        self.saved_all();
     }
 }
 
@@ -81,26 +117,31 @@ impl Writer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsaved {
     pub staging: PathBuf,
-    /// From the note beside the staging file (absent for files of older versions).
+    /// From the key file beside the staging file (absent if it cannot be read).
     pub origin: Option<String>,
 }
 
-impl Unsaved {
-    fn of(staging: PathBuf) -> Unsaved {
-        let origin = std::fs::read_to_string(sidecar(&staging)).ok();
-        Unsaved { staging, origin }
-    }
+/// What the start-up recovery did with a staging file an earlier run left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Uploaded from `staging` (for the file at `origin`) as `saved_as`, then removed.
+    Saved {
+        staging: PathBuf,
+        origin: String,
+        saved_as: String,
+    },
+    /// Kept on disk: it could not be uploaded (or is not this account's).
+    Kept { staging: PathBuf, why: String },
+    /// Removed: it held nothing MEGA does not have (open for writing but not changed, or
+    /// changed and committed before the run ended).
+    Unchanged {
+        staging: PathBuf,
+        origin: Option<String>,
+    },
 }
 
-/// The note beside a staging file naming the file it holds writes for.
-fn sidecar(staging: &Path) -> PathBuf {
-    staging.with_extension("path")
-}
-
-fn remove_staging(staging: &Path) {
-    let _ = std::fs::remove_file(staging);
-    let _ = std::fs::remove_file(sidecar(staging));
-}
+/// The folder at the root that receives recovered writes whose folder is gone.
+pub const RECOVERY_FOLDER: &str = "Recovered by mega-mount";
 
 impl MegaFs {
     /// The write state of a handle open for writing.
@@ -126,20 +167,24 @@ impl MegaFs {
     /// A new staging file (0600) for writes to the file at `origin` (its MEGA path), which is
     /// noted beside it in `<staging>.path`, so that a staging file left by a crash or an
     /// abandoned handle says what it was.
-    fn new_staging(&self, origin: &str) -> Result<(PathBuf, std::fs::File)> {
+    fn new_staging(&self, origin: &str) -> Result<StagedFile> {
         let path = self
             .cfg
             .cache_dir
             .join(STAGING_DIR)
             .join(format!("{:016x}", rand::random::<u64>()));
-        let file = create_private(&path)?;
-        let note = create_private(&sidecar(&path))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, origin.as_bytes()));
-        if let Err(e) = note {
-            remove_staging(&path);
-            return Err(e.into());
+        Ok(StagedFile::create(
+            &path,
+            &self.client.session().master_key,
+            origin,
+        )?)
+    }
+
+    fn unsaved(&self, staging: &Path) -> Unsaved {
+        Unsaved {
+            staging: staging.to_path_buf(),
+            origin: StagedFile::origin(staging, &self.client.session().master_key),
         }
-        Ok((path, file))
     }
 
     /// Opens a file; with `write`, a staging file is prepared (filled from the remote content
@@ -153,15 +198,21 @@ impl MegaFs {
                 return Err(FsError::IsDir);
             }
             let origin = self.client.path_of(&n.handle);
-            let (path, file) = self.new_staging(&origin)?;
+            let staged = Arc::new(self.new_staging(&origin)?);
             if !truncate && n.size > 0 {
-                let mut f = tokio::fs::File::from_std(file.try_clone()?);
-                if let Err(e) = self.client.download(&n.handle, &mut f, None).await {
-                    remove_staging(&path);
-                    return Err(e.into());
+                let mut filler = staged.filler();
+                let filled = match self.client.download(&n.handle, &mut filler, None).await {
+                    Ok(()) => filler.finish().map_err(FsError::from),
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = filled {
+                    StagedFile::remove(staged.path());
+                    return Err(e);
                 }
             }
-            (Some(Writer::new(path, file, truncate)), None)
+            let staged = Arc::try_unwrap(staged)
+                .map_err(|_| FsError::Local("the staging file is still in use".into()))?;
+            (Some(Writer::new(staged, truncate)?), None)
         } else {
             match self.node_of(ino) {
                 Ok(n) if n.kind.is_container() => return Err(FsError::IsDir),
@@ -204,13 +255,13 @@ impl MegaFs {
             self.client.path_of(&dir.handle).trim_end_matches('/'),
             unescape_name(name)
         );
-        let (path, file) = self.new_staging(&origin)?;
+        let writer = Writer::new(self.new_staging(&origin)?, true)?;
         let fh = self.new_fh();
         self.open_files().insert(
             fh,
             OpenFile {
                 ino,
-                writer: Some(Writer::new(path, file, true)),
+                writer: Some(writer),
                 reader: None,
             },
         );
@@ -222,7 +273,8 @@ impl MegaFs {
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let w = self.writer(fh).ok_or(FsError::Invalid)?;
         let _shared = w.commit.read().await;
-        std::os::unix::fs::FileExt::write_all_at(&w.file, data, offset)?;
+        w.changing()?;
+        w.staged.write_at(offset, data)?;
         // A write after `touch -d` makes the file modified now again.
         w.set_mtime(None);
         w.changed();
@@ -271,8 +323,9 @@ impl MegaFs {
         {
             let w = self.writer(fh).ok_or(FsError::Invalid)?;
             let _shared = w.commit.read().await;
+            w.changing()?;
             if let Some(s) = size {
-                w.file.set_len(s)?;
+                w.staged.set_len(s)?;
             }
             if let Some(m) = mtime {
                 w.set_mtime(Some(m));
@@ -315,6 +368,7 @@ impl MegaFs {
         self.idle.notify_waiters();
         result?;
         w.saved.store(change, Ordering::Release);
+        w.saved_all();
         Ok(())
     }
 
@@ -331,10 +385,7 @@ impl MegaFs {
                 )
             }
         };
-        let staging = std::fs::File::open(&w.staging)?;
-        let size = staging.metadata()?.len();
         let mtime = w.mtime().unwrap_or_else(now);
-        let mut reader = tokio::fs::File::from_std(staging);
         let target = UploadTarget {
             parent: &parent,
             name: &name,
@@ -342,7 +393,7 @@ impl MegaFs {
         };
         let node = self
             .client
-            .upload_to(target, &mut reader, size, mtime, None)
+            .upload_staged(target, &w.staged, mtime, None)
             .await?;
         // The inode now means the new version.
         self.inodes().bind(ino, node.handle.clone());
@@ -368,12 +419,14 @@ impl MegaFs {
                 break;
             }
         }
-        self.open_files()
+        let dirty: Vec<PathBuf> = self
+            .open_files()
             .values()
             .filter_map(|f| f.writer.as_ref())
             .filter(|w| w.dirty())
-            .map(|w| Unsaved::of(w.staging.clone()))
-            .collect()
+            .map(|w| w.staged.path().to_path_buf())
+            .collect();
+        dirty.iter().map(|p| self.unsaved(p)).collect()
     }
 
     /// Staging files left by an earlier run that ended before committing them.
@@ -381,16 +434,106 @@ impl MegaFs {
         let open: Vec<PathBuf> = self
             .open_files()
             .values()
-            .filter_map(|f| f.writer.as_ref().map(|w| w.staging.clone()))
+            .filter_map(|f| f.writer.as_ref().map(|w| w.staged.path().to_path_buf()))
             .collect();
-        std::fs::read_dir(self.cfg.cache_dir.join(STAGING_DIR))
+        let found: Vec<PathBuf> = std::fs::read_dir(self.cfg.cache_dir.join(STAGING_DIR))
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| !open.contains(p) && p.extension().is_none())
-                    .map(Unsaved::of)
+                    .filter(|p| !open.contains(p) && StagedFile::is_staging(p))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        found.iter().map(|p| self.unsaved(p)).collect()
+    }
+
+    /// Uploads what earlier runs left in staging files (a crash, a failed commit), each as
+    /// `NAME (unsaved YYYY-MM-DD HHMMSS).EXT` beside the file it was for (in
+    /// [`RECOVERY_FOLDER`] at the root if that folder is gone), never over anything, and
+    /// removes it locally once MEGA has it.
+    pub async fn recover_unsaved(&self) -> Vec<Recovered> {
+        let mut out = Vec::new();
+        for u in self.leftover_staging() {
+            if !StagedFile::is_unsaved(&u.staging) {
+                StagedFile::remove(&u.staging);
+                out.push(Recovered::Unchanged {
+                    staging: u.staging,
+                    origin: u.origin,
+                });
+                continue;
+            }
+            let r = self.recover_one(&u).await;
+            out.push(match r {
+                Ok((origin, saved_as)) => {
+                    StagedFile::remove(&u.staging);
+                    Recovered::Saved {
+                        staging: u.staging,
+                        origin,
+                        saved_as,
+                    }
+                }
+                Err(e) => Recovered::Kept {
+                    staging: u.staging,
+                    why: e.to_string(),
+                },
+            });
+        }
+        out
+    }
+
+    async fn recover_one(&self, u: &Unsaved) -> Result<(String, String)> {
+        let legacy = !StagedFile::has_key(&u.staging);
+        let (staged, origin) = if legacy {
+            // Left by a version that staged plaintext, with the path in a note beside it.
+            let origin = std::fs::read_to_string(u.staging.with_extension("path"))
+                .unwrap_or_else(|_| "/unsaved".into());
+            (None, origin)
+        } else {
+            let (s, o) = StagedFile::open(&u.staging, &self.client.session().master_key)?;
+            (Some(s), o)
+        };
+        let when = std::fs::metadata(&u.staging)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(now, |d| d.as_secs() as i64);
+        let (dir, name) = origin.rsplit_once('/').unwrap_or(("", origin.as_str()));
+        let root = self.client.root()?.handle;
+        let parent = match self.client.resolve(dir) {
+            Ok(n) if n.kind.is_container() => n.handle,
+            _ => {
+                self.client
+                    .ensure_folder(&root, RECOVERY_FOLDER)
+                    .await?
+                    .handle
+            }
+        };
+        let base = tagged_name(name, &format!("unsaved {}", fmt_time_secs(when)));
+        let mut saved_as = base.clone();
+        for n in 2.. {
+            if self
+                .client
+                .read_tree()
+                .child_by_name(&parent, &saved_as)
+                .is_none()
+            {
+                break;
+            }
+            saved_as = tagged_name(&base, &n.to_string());
+        }
+        let target = UploadTarget {
+            parent: &parent,
+            name: &saved_as,
+            replaces: None,
+        };
+        let node = match staged {
+            Some(s) => {
+                self.client
+                    .upload_staged(target, &Arc::new(s), when, None)
+                    .await?
+            }
+            None => self.client.upload_path_to(target, &u.staging, None).await?,
+        };
+        Ok((origin, self.client.path_of(&node.handle)))
     }
 
     /// Closes a handle: commits pending writes, then deletes the staging file. If the commit
@@ -404,11 +547,11 @@ impl MegaFs {
         };
         match r {
             Ok(()) => {
-                remove_staging(&w.staging);
+                StagedFile::remove(w.staged.path());
                 Ok(())
             }
             Err(e) => Err(FsError::Unsaved {
-                staging: w.staging.clone(),
+                staging: w.staged.path().to_path_buf(),
                 source: Box::new(e),
             }),
         }

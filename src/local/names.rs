@@ -42,6 +42,15 @@ pub fn escape_name(name: &str) -> String {
     format!("{}%~{tag}{ext}", truncate_at_char(&escaped, keep))
 }
 
+/// `stem (tag).ext`: a name marked as a variant of `name` (conflict copies, recovered
+/// writes), keeping the extension. A leading dot is not an extension (`.bashrc (tag)`).
+pub fn tagged_name(name: &str, tag: &str) -> String {
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{} ({tag}){}", &name[..i], &name[i..]),
+        _ => format!("{name} ({tag})"),
+    }
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 pub fn truncate_at_char(s: &str, max: usize) -> &str {
     if s.len() <= max {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::client::{connect, TreeEvent};
 use crate::config::{self, Env};
-use crate::fs::{FsConfig, MegaFs, Stale, Unsaved, ROOT_INO};
+use crate::fs::{FsConfig, MegaFs, Recovered, Stale, Unsaved, ROOT_INO};
 use crate::fuse::{spawn_invalidator, FuseAdapter};
 use crate::tree::Change;
 pub use options::{parse_options, parse_size, MountOptions};
@@ -237,10 +237,24 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
         MegaFs::new(Arc::new(client), settings.fs.clone())
             .map_err(|e| MountError::Setup(format!("cannot prepare the cache directory: {e}")))?,
     );
-    report_unsaved(
-        &fs.leftover_staging(),
-        "writes an earlier run could not save to MEGA are kept in this staging file",
-    );
+    for r in rt.block_on(fs.recover_unsaved()) {
+        match r {
+            Recovered::Saved {
+                origin, saved_as, ..
+            } => tracing::warn!(
+                "writes to {origin} that an earlier run could not save are now on MEGA as {saved_as}"
+            ),
+            Recovered::Kept { staging, why } => tracing::error!(
+                staging = %staging.display(),
+                "writes an earlier run could not save are still only in this staging file: {why}"
+            ),
+            Recovered::Unchanged { staging, origin } => tracing::info!(
+                staging = %staging.display(),
+                "removed a staging file an earlier run left with nothing unsaved in it (for {})",
+                origin.as_deref().unwrap_or("an unknown file")
+            ),
+        }
+    }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let session = fuser::Session::new(adapter, &settings.mountpoint, &settings.fuser_config())
         .map_err(|e| MountError::Setup(format!("mount failed: {e}")))?;
@@ -288,7 +302,7 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
         }
     });
     const UNSAVED: &str =
-        "a file open for writing was not saved to MEGA; its content is kept in its staging file";
+        "a file open for writing was not saved to MEGA; its content is kept, encrypted, in its staging file, and the next start uploads it beside the file as \"NAME (unsaved DATE TIME)\"";
     // The session ends once the kernel lets go of the mount; a RELEASE handled after
     // `fusermount3 -u` may still be committing, so let commits finish before the runtime stops.
     if !session.is_finished() {

@@ -14,7 +14,7 @@ use super::shadow::Update;
 use crate::client::{OldVersions, Target};
 use crate::error::Error;
 use crate::local::files::mtime_of;
-use crate::local::names::unescape_name;
+use crate::local::names::{tagged_name, unescape_name};
 use crate::local::time::{fmt_time_secs, now};
 use crate::tree::NodeHandle;
 
@@ -27,12 +27,7 @@ fn split_rel(rel: &str) -> (&str, &str) {
 
 /// `name (conflict YYYY-MM-DD HHMMSS).ext`, in UTC.
 pub fn conflict_name(name: &str, now: i64) -> String {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    let t = fmt_time_secs(now);
-    format!("{stem} (conflict {t}){ext}")
+    tagged_name(name, &format!("conflict {}", fmt_time_secs(now)))
 }
 
 /// A file that changed after the plan was made: the action waits for the next pass.

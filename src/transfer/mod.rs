@@ -7,6 +7,8 @@
 //! * [`fetch`]: ranged ciphertext GETs with retries and URL refresh.
 //! * [`content`]: pieces of whole MAC chunks, decrypted and verified; the file's verdict.
 //! * [`download`], [`upload`]: whole-file transfers with progress reporting.
+//! * [`staged`]: a file's new content while it is being written, encrypted on local disk,
+//!   uploaded as it is.
 //! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
@@ -14,6 +16,7 @@
 pub mod content;
 pub mod download;
 pub mod fetch;
+pub mod staged;
 pub mod upload;
 
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::api::{ApiError, ErrorCode, Failure, GiveUp, RetryConfig};
 
 pub use content::Content;
 pub use fetch::{Source, UrlRefresher};
+pub use staged::{Sealed, StagedFile};
 
 /// MEGA's chunk schedule (chunks of 128 KiB growing to 1 MiB): where chunks start, which
 /// chunk holds an offset, how many a file has.

@@ -13,6 +13,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::staged::{Sealed, StagedFile};
 use super::{join_error, pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
 use crate::api::commands::GetUploadUrl;
 use crate::api::{network_error, read_body, ApiClient, ApiError, ErrorCode, Repeat};
@@ -109,6 +110,77 @@ pub async fn upload_url(api: &ApiClient, size: u64, https: bool) -> Result<Strin
     super::checked_url(r.p, https)
 }
 
+/// Chunk POSTs of one upload in flight, `parallel` at a time, and the completion token
+/// once the server answers it.
+struct Sender<'a> {
+    api: &'a ApiClient,
+    url: Arc<String>,
+    cfg: &'a TransferConfig,
+    progress: Option<Progress>,
+    in_flight: FuturesUnordered<AbortOnDrop<(Result<PostReply, TransferError>, u64)>>,
+    token: Option<Vec<u8>>,
+}
+
+impl<'a> Sender<'a> {
+    async fn new(
+        api: &'a ApiClient,
+        size: u64,
+        cfg: &'a TransferConfig,
+        progress: Option<Progress>,
+    ) -> Result<Sender<'a>, TransferError> {
+        let url = Arc::new(upload_url(api, size, cfg.https).await?);
+        let mut s = Sender {
+            api,
+            url,
+            cfg,
+            progress,
+            in_flight: FuturesUnordered::new(),
+            token: None,
+        };
+        if size == 0 {
+            // An empty file is one empty POST, which answers the token.
+            s.send(0, Vec::new()).await?;
+        }
+        Ok(s)
+    }
+
+    /// Waits for one POST in flight to end.
+    async fn one_done(&mut self) -> Result<(), TransferError> {
+        if let Some(r) = self.in_flight.next().await {
+            let (r, n) = r.map_err(join_error)?;
+            if let PostReply::Token(t) = r? {
+                self.token = Some(t);
+            }
+            if let Some(p) = &self.progress {
+                p(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the ciphertext of the piece at `start` (waiting while `parallel` are in flight).
+    async fn send(&mut self, start: u64, data: Vec<u8>) -> Result<(), TransferError> {
+        while self.in_flight.len() >= self.cfg.parallel.max(1) {
+            self.one_done().await?;
+        }
+        let (http, url, cfg) = (self.api.http().clone(), self.url.clone(), self.cfg.clone());
+        let len = data.len() as u64;
+        self.in_flight.push(AbortOnDrop(tokio::spawn(async move {
+            (post_piece(http, url, start, Arc::new(data), cfg).await, len)
+        })));
+        Ok(())
+    }
+
+    /// Waits for every POST; the completion token.
+    async fn finish(mut self) -> Result<String, TransferError> {
+        while !self.in_flight.is_empty() {
+            self.one_done().await?;
+        }
+        let token = self.token.ok_or(TransferError::NoToken)?;
+        Ok(b64::encode(&token))
+    }
+}
+
 /// Encrypts and sends `size` bytes from `reader`. `mtime` goes into the fingerprint.
 pub async fn upload<R: AsyncRead + Unpin>(
     api: &ApiClient,
@@ -118,7 +190,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<Uploaded, TransferError> {
-    let url = Arc::new(upload_url(api, size, cfg.https).await?);
+    let mut sender = Sender::new(api, size, cfg, progress).await?;
     let mut key = FileKey::random();
     while key.is_zero_key() {
         key = FileKey::random();
@@ -126,31 +198,9 @@ pub async fn upload<R: AsyncRead + Unpin>(
     let c = cipher(&key.aes);
     let mut sampler = Sampler::new(size);
     let mut macs: BTreeMap<usize, [u8; 16]> = BTreeMap::new();
-    // `len` is at most `piece_size`: the buffer below is bounded by our config, not by `size`.
-    let mut token: Option<Vec<u8>> = None;
-    let mut in_flight: FuturesUnordered<AbortOnDrop<(Result<PostReply, TransferError>, u64)>> =
-        FuturesUnordered::new();
-    let parallel = cfg.parallel.max(1);
-
-    let handle_reply = |r: PostReply, token: &mut Option<Vec<u8>>| {
-        if let PostReply::Token(t) = r {
-            *token = Some(t);
-        }
-    };
-
-    if size == 0 {
-        let r = post_piece(
-            api.http().clone(),
-            url.clone(),
-            0,
-            Arc::new(Vec::new()),
-            cfg.clone(),
-        )
-        .await?;
-        handle_reply(r, &mut token);
-    }
     for piece in pieces(size, cfg.piece_size) {
         let (start, len, first) = (piece.start, piece.len, piece.first as usize);
+        // `len` is at most `piece_size`: the buffer is bounded by our config, not by `size`.
         let mut data = vec![0u8; len as usize];
         let mut got = 0usize;
         while got < data.len() {
@@ -168,22 +218,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         for (i, m) in macs_of_piece.into_iter().enumerate() {
             macs.insert(first + i, m);
         }
-        while in_flight.len() >= parallel {
-            if let Some(r) = in_flight.next().await {
-                let (r, n) = r.map_err(join_error)?;
-                handle_reply(r?, &mut token);
-                if let Some(p) = &progress {
-                    p(n);
-                }
-            }
-        }
-        let (http, url, cfg2) = (api.http().clone(), url.clone(), cfg.clone());
-        in_flight.push(AbortOnDrop(tokio::spawn(async move {
-            (
-                post_piece(http, url, start, Arc::new(data), cfg2).await,
-                len,
-            )
-        })));
+        sender.send(start, data).await?;
     }
     // The reader must not hold more than it promised.
     let mut probe = [0u8; 1];
@@ -192,19 +227,37 @@ pub async fn upload<R: AsyncRead + Unpin>(
             "the file grew while it was being uploaded",
         )));
     }
-    while let Some(r) = in_flight.next().await {
-        let (r, n) = r.map_err(join_error)?;
-        handle_reply(r?, &mut token);
-        if let Some(p) = &progress {
-            p(n);
-        }
-    }
-    let token = token.ok_or(TransferError::NoToken)?;
+    let token = sender.finish().await?;
     key.meta_mac = mac::condense(&c, macs.values());
     Ok(Uploaded {
-        token: b64::encode(&token),
+        token,
         key,
         fingerprint: sampler.finish(mtime),
         size,
+    })
+}
+
+/// Sends a staged file as it is on disk (already encrypted with the key it was sealed with):
+/// no second encryption pass.
+pub async fn upload_staged(
+    api: &ApiClient,
+    staged: &Arc<StagedFile>,
+    sealed: Sealed,
+    cfg: &TransferConfig,
+    progress: Option<Progress>,
+) -> Result<Uploaded, TransferError> {
+    let mut sender = Sender::new(api, sealed.size, cfg, progress).await?;
+    for piece in pieces(sealed.size, cfg.piece_size) {
+        let s = staged.clone();
+        let data = tokio::task::spawn_blocking(move || s.ciphertext(piece.start, piece.len))
+            .await
+            .map_err(join_error)??;
+        sender.send(piece.start, data).await?;
+    }
+    Ok(Uploaded {
+        token: sender.finish().await?,
+        key: sealed.key,
+        fingerprint: sealed.fingerprint,
+        size: sealed.size,
     })
 }
