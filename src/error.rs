@@ -176,7 +176,7 @@ impl Error {
                 }
             }
             C::Sid => Error::Auth(AuthError::SessionExpired),
-            C::Blocked => Error::Auth(AuthError::Blocked),
+            C::Blocked => Error::Auth(AuthError::Blocked(None)),
             C::MfaRequired => Error::Auth(AuthError::MfaRequired),
             C::Internal
             | C::Failed
@@ -198,6 +198,7 @@ impl From<ApiError> for Error {
         match e {
             ApiError::Mega(c) => Error::from_code(c),
             ApiError::SessionLost => Error::Auth(AuthError::SessionExpired),
+            ApiError::Blocked(r) => Error::Auth(AuthError::Blocked(r)),
             ApiError::Connect(detail) | ApiError::Network(detail) => Error::Network {
                 detail,
                 code: None,

@@ -545,6 +545,23 @@ async fn public_links_and_error_exit_codes() {
         "{}",
         c.stderr
     );
+    // A blocked account: 3, with the reason the service gives.
+    env.user(
+        "blocked@example.com",
+        UserOptions {
+            blocked: 700,
+            ..Default::default()
+        },
+    )
+    .await;
+    c = Cmd::new(&env, "blocked@example.com")
+        .fails(&["ls", "mega:/"], 3)
+        .await;
+    assert!(
+        c.stderr.contains("blocked") && c.stderr.contains("e-mail address is verified"),
+        "{}",
+        c.stderr
+    );
     // 2FA needed: 4.
     Cmd::new(&env, "mfa@example.com")
         .fails(&["whoami"], 4)

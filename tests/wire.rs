@@ -301,3 +301,64 @@ async fn event_packets_put_a_and_i_first_and_sn_last() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "-15");
 }
+
+/// EBLOCKED: a blocked account's session can only ask `whyamiblocked`; the client asks and
+/// puts the reason in the error, for an account blocked at login and one blocked (through the
+/// admin endpoint) while a session is in use, which works again once unblocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_account_is_told_why() {
+    use mega_mount::api::session::AuthError;
+    use mega_mount::api::BlockReason;
+    use mega_mount::Error;
+    let env = Env::start().await;
+    env.user(
+        "b@example.com",
+        mega_testserver::UserOptions {
+            blocked: 200,
+            ..Default::default()
+        },
+    )
+    .await;
+    let blocked = async {
+        let c = env.login_result("b@example.com").await?;
+        c.fetch().await?;
+        Ok::<_, Error>(())
+    }
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            blocked,
+            Error::Auth(AuthError::Blocked(Some(BlockReason::Copyright)))
+        ),
+        "{blocked:?}"
+    );
+    assert!(blocked.to_string().contains("copyright"), "{blocked}");
+
+    let (env2, c) = setup().await;
+    let admin = |reason: i64| {
+        let url = format!("{}__admin/block", env2.server.base_url());
+        let token = env2.server.admin_token().to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .body(json!({"email": "wire@example.com", "reason": reason}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    admin(300).await;
+    let e = c.fetch().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Auth(AuthError::Blocked(Some(BlockReason::TermsOfService)))
+        ),
+        "{e:?}"
+    );
+    admin(0).await;
+    c.fetch().await.unwrap();
+}

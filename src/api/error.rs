@@ -168,6 +168,74 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Why the service blocked an account: the answer to `whyamiblocked` (the SDK's
+/// `ACCOUNT_BLOCKED_*` codes in `sdk:include/megaapi.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockReason {
+    /// 200: suspended over copyright complaints.
+    Copyright,
+    /// 300: terminated for breaching the terms of service.
+    TermsOfService,
+    /// 400: a business sub-user disabled by the account's administrator.
+    DisabledByAdministrator,
+    /// 401: a business sub-user removed by the account's administrator.
+    RemovedByAdministrator,
+    /// 500: waiting for verification by SMS.
+    SmsVerification,
+    /// 700: temporarily suspended until the e-mail address is verified.
+    EmailVerification,
+    /// Any other positive code.
+    Other(i64),
+}
+
+impl BlockReason {
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            200 => BlockReason::Copyright,
+            300 => BlockReason::TermsOfService,
+            400 => BlockReason::DisabledByAdministrator,
+            401 => BlockReason::RemovedByAdministrator,
+            500 => BlockReason::SmsVerification,
+            700 => BlockReason::EmailVerification,
+            c => BlockReason::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockReason::Copyright => {
+                f.write_str("suspended after copyright complaints; see the e-mail from MEGA")
+            }
+            BlockReason::TermsOfService => {
+                f.write_str("terminated for breaching MEGA's terms of service")
+            }
+            BlockReason::DisabledByAdministrator => {
+                f.write_str("disabled by the administrator of the business account")
+            }
+            BlockReason::RemovedByAdministrator => {
+                f.write_str("removed by the administrator of the business account")
+            }
+            BlockReason::SmsVerification => f.write_str(
+                "waiting for verification by SMS; verify it in MEGA's web or mobile app",
+            ),
+            BlockReason::EmailVerification => f.write_str(
+                "suspended until the e-mail address is verified; follow the e-mail from MEGA",
+            ),
+            BlockReason::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+/// "the account is blocked", with the reason when the service gave one.
+pub(crate) fn blocked_message(reason: &Option<BlockReason>) -> String {
+    match reason {
+        Some(r) => format!("the account is blocked: {r}"),
+        None => "the account is blocked".into(),
+    }
+}
+
 /// Errors of the API layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -177,6 +245,9 @@ pub enum ApiError {
     /// The session id is no longer valid (ESID): log in again.
     #[error("the session is no longer valid; log in again")]
     SessionLost,
+    /// The account is blocked (EBLOCKED); the reason is asked for when there is a session.
+    #[error("{}", blocked_message(.0))]
+    Blocked(Option<BlockReason>),
     /// No connection could be made: the request never reached the server.
     #[error("network error: {0}")]
     Connect(String),
@@ -209,6 +280,7 @@ impl ApiError {
             ApiError::Mega(_)
             | ApiError::Http(_)
             | ApiError::SessionLost
+            | ApiError::Blocked(_)
             | ApiError::BadResponse(_)
             | ApiError::Crypto(_)
             | ApiError::RetriesExhausted { .. } => Failure::Permanent,
@@ -225,6 +297,7 @@ impl ApiError {
         match self {
             ApiError::Mega(c) => Some(*c),
             ApiError::SessionLost => Some(ErrorCode::Sid),
+            ApiError::Blocked(_) => Some(ErrorCode::Blocked),
             ApiError::RetriesExhausted { last, .. } => last.code(),
             _ => None,
         }

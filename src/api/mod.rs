@@ -9,7 +9,8 @@
 //! (`p`, `m`, `d`…) is safe ([`Repeat::Safe`]). A per-command EAGAIN in a one-command batch
 //! means that command did not run; it is sent again under a fresh id. HTTP 402 +
 //! `X-Hashcash` is answered with a proof of work and the same request is re-sent. ESID (-15)
-//! becomes [`ApiError::SessionLost`].
+//! becomes [`ApiError::SessionLost`]. EBLOCKED (-16), for the request or a command, becomes
+//! [`ApiError::Blocked`] with the reason `whyamiblocked` gives when there is a session.
 //!
 //! Replies are read with a size bound ([`read_body`]): a server cannot make the client
 //! allocate without limit.
@@ -30,7 +31,7 @@ use rand::Rng;
 use serde_json::Value;
 
 pub use commands::Command;
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, BlockReason, ErrorCode};
 pub use retry::{Failure, GiveUp, Repeat, RetryConfig, Retrying};
 pub use session::{Session, SessionId};
 
@@ -237,7 +238,18 @@ impl ApiClient {
             let outcome = self.send_once(&id, query, &body, hashcash.as_deref()).await;
             let err = match outcome {
                 Ok(Reply::Json(v)) => match parse_reply(v, n) {
-                    Ok(results) => {
+                    Ok(mut results) => {
+                        if results
+                            .iter()
+                            .any(|r| matches!(r, Err(ApiError::Mega(ErrorCode::Blocked))))
+                        {
+                            let why = self.why_blocked().await;
+                            for r in &mut results {
+                                if matches!(r, Err(ApiError::Mega(ErrorCode::Blocked))) {
+                                    *r = Err(ApiError::Blocked(why));
+                                }
+                            }
+                        }
                         // A single command that reported EAGAIN did not run: resend it under a
                         // fresh id (the old id's reply is the error itself).
                         let again = n == 1 && matches!(&results[0], Err(e) if e.is_retryable());
@@ -273,8 +285,27 @@ impl ApiClient {
             if matches!(err, ApiError::Mega(ErrorCode::Sid)) {
                 return Err(ApiError::SessionLost);
             }
+            if matches!(err, ApiError::Mega(ErrorCode::Blocked)) {
+                return Err(ApiError::Blocked(self.why_blocked().await));
+            }
             let failure = err.failure();
             retry.after(err, failure).await.map_err(ApiError::from)?;
+        }
+    }
+
+    /// Asks the service why the account is blocked (`whyamiblocked`, alone in its request,
+    /// as the SDK sends it). Needs a session; `None` when there is none or no reason came.
+    async fn why_blocked(&self) -> Option<BlockReason> {
+        self.sid()?;
+        let body = br#"[{"a":"whyamiblocked"}]"#;
+        match self.send_once(&self.next_id(), &[], body, None).await {
+            Ok(Reply::Json(v)) => v
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_i64)
+                .filter(|c| *c > 0)
+                .map(BlockReason::from_code),
+            _ => None,
         }
     }
 

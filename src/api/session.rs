@@ -56,8 +56,8 @@ pub enum AuthError {
     MfaRequired,
     #[error("the two-factor authentication code was not accepted")]
     MfaRejected,
-    #[error("the account is blocked")]
-    Blocked,
+    #[error("{}", super::error::blocked_message(.0))]
+    Blocked(Option<super::BlockReason>),
     #[error("the session is no longer valid; log in again")]
     SessionExpired,
     #[error("not logged in")]
@@ -158,7 +158,8 @@ impl PreparedLogin {
                 }
                 .into())
             }
-            Err(ApiError::Mega(ErrorCode::Blocked)) => return Err(AuthError::Blocked.into()),
+            Err(ApiError::Mega(ErrorCode::Blocked)) => return Err(AuthError::Blocked(None).into()),
+            Err(ApiError::Blocked(r)) => return Err(AuthError::Blocked(r).into()),
             Err(e) => return Err(e.into()),
         };
         let k = b64::decode(&reply.k, "k")?;

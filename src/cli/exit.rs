@@ -60,7 +60,7 @@ pub fn code_of(e: &Error) -> i32 {
         Error::Integrity { .. } => INTEGRITY,
         Error::Auth(
             AuthError::WrongPassword
-            | AuthError::Blocked
+            | AuthError::Blocked(_)
             | AuthError::SessionExpired
             | AuthError::NotLoggedIn,
         ) => AUTH,

@@ -135,7 +135,7 @@ impl From<Error> for FsError {
             e @ Error::Auth(
                 AuthError::SessionExpired
                 | AuthError::NotLoggedIn
-                | AuthError::Blocked
+                | AuthError::Blocked(_)
                 | AuthError::WrongPassword
                 | AuthError::MfaRequired
                 | AuthError::MfaRejected,

@@ -40,15 +40,18 @@ impl Env {
     }
 
     pub async fn login(&self, email: &str) -> Client {
-        let mut c = Client::login(self.api_config(), email, PASSWORD, None)
-            .await
-            .expect("login");
+        self.login_result(email).await.expect("login")
+    }
+
+    /// Logs in, returning the error if it fails.
+    pub async fn login_result(&self, email: &str) -> Result<Client, mega_mount::Error> {
+        let mut c = Client::login(self.api_config(), email, PASSWORD, None).await?;
         c.set_transfer_config(mega_mount::transfer::TransferConfig {
             retry: fast_retry(),
             piece_size: 1024 * 1024,
             ..Default::default()
         });
-        c
+        Ok(c)
     }
 
     /// A fresh account plus a logged-in client for it.

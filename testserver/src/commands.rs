@@ -28,6 +28,7 @@ pub(crate) mod err {
     pub const EACCESS: i64 = -11;
     pub const EOVERQUOTA: i64 = -17;
     pub const ESID: i64 = -15;
+    pub const EBLOCKED: i64 = -16;
     pub const EMFAREQUIRED: i64 = -26;
 }
 
@@ -173,6 +174,8 @@ impl Ctx<'_> {
     fn authed(&self, a: &str, cmd: &Value, sess: &Session) -> CmdResult {
         match a {
             "ug" => self.ug(sess),
+            // Why the account is blocked: a reason code, 0 if it is not.
+            "whyamiblocked" => Ok(json!(sess.user.blocked)),
             "uq" => self.uq(sess),
             "sml" => {
                 db(self.db.delete_session(&sess.sid))?;

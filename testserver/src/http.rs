@@ -39,6 +39,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route("/__admin/faults", get(get_faults).post(set_faults))
         .route("/__admin/quota", post(set_quota))
+        .route("/__admin/block", post(set_blocked))
         .layer(DefaultBodyLimit::max(MAX_CS_BODY))
         .with_state(state)
 }
@@ -234,6 +235,18 @@ fn run_batch(
     if cmds.len() > limits.max_commands {
         return b"-6".to_vec();
     }
+    // A blocked account's session can only ask why, or log out; anything else fails the
+    // whole request with EBLOCKED (what the SDK answers with `whyamiblocked`).
+    if session.is_some_and(|s| s.user.blocked != 0)
+        && !cmds.iter().all(|c| {
+            matches!(
+                c.get("a").and_then(Value::as_str),
+                Some("whyamiblocked" | "sml")
+            )
+        })
+    {
+        return commands::err::EBLOCKED.to_string().into_bytes();
+    }
     let mut out = Vec::with_capacity(cmds.len());
     let mut bytes = 2;
     for c in &cmds {
@@ -298,6 +311,36 @@ async fn set_faults(
             Json(json!({"ok": true})).into_response()
         }
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BlockReq {
+    email: String,
+    /// A `whyamiblocked` reason code; 0 unblocks.
+    reason: i64,
+}
+
+async fn set_blocked(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    let req: BlockReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    };
+    let r = state
+        .store
+        .lock()
+        .set_blocked(&req.email.to_lowercase(), req.reason);
+    match r {
+        Ok(true) => Json(json!({"ok": true})).into_response(),
+        Ok(false) => status_response(StatusCode::NOT_FOUND),
+        Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 

@@ -81,6 +81,9 @@ pub struct UserOptions {
     pub quota: i64,
     /// Display name.
     pub name: String,
+    /// Created blocked by the service for this reason (a `whyamiblocked` code such as 200
+    /// copyright, 300 terms of service, 700 e-mail verification); 0: not blocked.
+    pub blocked: i64,
 }
 
 impl Default for UserOptions {
@@ -90,6 +93,7 @@ impl Default for UserOptions {
             totp_secret: None,
             quota: DEFAULT_QUOTA,
             name: "Test User".into(),
+            blocked: 0,
         }
     }
 }
@@ -157,6 +161,7 @@ pub fn add_user(
         inbox: new_node_handle(),
         rubbish: new_node_handle(),
         since: store::now(),
+        blocked: opts.blocked,
     };
     store.atomic(|db| db.insert_user(&user))?;
     Ok(user)

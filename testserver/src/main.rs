@@ -5,6 +5,7 @@
 //!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
 //!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
+//!                 [--blocked CODE]
 //! ```
 //! The first line the server prints on stdout is its base URL, for scripts to read.
 
@@ -18,9 +19,10 @@ const USAGE: &str = "usage:
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
+                  [--blocked CODE]
 
 The first line printed on stdout is the API base URL (port 0 picks a free port).
-The admin endpoints (/__admin/faults, /__admin/quota) need `Authorization: Bearer TOKEN`;
+The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block) need `Authorization: Bearer TOKEN`;
 without --admin-token a random token is written to DIR/admin-token (mode 0600).
 Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
 dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, corrupt_downloads,
@@ -76,6 +78,13 @@ fn useradd(args: &[String]) -> Result<(), String> {
                     .map_err(|_| "--quota takes a number of bytes".to_string())?
             }
             "--name" => opts.name = value(args, &mut i, "--name")?.into(),
+            "--blocked" => {
+                opts.blocked = value(args, &mut i, "--blocked")?
+                    .parse()
+                    .ok()
+                    .filter(|c: &i64| *c > 0)
+                    .ok_or_else(|| "--blocked takes a positive reason code".to_string())?
+            }
             a if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
             a => positional.push(a.to_string()),
         }

@@ -56,6 +56,8 @@ pub struct User {
     pub inbox: String,
     pub rubbish: String,
     pub since: i64,
+    /// Why the service blocked the account (`whyamiblocked`'s answer), 0 if it is not.
+    pub blocked: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +135,7 @@ CREATE TABLE IF NOT EXISTS users (
   verifier BLOB NOT NULL, salt BLOB, k TEXT NOT NULL, privk TEXT NOT NULL, pubk TEXT NOT NULL,
   ts TEXT NOT NULL, name TEXT NOT NULL, totp_secret TEXT, quota INTEGER NOT NULL,
   root TEXT NOT NULL, inbox TEXT NOT NULL, rubbish TEXT NOT NULL, since INTEGER NOT NULL,
-  totp_last INTEGER NOT NULL DEFAULT 0);
+  totp_last INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS login_sessions (
   sid_hash TEXT PRIMARY KEY, user TEXT NOT NULL, sek TEXT NOT NULL, created INTEGER NOT NULL,
   last_used INTEGER NOT NULL);
@@ -178,6 +180,7 @@ INSERT INTO usage (owner, bytes) SELECT owner, SUM(size) FROM nodes WHERE kind =
 /// Columns added after the first release, for data directories made by it.
 const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("users", "totp_last", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "blocked", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("downloads", "created", "INTEGER NOT NULL DEFAULT 0"),
@@ -217,11 +220,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         inbox: r.get(13)?,
         rubbish: r.get(14)?,
         since: r.get(15)?,
+        blocked: r.get(16)?,
     })
 }
 
 const USER_COLS: &str = "handle, email, version, verifier, salt, k, privk, pubk, ts, name, \
-                         totp_secret, quota, root, inbox, rubbish, since";
+                         totp_secret, quota, root, inbox, rubbish, since, blocked";
 const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
@@ -445,9 +449,10 @@ pub trait Queries {
     fn insert_user(&self, u: &User) -> Result<()> {
         let c = self.conn();
         c.execute(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
             params![u.handle, u.email, u.version, u.verifier, u.salt, u.k, u.privk, u.pubk, u.ts,
-                    u.name, u.totp_secret, u.quota, u.root, u.inbox, u.rubbish, u.since],
+                    u.name, u.totp_secret, u.quota, u.root, u.inbox, u.rubbish, u.since,
+                    u.blocked],
         )?;
         for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
             c.execute(
@@ -478,6 +483,14 @@ pub trait Queries {
                 user_from_row,
             )
             .optional()?)
+    }
+
+    /// Blocks an account for `reason` (a `whyamiblocked` code), or unblocks it with 0.
+    fn set_blocked(&self, email: &str, reason: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE users SET blocked = ?1 WHERE email = ?2",
+            params![reason, email],
+        )? > 0)
     }
 
     fn set_quota(&self, email: &str, quota: i64) -> Result<bool> {
@@ -986,6 +999,7 @@ mod tests {
             inbox: "I".into(),
             rubbish: "B".into(),
             since: 0,
+            blocked: 0,
         };
         db.insert_user(&user).unwrap();
         let node = |h: &str, p: &str, kind: i64, size: i64| node(h, "U", p, kind, size);
