@@ -44,10 +44,28 @@ pub(super) struct Reader {
     inflight: Mutex<Inflight>,
 }
 
-/// The in-flight piece holding chunk `idx`, if any: (its first chunk, the fetch).
-fn covering(inflight: &Inflight, idx: u64) -> Option<(u64, &Shared<PieceFuture>)> {
-    let (first, (last, f)) = inflight.range(..=idx).next_back()?;
-    (idx <= *last).then_some((*first, f))
+/// Whether chunk `idx` is in a piece in flight.
+fn covering(inflight: &Inflight, idx: u64) -> bool {
+    inflight
+        .range(..=idx)
+        .next_back()
+        .is_some_and(|(_, (last, _))| idx <= *last)
+}
+
+/// A fetch in flight that a read waits for: chunks `first..=last`.
+struct Pending {
+    first: u64,
+    last: u64,
+    fetch: Shared<PieceFuture>,
+}
+
+impl Pending {
+    /// Chunk `idx` of the piece, once it has arrived (or the fetch's error).
+    async fn chunk(&self, idx: u64) -> Result<Bytes> {
+        let piece = self.fetch.clone().await?;
+        cache::slice_chunk(&piece, self.first, idx)
+            .ok_or_else(|| FsError::Local(format!("chunk {idx} is not in the piece fetched")))
+    }
 }
 
 impl MegaFs {
@@ -137,10 +155,13 @@ impl MegaFs {
         // What this read needs and the read-ahead window are fetched in the background as
         // parallel pieces; this read waits only for its own chunks, and the next sequential
         // read finds its chunks cached or already on the way.
-        self.start_fetches(r, first, ahead);
+        let mine = self.start_fetches(r, first, ahead, last);
         let mut out = Vec::with_capacity((end - offset) as usize);
         for idx in first..=last {
-            let c = self.chunk(r, idx).await?;
+            let c = match mine.iter().find(|p| p.first <= idx && idx <= p.last) {
+                Some(p) => p.chunk(idx).await?,
+                None => self.chunk(r, idx).await?,
+            };
             let cs = chunk_start(idx);
             let (s, e) = (offset.max(cs), end.min(cs + c.len() as u64));
             if s < e {
@@ -150,35 +171,30 @@ impl MegaFs {
         Ok(out)
     }
 
-    /// One chunk of a file: from the cache, from a fetch in flight, or fetched now.
+    /// One chunk of a file: from the cache, else from the fetch in flight that holds it (one
+    /// started now if there is none). A failed fetch is this read's error: it is not fetched
+    /// again behind the caller's back (the retry budget is the transfer settings').
     async fn chunk(self: &Arc<Self>, r: &Arc<Reader>, idx: u64) -> Result<Bytes> {
-        for _ in 0..3 {
-            if let Some(c) = self.cache.get(&r.handle, idx) {
-                return Ok(c);
-            }
-            let pending = {
-                let inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                covering(&inflight, idx).map(|(first, f)| (first, f.clone()))
-            };
-            match pending {
-                Some((first, f)) => {
-                    let piece = f.await?;
-                    if let Some(c) = cache::slice_chunk(&piece, first, idx) {
-                        return Ok(c);
-                    }
-                }
-                None => self.start_fetches(r, idx, idx),
-            }
+        if let Some(c) = self.cache.get(&r.handle, idx) {
+            return Ok(c);
         }
-        Err(FsError::Local("a read kept missing its data".into()))
+        match self.start_fetches(r, idx, idx, idx).first() {
+            Some(p) => p.chunk(idx).await,
+            None => self
+                .cache
+                .get(&r.handle, idx)
+                .ok_or_else(|| FsError::Local("a read kept missing its data".into())),
+        }
     }
 
     /// Makes sure chunks `a..=b` are cached or being fetched: runs of missing chunks start as
-    /// background fetches of at most [`FETCH_PIECE`] bytes each, in parallel.
-    fn start_fetches(self: &Arc<Self>, r: &Arc<Reader>, a: u64, b: u64) {
+    /// background fetches of at most [`FETCH_PIECE`] bytes each, in parallel. Returns the
+    /// fetches in flight that hold chunks `a..=need`, taken under the same lock, so that the
+    /// caller sees their outcome even if they end before it awaits them.
+    fn start_fetches(self: &Arc<Self>, r: &Arc<Reader>, a: u64, b: u64, need: u64) -> Vec<Pending> {
         let mut inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let missing = |i: u64, inflight: &Inflight| {
-            covering(inflight, i).is_none() && !self.cache.contains(&r.handle, i)
+            !covering(inflight, i) && !self.cache.contains(&r.handle, i)
         };
         let mut idx = a;
         while idx <= b {
@@ -215,6 +231,22 @@ impl MegaFs {
             );
             idx = stop + 1;
         }
+        let mut mine: Vec<Pending> = Vec::new();
+        for idx in a..=need.min(b) {
+            if mine.last().is_some_and(|p| idx <= p.last) {
+                continue;
+            }
+            if let Some((first, (last, f))) = inflight.range(..=idx).next_back() {
+                if idx <= *last {
+                    mine.push(Pending {
+                        first: *first,
+                        last: *last,
+                        fetch: f.clone(),
+                    });
+                }
+            }
+        }
+        mine
     }
 
     /// Fetches chunks `a..=b` as one verified piece and caches it. When the file's MAC fails,
