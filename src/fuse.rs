@@ -115,7 +115,29 @@ fn secs(t: TimeOrNow) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The kernel settings of the connection (the FUSE "knobs"), shared with the benchmark's
+/// null filesystem so that the ceiling it measures is the one this mount could reach:
+/// requests of up to 1 MiB (a MEGA chunk at most; the kernel caps a request at its
+/// `max_pages`, 256 pages by default), the largest read-ahead the kernel allows, more
+/// background requests in flight (read-ahead of several files at once), and parallel
+/// lookups and readdirs in one directory.
+pub fn tune_kernel(config: &mut fuser::KernelConfig) {
+    const MIB: u32 = 1 << 20;
+    let _ = config.set_max_write(MIB);
+    if let Err(max) = config.set_max_readahead(MIB) {
+        let _ = config.set_max_readahead(max);
+    }
+    let _ = config.set_max_background(64);
+    let _ = config.set_congestion_threshold(48);
+    let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+}
+
 impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        tune_kernel(config);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match name_str(name) {
             Ok(n) => n,
@@ -235,7 +257,14 @@ impl Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.rt.block_on(self.fs.open(ino.0, write, truncate)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => {
+                let flags = if !write && self.fs.keep_cache(ino.0) {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
             Err(e) => reply.error(fail("open", &e)),
         }
     }

@@ -174,3 +174,33 @@ async fn reads_use_the_configured_transfer_settings() {
         assert_eq!(env.server.faults().get().dl_http503, 0, "the fault fired");
     }
 }
+
+/// Regression (writing a large file through the mount was quadratic): while a file has
+/// unsaved writes, its mtime must not change from one write to the next, or the kernel drops
+/// all of the file's cached pages whenever it re-reads the attributes (after every write).
+/// It is the time of the first unsaved change until the commit sets the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mtime_of_a_file_being_written_holds_still_until_it_is_saved() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    env.account("still@example.com").await;
+    let (fs, _client) = fs_core(&env, "still@example.com").await;
+    let (a, fh) = fs.create(ROOT_INO, "w.bin").await.unwrap();
+    fs.write(fh, 0, b"first").await.unwrap();
+    let first = fs.getattr(a.ino).unwrap().mtime;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fs.write(fh, 5, b" second").await.unwrap();
+    let during = fs.getattr(a.ino).unwrap();
+    assert_eq!(during.mtime, first);
+    assert_eq!(during.size, 12);
+    fs.flush(fh).await.unwrap();
+    assert!(
+        fs.getattr(a.ino).unwrap().mtime > first,
+        "the commit sets the mtime"
+    );
+    // The next burst of writes starts from its own first change.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fs.write(fh, 0, b"again").await.unwrap();
+    assert!(fs.getattr(a.ino).unwrap().mtime > first);
+    fs.release(fh).await.unwrap();
+}

@@ -75,13 +75,13 @@ impl MegaFs {
     }
 
     /// Size and mtime of a file with unsaved local changes (a dirty staging file).
-    fn staged(&self, ino: u64) -> Option<(u64, Option<i64>)> {
+    fn staged(&self, ino: u64) -> Option<(u64, i64)> {
         let open = self.open_files();
         open.values()
             .filter(|f| f.ino == ino)
             .filter_map(|f| f.writer.as_ref())
             .find(|w| w.dirty())
-            .and_then(|w| w.staged.len().ok().map(|len| (len, w.mtime())))
+            .and_then(|w| w.staged.len().ok().map(|len| (len, w.shown_mtime())))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -92,13 +92,13 @@ impl MegaFs {
                 let mut a = self.attr_of(ino, &n);
                 if let Some((size, mtime)) = staged {
                     a.size = size;
-                    a.mtime = mtime.map_or(SystemTime::now(), to_time);
+                    a.mtime = to_time(mtime);
                 }
                 Ok(a)
             }
             Target::Pending { .. } => {
                 let (size, mtime) = staged.ok_or(FsError::NotFound)?;
-                let t = mtime.map_or(SystemTime::now(), to_time);
+                let t = to_time(mtime);
                 Ok(Attr {
                     ino,
                     size,

@@ -13,7 +13,7 @@
 //! a file's commits, renames, unlinks and mtime changes take its commit lock one at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ pub(super) struct Writer {
     unlinked: AtomicBool,
     /// The staging file's on-disk "unsaved" marker is set.
     marked: AtomicBool,
+    /// When the first change since the last save was made (Unix seconds; 0: none).
+    changed_at: AtomicI64,
     commit: tokio::sync::RwLock<()>,
 }
 
@@ -57,6 +59,7 @@ impl Writer {
             mtime: Mutex::new(None),
             unlinked: AtomicBool::new(false),
             marked: AtomicBool::new(false),
+            changed_at: AtomicI64::new(0),
             commit: tokio::sync::RwLock::new(()),
         });
         if dirty {
@@ -77,12 +80,26 @@ impl Writer {
                 self.marked.store(false, Ordering::Release);
                 return Err(e.into());
             }
+            self.changed_at.store(now(), Ordering::Release);
         }
         Ok(())
     }
 
+    /// The mtime `getattr` shows while the file has unsaved writes: the one set explicitly,
+    /// else the time of the first unsaved change. It stays the same while the file is being
+    /// written: a changing mtime would make the kernel drop the file's cached pages at every
+    /// write (which made writing a large file quadratic). The commit sets the real one.
+    pub(super) fn shown_mtime(&self) -> i64 {
+        self.mtime()
+            .unwrap_or_else(|| match self.changed_at.load(Ordering::Acquire) {
+                0 => now(),
+                t => t,
+            })
+    }
+
     /// After a commit with no change since: nothing in the staging file is unsaved.
     fn saved_all(&self) {
+        self.changed_at.store(0, Ordering::Release);
         if self.marked.swap(false, Ordering::AcqRel) && self.staged.set_unsaved(false).is_err() {
             // Left set, a crash would recover a copy of what MEGA already has: harmless.
             self.marked.store(true, Ordering::Release);
@@ -158,6 +175,13 @@ impl MegaFs {
         open.iter()
             .find(|(_, o)| o.ino == ino && o.writer.is_some())
             .map(|(fh, _)| *fh)
+    }
+
+    /// Whether the kernel may keep its page cache of `ino` across opens: nobody has it open
+    /// for writing here (remote changes invalidate the inode, and a new remote version is a
+    /// new inode).
+    pub fn keep_cache(&self, ino: u64) -> bool {
+        self.writer_fh(ino, None).is_none()
     }
 
     fn new_fh(&self) -> u64 {
