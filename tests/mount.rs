@@ -247,6 +247,65 @@ async fn corrupted_content_reads_fail_with_eio() {
     assert_eq!(e.raw_os_error(), Some(5));
 }
 
+/// `verify=full`: no byte of a file reaches a reader before the whole file's MAC verified.
+/// A sound file bigger than the block cache reads back whole; a corrupted one fails its very
+/// first read. By default (streaming) that first read is served, and the mismatch fails the
+/// reads after it: the documented difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_serves_nothing_before_the_whole_file_verified() {
+    use std::io::Read;
+    let env = Env::start().await;
+    let c = env.account("vf@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(6_000_000, 5);
+    for name in ["good.bin", "bad.bin"] {
+        c.upload(&root, name, &mut &body[..], body.len() as u64, 0, None)
+            .await
+            .unwrap();
+    }
+    // How many bytes a read of the first 4 KiB got (not the bytes: they would fill a
+    // failure message).
+    let first_4k = |p: PathBuf| {
+        move || -> std::io::Result<usize> {
+            let mut f = std::fs::File::open(p)?;
+            let mut b = vec![0u8; 4096];
+            f.read_exact(&mut b)?;
+            Ok(b.len())
+        }
+    };
+    {
+        let m = Mount::start(
+            &env,
+            "vf@example.com",
+            &["-o", "verify=full,cache_size=1M"],
+            true,
+        );
+        let p = m.path("good.bin");
+        let got = op("read good", move || std::fs::read(p).unwrap()).await;
+        assert!(got == body, "a verified file reads back whole");
+        env.server.faults().update(|f| f.corrupt_downloads = true);
+        let e = op("first 4 KiB, verify=full", first_4k(m.path("bad.bin")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5), "EIO before any byte, got {e}");
+        env.server.faults().update(|f| f.corrupt_downloads = false);
+    }
+    let m = Mount::start(&env, "vf@example.com", &[], true);
+    env.server.faults().update(|f| f.corrupt_downloads = true);
+    let first = op("first 4 KiB, streaming", first_4k(m.path("bad.bin"))).await;
+    assert!(
+        first.is_ok(),
+        "streaming serves chunks before the MAC is known"
+    );
+    let p = m.path("bad.bin");
+    let e = op("whole file, streaming", move || {
+        std::fs::read(p).unwrap_err()
+    })
+    .await;
+    assert_eq!(e.raw_os_error(), Some(5));
+    env.server.faults().update(|f| f.corrupt_downloads = false);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_fuse3_convention_background_and_options() {
     let env = Env::start().await;

@@ -217,15 +217,35 @@ impl Client {
         progress: Option<Progress>,
     ) -> Result<Node> {
         self.check_target(&target)?;
+        let size = staged.len().map_err(|e| Error::local(staged.path(), e))?;
+        // The ciphertext is sent while the MACs and the fingerprint are computed from the
+        // plaintext on a blocking thread: only `p` needs those.
         let s = staged.clone();
-        let sealed = tokio::task::spawn_blocking(move || s.seal(mtime))
-            .await
-            .map_err(|e| Error::Local {
-                path: None,
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|e| Error::local(staged.path(), e))?;
-        let up = upload::upload_staged(&self.api, staged, sealed, &self.transfer, progress).await?;
+        let seal = async {
+            tokio::task::spawn_blocking(move || s.seal(mtime))
+                .await
+                .map_err(|e| Error::Local {
+                    path: None,
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|e| Error::local(staged.path(), e))
+        };
+        let send = async {
+            upload::send_staged(&self.api, staged, size, &self.transfer, progress)
+                .await
+                .map_err(Error::from)
+        };
+        let (sealed, token) = tokio::try_join!(seal, send)?;
+        if sealed.size != size {
+            let e = std::io::Error::other("the staging file changed while it was uploaded");
+            return Err(Error::local(staged.path(), e));
+        }
+        let up = upload::Uploaded {
+            token,
+            key: sealed.key,
+            fingerprint: sealed.fingerprint,
+            size,
+        };
         self.create_file(target, up).await
     }
 

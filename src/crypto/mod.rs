@@ -50,8 +50,27 @@ pub enum CryptoError {
 /// The optional upload checksum (`?c=` / `?d=`): the encrypted POST body XOR-folded into
 /// 12 bytes (`MEGA-PROTOCOL.md` §7.2).
 pub fn upload_checksum(body: &[u8]) -> [u8; 12] {
+    // Folded 48 bytes (four 12-byte periods) at a time as six words, then the words folded
+    // into 12 bytes and the tail byte by byte: the same XOR, several times faster than a
+    // byte loop (it runs over every uploaded byte).
+    const SPAN: usize = 48;
+    let mut lanes = [0u64; SPAN / 8];
+    let blocks = body.chunks_exact(SPAN);
+    let tail = blocks.remainder();
+    for block in blocks {
+        for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            *lane ^= u64::from_le_bytes(w);
+        }
+    }
     let mut crc = [0u8; 12];
-    for (i, b) in body.iter().enumerate() {
+    for (i, lane) in lanes.iter().enumerate() {
+        for (j, b) in lane.to_le_bytes().iter().enumerate() {
+            crc[(i * 8 + j) % 12] ^= b;
+        }
+    }
+    for (i, b) in tail.iter().enumerate() {
         crc[i % 12] ^= b;
     }
     crc

@@ -317,6 +317,19 @@ fn upload_checksum_vector() {
     );
 }
 
+/// The word-wise fold is the byte-wise XOR of the protocol, for every tail length.
+#[test]
+fn upload_checksum_is_the_bytewise_fold() {
+    let body: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    for len in (0..200).chain([999, 1000]) {
+        let mut want = [0u8; 12];
+        for (i, b) in body[..len].iter().enumerate() {
+            want[i % 12] ^= b;
+        }
+        assert_eq!(super::upload_checksum(&body[..len]), want, "length {len}");
+    }
+}
+
 #[test]
 fn base64_accepts_both_alphabets() {
     assert_eq!(

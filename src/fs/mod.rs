@@ -64,6 +64,9 @@ pub struct FsConfig {
     pub cache_dir: PathBuf,
     /// Bytes of decrypted blocks kept in memory.
     pub cache_size: u64,
+    /// `verify=full`: a read returns data only once the whole file's MAC verified (by
+    /// fetching all of it first), instead of streaming and failing later reads.
+    pub verify_full: bool,
 }
 
 /// An open file handle.

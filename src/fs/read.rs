@@ -19,6 +19,7 @@ use futures::future::Shared;
 
 use super::cache;
 use super::{FsError, MegaFs, OpenFile, Result};
+use crate::transfer::content::Verdict;
 use crate::transfer::schedule::{chunk_index, chunk_start, SEGMENT};
 use crate::transfer::{Content, TransferError};
 use crate::tree::{Node, NodeHandle};
@@ -27,6 +28,8 @@ use crate::tree::{Node, NodeHandle};
 pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
 /// The largest single ranged request; a window is fetched as several in parallel.
 const FETCH_PIECE: u64 = 4 * 1024 * 1024;
+/// Pieces fetched at once by a `verify=full` pass.
+const VERIFY_PARALLEL: usize = 4;
 /// How far from the end of the previous read a read still counts as sequential.
 const SEQ_SLACK: u64 = 1024 * 1024;
 
@@ -42,6 +45,8 @@ pub(super) struct Reader {
     /// (end of the last read, current read-ahead window)
     seq: Mutex<(u64, u64)>,
     inflight: Mutex<Inflight>,
+    /// Held by the one `verify=full` pass over the file; other reads wait for its verdict.
+    verifying: tokio::sync::Mutex<()>,
 }
 
 /// Whether chunk `idx` is in a piece in flight.
@@ -80,9 +85,19 @@ impl MegaFs {
             content: self.client.content(&n.handle)?,
             seq: Mutex::new((u64::MAX, 0)),
             inflight: Mutex::new(Default::default()),
+            verifying: tokio::sync::Mutex::new(()),
         });
         readers.insert(n.handle.clone(), r.clone());
         Ok(r)
+    }
+
+    /// Whether the current version of `ino` is known to have failed its MAC.
+    pub(super) fn content_failed(&self, ino: u64) -> bool {
+        let Ok(n) = self.node_of(ino) else {
+            return false;
+        };
+        let readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        readers.get(&n.handle).is_some_and(|r| r.content.is_bad())
     }
 
     pub async fn read(
@@ -134,6 +149,9 @@ impl MegaFs {
         let end = offset.saturating_add(size).min(file_size);
         if offset >= end {
             return Ok(Vec::new());
+        }
+        if self.cfg.verify_full && r.content.verdict() != Verdict::Verified {
+            self.verify_whole(r).await?;
         }
         // Read-ahead: the window doubles while reads stay sequential (near where the last one
         // ended: the kernel's own read-ahead and several FUSE threads reorder requests a
@@ -247,6 +265,39 @@ impl MegaFs {
             }
         }
         mine
+    }
+
+    /// `verify=full`: fetches every chunk whose MAC is not known yet ([`VERIFY_PARALLEL`]
+    /// pieces at a time, through the cache so that the reads that follow find them) and
+    /// returns once the whole file verified; the integrity error if it did not. One pass per
+    /// file at a time; MACs learnt by a pass that failed on the network are kept.
+    async fn verify_whole(self: &Arc<Self>, r: &Arc<Reader>) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let _one = r.verifying.lock().await;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for idx in r.content.unseen_chunks() {
+            match runs.last_mut() {
+                Some((a, b))
+                    if *b + 1 == idx && chunk_start(idx + 1) - chunk_start(*a) <= FETCH_PIECE =>
+                {
+                    *b = idx
+                }
+                _ => runs.push((idx, idx)),
+            }
+        }
+        futures::stream::iter(runs)
+            .map(Ok)
+            .try_for_each_concurrent(VERIFY_PARALLEL, |(a, b)| async move {
+                self.fetch_piece(r, a, b).await.map(drop)
+            })
+            .await?;
+        match r.content.finish() {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.cache.purge(&r.handle);
+                Err(integrity(&r.handle, r.content.first_report()))
+            }
+        }
     }
 
     /// Fetches chunks `a..=b` as one verified piece and caches it. When the file's MAC fails,

@@ -179,9 +179,10 @@ impl MegaFs {
 
     /// Whether the kernel may keep its page cache of `ino` across opens: nobody has it open
     /// for writing here (remote changes invalidate the inode, and a new remote version is a
-    /// new inode).
+    /// new inode), and its content has not failed its MAC (an open without this drops the
+    /// pages read before the mismatch was known).
     pub fn keep_cache(&self, ino: u64) -> bool {
-        self.writer_fh(ino, None).is_none()
+        self.writer_fh(ino, None).is_none() && !self.content_failed(ino)
     }
 
     fn new_fh(&self) -> u64 {

@@ -112,6 +112,7 @@ impl Settings {
             hard_delete: options.hard_delete || req.hard_delete,
             cache_dir,
             cache_size,
+            verify_full: options.verify_full.unwrap_or(false),
         };
         Ok(Settings {
             mountpoint,
@@ -356,11 +357,11 @@ mod tests {
         assert_eq!(s.fs.cache_size, 64 << 20);
         assert_eq!(s.config_file, Some("/flag.toml".into()));
         assert_eq!(s.n_threads, 1, "at least one thread");
-        assert!(!s.fs.hard_delete && !s.fs.read_only);
+        assert!(!s.fs.hard_delete && !s.fs.read_only && !s.fs.verify_full);
         let s = Settings::resolve(
             &request(
                 d.path(),
-                &["ro,hard_delete,cache_size=1G,cache_dir=/c,config=/o.toml,umask=077"],
+                &["ro,hard_delete,cache_size=1G,cache_dir=/c,config=/o.toml,umask=077,verify=full"],
             ),
             &env,
         )
@@ -368,7 +369,7 @@ mod tests {
         assert_eq!(s.fs.cache_dir, PathBuf::from("/c"));
         assert_eq!(s.fs.cache_size, 1 << 30);
         assert_eq!(s.config_file, Some("/o.toml".into()));
-        assert!(s.fs.hard_delete && s.fs.read_only);
+        assert!(s.fs.hard_delete && s.fs.read_only && s.fs.verify_full);
         assert_eq!(s.fs.umask, 0o077);
         let env = Env {
             xdg_cache_home: Some("/xdg".into()),
@@ -383,10 +384,12 @@ mod tests {
     fn bad_requests_are_usage_errors() {
         let d = tempfile::tempdir().unwrap();
         let env = Env::default();
-        assert!(matches!(
-            Settings::resolve(&request(d.path(), &["bogus"]), &Env::default()),
-            Err(MountError::Usage(_))
-        ));
+        for bad in ["bogus", "verify=some", "verify"] {
+            assert!(matches!(
+                Settings::resolve(&request(d.path(), &[bad]), &Env::default()),
+                Err(MountError::Usage(_))
+            ));
+        }
         assert!(
             matches!(
                 Settings::resolve(&request(d.path(), &[]), &env),

@@ -19,6 +19,8 @@ pub struct MountOptions {
     pub hard_delete: bool,
     /// HTTPS transfer URLs only.
     pub https: bool,
+    /// `verify=full` (true) or `verify=stream` (false, the default).
+    pub verify_full: Option<bool>,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -89,6 +91,15 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             }
             "hard_delete" => o.hard_delete = true,
             "https" => o.https = true,
+            "verify" => {
+                o.verify_full = Some(match need(k, v)? {
+                    "full" => true,
+                    "stream" => false,
+                    other => {
+                        return Err(format!("verify={other}: use verify=full or verify=stream"))
+                    }
+                })
+            }
             // Handled by mount(8)/systemd or meaningless for a network filesystem.
             "_netdev"
             | "nofail"

@@ -103,6 +103,14 @@ impl Content {
         self.lock().verdict
     }
 
+    /// The chunks whose MACs are not known yet, in order.
+    pub fn unseen_chunks(&self) -> Vec<u64> {
+        let m = self.lock();
+        (0..self.chunks)
+            .filter(|i| !m.seen.contains_key(i))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Macs> {
         self.macs.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::staged::{Sealed, StagedFile};
+use super::staged::StagedFile;
 use super::{join_error, pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
 use crate::api::commands::GetUploadUrl;
 use crate::api::{network_error, read_body, ApiClient, ApiError, ErrorCode, Repeat};
@@ -46,7 +47,7 @@ async fn post_once(
     http: &reqwest::Client,
     url: &str,
     offset: u64,
-    body: &Arc<Vec<u8>>,
+    body: &Bytes,
     cfg: &TransferConfig,
 ) -> Result<PostReply, TransferError> {
     let checksum = b64::encode(&upload_checksum(body));
@@ -54,7 +55,8 @@ async fn post_once(
         .post(format!("{url}/{offset}?c={checksum}"))
         .timeout(cfg.request_timeout)
         .header("content-type", "application/octet-stream")
-        .body(body.as_ref().clone())
+        // A `Bytes` clone shares the buffer: a retry sends the same bytes without a copy.
+        .body(body.clone())
         .send()
         .await
         .map_err(network_error)?;
@@ -83,7 +85,7 @@ async fn post_piece(
     http: reqwest::Client,
     url: Arc<String>,
     offset: u64,
-    body: Arc<Vec<u8>>,
+    body: Bytes,
     cfg: TransferConfig,
 ) -> Result<PostReply, TransferError> {
     let mut retry = cfg.retry.start("upload piece", Repeat::Safe);
@@ -166,7 +168,10 @@ impl<'a> Sender<'a> {
         let (http, url, cfg) = (self.api.http().clone(), self.url.clone(), self.cfg.clone());
         let len = data.len() as u64;
         self.in_flight.push(AbortOnDrop(tokio::spawn(async move {
-            (post_piece(http, url, start, Arc::new(data), cfg).await, len)
+            (
+                post_piece(http, url, start, Bytes::from(data), cfg).await,
+                len,
+            )
         })));
         Ok(())
     }
@@ -237,27 +242,24 @@ pub async fn upload<R: AsyncRead + Unpin>(
     })
 }
 
-/// Sends a staged file as it is on disk (already encrypted with the key it was sealed with):
-/// no second encryption pass.
-pub async fn upload_staged(
+/// Sends the `size` bytes of a staged file as they are on disk (already encrypted with the
+/// staged file's key): no second encryption pass. Returns the completion token; the key's
+/// condensed MAC and the fingerprint come from [`StagedFile::seal`], which needs none of this
+/// and can run at the same time.
+pub async fn send_staged(
     api: &ApiClient,
     staged: &Arc<StagedFile>,
-    sealed: Sealed,
+    size: u64,
     cfg: &TransferConfig,
     progress: Option<Progress>,
-) -> Result<Uploaded, TransferError> {
-    let mut sender = Sender::new(api, sealed.size, cfg, progress).await?;
-    for piece in pieces(sealed.size, cfg.piece_size) {
+) -> Result<String, TransferError> {
+    let mut sender = Sender::new(api, size, cfg, progress).await?;
+    for piece in pieces(size, cfg.piece_size) {
         let s = staged.clone();
         let data = tokio::task::spawn_blocking(move || s.ciphertext(piece.start, piece.len))
             .await
             .map_err(join_error)??;
         sender.send(piece.start, data).await?;
     }
-    Ok(Uploaded {
-        token: sender.finish().await?,
-        key: sealed.key,
-        fingerprint: sealed.fingerprint,
-        size: sealed.size,
-    })
+    sender.finish().await
 }

@@ -178,6 +178,7 @@ pub async fn fs_core(
             hard_delete: false,
             cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
             cache_size: 1 << 20,
+            verify_full: false,
         },
     )
     .unwrap();
