@@ -15,6 +15,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)   # drives megacmd in a ps
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the FUSE mount tests
 command -v rsync >/dev/null 2>&1 || need+=(rsync)        # rsync onto the mount
 command -v git >/dev/null 2>&1 || need+=(git)            # git commit inside the mount
+[ -e /usr/include/sys/acl.h ] || need+=(libacl1-dev)      # builds pjdfstest (POSIX suite)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -27,6 +28,17 @@ if [ -f tests/interop/package.json ]; then
   log "npm install (tests/interop)"
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# pjdfstest (the Rust rewrite of the POSIX filesystem suite), run against a real mount by
+# tests/pjdfstest.rs; installed once under target/tools (about 40 s to build).
+PJDFSTEST_VERSION=0.2.2
+if ! [ -x target/tools/bin/pjdfstest ] || ! grep -qs "$PJDFSTEST_VERSION" target/tools/.pjdfstest-version; then
+  log "cargo install pjdfstest $PJDFSTEST_VERSION"
+  cargo install pjdfstest --version "$PJDFSTEST_VERSION" --locked --quiet --root target/tools
+  echo "$PJDFSTEST_VERSION" > target/tools/.pjdfstest-version
+fi
+export PJDFSTEST="$PWD/target/tools/bin/pjdfstest"
+[ "$(id -u)" = 0 ] && export MEGA_REQUIRE_PJDFSTEST=1
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -886,7 +886,8 @@ async fn deleting_a_folder_moves_it_to_the_rubbish_bin_without_r() {
 }
 
 /// A remote name of 250 bytes downloads (its temporary name still fits a file name), and one
-/// too long for any local file name arrives under a shortened name that still finds it.
+/// too long for any local file name arrives under a shortened name that still finds it, and
+/// goes back to the long name when it is uploaded or synced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_remote_names_download() {
     let env = Env::start().await;
@@ -930,4 +931,22 @@ async fn long_remote_names_download() {
     assert!(short.len() <= 255 && short.ends_with(".txt"), "{short}");
     assert_eq!(std::fs::read(out.join(short)).unwrap(), b"too long");
     assert!(names.iter().all(|n| !n.ends_with(".part")), "{names:?}");
+
+    // And back: the shortened name stands for the long one, so putting the edited copy into
+    // the same folder (--force), or syncing the folder up, updates the node with the long
+    // name instead of adding one called by the shortened name.
+    std::fs::write(out.join(short), b"edited").unwrap();
+    m.ok(&["put", "--force", &s(&out.join(short)), "mega:/"])
+        .await;
+    std::fs::write(out.join(short), b"edited twice").unwrap();
+    m.ok(&["sync", &s(&out), "mega:/"]).await;
+    let c = env.login("long@example.com").await;
+    let root = c.root().unwrap().handle;
+    let names: Vec<String> = c.children(&root).into_iter().map(|n| n.name).collect();
+    assert!(
+        !names.iter().any(|n| n.contains("%~")),
+        "no node got the shortened name: {names:?}"
+    );
+    let f = c.resolve(&format!("/{too_long}")).unwrap();
+    assert_eq!(c.download_to_vec(&f.handle).await.unwrap(), b"edited twice");
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::exit::{self, CliError};
-use super::path::{self, escape_name, unescape_name, Location};
+use super::path::{self, escape_name, Location};
 use super::progress::{run_jobs, Transfers};
 use super::resolve::{
     child, ensure_folder, ensure_path, exists, expand, io_err, local_target, remote_arg, resolve,
@@ -264,10 +264,12 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     for src in srcs {
         let local = PathBuf::from(src);
         let meta = std::fs::metadata(&local).map_err(|e| io_err(&local, e))?;
+        // The local file name as it is (escaped, maybe a shortened long name); it becomes a
+        // MEGA name through `remote_name` in the folder it goes to.
         let base = local
             .canonicalize()
             .ok()
-            .and_then(|p| p.file_name().map(|n| unescape_name(&n.to_string_lossy())))
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| src.clone());
         if meta.is_dir() {
             if !ctx.cli.recursive {
@@ -277,7 +279,10 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                 ));
             }
             let top = match &into_folder {
-                Some(f) => ensure_folder(&client, f, &base).await?,
+                Some(f) => {
+                    let name = client.read_tree().remote_name(f, &base);
+                    ensure_folder(&client, f, &name).await?
+                }
                 None => {
                     let (parent, name) = dst
                         .split_last()
@@ -299,7 +304,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                         CliError::new(exit::OTHER, format!("{parent_rel}: folder was not created"))
                     })?
                 };
-                let name = unescape_name(name);
+                let name = client.read_tree().remote_name(&parent, name);
                 if e.dir {
                     let h = ensure_folder(&client, &parent, &name).await?;
                     folders.insert(e.path.clone(), h);
@@ -311,7 +316,10 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
         } else {
             total += meta.len();
             match &into_folder {
-                Some(f) => jobs.push((local, f.clone(), base)),
+                Some(f) => {
+                    let name = client.read_tree().remote_name(f, &base);
+                    jobs.push((local, f.clone(), name))
+                }
                 None => {
                     let (parent, name) = dst
                         .split_last()

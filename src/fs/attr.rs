@@ -25,6 +25,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// 0 for a file unlinked while still open, else 1 (files) or 2 (folders).
+    pub nlink: u32,
 }
 
 /// A directory entry.
@@ -42,6 +44,12 @@ pub struct FsStats {
     pub blocks: u64,
     pub free: u64,
     pub files: u64,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(super) fn to_time(secs: i64) -> SystemTime {
@@ -71,22 +79,67 @@ impl MegaFs {
             perm: (base & !self.cfg.umask) as u16,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
         }
     }
 
-    /// Size and mtime of a file with unsaved local changes (a dirty staging file).
-    fn staged(&self, ino: u64) -> Option<(u64, i64)> {
+    /// Size and mtime of a file with unsaved local changes (a dirty staging file); with
+    /// `any`, of any handle open for writing when none has changes.
+    fn staged(&self, ino: u64, any: bool) -> Option<(u64, i64)> {
         let open = self.open_files();
-        open.values()
+        let mut writers = open
+            .values()
             .filter(|f| f.ino == ino)
-            .filter_map(|f| f.writer.as_ref())
-            .find(|w| w.dirty())
-            .and_then(|w| w.staged.len().ok().map(|len| (len, w.shown_mtime())))
+            .filter_map(|f| f.writer.as_ref());
+        let w = match writers.clone().find(|w| w.dirty()) {
+            Some(w) => Some(w),
+            None if any => writers.next(),
+            None => None,
+        }?;
+        w.staged.len().ok().map(|len| (len, w.shown_mtime()))
+    }
+
+    /// A regular file's attributes from a staging file's size and mtime.
+    fn staged_attr(&self, ino: u64, (size, mtime): (u64, i64), nlink: u32) -> Attr {
+        let t = to_time(mtime);
+        Attr {
+            ino,
+            size,
+            mtime: t,
+            ctime: t,
+            kind: Kind::File,
+            perm: (0o666 & !self.cfg.umask) as u16,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            nlink,
+        }
+    }
+
+    /// A file unlinked while open (`fstat` on its descriptor): what its handles hold, with no
+    /// links.
+    fn unlinked_attr(&self, ino: u64) -> Result<Attr> {
+        if let Some(staged) = self.staged(ino, true) {
+            return Ok(self.staged_attr(ino, staged, 0));
+        }
+        let size = {
+            let open = self.open_files();
+            open.values()
+                .filter(|f| f.ino == ino)
+                .find_map(|f| f.reader.as_ref().map(|r| r.size()))
+        };
+        match size {
+            Some(size) => Ok(self.staged_attr(ino, (size, now_secs()), 0)),
+            None => Err(FsError::NotFound),
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let staged = self.staged(ino);
-        match self.target(ino)? {
+        let staged = self.staged(ino, false);
+        let target = match self.target(ino) {
+            Err(FsError::NotFound) => return self.unlinked_attr(ino),
+            t => t?,
+        };
+        match target {
             Target::Node(h) => {
                 let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
                 let mut a = self.attr_of(ino, &n);
@@ -96,20 +149,11 @@ impl MegaFs {
                 }
                 Ok(a)
             }
-            Target::Pending { .. } => {
-                let (size, mtime) = staged.ok_or(FsError::NotFound)?;
-                let t = to_time(mtime);
-                Ok(Attr {
-                    ino,
-                    size,
-                    mtime: t,
-                    ctime: t,
-                    kind: Kind::File,
-                    perm: (0o666 & !self.cfg.umask) as u16,
-                    uid: self.cfg.uid,
-                    gid: self.cfg.gid,
-                })
-            }
+            // Created here, not uploaded yet: what its handles hold (unchanged: empty).
+            Target::Pending { .. } => match staged.or_else(|| self.staged(ino, true)) {
+                Some(staged) => Ok(self.staged_attr(ino, staged, 1)),
+                None => Err(FsError::NotFound),
+            },
         }
     }
 

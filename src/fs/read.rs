@@ -49,6 +49,13 @@ pub(super) struct Reader {
     verifying: tokio::sync::Mutex<()>,
 }
 
+impl Reader {
+    /// The size of the file version it reads.
+    pub(super) fn size(&self) -> u64 {
+        self.content.size()
+    }
+}
+
 /// Whether chunk `idx` is in a piece in flight.
 fn covering(inflight: &Inflight, idx: u64) -> bool {
     inflight

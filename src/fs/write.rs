@@ -215,10 +215,25 @@ impl MegaFs {
     /// Opens a file; with `write`, a staging file is prepared (filled from the remote content
     /// unless `truncate`).
     pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> Result<u64> {
-        let fh = self.new_fh();
         let (writer, reader) = if write {
             self.writable()?;
-            let n = self.node_of(ino)?;
+            let n = match self.target(ino)? {
+                // Created here and not uploaded yet: another handle's staging file is all
+                // there is of it.
+                Target::Pending { parent, name } => {
+                    let origin = self.pending_origin(&parent, &name);
+                    let staged = self.new_staging(&origin)?;
+                    if !truncate {
+                        if let Err(e) = self.copy_staged(ino, &staged) {
+                            StagedFile::remove(staged.path());
+                            return Err(e);
+                        }
+                    }
+                    let writer = Writer::new(staged, truncate)?;
+                    return Ok(self.insert_open(ino, Some(writer), None));
+                }
+                Target::Node(_) => self.node_of(ino)?,
+            };
             if n.kind.is_container() {
                 return Err(FsError::IsDir);
             }
@@ -246,6 +261,17 @@ impl MegaFs {
                 Err(_) => (None, None),
             }
         };
+        Ok(self.insert_open(ino, writer, reader))
+    }
+
+    /// Registers a new open handle of `ino`.
+    fn insert_open(
+        &self,
+        ino: u64,
+        writer: Option<Arc<Writer>>,
+        reader: Option<Arc<super::read::Reader>>,
+    ) -> u64 {
+        let fh = self.new_fh();
         self.open_files().insert(
             fh,
             OpenFile {
@@ -254,7 +280,43 @@ impl MegaFs {
                 reader,
             },
         );
-        Ok(fh)
+        fh
+    }
+
+    /// The MEGA path a file created here will have: `parent`'s path and `name`.
+    fn pending_origin(&self, parent: &crate::tree::NodeHandle, name: &str) -> String {
+        format!(
+            "{}/{}",
+            self.client.path_of(parent).trim_end_matches('/'),
+            unescape_name(name)
+        )
+    }
+
+    /// Copies what another handle open for writing holds of `ino` (the one with unsaved
+    /// changes, if any) into a new staging file.
+    fn copy_staged(&self, ino: u64, to: &StagedFile) -> Result<()> {
+        let from = {
+            let open = self.open_files();
+            let mut writers = open
+                .values()
+                .filter(|f| f.ino == ino)
+                .filter_map(|f| f.writer.clone());
+            let dirty = writers.clone().find(|w| w.dirty());
+            dirty.or_else(|| writers.next())
+        };
+        let Some(from) = from else {
+            return Ok(());
+        };
+        const STEP: usize = 1 << 20;
+        let mut at = 0u64;
+        loop {
+            let data = from.staged.read_at(at, STEP)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            to.write_at(at, &data)?;
+            at += data.len() as u64;
+        }
     }
 
     /// Creates a file (not on MEGA until its first flush/release) and opens it for writing.
@@ -275,21 +337,9 @@ impl MegaFs {
             None => self.inodes().pending(dir.handle.clone(), name.to_string()),
         };
         self.remember(ino, parent, name);
-        let origin = format!(
-            "{}/{}",
-            self.client.path_of(&dir.handle).trim_end_matches('/'),
-            unescape_name(name)
-        );
+        let origin = self.pending_origin(&dir.handle, name);
         let writer = Writer::new(self.new_staging(&origin)?, true)?;
-        let fh = self.new_fh();
-        self.open_files().insert(
-            fh,
-            OpenFile {
-                ino,
-                writer: Some(writer),
-                reader: None,
-            },
-        );
+        let fh = self.insert_open(ino, Some(writer), None);
         Ok((self.getattr(ino)?, fh))
     }
 

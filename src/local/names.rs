@@ -7,8 +7,9 @@
 //!
 //! A name longer than a Linux file name may be ([`NAME_MAX`] bytes) is shortened: its start,
 //! then `%~` and 12 hex digits of a hash of the whole name, then its extension. That form is
-//! unique per name, so a shortened name still finds its node among a folder's names (callers
-//! compare it with [`escape_name`] of each node's name); it cannot be unescaped on its own.
+//! unique per name, so a shortened name still finds its node among a folder's names
+//! (`Tree::child_by_local_name` compares it with [`escape_name`] of each node's name, and
+//! `Tree::remote_name` gives uploads the long name back); it cannot be unescaped on its own.
 
 use sha2::{Digest, Sha256};
 
@@ -40,6 +41,15 @@ pub fn escape_name(name: &str) -> String {
         .unwrap_or("");
     let keep = NAME_MAX - ext.len() - 2 - tag.len();
     format!("{}%~{tag}{ext}", truncate_at_char(&escaped, keep))
+}
+
+/// Whether `name` may be the shortened form of a longer name (`…%~` and 12 hex digits,
+/// then an extension): only such names are looked up by [`escape_name`] of each candidate.
+pub fn is_shortened(name: &str) -> bool {
+    name.match_indices("%~").any(|(i, _)| {
+        let tag = &name.as_bytes()[i + 2..];
+        tag.len() >= 12 && tag[..12].iter().all(u8::is_ascii_hexdigit)
+    })
 }
 
 /// `stem (tag).ext`: a name marked as a variant of `name` (conflict copies, recovered
@@ -123,6 +133,7 @@ mod tests {
             let e = escape_name(&long);
             assert!(e.len() <= NAME_MAX, "{} bytes", e.len());
             assert!(!e.contains('/') && e.contains("%~"), "{e}");
+            assert!(is_shortened(&e), "{e}");
             assert_eq!(e, escape_name(&long), "deterministic");
         }
         assert!(escape_name(&format!("{}.pdf", "b".repeat(300))).ends_with(".pdf"));
@@ -133,5 +144,8 @@ mod tests {
             "same start, different names"
         );
         assert_eq!(truncate_at_char("üü", 3), "ü");
+        for plain in ["a%~b.txt", "%~12345", "x%~0123456789ag", "ordinary.txt"] {
+            assert!(!is_shortened(plain), "{plain}");
+        }
     }
 }

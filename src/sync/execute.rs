@@ -67,7 +67,7 @@ impl Syncer {
         for part in rel.split('/') {
             // The same choice among duplicate names as everywhere: the oldest.
             h = tree
-                .child_by_name(&h, &unescape_name(part))
+                .child_by_local_name(&h, part)
                 .filter(|n| n.kind.is_container())
                 .map(|n| n.handle.clone())
                 .ok_or_else(|| {
@@ -135,9 +135,10 @@ impl Syncer {
         }
         let mut f = tokio::fs::File::open(&p).await.map_err(|e| io_err(&p, e))?;
         let old = replaces.map(|h| NodeHandle(h.to_string()));
+        let name = self.client.read_tree().remote_name(&parent, name);
         let target = Target {
             parent: &parent,
-            name: &unescape_name(name),
+            name: &name,
             replaces: old.as_ref().map(|h| (h, OldVersions::Trash)),
         };
         let node = self
@@ -259,10 +260,8 @@ impl Syncer {
             Action::MkdirRemote { path } => {
                 let (parent, name) = split_rel(path);
                 let parent = self.remote_dir(parent)?;
-                let node = self
-                    .client
-                    .ensure_folder(&parent, &unescape_name(name))
-                    .await?;
+                let name = self.client.read_tree().remote_name(&parent, name);
+                let node = self.client.ensure_folder(&parent, &name).await?;
                 let (_, _, inode) = self.local_state(path)?;
                 vec![Update::Put(Shadow {
                     path: path.clone(),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::client::{Client, OldVersions, Target};
 use crate::error::Error;
-use crate::local::names::{escape_name, unescape_name};
+use crate::local::names::escape_name;
 use crate::transfer::Progress;
 use crate::tree::NodeHandle;
 
@@ -277,7 +277,9 @@ pub async fn upload_tree(
         let h = folders.get(pr).cloned().ok_or_else(|| Error::NotFound {
             what: format!("{pr} (a folder that should have been created)"),
         })?;
-        Ok::<_, Error>((h, unescape_name(name)))
+        // The real name of what a local name stands for (a shortened long name goes back).
+        let name = client.read_tree().remote_name(&h, name);
+        Ok::<_, Error>((h, name))
     };
     let old_versions = if how.permanent {
         OldVersions::Delete

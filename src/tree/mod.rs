@@ -186,6 +186,39 @@ impl NodeTree {
             .min_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)))
     }
 
+    /// The child of `parent` that the local file name `local` stands for: the one called
+    /// [`unescape_name`]`(local)`, else (for a name too long to be a local file name, shown
+    /// shortened) the one whose [`escape_name`] is `local`. The same choice among duplicates
+    /// as [`Tree::child_by_name`].
+    ///
+    /// [`unescape_name`]: crate::local::names::unescape_name
+    /// [`escape_name`]: crate::local::names::escape_name
+    pub fn child_by_local_name(&self, parent: &NodeHandle, local: &str) -> Option<&Node> {
+        use crate::local::names::{escape_name, is_shortened, unescape_name};
+        if let Some(n) = self.child_by_name(parent, &unescape_name(local)) {
+            return Some(n);
+        }
+        if !is_shortened(local) {
+            return None;
+        }
+        self.children
+            .get(parent)?
+            .iter()
+            .filter_map(|c| self.nodes.get(c))
+            .filter(|n| escape_name(&n.name) == local)
+            .min_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)))
+    }
+
+    /// The MEGA name for the local file name `local` in `parent`: the real name of the child
+    /// it stands for (so a shortened long name goes back to the long one), else
+    /// `unescape_name(local)`.
+    pub fn remote_name(&self, parent: &NodeHandle, local: &str) -> String {
+        match self.child_by_local_name(parent, local) {
+            Some(n) => n.name.clone(),
+            None => crate::local::names::unescape_name(local),
+        }
+    }
+
     /// Resolves a `/`-separated path below `start` (`.` and empty components are skipped,
     /// `..` goes up).
     pub fn resolve_from(&self, start: &NodeHandle, path: &str) -> Result<&Node, TreeError> {
