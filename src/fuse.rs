@@ -78,7 +78,9 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 128 * 1024,
+        // The preferred I/O size: `cp` and others size their buffers by it, and fewer, larger
+        // writes reach the daemon (up to `max_write`).
+        blksize: 1024 * 1024,
         flags: 0,
     }
 }

@@ -54,6 +54,9 @@ fn io_other(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::other(msg.into())
 }
 
+/// Chunks read and MACed together when sealing (at most 8 MiB: chunks are at most 1 MiB).
+const SEAL_BATCH: usize = 8;
+
 /// MAC bookkeeping of a staged file.
 #[derive(Default)]
 struct Macs {
@@ -362,12 +365,28 @@ impl StagedFile {
                 }
             }
         }
+        // Runs of up to SEAL_BATCH chunks are read at once and their MACs computed side by
+        // side (`chunk_macs` interleaves the serial CBC-MAC chains: about twice the speed of
+        // one chain at a time).
         let mut computed = BTreeMap::new();
-        for idx in missing {
-            let start = mac::chunk_start(idx);
-            let len = (mac::chunk_start(idx + 1).min(size) - start) as usize;
-            let plain = self.read_at(start, len)?;
-            computed.insert(idx, mac::chunk_mac(&self.cipher, &self.key.nonce, &plain));
+        let missing: Vec<u64> = missing.into_iter().collect();
+        for run in missing.chunk_by(|a, b| a + 1 == *b) {
+            for batch in run.chunks(SEAL_BATCH) {
+                let (first, last) = (batch[0], batch[batch.len() - 1]);
+                let start = mac::chunk_start(first);
+                let end = mac::chunk_start(last + 1).min(size);
+                let plain = self.read_at(start, (end - start) as usize)?;
+                let pieces: Vec<&[u8]> = batch
+                    .iter()
+                    .map(|&i| {
+                        let a = (mac::chunk_start(i) - start) as usize;
+                        let b = ((mac::chunk_start(i + 1).min(size)) - start) as usize;
+                        &plain[a.min(plain.len())..b.min(plain.len())]
+                    })
+                    .collect();
+                let macs = mac::chunk_macs(&self.cipher, &self.key.nonce, &pieces);
+                computed.extend(batch.iter().copied().zip(macs));
+            }
         }
         {
             let mut m = self.macs();
@@ -542,6 +561,23 @@ mod tests {
         assert_eq!(c, want);
         // Sealing again without changes reuses every MAC.
         assert_eq!(s.seal(42).unwrap().key.meta_mac, sealed.key.meta_mac);
+    }
+
+    /// A file written only through `write_at` (as the mount writes): every chunk's MAC is
+    /// computed when sealing, in batches, and the result is the plaintext's MAC.
+    #[test]
+    fn sealing_a_written_file_macs_every_chunk_in_batches() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StagedFile::create(&d.path().join("s"), &master(), "/f").unwrap();
+        let body = data(13_000_123, 4); // 17 chunks: more than two batches, a short last one
+        for (i, piece) in body.chunks(128 * 1024).enumerate() {
+            s.write_at((i * 128 * 1024) as u64, piece).unwrap();
+        }
+        let sealed = s.seal(7).unwrap();
+        assert_eq!(
+            sealed.key.meta_mac,
+            mac::meta_mac(&s.key.aes, &s.key.nonce, &body)
+        );
     }
 
     #[test]
