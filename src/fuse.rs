@@ -105,12 +105,6 @@ fn fail(op: &str, e: &FsError) -> Errno {
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    // The kernel checks only the whole path's length; a component is the filesystem's to
-    // refuse, as local filesystems do (names shown here are at most NAME_MAX: longer remote
-    // names are shortened for display).
-    if name.len() > NAME_MAX as usize {
-        return Err(Errno::ENAMETOOLONG);
-    }
     name.to_str().ok_or(Errno::EINVAL) // MEGA names are UTF-8
 }
 

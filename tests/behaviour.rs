@@ -2,8 +2,9 @@
 //! (no kernel) and through a real FUSE mount of `mega-mount`. Both backends answer the same
 //! operations by path and report failures as errnos, so the two tiers check the same
 //! behaviour, the errno table included: create, write, read back, writes at offsets, rename
-//! over an existing file, truncate, unlink while open (reading and writing), readdir, rmdir,
-//! mtimes, and the errors of each.
+//! over an existing file, truncate, unlink while open (reading and writing; `fstat` after it),
+//! readdir, rmdir, mtimes, names over 255 bytes, reopening a file not uploaded yet, and the
+//! errors of each.
 
 #![allow(clippy::unwrap_used)]
 
@@ -51,6 +52,8 @@ trait Backend {
     async fn rmdir(&self, path: &str) -> Result<(), Errno>;
     async fn readdir(&self, path: &str) -> Result<Vec<String>, Errno>;
     async fn stat(&self, path: &str) -> Result<Stat, Errno>;
+    /// `fstat` of an open handle: its size and link count.
+    async fn fstat(&self, h: &Self::Handle) -> Result<(u64, u64), Errno>;
     async fn set_mtime(&self, path: &str, secs: i64) -> Result<(), Errno>;
 }
 
@@ -227,6 +230,11 @@ impl Backend for Core {
         })
     }
 
+    async fn fstat(&self, h: &CoreHandle) -> Result<(u64, u64), Errno> {
+        let a = self.fs.getattr(h.ino).map_err(|e| e.errno())?;
+        Ok((a.size, a.nlink as u64))
+    }
+
     async fn set_mtime(&self, path: &str, secs: i64) -> Result<(), Errno> {
         let ino = self.ino(path)?;
         self.fs
@@ -378,6 +386,15 @@ impl Backend for Mounted {
                 mtime: m.mtime(),
                 dir: m.is_dir(),
             })
+        })
+        .await
+    }
+
+    async fn fstat(&self, h: &Self::Handle) -> Result<(u64, u64), Errno> {
+        let f = h.clone();
+        op("fstat", move || {
+            let m = f.metadata().map_err(errno)?;
+            Ok((m.len(), m.nlink()))
         })
         .await
     }
@@ -553,6 +570,49 @@ async fn mtimes(b: &impl Backend) {
 
 // ---- running them on both backends ----
 
+/// A name component over 255 bytes is refused (the kernel checks only the whole path), for
+/// every operation that takes one; 255 bytes is fine.
+async fn names_over_255_bytes_are_refused(b: &impl Backend) {
+    let long = "n".repeat(256);
+    assert_eq!(b.write_file(&long, b"x").await, Err(libc::ENAMETOOLONG));
+    assert_eq!(b.mkdir(&long).await, Err(libc::ENAMETOOLONG));
+    assert_eq!(b.stat(&long).await, Err(libc::ENAMETOOLONG));
+    assert_eq!(b.unlink(&long).await, Err(libc::ENAMETOOLONG));
+    assert_eq!(b.rmdir(&long).await, Err(libc::ENAMETOOLONG));
+    let fits = "f".repeat(255);
+    b.write_file(&fits, b"fits").await.unwrap();
+    assert_eq!(b.rename(&fits, &long).await, Err(libc::ENAMETOOLONG));
+    assert_eq!(b.read_file(&fits).await.unwrap(), b"fits");
+    assert_eq!(b.readdir("").await.unwrap(), vec![fits]);
+}
+
+/// `fstat` of a file unlinked while open answers, with no links; the handle goes on working.
+async fn fstat_after_unlink(b: &impl Backend) {
+    let h = b.open_write("gone.txt", true, true).await.unwrap();
+    b.write_at(&h, 0, b"abc").await.unwrap();
+    b.unlink("gone.txt").await.unwrap();
+    assert_eq!(b.fstat(&h).await.unwrap(), (3, 0));
+    b.write_at(&h, 3, b"def").await.unwrap();
+    assert_eq!(b.read_at(&h, 0, 6).await.unwrap(), b"abcdef");
+    b.close(h).await.unwrap();
+    assert_eq!(b.stat("gone.txt").await, Err(libc::ENOENT));
+}
+
+/// A file created here and not uploaded yet can be opened again by its path, and the new
+/// handle starts from what the first one wrote. (Each handle writes its own staging copy and
+/// the last one closed wins, as documented; here the second is closed last.)
+async fn reopen_before_the_first_upload(b: &impl Backend) {
+    let first = b.open_write("new.txt", true, true).await.unwrap();
+    b.write_at(&first, 0, b"first").await.unwrap();
+    let second = b.open_write("new.txt", false, false).await.unwrap();
+    assert_eq!(b.read_at(&second, 0, 100).await.unwrap(), b"first");
+    assert_eq!(b.fstat(&second).await.unwrap(), (5, 1));
+    b.close(first).await.unwrap();
+    b.write_at(&second, 5, b" and second").await.unwrap();
+    b.close(second).await.unwrap();
+    assert_eq!(b.read_file("new.txt").await.unwrap(), b"first and second");
+}
+
 async fn core(env: &Env, email: &str) -> Core {
     env.account(email).await;
     let (fs, _client) = fs_core(env, email).await;
@@ -602,4 +662,7 @@ on_both_backends!(
     unlink_while_open,
     readdir_and_rmdir,
     mtimes,
+    names_over_255_bytes_are_refused,
+    fstat_after_unlink,
+    reopen_before_the_first_upload,
 );

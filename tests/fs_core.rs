@@ -205,3 +205,33 @@ async fn the_mtime_of_a_file_being_written_holds_still_until_it_is_saved() {
     assert!(fs.getattr(a.ino).unwrap().mtime > first);
     fs.release(fh).await.unwrap();
 }
+
+/// Regression (pjdfstest truncate::shrink_not_empty, under load): the kernel sends the release
+/// of a closed file asynchronously, so a `truncate` by path can pick that file's writer while
+/// its final commit runs. The change must not land on the released writer after its last
+/// commit (it was never saved, and `stat` showed the old size): it goes to a new writer and is
+/// committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_racing_the_release_of_a_writer_is_saved() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("tr@example.com").await;
+    let (fs, _client) = fs_core(&env, "tr@example.com").await;
+    let (attr, fh) = fs.create(ROOT_INO, "f").await.unwrap();
+    fs.write(fh, 0, &data(12_345, 1)).await.unwrap();
+    // The final commit takes a while: the truncate arrives in the middle of it.
+    env.server.faults().update(|f| f.latency_ms = 300);
+    let release = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.release(fh).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = fs.setattr(attr.ino, None, Some(1), None).await.unwrap();
+    release.await.unwrap().unwrap();
+    env.server.faults().update(|f| f.latency_ms = 0);
+    assert_eq!(a.size, 1);
+    assert_eq!(fs.getattr(attr.ino).unwrap().size, 1);
+    other.fetch().await.unwrap();
+    let f = other.resolve("/f").unwrap();
+    assert_eq!(f.size, 1, "the truncate reached MEGA");
+}

@@ -132,6 +132,7 @@ impl MegaFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        Self::name_fits(name)?;
         let dir = self.dir_of(parent)?;
         if let Some(ino) = self.pending_child(&dir.handle, name) {
             return self.getattr(ino);

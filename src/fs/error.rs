@@ -30,6 +30,9 @@ pub enum FsError {
     AccessDenied(String),
     #[error("invalid argument")]
     Invalid,
+    /// A name component longer than a file name may be (255 bytes).
+    #[error("file name too long")]
+    NameTooLong,
     #[error("over quota")]
     Quota,
     #[error("no space left on the local disk for the staging file")]
@@ -83,6 +86,7 @@ impl FsError {
             FsError::NotPermitted => libc::EPERM,
             FsError::AccessDenied(_) => libc::EACCES,
             FsError::Invalid => libc::EINVAL,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::Quota => libc::EDQUOT,
             FsError::NoSpace => libc::ENOSPC,
             FsError::Integrity { .. } => libc::EIO,
@@ -101,6 +105,7 @@ impl FsError {
             | FsError::NotEmpty
             | FsError::IsDir
             | FsError::NotDir
+            | FsError::NameTooLong
             | FsError::Integrity { first: false, .. } => Level::Debug,
             FsError::ReadOnly
             | FsError::NotPermitted
@@ -179,6 +184,7 @@ mod tests {
             (FsError::NotPermitted, libc::EPERM),
             (FsError::AccessDenied("x".into()), libc::EACCES),
             (FsError::Invalid, libc::EINVAL),
+            (FsError::NameTooLong, libc::ENAMETOOLONG),
             (FsError::Quota, libc::EDQUOT),
             (FsError::NoSpace, libc::ENOSPC),
             (

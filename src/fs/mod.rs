@@ -140,6 +140,16 @@ impl MegaFs {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A name component must fit a file name: the kernel checks only the whole path's
+    /// length, a component is the filesystem's to refuse (names shown here never exceed it:
+    /// longer remote names are shortened for display).
+    fn name_fits(name: &str) -> Result<()> {
+        if name.len() > crate::local::names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(())
+    }
+
     fn target(&self, ino: u64) -> Result<Target> {
         self.inodes().get(ino).cloned().ok_or(FsError::NotFound)
     }

@@ -80,6 +80,7 @@ impl MegaFs {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+        Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
         if self.child(&dir, name).is_some() || self.pending_child(&dir.handle, name).is_some() {
@@ -104,6 +105,7 @@ impl MegaFs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
         if let Some(ino) = self.pending_child(&dir.handle, name) {
@@ -120,6 +122,7 @@ impl MegaFs {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
         let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
@@ -139,6 +142,8 @@ impl MegaFs {
         new_parent: u64,
         new_name: &str,
     ) -> Result<()> {
+        Self::name_fits(name)?;
+        Self::name_fits(new_name)?;
         self.writable()?;
         let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
         if parent == new_parent && name == new_name {

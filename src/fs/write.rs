@@ -47,7 +47,23 @@ pub(super) struct Writer {
     marked: AtomicBool,
     /// When the first change since the last save was made (Unix seconds; 0: none).
     changed_at: AtomicI64,
+    /// Its handle was released and the final commit ran (set under the exclusive `commit`
+    /// lock): a change that finds it here (a `truncate` by path that picked this writer just
+    /// before) must go to another writer, or it would never be saved.
+    closed: AtomicBool,
     commit: tokio::sync::RwLock<()>,
+}
+
+/// Sets a writer's `closed` flag when dropped (at every exit of its final flush, while the
+/// exclusive lock, declared before it, is still held).
+struct CloseOnDrop<'a>(Option<&'a AtomicBool>);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(closed) = self.0 {
+            closed.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Writer {
@@ -60,6 +76,7 @@ impl Writer {
             unlinked: AtomicBool::new(false),
             marked: AtomicBool::new(false),
             changed_at: AtomicI64::new(0),
+            closed: AtomicBool::new(false),
             commit: tokio::sync::RwLock::new(()),
         });
         if dirty {
@@ -173,7 +190,12 @@ impl MegaFs {
             return Some(f);
         }
         open.iter()
-            .find(|(_, o)| o.ino == ino && o.writer.is_some())
+            .find(|(_, o)| {
+                o.ino == ino
+                    && o.writer
+                        .as_ref()
+                        .is_some_and(|w| !w.closed.load(Ordering::Acquire))
+            })
             .map(|(fh, _)| *fh)
     }
 
@@ -321,6 +343,7 @@ impl MegaFs {
 
     /// Creates a file (not on MEGA until its first flush/release) and opens it for writing.
     pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+        Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
         if let Some(existing) = self.child(&dir, name) {
@@ -386,18 +409,24 @@ impl MegaFs {
                 .await?;
             return self.getattr(ino);
         }
-        let (fh, own) = match writer {
-            Some(f) => (f, false),
-            None => {
-                if self.node_of(ino)?.kind.is_container() {
-                    return Err(FsError::IsDir);
+        let mut writer = writer;
+        let (fh, own) = loop {
+            let (fh, own) = match writer {
+                Some(f) => (f, false),
+                None => {
+                    if self.node_of(ino)?.kind.is_container() {
+                        return Err(FsError::IsDir);
+                    }
+                    (self.open(ino, true, size == Some(0)).await?, true)
                 }
-                (self.open(ino, true, size == Some(0)).await?, true)
-            }
-        };
-        {
+            };
             let w = self.writer(fh).ok_or(FsError::Invalid)?;
             let _shared = w.commit.read().await;
+            if w.closed.load(Ordering::Acquire) {
+                // Released (and committed) while we waited: apply it elsewhere.
+                writer = self.writer_fh(ino, None);
+                continue;
+            }
             w.changing()?;
             if let Some(s) = size {
                 w.staged.set_len(s)?;
@@ -406,7 +435,8 @@ impl MegaFs {
                 w.set_mtime(Some(m));
             }
             w.changed();
-        }
+            break (fh, own);
+        };
         if own {
             self.release(fh).await?;
         }
@@ -416,6 +446,12 @@ impl MegaFs {
     /// Uploads a dirty staging file and commits the node (replacing the previous version).
     /// Returns only after MEGA has the new node.
     pub async fn flush(&self, fh: u64) -> Result<()> {
+        self.flush_handle(fh, false).await
+    }
+
+    /// [`flush`](Self::flush); with `closing` (the handle's release), the writer is marked
+    /// closed under the same exclusive lock, so that no change can land after its last commit.
+    async fn flush_handle(&self, fh: u64, closing: bool) -> Result<()> {
         let Some((ino, w)) = self
             .open_files()
             .get(&fh)
@@ -424,6 +460,7 @@ impl MegaFs {
             return Ok(());
         };
         let _exclusive = w.commit.write().await;
+        let _close = CloseOnDrop(closing.then_some(&w.closed));
         let change = w.changes.load(Ordering::Acquire);
         if !w.dirty() {
             return Ok(());
@@ -615,7 +652,7 @@ impl MegaFs {
     /// failed, the staging file is kept (it holds the only copy of the writes) and the error
     /// names it.
     pub async fn release(&self, fh: u64) -> Result<()> {
-        let r = self.flush(fh).await;
+        let r = self.flush_handle(fh, true).await;
         let f = self.open_files().remove(&fh);
         let Some(w) = f.and_then(|f| f.writer) else {
             return r;
