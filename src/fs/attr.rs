@@ -46,12 +46,6 @@ pub struct FsStats {
     pub files: u64,
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 pub(super) fn to_time(secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
@@ -86,16 +80,7 @@ impl MegaFs {
     /// Size and mtime of a file with unsaved local changes (a dirty staging file); with
     /// `any`, of any handle open for writing when none has changes.
     fn staged(&self, ino: u64, any: bool) -> Option<(u64, i64)> {
-        let open = self.open_files();
-        let mut writers = open
-            .values()
-            .filter(|f| f.ino == ino)
-            .filter_map(|f| f.writer.as_ref());
-        let w = match writers.clone().find(|w| w.dirty()) {
-            Some(w) => Some(w),
-            None if any => writers.next(),
-            None => None,
-        }?;
+        let w = self.open_writer(ino, any)?;
         w.staged.len().ok().map(|len| (len, w.shown_mtime()))
     }
 
@@ -128,7 +113,7 @@ impl MegaFs {
                 .find_map(|f| f.reader.as_ref().map(|r| r.size()))
         };
         match size {
-            Some(size) => Ok(self.staged_attr(ino, (size, now_secs()), 0)),
+            Some(size) => Ok(self.staged_attr(ino, (size, crate::local::time::now()), 0)),
             None => Err(FsError::NotFound),
         }
     }

@@ -199,6 +199,17 @@ impl MegaFs {
             .map(|(fh, _)| *fh)
     }
 
+    /// A writer of `ino` open on some handle: one with unsaved changes; with `any`, else any.
+    pub(super) fn open_writer(&self, ino: u64, any: bool) -> Option<Arc<Writer>> {
+        let open = self.open_files();
+        let mut writers = open
+            .values()
+            .filter(|f| f.ino == ino)
+            .filter_map(|f| f.writer.as_ref());
+        let dirty = writers.clone().find(|w| w.dirty());
+        dirty.or_else(|| writers.next().filter(|_| any)).cloned()
+    }
+
     /// Whether the kernel may keep its page cache of `ino` across opens: nobody has it open
     /// for writing here (remote changes invalidate the inode, and a new remote version is a
     /// new inode), and its content has not failed its MAC (an open without this drops the
@@ -317,16 +328,7 @@ impl MegaFs {
     /// Copies what another handle open for writing holds of `ino` (the one with unsaved
     /// changes, if any) into a new staging file.
     fn copy_staged(&self, ino: u64, to: &StagedFile) -> Result<()> {
-        let from = {
-            let open = self.open_files();
-            let mut writers = open
-                .values()
-                .filter(|f| f.ino == ino)
-                .filter_map(|f| f.writer.clone());
-            let dirty = writers.clone().find(|w| w.dirty());
-            dirty.or_else(|| writers.next())
-        };
-        let Some(from) = from else {
+        let Some(from) = self.open_writer(ino, true) else {
             return Ok(());
         };
         const STEP: usize = 1 << 20;

@@ -14,7 +14,7 @@
 //! Invariants: the staging file and its key file are created 0600 and never over an existing
 //! file; a chunk MAC is either fresh (the chunk has not changed since) or absent.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -356,20 +356,17 @@ impl StagedFile {
     pub fn seal(&self, mtime: i64) -> std::io::Result<Sealed> {
         let size = self.len()?;
         let mut all = Vec::new();
-        let mut missing: BTreeSet<u64> = BTreeSet::new();
-        {
+        // In order, so that consecutive chunks form runs.
+        let missing: Vec<u64> = {
             let m = self.macs();
-            for (i, _) in mac::chunks(size).enumerate() {
-                if !m.fresh.contains_key(&(i as u64)) {
-                    missing.insert(i as u64);
-                }
-            }
-        }
+            (0..mac::chunk_count(size))
+                .filter(|i| !m.fresh.contains_key(i))
+                .collect()
+        };
         // Runs of up to SEAL_BATCH chunks are read at once and their MACs computed side by
         // side (`chunk_macs` interleaves the serial CBC-MAC chains: about twice the speed of
         // one chain at a time).
         let mut computed = BTreeMap::new();
-        let missing: Vec<u64> = missing.into_iter().collect();
         for run in missing.chunk_by(|a, b| a + 1 == *b) {
             for batch in run.chunks(SEAL_BATCH) {
                 let (first, last) = (batch[0], batch[batch.len() - 1]);

@@ -326,22 +326,9 @@ async fn set_blocked(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !admin(&state, &headers) {
-        return unauthorized();
-    }
-    let req: BlockReq = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
-    };
-    let r = state
-        .store
-        .lock()
-        .set_blocked(&req.email.to_lowercase(), req.reason);
-    match r {
-        Ok(true) => Json(json!({"ok": true})).into_response(),
-        Ok(false) => status_response(StatusCode::NOT_FOUND),
-        Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    admin_account_update(&state, &headers, &body, |q, r: BlockReq| {
+        q.set_blocked(&r.email.to_lowercase(), r.reason)
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -355,17 +342,27 @@ async fn set_quota(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !admin(&state, &headers) {
+    admin_account_update(&state, &headers, &body, |q, r: QuotaReq| {
+        q.set_quota(&r.email.to_lowercase(), r.bytes)
+    })
+}
+
+/// An admin request that changes one account: the admin token is checked, the JSON body
+/// parsed, and `update` answers whether the account exists.
+fn admin_account_update<R: serde::de::DeserializeOwned>(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    update: impl FnOnce(&dyn Queries, R) -> crate::store::Result<bool>,
+) -> Response {
+    if !admin(state, headers) {
         return unauthorized();
     }
-    let req: QuotaReq = match serde_json::from_slice(&body) {
+    let req: R = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
     };
-    let r = state
-        .store
-        .lock()
-        .set_quota(&req.email.to_lowercase(), req.bytes);
+    let r = update(&state.store.lock(), req);
     match r {
         Ok(true) => Json(json!({"ok": true})).into_response(),
         Ok(false) => status_response(StatusCode::NOT_FOUND),
