@@ -8,6 +8,7 @@
 //! a logged-out session's replies) happens only after it committed.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use rusqlite::Connection;
@@ -23,6 +24,7 @@ pub(crate) mod err {
     pub const EARGS: i64 = -2;
     pub const ERATELIMIT: i64 = -4;
     pub const ETOOMANY: i64 = -6;
+    pub const EEXPIRED: i64 = -8;
     pub const ENOENT: i64 = -9;
     pub const ECIRCULAR: i64 = -10;
     pub const EACCESS: i64 = -11;
@@ -39,9 +41,9 @@ pub(crate) struct Session {
 }
 
 pub(crate) struct Ctx<'a> {
-    state: &'a State,
+    pub(crate) state: &'a State,
     /// The command's transaction.
-    db: &'a Connection,
+    pub(crate) db: &'a Connection,
     session: Option<&'a Session>,
     /// The public handle of a folder link (`&n=` in the query): `f` and `g` then work on the
     /// exported folder, without a session.
@@ -112,13 +114,13 @@ pub(crate) fn run(
     }
 }
 
-type CmdResult = Result<Value, i64>;
+pub(crate) type CmdResult = Result<Value, i64>;
 
 fn s<'v>(c: &'v Value, k: &str) -> Option<&'v str> {
     c.get(k).and_then(Value::as_str)
 }
 
-fn i(c: &Value, k: &str) -> Option<i64> {
+pub(crate) fn i(c: &Value, k: &str) -> Option<i64> {
     match c.get(k) {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse().ok(),
@@ -136,7 +138,7 @@ pub(crate) fn decode_sn(sn: &str) -> Option<i64> {
     Some(u64::from_be_bytes(b) as i64)
 }
 
-fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
+pub(crate) fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
     r.map_err(|e| {
         tracing::error!("store: {e}");
         err::EINTERNAL
@@ -192,25 +194,32 @@ impl Ctx<'_> {
             "s2" => self.s2(cmd, sess),
             // Accepted and ignored: key maintenance, file attributes.
             "k" | "pfa" => Ok(json!(0)),
-            // No user attributes are stored: "not found", as for an unset attribute.
-            "uga" => Err(err::ENOENT),
+            "uga" => self.uga(cmd, sess),
+            "up" | "up2" => self.up2(cmd, sess),
+            "upv" => self.upv(cmd, sess),
+            "dv" => self.dv(cmd, sess),
             _ => Err(err::EARGS),
         }
     }
 
-    fn emit(&self, user: &str, packet: Value) -> Result<(), i64> {
+    pub(crate) fn emit(&self, user: &str, packet: Value) -> Result<(), i64> {
         self.emit_all(user, &[packet])
     }
 
     /// Appends packets that belong together (a move's `d` + `t`) atomically.
-    fn emit_all(&self, user: &str, packets: &[Value]) -> Result<(), i64> {
+    pub(crate) fn emit_all(&self, user: &str, packets: &[Value]) -> Result<(), i64> {
         db(self.db.append_events(user, packets))?;
         self.effects.borrow_mut().notify = true;
         Ok(())
     }
 
+    /// Blobs to remove once the command committed.
+    pub(crate) fn effects_blobs(&self, blobs: Vec<String>) {
+        self.effects.borrow_mut().blobs.extend(blobs);
+    }
+
     /// Builds an action packet with `a` first and `i` right after it (the SDK relies on it).
-    fn packet(a: &str, cmd: &Value, rest: Value) -> Value {
+    pub(crate) fn packet(a: &str, cmd: &Value, rest: Value) -> Value {
         let mut m = Map::new();
         m.insert("a".into(), json!(a));
         if let Some(id) = s(cmd, "i") {
@@ -332,11 +341,31 @@ impl Ctx<'_> {
     fn ug(&self, sess: &Session) -> CmdResult {
         let u = &sess.user;
         let (first, last) = u.name.split_once(' ').unwrap_or((&u.name, ""));
-        Ok(json!({
+        let mut reply = json!({
             "u": u.handle, "s": 1, "email": u.email, "name": u.name, "k": u.k, "c": 1,
             "pubk": u.pubk, "privk": u.privk, "ts": u.ts, "since": u.since,
             "firstname": crypto::b64e(first.as_bytes()), "lastname": crypto::b64e(last.as_bytes()),
-        }))
+        });
+        if let Some(m) = reply.as_object_mut() {
+            m.extend(self.ug_attrs(sess)?);
+        }
+        Ok(reply)
+    }
+
+    /// A user by handle or e-mail address.
+    pub(crate) fn user_by_handle_or_email(&self, u: &str) -> Result<Option<User>, i64> {
+        if u.contains('@') {
+            db(self.db.user_by_email(&u.trim().to_lowercase()))
+        } else {
+            db(self.db.user(u))
+        }
+    }
+
+    /// Whether two users are related (contacts or share peers), which lets one read the
+    /// other's protected (`#`) attributes. Without contacts or user-to-user shares in this
+    /// server, only a user is related to itself.
+    pub(crate) fn related(&self, a: &str, b: &str) -> Result<bool, i64> {
+        Ok(a == b)
     }
 
     fn uq(&self, sess: &Session) -> CmdResult {
@@ -362,15 +391,16 @@ impl Ctx<'_> {
             .iter()
             .map(|(h, _, _)| json!({"h": h, "u": "EXP", "r": 0, "ts": store::now()}))
             .collect();
+        let (f, f2) = self.split_versions(&nodes)?;
         Ok(json!({
-            "f": nodes.iter().map(Node::to_json).collect::<Vec<_>>(),
+            "f": f, "f2": f2,
             "ok": ok, "ok0": ok, "s": s, "u": [],
             "sn": encode_sn(seq),
         }))
     }
 
     /// A node of this account, or ENOENT (also for other accounts' nodes: no probing).
-    fn own_node(&self, sess: &Session, h: Option<&str>) -> Result<Node, i64> {
+    pub(crate) fn own_node(&self, sess: &Session, h: Option<&str>) -> Result<Node, i64> {
         let h = h.ok_or(err::EARGS)?;
         match db(self.db.node(h))? {
             Some(n) if n.owner == sess.user.handle => Ok(n),
@@ -475,8 +505,14 @@ impl Ctx<'_> {
                 }
                 _ => return Err(err::EARGS),
             };
-            planned.push((kind, attrs.to_string(), key.to_string(), source));
+            // `ov`: the file this one supersedes (a new version of it).
+            let old = match s(n, "ov") {
+                Some(ov) if kind == FILE => Some(self.superseded(sess, ov)?),
+                _ => None,
+            };
+            planned.push((kind, attrs.to_string(), key.to_string(), source, old));
         }
+        let keep_versions = self.versioning_on(cmd, sess)?;
         if quota_needed > 0 {
             let used = db(self.db.used_bytes(&sess.user.handle))?;
             if used + quota_needed > sess.user.quota {
@@ -486,7 +522,9 @@ impl Ctx<'_> {
         let mut created = Vec::new();
         // What the client called each new node (token or "xxxxxxxx"), for `cr`.
         let mut names: Vec<(String, String)> = Vec::new();
-        for (i, (kind, attrs, key, source)) in planned.into_iter().enumerate() {
+        let mut new_nodes = Vec::new();
+        let mut removals = Vec::new();
+        for (i, (kind, attrs, key, source, old)) in planned.into_iter().enumerate() {
             let (blob, size) = match source {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
@@ -513,22 +551,27 @@ impl Ctx<'_> {
                 blob,
             };
             db(self.db.insert_node(&node))?;
+            if let Some(old) = old {
+                removals.extend(self.supersede(cmd, sess, &node, &old, keep_versions)?);
+            }
             if let Some(h) = list.get(i).and_then(|n| s(n, "h")) {
                 names.push((h.to_string(), node.handle.clone()));
             }
             created.push(node.to_json());
+            new_nodes.push(node);
         }
         if let Some(cr) = cmd.get("cr") {
             self.apply_cr(sess, cr, &names)?;
         }
-        self.emit(
-            &sess.user.handle,
-            Self::packet(
-                "t",
-                cmd,
-                json!({"t": {"f": created.clone()}, "ou": sess.user.handle}),
-            ),
-        )?;
+        // The new nodes with the versions they took over (in `f2`), after the `d` of each
+        // superseded file.
+        let mut delivered = Vec::new();
+        for n in &new_nodes {
+            delivered.extend(db(self.db.subtree(&n.handle))?);
+        }
+        let user = &sess.user.handle;
+        removals.push(self.tree_packet(cmd, user, &delivered)?);
+        self.emit_all(user, &removals)?;
         Ok(json!({"f": created}))
     }
 
@@ -540,7 +583,8 @@ impl Ctx<'_> {
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
-        if target.kind == FILE {
+        // A previous version moves only with its file; nothing goes into a file.
+        if target.kind == FILE || self.is_version(&node)? {
             return Err(err::EACCESS);
         }
         let subtree = db(self.db.subtree(&node.handle))?;
@@ -553,12 +597,11 @@ impl Ctx<'_> {
         }
         let moved = db(self.db.subtree(&node.handle))?;
         let user = &sess.user.handle;
-        let nodes: Vec<Value> = moved.iter().map(Node::to_json).collect();
         self.emit_all(
             user,
             &[
                 Self::packet("d", cmd, json!({"n": node.handle, "ou": user, "m": 1})),
-                Self::packet("t", cmd, json!({"t": {"f": nodes}, "ou": user})),
+                self.tree_packet(cmd, user, &moved)?,
             ],
         )?;
         Ok(json!(0))
@@ -568,6 +611,10 @@ impl Ctx<'_> {
         let node = self.own_node(sess, s(cmd, "n"))?;
         if node.kind > FOLDER {
             return Err(err::EACCESS);
+        }
+        // `v: 1` on a file: that version only, the others stay.
+        if node.kind == FILE && i(cmd, "v") == Some(1) {
+            return self.delete_one_version(cmd, sess, &node);
         }
         let subtree = db(self.db.subtree(&node.handle))?;
         let orphaned = db(self.state.store.delete_nodes(self.db, &subtree))?;
@@ -712,7 +759,13 @@ impl Ctx<'_> {
             return self.g_node(&node, cmd, &issuer);
         }
         let nodes = db(self.db.subtree(&root.handle))?;
-        let mut out = Vec::with_capacity(nodes.len());
+        let versions: HashSet<String> = {
+            let (_, f2) = self.split_versions(&nodes)?;
+            f2.iter()
+                .filter_map(|v| v["h"].as_str().map(str::to_string))
+                .collect()
+        };
+        let (mut out, mut out2) = (Vec::new(), Vec::new());
         for n in &nodes {
             let k = db(self.db.share_key(&n.handle, &root.handle))?
                 .map(|k| format!("{}:{}", root.handle, k))
@@ -724,9 +777,13 @@ impl Ctx<'_> {
                     m.insert("p".into(), json!(""));
                 }
             }
-            out.push(v);
+            if versions.contains(&n.handle) {
+                out2.push(v);
+            } else {
+                out.push(v);
+            }
         }
-        Ok(json!({"f": out, "ok": [], "s": [], "u": []}))
+        Ok(json!({"f": out, "f2": out2, "ok": [], "s": [], "u": []}))
     }
 
     fn l(&self, cmd: &Value, sess: &Session) -> CmdResult {

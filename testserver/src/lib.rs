@@ -6,8 +6,9 @@
 //! only ciphertext, encrypted attributes and wrapped keys.
 //!
 //! Modules: [`crypto`] (its own, never the product crate's), [`store`] (SQLite + blob files),
-//! [`faults`] (fault injection), `commands` (the `/cs` commands), `transfer` (upload/download
-//! URLs), `events` (`/sc` and the wait URL).
+//! [`faults`] (fault injection), `commands` (the `/cs` commands), `attrs` (user attributes),
+//! `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
+//! wait URL).
 //!
 //! Use it in-process with [`TestServer::start`] or as the `mega-testserver` binary.
 //!
@@ -20,10 +21,12 @@ pub mod faults;
 pub mod stats;
 pub mod store;
 
+mod attrs;
 mod commands;
 mod events;
 mod http;
 mod transfer;
+mod versions;
 
 mod guard;
 

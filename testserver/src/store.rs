@@ -156,6 +156,9 @@ CREATE TABLE IF NOT EXISTS downloads (
   created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS shares (
   node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS user_attrs (
+  user TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, version TEXT NOT NULL,
+  PRIMARY KEY (user, name));
 CREATE TABLE IF NOT EXISTS share_keys (
   node TEXT NOT NULL, share TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (node, share));
 -- Bytes in each account's files, kept by triggers (the quota check at every `u` would
@@ -635,6 +638,17 @@ pub trait Queries {
         Ok(v)
     }
 
+    /// The direct children of a node.
+    fn children(&self, handle: &str) -> Result<Vec<Node>> {
+        let mut st = self.conn().prepare(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE parent = ?1 ORDER BY rowid"
+        ))?;
+        let v = st
+            .query_map([handle], node_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
     fn insert_node(&self, n: &Node) -> Result<()> {
         self.conn().execute(
             &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
@@ -659,36 +673,42 @@ pub trait Queries {
         Ok(())
     }
 
-    /// Bytes, files and folders stored under each root of an account.
+    /// Bytes, files and folders stored under each root of an account, and the bytes and
+    /// number of previous versions (`[bytes, files, folders, version bytes, versions]`, as
+    /// `uq`'s `cstrgn`). The total counts versions too: they use storage.
     fn usage(&self, user: &User) -> Result<(i64, Map<String, Value>)> {
-        // One recursive query over all three roots (not one query per node).
+        // One recursive query over all three roots (not one query per node); `ver` marks
+        // nodes whose parent is a file (previous versions).
         let mut st = self.conn().prepare(
-            "WITH RECURSIVE sub(h, root) AS (
-                 SELECT handle, handle FROM nodes WHERE handle IN (?1, ?2, ?3)
+            "WITH RECURSIVE sub(h, root, ver) AS (
+                 SELECT handle, handle, 0 FROM nodes WHERE handle IN (?1, ?2, ?3)
                  UNION ALL
-                 SELECT nodes.handle, sub.root FROM nodes JOIN sub ON nodes.parent = sub.h)
+                 SELECT nodes.handle, sub.root, p.kind = 0
+                 FROM nodes JOIN sub ON nodes.parent = sub.h JOIN nodes p ON p.handle = sub.h)
              SELECT sub.root,
-                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN n.size ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN 0 ELSE 1 END), 0)
+                    COALESCE(SUM(CASE WHEN n.kind = 0 AND NOT sub.ver THEN n.size ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN n.kind = 0 AND NOT sub.ver THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN n.kind = 0 THEN 0 ELSE 1 END), 0),
+                    COALESCE(SUM(CASE WHEN sub.ver THEN n.size ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN sub.ver THEN 1 ELSE 0 END), 0)
              FROM sub JOIN nodes n ON n.handle = sub.h
              WHERE sub.h <> sub.root
              GROUP BY sub.root",
         )?;
-        let rows: Vec<(String, i64, i64, i64)> = st
+        let rows: Vec<(String, [i64; 5])> = st
             .query_map(params![user.root, user.inbox, user.rubbish], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    r.get(0)?,
+                    [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut total = 0;
         let mut per_root = Map::new();
         for root in [&user.root, &user.inbox, &user.rubbish] {
-            let (bytes, files, folders) = rows
-                .iter()
-                .find(|r| &r.0 == root)
-                .map_or((0, 0, 0), |r| (r.1, r.2, r.3));
-            total += bytes;
-            per_root.insert(root.clone(), json!([bytes, files, folders, 0, 0]));
+            let c = rows.iter().find(|r| &r.0 == root).map_or([0; 5], |r| r.1);
+            total += c[0] + c[3];
+            per_root.insert(root.clone(), json!(c));
         }
         Ok((total, per_root))
     }

@@ -1,0 +1,184 @@
+//! File versions (`MEGA-KEYS-SHARES-VERSIONS.md` §6). A previous version is a file whose
+//! parent is the next newer version: `p` with `ov` makes the superseded file a child of the
+//! new one (versioning on) or deletes it and gives its own older versions to the new node
+//! (versioning off: `vb: 0`, or no `vb` and `^!dv` = "1"). Versions appear only in `f2`, in
+//! `f` replies and in `t` packets alike, never in `f`: clients that do not know versions
+//! (megajs, go-mega, mega.py, mega-rs) would otherwise file them under the folder or crash.
+//!
+//! Chosen where the sources are silent (recorded in `doc/` of the client too): a chain keeps
+//! at most [`MAX_VERSIONS`] previous versions, the oldest go first; a superseded file leaves
+//! its folder with a `d` packet and comes back in the `t` packet's `f2` under the new node;
+//! `d` with `v: 1` removes one version and re-links the rest (`d` then `t` with the
+//! survivors); `dv` drops every previous version of the account.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::attrs::AttrQueries;
+use crate::commands::{db, err, i, CmdResult, Ctx, Session};
+use crate::store::{Node, Queries, FILE};
+
+/// The most previous versions one file keeps (the SDK's test of the real service expects a
+/// chain of about a hundred; the exact limit is not published).
+pub(crate) const MAX_VERSIONS: usize = 100;
+
+impl Ctx<'_> {
+    /// Node objects split into current nodes (`f`) and previous versions (`f2`).
+    pub(crate) fn split_versions(&self, nodes: &[Node]) -> Result<(Vec<Value>, Vec<Value>), i64> {
+        let files: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.kind == FILE)
+            .map(|n| n.handle.as_str())
+            .collect();
+        let listed: HashSet<&str> = nodes.iter().map(|n| n.handle.as_str()).collect();
+        let (mut f, mut f2) = (Vec::new(), Vec::new());
+        for n in nodes {
+            let version = if listed.contains(n.parent.as_str()) {
+                files.contains(n.parent.as_str())
+            } else {
+                self.is_version(n)?
+            };
+            if version {
+                f2.push(n.to_json());
+            } else {
+                f.push(n.to_json());
+            }
+        }
+        Ok((f, f2))
+    }
+
+    /// Whether a node is a previous version (its parent is a file).
+    pub(crate) fn is_version(&self, n: &Node) -> Result<bool, i64> {
+        if n.kind != FILE || n.parent.is_empty() {
+            return Ok(false);
+        }
+        Ok(db(self.db.node(&n.parent))?.is_some_and(|p| p.kind == FILE))
+    }
+
+    /// A `t` packet for nodes, versions in `f2`.
+    pub(crate) fn tree_packet(&self, cmd: &Value, user: &str, nodes: &[Node]) -> CmdResult {
+        let (f, f2) = self.split_versions(nodes)?;
+        let mut t = json!({"f": f});
+        if !f2.is_empty() {
+            t["f2"] = json!(f2);
+        }
+        Ok(Self::packet("t", cmd, json!({"t": t, "ou": user})))
+    }
+
+    /// Whether a `p` keeps superseded files as versions: `vb` if given, else the account's
+    /// `^!dv` setting.
+    pub(crate) fn versioning_on(&self, cmd: &Value, sess: &Session) -> Result<bool, i64> {
+        match i(cmd, "vb") {
+            Some(v) => Ok(v != 0),
+            None => Ok(!db(self.db.versions_disabled(&sess.user.handle))?),
+        }
+    }
+
+    /// The file `ov` names, checked: an own, current file.
+    pub(crate) fn superseded(&self, sess: &Session, ov: &str) -> Result<Node, i64> {
+        let old = self.own_node(sess, Some(ov))?;
+        if old.kind != FILE || self.is_version(&old)? {
+            return Err(err::EARGS);
+        }
+        Ok(old)
+    }
+
+    /// Makes `old` a previous version of `new` (or, with versioning off, deletes it and
+    /// hands its versions to `new`); returns the `d` packets to emit before the `t`.
+    pub(crate) fn supersede(
+        &self,
+        cmd: &Value,
+        sess: &Session,
+        new: &Node,
+        old: &Node,
+        keep: bool,
+    ) -> Result<Vec<Value>, i64> {
+        let user = &sess.user.handle;
+        let mut packets = vec![Self::packet("d", cmd, json!({"n": old.handle, "ou": user}))];
+        if keep {
+            db(self.db.set_parent(&old.handle, &new.handle))?;
+        } else {
+            for child in db(self.db.children(&old.handle))? {
+                db(self.db.set_parent(&child.handle, &new.handle))?;
+            }
+            self.delete_quietly(std::slice::from_ref(old))?;
+        }
+        // The chain is linear: the subtree of the new node is its versions, newest first.
+        let chain = db(self.db.subtree(&new.handle))?;
+        if let Some(oldest_kept) = chain.get(MAX_VERSIONS + 1) {
+            let dropped = db(self.db.subtree(&oldest_kept.handle))?;
+            self.delete_quietly(&dropped)?;
+            packets.push(Self::packet(
+                "d",
+                cmd,
+                json!({"n": oldest_kept.handle, "ou": user}),
+            ));
+        }
+        Ok(packets)
+    }
+
+    /// Deletes nodes; their blobs go once the command committed.
+    fn delete_quietly(&self, nodes: &[Node]) -> Result<(), i64> {
+        let orphaned = db(self.state.store.delete_nodes(self.db, nodes))?;
+        self.effects_blobs(orphaned);
+        Ok(())
+    }
+
+    /// `d` with `v: 1`: removes one file of a version chain and keeps the others: the next
+    /// older version takes its place (current, if the current one went).
+    pub(crate) fn delete_one_version(&self, cmd: &Value, sess: &Session, node: &Node) -> CmdResult {
+        let user = &sess.user.handle;
+        let older = db(self.db.children(&node.handle))?;
+        for c in &older {
+            db(self.db.set_parent(&c.handle, &node.parent))?;
+        }
+        self.delete_quietly(std::slice::from_ref(node))?;
+        let mut packets = vec![Self::packet(
+            "d",
+            cmd,
+            json!({"n": node.handle, "ou": user}),
+        )];
+        let mut survivors = Vec::new();
+        for c in &older {
+            survivors.extend(db(self.db.subtree(&c.handle))?);
+        }
+        if !survivors.is_empty() {
+            packets.push(self.tree_packet(cmd, user, &survivors)?);
+        }
+        self.emit_all(user, &packets)?;
+        Ok(json!(0))
+    }
+
+    /// `dv`: deletes every previous version in the account.
+    pub(crate) fn dv(&self, cmd: &Value, sess: &Session) -> CmdResult {
+        let user = &sess.user.handle;
+        let nodes = db(self.db.nodes_of(user))?;
+        let files: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.kind == FILE)
+            .map(|n| n.handle.as_str())
+            .collect();
+        // The newest previous version of each current file; its subtree is the rest.
+        let tops: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.kind == FILE && files.contains(n.parent.as_str()))
+            .filter(|n| {
+                nodes
+                    .iter()
+                    .find(|p| p.handle == n.parent)
+                    .is_some_and(|p| !files.contains(p.parent.as_str()))
+            })
+            .collect();
+        let mut packets = Vec::new();
+        for top in tops {
+            let sub = db(self.db.subtree(&top.handle))?;
+            self.delete_quietly(&sub)?;
+            packets.push(Self::packet("d", cmd, json!({"n": top.handle, "ou": user})));
+        }
+        if !packets.is_empty() {
+            self.emit_all(user, &packets)?;
+        }
+        Ok(json!(0))
+    }
+}
