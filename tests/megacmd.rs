@@ -7,105 +7,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{data, Env, PASSWORD};
 use mega_testserver::{FaultConfig, UserOptions};
-use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_megacmd");
-
-struct Cmd<'a> {
-    env: &'a Env,
-    email: Option<&'a str>,
-    password: bool,
-    home: PathBuf,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-impl<'a> Cmd<'a> {
-    fn new(env: &'a Env, email: &'a str) -> Self {
-        Self::in_home(env, email, &format!("home-{email}"))
-    }
-
-    /// With its own home (config dir, session file).
-    fn in_home(env: &'a Env, email: &'a str, home: &str) -> Self {
-        let home = env.dir.path().join(home);
-        std::fs::create_dir_all(&home).unwrap();
-        Cmd {
-            env,
-            email: Some(email),
-            password: true,
-            home,
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Out {
-        let mut c = tokio::process::Command::new(BIN);
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("XDG_CONFIG_HOME", self.home.join("config"))
-            .env("MEGA_API_URL", self.env.server.base_url())
-            .kill_on_drop(true);
-        if let Some(e) = self.email {
-            c.env("MEGA_EMAIL", e);
-        }
-        if self.password {
-            c.env("MEGA_PASSWORD", PASSWORD);
-        }
-        let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-            .await
-            .unwrap_or_else(|_| panic!("megacmd {args:?} timed out"))
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn ok(&self, args: &[&str]) -> Out {
-        let o = self.run(args).await;
-        assert_eq!(
-            o.code, 0,
-            "megacmd {args:?} failed: {}{}",
-            o.stdout, o.stderr
-        );
-        o
-    }
-
-    async fn fails(&self, args: &[&str], code: i32) -> Out {
-        let o = self.run(args).await;
-        assert_eq!(
-            o.code, code,
-            "megacmd {args:?}: expected exit {code}, got {}: {}{}",
-            o.code, o.stdout, o.stderr
-        );
-        assert_eq!(
-            o.stderr.trim().lines().count(),
-            1,
-            "one line on stderr: {:?}",
-            o.stderr
-        );
-        assert!(!o.stderr.contains("panicked") && !o.stderr.contains("backtrace"));
-        o
-    }
-}
+use common::megacmd::{Cmd, BIN};
 
 async fn account(env: &Env, email: &str) {
     env.user(email, UserOptions::default()).await;
@@ -248,9 +156,14 @@ async fn single_files_globs_cat_tree_mkdir_move_delete() {
         m.ok(&["cat", "mega:/foo/hello.txt"]).await.stdout,
         "hello again"
     );
-    // The replaced version went to the Rubbish Bin.
+    // The replaced content is the file's previous version, not in the Rubbish Bin.
     let rubbish = m.ok(&["ls", "mega://Rubbish/"]).await.stdout;
-    assert!(rubbish.contains("hello.txt"), "{rubbish}");
+    assert!(!rubbish.contains("hello.txt"), "{rubbish}");
+    let listed = m
+        .ok(&["ls", "--versions", "mega:/foo/hello.txt"])
+        .await
+        .stdout;
+    assert!(listed.contains("(version 1)"), "{listed}");
 
     let tree = m.ok(&["tree", "mega:/foo"]).await.stdout;
     assert!(
@@ -316,7 +229,7 @@ async fn single_files_globs_cat_tree_mkdir_move_delete() {
         .contains("final.md"));
     m.ok(&["delete", "--recursive", "mega:/foo"]).await;
     m.fails(&["ls", "mega:/foo"], 5).await;
-    // Two versions of final.md are in the Rubbish Bin now; a glob deletes both for good.
+    // Two files called final.md are in the Rubbish Bin now; a glob deletes both for good.
     m.ok(&["rm", "--force", "mega://Rubbish/final*"]).await;
     assert!(!m
         .ok(&["ls", "mega://Rubbish/"])

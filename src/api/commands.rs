@@ -211,6 +211,9 @@ pub struct ShareKey {
 #[derive(Debug, Deserialize)]
 pub struct FetchReply {
     pub f: Vec<RawNode>,
+    /// Previous versions of files (each the child of the next newer version).
+    #[serde(default)]
+    pub f2: Vec<RawNode>,
     #[serde(default)]
     pub ok: Vec<ShareKey>,
     #[serde(default)]
@@ -231,6 +234,9 @@ pub struct NewNode {
     pub t: i64,
     pub a: String,
     pub k: String,
+    /// The file this one supersedes: it becomes this node's previous version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ov: Option<String>,
 }
 
 /// `cr`: node keys wrapped with share keys, as `[share handles, node handles, triples]`
@@ -266,6 +272,10 @@ pub struct PutNodes<'a> {
     pub t: &'a str,
     pub n: Vec<NewNode>,
     pub i: &'a str,
+    /// Versioning for `ov`: 1 keep the superseded file as a version, 0 do not; absent, the
+    /// account's setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vb: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cr: Option<ShareKeys>,
 }
@@ -313,10 +323,34 @@ impl Command for Move<'_> {
 pub struct Delete<'a> {
     pub n: &'a str,
     pub i: &'a str,
+    /// 1: remove only this version of a file and keep the others (re-linked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v: Option<u8>,
 }
 
 impl Command for Delete<'_> {
     type Reply = Ack;
+}
+
+/// `uga`: one user attribute, as `{av, v}` (`v: 1`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "uga")]
+pub struct GetUserAttribute<'a> {
+    pub u: &'a str,
+    pub ua: &'a str,
+    pub v: u8,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct UserAttribute {
+    /// The value, base64url.
+    pub av: String,
+    /// The version token (opaque).
+    pub v: String,
+}
+
+impl Command for GetUserAttribute<'_> {
+    type Reply = UserAttribute;
 }
 
 // ---- content ----

@@ -12,9 +12,18 @@ use super::Ctx;
 use crate::client::Client;
 use crate::local::time::fmt_time;
 use crate::sync::oneway::{remote_listing, Entry, RemoteListing};
-use crate::tree::NodeHandle;
+use crate::tree::{Node, NodeHandle};
 
-pub(super) async fn list(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+/// One listed file or folder, and (with `--versions`) a file's previous versions, newest
+/// first.
+struct Row {
+    path: RemotePath,
+    entry: Entry,
+    handle: Option<NodeHandle>,
+    versions: Vec<Node>,
+}
+
+pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
     let mut rows = Vec::new();
@@ -47,29 +56,74 @@ pub(super) async fn list(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
             rows.push((p, e, Some(node.handle.clone())));
         }
     }
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|(path, entry, handle)| {
+            let versions = match (&handle, versions && !entry.dir) {
+                (Some(h), true) => client
+                    .read_tree()
+                    .versions(h)
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Row {
+                path,
+                entry,
+                handle,
+                versions,
+            }
+        })
+        .collect();
     if ctx.cli.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(p, e, h)| {
-                json!({
+            .map(|r| {
+                let (p, e) = (&r.path, &r.entry);
+                let mut o = json!({
                     "path": p.display(), "name": p.parts.last().cloned().unwrap_or_default(),
                     "type": if e.dir { "folder" } else { "file" }, "size": e.size, "mtime": e.mtime,
-                    "handle": h.as_ref().map(|h| h.0.clone()),
-                })
+                    "handle": r.handle.as_ref().map(|h| h.0.clone()),
+                });
+                if versions && !e.dir {
+                    o["versions"] = r
+                        .versions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            json!({"version": i + 1, "size": v.size, "mtime": v.mtime,
+                                   "created": v.ctime, "handle": v.handle.0})
+                        })
+                        .collect();
+                }
+                o
             })
             .collect();
         println!("{}", serde_json::Value::Array(v));
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    for (p, e, _) in rows {
-        let line = if e.dir {
+    for r in rows {
+        let (p, e) = (&r.path, &r.entry);
+        let mut lines = vec![if e.dir {
             format!("{:>16}  {:>12}  {}/", "", "DIR", p.display())
         } else {
             format!("{}  {:>12}  {}", fmt_time(e.mtime), e.size, p.display())
-        };
-        if writeln!(out, "{line}").is_err() {
-            break; // stdout closed (e.g. piped into head)
+        }];
+        for (i, v) in r.versions.iter().enumerate() {
+            lines.push(format!(
+                "{}  {:>12}  {}  (version {})",
+                fmt_time(v.mtime),
+                v.size,
+                p.display(),
+                i + 1
+            ));
+        }
+        for line in lines {
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // stdout closed (e.g. piped into head)
+            }
         }
     }
     Ok(())

@@ -6,7 +6,7 @@ use super::resolve::{
     child, ensure_path, exists, expand, not_found, remote_arg, resolve, root_handle,
 };
 use super::Ctx;
-use crate::tree::NodeKind;
+use crate::tree::{Node, NodeKind};
 
 pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     let client = ctx.client().await?;
@@ -50,6 +50,46 @@ pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> 
                 client.trash(&node.handle).await?;
                 if ctx.cli.verbose >= 1 {
                     eprintln!("moved {} to the Rubbish Bin", shown.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `delete --versions`: drops the previous versions of files (of every file below a folder
+/// with --recursive), permanently; the current versions stay.
+pub(super) async fn delete_versions(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    for p in paths {
+        let rp = remote_arg(p)?;
+        for (shown, node) in expand(&client, &rp)? {
+            let files: Vec<Node> = if node.is_file() {
+                vec![node]
+            } else if ctx.cli.recursive {
+                let tree = client.read_tree();
+                tree.subtree(&node.handle)
+                    .into_iter()
+                    .filter(|n| n.is_file())
+                    .cloned()
+                    .collect()
+            } else {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "{}: is a folder (use --recursive for the versions of every file in it)",
+                        shown.display()
+                    ),
+                ));
+            };
+            for f in files {
+                let n = client.delete_versions(&f.handle).await?;
+                if n > 0 && ctx.cli.verbose >= 1 {
+                    eprintln!(
+                        "deleted {n} previous version{} of {}",
+                        if n == 1 { "" } else { "s" },
+                        client.path_of(&f.handle)
+                    );
                 }
             }
         }

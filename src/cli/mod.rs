@@ -77,13 +77,21 @@ pub enum Command {
     List {
         /// Remote path (default mega:/); the last component may be a glob
         path: Option<String>,
+        /// Also list each file's previous versions (1 = the newest previous one)
+        #[arg(long)]
+        versions: bool,
     },
     /// Download files or folders (--recursive), or a public link: `get mega:/a.txt /tmp/`
+    #[command(disable_version_flag = true)]
     Get {
         /// Remote path, glob, or public mega.nz link
         source: String,
         /// Local file or folder (default: the current folder)
         target: Option<String>,
+        /// Download a previous version of a file: 1 = the one before the current, 2 = the
+        /// one before that... (see `list --versions`)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        version: Option<u32>,
     },
     /// Upload files or folders (--recursive): `put /tmp/a.txt mega:/bar/`
     Put {
@@ -96,6 +104,10 @@ pub enum Command {
     Delete {
         #[arg(required = true)]
         paths: Vec<String>,
+        /// Delete the previous versions of the files (of every file below a folder with
+        /// --recursive) permanently, keeping the current ones
+        #[arg(long)]
+        versions: bool,
     },
     /// Create folders (and missing parents): `mkdir mega:/foo/bar`
     Mkdir {
@@ -195,10 +207,21 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
 
 async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
     match &ctx.cli.command {
-        Command::List { path } => list::list(ctx, path.as_deref().unwrap_or("mega:/")).await,
-        Command::Get { source, target } => transfer::get(ctx, source, target.as_deref()).await,
+        Command::List { path, versions } => {
+            list::list(ctx, path.as_deref().unwrap_or("mega:/"), *versions).await
+        }
+        Command::Get {
+            source,
+            target,
+            version: Some(n),
+        } => transfer::get_version(ctx, source, target.as_deref(), *n).await,
+        Command::Get { source, target, .. } => transfer::get(ctx, source, target.as_deref()).await,
         Command::Put { paths } => transfer::put(ctx, paths).await,
-        Command::Delete { paths } => manage::delete(ctx, paths).await,
+        Command::Delete {
+            paths,
+            versions: true,
+        } => manage::delete_versions(ctx, paths).await,
+        Command::Delete { paths, .. } => manage::delete(ctx, paths).await,
         Command::Mkdir { paths } => manage::mkdir(ctx, paths).await,
         Command::Move { source, target } => manage::mv(ctx, source, target).await,
         Command::Sync {

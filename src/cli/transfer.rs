@@ -96,6 +96,61 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
     r
 }
 
+/// `get --version N`: the content a file had N replacements ago (1 = the previous
+/// version), under the file's name.
+pub(super) async fn get_version(
+    ctx: &Ctx,
+    source: &str,
+    target: Option<&str>,
+    n: u32,
+) -> Result<(), CliError> {
+    let rp = remote_arg(source)?;
+    let client = ctx.client().await?;
+    let node = resolve(&client, &rp)?;
+    if node.kind != NodeKind::File {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{}: only files have versions", rp.display()),
+        ));
+    }
+    let versions: Vec<Node> = client
+        .read_tree()
+        .versions(&node.handle)
+        .into_iter()
+        .cloned()
+        .collect();
+    let Some(version) = versions.get(n as usize - 1) else {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!(
+                "{}: has {} previous version{}, not {n} (see list --versions)",
+                rp.display(),
+                versions.len(),
+                if versions.len() == 1 { "" } else { "s" }
+            ),
+        ));
+    };
+    let dst = local_target(target, &node.name);
+    if let Ok(meta) = std::fs::symlink_metadata(&dst) {
+        if meta.is_dir() || !ctx.cli.force {
+            return Err(exists(&dst.display().to_string()));
+        }
+    }
+    let t = Transfers::new(ctx, version.size);
+    client
+        .download_to_path(&version.handle, &dst, "megacmd", Some(t.progress()))
+        .await?;
+    t.done(|| {
+        format!(
+            "downloaded {} (version {n}) -> {}",
+            rp.display(),
+            dst.display()
+        )
+    });
+    t.summary(ctx, "downloaded", json!({"version": n}));
+    Ok(())
+}
+
 /// `get` of a public file link, or (with --recursive) of a public folder link.
 async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliError> {
     let api = ApiClient::new(ctx.api_config()).map_err(Error::from)?;
@@ -225,7 +280,7 @@ async fn upload_one(
     let target = Target {
         parent,
         name,
-        replaces: old.as_ref().map(|o| (&o.handle, OldVersions::Trash)),
+        replaces: old.as_ref().map(|o| (&o.handle, OldVersions::Keep)),
     };
     let node = client
         .upload_path_to(target, local, Some(t.progress()))

@@ -67,7 +67,7 @@ impl Client {
         let mk = &self.session.master_key.0;
         let cr = {
             let tree = self.read_tree();
-            let nodes = tree.subtree(h);
+            let nodes = tree.subtree_with_versions(h);
             ShareKeys {
                 shares: vec![h.0.clone()],
                 keys: nodes

@@ -22,11 +22,14 @@ pub mod nodes;
 pub mod watch;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::commands::{FetchNodes, GetQuota};
+use crate::api::commands::{FetchNodes, GetQuota, GetUserAttribute};
 use crate::api::session::{self, SavedSession, Session};
 use crate::api::{ApiClient, ApiConfig};
+use crate::api::{ApiError, ErrorCode};
+use crate::crypto::b64;
 use crate::transfer::TransferConfig;
 use crate::tree::{KeyRing, Node, NodeHandle, NodeTree};
 
@@ -50,6 +53,8 @@ pub struct Client {
     tree: RwLock<NodeTree>,
     sn: Mutex<Option<String>>,
     transfer: TransferConfig,
+    /// Whether the account keeps previous versions of replaced files (`^!dv` not "1").
+    versions: AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -103,8 +108,10 @@ impl Client {
             tree: RwLock::new(NodeTree::new(keys)),
             sn: Mutex::new(None),
             transfer,
+            versions: AtomicBool::new(true),
         };
         client.fetch().await?;
+        client.read_versions_setting().await;
         Ok(client)
     }
 
@@ -163,6 +170,31 @@ impl Client {
         drop(current);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn;
         Ok(())
+    }
+
+    /// Whether replaced files are kept as previous versions: the account's `^!dv`
+    /// setting, read at login and again when a `ua` packet names it.
+    pub fn versions_enabled(&self) -> bool {
+        self.versions.load(Ordering::Relaxed)
+    }
+
+    /// Reads `^!dv` ("1": versions off; absent: on). A server that cannot answer leaves the
+    /// setting as it was, and says so.
+    pub async fn read_versions_setting(&self) {
+        let q = GetUserAttribute {
+            u: &self.session.user,
+            ua: "^!dv",
+            v: 1,
+        };
+        let on = match self.api.run(&q).await {
+            Ok(a) => b64::decode(&a.av, "^!dv").map_or(true, |v| v.as_slice() != b"1"),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => true,
+            Err(e) => {
+                tracing::warn!("could not read the account's file-version setting: {e}");
+                return;
+            }
+        };
+        self.versions.store(on, Ordering::Relaxed);
     }
 
     /// Read access to the tree. Do not hold the guard across `.await`.

@@ -23,6 +23,9 @@ use crate::tree::{parse_node, Node, NodeHandle, NodeKind};
 /// What happens to the version of a file that an upload replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OldVersions {
+    /// Kept as the new node's previous version (`ov`), as MEGA's apps do; on an account
+    /// that turned versions off (`^!dv`), moved to the Rubbish Bin instead.
+    Keep,
     /// Moved to the Rubbish Bin (what MEGA's apps do with a deleted file).
     Trash,
     /// Deleted permanently.
@@ -103,7 +106,7 @@ impl Client {
         if shares.is_empty() {
             return None;
         }
-        let nodes = tree.subtree(h);
+        let nodes = tree.subtree_with_versions(h);
         let mut keys = Vec::new();
         for (i, (_, sk)) in shares.iter().enumerate() {
             for (j, n) in nodes.iter().enumerate() {
@@ -119,19 +122,27 @@ impl Client {
         })
     }
 
-    /// Creates one node with `p` under `parent` and returns it.
+    /// Creates one node with `p` under `parent` and returns it. A node that supersedes a
+    /// file (`ov`) takes it over as its previous version.
     async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
         let cr = self.share_cr(parent, &node.h, key);
+        let ov = node.ov.clone().map(NodeHandle);
         let reply = self
             .api
             .run(&PutNodes {
                 t: &parent.0,
                 n: vec![node],
                 i: self.api.echo_id(),
+                vb: ov.as_ref().map(|_| 1),
                 cr,
             })
             .await?;
-        self.insert_created(reply)
+        let created = self.insert_created(reply)?;
+        if let Some(old) = ov {
+            // The server made it a child of the new node; our own echo is skipped.
+            self.write_tree().reparent(&old, &created.handle);
+        }
+        Ok(created)
     }
 
     /// The folder `name` in `parent` (the oldest, if several have that name), created if
@@ -167,6 +178,7 @@ impl Client {
             t: 1,
             a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
             k: self.wrap_key(&key),
+            ov: None,
         };
         self.put_node(parent, node, &key).await
     }
@@ -260,27 +272,37 @@ impl Client {
         Ok(())
     }
 
-    /// Creates the node of uploaded content, then retires the version it replaces.
+    /// Creates the node of uploaded content: as the new version of the file it replaces
+    /// (which becomes its previous version in the same `p`), or beside it, then retiring the
+    /// old one as the target says.
     async fn create_file(&self, target: Target<'_>, up: upload::Uploaded) -> Result<Node> {
         let key = NodeKey::File(up.key.clone());
         let mut attrs = Map::new();
         attrs.insert("n".into(), json!(target.name));
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
+        // A version that is gone already (deleted meanwhile) needs nothing more.
+        let old = target
+            .replaces
+            .filter(|(h, _)| self.read_tree().get(h).is_some_and(Node::is_file))
+            .map(|(h, how)| match how {
+                OldVersions::Keep if !self.versions_enabled() => (h, OldVersions::Trash),
+                other => (h, other),
+            });
         let node = NewNode {
             h: up.token,
             t: 0,
             a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
             k: self.wrap_key(&key),
+            ov: match old {
+                Some((h, OldVersions::Keep)) => Some(h.0.clone()),
+                _ => None,
+            },
         };
         let created = self.put_node(target.parent, node, &key).await?;
-        // A version that is gone already (deleted meanwhile) needs nothing more.
-        let old = target
-            .replaces
-            .filter(|(h, _)| self.read_tree().get(h).is_some());
         let retired = match old {
             Some((old, OldVersions::Trash)) => self.trash(old).await,
             Some((old, OldVersions::Delete)) => self.delete(old).await,
-            None => Ok(()),
+            Some((_, OldVersions::Keep)) | None => Ok(()),
         };
         if let Err(e) = retired {
             tracing::warn!(
@@ -408,9 +430,39 @@ impl Client {
             .run(&Delete {
                 n: &h.0,
                 i: self.api.echo_id(),
+                v: None,
             })
             .await?;
         self.write_tree().remove_subtree(h);
         Ok(())
+    }
+
+    /// Deletes the previous versions of a file permanently (the newest previous version and,
+    /// with it, every older one); the file itself stays. Returns how many went.
+    pub async fn delete_versions(&self, h: &NodeHandle) -> Result<usize> {
+        let n = self.mutable(h)?;
+        if !n.is_file() {
+            return Err(Error::NotAFile {
+                what: self.path_of(h),
+            });
+        }
+        let versions: Vec<NodeHandle> = self
+            .read_tree()
+            .versions(h)
+            .iter()
+            .map(|v| v.handle.clone())
+            .collect();
+        let Some(newest) = versions.first() else {
+            return Ok(0);
+        };
+        self.api
+            .run(&Delete {
+                n: &newest.0,
+                i: self.api.echo_id(),
+                v: None,
+            })
+            .await?;
+        self.write_tree().remove_subtree(newest);
+        Ok(versions.len())
     }
 }

@@ -35,6 +35,20 @@ impl Client {
         self.write_tree().apply(packets, Some(self.api.echo_id()))
     }
 
+    /// Re-reads account settings that `ua` packets say changed (from any client, this one
+    /// included: the packet is the only notice).
+    async fn follow_settings(&self, packets: &[ActionPacket]) {
+        let named = |attr: &str| {
+            packets.iter().any(|p| {
+                matches!(p, ActionPacket::UserAttributes { user, names, .. }
+                    if *user == self.session.user && names.iter().any(|n| n == attr))
+            })
+        };
+        if named("^!dv") {
+            self.read_versions_setting().await;
+        }
+    }
+
     /// An event poller starting at the cursor of the last tree fetch.
     pub fn event_poller(&self) -> Result<EventPoller> {
         let sn = self
@@ -56,6 +70,7 @@ impl Client {
             loop {
                 match poller.next_batch().await {
                     Ok(packets) => {
+                        client.follow_settings(&packets).await;
                         let changes = client.apply_packets(&packets);
                         *client.sn.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(poller.sn().to_string());

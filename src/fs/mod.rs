@@ -176,16 +176,6 @@ impl MegaFs {
         Ok(())
     }
 
-    /// What becomes of removed files and replaced versions: the Rubbish Bin, or with
-    /// `hard_delete` nothing.
-    fn old_versions(&self) -> crate::client::OldVersions {
-        if self.cfg.hard_delete {
-            crate::client::OldVersions::Delete
-        } else {
-            crate::client::OldVersions::Trash
-        }
-    }
-
     /// Permanently or into the Rubbish Bin, as the mount was configured.
     async fn dispose(&self, h: &NodeHandle) -> Result<()> {
         if self.cfg.hard_delete {

@@ -500,10 +500,17 @@ impl MegaFs {
             }
         };
         let mtime = w.mtime().unwrap_or_else(now);
+        // The previous content becomes the new node's previous version; on an account that
+        // turned versions off, it goes where `rm` would send it.
+        let how = if self.cfg.hard_delete && !self.client.versions_enabled() {
+            crate::client::OldVersions::Delete
+        } else {
+            crate::client::OldVersions::Keep
+        };
         let target = UploadTarget {
             parent: &parent,
             name: &name,
-            replaces: old.as_ref().map(|h| (h, self.old_versions())),
+            replaces: old.as_ref().map(|h| (h, how)),
         };
         let node = self
             .client

@@ -118,8 +118,8 @@ impl Syncer {
         }
     }
 
-    /// Uploads `rel`, as the new version of the node `replaces` if given (the old version
-    /// goes to the Rubbish Bin).
+    /// Uploads `rel`, as the new version of the node `replaces` if given (which becomes its
+    /// previous version; the Rubbish Bin on an account without versions).
     async fn upload(
         &self,
         rel: &str,
@@ -139,7 +139,7 @@ impl Syncer {
         let target = Target {
             parent: &parent,
             name: &name,
-            replaces: old.as_ref().map(|h| (h, OldVersions::Trash)),
+            replaces: old.as_ref().map(|h| (h, OldVersions::Keep)),
         };
         let node = self
             .client

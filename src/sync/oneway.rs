@@ -281,20 +281,16 @@ pub async fn upload_tree(
         let name = client.read_tree().remote_name(&h, name);
         Ok::<_, Error>((h, name))
     };
-    let old_versions = if how.permanent {
-        OldVersions::Delete
-    } else {
-        OldVersions::Trash
-    };
     let mut out = Outcome::default();
     let mut jobs = Vec::new();
     for a in &p.actions {
         match a {
             Action::Delete { path, .. } => {
                 if let Some(h) = remote.handles.get(path) {
-                    match old_versions {
-                        OldVersions::Delete => client.delete(h).await?,
-                        OldVersions::Trash => client.trash(h).await?,
+                    if how.permanent {
+                        client.delete(h).await?;
+                    } else {
+                        client.trash(h).await?;
                     }
                     out.deleted += 1;
                 }
@@ -319,12 +315,12 @@ pub async fn upload_tree(
         |(src, parent, name, old): (PathBuf, NodeHandle, String, Option<NodeHandle>)| {
             let (client, how) = (client.clone(), how.clone());
             async move {
-                // A replaced version goes to the Rubbish Bin even with `permanent` (which is
-                // about files the source no longer has).
+                // A replaced file becomes the new one's previous version, even with
+                // `permanent` (which is about files the source no longer has).
                 let target = Target {
                     parent: &parent,
                     name: &name,
-                    replaces: old.as_ref().map(|h| (h, OldVersions::Trash)),
+                    replaces: old.as_ref().map(|h| (h, OldVersions::Keep)),
                 };
                 let node = client
                     .upload_path_to(target, &src, how.progress.clone())

@@ -67,7 +67,7 @@ impl NodeTree {
         let mut tree = NodeTree::new(keys);
         tree.keys.learn_outgoing(&reply.ok);
         tree.keys.learn_outgoing(&reply.ok0);
-        for v in &reply.f {
+        for v in reply.f.iter().chain(&reply.f2) {
             let node = parse_node(v, &mut tree.keys)?;
             tree.insert(node);
         }
@@ -115,15 +115,59 @@ impl NodeTree {
         out
     }
 
-    /// The node and all its descendants, parents first.
+    /// The node and all its current descendants, parents first (no previous versions).
     pub fn subtree(&self, h: &NodeHandle) -> Vec<&Node> {
+        self.walk(h, false)
+    }
+
+    /// The node and all its descendants including previous versions of files, parents
+    /// first: every node whose key a share must carry.
+    pub fn subtree_with_versions(&self, h: &NodeHandle) -> Vec<&Node> {
+        self.walk(h, true)
+    }
+
+    fn walk(&self, h: &NodeHandle, versions: bool) -> Vec<&Node> {
         let mut out: Vec<&Node> = self.nodes.get(h).into_iter().collect();
         let mut i = 0;
         while i < out.len() {
-            if let Some(kids) = self.children.get(&out[i].handle) {
-                out.extend(kids.iter().filter_map(|k| self.nodes.get(k)));
+            if versions || out[i].kind.is_container() {
+                if let Some(kids) = self.children.get(&out[i].handle) {
+                    out.extend(kids.iter().filter_map(|k| self.nodes.get(k)));
+                }
             }
             i += 1;
+        }
+        out
+    }
+
+    /// Whether a node is a previous version of a file (its parent is a file).
+    pub fn is_version(&self, h: &NodeHandle) -> bool {
+        self.nodes
+            .get(h)
+            .and_then(|n| n.parent.as_ref())
+            .and_then(|p| self.nodes.get(p))
+            .is_some_and(Node::is_file)
+    }
+
+    /// The previous versions of a file, newest first (each the child of the next newer).
+    pub fn versions(&self, h: &NodeHandle) -> Vec<&Node> {
+        let mut out: Vec<&Node> = Vec::new();
+        let mut cur = h.clone();
+        while let Some(next) = self
+            .children
+            .get(&cur)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.nodes.get(c))
+            .filter(|n| n.is_file())
+            .max_by_key(|n| (n.ctime, n.handle.clone()))
+        {
+            // A chain is linear and acyclic; never loop on a broken one.
+            if out.iter().any(|n| n.handle == next.handle) || next.handle == *h {
+                break;
+            }
+            cur = next.handle.clone();
+            out.push(next);
         }
         out
     }
@@ -160,8 +204,12 @@ impl NodeTree {
         self.rubbish.as_ref().and_then(|h| self.nodes.get(h))
     }
 
-    /// Children of a node, ordered by name, then creation time, then handle.
+    /// Children of a folder (or root), ordered by name, then creation time, then handle. A
+    /// file has none: what hangs below it are its previous versions ([`Self::versions`]).
     pub fn children(&self, h: &NodeHandle) -> Vec<&Node> {
+        if self.nodes.get(h).is_some_and(Node::is_file) {
+            return Vec::new();
+        }
         let mut v: Vec<&Node> = self
             .children
             .get(h)

@@ -46,6 +46,12 @@ pub enum ActionPacket {
         is_move: bool,
         echo: Option<String>,
     },
+    /// `ua`: user attributes of `user` changed (names and their new versions).
+    UserAttributes {
+        user: String,
+        names: Vec<String>,
+        echo: Option<String>,
+    },
     /// Any other packet type (shares, contacts, links…), not applied to the tree.
     Other { kind: String, echo: Option<String> },
 }
@@ -56,13 +62,14 @@ impl ActionPacket {
         let echo = v.get("i").and_then(Value::as_str).map(str::to_string);
         let s = |k: &str| v.get(k).and_then(Value::as_str);
         Some(match a {
+            // Current nodes in `f`, previous versions of files in `f2`.
             "t" => ActionPacket::NewNodes {
-                nodes: v
-                    .get("t")
-                    .and_then(|t| t.get("f"))
-                    .and_then(Value::as_array)
+                nodes: ["f", "f2"]
+                    .iter()
+                    .filter_map(|k| v.get("t")?.get(k)?.as_array())
+                    .flatten()
                     .cloned()
-                    .unwrap_or_default(),
+                    .collect(),
                 echo,
             },
             "u" => ActionPacket::Update {
@@ -73,6 +80,18 @@ impl ActionPacket {
             "d" => ActionPacket::Delete {
                 handle: NodeHandle::from(s("n")?),
                 is_move: v.get("m").and_then(Value::as_i64) == Some(1),
+                echo,
+            },
+            "ua" => ActionPacket::UserAttributes {
+                user: s("u").unwrap_or_default().to_string(),
+                names: v
+                    .get("ua")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
                 echo,
             },
             other => ActionPacket::Other {
@@ -87,6 +106,7 @@ impl ActionPacket {
             ActionPacket::NewNodes { echo, .. }
             | ActionPacket::Update { echo, .. }
             | ActionPacket::Delete { echo, .. }
+            | ActionPacket::UserAttributes { echo, .. }
             | ActionPacket::Other { echo, .. } => echo.as_deref(),
         }
     }
@@ -118,6 +138,17 @@ impl NodeTree {
                         };
                         let h = node.handle.clone();
                         let to = node.parent.clone();
+                        let version = to
+                            .as_ref()
+                            .and_then(|p| self.nodes.get(p))
+                            .is_some_and(|p| p.is_file());
+                        if version {
+                            // A previous version of a file: not part of any folder's
+                            // listing, so no change to report (its file was reported).
+                            limbo.remove(&h);
+                            self.insert(node);
+                            continue;
+                        }
                         if let Some(from) = limbo.remove(&h) {
                             changes.push(Change::Moved {
                                 handle: h.clone(),
@@ -167,7 +198,7 @@ impl NodeTree {
                         });
                     }
                 }
-                ActionPacket::Other { .. } => {}
+                ActionPacket::UserAttributes { .. } | ActionPacket::Other { .. } => {}
             }
         }
         // Descendants re-added under a moved folder are not separate moves.

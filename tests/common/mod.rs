@@ -8,6 +8,7 @@ use mega_mount::api::{ApiConfig, RetryConfig};
 use mega_mount::Client;
 use mega_testserver::{Config, TestServer, UserOptions};
 
+pub mod megacmd;
 pub mod mount;
 
 pub struct Env {
