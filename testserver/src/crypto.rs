@@ -141,6 +141,10 @@ fn read_mpi(data: &[u8]) -> Option<(BigUint, &[u8])> {
 /// What a registering client uploads: wrapped master key, wrapped RSA private key, public key,
 /// and the `ts` self-challenge.
 pub struct AccountKeys {
+    /// The master key itself (for building the key manager at creation only).
+    pub mk: [u8; 16],
+    /// `MPI(p) ‖ MPI(q) ‖ MPI(d)` of the RSA key (the key manager's tag 18).
+    pub rsa_pqd: Vec<u8>,
     pub k: [u8; 16],
     pub privk: Vec<u8>,
     pub pubk: Vec<u8>,
@@ -166,6 +170,7 @@ pub fn make_account_keys(pwkey: &[u8; 16]) -> Result<AccountKeys, String> {
     let n = &p * &q;
     // u = p^-1 mod q (q is prime, so Fermat: p^(q-2) mod q).
     let u = p.modpow(&(&q - BigUint::from(2u8)), &q);
+    let rsa_pqd = [mpi(&p), mpi(&q), mpi(&d)].concat();
     let mut privk = [mpi(&p), mpi(&q), mpi(&d), mpi(&u)].concat();
     privk.resize(privk.len().div_ceil(16) * 16, 0);
     ecb_encrypt(&mk, &mut privk);
@@ -176,7 +181,14 @@ pub fn make_account_keys(pwkey: &[u8; 16]) -> Result<AccountKeys, String> {
     let ts = [r.to_vec(), r_enc.to_vec()].concat();
     let mut k = mk;
     ecb_encrypt(pwkey, &mut k);
-    Ok(AccountKeys { k, privk, pubk, ts })
+    Ok(AccountKeys {
+        mk,
+        rsa_pqd,
+        k,
+        privk,
+        pubk,
+        ts,
+    })
 }
 
 /// RSA-encrypts a 43-byte session id for `csid`, as the real server does: the plaintext is

@@ -29,8 +29,11 @@ mod transfer;
 mod versions;
 
 mod guard;
+pub mod keymgr;
 
 use std::collections::HashSet;
+
+use attrs::AttrQueries;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -87,6 +90,9 @@ pub struct UserOptions {
     /// Created blocked by the service for this reason (a `whyamiblocked` code such as 200
     /// copyright, 300 terms of service, 700 e-mail verification); 0: not blocked.
     pub blocked: i64,
+    /// An account as MEGA made them before late 2022: no Ed25519/Cu25519 keys and no key
+    /// manager (`^!keys`), only the RSA key pair.
+    pub legacy: bool,
 }
 
 impl Default for UserOptions {
@@ -97,6 +103,7 @@ impl Default for UserOptions {
             quota: DEFAULT_QUOTA,
             name: "Test User".into(),
             blocked: 0,
+            legacy: false,
         }
     }
 }
@@ -166,7 +173,29 @@ pub fn add_user(
         since: store::now(),
         blocked: opts.blocked,
     };
-    store.atomic(|db| db.insert_user(&user))?;
+    let attrs = if opts.legacy {
+        Vec::new()
+    } else {
+        let handle: [u8; 8] = crypto::b64d(&user.handle)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| ServerError::Other("bad user handle".into()))?;
+        keymgr::account_attributes(&keymgr::NewKeys {
+            mk: &keys.mk,
+            user: handle,
+            pubk: &keys.pubk,
+            rsa_pqd: &keys.rsa_pqd,
+            now: store::now() as u64,
+            ed_seed: crypto::random_bytes(),
+            cu_private: crypto::random_bytes(),
+        })
+    };
+    store.atomic(|db| {
+        db.insert_user(&user)?;
+        for (name, value) in &attrs {
+            db.put_attr(&user.handle, name, value)?;
+        }
+        Ok::<_, store::StoreError>(())
+    })?;
     Ok(user)
 }
 

@@ -19,7 +19,10 @@ const USAGE: &str = "usage:
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
-                  [--blocked CODE]
+                  [--blocked CODE] [--legacy]
+
+useradd creates an account as MEGA does today: RSA, Ed25519 and Cu25519 key pairs, the signed
+public keys and the key manager (^!keys); --legacy makes a pre-2022 account without them.
 
 The first line printed on stdout is the API base URL (port 0 picks a free port).
 The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block) need `Authorization: Bearer TOKEN`;
@@ -69,6 +72,7 @@ fn useradd(args: &[String]) -> Result<(), String> {
         match args[i].as_str() {
             "--data" => data = Some(value(args, &mut i, "--data")?.to_string()),
             "--v1" => opts.v1 = true,
+            "--legacy" => opts.legacy = true,
             "--totp-secret" => {
                 opts.totp_secret = Some(value(args, &mut i, "--totp-secret")?.into())
             }

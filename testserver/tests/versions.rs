@@ -50,7 +50,8 @@ impl Env {
 #[tokio::test]
 async fn user_attributes_are_versioned_and_announced() {
     let env = start(Limits::default()).await;
-    let alice = env.account("alice@x.example", 1 << 30).await;
+    // Made without a key manager, so that `^!keys` starts out missing.
+    let alice = env.legacy_account("alice@x.example").await;
     let bob = env.account("bob@x.example", 1 << 30).await;
     let alice_h = env.run(&alice, json!({"a": "ug"})).await["u"]
         .as_str()
@@ -123,6 +124,20 @@ async fn user_attributes_are_versioned_and_announced() {
         json!(-9),
         "private attributes are the owner's"
     );
+    // A new account has its key manager and public keys from the start.
+    let bob_h = env.run(&bob, json!({"a": "ug"})).await["u"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob_keys = json!({"a": "uga", "u": bob_h, "ua": "^!keys", "v": 1});
+    assert!(env.run(&bob, bob_keys.clone()).await["av"].is_string());
+    assert_eq!(env.run(&alice, bob_keys).await, json!(-9));
+    for name in ["+puEd255", "+puCu255", "+sigCu255", "+sigPubk"] {
+        let r = env
+            .run(&alice, json!({"a": "uga", "u": bob_h, "ua": name, "v": 1}))
+            .await;
+        assert!(r["av"].is_string(), "{name}: {r}");
+    }
     let public = json!({"a": "uga", "u": alice_h, "ua": "+puEd255", "v": 1});
     assert_eq!(
         env.run(&bob, public).await["av"],

@@ -50,6 +50,23 @@ impl Env {
         self.server.open_session(email).unwrap()
     }
 
+    /// A v1 account made as before the key manager (no `^!keys`), and a session for it.
+    pub async fn legacy_account(&self, email: &str) -> String {
+        self.server
+            .add_user(
+                email,
+                PASSWORD,
+                UserOptions {
+                    v1: true,
+                    legacy: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        self.server.open_session(email).unwrap()
+    }
+
     /// One `/cs` request; the raw reply text.
     pub async fn cs_raw(&self, query: &str, body: &Value) -> String {
         self.http
