@@ -332,27 +332,6 @@ impl Command for Delete<'_> {
     type Reply = Ack;
 }
 
-/// `uga`: one user attribute, as `{av, v}` (`v: 1`).
-#[derive(Debug, Serialize)]
-#[serde(tag = "a", rename = "uga")]
-pub struct GetUserAttribute<'a> {
-    pub u: &'a str,
-    pub ua: &'a str,
-    pub v: u8,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct UserAttribute {
-    /// The value, base64url.
-    pub av: String,
-    /// The version token (opaque).
-    pub v: String,
-}
-
-impl Command for GetUserAttribute<'_> {
-    type Reply = UserAttribute;
-}
-
 // ---- content ----
 
 /// `g`: a download URL for a node (`n`) or a public handle (`p`).

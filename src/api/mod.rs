@@ -1,6 +1,6 @@
 //! The MEGA API client: batched `/cs` commands with request ids and the session id, typed
-//! commands ([`commands`]) and error codes, and the one retry policy ([`retry`]) that every
-//! network path of the engine uses.
+//! commands ([`commands`]; user attributes and pending keys in [`attrs`]) and error codes,
+//! and the one retry policy ([`retry`]) that every network path of the engine uses.
 //!
 //! Retries: a request that fails transiently (EAGAIN -3 or ERATELIMIT -4 for the whole request,
 //! HTTP 429/5xx, a refused or dropped connection, a truncated reply) is sent again after an
@@ -17,6 +17,7 @@
 //!
 //! Must not know about paths, inodes or FUSE.
 
+pub mod attrs;
 pub mod commands;
 mod error;
 pub mod hashcash;

@@ -14,6 +14,10 @@ use crate::transfer::download;
 use crate::transfer::{checked_url, Progress, Source, TransferConfig};
 use crate::tree::{Node, NodeHandle, NodeKind, NodeTree, MAX_NODE_SIZE};
 
+/// 16 zero bytes: the `ok`/`ha` placeholders key-manager clients send (the server still
+/// requires the fields).
+const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
 /// A size from a `g` reply, checked like every size the server states.
 fn checked_size(s: Option<u64>, fallback: u64) -> Result<u64> {
     match s {
@@ -81,8 +85,18 @@ impl Client {
                 nodes: nodes.iter().map(|n| n.handle.0.clone()).collect(),
             }
         };
-        let ok = b64::encode(&mk.wrap(&share_key.0));
-        let ha = b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes()));
+        // A key-manager account keeps the key in `^!keys` (stored before it is used) and
+        // sends zero placeholders where legacy accounts send the key wrapped by the master
+        // key (`ok`) and its authentication (`ha`).
+        let (ok, ha) = if self.has_key_manager() {
+            self.store_own_share_key(&h.0, &share_key).await?;
+            (ZERO_KEY.to_string(), ZERO_KEY.to_string())
+        } else {
+            (
+                b64::encode(&mk.wrap(&share_key.0)),
+                b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes())),
+            )
+        };
         self.api
             .run(&Share {
                 n: &h.0,

@@ -6,6 +6,7 @@
 //! * this file: logging in, fetching the tree, reading it, the quota;
 //! * [`nodes`]: creating, uploading (and replacing), renaming, moving and deleting nodes;
 //! * [`content`]: reading a file's content (verified) whole, to a temporary file, or by piece;
+//! * [`keys`]: the key manager (`^!keys`): read, followed, changed safely;
 //! * [`links`]: public file and folder links, both ways;
 //! * [`watch`]: following remote changes;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
@@ -17,6 +18,7 @@
 
 pub mod connect;
 pub mod content;
+pub mod keys;
 pub mod links;
 pub mod nodes;
 pub mod watch;
@@ -25,7 +27,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::commands::{FetchNodes, GetQuota, GetUserAttribute};
+use crate::api::attrs::GetUserAttribute;
+use crate::api::commands::{FetchNodes, GetQuota};
 use crate::api::session::{self, SavedSession, Session};
 use crate::api::{ApiClient, ApiConfig};
 use crate::api::{ApiError, ErrorCode};
@@ -55,6 +58,10 @@ pub struct Client {
     transfer: TransferConfig,
     /// Whether the account keeps previous versions of replaced files (`^!dv` not "1").
     versions: AtomicBool,
+    /// Whether the account has a key manager (`^!keys`).
+    key_manager: AtomicBool,
+    /// The key manager's version and generation; its lock serialises commits.
+    keys_state: tokio::sync::Mutex<keys::KeyManager>,
 }
 
 impl std::fmt::Debug for Client {
@@ -109,7 +116,10 @@ impl Client {
             sn: Mutex::new(None),
             transfer,
             versions: AtomicBool::new(true),
+            key_manager: AtomicBool::new(false),
+            keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
         };
+        client.load_keys().await?;
         client.fetch().await?;
         client.read_versions_setting().await;
         Ok(client)

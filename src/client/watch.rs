@@ -35,18 +35,41 @@ impl Client {
         self.write_tree().apply(packets, Some(self.api.echo_id()))
     }
 
-    /// Re-reads account settings that `ua` packets say changed (from any client, this one
-    /// included: the packet is the only notice).
-    async fn follow_settings(&self, packets: &[ActionPacket]) {
-        let named = |attr: &str| {
-            packets.iter().any(|p| {
-                matches!(p, ActionPacket::UserAttributes { user, names, .. }
-                    if *user == self.session.user && names.iter().any(|n| n == attr))
-            })
+    /// Re-reads account settings and keys that `ua` packets say changed (from any client,
+    /// this one included: the packet is the only notice). True when new share keys arrived
+    /// and some nodes could not be decrypted: the tree must be fetched again.
+    async fn follow_settings(&self, packets: &[ActionPacket]) -> bool {
+        // The newest version named for an attribute of ours, if any packet names it.
+        let named = |attr: &str| -> Option<Option<String>> {
+            let mut found = None;
+            for p in packets {
+                if let ActionPacket::UserAttributes {
+                    user,
+                    names,
+                    versions,
+                    ..
+                } = p
+                {
+                    if *user != self.session.user {
+                        continue;
+                    }
+                    if let Some(i) = names.iter().position(|n| n == attr) {
+                        found = Some(versions.get(i).cloned());
+                    }
+                }
+            }
+            found
         };
-        if named("^!dv") {
+        if named("^!dv").is_some() {
             self.read_versions_setting().await;
         }
+        if let Some(version) = named(super::keys::KEYS_ATTR) {
+            match self.refresh_keys(version.as_deref()).await {
+                Ok(new) => return new && self.read_tree().undecryptable().next().is_some(),
+                Err(e) => tracing::warn!("the key manager changed but could not be read: {e}"),
+            }
+        }
+        false
     }
 
     /// An event poller starting at the cursor of the last tree fetch.
@@ -70,7 +93,7 @@ impl Client {
             loop {
                 match poller.next_batch().await {
                     Ok(packets) => {
-                        client.follow_settings(&packets).await;
+                        let refetch = client.follow_settings(&packets).await;
                         let changes = client.apply_packets(&packets);
                         *client.sn.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(poller.sn().to_string());
@@ -78,6 +101,17 @@ impl Client {
                             && tx.send(TreeEvent::Changed(changes)).await.is_err()
                         {
                             return;
+                        }
+                        // New keys make undecryptable nodes readable: fetch them again.
+                        if refetch {
+                            match client.fetch().await {
+                                Ok(()) => {
+                                    if tx.send(TreeEvent::Reloaded).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => tracing::warn!("re-fetching the tree failed: {e}"),
+                            }
                         }
                     }
                     Err(ApiError::Mega(ErrorCode::TooMany)) => {

@@ -10,6 +10,7 @@
 //! * [`rsa`]: MPI parsing, the encrypted private key blob, CRT decryption of `csid`.
 //! * [`attr`]: node attribute encryption (`MEGA{json}`).
 //! * [`fingerprint`]: the SDK file fingerprint carried in the `c` attribute.
+//! * [`keymgr`]: the key manager container (`^!keys`) and the pairwise key of pending keys.
 //! * [`keys`]: key newtypes ([`MasterKey`], [`FileKey`], [`FolderKey`]) with redacted `Debug`.
 //!
 //! Must not depend on any other module of this crate.
@@ -19,6 +20,7 @@ pub mod attr;
 pub mod b64;
 pub mod fingerprint;
 pub mod kdf;
+pub mod keymgr;
 pub mod keys;
 pub mod mac;
 pub mod rsa;

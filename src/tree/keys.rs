@@ -1,5 +1,6 @@
 //! The keys that unwrap node keys: the master key (for our own nodes), share keys (outgoing
-//! shares from `ok`/`ok0`, checked with `ha`; incoming shares from a node's `sk`) and the RSA
+//! shares from `ok`/`ok0`, checked with `ha`; incoming shares from a node's `sk`; on key-manager
+//! accounts every share's key from `^!keys`, which wins) and the RSA
 //! key for RSA-wrapped keys. Pure: no I/O.
 
 use std::collections::HashMap;
@@ -65,8 +66,12 @@ impl KeyRing {
         }
     }
 
-    /// Learns an incoming share's key from a node's `sk`.
+    /// Learns an incoming share's key from a node's `sk` (legacy shares), unless the share
+    /// has a key already (the key manager's wins).
     pub(crate) fn learn_incoming(&mut self, h: &str, sk: &str) {
+        if self.share_keys.contains_key(h) {
+            return;
+        }
         if let Some(raw) = self.unwrap(&self.master.0.clone(), sk, 16) {
             if let Ok(arr) = <[u8; 16]>::try_from(raw.as_slice()) {
                 self.share_keys.insert(h.to_string(), Key128(arr));

@@ -50,6 +50,8 @@ pub enum ActionPacket {
     UserAttributes {
         user: String,
         names: Vec<String>,
+        /// The new version of each, in the same order.
+        versions: Vec<String>,
         echo: Option<String>,
     },
     /// Any other packet type (shares, contacts, links…), not applied to the tree.
@@ -82,18 +84,23 @@ impl ActionPacket {
                 is_move: v.get("m").and_then(Value::as_i64) == Some(1),
                 echo,
             },
-            "ua" => ActionPacket::UserAttributes {
-                user: s("u").unwrap_or_default().to_string(),
-                names: v
-                    .get("ua")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
-                echo,
-            },
+            "ua" => {
+                let strings = |k: &str| -> Vec<String> {
+                    v.get(k)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                };
+                ActionPacket::UserAttributes {
+                    user: s("u").unwrap_or_default().to_string(),
+                    names: strings("ua"),
+                    versions: strings("v"),
+                    echo,
+                }
+            }
             other => ActionPacket::Other {
                 kind: other.to_string(),
                 echo,
