@@ -8,13 +8,13 @@
 //! a logged-out session's replies) happens only after it committed.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
 use crate::guard::ct_eq;
+use crate::shares::{self, ShareQueries};
 use crate::store::{self, sid_hash, Node, Queries, User, FILE, FOLDER};
 use crate::{crypto, new_node_handle, State};
 
@@ -116,7 +116,7 @@ pub(crate) fn run(
 
 pub(crate) type CmdResult = Result<Value, i64>;
 
-fn s<'v>(c: &'v Value, k: &str) -> Option<&'v str> {
+pub(crate) fn s<'v>(c: &'v Value, k: &str) -> Option<&'v str> {
     c.get(k).and_then(Value::as_str)
 }
 
@@ -150,7 +150,7 @@ pub(crate) fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
 const MAX_FILE_SIZE: i64 = (1 << 53) - 1;
 
 /// Is `s` a base64url string of at most `max` characters?
-fn valid_b64(s: &str, max: usize) -> bool {
+pub(crate) fn valid_b64(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && crypto::b64d(s).is_some()
 }
 
@@ -192,6 +192,8 @@ impl Ctx<'_> {
             "a" => self.a(cmd, sess),
             "l" => self.l(cmd, sess),
             "s2" => self.s2(cmd, sess),
+            "pk" => self.pk(cmd, sess),
+            "uk" => self.uk(cmd),
             // Accepted and ignored: key maintenance, file attributes.
             "k" | "pfa" => Ok(json!(0)),
             "uga" => self.uga(cmd, sess),
@@ -361,11 +363,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether two users are related (contacts or share peers), which lets one read the
-    /// other's protected (`#`) attributes. Without contacts or user-to-user shares in this
-    /// server, only a user is related to itself.
+    /// Whether two users are related (they share a folder, either way: contacts), which
+    /// lets one read the other's protected (`#`) attributes.
     pub(crate) fn related(&self, a: &str, b: &str) -> Result<bool, i64> {
-        Ok(a == b)
+        Ok(a == b || db(self.db.share_peers(a, b))?)
     }
 
     fn uq(&self, sess: &Session) -> CmdResult {
@@ -391,10 +392,16 @@ impl Ctx<'_> {
             .iter()
             .map(|(h, _, _)| json!({"h": h, "u": "EXP", "r": 0, "ts": store::now()}))
             .collect();
-        let (f, f2) = self.split_versions(&nodes)?;
+        let me = &sess.user.handle;
+        let (mut f, mut f2) = self.split_versions_for(&nodes, me)?;
+        let (in_f, in_f2, user_shares, users) = self.f_shares(sess)?;
+        f.extend(in_f);
+        f2.extend(in_f2);
+        let mut s = s;
+        s.extend(user_shares);
         Ok(json!({
             "f": f, "f2": f2,
-            "ok": ok, "ok0": ok, "s": s, "u": [],
+            "ok": ok, "ok0": ok, "s": s, "u": users,
             "sn": encode_sn(seq),
         }))
     }
@@ -417,7 +424,8 @@ impl Ctx<'_> {
             (node, format!("link:{ph}"))
         } else {
             let sess = self.session.ok_or(err::EACCESS)?;
-            (self.own_node(sess, s(cmd, "n"))?, sid_hash(&sess.sid))
+            let n = self.node_for(sess, s(cmd, "n"), shares::READ)?;
+            (n, sid_hash(&sess.sid))
         };
         self.g_node(&node, cmd, &issuer)
     }
@@ -472,7 +480,7 @@ impl Ctx<'_> {
     }
 
     fn p(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let parent = self.own_node(sess, s(cmd, "t"))?;
+        let parent = self.node_for(sess, s(cmd, "t"), shares::WRITE)?;
         if parent.kind == FILE {
             return Err(err::EACCESS);
         }
@@ -510,6 +518,9 @@ impl Ctx<'_> {
                 Some(ov) if kind == FILE => Some(self.superseded(sess, ov)?),
                 _ => None,
             };
+            if old.as_ref().is_some_and(|o| o.owner != parent.owner) {
+                return Err(err::EACCESS);
+            }
             planned.push((kind, attrs.to_string(), key.to_string(), source, old));
         }
         let keep_versions = self.versioning_on(cmd, sess)?;
@@ -539,9 +550,16 @@ impl Ctx<'_> {
                     (Some(blob), size)
                 }
             };
+            // In a share, the node belongs to the share owner's tree and is created by us.
+            let creator = if parent.owner == sess.user.handle {
+                String::new()
+            } else {
+                sess.user.handle.clone()
+            };
             let node = Node {
                 handle: new_node_handle(),
-                owner: sess.user.handle.clone(),
+                owner: parent.owner.clone(),
+                creator,
                 parent: parent.handle.clone(),
                 kind,
                 attrs,
@@ -554,10 +572,8 @@ impl Ctx<'_> {
             if let Some(old) = old {
                 removals.extend(self.supersede(cmd, sess, &node, &old, keep_versions)?);
             }
-            if let Some(h) = list.get(i).and_then(|n| s(n, "h")) {
-                names.push((h.to_string(), node.handle.clone()));
-            }
-            created.push(node.to_json());
+            let h = list.get(i).and_then(|n| s(n, "h")).unwrap_or_default();
+            names.push((h.to_string(), node.handle.clone()));
             new_nodes.push(node);
         }
         if let Some(cr) = cmd.get("cr") {
@@ -568,19 +584,25 @@ impl Ctx<'_> {
         let mut delivered = Vec::new();
         for n in &new_nodes {
             delivered.extend(db(self.db.subtree(&n.handle))?);
+            created.push(self.render(n, &sess.user.handle)?);
         }
         let user = &sess.user.handle;
-        removals.push(self.tree_packet(cmd, user, &delivered)?);
-        self.emit_all(user, &removals)?;
+        self.emit_to(&self.viewers(&parent)?, |v| {
+            let mut packets = removals.clone();
+            packets.push(self.tree_packet(cmd, user, v, &delivered)?);
+            Ok(packets)
+        })?;
         Ok(json!({"f": created}))
     }
 
     // ---- mutations ----
 
     fn m(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.own_node(sess, s(cmd, "n"))?;
-        let target = self.own_node(sess, s(cmd, "t"))?;
-        if node.kind > FOLDER {
+        let node = self.node_for(sess, s(cmd, "n"), shares::FULL)?;
+        let target = self.node_for(sess, s(cmd, "t"), shares::WRITE)?;
+        // Within one account's tree only (into or out of another user's share would move
+        // storage between accounts); never the root of a share we received.
+        if node.kind > FOLDER || node.owner != target.owner {
             return Err(err::EACCESS);
         }
         // A previous version moves only with its file; nothing goes into a file.
@@ -591,24 +613,48 @@ impl Ctx<'_> {
         if subtree.iter().any(|n| n.handle == target.handle) {
             return Err(err::ECIRCULAR);
         }
+        let before = self.viewers(&node)?;
         db(self.db.set_parent(&node.handle, &target.handle))?;
         if let Some(cr) = cmd.get("cr") {
             self.apply_cr(sess, cr, &[])?;
         }
         let moved = db(self.db.subtree(&node.handle))?;
+        let after = self.viewers(&node)?;
         let user = &sess.user.handle;
-        self.emit_all(
-            user,
-            &[
-                Self::packet("d", cmd, json!({"n": node.handle, "ou": user, "m": 1})),
-                self.tree_packet(cmd, user, &moved)?,
-            ],
-        )?;
+        let mut all = before.clone();
+        all.extend(after.iter().filter(|v| !before.contains(v)).cloned());
+        // Who saw it before and after gets a move (`d` with `m` + `t`); who only saw it
+        // before, a deletion; who only sees it now, new nodes.
+        self.emit_to(&all, |v| {
+            let (was, is) = (before.iter().any(|b| b == v), after.iter().any(|a| a == v));
+            let mut d = json!({"n": node.handle, "ou": user});
+            if is {
+                d["m"] = json!(1);
+            }
+            let mut packets = Vec::new();
+            if was {
+                packets.push(Self::packet("d", cmd, d));
+            }
+            if is {
+                packets.push(self.tree_packet(cmd, user, v, &moved)?);
+            }
+            Ok(packets)
+        })?;
         Ok(json!(0))
     }
 
     fn d(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.own_node(sess, s(cmd, "n"))?;
+        let h = s(cmd, "n").ok_or(err::EARGS)?;
+        // A recipient deleting the root of a share it received leaves the share.
+        if let Some(n) = db(self.db.node(h))? {
+            let received = db(self.db.shares_on(h))?
+                .iter()
+                .any(|s| s.target == sess.user.handle);
+            if received && n.owner != sess.user.handle {
+                return self.leave_share(cmd, sess, &n);
+            }
+        }
+        let node = self.node_for(sess, Some(h), shares::FULL)?;
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
@@ -616,19 +662,18 @@ impl Ctx<'_> {
         if node.kind == FILE && i(cmd, "v") == Some(1) {
             return self.delete_one_version(cmd, sess, &node);
         }
+        let viewers = self.viewers(&node)?;
         let subtree = db(self.db.subtree(&node.handle))?;
         let orphaned = db(self.state.store.delete_nodes(self.db, &subtree))?;
         self.effects.borrow_mut().blobs.extend(orphaned);
         let user = &sess.user.handle;
-        self.emit(
-            user,
-            Self::packet("d", cmd, json!({"n": node.handle, "ou": user})),
-        )?;
+        let d = Self::packet("d", cmd, json!({"n": node.handle, "ou": user}));
+        self.emit_to(&viewers, |_| Ok(vec![d.clone()]))?;
         Ok(json!(0))
     }
 
     fn a(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.own_node(sess, s(cmd, "n"))?;
+        let node = self.node_for(sess, s(cmd, "n"), shares::WRITE)?;
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
@@ -640,29 +685,32 @@ impl Ctx<'_> {
         }
         db(self.db.set_attrs(&node.handle, at))?;
         let user = &sess.user.handle;
-        self.emit(
-            user,
-            Self::packet(
-                "u",
-                cmd,
-                json!({"n": node.handle, "u": node.owner, "at": at, "ts": store::now(), "ou": user}),
-            ),
-        )?;
+        let u = Self::packet(
+            "u",
+            cmd,
+            json!({"n": node.handle, "u": node.user(), "at": at, "ts": store::now(), "ou": user}),
+        );
+        self.emit_to(&self.viewers(&node)?, |_| Ok(vec![u.clone()]))?;
         Ok(json!(0))
     }
 
     // ---- shares and folder links ----
 
-    /// `s2`: export a folder to the pseudo-user `EXP` (folder links) or stop exporting it.
-    /// Sharing with real users is accepted but not modelled (keys travel in `cr`).
+    /// `s2`: share a folder with users (see [`shares`]) or export it to the pseudo-user
+    /// `EXP` (folder links); without `r`, stop. Node keys for the share travel in `cr`.
     fn s2(&self, cmd: &Value, sess: &Session) -> CmdResult {
         let node = self.own_node(sess, s(cmd, "n"))?;
         if node.kind != FOLDER {
             return Err(err::EACCESS);
         }
         let targets = cmd.get("s").and_then(Value::as_array).ok_or(err::EARGS)?;
+        // Keys first: the recipient's `t` packet carries them.
+        if let Some(cr) = cmd.get("cr") {
+            self.apply_cr(sess, cr, &[])?;
+        }
         for t in targets {
             if s(t, "u") != Some("EXP") {
+                self.s2_user(cmd, sess, &node, t)?;
                 continue;
             }
             let revoke = match t.get("r") {
@@ -683,9 +731,6 @@ impl Ctx<'_> {
                 return Err(err::EARGS);
             }
             db(self.db.put_share(&node.handle, &sess.user.handle, ok, ha))?;
-        }
-        if let Some(cr) = cmd.get("cr") {
-            self.apply_cr(sess, cr, &[])?;
         }
         Ok(json!(0))
     }
@@ -711,10 +756,13 @@ impl Ctx<'_> {
                 .get(si as usize)
                 .and_then(Value::as_str)
                 .ok_or(err::EARGS)?;
-            let named = nodes
-                .get(ni as usize)
-                .and_then(Value::as_str)
-                .ok_or(err::EARGS)?;
+            // An empty node list means the indices are positions in the `p`'s `n` (the SDK).
+            let named = if nodes.is_empty() {
+                names.get(ni as usize).map(|(n, _)| n.as_str())
+            } else {
+                nodes.get(ni as usize).and_then(Value::as_str)
+            }
+            .ok_or(err::EARGS)?;
             let handle = names
                 .iter()
                 .find(|(n, _)| n == named)
@@ -722,8 +770,9 @@ impl Ctx<'_> {
             if !valid_b64(key, 64) {
                 return Err(err::EARGS);
             }
-            let share_node = self.own_node(sess, Some(share))?;
-            self.own_node(sess, Some(handle))?;
+            // A share the session owns or received, and a node it may write to.
+            let share_node = self.node_for(sess, Some(share), shares::READ)?;
+            self.node_for(sess, Some(handle), shares::WRITE)?;
             // Only keys for nodes inside the share are meaningful; ignore the rest.
             if db(self.db.is_within(handle, &share_node.handle))? {
                 db(self.db.put_share_key(handle, &share_node.handle, key))?;
@@ -759,14 +808,9 @@ impl Ctx<'_> {
             return self.g_node(&node, cmd, &issuer);
         }
         let nodes = db(self.db.subtree(&root.handle))?;
-        let versions: HashSet<String> = {
-            let (_, f2) = self.split_versions(&nodes)?;
-            f2.iter()
-                .filter_map(|v| v["h"].as_str().map(str::to_string))
-                .collect()
-        };
+        let flags = self.version_flags(&nodes)?;
         let (mut out, mut out2) = (Vec::new(), Vec::new());
-        for n in &nodes {
+        for (n, version) in nodes.iter().zip(flags) {
             let k = db(self.db.share_key(&n.handle, &root.handle))?
                 .map(|k| format!("{}:{}", root.handle, k))
                 .unwrap_or_default();
@@ -777,7 +821,7 @@ impl Ctx<'_> {
                     m.insert("p".into(), json!(""));
                 }
             }
-            if versions.contains(&n.handle) {
+            if version {
                 out2.push(v);
             } else {
                 out.push(v);

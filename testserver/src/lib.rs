@@ -7,7 +7,7 @@
 //!
 //! Modules: [`crypto`] (its own, never the product crate's), [`store`] (SQLite + blob files),
 //! [`faults`] (fault injection), `commands` (the `/cs` commands), `attrs` (user attributes),
-//! `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
+//! `shares` (folders shared between users, pending keys), `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
 //! wait URL).
 //!
 //! Use it in-process with [`TestServer::start`] or as the `mega-testserver` binary.
@@ -25,6 +25,7 @@ mod attrs;
 mod commands;
 mod events;
 mod http;
+mod shares;
 mod transfer;
 mod versions;
 

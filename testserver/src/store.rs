@@ -63,7 +63,11 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub handle: String,
+    /// The account whose tree holds the node (isolation, quota).
     pub owner: String,
+    /// The user who created it, if not the owner (a sharee writing into a share): the node's
+    /// `u`, and whose master key wraps `key`.
+    pub creator: String,
     pub parent: String,
     pub kind: i64,
     pub attrs: String,
@@ -76,7 +80,16 @@ pub struct Node {
 impl Node {
     /// The node object as it appears in `f` replies and `t` packets.
     pub fn to_json(&self) -> Value {
-        self.to_json_keyed(&format!("{}:{}", self.owner, self.key))
+        self.to_json_keyed(&format!("{}:{}", self.user(), self.key))
+    }
+
+    /// The node's `u`: its creator.
+    pub fn user(&self) -> &str {
+        if self.creator.is_empty() {
+            &self.owner
+        } else {
+            &self.creator
+        }
     }
 
     /// The node object with a given `k` list (folder links show keys under the share key).
@@ -84,7 +97,7 @@ impl Node {
         let mut m = Map::new();
         m.insert("h".into(), json!(self.handle));
         m.insert("p".into(), json!(self.parent));
-        m.insert("u".into(), json!(self.owner));
+        m.insert("u".into(), json!(self.user()));
         m.insert("t".into(), json!(self.kind));
         m.insert("a".into(), json!(self.attrs));
         if self.kind == FILE || self.kind == FOLDER {
@@ -141,7 +154,8 @@ CREATE TABLE IF NOT EXISTS login_sessions (
   last_used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   handle TEXT PRIMARY KEY, owner TEXT NOT NULL, parent TEXT NOT NULL, kind INTEGER NOT NULL,
-  attrs TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, ts INTEGER NOT NULL, blob TEXT);
+  attrs TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, ts INTEGER NOT NULL, blob TEXT,
+  creator TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS nodes_owner ON nodes(owner);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 CREATE TABLE IF NOT EXISTS events (
@@ -156,6 +170,13 @@ CREATE TABLE IF NOT EXISTS downloads (
   created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS shares (
   node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS user_shares (
+  node TEXT NOT NULL, owner TEXT NOT NULL, target TEXT NOT NULL, access INTEGER NOT NULL,
+  ts INTEGER NOT NULL, PRIMARY KEY (node, target));
+CREATE INDEX IF NOT EXISTS user_shares_target ON user_shares(target);
+CREATE TABLE IF NOT EXISTS pending_keys (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, sender TEXT NOT NULL,
+  node TEXT NOT NULL, key TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS user_attrs (
   user TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, version TEXT NOT NULL,
   PRIMARY KEY (user, name));
@@ -188,6 +209,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("uploads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("downloads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("downloads", "issuer", "TEXT NOT NULL DEFAULT ''"),
+    ("nodes", "creator", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 pub fn now() -> i64 {
@@ -229,7 +251,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 
 const USER_COLS: &str = "handle, email, version, verifier, salt, k, privk, pubk, ts, name, \
                          totp_secret, quota, root, inbox, rubbish, since, blocked";
-const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob";
+const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob, creator";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -242,6 +264,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         size: r.get(6)?,
         ts: r.get(7)?,
         blob: r.get(8)?,
+        creator: r.get(9)?,
     })
 }
 
@@ -421,6 +444,7 @@ impl Store {
                 "DELETE FROM share_keys WHERE node = ?1 OR share = ?1",
                 [&n.handle],
             )?;
+            db.execute("DELETE FROM user_shares WHERE node = ?1", [&n.handle])?;
         }
         for n in nodes {
             if let Some(b) = &n.blob {
@@ -459,7 +483,7 @@ pub trait Queries {
         )?;
         for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
             c.execute(
-                &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL)"),
+                &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL,'')"),
                 params![h, u.handle, kind, u.since],
             )?;
         }
@@ -651,8 +675,11 @@ pub trait Queries {
 
     fn insert_node(&self, n: &Node) -> Result<()> {
         self.conn().execute(
-            &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
-            params![n.handle, n.owner, n.parent, n.kind, n.attrs, n.key, n.size, n.ts, n.blob],
+            &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            params![
+                n.handle, n.owner, n.parent, n.kind, n.attrs, n.key, n.size, n.ts, n.blob,
+                n.creator
+            ],
         )?;
         Ok(())
     }
@@ -808,10 +835,16 @@ pub trait Queries {
         Ok(())
     }
 
+    /// Ends a folder's export (`EXP`); the node keys under its share key go too unless users
+    /// still share the folder.
     fn delete_share(&self, node: &str) -> Result<()> {
         let c = self.conn();
         c.execute("DELETE FROM shares WHERE node = ?1", [node])?;
-        c.execute("DELETE FROM share_keys WHERE share = ?1", [node])?;
+        c.execute(
+            "DELETE FROM share_keys WHERE share = ?1
+             AND NOT EXISTS (SELECT 1 FROM user_shares WHERE user_shares.node = ?1)",
+            [node],
+        )?;
         Ok(())
     }
 
@@ -994,6 +1027,7 @@ mod tests {
             size,
             ts: 0,
             blob: None,
+            creator: String::new(),
         }
     }
 

@@ -24,25 +24,40 @@ use crate::store::{Node, Queries, FILE};
 pub(crate) const MAX_VERSIONS: usize = 100;
 
 impl Ctx<'_> {
-    /// Node objects split into current nodes (`f`) and previous versions (`f2`).
-    pub(crate) fn split_versions(&self, nodes: &[Node]) -> Result<(Vec<Value>, Vec<Value>), i64> {
+    /// For each node, whether it is a previous version (its parent is a file).
+    pub(crate) fn version_flags(&self, nodes: &[Node]) -> Result<Vec<bool>, i64> {
         let files: HashSet<&str> = nodes
             .iter()
             .filter(|n| n.kind == FILE)
             .map(|n| n.handle.as_str())
             .collect();
         let listed: HashSet<&str> = nodes.iter().map(|n| n.handle.as_str()).collect();
+        nodes
+            .iter()
+            .map(|n| {
+                if listed.contains(n.parent.as_str()) {
+                    Ok(files.contains(n.parent.as_str()))
+                } else {
+                    self.is_version(n)
+                }
+            })
+            .collect()
+    }
+
+    /// Node objects as `viewer` gets them, split into current nodes (`f`) and previous
+    /// versions (`f2`).
+    pub(crate) fn split_versions_for(
+        &self,
+        nodes: &[Node],
+        viewer: &str,
+    ) -> Result<(Vec<Value>, Vec<Value>), i64> {
         let (mut f, mut f2) = (Vec::new(), Vec::new());
-        for n in nodes {
-            let version = if listed.contains(n.parent.as_str()) {
-                files.contains(n.parent.as_str())
-            } else {
-                self.is_version(n)?
-            };
+        for (n, version) in nodes.iter().zip(self.version_flags(nodes)?) {
+            let v = self.render(n, viewer)?;
             if version {
-                f2.push(n.to_json());
+                f2.push(v);
             } else {
-                f.push(n.to_json());
+                f.push(v);
             }
         }
         Ok((f, f2))
@@ -56,14 +71,21 @@ impl Ctx<'_> {
         Ok(db(self.db.node(&n.parent))?.is_some_and(|p| p.kind == FILE))
     }
 
-    /// A `t` packet for nodes, versions in `f2`.
-    pub(crate) fn tree_packet(&self, cmd: &Value, user: &str, nodes: &[Node]) -> CmdResult {
-        let (f, f2) = self.split_versions(nodes)?;
+    /// A `t` packet for nodes as `viewer` gets them, versions in `f2`; `ou` is the user who
+    /// made the change.
+    pub(crate) fn tree_packet(
+        &self,
+        cmd: &Value,
+        ou: &str,
+        viewer: &str,
+        nodes: &[Node],
+    ) -> CmdResult {
+        let (f, f2) = self.split_versions_for(nodes, viewer)?;
         let mut t = json!({"f": f});
         if !f2.is_empty() {
             t["f2"] = json!(f2);
         }
-        Ok(Self::packet("t", cmd, json!({"t": t, "ou": user})))
+        Ok(Self::packet("t", cmd, json!({"t": t, "ou": ou})))
     }
 
     /// Whether a `p` keeps superseded files as versions: `vb` if given, else the account's
@@ -75,9 +97,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// The file `ov` names, checked: an own, current file.
+    /// The file `ov` names, checked: a current file the session may change.
     pub(crate) fn superseded(&self, sess: &Session, ov: &str) -> Result<Node, i64> {
-        let old = self.own_node(sess, Some(ov))?;
+        let old = self.node_for(sess, Some(ov), crate::shares::WRITE)?;
         if old.kind != FILE || self.is_version(&old)? {
             return Err(err::EARGS);
         }
@@ -129,24 +151,27 @@ impl Ctx<'_> {
     /// older version takes its place (current, if the current one went).
     pub(crate) fn delete_one_version(&self, cmd: &Value, sess: &Session, node: &Node) -> CmdResult {
         let user = &sess.user.handle;
+        let viewers = self.viewers(node)?;
         let older = db(self.db.children(&node.handle))?;
         for c in &older {
             db(self.db.set_parent(&c.handle, &node.parent))?;
         }
         self.delete_quietly(std::slice::from_ref(node))?;
-        let mut packets = vec![Self::packet(
-            "d",
-            cmd,
-            json!({"n": node.handle, "ou": user}),
-        )];
         let mut survivors = Vec::new();
         for c in &older {
             survivors.extend(db(self.db.subtree(&c.handle))?);
         }
-        if !survivors.is_empty() {
-            packets.push(self.tree_packet(cmd, user, &survivors)?);
-        }
-        self.emit_all(user, &packets)?;
+        self.emit_to(&viewers, |v| {
+            let mut packets = vec![Self::packet(
+                "d",
+                cmd,
+                json!({"n": node.handle, "ou": user}),
+            )];
+            if !survivors.is_empty() {
+                packets.push(self.tree_packet(cmd, user, v, &survivors)?);
+            }
+            Ok(packets)
+        })?;
         Ok(json!(0))
     }
 
@@ -170,14 +195,13 @@ impl Ctx<'_> {
                     .is_some_and(|p| !files.contains(p.parent.as_str()))
             })
             .collect();
-        let mut packets = Vec::new();
         for top in tops {
+            // Told to everybody who sees the file (recipients of a share above it too).
+            let viewers = self.viewers(top)?;
             let sub = db(self.db.subtree(&top.handle))?;
             self.delete_quietly(&sub)?;
-            packets.push(Self::packet("d", cmd, json!({"n": top.handle, "ou": user})));
-        }
-        if !packets.is_empty() {
-            self.emit_all(user, &packets)?;
+            let d = Self::packet("d", cmd, json!({"n": top.handle, "ou": user}));
+            self.emit_to(&viewers, |_| Ok(vec![d.clone()]))?;
         }
         Ok(json!(0))
     }

@@ -1,0 +1,328 @@
+//! Folders shared between users, server side: `s2` to users with access levels, what the
+//! recipient's `f` and packets hold, `k` composed per viewer, access enforced on every
+//! command, leaving and ending a share, pending keys (`pk`) and public keys (`uk`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use mega_testserver::Limits;
+use serde_json::{json, Value};
+
+const KEY16: &str = "AAECAwQFBgcICQoLDA0ODw"; // 16 bytes
+const KEY32: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"; // 32 bytes
+const WRAPPED: &str = "EBESExQVFhcYGRobHB0eHw"; // a 16-byte key "under the share key"
+
+struct Users {
+    env: Env,
+    alice: String,
+    bob: String,
+    carol: String,
+    dave: String,
+    handles: [String; 4],
+    folder: String,
+    file: String,
+}
+
+impl Env {
+    async fn handle_of(&self, sid: &str) -> String {
+        self.run(sid, json!({"a": "ug"})).await["u"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn sc(&self, sid: &str, sn: &str) -> Vec<Value> {
+        let t = self
+            .http
+            .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&t).unwrap();
+        v["a"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn sn(&self, sid: &str) -> String {
+        self.run(sid, json!({"a": "f", "c": 1})).await["sn"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn node<'a>(f: &'a Value, h: &str) -> Option<&'a Value> {
+    f["f"].as_array()?.iter().find(|n| n["h"] == json!(h))
+}
+
+/// alice shares a folder (with a file in it) read-write with bob and read-only with carol.
+async fn setup() -> Users {
+    let env = start(Limits::default()).await;
+    let alice = env.account("alice@x.example", 1 << 30).await;
+    let bob = env.account("bob@x.example", 1 << 30).await;
+    let carol = env.account("carol@x.example", 1 << 30).await;
+    let dave = env.account("dave@x.example", 1 << 30).await;
+    let handles = [
+        env.handle_of(&alice).await,
+        env.handle_of(&bob).await,
+        env.handle_of(&carol).await,
+        env.handle_of(&dave).await,
+    ];
+    let root = env.root(&alice).await;
+    let folder = env.mkdir(&alice, &root).await;
+    let file = env.put_file(&alice, &folder, b"content", None).await["f"][0]["h"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = env
+        .run(
+            &alice,
+            json!({"a": "s2", "n": folder, "ok": "AAAAAAAAAAAAAAAAAAAAAA", "ha": "AAAAAAAAAAAAAAAAAAAAAA",
+                   "s": [{"u": handles[1], "r": 1}, {"u": "carol@x.example", "r": 0}],
+                   "cr": [[folder], [folder, file], [0, 0, KEY16, 0, 1, KEY32]]}),
+        )
+        .await;
+    assert_eq!(r, json!(0));
+    Users {
+        env,
+        alice,
+        bob,
+        carol,
+        dave,
+        handles,
+        folder,
+        file,
+    }
+}
+
+#[tokio::test]
+async fn recipients_see_the_share_with_keys_under_the_share_key() {
+    let u = setup().await;
+    let env = &u.env;
+    let [alice_h, bob_h, carol_h, _] = &u.handles;
+    let f = env.run(&u.bob, json!({"a": "f", "c": 1})).await;
+    let root = node(&f, &u.folder).expect("the share root is in bob's f");
+    assert_eq!(root["su"], json!(alice_h));
+    assert_eq!(root["r"], json!(1));
+    assert!(root["sts"].is_i64());
+    assert_eq!(root["u"], json!(alice_h));
+    assert_eq!(root["k"], json!(format!("{}:{KEY16}", u.folder)));
+    let file = node(&f, &u.file).unwrap();
+    assert_eq!(
+        file["k"],
+        json!(format!("{}:{KEY32}", u.folder)),
+        "no pair of alice's"
+    );
+    assert_eq!(file["p"], json!(u.folder));
+    let users = f["u"].as_array().unwrap();
+    assert!(users
+        .iter()
+        .any(|x| x["u"] == json!(alice_h) && x["c"] == json!(1)));
+
+    // The owner lists its outgoing shares.
+    let fa = env.run(&u.alice, json!({"a": "f", "c": 1})).await;
+    let s = fa["s"].as_array().unwrap();
+    assert!(s
+        .iter()
+        .any(|x| x["u"] == json!(bob_h) && x["r"] == json!(1)));
+    assert!(s
+        .iter()
+        .any(|x| x["u"] == json!(carol_h) && x["r"] == json!(0)));
+
+    // Somebody else sees nothing of it.
+    let fd = env.run(&u.dave, json!({"a": "f", "c": 1})).await;
+    assert!(node(&fd, &u.folder).is_none() && node(&fd, &u.file).is_none());
+    let g = json!({"a": "g", "g": 1, "n": u.file});
+    assert_eq!(env.run(&u.dave, g.clone()).await, json!(-9));
+    assert!(
+        env.run(&u.carol, g).await["g"].is_string(),
+        "read-only can download"
+    );
+}
+
+#[tokio::test]
+async fn access_levels_are_enforced_and_writes_reach_every_member() {
+    let u = setup().await;
+    let env = &u.env;
+    let [_, bob_h, _, _] = &u.handles;
+    let (sn_alice, sn_carol) = (env.sn(&u.alice).await, env.sn(&u.carol).await);
+
+    // bob (read-write) uploads into the share; the key for the share comes in `cr` with an
+    // empty node list (positions in `n`, as the SDK sends it).
+    let token = env.upload(&u.bob, b"from bob").await;
+    let r = env
+        .run(
+            &u.bob,
+            json!({"a": "p", "t": u.folder, "n": [{"h": token, "t": 0, "a": "QUFBQQ", "k": KEY32}],
+                   "cr": [[u.folder], [], [0, 0, WRAPPED]]}),
+        )
+        .await;
+    let new = &r["f"][0];
+    let h = new["h"].as_str().unwrap().to_string();
+    assert_eq!(new["u"], json!(bob_h));
+    assert_eq!(
+        new["k"],
+        json!(format!("{bob_h}:{KEY32}/{}:{WRAPPED}", u.folder)),
+        "own pair first"
+    );
+    let fa = env.run(&u.alice, json!({"a": "f", "c": 1})).await;
+    assert_eq!(
+        node(&fa, &h).unwrap()["k"],
+        json!(format!("{}:{WRAPPED}", u.folder)),
+        "the owner gets only the pair it can use"
+    );
+    for (sid, sn) in [(&u.alice, &sn_alice), (&u.carol, &sn_carol)] {
+        let packets = env.sc(sid, sn).await;
+        assert!(
+            packets
+                .iter()
+                .any(|p| p["a"] == json!("t") && p["t"]["f"][0]["h"] == json!(h)),
+            "{packets:?}"
+        );
+    }
+
+    // carol (read-only) can change nothing; bob (read-write) can neither delete nor move.
+    let token = env.upload(&u.carol, b"x").await;
+    let put =
+        json!({"a": "p", "t": u.folder, "n": [{"h": token, "t": 0, "a": "QUFBQQ", "k": KEY32}]});
+    assert_eq!(env.run(&u.carol, put).await, json!(-11));
+    let rename = json!({"a": "a", "n": u.file, "at": "QkJCQg"});
+    assert_eq!(env.run(&u.carol, rename.clone()).await, json!(-11));
+    assert_eq!(
+        env.run(&u.carol, json!({"a": "d", "n": u.file})).await,
+        json!(-11)
+    );
+    assert_eq!(
+        env.run(&u.bob, rename).await,
+        json!(0),
+        "read-write renames"
+    );
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "d", "n": u.file})).await,
+        json!(-11)
+    );
+    let sub = env.mkdir(&u.bob, &u.folder).await;
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "m", "n": u.file, "t": sub}))
+            .await,
+        json!(-11)
+    );
+    // Nothing moves into another user's tree.
+    let bob_root = env.root(&u.bob).await;
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "m", "n": sub, "t": bob_root}))
+            .await,
+        json!(-11)
+    );
+
+    // Full access may delete; everybody is told.
+    let sn_bob = env.sn(&u.bob).await;
+    let r = env
+        .run(
+            &u.alice,
+            json!({"a": "s2", "n": u.folder, "s": [{"u": bob_h, "r": 2}], "ok": "AAAAAAAAAAAAAAAAAAAAAA", "ha": "AAAAAAAAAAAAAAAAAAAAAA"}),
+        )
+        .await;
+    assert_eq!(r, json!(0));
+    assert_eq!(env.run(&u.bob, json!({"a": "d", "n": h})).await, json!(0));
+    let packets = env.sc(&u.bob, &sn_bob).await;
+    assert!(packets
+        .iter()
+        .any(|p| p["a"] == json!("s") && p["r"] == json!(2)));
+    let packets = env.sc(&u.carol, &sn_carol).await;
+    assert!(packets
+        .iter()
+        .any(|p| p["a"] == json!("d") && p["n"] == json!(h)));
+}
+
+#[tokio::test]
+async fn shares_end_by_the_owner_or_the_recipient() {
+    let u = setup().await;
+    let env = &u.env;
+    let [alice_h, bob_h, carol_h, _] = &u.handles;
+    let sn_carol = env.sn(&u.carol).await;
+    let r = env
+        .run(
+            &u.alice,
+            json!({"a": "s2", "n": u.folder, "s": [{"u": carol_h}]}),
+        )
+        .await;
+    assert_eq!(r, json!(0));
+    let packets = env.sc(&u.carol, &sn_carol).await;
+    assert!(packets
+        .iter()
+        .any(|p| p["a"] == json!("s") && p["n"] == json!(u.folder) && p.get("r").is_none()));
+    let fc = env.run(&u.carol, json!({"a": "f", "c": 1})).await;
+    assert!(node(&fc, &u.folder).is_none());
+
+    // bob leaves: the share ends, alice's folder stays.
+    let sn_alice = env.sn(&u.alice).await;
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "d", "n": u.folder})).await,
+        json!(0)
+    );
+    let fb = env.run(&u.bob, json!({"a": "f", "c": 1})).await;
+    assert!(node(&fb, &u.folder).is_none());
+    let fa = env.run(&u.alice, json!({"a": "f", "c": 1})).await;
+    assert!(node(&fa, &u.folder).is_some() && node(&fa, &u.file).is_some());
+    assert!(fa["s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["u"] != json!(bob_h)));
+    let packets = env.sc(&u.alice, &sn_alice).await;
+    assert!(packets
+        .iter()
+        .any(|p| p["a"] == json!("s") && p["ou"] == json!(bob_h) && p["o"] == json!(alice_h)));
+}
+
+#[tokio::test]
+async fn pending_keys_queue_per_recipient_and_public_keys() {
+    let u = setup().await;
+    let env = &u.env;
+    let [alice_h, bob_h, _, _] = &u.handles;
+    assert_eq!(env.run(&u.bob, json!({"a": "pk"})).await, json!(-9));
+    let sn_bob = env.sn(&u.bob).await;
+    let r = env
+        .run(
+            &u.alice,
+            json!({"a": "pk", "u": bob_h, "h": u.folder, "k": KEY16}),
+        )
+        .await;
+    assert_eq!(r, json!(0));
+    // Only for own folders (another's is not found), only 16-byte keys.
+    let bad = json!({"a": "pk", "u": alice_h, "h": u.folder, "k": KEY16});
+    assert_eq!(env.run(&u.bob, bad).await, json!(-9));
+    let bad = json!({"a": "pk", "u": bob_h, "h": u.folder, "k": KEY32});
+    assert_eq!(env.run(&u.alice, bad).await, json!(-2));
+    let packets = env.sc(&u.bob, &sn_bob).await;
+    assert!(packets.iter().any(|p| p["a"] == json!("pk")), "{packets:?}");
+
+    let got = env.run(&u.bob, json!({"a": "pk"})).await;
+    assert_eq!(got[alice_h.as_str()][&u.folder], json!(KEY16));
+    let d = got["d"].as_str().unwrap().to_string();
+    // A key sent after the fetch survives the acknowledgement of the fetched ones.
+    env.run(
+        &u.alice,
+        json!({"a": "pk", "u": bob_h, "h": u.folder, "k": WRAPPED}),
+    )
+    .await;
+    assert_eq!(env.run(&u.bob, json!({"a": "pk", "d": d})).await, json!(0));
+    let again = env.run(&u.bob, json!({"a": "pk"})).await;
+    assert_eq!(again[alice_h.as_str()][&u.folder], json!(WRAPPED));
+
+    let uk = env
+        .run(&u.bob, json!({"a": "uk", "u": "alice@x.example"}))
+        .await;
+    assert_eq!(uk["u"], json!(alice_h));
+    assert!(uk["pubk"].as_str().unwrap().len() > 300);
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "uk", "u": "nobody@x.example"}))
+            .await,
+        json!(-9)
+    );
+}
