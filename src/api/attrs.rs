@@ -57,6 +57,25 @@ impl Command for PutVersionedAttribute<'_> {
     type Reply = HashMap<String, String>;
 }
 
+/// `uk`: a user's RSA public key, by handle or e-mail (ENOENT: no such account).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "uk")]
+pub struct GetPublicKey<'a> {
+    pub u: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PublicKeyReply {
+    /// The user's handle.
+    pub u: String,
+    /// `MPI(n) ‖ MPI(e)`, base64url.
+    pub pubk: String,
+}
+
+impl Command for GetPublicKey<'_> {
+    type Reply = PublicKeyReply;
+}
+
 /// `pk` without arguments: the share keys other users sent us.
 #[derive(Debug, Serialize)]
 #[serde(tag = "a", rename = "pk")]

@@ -140,6 +140,23 @@ where
     Ok(serde_json::from_value(v).ok())
 }
 
+/// A list whose elements are read one by one: an element of the wrong shape is dropped, not
+/// the whole reply.
+fn lenient_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .filter_map(|i| serde_json::from_value(i).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// One node as the server sends it in `f`, `p` and `t`. Only the handle and the type are
 /// required; every other field is optional and read leniently.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -195,6 +212,35 @@ pub struct RawNode {
         skip_serializing_if = "Option::is_none"
     )]
     pub sk: Option<String>,
+    /// Incoming share: our access level (0 read-only, 1 read-write, 2 full).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub r: Option<i64>,
+}
+
+/// A user in `f`'s `u` list, a `t` packet's `u` or a `c` packet.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct RawUser {
+    #[serde(default, deserialize_with = "lenient")]
+    pub u: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub m: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub c: Option<i64>,
+}
+
+/// An outgoing share in `f`'s `s` list: folder, recipient (`EXP` for a link), access.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct RawOutShare {
+    #[serde(default, deserialize_with = "lenient")]
+    pub h: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub u: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub r: Option<i64>,
 }
 
 /// An outgoing share's key (`ok`/`ok0`), authenticated by `ha`.
@@ -218,6 +264,12 @@ pub struct FetchReply {
     pub ok: Vec<ShareKey>,
     #[serde(default)]
     pub ok0: Vec<ShareKey>,
+    /// Users the account shares with (and contacts).
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub u: Vec<RawUser>,
+    /// Outgoing shares.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub s: Vec<RawOutShare>,
     /// The event cursor this snapshot corresponds to.
     pub sn: Option<String>,
 }
@@ -424,7 +476,12 @@ impl Command for GetLink<'_> {
 #[derive(Debug, Serialize)]
 pub struct ShareTo<'a> {
     pub u: &'a str,
-    pub r: u8,
+    /// The access level; `None` ends the share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r: Option<u8>,
+    /// Legacy sharing: the share key RSA-encrypted to the recipient's public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k: Option<String>,
 }
 
 /// `s2`: shares a folder.
@@ -433,10 +490,15 @@ pub struct ShareTo<'a> {
 pub struct Share<'a> {
     pub n: &'a str,
     pub s: Vec<ShareTo<'a>>,
-    /// The share key wrapped with the master key, and its authentication.
-    pub ok: &'a str,
-    pub ha: &'a str,
-    pub cr: ShareKeys,
+    /// The share key wrapped with the master key, and its authentication (zero
+    /// placeholders from key-manager accounts); left out when ending a share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<&'a str>,
+    /// The keys of the folder's nodes under the share key, for a new share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cr: Option<ShareKeys>,
     pub i: &'a str,
 }
 

@@ -44,7 +44,7 @@ impl Client {
 
     /// Reads `^!keys` and checks it: ours (identity), not older than what was seen. `None`
     /// on an account without one.
-    async fn read_keys(&self) -> Result<Option<(KeysContainer, String)>> {
+    pub(super) async fn read_keys(&self) -> Result<Option<(KeysContainer, String)>> {
         let q = GetUserAttribute {
             u: &self.session.user,
             ua: KEYS_ATTR,

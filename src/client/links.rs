@@ -5,6 +5,7 @@
 
 use tokio::io::AsyncWrite;
 
+use super::shares::{new_share_key, ZERO_KEY};
 use super::{task_failed, Client, Error, Result};
 use crate::api::commands::{FetchNodes, GetDownloadUrl, GetLink, Share, ShareKeys, ShareTo};
 use crate::api::ApiClient;
@@ -13,10 +14,6 @@ use crate::link::{self, LinkError, PublicLink};
 use crate::transfer::download;
 use crate::transfer::{checked_url, Progress, Source, TransferConfig};
 use crate::tree::{Node, NodeHandle, NodeKind, NodeTree, MAX_NODE_SIZE};
-
-/// 16 zero bytes: the `ok`/`ha` placeholders key-manager clients send (the server still
-/// requires the fields).
-const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
 /// A size from a `g` reply, checked like every size the server states.
 fn checked_size(s: Option<u64>, fallback: u64) -> Result<u64> {
@@ -67,7 +64,7 @@ impl Client {
         if let Some(k) = self.read_tree().keys().share_keys.get(&h.0) {
             return Ok(k.clone());
         }
-        let share_key = Key128::random();
+        let share_key = new_share_key();
         let mk = &self.session.master_key.0;
         let cr = {
             let tree = self.read_tree();
@@ -100,10 +97,14 @@ impl Client {
         self.api
             .run(&Share {
                 n: &h.0,
-                s: vec![ShareTo { u: "EXP", r: 0 }],
-                ok: &ok,
-                ha: &ha,
-                cr,
+                s: vec![ShareTo {
+                    u: "EXP",
+                    r: Some(0),
+                    k: None,
+                }],
+                ok: Some(&ok),
+                ha: Some(&ha),
+                cr: Some(cr),
                 i: self.api.echo_id(),
             })
             .await?;

@@ -8,6 +8,7 @@
 //! * [`content`]: reading a file's content (verified) whole, to a temporary file, or by piece;
 //! * [`keys`]: the key manager (`^!keys`): read, followed, changed safely;
 //! * [`links`]: public file and folder links, both ways;
+//! * [`shares`]: folders shared between users, both ways, and pending keys;
 //! * [`watch`]: following remote changes;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
@@ -21,6 +22,7 @@ pub mod content;
 pub mod keys;
 pub mod links;
 pub mod nodes;
+pub mod shares;
 pub mod watch;
 
 use std::path::Path;
@@ -120,7 +122,14 @@ impl Client {
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
         };
         client.load_keys().await?;
+        // Keys other users sent while we were away, before the tree is decrypted with them.
+        if let Err(e) = client.accept_pending_keys().await {
+            tracing::warn!("keys of folders shared with you could not be accepted: {e}");
+        }
         client.fetch().await?;
+        if let Err(e) = client.adopt_legacy_share_keys().await {
+            tracing::warn!("could not record shared folders' keys in ^!keys: {e}");
+        }
         client.read_versions_setting().await;
         Ok(client)
     }

@@ -63,13 +63,24 @@ impl Client {
         if named("^!dv").is_some() {
             self.read_versions_setting().await;
         }
+        let mut new_keys = false;
         if let Some(version) = named(super::keys::KEYS_ATTR) {
             match self.refresh_keys(version.as_deref()).await {
-                Ok(new) => return new && self.read_tree().undecryptable().next().is_some(),
+                Ok(new) => new_keys |= new,
                 Err(e) => tracing::warn!("the key manager changed but could not be read: {e}"),
             }
         }
-        false
+        // Another user sent us a share key.
+        if packets
+            .iter()
+            .any(|p| matches!(p, ActionPacket::Other { kind, .. } if kind == "pk"))
+        {
+            match self.accept_pending_keys().await {
+                Ok(n) => new_keys |= n > 0,
+                Err(e) => tracing::warn!("keys of folders shared with you not accepted: {e}"),
+            }
+        }
+        new_keys && self.read_tree().undecryptable().next().is_some()
     }
 
     /// An event poller starting at the cursor of the last tree fetch.

@@ -116,3 +116,24 @@ impl RsaPrivateKey {
         Ok(m[..len].to_vec())
     }
 }
+
+/// Encrypts a key to a user's RSA public key (`pubk` = `MPI(n) ‖ MPI(e)`), as legacy sharing
+/// sends it: `key ‖ random padding` to the modulus length less two bytes, raised to `e`, as an
+/// MPI. The key must not start with a zero byte (the receiver takes the leading bytes of the
+/// minimal plaintext).
+pub fn encrypt_key(pubk: &[u8], key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use rand::RngCore;
+    let (n, rest) = read_mpi(pubk)?;
+    let (e, _) = read_mpi(rest)?;
+    let len = (n.bits() as usize).div_ceil(8);
+    if key.first().is_none_or(|b| *b == 0) || len < key.len() + 8 {
+        return Err(CryptoError::Rsa(
+            "key cannot be encrypted to this public key",
+        ));
+    }
+    let mut m = key.to_vec();
+    let mut pad = vec![0u8; len - 2 - key.len()];
+    rand::thread_rng().fill_bytes(&mut pad);
+    m.extend(pad);
+    Ok(write_mpi(&BigUint::from_bytes_be(&m).modpow(&e, &n)))
+}

@@ -225,6 +225,7 @@ mod tests {
             attrs: Default::default(),
             fingerprint: None,
             undecryptable: None,
+            inshare: None,
         }
     }
 

@@ -15,12 +15,12 @@ pub mod packets;
 
 use std::collections::HashMap;
 
-use crate::api::commands::{FetchReply, RawNode};
+use crate::api::commands::{FetchReply, RawNode, RawUser};
 use crate::crypto::{Key128, MasterKey};
 use node::decode_attrs;
 
 pub use keys::KeyRing;
-pub use node::{parse_node, Node, NodeHandle, NodeKind, TreeError, MAX_NODE_SIZE};
+pub use node::{parse_node, Access, InShare, Node, NodeHandle, NodeKind, TreeError, MAX_NODE_SIZE};
 pub use packets::{ActionPacket, Change};
 
 /// The account's decrypted node tree.
@@ -32,8 +32,21 @@ pub struct NodeTree {
     inbox: Option<NodeHandle>,
     rubbish: Option<NodeHandle>,
     keys: KeyRing,
+    /// Users we share with, either way: handle → e-mail.
+    users: HashMap<String, String>,
+    /// Our folders shared with other users (not `EXP` links).
+    outshares: Vec<OutShare>,
     /// Bumped on every change, so views derived from the tree know when to rebuild.
     generation: u64,
+}
+
+/// One of our folders shared with a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutShare {
+    pub node: NodeHandle,
+    /// The recipient's user handle.
+    pub user: String,
+    pub access: Access,
 }
 
 impl NodeTree {
@@ -45,8 +58,83 @@ impl NodeTree {
             inbox: None,
             rubbish: None,
             keys,
+            users: HashMap::new(),
+            outshares: Vec::new(),
             generation: 0,
         }
+    }
+
+    /// Remembers the e-mail addresses of users (from `f`, `t` and `c`).
+    pub fn learn_users(&mut self, users: &[RawUser]) {
+        for u in users {
+            if let (Some(h), Some(m)) = (&u.u, &u.m) {
+                self.users.insert(h.clone(), m.clone());
+            }
+        }
+    }
+
+    /// A user's e-mail address, if the server told us.
+    pub fn email_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
+    }
+
+    /// A user's handle by e-mail address (case-insensitive), if known.
+    pub fn user_by_email(&self, email: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(_, m)| m.eq_ignore_ascii_case(email))
+            .map(|(h, _)| h.as_str())
+    }
+
+    /// Records, changes or (with `None`) ends an outgoing share.
+    pub fn set_outshare(&mut self, node: NodeHandle, user: &str, access: Option<Access>) {
+        self.generation += 1;
+        self.outshares
+            .retain(|s| !(s.node == node && s.user == user));
+        if let Some(access) = access {
+            self.outshares.push(OutShare {
+                node,
+                user: user.to_string(),
+                access,
+            });
+        }
+    }
+
+    /// Our folders shared with users.
+    pub fn outshares(&self) -> &[OutShare] {
+        &self.outshares
+    }
+
+    /// The roots of the folders other users shared with us (the top-level ones: their
+    /// parent is not in our tree), by owner, then name.
+    pub fn inshares(&self) -> Vec<&Node> {
+        let mut v: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.inshare.is_some())
+            .filter(|n| {
+                n.parent
+                    .as_ref()
+                    .is_none_or(|p| !self.nodes.contains_key(p))
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let owner = |n: &Node| n.inshare.as_ref().map(|s| s.owner.clone());
+            (owner(a), &a.name, &a.handle).cmp(&(owner(b), &b.name, &b.handle))
+        });
+        v
+    }
+
+    /// The incoming share a node lies in (its nearest shared ancestor), if any.
+    pub fn inshare_of(&self, h: &NodeHandle) -> Option<&Node> {
+        let mut cur = self.nodes.get(h);
+        while let Some(n) = cur {
+            if n.inshare.is_some() {
+                return Some(n);
+            }
+            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+        }
+        None
     }
 
     /// Changes whenever the tree does (insert, remove, rename, move…).
@@ -70,6 +158,15 @@ impl NodeTree {
         for v in reply.f.iter().chain(&reply.f2) {
             let node = parse_node(v, &mut tree.keys)?;
             tree.insert(node);
+        }
+        tree.learn_users(&reply.u);
+        for s in &reply.s {
+            let (Some(h), Some(u)) = (&s.h, &s.u) else {
+                continue;
+            };
+            if let (false, Some(access)) = (u == "EXP", s.r.and_then(Access::from_level)) {
+                tree.set_outshare(NodeHandle::from(h.as_str()), u, Some(access));
+            }
         }
         Ok((tree, reply.sn.clone()))
     }
@@ -321,9 +418,37 @@ impl NodeTree {
         let rest = parts.join("/");
         match top {
             Some(t) if t.kind == NodeKind::Root => format!("/{rest}"),
+            Some(t) if t.inshare.is_some() => format!("//Shared/{}/{rest}", self.sharer_name(t)),
             Some(t) => format!("//{}/{rest}", t.name),
-            None => format!("?/{rest}"),
+            None => match cur_top_inshare(self, h) {
+                Some(share) => {
+                    let inner = self.path_of_below(&share.handle, h);
+                    format!("//Shared/{}/{}", self.sharer_name(share), inner)
+                }
+                None => format!("?/{rest}"),
+            },
         }
+    }
+
+    /// How a share's owner is shown in paths: the e-mail address, else the handle.
+    pub fn sharer_name(&self, share: &Node) -> String {
+        let owner = share.inshare.as_ref().map_or("", |s| s.owner.as_str());
+        self.email_of(owner).unwrap_or(owner).to_string()
+    }
+
+    /// `root name/…/node` from an ancestor `top` down to `h`.
+    fn path_of_below(&self, top: &NodeHandle, h: &NodeHandle) -> String {
+        let mut parts = Vec::new();
+        let mut cur = self.nodes.get(h);
+        while let Some(n) = cur {
+            parts.push(n.name.as_str());
+            if n.handle == *top {
+                break;
+            }
+            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+        }
+        parts.reverse();
+        parts.join("/")
     }
 
     /// Nodes that could not be decrypted.
@@ -425,4 +550,17 @@ impl NodeTree {
             }
         }
     }
+}
+
+/// The top-level incoming share above `h` (a share root whose parent we do not have).
+fn cur_top_inshare<'a>(tree: &'a NodeTree, h: &NodeHandle) -> Option<&'a Node> {
+    let mut cur = tree.nodes.get(h);
+    let mut found = None;
+    while let Some(n) = cur {
+        if n.inshare.is_some() {
+            found = Some(n);
+        }
+        cur = n.parent.as_ref().and_then(|p| tree.nodes.get(p));
+    }
+    found
 }

@@ -84,6 +84,56 @@ pub struct Node {
     pub fingerprint: Option<Fingerprint>,
     /// Why this node could not be decrypted, if it could not.
     pub undecryptable: Option<String>,
+    /// On the root of a folder another user shared with us: who, and our access.
+    pub inshare: Option<InShare>,
+}
+
+/// What a folder shared with us says about the share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InShare {
+    /// The sharing user's handle.
+    pub owner: String,
+    pub access: Access,
+}
+
+/// Access to a folder shared with us (`r`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Read-only: nothing in it can be created, changed or deleted.
+    Read,
+    /// Files and folders can be added and renamed.
+    ReadWrite,
+    /// Everything, moving and deleting included.
+    Full,
+}
+
+impl Access {
+    pub fn from_level(r: i64) -> Option<Self> {
+        Some(match r {
+            0 => Access::Read,
+            1 => Access::ReadWrite,
+            2 => Access::Full,
+            _ => return None,
+        })
+    }
+
+    /// The wire level (`r`).
+    pub fn level(self) -> u8 {
+        match self {
+            Access::Read => 0,
+            Access::ReadWrite => 1,
+            Access::Full => 2,
+        }
+    }
+
+    /// How `megacmd shares` shows it (and `--access` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::ReadWrite => "readwrite",
+            Access::Full => "full",
+        }
+    }
 }
 
 impl Node {
@@ -169,16 +219,21 @@ pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
         attrs: String::new(),
         fingerprint: None,
         undecryptable: None,
+        inshare: None,
     };
     match kind {
         NodeKind::Root => node.name = "Cloud Drive".into(),
         NodeKind::Inbox => node.name = "Inbox".into(),
         NodeKind::Rubbish => node.name = "Rubbish Bin".into(),
         NodeKind::File | NodeKind::Folder => {
-            if let (Some(su), Some(sk)) = (v.su.as_deref(), v.sk.as_deref()) {
-                if !su.is_empty() {
+            if let Some(su) = v.su.as_deref().filter(|su| !su.is_empty()) {
+                if let Some(sk) = v.sk.as_deref() {
                     keys.learn_incoming(h, sk);
                 }
+                node.inshare = Some(InShare {
+                    owner: su.to_string(),
+                    access: v.r.and_then(Access::from_level).unwrap_or(Access::Read),
+                });
             }
             match keys.node_key(v.k.as_deref().unwrap_or(""), kind) {
                 None => node.undecryptable = Some("no usable key".into()),

@@ -6,8 +6,18 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::node::{parse_node, raw_from_value, NodeHandle};
+use super::node::{parse_node, raw_from_value, Access, InShare, NodeHandle};
 use super::NodeTree;
+use crate::api::commands::RawUser;
+
+/// The users of a `u` list, leniently.
+fn users(v: Option<&Value>) -> Vec<RawUser> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|u| serde_json::from_value(u.clone()).ok())
+        .collect()
+}
 
 /// What applying action packets changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +42,8 @@ pub enum ActionPacket {
     /// `t`: new nodes (uploads, new folders, the second half of a move).
     NewNodes {
         nodes: Vec<Value>,
+        /// Users the nodes come with (the sharer of a new incoming share).
+        users: Vec<RawUser>,
         echo: Option<String>,
     },
     /// `u`: attributes changed.
@@ -54,7 +66,21 @@ pub enum ActionPacket {
         versions: Vec<String>,
         echo: Option<String>,
     },
-    /// Any other packet type (shares, contacts, links…), not applied to the tree.
+    /// `s`/`s2`: a share of `node` by `owner` with `user` started, changed (`access`) or
+    /// ended (no `access`).
+    Share {
+        node: NodeHandle,
+        owner: String,
+        user: String,
+        access: Option<i64>,
+        echo: Option<String>,
+    },
+    /// `c`: contacts (users) appeared or changed.
+    Contacts {
+        users: Vec<RawUser>,
+        echo: Option<String>,
+    },
+    /// Any other packet type (links, pending keys…), not applied to the tree.
     Other { kind: String, echo: Option<String> },
 }
 
@@ -72,6 +98,18 @@ impl ActionPacket {
                     .flatten()
                     .cloned()
                     .collect(),
+                users: users(v.get("t").and_then(|t| t.get("u"))),
+                echo,
+            },
+            "s" | "s2" => ActionPacket::Share {
+                node: NodeHandle::from(s("n")?),
+                owner: s("o").unwrap_or_default().to_string(),
+                user: s("u").unwrap_or_default().to_string(),
+                access: v.get("r").and_then(Value::as_i64),
+                echo,
+            },
+            "c" => ActionPacket::Contacts {
+                users: users(v.get("u")),
                 echo,
             },
             "u" => ActionPacket::Update {
@@ -114,6 +152,8 @@ impl ActionPacket {
             | ActionPacket::Update { echo, .. }
             | ActionPacket::Delete { echo, .. }
             | ActionPacket::UserAttributes { echo, .. }
+            | ActionPacket::Share { echo, .. }
+            | ActionPacket::Contacts { echo, .. }
             | ActionPacket::Other { echo, .. } => echo.as_deref(),
         }
     }
@@ -127,17 +167,25 @@ impl NodeTree {
         let mut changes = Vec::new();
         // Subtrees removed by a move-`d`, waiting for their `t`.
         let mut limbo: HashMap<NodeHandle, Option<NodeHandle>> = HashMap::new();
+        // New shares announced by `s` before their `t` brings the nodes.
+        let mut announced: HashMap<NodeHandle, InShare> = HashMap::new();
         for p in packets {
             if skip_echo.is_some() && p.echo() == skip_echo {
                 continue;
             }
             match p {
-                ActionPacket::NewNodes { nodes, .. } => {
+                ActionPacket::NewNodes { nodes, users, .. } => {
+                    self.learn_users(users);
                     for v in nodes {
                         let node = match raw_from_value(v.clone())
                             .and_then(|raw| parse_node(&raw, &mut self.keys))
                         {
-                            Ok(n) => n,
+                            Ok(mut n) => {
+                                if n.inshare.is_none() {
+                                    n.inshare = announced.remove(&n.handle);
+                                }
+                                n
+                            }
                             Err(e) => {
                                 tracing::warn!("ignoring malformed node in event: {e}");
                                 continue;
@@ -205,6 +253,28 @@ impl NodeTree {
                         });
                     }
                 }
+                ActionPacket::Share {
+                    node,
+                    owner,
+                    user,
+                    access,
+                    ..
+                } => {
+                    let me = self.keys.user.clone();
+                    let access = access.and_then(Access::from_level);
+                    if *owner == me && user != "EXP" && !user.is_empty() {
+                        self.set_outshare(node.clone(), user, access);
+                    } else if *user == me {
+                        match access {
+                            Some(access) if !self.nodes.contains_key(node) => {
+                                let owner = owner.clone();
+                                announced.insert(node.clone(), InShare { owner, access });
+                            }
+                            _ => changes.extend(self.apply_inshare(node, access)),
+                        }
+                    }
+                }
+                ActionPacket::Contacts { users, .. } => self.learn_users(users),
                 ActionPacket::UserAttributes { .. } | ActionPacket::Other { .. } => {}
             }
         }
@@ -219,5 +289,43 @@ impl NodeTree {
             }
         }
         changes
+    }
+}
+
+impl NodeTree {
+    /// A share we received changed access or ended. Ended: its nodes go (a nested share
+    /// keeps its nodes, which stay visible through the outer one, and only loses its mark).
+    fn apply_inshare(&mut self, node: &NodeHandle, access: Option<Access>) -> Vec<Change> {
+        let Some(n) = self.nodes.get(node) else {
+            return Vec::new();
+        };
+        let owner = n
+            .inshare
+            .as_ref()
+            .map(|s| s.owner.clone())
+            .unwrap_or_default();
+        let parent = n.parent.clone();
+        let top = parent.as_ref().is_none_or(|p| !self.nodes.contains_key(p));
+        match access {
+            Some(access) => {
+                let mut n = n.clone();
+                n.inshare = Some(InShare { owner, access });
+                self.insert(n);
+                vec![Change::Updated(node.clone())]
+            }
+            None if top => {
+                self.remove_subtree(node);
+                vec![Change::Removed {
+                    handle: node.clone(),
+                    parent,
+                }]
+            }
+            None => {
+                let mut n = n.clone();
+                n.inshare = None;
+                self.insert(n);
+                vec![Change::Updated(node.clone())]
+            }
+        }
     }
 }

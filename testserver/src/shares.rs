@@ -40,6 +40,9 @@ pub(crate) struct UserShare {
     pub target: String,
     pub access: i64,
     pub ts: i64,
+    /// A legacy sharer's share key for the recipient, RSA-encrypted to its public key (the
+    /// recipient's `sk`); empty from key-manager clients, which send keys with `pk`.
+    pub key: String,
 }
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserShare> {
@@ -49,6 +52,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserShare> {
         target: r.get(2)?,
         access: r.get(3)?,
         ts: r.get(4)?,
+        key: r.get(5)?,
     })
 }
 
@@ -56,9 +60,11 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserShare> {
 pub(crate) trait ShareQueries: Queries {
     fn put_user_share(&self, s: &UserShare) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO user_shares (node, owner, target, access, ts) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (node, target) DO UPDATE SET access = ?4",
-            params![s.node, s.owner, s.target, s.access, s.ts],
+            "INSERT INTO user_shares (node, owner, target, access, ts, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (node, target) DO UPDATE SET access = ?4,
+               key = CASE WHEN ?6 = '' THEN key ELSE ?6 END",
+            params![s.node, s.owner, s.target, s.access, s.ts, s.key],
         )?;
         Ok(())
     }
@@ -72,7 +78,7 @@ pub(crate) trait ShareQueries: Queries {
 
     fn shares_where(&self, clause: &str, arg: &str) -> Result<Vec<UserShare>> {
         let mut st = self.conn().prepare(&format!(
-            "SELECT node, owner, target, access, ts FROM user_shares WHERE {clause} ORDER BY rowid"
+            "SELECT node, owner, target, access, ts, key FROM user_shares WHERE {clause} ORDER BY rowid"
         ))?;
         let v = st
             .query_map([arg], share_from_row)?
@@ -259,6 +265,9 @@ impl Ctx<'_> {
                     m.insert("su".into(), json!(s.owner));
                     m.insert("r".into(), json!(s.access));
                     m.insert("sts".into(), json!(s.ts));
+                    if !s.key.is_empty() {
+                        m.insert("sk".into(), json!(s.key));
+                    }
                 }
             }
         }
@@ -366,12 +375,18 @@ impl Ctx<'_> {
                 return Err(err::EARGS);
             }
         }
+        let key = match s(target, "k") {
+            Some(k) if crate::commands::valid_b64(k, 1024) => k.to_string(),
+            Some(_) => return Err(err::EARGS),
+            None => String::new(),
+        };
         db(self.db.put_user_share(&UserShare {
             node: node.handle.clone(),
             owner: me.clone(),
             target: user.handle.clone(),
             access: r,
             ts: existing.as_ref().map_or(ts, |e| e.ts),
+            key: key.clone(),
         }))?;
         let mut to_owner = json!({"n": node.handle, "o": me, "u": user.handle, "r": r, "ts": ts});
         if let (Some(ok), Some(ha)) = (ok, ha) {
@@ -379,11 +394,12 @@ impl Ctx<'_> {
             to_owner["ha"] = json!(ha);
         }
         self.emit(me, Self::packet("s2", cmd, to_owner))?;
-        let share_packet = Self::packet(
-            "s",
-            cmd,
-            json!({"n": node.handle, "o": me, "u": user.handle, "r": r, "ts": ts, "ou": me}),
-        );
+        let mut to_target =
+            json!({"n": node.handle, "o": me, "u": user.handle, "r": r, "ts": ts, "ou": me});
+        if !key.is_empty() {
+            to_target["k"] = json!(key);
+        }
+        let share_packet = Self::packet("s", cmd, to_target);
         if existing.is_some() {
             return self.emit(&user.handle, share_packet);
         }

@@ -172,7 +172,7 @@ CREATE TABLE IF NOT EXISTS shares (
   node TEXT PRIMARY KEY, owner TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS user_shares (
   node TEXT NOT NULL, owner TEXT NOT NULL, target TEXT NOT NULL, access INTEGER NOT NULL,
-  ts INTEGER NOT NULL, PRIMARY KEY (node, target));
+  ts INTEGER NOT NULL, key TEXT NOT NULL DEFAULT '', PRIMARY KEY (node, target));
 CREATE INDEX IF NOT EXISTS user_shares_target ON user_shares(target);
 CREATE TABLE IF NOT EXISTS pending_keys (
   id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, sender TEXT NOT NULL,
@@ -210,6 +210,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("downloads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("downloads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("nodes", "creator", "TEXT NOT NULL DEFAULT ''"),
+    ("user_shares", "key", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 pub fn now() -> i64 {

@@ -1,0 +1,385 @@
+//! Folders shared between users (`MEGA-KEYS-SHARES-VERSIONS.md` §3–§5), both ways.
+//!
+//! Sharing one of our folders ([`Client::share`]): the share key (a folder link's, if the
+//! folder has one) is stored in `^!keys` first (trusted, in use), sent to the recipient by
+//! pending keys (`pk`, wrapped with our Cu25519 pairwise key after the recipient's signed
+//! Cu25519 key verified), then `s2` with zero `ok`/`ha` and, for a new share, the keys of the
+//! whole subtree (versions too) under the share key (`cr`). A legacy account — or a recipient
+//! without Cu25519 keys — gets the key RSA-encrypted in `s2` (`k`), as before the key manager.
+//!
+//! Receiving: keys that arrived by `pk` are decrypted, committed to `^!keys` and only then
+//! acknowledged ([`Client::accept_pending_keys`]), at login and on every `pk` packet; a key a
+//! legacy sharer sent in `sk` is used and recorded in `^!keys` as untrusted. Writes into a
+//! share carry the share keys of every share above them (`cr`, in [`nodes`](super::nodes)).
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use super::{Client, Error, Result};
+use crate::api::attrs::{
+    AckPendingKeys, FetchPendingKeys, GetPublicKey, GetUserAttribute, SendPendingKey,
+};
+use crate::api::commands::{Share, ShareKeys, ShareTo};
+use crate::api::{ApiError, ErrorCode};
+use crate::crypto::keymgr::{pairwise_key, TRUSTED};
+use crate::crypto::{b64, rsa, Key128};
+use crate::tree::{Access, Node, NodeHandle, OutShare};
+
+/// 16 zero bytes: the `ok`/`ha` placeholders of key-manager clients.
+pub(super) const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+fn protocol(e: impl std::fmt::Display) -> Error {
+    Error::Protocol(e.to_string())
+}
+
+impl Client {
+    /// A public user attribute of another user, decoded (`None` if it is not set).
+    async fn peer_attr(&self, user: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let q = GetUserAttribute {
+            u: user,
+            ua: name,
+            v: 1,
+        };
+        match self.api.run(&q).await {
+            Ok(a) => Ok(Some(
+                b64::decode(&a.av, "attribute").map_err(ApiError::from)?,
+            )),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A user's Cu25519 public key, checked against its signature by the user's Ed25519 key
+    /// (`+sigCu255`: `ts ‖ Ed25519("keyauth" ‖ ts ‖ key)`). `None` for a user without one (a
+    /// legacy account); an error if the signature does not verify.
+    async fn peer_cu25519(&self, user: &str) -> Result<Option<[u8; 32]>> {
+        let Some(cu) = self.peer_attr(user, "+puCu255").await? else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::Protocol(format!(
+                "{user}: its Cu25519 key does not carry a valid signature; not using it"
+            ))
+        };
+        let cu: [u8; 32] = cu.try_into().map_err(|_| bad())?;
+        let ed: [u8; 32] = self
+            .peer_attr(user, "+puEd255")
+            .await?
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
+        let sig = self.peer_attr(user, "+sigCu255").await?.ok_or_else(bad)?;
+        if sig.len() < 72 {
+            return Err(bad());
+        }
+        let vk = VerifyingKey::from_bytes(&ed).map_err(|_| bad())?;
+        let signature = Signature::from_slice(&sig[8..72]).map_err(|_| bad())?;
+        let mut msg = b"keyauth".to_vec();
+        msg.extend(&sig[..8]);
+        msg.extend(cu);
+        vk.verify_strict(&msg, &signature).map_err(|_| bad())?;
+        Ok(Some(cu))
+    }
+
+    /// Our Cu25519 private key, from the key manager.
+    async fn own_cu25519(&self) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let (c, _) = self
+            .read_keys()
+            .await?
+            .ok_or_else(|| Error::Protocol("the account has no key manager (^!keys)".into()))?;
+        c.cu25519_private()
+            .ok_or_else(|| Error::Protocol("the key manager holds no Cu25519 key".into()))
+    }
+
+    /// Shares one of our folders with a user (e-mail or handle) at `access`; sharing it
+    /// again changes the access.
+    pub async fn share(&self, h: &NodeHandle, who: &str, access: Access) -> Result<()> {
+        let n = self.node(h)?;
+        if n.kind != crate::tree::NodeKind::Folder {
+            return Err(Error::NotAFolder {
+                what: self.path_of(h),
+            });
+        }
+        if self.read_tree().inshare_of(h).is_some() {
+            return Err(Error::PermissionDenied {
+                what: format!("{}: only the owner can share it", self.path_of(h)),
+                code: None,
+            });
+        }
+        let peer = match self.api.run(&GetPublicKey { u: who }).await {
+            Ok(p) => p,
+            Err(ApiError::Mega(ErrorCode::NotFound)) => {
+                return Err(Error::NotFound {
+                    what: format!("{who}: no MEGA account"),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if peer.u == self.session.user {
+            return Err(Error::Invalid {
+                what: "a folder cannot be shared with its owner".into(),
+                code: None,
+            });
+        }
+        let existing = self.read_tree().keys().share_keys.get(&h.0).cloned();
+        let fresh =
+            !self.read_tree().outshares().iter().any(|s| s.node == *h) && existing.is_none();
+        let key = existing.unwrap_or_else(new_share_key);
+        let km = self.has_key_manager();
+        let mut rsa_key = None;
+        if km {
+            self.store_own_share_key(&h.0, &key).await?;
+            match self.peer_cu25519(&peer.u).await? {
+                Some(cu) => {
+                    let pw = pairwise_key(&*self.own_cu25519().await?, &cu);
+                    let k = b64::encode(&pw.wrap(&key.0));
+                    self.api
+                        .run(&SendPendingKey {
+                            u: &peer.u,
+                            h: &h.0,
+                            k: &k,
+                        })
+                        .await?;
+                }
+                // A legacy recipient can only take the key RSA-encrypted.
+                None => rsa_key = Some(self.rsa_wrap(&peer.pubk, &key)?),
+            }
+        } else {
+            rsa_key = Some(self.rsa_wrap(&peer.pubk, &key)?);
+        }
+        let mk = &self.session.master_key.0;
+        let (ok, ha) = if km {
+            (ZERO_KEY.to_string(), ZERO_KEY.to_string())
+        } else {
+            (
+                b64::encode(&mk.wrap(&key.0)),
+                b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes())),
+            )
+        };
+        let cr = fresh.then(|| self.keys_under(h, &key));
+        self.api
+            .run(&Share {
+                n: &h.0,
+                s: vec![ShareTo {
+                    u: &peer.u,
+                    r: Some(access.level()),
+                    k: rsa_key,
+                }],
+                ok: Some(&ok),
+                ha: Some(&ha),
+                cr,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        let mut tree = self.write_tree();
+        tree.keys_mut().share_keys.insert(h.0.clone(), key);
+        tree.set_outshare(h.clone(), &peer.u, Some(access));
+        if who.contains('@') {
+            tree.learn_users(&[crate::api::commands::RawUser {
+                u: Some(peer.u.clone()),
+                m: Some(who.to_string()),
+                c: Some(1),
+            }]);
+        }
+        Ok(())
+    }
+
+    /// The share key RSA-encrypted to a user's public key (legacy sharing).
+    fn rsa_wrap(&self, pubk: &str, key: &Key128) -> Result<String> {
+        let pubk = b64::decode(pubk, "pubk").map_err(ApiError::from)?;
+        Ok(b64::encode(
+            &rsa::encrypt_key(&pubk, &key.0).map_err(protocol)?,
+        ))
+    }
+
+    /// `cr` for a new share: every node below `h`, versions included, under `key`.
+    fn keys_under(&self, h: &NodeHandle, key: &Key128) -> ShareKeys {
+        let tree = self.read_tree();
+        let nodes = tree.subtree_with_versions(h);
+        ShareKeys {
+            shares: vec![h.0.clone()],
+            keys: nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(j, n)| Some((0, j, b64::encode(&key.wrap(&n.key.as_ref()?.raw())))))
+                .collect(),
+            nodes: nodes.iter().map(|n| n.handle.0.clone()).collect(),
+        }
+    }
+
+    /// Ends the share of one of our folders with a user (e-mail or handle), or leaves a
+    /// share we received (`who` = `None`).
+    pub async fn unshare(&self, h: &NodeHandle, who: Option<&str>) -> Result<()> {
+        let Some(who) = who else {
+            let root = self.read_tree().inshare_of(h).cloned();
+            let root = root.ok_or_else(|| Error::Invalid {
+                what: format!("{}: not a folder shared with you", self.path_of(h)),
+                code: None,
+            })?;
+            self.api
+                .run(&crate::api::commands::Delete {
+                    n: &root.handle.0,
+                    i: self.api.echo_id(),
+                    v: None,
+                })
+                .await?;
+            self.write_tree().remove_subtree(&root.handle);
+            return Ok(());
+        };
+        let known = self.read_tree().user_by_email(who).map(str::to_string);
+        let user = match known {
+            Some(u) => u,
+            None if who.contains('@') => self.api.run(&GetPublicKey { u: who }).await?.u,
+            None => who.to_string(),
+        };
+        if !self
+            .read_tree()
+            .outshares()
+            .iter()
+            .any(|s| s.node == *h && s.user == user)
+        {
+            return Err(Error::NotFound {
+                what: format!("{}: not shared with {who}", self.path_of(h)),
+            });
+        }
+        self.api
+            .run(&Share {
+                n: &h.0,
+                s: vec![ShareTo {
+                    u: &user,
+                    r: None,
+                    k: None,
+                }],
+                ok: None,
+                ha: None,
+                cr: None,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        self.write_tree().set_outshare(h.clone(), &user, None);
+        Ok(())
+    }
+
+    /// Our outgoing shares, and the roots of the folders shared with us.
+    pub fn shares(&self) -> (Vec<OutShare>, Vec<Node>) {
+        let tree = self.read_tree();
+        (
+            tree.outshares().to_vec(),
+            tree.inshares().into_iter().cloned().collect(),
+        )
+    }
+
+    /// Fetches the share keys other users sent us (`pk`), verifies the senders' keys,
+    /// decrypts them, commits them to `^!keys` and only then acknowledges them. Returns how
+    /// many new keys the key ring got. A legacy account has none.
+    pub async fn accept_pending_keys(&self) -> Result<usize> {
+        if !self.has_key_manager() {
+            return Ok(0);
+        }
+        let reply = match self.api.run(&FetchPendingKeys {}).await {
+            Ok(r) => r,
+            Err(ApiError::Mega(ErrorCode::NotFound)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let own = self.own_cu25519().await?;
+        let mut accepted: Vec<([u8; 6], Key128)> = Vec::new();
+        for (sender, keys) in &reply.by_sender {
+            let Some(map) = keys.as_object() else {
+                continue;
+            };
+            let cu = match self.peer_cu25519(sender).await {
+                Ok(Some(cu)) => cu,
+                Ok(None) => {
+                    tracing::warn!("{sender} sent share keys but has no Cu25519 key; ignored");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("share keys from {sender} not accepted: {e}");
+                    continue;
+                }
+            };
+            let pw = pairwise_key(&own, &cu);
+            for (node, k) in map {
+                let decoded = k
+                    .as_str()
+                    .and_then(|k| b64::decode(k, "pending key").ok())
+                    .and_then(|raw| pw.unwrap_key(&raw, "pending key").ok());
+                let handle = b64::decode(node, "node")
+                    .ok()
+                    .and_then(|h| h.try_into().ok());
+                match (handle, decoded) {
+                    (Some(h), Some(key)) if key.len() == 16 => {
+                        let mut arr = [0u8; 16];
+                        arr.copy_from_slice(&key);
+                        accepted.push((h, Key128(arr)));
+                    }
+                    _ => tracing::warn!("a malformed pending key from {sender} for {node}"),
+                }
+            }
+        }
+        let before = self.read_tree().keys().share_keys.len();
+        if !accepted.is_empty() {
+            self.commit_keys("accepting shared folders' keys", |c| {
+                let mut changed = false;
+                for (h, k) in &accepted {
+                    let had = c.share_keys().iter().any(|r| r.node == *h);
+                    // A different key for a share we have a key for is not taken.
+                    changed |= !had && c.add_share_key(*h, k, TRUSTED);
+                }
+                changed
+            })
+            .await?;
+        }
+        // Stored: now the server may drop its copy.
+        if let Some(d) = &reply.d {
+            self.api.run(&AckPendingKeys { d }).await?;
+        }
+        Ok(self
+            .read_tree()
+            .keys()
+            .share_keys
+            .len()
+            .saturating_sub(before))
+    }
+
+    /// Records in `^!keys` (untrusted) the keys of shares we received that only a legacy
+    /// `sk` gave us, so that MEGA's apps find them there too.
+    pub(crate) async fn adopt_legacy_share_keys(&self) -> Result<()> {
+        if !self.has_key_manager() {
+            return Ok(());
+        }
+        let keys: Vec<([u8; 6], Key128)> = {
+            let tree = self.read_tree();
+            tree.inshares()
+                .iter()
+                .filter_map(|n| {
+                    let k = tree.keys().share_keys.get(&n.handle.0)?.clone();
+                    let h = b64::decode(&n.handle.0, "node").ok()?.try_into().ok()?;
+                    Some((h, k))
+                })
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.commit_keys("recording shared folders' keys", |c| {
+            let mut changed = false;
+            for (h, k) in &keys {
+                if !c.share_keys().iter().any(|r| r.node == *h) {
+                    changed |= c.add_share_key(*h, k, 0);
+                }
+            }
+            changed
+        })
+        .await
+    }
+}
+
+/// A new random share key whose first byte is not zero (legacy RSA wrapping takes the
+/// leading bytes of the minimal plaintext).
+pub(super) fn new_share_key() -> Key128 {
+    loop {
+        let k = Key128::random();
+        if k.0[0] != 0 {
+            return k;
+        }
+    }
+}

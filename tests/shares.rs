@@ -1,0 +1,247 @@
+//! Folders shared between users, through the engine: key-manager accounts (keys by pending
+//! keys, committed to `^!keys` before they are acknowledged), legacy accounts (RSA `k`/`sk`)
+//! both ways, writes into a share readable by the owner, access levels, and shares that
+//! appear, change and end while the recipient is running.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, Env};
+use mega_mount::client::TreeEvent;
+use mega_mount::tree::{Access, NodeHandle};
+use mega_mount::{Client, Error};
+use mega_testserver::UserOptions;
+
+async fn legacy(env: &Env, email: &str) -> Client {
+    env.user(
+        email,
+        UserOptions {
+            legacy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    env.login(email).await
+}
+
+/// A folder `Project` with a file in it, in `owner`'s Cloud Drive.
+async fn project(owner: &Client) -> (NodeHandle, NodeHandle) {
+    let root = owner.root().unwrap().handle;
+    let folder = owner.mkdir(&root, "Project").await.unwrap().handle;
+    let mut body: &[u8] = b"the plan";
+    let file = owner
+        .upload(&folder, "plan.txt", &mut body, 8, 1_700_000_000, None)
+        .await
+        .unwrap()
+        .handle;
+    (folder, file)
+}
+
+/// The share root `recipient` got from `owner_email`, after a fresh fetch.
+fn inshare(c: &Client) -> Option<mega_mount::tree::Node> {
+    c.shares().1.into_iter().next()
+}
+
+#[tokio::test]
+async fn key_manager_accounts_share_read_write_and_read_only() {
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    env.account("bob@example.com").await;
+    env.account("carol@example.com").await;
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::ReadWrite)
+        .await
+        .unwrap();
+    alice
+        .share(&folder, "carol@example.com", Access::Read)
+        .await
+        .unwrap();
+    let (out, _) = alice.shares();
+    assert_eq!(out.len(), 2);
+
+    // bob logs in afterwards: the key waits as a pending key, accepted at login.
+    let bob = env.login("bob@example.com").await;
+    let root = inshare(&bob).expect("the share is listed");
+    assert_eq!(root.name, "Project");
+    assert_eq!(root.inshare.as_ref().unwrap().access, Access::ReadWrite);
+    assert!(bob.read_tree().undecryptable().next().is_none());
+    assert_eq!(
+        bob.read_tree().path_of(&root.handle),
+        "//Shared/alice@example.com/Project"
+    );
+    let plan = bob
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        bob.download_to_vec(&plan.handle).await.unwrap(),
+        b"the plan"
+    );
+    // The key is in bob's ^!keys (trusted) and the pending key is gone.
+    assert_eq!(bob.accept_pending_keys().await.unwrap(), 0);
+    let again = env.login("bob@example.com").await;
+    assert!(
+        again.read_tree().undecryptable().next().is_none(),
+        "key kept in ^!keys"
+    );
+
+    // bob writes into the share; alice reads it with a verified MAC.
+    let mut body: &[u8] = b"bob's notes";
+    let up = bob
+        .upload(
+            &root.handle,
+            "notes.txt",
+            &mut body,
+            11,
+            1_700_000_001,
+            None,
+        )
+        .await
+        .unwrap();
+    alice.fetch().await.unwrap();
+    let n = alice
+        .read_tree()
+        .child_by_name(&folder, "notes.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(n.handle, up.handle);
+    assert_eq!(
+        alice.download_to_vec(&n.handle).await.unwrap(),
+        b"bob's notes"
+    );
+    // carol, with the same share read-only, reads it too, and cannot write.
+    let carol = env.login("carol@example.com").await;
+    let croot = inshare(&carol).unwrap();
+    let cn = carol
+        .read_tree()
+        .child_by_name(&croot.handle, "notes.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        carol.download_to_vec(&cn.handle).await.unwrap(),
+        b"bob's notes"
+    );
+    let mut body: &[u8] = b"nope";
+    let e = carol
+        .upload(&croot.handle, "x.txt", &mut body, 4, 0, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+    assert!(carol.mkdir(&croot.handle, "d").await.is_err());
+}
+
+#[tokio::test]
+async fn legacy_and_key_manager_accounts_share_both_ways() {
+    let env = Env::start().await;
+    let old = legacy(&env, "old@example.com").await;
+    let km = env.account("km@example.com").await;
+    // legacy -> key manager: the key comes RSA-encrypted (sk) and is recorded in ^!keys.
+    let (folder, _) = project(&old).await;
+    old.share(&folder, "km@example.com", Access::Read)
+        .await
+        .unwrap();
+    let km = {
+        drop(km);
+        env.login("km@example.com").await
+    };
+    let root = inshare(&km).expect("listed");
+    let plan = km
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(km.download_to_vec(&plan.handle).await.unwrap(), b"the plan");
+    let a = km
+        .api()
+        .run(&mega_mount::api::attrs::GetUserAttribute {
+            u: &km.session().user,
+            ua: "^!keys",
+            v: 1,
+        })
+        .await
+        .unwrap();
+    let blob = mega_mount::crypto::b64::decode(&a.av, "av").unwrap();
+    let c =
+        mega_mount::crypto::keymgr::KeysContainer::open(&km.session().master_key, &blob).unwrap();
+    let rec = c
+        .share_keys()
+        .into_iter()
+        .find(|r| mega_mount::crypto::b64::encode(&r.node) == root.handle.0)
+        .expect("the legacy share's key is recorded in ^!keys");
+    assert_eq!(rec.flags, 0, "untrusted: it came from sk");
+    // key manager -> legacy: no Cu25519 key on the other side, so RSA again.
+    let (kfolder, _) = project(&km).await;
+    km.share(&kfolder, "old@example.com", Access::Full)
+        .await
+        .unwrap();
+    let old = env.login("old@example.com").await;
+    let root = inshare(&old).expect("listed");
+    assert_eq!(root.inshare.as_ref().unwrap().access, Access::Full);
+    let plan = old
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        old.download_to_vec(&plan.handle).await.unwrap(),
+        b"the plan"
+    );
+}
+
+#[tokio::test]
+async fn a_share_appears_changes_and_ends_while_the_recipient_runs() {
+    let env = Env::start().await;
+    let alice = env.account("a@example.com").await;
+    let bob = Arc::new(env.account("b@example.com").await);
+    let mut watch = bob.watch().unwrap();
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "b@example.com", Access::Read)
+        .await
+        .unwrap();
+    eventually(10, "the share appears, decrypted", || {
+        bob.shares().1.first().is_some_and(|r| r.name == "Project")
+            && bob.read_tree().undecryptable().next().is_none()
+    })
+    .await;
+    // A later change by the owner shows up like any remote change.
+    let mut body: &[u8] = b"v2";
+    alice
+        .upload(&folder, "later.txt", &mut body, 2, 0, None)
+        .await
+        .unwrap();
+    eventually(10, "the owner's new file", || {
+        let t = bob.read_tree();
+        let root = t.inshares().first().map(|r| r.handle.clone());
+        root.is_some_and(|r| t.child_by_name(&r, "later.txt").is_some())
+    })
+    .await;
+    alice
+        .share(&folder, "b@example.com", Access::Full)
+        .await
+        .unwrap();
+    eventually(10, "the new access", || {
+        bob.shares()
+            .1
+            .first()
+            .and_then(|r| r.inshare.clone())
+            .map(|s| s.access)
+            == Some(Access::Full)
+    })
+    .await;
+    alice.unshare(&folder, Some("b@example.com")).await.unwrap();
+    eventually(10, "the share ends", || bob.shares().1.is_empty()).await;
+    assert!(alice.shares().0.is_empty());
+    // The watcher is still alive.
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(Duration::from_millis(200), watch.events.recv()).await
+    {
+        assert!(!matches!(ev, TreeEvent::Stopped(_)), "{ev:?}");
+    }
+}
