@@ -245,3 +245,138 @@ async fn a_share_appears_changes_and_ends_while_the_recipient_runs() {
         assert!(!matches!(ev, TreeEvent::Stopped(_)), "{ev:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megacmd_shares_lists_reads_writes_and_syncs_incoming_shares() {
+    use common::megacmd::Cmd;
+    let env = Env::start().await;
+    for u in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        env.user(u, UserOptions::default()).await;
+    }
+    let (alice, bob, carol) = (
+        Cmd::new(&env, "alice@example.com"),
+        Cmd::new(&env, "bob@example.com"),
+        Cmd::new(&env, "carol@example.com"),
+    );
+    let local = env.dir.path().join("src");
+    std::fs::create_dir_all(local.join("Project")).unwrap();
+    std::fs::write(local.join("Project/plan.txt"), "the plan").unwrap();
+    alice
+        .ok(&[
+            "put",
+            "-r",
+            local.join("Project").to_str().unwrap(),
+            "mega:/",
+        ])
+        .await;
+    alice
+        .ok(&[
+            "share",
+            "mega:/Project",
+            "bob@example.com",
+            "--access",
+            "readwrite",
+        ])
+        .await;
+    alice
+        .ok(&["share", "mega:/Project", "carol@example.com"])
+        .await;
+    let out = alice.ok(&["shares"]).await.stdout;
+    assert!(
+        out.contains("out  readwrite  mega:/Project  with bob@example.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("out  read       mega:/Project  with carol@example.com"),
+        "{out}"
+    );
+
+    let shares = bob.ok(&["--json", "shares"]).await.json();
+    assert_eq!(
+        shares["incoming"][0]["path"],
+        serde_json::json!("mega://Shared/alice@example.com/Project")
+    );
+    assert_eq!(
+        shares["incoming"][0]["access"],
+        serde_json::json!("readwrite")
+    );
+    let ls = bob.ok(&["ls", "mega://Shared/"]).await.stdout;
+    assert!(ls.contains("mega://Shared/alice@example.com/"), "{ls}");
+    let ls = bob
+        .ok(&["ls", "mega://Shared/alice@example.com/Project/"])
+        .await
+        .stdout;
+    assert!(ls.contains("plan.txt"), "{ls}");
+    let got = env.dir.path().join("got.txt");
+    bob.ok(&[
+        "get",
+        "mega://Shared/alice@example.com/Project/plan.txt",
+        got.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(std::fs::read(&got).unwrap(), b"the plan");
+    let mine = env.dir.path().join("bob.txt");
+    std::fs::write(&mine, "from bob").unwrap();
+    bob.ok(&[
+        "put",
+        mine.to_str().unwrap(),
+        "mega://Shared/alice@example.com/Project/",
+    ])
+    .await;
+    assert_eq!(
+        alice.ok(&["cat", "mega:/Project/bob.txt"]).await.stdout,
+        "from bob"
+    );
+    // carol may only read.
+    let mine = env.dir.path().join("carol.txt");
+    std::fs::write(&mine, "from carol").unwrap();
+    let o = carol
+        .run(&[
+            "put",
+            mine.to_str().unwrap(),
+            "mega://Shared/alice@example.com/Project/",
+        ])
+        .await;
+    assert_ne!(o.code, 0, "a read-only share refuses uploads: {}", o.stderr);
+    assert!(
+        o.stderr.contains("ermission") || o.stderr.contains("access"),
+        "{}",
+        o.stderr
+    );
+
+    // Two-way sync on a folder inside the incoming share.
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("synced.txt"), "both ways").unwrap();
+    let filetime = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(work.join("synced.txt"))
+        .unwrap()
+        .set_modified(filetime)
+        .unwrap();
+    bob.ok(&[
+        "sync",
+        "--two-way",
+        work.to_str().unwrap(),
+        "mega://Shared/alice@example.com/Project",
+    ])
+    .await;
+    assert!(work.join("plan.txt").exists() && work.join("bob.txt").exists());
+    assert_eq!(
+        alice.ok(&["cat", "mega:/Project/synced.txt"]).await.stdout,
+        "both ways"
+    );
+
+    // carol leaves; alice ends bob's share.
+    carol
+        .ok(&["unshare", "mega://Shared/alice@example.com/Project"])
+        .await;
+    assert!(!carol.ok(&["shares"]).await.stdout.contains("Project"));
+    alice
+        .ok(&["unshare", "mega:/Project", "bob@example.com"])
+        .await;
+    assert!(alice.ok(&["shares"]).await.stdout.trim().is_empty());
+    bob.fails(&["ls", "mega://Shared/alice@example.com/Project/"], 5)
+        .await;
+}

@@ -26,6 +26,13 @@ struct Row {
 pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
+    if let Some(lines) = super::share::list_virtual(&client, &rp) {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(out, "{:>16}  {:>12}  {l}", "", "DIR");
+        }
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for (p, node) in expand(&client, &rp)? {
         if node.kind.is_container() && (!rp.has_glob() || ctx.cli.recursive) {

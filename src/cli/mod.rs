@@ -6,7 +6,7 @@
 //! * [`exit`]: exit codes and the one-line error for each failure.
 //! * [`path`]: `mega:` locations; [`resolve`]: finding them in the tree.
 //! * [`progress`]: the progress bar, counters and summaries.
-//! * `list`, `transfer`, `manage`, `account`, `sync`: the commands.
+//! * `list`, `transfer`, `manage`, `account`, `share`, `sync`: the commands.
 //!
 //! Nothing in the library imports this module.
 
@@ -17,6 +17,7 @@ mod manage;
 pub mod path;
 mod progress;
 mod resolve;
+mod share;
 mod sync;
 mod transfer;
 mod tty;
@@ -161,6 +162,20 @@ pub enum Command {
     Tree { path: Option<String> },
     /// Write a file to stdout (after its MAC verified)
     Cat { path: String },
+    /// Share a folder with another MEGA user: `share mega:/Project bob@example.com --access readwrite`
+    Share {
+        path: String,
+        /// The other user's e-mail address
+        user: String,
+        /// What the other user may do
+        #[arg(long, value_enum, default_value = "read")]
+        access: share::AccessArg,
+    },
+    /// Stop sharing a folder with a user, or leave a folder shared with you:
+    /// `unshare mega:/Project bob@example.com`, `unshare mega://Shared/alice@example.com/Project`
+    Unshare { path: String, user: Option<String> },
+    /// List the folders you share (out) and those shared with you (in), with access levels
+    Shares,
 }
 
 /// Everything a command needs.
@@ -256,5 +271,8 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Link { path } => account::link(ctx, path).await,
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
         Command::Cat { path } => transfer::cat(ctx, path).await,
+        Command::Share { path, user, access } => share::share(ctx, path, user, *access).await,
+        Command::Unshare { path, user } => share::unshare(ctx, path, user.as_deref()).await,
+        Command::Shares => share::shares(ctx).await,
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line locations: `mega:/path` (Cloud Drive), `mega://Rubbish/path` (Rubbish Bin),
-//! `mega://Inbox/path`, public links, and local paths. A trailing `/` means "into this folder".
+//! `mega://Inbox/path`, `mega://Shared/<owner e-mail>/<folder>/path` (folders other users
+//! shared with us), public links, and local paths. A trailing `/` means "into this folder".
 //! The last component of a remote path may be a glob (`*`, `?`, `[a-z]`, `[!x]`).
 
 use std::path::PathBuf;
@@ -10,6 +11,8 @@ pub enum RootKind {
     Drive,
     Rubbish,
     Inbox,
+    /// Folders shared with us: the first part is the owner's e-mail, the second the folder.
+    Shared,
 }
 
 /// A parsed remote location.
@@ -44,6 +47,7 @@ impl RemotePath {
             RootKind::Drive => "mega:/",
             RootKind::Rubbish => "mega://Rubbish/",
             RootKind::Inbox => "mega://Inbox/",
+            RootKind::Shared => "mega://Shared/",
         };
         format!("{prefix}{}", self.parts.join("/"))
     }
@@ -103,6 +107,7 @@ pub fn parse(arg: &str) -> Result<Location, PathError> {
         let root = match root_name.to_ascii_lowercase().as_str() {
             "rubbish" | "rubbish bin" | "trash" => RootKind::Rubbish,
             "inbox" | "vault" => RootKind::Inbox,
+            "shared" | "shared with me" | "incoming" => RootKind::Shared,
             "drive" | "cloud drive" | "root" => RootKind::Drive,
             _ => return Err(PathError::UnknownRoot(arg.to_string())),
         };

@@ -41,16 +41,45 @@ pub(super) fn root_handle(client: &Client, kind: RootKind) -> Result<NodeHandle,
         RootKind::Drive => tree.root(),
         RootKind::Rubbish => tree.rubbish(),
         RootKind::Inbox => tree.inbox(),
+        RootKind::Shared => {
+            return Err(CliError::new(
+                exit::USAGE,
+                "mega://Shared/ holds no files itself: name a folder, \
+                 mega://Shared/<owner e-mail>/<folder>/ (megacmd shares lists them)",
+            ))
+        }
     };
     n.map(|n| n.handle.clone())
         .ok_or_else(|| CliError::new(exit::OTHER, "the account has no such root"))
 }
 
-pub(super) fn resolve(client: &Client, rp: &RemotePath) -> Result<Node, CliError> {
-    let root = root_handle(client, rp.root)?;
+/// Where a remote path starts: its root, or for `mega://Shared/<owner>/<folder>/…` the
+/// shared folder; and the parts below that.
+fn start_of<'a>(
+    client: &Client,
+    rp: &'a RemotePath,
+) -> Result<(NodeHandle, &'a [String]), CliError> {
+    if rp.root != RootKind::Shared {
+        return Ok((root_handle(client, rp.root)?, &rp.parts));
+    }
+    let [owner, folder, rest @ ..] = rp.parts.as_slice() else {
+        return root_handle(client, rp.root).map(|h| (h, &rp.parts[..]));
+    };
     let tree = client.read_tree();
-    let mut cur = tree.get(&root).ok_or_else(|| not_found(&rp.display()))?;
-    for part in &rp.parts {
+    let share = tree
+        .inshares()
+        .into_iter()
+        .find(|n| tree.sharer_name(n).eq_ignore_ascii_case(owner) && n.name == *folder)
+        .map(|n| n.handle.clone())
+        .ok_or_else(|| not_found(&rp.display()))?;
+    Ok((share, rest))
+}
+
+pub(super) fn resolve(client: &Client, rp: &RemotePath) -> Result<Node, CliError> {
+    let (start, parts) = start_of(client, rp)?;
+    let tree = client.read_tree();
+    let mut cur = tree.get(&start).ok_or_else(|| not_found(&rp.display()))?;
+    for part in parts {
         if !cur.kind.is_container() {
             return Err(CliError::new(
                 exit::NOT_FOUND,
@@ -111,8 +140,8 @@ pub(super) async fn ensure_folder(
 
 /// The folder at a remote path, created with missing parents (like `mkdir -p`).
 pub(super) async fn ensure_path(client: &Client, rp: &RemotePath) -> Result<NodeHandle, CliError> {
-    let root = root_handle(client, rp.root)?;
-    match client.ensure_path(&root, &rp.parts).await {
+    let (start, parts) = start_of(client, rp)?;
+    match client.ensure_path(&start, parts).await {
         Ok(h) => Ok(h),
         Err(Error::NotAFolder { what }) => Err(exists(&what)),
         Err(e) => Err(e.into()),

@@ -1,0 +1,159 @@
+//! `share`, `unshare` and `shares`: folders shared between users, both ways, and listing
+//! `mega://Shared/` (the owners) and `mega://Shared/<owner>/` (their folders).
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::exit::{self, CliError};
+use super::path::{RemotePath, RootKind};
+use super::resolve::{remote_arg, resolve};
+use super::Ctx;
+use crate::client::Client;
+use crate::tree::{Access, Node};
+
+/// `--access` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessArg {
+    /// Read-only.
+    Read,
+    /// Add and change files and folders.
+    Readwrite,
+    /// Also move and delete.
+    Full,
+}
+
+impl From<AccessArg> for Access {
+    fn from(a: AccessArg) -> Self {
+        match a {
+            AccessArg::Read => Access::Read,
+            AccessArg::Readwrite => Access::ReadWrite,
+            AccessArg::Full => Access::Full,
+        }
+    }
+}
+
+/// One of our folders, by path.
+fn own_folder(client: &Client, arg: &str) -> Result<Node, CliError> {
+    let rp = remote_arg(arg)?;
+    let n = resolve(client, &rp)?;
+    if n.kind != crate::tree::NodeKind::Folder {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{}: only folders can be shared", rp.display()),
+        ));
+    }
+    Ok(n)
+}
+
+pub(super) async fn share(
+    ctx: &Ctx,
+    path: &str,
+    user: &str,
+    access: AccessArg,
+) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let n = own_folder(&client, path)?;
+    client.share(&n.handle, user, access.into()).await?;
+    if ctx.cli.verbose >= 1 {
+        eprintln!(
+            "shared {} with {user} ({})",
+            client.path_of(&n.handle),
+            Access::from(access).name()
+        );
+    }
+    Ok(())
+}
+
+/// Ends a share with `user`, with every user (`--all` style: no user on an outgoing share
+/// is refused), or leaves a share we received.
+pub(super) async fn unshare(ctx: &Ctx, path: &str, user: Option<&str>) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let rp = remote_arg(path)?;
+    let n = resolve(&client, &rp)?;
+    if client.read_tree().inshare_of(&n.handle).is_some() {
+        if user.is_some() {
+            return Err(CliError::new(
+                exit::USAGE,
+                format!(
+                    "{}: shared with you; only its owner can change who else has it",
+                    rp.display()
+                ),
+            ));
+        }
+        return Ok(client.unshare(&n.handle, None).await?);
+    }
+    let Some(user) = user else {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{}: name the user to stop sharing with", rp.display()),
+        ));
+    };
+    Ok(client.unshare(&n.handle, Some(user)).await?)
+}
+
+pub(super) async fn shares(ctx: &Ctx) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let (out, incoming) = client.shares();
+    let tree = client.read_tree();
+    let email = |u: &str| tree.email_of(u).unwrap_or(u).to_string();
+    let outgoing: Vec<_> = out
+        .iter()
+        .map(|s| {
+            (
+                format!("mega:{}", tree.path_of(&s.node)),
+                email(&s.user),
+                s.access,
+            )
+        })
+        .collect();
+    let received: Vec<_> = incoming
+        .iter()
+        .map(|n| {
+            let s = n.inshare.as_ref().map(|s| (email(&s.owner), s.access));
+            let (owner, access) = s.unwrap_or_else(|| (String::new(), Access::Read));
+            (format!("mega:{}", tree.path_of(&n.handle)), owner, access)
+        })
+        .collect();
+    drop(tree);
+    if ctx.cli.json {
+        let v = json!({
+            "outgoing": outgoing.iter().map(|(p, u, a)| json!({"path": p, "user": u, "access": a.name()})).collect::<Vec<_>>(),
+            "incoming": received.iter().map(|(p, u, a)| json!({"path": p, "owner": u, "access": a.name()})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let mut o = std::io::stdout().lock();
+    for (p, u, a) in &outgoing {
+        let _ = writeln!(o, "out  {:<9}  {p}  with {u}", a.name());
+    }
+    for (p, u, a) in &received {
+        let _ = writeln!(o, "in   {:<9}  {p}/  from {u}", a.name());
+    }
+    Ok(())
+}
+
+/// `list mega://Shared/` (the owners who share with us) and `list mega://Shared/<owner>/`
+/// (their folders): virtual folders, listed here. `None` for any other path.
+pub(super) fn list_virtual(client: &Client, rp: &RemotePath) -> Option<Vec<String>> {
+    if rp.root != RootKind::Shared || rp.parts.len() >= 2 {
+        return None;
+    }
+    let tree = client.read_tree();
+    let mut lines: Vec<String> = Vec::new();
+    for n in tree.inshares() {
+        let owner = tree.sharer_name(n);
+        let line = match rp.parts.first() {
+            None => format!("mega://Shared/{owner}/"),
+            Some(o) if o.eq_ignore_ascii_case(&owner) => {
+                format!("mega://Shared/{owner}/{}/", n.name)
+            }
+            Some(_) => continue,
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    Some(lines)
+}
