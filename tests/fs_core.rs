@@ -160,6 +160,7 @@ async fn reads_use_the_configured_transfer_settings() {
                     cache_dir: env.dir.path().join(format!("tc-{max_retries}")),
                     cache_size: 1 << 20,
                     verify_full: false,
+                    shares_dir: None,
                 },
             )
             .unwrap(),

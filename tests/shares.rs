@@ -380,3 +380,145 @@ async fn megacmd_shares_lists_reads_writes_and_syncs_incoming_shares() {
     bob.fails(&["ls", "mega://Shared/alice@example.com/Project/"], 5)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mount_shows_shares_with_their_access_levels() {
+    use common::mount::{eventually_on_mount, op, Mount};
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    env.account("bob@example.com").await;
+    env.account("carol@example.com").await;
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::ReadWrite)
+        .await
+        .unwrap();
+    alice
+        .share(&folder, "carol@example.com", Access::Read)
+        .await
+        .unwrap();
+
+    let bob = Mount::start(&env, "bob@example.com", &[], true);
+    let d = bob.dir.clone();
+    let top = op("readdir", move || {
+        let mut v: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    })
+    .await;
+    assert_eq!(top, vec!["Shared with me"]);
+    let share = bob.path("Shared with me/alice@example.com/Project");
+    let p = share.join("plan.txt");
+    assert_eq!(
+        op("read", move || std::fs::read(p).unwrap()).await,
+        b"the plan"
+    );
+    // bob writes (read-write); alice reads it with a verified MAC.
+    let p = share.join("from-bob.txt");
+    op("write", move || std::fs::write(p, "hello alice").unwrap()).await;
+    alice.fetch().await.unwrap();
+    let n = alice
+        .read_tree()
+        .child_by_name(&folder, "from-bob.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        alice.download_to_vec(&n.handle).await.unwrap(),
+        b"hello alice"
+    );
+    // ...but may not delete (full access needed): refused before anything is sent.
+    let p = share.join("plan.txt");
+    let e = op("rm", move || std::fs::remove_file(p).unwrap_err()).await;
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    // The virtual folders cannot be changed.
+    let p = bob.path("Shared with me/new");
+    let e = op("mkdir", move || std::fs::create_dir(p).unwrap_err()).await;
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+
+    // alice's later change shows up within 2 seconds.
+    let mut body: &[u8] = b"later";
+    alice
+        .upload(&folder, "later.txt", &mut body, 5, 0, None)
+        .await
+        .unwrap();
+    let p = share.join("later.txt");
+    eventually_on_mount(2, "alice's new file", move || p.exists()).await;
+
+    // A share made while bob is mounted appears (its key arrives by pending keys).
+    let root = alice.root().unwrap().handle;
+    let second = alice.mkdir(&root, "Second").await.unwrap().handle;
+    let mut body: &[u8] = b"second";
+    alice
+        .upload(&second, "s.txt", &mut body, 6, 0, None)
+        .await
+        .unwrap();
+    alice
+        .share(&second, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    let p = bob.path("Shared with me/alice@example.com/Second/s.txt");
+    eventually_on_mount(10, "the new share, readable", move || {
+        std::fs::read(&p).is_ok_and(|b| b == b"second")
+    })
+    .await;
+
+    // carol's share is read-only: nothing can be written, and it shows.
+    let carol = Mount::start(&env, "carol@example.com", &[], true);
+    let cshare = carol.path("Shared with me/alice@example.com/Project");
+    let p = cshare.join("nope.txt");
+    let e = op("create", move || std::fs::write(p, "x").unwrap_err()).await;
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    let p = cshare.join("plan.txt");
+    let mode = op("stat", move || {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode()
+    })
+    .await;
+    assert_eq!(mode & 0o222, 0, "no write bits: {mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shares_folder_can_be_renamed_hidden_and_yields_to_a_real_folder() {
+    use common::mount::{op, Mount};
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    let bob = env.account("bob@example.com").await;
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    let root = bob.root().unwrap().handle;
+    bob.mkdir(&root, "Shared with me").await.unwrap();
+    let list = |m: &Mount| {
+        let d = m.dir.clone();
+        op("readdir", move || {
+            let mut v: Vec<String> = std::fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        })
+    };
+    let m = Mount::start(&env, "bob@example.com", &[], true);
+    assert_eq!(
+        list(&m).await,
+        vec!["Shared with me", "Shared with me (incoming)"],
+        "the real folder keeps its name"
+    );
+    let p = m.path("Shared with me (incoming)/alice@example.com/Project/plan.txt");
+    assert_eq!(
+        op("read", move || std::fs::read(p).unwrap()).await,
+        b"the plan"
+    );
+    drop(m);
+    let m = Mount::start(&env, "bob@example.com", &["-o", "shares=Incoming"], true);
+    assert_eq!(list(&m).await, vec!["Incoming", "Shared with me"]);
+    drop(m);
+    let m = Mount::start(&env, "bob@example.com", &["-o", "shares="], true);
+    assert_eq!(list(&m).await, vec!["Shared with me"]);
+}

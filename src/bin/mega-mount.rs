@@ -22,7 +22,8 @@ struct Args {
     #[arg(required = true, num_args = 1..=2)]
     paths: Vec<PathBuf>,
     /// Mount options: ro, allow_other, uid=, gid=, umask=, config=, cache_dir=, cache_size=,
-    /// hard_delete (and fstab ones such as _netdev, which are accepted)
+    /// hard_delete, verify=full, shares=NAME (and fstab ones such as _netdev, which are
+    /// accepted)
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise: detach once mounted)
@@ -34,6 +35,10 @@ struct Args {
     /// Delete files for good instead of moving them to the Rubbish Bin
     #[arg(long)]
     hard_delete: bool,
+    /// Name of the top-level folder showing folders other users shared with you (default
+    /// "Shared with me"; "" hides it)
+    #[arg(long, value_name = "NAME")]
+    shares_dir: Option<String>,
     /// Memory for decrypted blocks, e.g. 256M
     #[arg(long, value_name = "SIZE")]
     cache_size: Option<String>,
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         foreground: args.foreground,
         conf: args.conf,
         hard_delete: args.hard_delete,
+        shares_dir: args.shares_dir,
         cache_size: args.cache_size,
         cache_dir: args.cache_dir,
         n_threads: args.n_threads,

@@ -63,7 +63,10 @@ impl Kind {
 impl MegaFs {
     pub(super) fn attr_of(&self, ino: u64, n: &Node) -> Attr {
         let kind = Kind::of(n);
-        let base = if kind == Kind::Dir { 0o777 } else { 0o666 };
+        let mut base = if kind == Kind::Dir { 0o777 } else { 0o666 };
+        if self.read_only_share(&n.handle) {
+            base &= 0o555;
+        }
         Attr {
             ino,
             size: if kind == Kind::File { n.size } else { 0 },
@@ -139,6 +142,7 @@ impl MegaFs {
                 Some(staged) => Ok(self.staged_attr(ino, staged, 1)),
                 None => Err(FsError::NotFound),
             },
+            Target::Virtual(_) => Ok(self.virtual_attr(ino)),
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::attr::{Attr, DirEntry, Kind};
 use super::inodes::Target;
-use super::{FsError, MegaFs, Result};
+use super::{FsError, MegaFs, Result, ROOT_INO};
 use crate::local::names::escape_name;
 use crate::tree::{Change, Node, NodeHandle};
 
@@ -100,11 +100,15 @@ impl MegaFs {
 
     /// The children of a folder as shown on the mount.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        if let Some(v) = self.virtual_of(ino) {
+            return Ok(self.readdir_virtual(&v));
+        }
         let dir = self.dir_of(ino)?;
         let view = self.dir_view(&dir.handle);
+        let shares = (ino == ROOT_INO).then(|| self.shares_name()).flatten();
         let mut inodes = self.inodes();
         // Plain READDIR replies create no dentries in the kernel: nothing to remember.
-        Ok(view
+        let mut out: Vec<DirEntry> = view
             .entries
             .iter()
             .map(|(name, h, kind)| DirEntry {
@@ -112,7 +116,15 @@ impl MegaFs {
                 name: name.clone(),
                 kind: *kind,
             })
-            .collect())
+            .collect();
+        if let Some(name) = shares {
+            out.push(DirEntry {
+                ino: inodes.virtual_ino(super::inodes::Virtual::Shares),
+                name,
+                kind: Kind::Dir,
+            });
+        }
+        Ok(out)
     }
 
     /// The node shown as `name` in `dir`.
@@ -133,6 +145,9 @@ impl MegaFs {
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
         Self::name_fits(name)?;
+        if let Some(r) = self.lookup_virtual(parent, name) {
+            return r;
+        }
         let dir = self.dir_of(parent)?;
         if let Some(ino) = self.pending_child(&dir.handle, name) {
             return self.getattr(ino);
@@ -198,6 +213,20 @@ impl MegaFs {
                     }
                 }
             }
+            // A change whose folder we do not have is an incoming share's root coming or
+            // going: the virtual folders list differently now.
+            let tree = self.client.read_tree();
+            if parents
+                .iter()
+                .any(|p| p.as_ref().is_some_and(|p| tree.get(p).is_none()))
+            {
+                for ino in inodes.virtual_inos() {
+                    if !out.inodes.contains(&ino) {
+                        out.inodes.push(ino);
+                    }
+                }
+            }
+            drop(tree);
             for p in parents {
                 inode(p.as_ref(), &mut out);
             }

@@ -18,12 +18,24 @@ pub enum Target {
         parent: NodeHandle,
         name: String,
     },
+    /// A folder that exists only on the mount (the shares of other users).
+    Virtual(Virtual),
+}
+
+/// The virtual folders of [`super::shared`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Virtual {
+    /// `Shared with me`.
+    Shares,
+    /// One owner's shares (by user handle).
+    Owner(String),
 }
 
 #[derive(Debug, Default)]
 pub struct Inodes {
     by_ino: HashMap<u64, Target>,
     by_handle: HashMap<NodeHandle, u64>,
+    by_virtual: HashMap<Virtual, u64>,
     next: u64,
 }
 
@@ -52,6 +64,30 @@ impl Inodes {
         self.by_ino.insert(ino, Target::Node(h.clone()));
         self.by_handle.insert(h.clone(), ino);
         ino
+    }
+
+    /// The inode of a virtual folder, allocating one the first time.
+    pub fn virtual_ino(&mut self, v: Virtual) -> u64 {
+        if let Some(i) = self.by_virtual.get(&v) {
+            return *i;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, Target::Virtual(v.clone()));
+        self.by_virtual.insert(v, ino);
+        ino
+    }
+
+    /// Every inode handed out and still standing for something.
+    pub fn all(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.by_ino.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Every virtual folder's inode handed out so far.
+    pub fn virtual_inos(&self) -> Vec<u64> {
+        self.by_virtual.values().copied().collect()
     }
 
     /// The inode of a node if one was handed out (never allocates).

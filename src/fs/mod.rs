@@ -13,6 +13,7 @@
 //! * [`write`]: writes land in a staging file under the cache directory;
 //!   `flush`/`fsync`/`release` upload it as the new version and only then return.
 //! * [`inodes`]: inode numbers (stable, never reused while mounted).
+//! * [`shared`]: the virtual `Shared with me` folder and access levels inside shares.
 //!
 //! Lock order: `inodes` → `open`; `inodes` → `names` → the client's tree lock (read, in
 //! [`MegaFs::stale`]); `Reader::inflight` → the block cache; `readers`, `dirs` and `commits`
@@ -30,6 +31,7 @@ pub mod error;
 pub mod inodes;
 pub mod namespace;
 pub mod read;
+pub mod shared;
 pub mod write;
 
 use std::collections::HashMap;
@@ -67,6 +69,8 @@ pub struct FsConfig {
     /// `verify=full`: a read returns data only once the whole file's MAC verified (by
     /// fetching all of it first), instead of streaming and failing later reads.
     pub verify_full: bool,
+    /// The name of the virtual folder showing other users' shares; `None` hides it.
+    pub shares_dir: Option<String>,
 }
 
 /// An open file handle.
@@ -158,6 +162,10 @@ impl MegaFs {
         match self.target(ino)? {
             Target::Node(h) => self.client.node(&h).map_err(|_| FsError::NotFound),
             Target::Pending { .. } => Err(FsError::NotFound),
+            // Nothing can be created in, or changed about, a virtual folder.
+            Target::Virtual(_) => Err(FsError::AccessDenied(
+                "a folder of the mount that holds other users' shares".into(),
+            )),
         }
     }
 

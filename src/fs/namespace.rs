@@ -13,7 +13,7 @@ use super::attr::Attr;
 use super::inodes::Target;
 use super::{FsError, MegaFs, Result};
 use crate::local::names::{escape_name, unescape_name};
-use crate::tree::Node;
+use crate::tree::{Access, Node};
 
 /// A file's commit lock; the map entry goes when nobody holds or waits for it.
 pub(super) struct FileLock<'a> {
@@ -83,6 +83,7 @@ impl MegaFs {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
+        self.may_change(&dir.handle, Access::ReadWrite)?;
         if self.child(&dir, name).is_some() || self.pending_child(&dir.handle, name).is_some() {
             return Err(FsError::Exists);
         }
@@ -94,6 +95,7 @@ impl MegaFs {
 
     /// Removes a node (Rubbish Bin, or deleted with `hard_delete`) and forgets its inode.
     async fn remove(&self, n: &Node) -> Result<()> {
+        self.may_change(&n.handle, Access::Full)?;
         self.dispose(&n.handle).await?;
         let ino = self.inodes().find(&n.handle);
         if let Some(ino) = ino {
@@ -170,6 +172,14 @@ impl MegaFs {
             return self.rename_pending(ino, &to, new_parent, new_name).await;
         }
         let n = self.child(&from, name).ok_or(FsError::NotFound)?;
+        // Renaming in place changes a name (read-write); moving needs full access.
+        let need = if from.handle == to.handle {
+            Access::ReadWrite
+        } else {
+            Access::Full
+        };
+        self.may_change(&n.handle, need)?;
+        self.may_change(&to.handle, Access::ReadWrite)?;
         self.make_room(&to, new_name, Some(&n)).await?;
         // The name as shown (escaped, or shortened if too long) keeps the node's real name.
         let real = if new_name == escape_name(&n.name) {

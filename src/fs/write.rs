@@ -265,8 +265,9 @@ impl MegaFs {
                     let writer = Writer::new(staged, truncate)?;
                     return Ok(self.insert_open(ino, Some(writer), None));
                 }
-                Target::Node(_) => self.node_of(ino)?,
+                Target::Node(_) | Target::Virtual(_) => self.node_of(ino)?,
             };
+            self.may_change(&n.handle, crate::tree::Access::ReadWrite)?;
             if n.kind.is_container() {
                 return Err(FsError::IsDir);
             }
@@ -348,6 +349,7 @@ impl MegaFs {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
+        self.may_change(&dir.handle, crate::tree::Access::ReadWrite)?;
         if let Some(existing) = self.child(&dir, name) {
             if existing.kind.is_container() {
                 return Err(FsError::IsDir);
@@ -393,6 +395,9 @@ impl MegaFs {
             return self.getattr(ino);
         }
         self.writable()?;
+        if let Ok(n) = self.node_of(ino) {
+            self.may_change(&n.handle, crate::tree::Access::ReadWrite)?;
+        }
         // Apply it to an open writer of this file if there is one (the kernel does not always
         // pass the handle), else to a temporary one. Only an mtime, with no unsaved writes:
         // rewrite the fingerprint attribute, no upload.
@@ -490,6 +495,7 @@ impl MegaFs {
     async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
         let (parent, name, old) = match self.target(ino)? {
             Target::Pending { parent, name } => (parent, unescape_name(&name), None),
+            Target::Virtual(_) => return Err(FsError::NotPermitted),
             Target::Node(h) => {
                 let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
                 (

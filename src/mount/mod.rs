@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::client::{connect, TreeEvent};
 use crate::config::{self, Env};
-use crate::fs::{FsConfig, MegaFs, Recovered, Stale, Unsaved, ROOT_INO};
+use crate::fs::{FsConfig, MegaFs, Recovered, Stale, Unsaved};
 use crate::fuse::{spawn_invalidator, FuseAdapter};
 use crate::tree::Change;
 pub use options::{parse_options, parse_size, MountOptions};
@@ -44,6 +44,8 @@ pub struct MountRequest {
     /// `--conf`.
     pub conf: Option<PathBuf>,
     pub hard_delete: bool,
+    /// `--shares-dir`: the name of the virtual folder of other users' shares ("" hides it).
+    pub shares_dir: Option<String>,
     /// `--cache-size` as written.
     pub cache_size: Option<String>,
     pub cache_dir: Option<PathBuf>,
@@ -113,6 +115,14 @@ impl Settings {
             cache_dir,
             cache_size,
             verify_full: options.verify_full.unwrap_or(false),
+            shares_dir: Some(
+                options
+                    .shares_dir
+                    .clone()
+                    .or(req.shares_dir.clone())
+                    .unwrap_or_else(|| crate::fs::shared::DEFAULT_SHARES_DIR.to_string()),
+            )
+            .filter(|n| !n.is_empty()),
         };
         Ok(Settings {
             mountpoint,
@@ -157,14 +167,16 @@ pub enum Invalidate {
 }
 
 /// Maps a watcher event to what the kernel must forget; `stale` names what changes make
-/// stale (the filesystem's [`MegaFs::stale`]). After a full reload the root is invalidated.
-pub fn invalidation(ev: TreeEvent, stale: impl FnOnce(&[Change]) -> Stale) -> Invalidate {
+/// stale (the filesystem's [`MegaFs::stale`]); after a full reload (new keys can rename every
+/// node of a share) `everything` does ([`MegaFs::stale_all`]).
+pub fn invalidation(
+    ev: TreeEvent,
+    stale: impl FnOnce(&[Change]) -> Stale,
+    everything: impl FnOnce() -> Stale,
+) -> Invalidate {
     let s = match ev {
         TreeEvent::Changed(changes) => stale(&changes),
-        TreeEvent::Reloaded => Stale {
-            entries: Vec::new(),
-            inodes: vec![ROOT_INO],
-        },
+        TreeEvent::Reloaded => everything(),
         TreeEvent::Stopped(why) => return Invalidate::Stop(why),
     };
     if s.is_empty() {
@@ -270,7 +282,7 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     let fs2 = fs.clone();
     rt.spawn(async move {
         while let Some(ev) = watcher.events.recv().await {
-            match invalidation(ev, |c| fs2.stale(c)) {
+            match invalidation(ev, |c| fs2.stale(c), || fs2.stale_all()) {
                 Invalidate::Some(stale) => {
                     if invalidate.send(stale).is_err() {
                         break;
@@ -328,6 +340,7 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::ROOT_INO;
 
     fn request(dir: &Path, options: &[&str]) -> MountRequest {
         MountRequest {
@@ -336,6 +349,7 @@ mod tests {
             foreground: true,
             conf: Some("/flag.toml".into()),
             hard_delete: false,
+            shares_dir: None,
             cache_size: Some("64M".into()),
             cache_dir: None,
             n_threads: 0,
@@ -420,29 +434,44 @@ mod tests {
         };
         let changed = TreeEvent::Changed(vec![Change::Added("H".into())]);
         assert_eq!(
-            invalidation(changed, |c| {
-                assert_eq!(c.len(), 1);
-                Stale {
-                    entries: stale.entries.clone(),
-                    inodes: stale.inodes.clone(),
-                }
-            }),
+            invalidation(
+                changed,
+                |c| {
+                    assert_eq!(c.len(), 1);
+                    Stale {
+                        entries: stale.entries.clone(),
+                        inodes: stale.inodes.clone(),
+                    }
+                },
+                || unreachable!()
+            ),
             Invalidate::Some(stale)
         );
         let unseen = TreeEvent::Changed(vec![Change::Added("H".into())]);
         assert_eq!(
-            invalidation(unseen, |_| Stale::default()),
+            invalidation(unseen, |_| Stale::default(), || unreachable!()),
             Invalidate::Nothing
         );
         assert_eq!(
-            invalidation(TreeEvent::Reloaded, |_| unreachable!()),
+            invalidation(
+                TreeEvent::Reloaded,
+                |_| unreachable!(),
+                || Stale {
+                    entries: vec![],
+                    inodes: vec![ROOT_INO]
+                }
+            ),
             Invalidate::Some(Stale {
                 entries: vec![],
                 inodes: vec![ROOT_INO]
             })
         );
         assert_eq!(
-            invalidation(TreeEvent::Stopped("gone".into()), |_| unreachable!()),
+            invalidation(
+                TreeEvent::Stopped("gone".into()),
+                |_| unreachable!(),
+                || unreachable!()
+            ),
             Invalidate::Stop("gone".into())
         );
     }

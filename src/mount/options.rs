@@ -21,6 +21,8 @@ pub struct MountOptions {
     pub https: bool,
     /// `verify=full` (true) or `verify=stream` (false, the default).
     pub verify_full: Option<bool>,
+    /// `shares=NAME`: the virtual folder of other users' shares (`shares=` hides it).
+    pub shares_dir: Option<String>,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -90,6 +92,13 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
                 )
             }
             "hard_delete" => o.hard_delete = true,
+            "shares" => {
+                let name = v.unwrap_or("");
+                if name.contains('/') || name == "." || name == ".." {
+                    return Err(format!("shares={name}: not a folder name"));
+                }
+                o.shares_dir = Some(name.to_string());
+            }
             "https" => o.https = true,
             "verify" => {
                 o.verify_full = Some(match need(k, v)? {

@@ -179,6 +179,7 @@ pub async fn fs_core(
             cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
             cache_size: 1 << 20,
             verify_full: false,
+            shares_dir: Some("Shared with me".into()),
         },
     )
     .unwrap();
