@@ -16,6 +16,8 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the FUSE mount tests
 command -v rsync >/dev/null 2>&1 || need+=(rsync)        # rsync onto the mount
 command -v git >/dev/null 2>&1 || need+=(git)            # git commit inside the mount
 [ -e /usr/include/sys/acl.h ] || need+=(libacl1-dev)      # builds pjdfstest (POSIX suite)
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)   # builds the mega-rs interop driver
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -39,6 +41,14 @@ if ! [ -x target/tools/bin/pjdfstest ] || ! grep -qs "$PJDFSTEST_VERSION" target
 fi
 export PJDFSTEST="$PWD/target/tools/bin/pjdfstest"
 [ "$(id -u)" = 0 ] && export MEGA_REQUIRE_PJDFSTEST=1
+
+# The crate `mega` (an independent Rust MEGA client that reads the key manager), driven by
+# tests/interop_mega_rs.rs; built once under target/tools/build (a no-op when unchanged).
+log "cargo build tests/interop/mega-rs"
+cargo build --release --locked --quiet --manifest-path tests/interop/mega-rs/Cargo.toml \
+  --target-dir target/tools/build
+export MEGA_RS_DRIVER="$PWD/target/tools/build/release/mega-rs-driver"
+export MEGA_REQUIRE_MEGA_RS=1
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -522,3 +522,37 @@ async fn the_shares_folder_can_be_renamed_hidden_and_yields_to_a_real_folder() {
     let m = Mount::start(&env, "bob@example.com", &["-o", "shares="], true);
     assert_eq!(list(&m).await, vec!["Shared with me"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shares_folder_comes_with_the_first_share_and_goes_with_the_last() {
+    use common::mount::{eventually_on_mount, Mount};
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    env.account("bob@example.com").await;
+    let m = Mount::start(&env, "bob@example.com", &[], true);
+    let names = {
+        let d = m.dir.clone();
+        move || -> Vec<String> {
+            std::fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        }
+    };
+    assert!(common::mount::op("readdir", names.clone()).await.is_empty());
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    let n = names.clone();
+    eventually_on_mount(10, "the virtual folder appears", move || {
+        n() == vec!["Shared with me".to_string()]
+    })
+    .await;
+    alice
+        .unshare(&folder, Some("bob@example.com"))
+        .await
+        .unwrap();
+    eventually_on_mount(10, "the virtual folder goes", move || names().is_empty()).await;
+}

@@ -220,7 +220,9 @@ impl MegaFs {
                 .iter()
                 .any(|p| p.as_ref().is_some_and(|p| tree.get(p).is_none()))
             {
-                for ino in inodes.virtual_inos() {
+                // The root too: the virtual folder comes with the first share, goes with
+                // the last.
+                for ino in inodes.virtual_inos().into_iter().chain([ROOT_INO]) {
                     if !out.inodes.contains(&ino) {
                         out.inodes.push(ino);
                     }

@@ -1,7 +1,7 @@
 //! Folders other users shared with us, on the mount: a virtual folder at the top (by default
 //! `Shared with me`, `shares=NAME` to rename it, `shares=` to hide it) holding one virtual
 //! folder per owner (their e-mail address), holding the shared folders themselves, which are
-//! real nodes from there on. A real folder of the same name in the Cloud Drive wins; the
+//! real nodes from there on. It is there while at least one folder is shared with us. A real folder of the same name in the Cloud Drive wins; the
 //! virtual one is then shown as `NAME (incoming)`.
 //!
 //! The virtual folders are read-only (EACCES for anything that would change them). Inside a
@@ -21,9 +21,14 @@ use crate::tree::{Access, Node, NodeHandle};
 pub const DEFAULT_SHARES_DIR: &str = "Shared with me";
 
 impl MegaFs {
-    /// The virtual folder's name in the root as shown (None if hidden).
+    /// The virtual folder's name in the root as shown: `None` if hidden, or while nobody
+    /// shares anything with us (so that an empty Cloud Drive mounts as an empty folder, and
+    /// `rsync --delete` onto the mount finds nothing it cannot remove).
     pub(super) fn shares_name(&self) -> Option<String> {
         let name = self.cfg.shares_dir.as_deref().filter(|n| !n.is_empty())?;
+        if self.client.read_tree().inshares().is_empty() {
+            return None;
+        }
         let root = self.client.root().ok()?;
         let taken = display_names(&self.client.children(&root.handle))
             .iter()
