@@ -41,14 +41,8 @@ async fn project(owner: &Client) -> (NodeHandle, NodeHandle) {
     (folder, file)
 }
 
-/// The share root `recipient` got from `owner_email`, after a fresh fetch.
-fn inshare(c: &Client) -> Option<mega_mount::tree::Node> {
-    c.shares().1.into_iter().next()
-}
-
-#[tokio::test]
-async fn key_manager_accounts_share_read_write_and_read_only() {
-    let env = Env::start().await;
+/// alice, her `Project` shared read-write with bob and read-only with carol.
+async fn alice_shares_with_bob_and_carol(env: &Env) -> (Client, NodeHandle) {
     let alice = env.account("alice@example.com").await;
     env.account("bob@example.com").await;
     env.account("carol@example.com").await;
@@ -61,6 +55,18 @@ async fn key_manager_accounts_share_read_write_and_read_only() {
         .share(&folder, "carol@example.com", Access::Read)
         .await
         .unwrap();
+    (alice, folder)
+}
+
+/// The share root `recipient` got from `owner_email`, after a fresh fetch.
+fn inshare(c: &Client) -> Option<mega_mount::tree::Node> {
+    c.shares().1.into_iter().next()
+}
+
+#[tokio::test]
+async fn key_manager_accounts_share_read_write_and_read_only() {
+    let env = Env::start().await;
+    let (alice, folder) = alice_shares_with_bob_and_carol(&env).await;
     let (out, _) = alice.shares();
     assert_eq!(out.len(), 2);
 
@@ -385,18 +391,7 @@ async fn megacmd_shares_lists_reads_writes_and_syncs_incoming_shares() {
 async fn the_mount_shows_shares_with_their_access_levels() {
     use common::mount::{eventually_on_mount, op, Mount};
     let env = Env::start().await;
-    let alice = env.account("alice@example.com").await;
-    env.account("bob@example.com").await;
-    env.account("carol@example.com").await;
-    let (folder, _) = project(&alice).await;
-    alice
-        .share(&folder, "bob@example.com", Access::ReadWrite)
-        .await
-        .unwrap();
-    alice
-        .share(&folder, "carol@example.com", Access::Read)
-        .await
-        .unwrap();
+    let (alice, folder) = alice_shares_with_bob_and_carol(&env).await;
 
     let bob = Mount::start(&env, "bob@example.com", &[], true);
     let d = bob.dir.clone();

@@ -5,9 +5,9 @@
 
 use tokio::io::AsyncWrite;
 
-use super::shares::{new_share_key, ZERO_KEY};
+use super::shares::new_share_key;
 use super::{task_failed, Client, Error, Result};
-use crate::api::commands::{FetchNodes, GetDownloadUrl, GetLink, Share, ShareKeys, ShareTo};
+use crate::api::commands::{FetchNodes, GetDownloadUrl, GetLink, Share, ShareTo};
 use crate::api::ApiClient;
 use crate::crypto::{attr, b64, Key128};
 use crate::link::{self, LinkError, PublicLink};
@@ -65,35 +65,12 @@ impl Client {
             return Ok(k.clone());
         }
         let share_key = new_share_key();
-        let mk = &self.session.master_key.0;
-        let cr = {
-            let tree = self.read_tree();
-            let nodes = tree.subtree_with_versions(h);
-            ShareKeys {
-                shares: vec![h.0.clone()],
-                keys: nodes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, n)| {
-                        let k = n.key.as_ref()?;
-                        Some((0, j, b64::encode(&share_key.wrap(&k.raw()))))
-                    })
-                    .collect(),
-                nodes: nodes.iter().map(|n| n.handle.0.clone()).collect(),
-            }
-        };
-        // A key-manager account keeps the key in `^!keys` (stored before it is used) and
-        // sends zero placeholders where legacy accounts send the key wrapped by the master
-        // key (`ok`) and its authentication (`ha`).
-        let (ok, ha) = if self.has_key_manager() {
+        let cr = self.keys_under(h, &share_key);
+        // A key-manager account keeps the key in `^!keys`, stored before it is used.
+        if self.has_key_manager() {
             self.store_own_share_key(&h.0, &share_key).await?;
-            (ZERO_KEY.to_string(), ZERO_KEY.to_string())
-        } else {
-            (
-                b64::encode(&mk.wrap(&share_key.0)),
-                b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes())),
-            )
-        };
+        }
+        let (ok, ha) = self.owner_key(h, &share_key);
         self.api
             .run(&Share {
                 n: &h.0,

@@ -25,7 +25,7 @@ use crate::crypto::{b64, rsa, Key128};
 use crate::tree::{Access, Node, NodeHandle, OutShare};
 
 /// 16 zero bytes: the `ok`/`ha` placeholders of key-manager clients.
-pub(super) const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
 fn protocol(e: impl std::fmt::Display) -> Error {
     Error::Protocol(e.to_string())
@@ -145,15 +145,7 @@ impl Client {
         } else {
             rsa_key = Some(self.rsa_wrap(&peer.pubk, &key)?);
         }
-        let mk = &self.session.master_key.0;
-        let (ok, ha) = if km {
-            (ZERO_KEY.to_string(), ZERO_KEY.to_string())
-        } else {
-            (
-                b64::encode(&mk.wrap(&key.0)),
-                b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes())),
-            )
-        };
+        let (ok, ha) = self.owner_key(h, &key);
         let cr = fresh.then(|| self.keys_under(h, &key));
         self.api
             .run(&Share {
@@ -182,6 +174,19 @@ impl Client {
         Ok(())
     }
 
+    /// `s2`'s `ok` and `ha`: zero placeholders on a key-manager account (the key is in
+    /// `^!keys`), else the share key wrapped by the master key and the handle authentication.
+    pub(super) fn owner_key(&self, h: &NodeHandle, key: &Key128) -> (String, String) {
+        if self.has_key_manager() {
+            return (ZERO_KEY.to_string(), ZERO_KEY.to_string());
+        }
+        let mk = &self.session.master_key.0;
+        (
+            b64::encode(&mk.wrap(&key.0)),
+            b64::encode(&mk.wrap(format!("{}{}", h.0, h.0).as_bytes())),
+        )
+    }
+
     /// The share key RSA-encrypted to a user's public key (legacy sharing).
     fn rsa_wrap(&self, pubk: &str, key: &Key128) -> Result<String> {
         let pubk = b64::decode(pubk, "pubk").map_err(ApiError::from)?;
@@ -191,7 +196,7 @@ impl Client {
     }
 
     /// `cr` for a new share: every node below `h`, versions included, under `key`.
-    fn keys_under(&self, h: &NodeHandle, key: &Key128) -> ShareKeys {
+    pub(super) fn keys_under(&self, h: &NodeHandle, key: &Key128) -> ShareKeys {
         let tree = self.read_tree();
         let nodes = tree.subtree_with_versions(h);
         ShareKeys {

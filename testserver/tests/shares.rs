@@ -34,17 +34,7 @@ impl Env {
     }
 
     async fn sc(&self, sid: &str, sn: &str) -> Vec<Value> {
-        let t = self
-            .http
-            .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_str(&t).unwrap();
-        v["a"].as_array().cloned().unwrap_or_default()
+        self.packets_after(sid, sn).await.0
     }
 
     async fn sn(&self, sid: &str) -> String {

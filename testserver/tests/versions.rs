@@ -24,29 +24,6 @@ fn node<'a>(list: &'a Value, h: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|n| n["h"] == json!(h))
 }
 
-impl Env {
-    /// The packets after `sn`, and the new `sn`.
-    async fn packets_after(&self, sid: &str, sn: &str) -> (Vec<Value>, String) {
-        let text = self
-            .http
-            .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let r: Value = serde_json::from_str(&text).unwrap();
-        let packets = r["a"].as_array().cloned().unwrap_or_default();
-        let sn = r["sn"].as_str().map_or(sn.to_string(), str::to_string);
-        (packets, sn)
-    }
-
-    async fn fetch(&self, sid: &str) -> Value {
-        self.run(sid, json!({"a": "f", "c": 1})).await
-    }
-}
-
 #[tokio::test]
 async fn user_attributes_are_versioned_and_announced() {
     let env = start(Limits::default()).await;

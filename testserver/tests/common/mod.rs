@@ -154,6 +154,28 @@ pub fn uh(email: &str) -> String {
 }
 
 impl Env {
+    /// The packets after `sn`, and the new `sn`.
+    pub async fn packets_after(&self, sid: &str, sn: &str) -> (Vec<Value>, String) {
+        let text = self
+            .http
+            .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let r: Value = serde_json::from_str(&text).unwrap();
+        let packets = r["a"].as_array().cloned().unwrap_or_default();
+        let sn = r["sn"].as_str().map_or(sn.to_string(), str::to_string);
+        (packets, sn)
+    }
+
+    /// The whole tree (`f`).
+    pub async fn fetch(&self, sid: &str) -> Value {
+        self.run(sid, json!({"a": "f", "c": 1})).await
+    }
+
     /// Uploads `data` (as if it were ciphertext); the completion token.
     pub async fn upload(&self, sid: &str, data: &[u8]) -> String {
         let r = self.run(sid, json!({"a": "u", "s": data.len()})).await;
