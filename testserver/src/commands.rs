@@ -399,9 +399,10 @@ impl Ctx<'_> {
         f2.extend(in_f2);
         let mut s = s;
         s.extend(user_shares);
+        let (ps, opc) = self.f_pending(sess)?;
         Ok(json!({
             "f": f, "f2": f2,
-            "ok": ok, "ok0": ok, "s": s, "u": users,
+            "ok": ok, "ok0": ok, "s": s, "ps": ps, "opc": opc, "u": users,
             "sn": encode_sn(seq),
         }))
     }

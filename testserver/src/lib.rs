@@ -25,6 +25,7 @@ mod attrs;
 mod commands;
 mod events;
 mod http;
+mod pending;
 mod shares;
 mod transfer;
 mod versions;
@@ -195,6 +196,8 @@ pub fn add_user(
         for (name, value) in &attrs {
             db.put_attr(&user.handle, name, value)?;
         }
+        // Folders already shared with this address become its shares.
+        pending::accept_for_new_user(db, &user)?;
         Ok::<_, store::StoreError>(())
     })?;
     Ok(user)
@@ -377,9 +380,14 @@ impl TestServer {
     ) -> Result<store::User, ServerError> {
         let state = self.state.clone();
         let (email, password) = (email.to_string(), password.to_string());
-        tokio::task::spawn_blocking(move || add_user(&state.store, &email, &password, &opts))
-            .await
-            .map_err(|e| ServerError::Other(e.to_string()))?
+        let s2 = state.clone();
+        let user =
+            tokio::task::spawn_blocking(move || add_user(&s2.store, &email, &password, &opts))
+                .await
+                .map_err(|e| ServerError::Other(e.to_string()))??;
+        // Pending shares it accepted told their owners.
+        state.events.notify_waiters();
+        Ok(user)
     }
 
     /// Stops serving and waits for the server task to end.

@@ -340,10 +340,6 @@ impl Ctx<'_> {
     ) -> std::result::Result<(), i64> {
         let me = &sess.user.handle;
         let to = s(target, "u").ok_or(err::EARGS)?;
-        let user = self.user_by_handle_or_email(to)?.ok_or(err::ENOENT)?;
-        if user.handle == *me {
-            return Err(err::EARGS);
-        }
         let access = match target.get("r") {
             None | Some(Value::Null) => None,
             Some(Value::String(r)) if r.is_empty() => None,
@@ -354,6 +350,15 @@ impl Ctx<'_> {
                     .ok_or(err::EARGS)?,
             ),
         };
+        let user = match self.user_by_handle_or_email(to)? {
+            Some(u) => u,
+            // An address without an account: a pending share until one is made.
+            None if to.contains('@') => return self.s2_pending(cmd, sess, node, to, access),
+            None => return Err(err::ENOENT),
+        };
+        if user.handle == *me {
+            return Err(err::EARGS);
+        }
         let existing = db(self.db.shares_on(&node.handle))?
             .into_iter()
             .find(|s| s.target == user.handle);

@@ -174,6 +174,9 @@ CREATE TABLE IF NOT EXISTS user_shares (
   node TEXT NOT NULL, owner TEXT NOT NULL, target TEXT NOT NULL, access INTEGER NOT NULL,
   ts INTEGER NOT NULL, key TEXT NOT NULL DEFAULT '', PRIMARY KEY (node, target));
 CREATE INDEX IF NOT EXISTS user_shares_target ON user_shares(target);
+CREATE TABLE IF NOT EXISTS pending_shares (
+  id TEXT NOT NULL, node TEXT NOT NULL, owner TEXT NOT NULL, email TEXT NOT NULL,
+  access INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (node, email));
 CREATE TABLE IF NOT EXISTS pending_keys (
   id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, sender TEXT NOT NULL,
   node TEXT NOT NULL, key TEXT NOT NULL);
@@ -446,6 +449,7 @@ impl Store {
                 [&n.handle],
             )?;
             db.execute("DELETE FROM user_shares WHERE node = ?1", [&n.handle])?;
+            db.execute("DELETE FROM pending_shares WHERE node = ?1", [&n.handle])?;
         }
         for n in nodes {
             if let Some(b) = &n.blob {

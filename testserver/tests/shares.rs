@@ -316,3 +316,53 @@ async fn pending_keys_queue_per_recipient_and_public_keys() {
         json!(-9)
     );
 }
+
+#[tokio::test]
+async fn a_share_with_an_address_without_an_account_waits_for_it() {
+    let u = setup().await;
+    let env = &u.env;
+    let alice_h = &u.handles[0];
+    let share = json!({"a": "s2", "n": u.folder, "ok": "AAAAAAAAAAAAAAAAAAAAAA", "ha": "AAAAAAAAAAAAAAAAAAAAAA",
+                       "s": [{"u": "Newbie@x.example", "r": 1}]});
+    assert_eq!(env.run(&u.alice, share).await, json!(0));
+    let fa = env.fetch(&u.alice).await;
+    let ps = &fa["ps"][0];
+    assert_eq!(ps["h"], json!(u.folder));
+    assert_eq!(ps["r"], json!(1));
+    let p = ps["p"].as_str().unwrap().to_string();
+    assert_eq!(fa["opc"][0]["m"], json!("newbie@x.example"));
+    assert_eq!(fa["opc"][0]["p"], json!(p));
+
+    // The account is created: the pending share becomes a share, and alice is told.
+    let sn = env.sn(&u.alice).await;
+    let newbie = env.account("newbie@x.example", 1 << 30).await;
+    let newbie_h = env.handle_of(&newbie).await;
+    let packets = env.sc(&u.alice, &sn).await;
+    assert!(
+        packets.iter().any(|x| x["a"] == json!("s")
+            && x["op"] == json!(p)
+            && x["u"] == json!(newbie_h)
+            && x["r"] == json!(1)),
+        "{packets:?}"
+    );
+    let fa = env.fetch(&u.alice).await;
+    assert!(fa["ps"].as_array().unwrap().is_empty());
+    assert!(fa["s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["u"] == json!(newbie_h)));
+    let fnew = env.fetch(&newbie).await;
+    assert_eq!(node(&fnew, &u.folder).unwrap()["su"], json!(alice_h));
+
+    // A pending share can be withdrawn by address.
+    let other = json!({"a": "s2", "n": u.folder, "ok": "AAAAAAAAAAAAAAAAAAAAAA", "ha": "AAAAAAAAAAAAAAAAAAAAAA",
+                       "s": [{"u": "later@x.example", "r": 0}]});
+    assert_eq!(env.run(&u.alice, other).await, json!(0));
+    let gone = json!({"a": "s2", "n": u.folder, "s": [{"u": "later@x.example"}]});
+    assert_eq!(env.run(&u.alice, gone).await, json!(0));
+    assert!(env.fetch(&u.alice).await["ps"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
