@@ -551,3 +551,57 @@ async fn the_shares_folder_comes_with_the_first_share_and_goes_with_the_last() {
         .unwrap();
     eventually_on_mount(10, "the virtual folder goes", move || names().is_empty()).await;
 }
+
+#[tokio::test]
+async fn a_folder_shared_before_its_recipient_has_an_account() {
+    let env = Env::start().await;
+    let alice = Arc::new(env.account("alice@example.com").await);
+    let _alice_watch = alice.watch().unwrap();
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "Newbie@example.com", Access::ReadWrite)
+        .await
+        .unwrap();
+    let (out, _) = alice.shares();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].user, "newbie@example.com",
+        "pending: known by address"
+    );
+    // A fresh session sees the pending share too (`ps`/`opc`).
+    let again = env.login("alice@example.com").await;
+    assert_eq!(again.shares().0[0].user, "newbie@example.com");
+    drop(again);
+
+    // The address gets an account; alice's running client sends the key (pending keys) and
+    // forgets the pending record; the newcomer reads the folder.
+    env.user("newbie@example.com", UserOptions::default()).await;
+    let newbie = Arc::new(env.login("newbie@example.com").await);
+    let _newbie_watch = newbie.watch().unwrap();
+    eventually(10, "the share decrypts for the newcomer", || {
+        let t = newbie.read_tree();
+        t.inshares().first().is_some_and(|r| r.name == "Project")
+            && t.undecryptable().next().is_none()
+    })
+    .await;
+    let root = inshare(&newbie).unwrap();
+    let plan = newbie
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        newbie.download_to_vec(&plan.handle).await.unwrap(),
+        b"the plan"
+    );
+    eventually(10, "alice lists the user, not the address", || {
+        let (out, _) = alice.shares();
+        out.len() == 1 && !out[0].user.contains('@')
+    })
+    .await;
+    assert_eq!(
+        alice.complete_pending_outshares().await.unwrap(),
+        0,
+        "nothing left"
+    );
+}

@@ -237,10 +237,22 @@ pub struct RawUser {
 pub struct RawOutShare {
     #[serde(default, deserialize_with = "lenient")]
     pub h: Option<String>,
+    /// A pending share's pending contact (`ps` entries).
+    #[serde(default, deserialize_with = "lenient")]
+    pub p: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub u: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub r: Option<i64>,
+}
+
+/// An outgoing pending contact (`opc`): its handle and the invited address.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct RawPendingContact {
+    #[serde(default, deserialize_with = "lenient")]
+    pub p: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub m: Option<String>,
 }
 
 /// An outgoing share's key (`ok`/`ok0`), authenticated by `ha`.
@@ -270,6 +282,12 @@ pub struct FetchReply {
     /// Outgoing shares.
     #[serde(default, deserialize_with = "lenient_list")]
     pub s: Vec<RawOutShare>,
+    /// Pending shares (to addresses without an account yet): `h`, `p` (pending contact), `r`.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub ps: Vec<RawOutShare>,
+    /// Outgoing pending contacts: `p` and the address `m`.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub opc: Vec<RawPendingContact>,
     /// The event cursor this snapshot corresponds to.
     pub sn: Option<String>,
 }

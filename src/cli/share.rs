@@ -104,6 +104,8 @@ pub(super) async fn shares(ctx: &Ctx) -> Result<(), CliError> {
                 format!("mega:{}", tree.path_of(&s.node)),
                 email(&s.user),
                 s.access,
+                // Users with an account are known by handle; an address alone is pending.
+                s.user.contains('@'),
             )
         })
         .collect();
@@ -118,15 +120,20 @@ pub(super) async fn shares(ctx: &Ctx) -> Result<(), CliError> {
     drop(tree);
     if ctx.cli.json {
         let v = json!({
-            "outgoing": outgoing.iter().map(|(p, u, a)| json!({"path": p, "user": u, "access": a.name()})).collect::<Vec<_>>(),
+            "outgoing": outgoing.iter().map(|(p, u, a, pending)| json!({"path": p, "user": u, "access": a.name(), "pending": pending})).collect::<Vec<_>>(),
             "incoming": received.iter().map(|(p, u, a)| json!({"path": p, "owner": u, "access": a.name()})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
     }
     let mut o = std::io::stdout().lock();
-    for (p, u, a) in &outgoing {
-        let _ = writeln!(o, "out  {:<9}  {p}  with {u}", a.name());
+    for (p, u, a, pending) in &outgoing {
+        let note = if *pending {
+            " (pending: no account yet)"
+        } else {
+            ""
+        };
+        let _ = writeln!(o, "out  {:<9}  {p}  with {u}{note}", a.name());
     }
     for (p, u, a) in &received {
         let _ = writeln!(o, "in   {:<9}  {p}/  from {u}", a.name());

@@ -34,6 +34,8 @@ pub(crate) struct KeyManager {
     seen: u32,
     /// A container older than one already seen was served: no more writes this session.
     downgraded: bool,
+    /// Tag 64 held pending outshares when last looked at.
+    pub(super) pending_out: bool,
 }
 
 impl Client {
@@ -91,6 +93,7 @@ impl Client {
         match self.read_keys().await {
             Ok(Some((c, _))) => {
                 self.key_manager.store(true, Ordering::Relaxed);
+                self.keys_state.lock().await.pending_out = !c.pending_outshares().is_empty();
                 self.learn_keys(&c);
                 Ok(())
             }

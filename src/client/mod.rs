@@ -130,6 +130,13 @@ impl Client {
         if let Err(e) = client.adopt_legacy_share_keys().await {
             tracing::warn!("could not record shared folders' keys in ^!keys: {e}");
         }
+        if client.has_pending_outshares().await {
+            if let Err(e) = client.complete_pending_outshares().await {
+                tracing::warn!(
+                    "keys of folders shared before their recipients had accounts not sent: {e}"
+                );
+            }
+        }
         client.read_versions_setting().await;
         Ok(client)
     }

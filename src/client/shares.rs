@@ -20,7 +20,7 @@ use crate::api::attrs::{
 };
 use crate::api::commands::{Share, ShareKeys, ShareTo};
 use crate::api::{ApiError, ErrorCode};
-use crate::crypto::keymgr::{pairwise_key, TRUSTED};
+use crate::crypto::keymgr::{pairwise_key, PendingOutshare, Recipient, TRUSTED};
 use crate::crypto::{b64, rsa, Key128};
 use crate::tree::{Access, Node, NodeHandle, OutShare};
 
@@ -106,6 +106,10 @@ impl Client {
         }
         let peer = match self.api.run(&GetPublicKey { u: who }).await {
             Ok(p) => p,
+            // An address without an account: a pending share, completed when it has one.
+            Err(ApiError::Mega(ErrorCode::NotFound)) if who.contains('@') => {
+                return self.share_pending(h, who, access).await
+            }
             Err(ApiError::Mega(ErrorCode::NotFound)) => {
                 return Err(Error::NotFound {
                     what: format!("{who}: no MEGA account"),
@@ -172,6 +176,133 @@ impl Client {
             }]);
         }
         Ok(())
+    }
+
+    /// Shares a folder with an e-mail address that has no MEGA account yet: the key goes into
+    /// `^!keys` with a pending-outshare record (tag 64) naming the address, then `s2`. Once the
+    /// address has an account, [`Client::complete_pending_outshares`] sends the key. Only a
+    /// key-manager account can do this (a legacy one would have no way to send the key later).
+    async fn share_pending(&self, h: &NodeHandle, email: &str, access: Access) -> Result<()> {
+        if !self.has_key_manager() {
+            return Err(Error::NotFound {
+                what: format!(
+                    "{email}: no MEGA account (sharing with an address before it has one needs \
+                     an account with MEGA's key manager)"
+                ),
+            });
+        }
+        let email = email.trim().to_lowercase();
+        let existing = self.read_tree().keys().share_keys.get(&h.0).cloned();
+        let fresh =
+            !self.read_tree().outshares().iter().any(|s| s.node == *h) && existing.is_none();
+        let key = existing.unwrap_or_else(new_share_key);
+        self.store_own_share_key(&h.0, &key).await?;
+        let node: [u8; 6] = b64::decode(&h.0, "node")
+            .map_err(ApiError::from)?
+            .try_into()
+            .map_err(|_| Error::Protocol(format!("{h}: not a node handle")))?;
+        let record = PendingOutshare {
+            node,
+            to: Recipient::Email(email.clone()),
+        };
+        self.commit_keys("sharing a folder", |c| {
+            c.add_pending_outshare(record.clone())
+        })
+        .await?;
+        self.keys_state.lock().await.pending_out = true;
+        let (ok, ha) = self.owner_key(h, &key);
+        let cr = fresh.then(|| self.keys_under(h, &key));
+        self.api
+            .run(&Share {
+                n: &h.0,
+                s: vec![ShareTo {
+                    u: &email,
+                    r: Some(access.level()),
+                    k: None,
+                }],
+                ok: Some(&ok),
+                ha: Some(&ha),
+                cr,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        let mut tree = self.write_tree();
+        tree.keys_mut().share_keys.insert(h.0.clone(), key);
+        tree.set_outshare(h.clone(), &email, Some(access));
+        Ok(())
+    }
+
+    /// Sends the keys of pending outshares (tag 64) whose recipients can now take them (the
+    /// address has an account with a verified Cu25519 key), then drops those records. At
+    /// login and when a share or contact packet arrives while some are pending. Returns how
+    /// many keys went out.
+    pub async fn complete_pending_outshares(&self) -> Result<usize> {
+        if !self.has_key_manager() {
+            return Ok(0);
+        }
+        let Some((c, _)) = self.read_keys().await? else {
+            return Ok(0);
+        };
+        let pending = c.pending_outshares();
+        if pending.is_empty() {
+            self.keys_state.lock().await.pending_out = false;
+            return Ok(0);
+        }
+        let own = self.own_cu25519().await?;
+        let keys = c.share_keys();
+        let mut delivered = Vec::new();
+        for p in &pending {
+            let user = match &p.to {
+                Recipient::User(u) => b64::encode(u),
+                Recipient::Email(e) => match self.api.run(&GetPublicKey { u: e }).await {
+                    Ok(r) => r.u,
+                    Err(ApiError::Mega(ErrorCode::NotFound)) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let Some(key) = keys.iter().find(|k| k.node == p.node) else {
+                continue;
+            };
+            let cu = match self.peer_cu25519(&user).await {
+                Ok(Some(cu)) => cu,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("the key of a shared folder not sent: {e}");
+                    continue;
+                }
+            };
+            let k = b64::encode(&pairwise_key(&own, &cu).wrap(&key.key.0));
+            let node = b64::encode(&p.node);
+            self.api
+                .run(&SendPendingKey {
+                    u: &user,
+                    h: &node,
+                    k: &k,
+                })
+                .await?;
+            if let Recipient::Email(e) = &p.to {
+                self.write_tree()
+                    .set_outshare(NodeHandle(node.clone()), e, None);
+            }
+            delivered.push(p.clone());
+        }
+        if !delivered.is_empty() {
+            self.commit_keys("recording delivered share keys", |c| {
+                let mut changed = false;
+                for p in &delivered {
+                    changed |= c.remove_pending_outshare(p);
+                }
+                changed
+            })
+            .await?;
+        }
+        self.keys_state.lock().await.pending_out = delivered.len() < pending.len();
+        Ok(delivered.len())
+    }
+
+    /// Whether shares wait for their recipients' accounts (worth re-checking on packets).
+    pub(crate) async fn has_pending_outshares(&self) -> bool {
+        self.keys_state.lock().await.pending_out
     }
 
     /// `s2`'s `ok` and `ha`: zero placeholders on a key-manager account (the key is in

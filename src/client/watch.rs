@@ -80,6 +80,16 @@ impl Client {
                 Err(e) => tracing::warn!("keys of folders shared with you not accepted: {e}"),
             }
         }
+        // A pending share's recipient got an account (a share or contact packet for us).
+        let recipients_changed = packets.iter().any(|p| {
+            matches!(p, ActionPacket::Share { owner, .. } if *owner == self.session.user)
+                || matches!(p, ActionPacket::Contacts { .. })
+        });
+        if recipients_changed && self.has_pending_outshares().await {
+            if let Err(e) = self.complete_pending_outshares().await {
+                tracing::warn!("keys of shared folders not sent: {e}");
+            }
+        }
         new_keys && self.read_tree().undecryptable().next().is_some()
     }
 

@@ -22,6 +22,7 @@ pub mod tag {
     pub const GENERATION: u8 = 4;
     pub const PRIV_CU25519: u8 = 17;
     pub const SHARE_KEYS: u8 = 48;
+    pub const PENDING_OUTSHARES: u8 = 64;
     pub const PENDING_INSHARES: u8 = 65;
 }
 
@@ -59,6 +60,22 @@ pub struct PendingInshare {
     pub sender: [u8; 8],
     /// The share key, encrypted with the pairwise key (16 bytes).
     pub key: Vec<u8>,
+}
+
+/// One entry of tag 64: a share whose key still has to reach its recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOutshare {
+    pub node: [u8; 6],
+    pub to: Recipient,
+}
+
+/// Who a pending outshare is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user (8-byte handle).
+    User([u8; 8]),
+    /// An e-mail address (not a MEGA account yet when the share was made).
+    Email(String),
 }
 
 /// The decrypted records of a `^!keys` value.
@@ -243,6 +260,78 @@ impl KeysContainer {
             v.push(r.flags);
         }
         self.set(tag::SHARE_KEYS, v);
+        true
+    }
+
+    /// Tag 64: `len(1) ‖ node(6) ‖ target`, the target a user handle (len 0) or an e-mail
+    /// address of `len` bytes. Parsing stops at a malformed entry.
+    pub fn pending_outshares(&self) -> Vec<PendingOutshare> {
+        let mut out = Vec::new();
+        let mut d = self.get(tag::PENDING_OUTSHARES).unwrap_or_default();
+        while let Some((&len, rest)) = d.split_first() {
+            let tlen = if len == 0 { 8 } else { len as usize };
+            let (Some(node), Some(target)) = (rest.get(..6), rest.get(6..6 + tlen)) else {
+                break;
+            };
+            let Ok(node) = <[u8; 6]>::try_from(node) else {
+                break;
+            };
+            let to = if len == 0 {
+                match <[u8; 8]>::try_from(target) {
+                    Ok(u) => Recipient::User(u),
+                    Err(_) => break,
+                }
+            } else {
+                match std::str::from_utf8(target) {
+                    Ok(e) => Recipient::Email(e.to_string()),
+                    Err(_) => break,
+                }
+            };
+            out.push(PendingOutshare { node, to });
+            d = &rest[6 + tlen..];
+        }
+        out
+    }
+
+    fn set_pending_outshares(&mut self, list: &[PendingOutshare]) {
+        let mut v = Vec::new();
+        for p in list {
+            match &p.to {
+                Recipient::User(u) => {
+                    v.push(0);
+                    v.extend(p.node);
+                    v.extend(u);
+                }
+                Recipient::Email(e) => {
+                    v.push(e.len().min(255) as u8);
+                    v.extend(p.node);
+                    v.extend(&e.as_bytes()[..e.len().min(255)]);
+                }
+            }
+        }
+        self.set(tag::PENDING_OUTSHARES, v);
+    }
+
+    /// Records that a share's key must still reach `to`; false if it was recorded already.
+    pub fn add_pending_outshare(&mut self, p: PendingOutshare) -> bool {
+        let mut all = self.pending_outshares();
+        if all.contains(&p) {
+            return false;
+        }
+        all.push(p);
+        self.set_pending_outshares(&all);
+        true
+    }
+
+    /// Drops a pending outshare (its key was delivered); false if it was not there.
+    pub fn remove_pending_outshare(&mut self, p: &PendingOutshare) -> bool {
+        let mut all = self.pending_outshares();
+        let before = all.len();
+        all.retain(|x| x != p);
+        if all.len() == before {
+            return false;
+        }
+        self.set_pending_outshares(&all);
         true
     }
 
@@ -437,5 +526,35 @@ mod tests {
         assert_eq!(p[0].key, wrapped);
         c.remove_pending_inshare("oaKjpKWm");
         assert!(c.pending_inshares().is_empty());
+    }
+
+    /// §7.1's sub-record examples for tag 64.
+    #[test]
+    fn pending_outshares_have_the_documented_layout() {
+        let node = [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6];
+        let mut c = KeysContainer::from_records(vec![(tag::PENDING_OUTSHARES, Vec::new())]);
+        let user = PendingOutshare {
+            node,
+            to: Recipient::User([9; 8]),
+        };
+        let mail = PendingOutshare {
+            node,
+            to: Recipient::Email("bob@example.com".into()),
+        };
+        assert!(c.add_pending_outshare(user.clone()));
+        assert!(c.add_pending_outshare(mail.clone()));
+        assert!(!c.add_pending_outshare(mail.clone()));
+        let raw = c.get(tag::PENDING_OUTSHARES).unwrap().to_vec();
+        assert_eq!(
+            raw,
+            [
+                hex("00a1a2a3a4a5a60909090909090909"),
+                hex("0fa1a2a3a4a5a6626f62406578616d706c652e636f6d")
+            ]
+            .concat()
+        );
+        assert_eq!(c.pending_outshares(), vec![user.clone(), mail.clone()]);
+        assert!(c.remove_pending_outshare(&user));
+        assert_eq!(c.pending_outshares(), vec![mail]);
     }
 }

@@ -168,6 +168,17 @@ impl NodeTree {
                 tree.set_outshare(NodeHandle::from(h.as_str()), u, Some(access));
             }
         }
+        // Pending shares: the recipient is the invited address.
+        for s in &reply.ps {
+            let email = reply
+                .opc
+                .iter()
+                .find(|c| c.p.is_some() && c.p == s.p)
+                .and_then(|c| c.m.clone());
+            if let (Some(h), Some(m), Some(a)) = (&s.h, email, s.r.and_then(Access::from_level)) {
+                tree.set_outshare(NodeHandle::from(h.as_str()), &m, Some(a));
+            }
+        }
         Ok((tree, reply.sn.clone()))
     }
 
