@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
+use crate::contacts::ContactQueries;
 use crate::guard::ct_eq;
 use crate::shares::{self, ShareQueries};
 use crate::store::{self, sid_hash, Node, Queries, User, FILE, FOLDER};
@@ -25,6 +26,7 @@ pub(crate) mod err {
     pub const ERATELIMIT: i64 = -4;
     pub const ETOOMANY: i64 = -6;
     pub const EEXPIRED: i64 = -8;
+    pub const EEXIST: i64 = -12;
     pub const ENOENT: i64 = -9;
     pub const ECIRCULAR: i64 = -10;
     pub const EACCESS: i64 = -11;
@@ -193,6 +195,9 @@ impl Ctx<'_> {
             "l" => self.l(cmd, sess),
             "s2" => self.s2(cmd, sess),
             "pk" => self.pk(cmd, sess),
+            "upc" => self.upc(cmd, sess),
+            "upca" => self.upca(cmd, sess),
+            "ur2" => self.ur2(cmd, sess),
             "uk" => self.uk(cmd),
             // Accepted and ignored: key maintenance, file attributes.
             "k" | "pfa" => Ok(json!(0)),
@@ -366,7 +371,7 @@ impl Ctx<'_> {
     /// Whether two users are related (they share a folder, either way: contacts), which
     /// lets one read the other's protected (`#`) attributes.
     pub(crate) fn related(&self, a: &str, b: &str) -> Result<bool, i64> {
-        Ok(a == b || db(self.db.share_peers(a, b))?)
+        Ok(a == b || db(self.db.share_peers(a, b))? || db(self.db.is_contact(a, b))?)
     }
 
     fn uq(&self, sess: &Session) -> CmdResult {
@@ -399,10 +404,25 @@ impl Ctx<'_> {
         f2.extend(in_f2);
         let mut s = s;
         s.extend(user_shares);
-        let (ps, opc) = self.f_pending(sess)?;
+        let (ps, mut opc) = self.f_pending(sess)?;
+        let (invited, ipc) = self.f_invitations(sess)?;
+        opc.extend(invited);
+        let mut users = users;
+        for (other, c) in self.f_contacts(sess)? {
+            match users.iter_mut().find(|u| u["u"] == json!(other)) {
+                Some(u) => u["c"] = json!(c),
+                None => {
+                    if let Some(u) = db(self.db.user(&other))? {
+                        let mut obj = shares::user_object(&u);
+                        obj["c"] = json!(c);
+                        users.push(obj);
+                    }
+                }
+            }
+        }
         Ok(json!({
             "f": f, "f2": f2,
-            "ok": ok, "ok0": ok, "s": s, "ps": ps, "opc": opc, "u": users,
+            "ok": ok, "ok0": ok, "s": s, "ps": ps, "opc": opc, "ipc": ipc, "u": users,
             "sn": encode_sn(seq),
         }))
     }

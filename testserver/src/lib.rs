@@ -7,7 +7,7 @@
 //!
 //! Modules: [`crypto`] (its own, never the product crate's), [`store`] (SQLite + blob files),
 //! [`faults`] (fault injection), `commands` (the `/cs` commands), `attrs` (user attributes),
-//! `shares` (folders shared between users, pending keys), `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
+//! `shares` (folders shared between users, pending keys), `pending` (pending shares), `contacts` (contact requests), `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
 //! wait URL).
 //!
 //! Use it in-process with [`TestServer::start`] or as the `mega-testserver` binary.
@@ -23,6 +23,7 @@ pub mod store;
 
 mod attrs;
 mod commands;
+mod contacts;
 mod events;
 mod http;
 mod pending;

@@ -174,6 +174,12 @@ CREATE TABLE IF NOT EXISTS user_shares (
   node TEXT NOT NULL, owner TEXT NOT NULL, target TEXT NOT NULL, access INTEGER NOT NULL,
   ts INTEGER NOT NULL, key TEXT NOT NULL DEFAULT '', PRIMARY KEY (node, target));
 CREATE INDEX IF NOT EXISTS user_shares_target ON user_shares(target);
+CREATE TABLE IF NOT EXISTS contacts (
+  user TEXT NOT NULL, other TEXT NOT NULL, visibility INTEGER NOT NULL, ts INTEGER NOT NULL,
+  PRIMARY KEY (user, other));
+CREATE TABLE IF NOT EXISTS invitations (
+  id TEXT PRIMARY KEY, sender TEXT NOT NULL, sender_email TEXT NOT NULL, email TEXT NOT NULL,
+  msg TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_shares (
   id TEXT NOT NULL, node TEXT NOT NULL, owner TEXT NOT NULL, email TEXT NOT NULL,
   access INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (node, email));

@@ -366,3 +366,82 @@ async fn a_share_with_an_address_without_an_account_waits_for_it() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn contact_requests_are_sent_accepted_and_removed() {
+    let u = setup().await;
+    let env = &u.env;
+    let [alice_h, _, _, dave_h] = &u.handles;
+    let sn_dave = env.sn(&u.dave).await;
+    let r = env
+        .run(
+            &u.alice,
+            json!({"a": "upc", "u": "dave@x.example", "aa": "a", "msg": "hi"}),
+        )
+        .await;
+    let p = r["p"].as_str().unwrap().to_string();
+    assert_eq!(r["m"], json!("dave@x.example"));
+    // Twice is refused; the invitation shows on both sides.
+    assert_eq!(
+        env.run(
+            &u.alice,
+            json!({"a": "upc", "u": "dave@x.example", "aa": "a"})
+        )
+        .await,
+        json!(-12)
+    );
+    assert_eq!(env.fetch(&u.alice).await["opc"][0]["p"], json!(p));
+    let fd = env.fetch(&u.dave).await;
+    assert_eq!(fd["ipc"][0]["p"], json!(p));
+    assert_eq!(fd["ipc"][0]["m"], json!("alice@x.example"));
+    let packets = env.sc(&u.dave, &sn_dave).await;
+    assert!(packets
+        .iter()
+        .any(|x| x["a"] == json!("ipc") && x["p"] == json!(p)));
+    // Only the invitee may answer.
+    assert_eq!(
+        env.run(&u.bob, json!({"a": "upca", "p": p, "aa": "a"}))
+            .await,
+        json!(-9)
+    );
+    let sn_alice = env.sn(&u.alice).await;
+    assert_eq!(
+        env.run(&u.dave, json!({"a": "upca", "p": p, "aa": "a"}))
+            .await,
+        json!(0)
+    );
+    let packets = env.sc(&u.alice, &sn_alice).await;
+    assert!(packets
+        .iter()
+        .any(|x| x["a"] == json!("upco") && x["s"] == json!(2)));
+    assert!(packets
+        .iter()
+        .any(|x| x["a"] == json!("c") && x["u"][0]["u"] == json!(dave_h)));
+    let fa = env.fetch(&u.alice).await;
+    assert!(fa["u"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["u"] == json!(dave_h) && x["c"] == json!(1)));
+    assert!(env.fetch(&u.dave).await["ipc"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Contacts read each other's protected attributes.
+    env.run(&u.alice, json!({"a": "up2", "#note": "bm90ZQ"}))
+        .await;
+    let get = json!({"a": "uga", "u": alice_h, "ua": "#note"});
+    assert_eq!(env.run(&u.dave, get.clone()).await, json!("bm90ZQ"));
+    // Removed: hidden on both sides.
+    let r = env
+        .run(&u.alice, json!({"a": "ur2", "u": "dave@x.example", "l": 0}))
+        .await;
+    assert_eq!(r["u"], json!(dave_h));
+    let fa = env.fetch(&u.alice).await;
+    assert!(fa["u"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["u"] == json!(dave_h) && x["c"] == json!(0)));
+    assert_eq!(env.run(&u.dave, get).await, json!(-9));
+}
