@@ -605,3 +605,34 @@ async fn a_folder_shared_before_its_recipient_has_an_account() {
         "nothing left"
     );
 }
+
+/// Another session of the same account accepts the key first (and acknowledges it): this
+/// one learns it from the `ua` packet for `^!keys`, not from pending keys, and the share's
+/// nodes become readable.
+#[tokio::test]
+async fn a_key_committed_by_another_session_reaches_a_running_one() {
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    let running = Arc::new(env.account("bob@example.com").await);
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    // The other session logs in: it accepts the pending key into ^!keys and acknowledges it.
+    let other = env.login("bob@example.com").await;
+    assert!(other.read_tree().undecryptable().next().is_none());
+    assert_eq!(
+        other.accept_pending_keys().await.unwrap(),
+        0,
+        "nothing pending any more"
+    );
+    // The running session now follows the channel from before the share.
+    let _watch = running.watch().unwrap();
+    eventually(10, "the share is readable without pending keys", || {
+        let t = running.read_tree();
+        t.inshares().first().is_some_and(|r| r.name == "Project")
+            && t.undecryptable().next().is_none()
+    })
+    .await;
+}
