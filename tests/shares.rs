@@ -428,6 +428,11 @@ async fn the_mount_shows_shares_with_their_access_levels() {
     let p = share.join("plan.txt");
     let e = op("rm", move || std::fs::remove_file(p).unwrap_err()).await;
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    // Moving out of the share into bob's own drive is not a MEGA move: EXDEV, so that mv(1)
+    // copies instead.
+    let (from, to) = (share.join("plan.txt"), bob.path("plan.txt"));
+    let e = op("rename", move || std::fs::rename(from, to).unwrap_err()).await;
+    assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
     // The virtual folders cannot be changed.
     let p = bob.path("Shared with me/new");
     let e = op("mkdir", move || std::fs::create_dir(p).unwrap_err()).await;

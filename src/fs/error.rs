@@ -43,6 +43,10 @@ pub enum FsError {
     Integrity { detail: String, first: bool },
     #[error("not supported")]
     Unsupported,
+    /// A move between trees of different accounts (a share and the Cloud Drive, or two
+    /// users' shares): MEGA cannot move it, so `mv` copies and deletes instead (EXDEV).
+    #[error("not movable between different accounts' folders")]
+    CrossDevice,
     /// MEGA could not be reached or answered with an error (after retries).
     #[error("{0}")]
     Remote(String),
@@ -91,6 +95,7 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::Integrity { .. } => libc::EIO,
             FsError::Unsupported => libc::EOPNOTSUPP,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::Remote(_) => libc::EIO,
             FsError::Local(_) => libc::EIO,
             FsError::Unsaved { source, .. } => source.errno(),
@@ -106,6 +111,7 @@ impl FsError {
             | FsError::IsDir
             | FsError::NotDir
             | FsError::NameTooLong
+            | FsError::CrossDevice
             | FsError::Integrity { first: false, .. } => Level::Debug,
             FsError::ReadOnly
             | FsError::NotPermitted
@@ -195,6 +201,7 @@ mod tests {
                 libc::EIO,
             ),
             (FsError::Unsupported, libc::EOPNOTSUPP),
+            (FsError::CrossDevice, libc::EXDEV),
             (FsError::Remote("x".into()), libc::EIO),
             (FsError::Local("x".into()), libc::EIO),
             (

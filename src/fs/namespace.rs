@@ -172,6 +172,14 @@ impl MegaFs {
             return self.rename_pending(ino, &to, new_parent, new_name).await;
         }
         let n = self.child(&from, name).ok_or(FsError::NotFound)?;
+        // Only within one account's tree: the owner of a share and the Cloud Drive are two.
+        let tree_of = |h: &crate::tree::NodeHandle| {
+            let tree = self.client.read_tree();
+            tree.inshare_of(h).map(|r| r.handle.clone())
+        };
+        if tree_of(&n.handle) != tree_of(&to.handle) {
+            return Err(FsError::CrossDevice);
+        }
         // Renaming in place changes a name (read-write); moving needs full access.
         let need = if from.handle == to.handle {
             Access::ReadWrite
