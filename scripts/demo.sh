@@ -27,6 +27,7 @@ if [ -f "$state/server.pid" ] && kill -0 "$(cat "$state/server.pid")" 2>/dev/nul
 else
   if [ ! -f "$state/server/mega.sqlite" ]; then
     "$bin/mega-testserver" useradd --data "$state/server" demo@example.com 'demo password' --name "Demo User" >/dev/null
+    "$bin/mega-testserver" useradd --data "$state/server" friend@example.com 'friend password' --name "A Friend" >/dev/null
     first=1
   fi
   "$bin/mega-testserver" --data "$state/server" --listen 127.0.0.1:0 > "$state/url" 2> "$state/server.log" &
@@ -46,6 +47,12 @@ if [ "${first:-0}" = 1 ]; then
   printf 'Shopping list\n- milk\n- bread\n' > "$samples/Documents/notes.txt"
   head -c 3000000 /dev/urandom > "$samples/Photos/holiday.raw"
   "$bin/megacmd" put -r "$samples/Documents" "$samples/Photos" mega:/ >/dev/null
+  # A second account shares a folder with the demo account (it shows under "Shared with me").
+  mkdir -p "$samples/Team plans"
+  printf 'Q1: ship the mount\nQ2: shares\n' > "$samples/Team plans/roadmap.txt"
+  (export MEGA_EMAIL=friend@example.com MEGA_PASSWORD='friend password' XDG_CONFIG_HOME="$state/friend-config"
+   "$bin/megacmd" put -r "$samples/Team plans" mega:/ >/dev/null
+   "$bin/megacmd" share "mega:/Team plans" demo@example.com --access readwrite)
 fi
 
 mkdir -p "$mp"
@@ -61,6 +68,7 @@ Mounted the demo MEGA account at $mp (server: $url).
 
   ls -la $mp                       # your "cloud drive"
   cat $mp/Documents/notes.txt
+  ls "$mp/Shared with me/friend@example.com/Team plans"   # a folder another user shares with you
   cp some-file $mp/Documents/      # encrypted and uploaded on close
   df -h $mp                        # the account quota
 
