@@ -33,6 +33,7 @@ mod versions;
 
 mod guard;
 pub mod keymgr;
+pub mod seed;
 
 use std::collections::HashSet;
 

@@ -20,6 +20,10 @@ const USAGE: &str = "usage:
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
+  mega-testserver seed --data DIR EMAIL PASSWORD --folders N --files M [--depth D]
+
+seed fills an existing account with FOLDERS folders DEPTH levels deep (default 3) and FILES
+(empty) files spread over them, encrypted as a client would, directly in the store.
 
 useradd creates an account as MEGA does today: RSA, Ed25519 and Cu25519 key pairs, the signed
 public keys and the key manager (^!keys); --legacy makes a pre-2022 account without them.
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.first().map(String::as_str) == Some("useradd") {
         useradd(&args[1..])
+    } else if args.first().map(String::as_str) == Some("seed") {
+        seed(&args[1..])
     } else if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         Ok(())
@@ -102,6 +108,40 @@ fn useradd(args: &[String]) -> Result<(), String> {
     println!(
         "created {} (v{}, user handle {})",
         user.email, user.version, user.handle
+    );
+    Ok(())
+}
+
+fn seed(args: &[String]) -> Result<(), String> {
+    let (mut data, mut folders, mut files, mut depth) = (None, None, None, 3usize);
+    let mut positional = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--data" => data = Some(value(args, &mut i, "--data")?.to_string()),
+            "--folders" => folders = Some(number(args, &mut i, "--folders", "a count")?),
+            "--files" => files = Some(number(args, &mut i, "--files", "a count")?),
+            "--depth" => depth = number(args, &mut i, "--depth", "a count")?,
+            a if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            a => positional.push(a.to_string()),
+        }
+        i += 1;
+    }
+    let data = data.ok_or_else(|| format!("seed needs --data DIR\n{USAGE}"))?;
+    let [email, password] = <[String; 2]>::try_from(positional)
+        .map_err(|_| format!("seed needs EMAIL and PASSWORD\n{USAGE}"))?;
+    let plan = mega_testserver::seed::SeedPlan {
+        folders: folders.unwrap_or(0),
+        files: files.unwrap_or(0),
+        depth,
+    };
+    let store = Store::open(std::path::Path::new(&data)).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let n =
+        mega_testserver::seed::seed(&store, &email, &password, plan).map_err(|e| e.to_string())?;
+    println!(
+        "created {n} nodes for {email} in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
