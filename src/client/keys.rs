@@ -38,6 +38,14 @@ pub(crate) struct KeyManager {
     pub(super) pending_out: bool,
 }
 
+/// The 6 bytes of an 8-character node handle, as `^!keys` records hold them.
+pub(super) fn raw_handle(node: &str) -> Result<[u8; 6]> {
+    b64::decode(node, "node handle")
+        .map_err(ApiError::from)?
+        .try_into()
+        .map_err(|_| Error::Protocol(format!("{node}: not a node handle")))
+}
+
 impl Client {
     /// Whether the account has a key manager (`^!keys`), read at login.
     pub fn has_key_manager(&self) -> bool {
@@ -199,10 +207,7 @@ impl Client {
     /// Stores the key of a share or folder link we create, trusted and in use, before it is
     /// used in `s2` or `cr` (§8.4, rule 7).
     pub(crate) async fn store_own_share_key(&self, node: &str, key: &Key128) -> Result<()> {
-        let raw: [u8; 6] = b64::decode(node, "node handle")
-            .map_err(ApiError::from)?
-            .try_into()
-            .map_err(|_| Error::Protocol(format!("{node}: not a node handle")))?;
+        let raw = raw_handle(node)?;
         let flags = crate::crypto::keymgr::TRUSTED | crate::crypto::keymgr::IN_USE;
         let clash = std::sync::atomic::AtomicBool::new(false);
         self.commit_keys("sharing a folder", |c| {

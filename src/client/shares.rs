@@ -14,6 +14,7 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use super::keys::raw_handle;
 use super::{Client, Error, Result};
 use crate::api::attrs::{
     AckPendingKeys, FetchPendingKeys, GetPublicKey, GetUserAttribute, SendPendingKey,
@@ -123,13 +124,9 @@ impl Client {
                 code: None,
             });
         }
-        let existing = self.read_tree().keys().share_keys.get(&h.0).cloned();
-        let fresh =
-            !self.read_tree().outshares().iter().any(|s| s.node == *h) && existing.is_none();
-        let key = existing.unwrap_or_else(new_share_key);
-        let km = self.has_key_manager();
+        let (key, fresh) = self.share_key_of(h);
         let mut rsa_key = None;
-        if km {
+        if self.has_key_manager() {
             self.store_own_share_key(&h.0, &key).await?;
             match self.peer_cu25519(&peer.u).await? {
                 Some(cu) => {
@@ -149,13 +146,46 @@ impl Client {
         } else {
             rsa_key = Some(self.rsa_wrap(&peer.pubk, &key)?);
         }
-        let (ok, ha) = self.owner_key(h, &key);
-        let cr = fresh.then(|| self.keys_under(h, &key));
+        self.send_share(h, &peer.u, access, &key, fresh, rsa_key)
+            .await?;
+        if who.contains('@') {
+            self.write_tree()
+                .learn_users(&[crate::api::commands::RawUser {
+                    u: Some(peer.u.clone()),
+                    m: Some(who.to_string()),
+                    c: Some(1),
+                }]);
+        }
+        Ok(())
+    }
+
+    /// The folder's share key (a folder link's or an earlier share's), or a new one; and
+    /// whether the folder is shared for the first time (its nodes' keys then go in `cr`).
+    fn share_key_of(&self, h: &NodeHandle) -> (Key128, bool) {
+        let tree = self.read_tree();
+        let existing = tree.keys().share_keys.get(&h.0).cloned();
+        let fresh = existing.is_none() && !tree.outshares().iter().any(|s| s.node == *h);
+        (existing.unwrap_or_else(new_share_key), fresh)
+    }
+
+    /// `s2` of `h` to `to` (a user handle, or an address for a pending share) at `access`,
+    /// then the tree records the share and its key.
+    async fn send_share(
+        &self,
+        h: &NodeHandle,
+        to: &str,
+        access: Access,
+        key: &Key128,
+        fresh: bool,
+        rsa_key: Option<String>,
+    ) -> Result<()> {
+        let (ok, ha) = self.owner_key(h, key);
+        let cr = fresh.then(|| self.keys_under(h, key));
         self.api
             .run(&Share {
                 n: &h.0,
                 s: vec![ShareTo {
-                    u: &peer.u,
+                    u: to,
                     r: Some(access.level()),
                     k: rsa_key,
                 }],
@@ -166,15 +196,8 @@ impl Client {
             })
             .await?;
         let mut tree = self.write_tree();
-        tree.keys_mut().share_keys.insert(h.0.clone(), key);
-        tree.set_outshare(h.clone(), &peer.u, Some(access));
-        if who.contains('@') {
-            tree.learn_users(&[crate::api::commands::RawUser {
-                u: Some(peer.u.clone()),
-                m: Some(who.to_string()),
-                c: Some(1),
-            }]);
-        }
+        tree.keys_mut().share_keys.insert(h.0.clone(), key.clone());
+        tree.set_outshare(h.clone(), to, Some(access));
         Ok(())
     }
 
@@ -192,17 +215,10 @@ impl Client {
             });
         }
         let email = email.trim().to_lowercase();
-        let existing = self.read_tree().keys().share_keys.get(&h.0).cloned();
-        let fresh =
-            !self.read_tree().outshares().iter().any(|s| s.node == *h) && existing.is_none();
-        let key = existing.unwrap_or_else(new_share_key);
+        let (key, fresh) = self.share_key_of(h);
         self.store_own_share_key(&h.0, &key).await?;
-        let node: [u8; 6] = b64::decode(&h.0, "node")
-            .map_err(ApiError::from)?
-            .try_into()
-            .map_err(|_| Error::Protocol(format!("{h}: not a node handle")))?;
         let record = PendingOutshare {
-            node,
+            node: raw_handle(&h.0)?,
             to: Recipient::Email(email.clone()),
         };
         self.commit_keys("sharing a folder", |c| {
@@ -210,26 +226,7 @@ impl Client {
         })
         .await?;
         self.keys_state.lock().await.pending_out = true;
-        let (ok, ha) = self.owner_key(h, &key);
-        let cr = fresh.then(|| self.keys_under(h, &key));
-        self.api
-            .run(&Share {
-                n: &h.0,
-                s: vec![ShareTo {
-                    u: &email,
-                    r: Some(access.level()),
-                    k: None,
-                }],
-                ok: Some(&ok),
-                ha: Some(&ha),
-                cr,
-                i: self.api.echo_id(),
-            })
-            .await?;
-        let mut tree = self.write_tree();
-        tree.keys_mut().share_keys.insert(h.0.clone(), key);
-        tree.set_outshare(h.clone(), &email, Some(access));
-        Ok(())
+        self.send_share(h, &email, access, &key, fresh, None).await
     }
 
     /// Sends the keys of pending outshares (tag 64) whose recipients can now take them (the

@@ -54,6 +54,13 @@ pub(super) struct DirView {
     by_name: HashMap<String, usize>,
 }
 
+impl DirView {
+    /// Whether a child is shown under this name.
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+}
+
 /// What the kernel must forget after remote changes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stale {
@@ -72,7 +79,7 @@ impl Stale {
 impl MegaFs {
     /// A folder's view (names as shown, in order, with an index by name), rebuilt only when
     /// the tree changed since it was built.
-    fn dir_view(&self, dir: &NodeHandle) -> Arc<DirView> {
+    pub(super) fn dir_view(&self, dir: &NodeHandle) -> Arc<DirView> {
         let generation = self.client.read_tree().generation();
         if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
             if *g == generation {

@@ -29,10 +29,9 @@ impl MegaFs {
         if self.client.read_tree().inshares().is_empty() {
             return None;
         }
+        // The root's view is built once per tree generation: no listing per lookup.
         let root = self.client.root().ok()?;
-        let taken = display_names(&self.client.children(&root.handle))
-            .iter()
-            .any(|(shown, _)| shown == name);
+        let taken = self.dir_view(&root.handle).has(name);
         Some(if taken {
             format!("{name} (incoming)")
         } else {

@@ -36,6 +36,9 @@ pub struct NodeTree {
     users: HashMap<String, String>,
     /// Our folders shared with other users (not `EXP` links).
     outshares: Vec<OutShare>,
+    /// The nodes marked as the root of a share we received (so that listing the incoming
+    /// shares does not scan the whole tree).
+    inshare_roots: std::collections::HashSet<NodeHandle>,
     /// Bumped on every change, so views derived from the tree know when to rebuild.
     generation: u64,
 }
@@ -60,6 +63,7 @@ impl NodeTree {
             keys,
             users: HashMap::new(),
             outshares: Vec::new(),
+            inshare_roots: Default::default(),
             generation: 0,
         }
     }
@@ -109,9 +113,9 @@ impl NodeTree {
     /// parent is not in our tree), by owner, then name.
     pub fn inshares(&self) -> Vec<&Node> {
         let mut v: Vec<&Node> = self
-            .nodes
-            .values()
-            .filter(|n| n.inshare.is_some())
+            .inshare_roots
+            .iter()
+            .filter_map(|h| self.nodes.get(h))
             .filter(|n| {
                 n.parent
                     .as_ref()
@@ -476,6 +480,11 @@ impl NodeTree {
     pub fn insert(&mut self, node: Node) {
         self.generation += 1;
         let h = node.handle.clone();
+        if node.inshare.is_some() {
+            self.inshare_roots.insert(h.clone());
+        } else {
+            self.inshare_roots.remove(&h);
+        }
         if let Some(old) = self.nodes.get(&h) {
             if old.parent != node.parent {
                 let old_parent = old.parent.clone();
@@ -521,6 +530,7 @@ impl NodeTree {
             if let Some(kids) = self.children.remove(&x) {
                 stack.extend(kids);
             }
+            self.inshare_roots.remove(&x);
             if let Some(n) = self.nodes.remove(&x) {
                 out.push(n);
             }
