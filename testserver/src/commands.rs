@@ -84,6 +84,9 @@ pub(crate) fn run(
     peer: Option<IpAddr>,
     cmd: &Value,
 ) -> Value {
+    if let Some(a) = cmd.get("a").and_then(Value::as_str) {
+        state.stats.count(a);
+    }
     let effects = RefCell::new(Effects::default());
     let r = state.store.atomic(|db| {
         let ctx = Ctx {

@@ -2,6 +2,10 @@
 //! after `sn` as `{"a":[…],"sn":…}` (`sn` last), or `{"w":url}` when the client is up to date;
 //! the wait URL blocks until the account's log grows past `sn` or a timeout passes.
 //!
+//! A cursor the log cannot continue from (older packets were dropped: see
+//! [`Limits::event_log`](crate::guard::Limits::event_log); or one never handed out) is
+//! answered `-6`, after which a client fetches the tree again.
+//!
 //! A wait URL carries an unguessable token, works once, and only while the session that
 //! asked for it is live: it tells nobody else when an account changes.
 
@@ -33,6 +37,7 @@ pub(crate) async fn sc(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    state.stats.count("sc");
     let Some(sid) = q.get("sid") else {
         return bare(-15);
     };
@@ -46,6 +51,13 @@ pub(crate) async fn sc(
     let Some(sn) = q.get("sn").and_then(|s| decode_sn(s)) else {
         return bare(-2);
     };
+    // A cursor before the oldest packet kept (the client was away too long) or after the
+    // newest (not one this server handed out): "too many pending updates", fetch again.
+    match state.store.lock().cursor_valid(&user, sn) {
+        Ok(true) => {}
+        Ok(false) => return bare(-6),
+        Err(_) => return bare(-3),
+    }
     let events = state
         .store
         .lock()

@@ -36,6 +36,10 @@ pub struct Limits {
     /// Download and upload URLs stop working this long after they were issued (and when what
     /// issued them — a session, a link — ends); unfinished upload slots are then removed.
     pub url_lifetime: Duration,
+    /// Action packets kept per account. A client whose cursor points before the oldest one
+    /// kept is told `-6` on `sc` ("too many pending updates") and must fetch the tree again,
+    /// as the real service does for a client that was away too long.
+    pub event_log: i64,
 }
 
 impl Default for Limits {
@@ -49,6 +53,7 @@ impl Default for Limits {
             login_window: Duration::from_secs(600),
             session_idle: Duration::from_secs(30 * 24 * 3600),
             url_lifetime: Duration::from_secs(12 * 3600),
+            event_log: 100_000,
         }
     }
 }

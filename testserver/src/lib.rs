@@ -247,6 +247,12 @@ impl TestServer {
     pub async fn start(config: Config) -> Result<TestServer, ServerError> {
         let store = Store::open(&config.data_dir)?;
         let secret = store.secret()?;
+        {
+            use store::Queries;
+            store
+                .lock()
+                .set_setting(store::EVENT_LOG_SETTING, config.limits.event_log)?;
+        }
         let admin_token = match &config.admin_token {
             Some(t) => t.clone(),
             None => crypto::b64e(&crypto::random_bytes::<24>()),

@@ -3,7 +3,7 @@
 //! ```text
 //! mega-testserver --data DIR [--listen 127.0.0.1:PORT] [--fault NAME=N]... [--wait-timeout SECS]
 //!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
-//!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
+//!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
 //!                 [--blocked CODE]
 //! ```
@@ -17,7 +17,7 @@ use mega_testserver::{add_user, faults, Config, Limits, Store, TestServer, UserO
 const USAGE: &str = "usage:
   mega-testserver --data DIR [--listen ADDR:PORT] [--fault NAME=N]... [--wait-timeout SECS]
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
-                  [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS]
+                  [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
   mega-testserver seed --data DIR EMAIL PASSWORD --folders N --files M [--depth D]
@@ -198,6 +198,9 @@ fn serve(args: &[String]) -> Result<(), String> {
             }
             "--login-window" => {
                 limits.login_window = secs(number(args, &mut i, "--login-window", "seconds")?)
+            }
+            "--event-log" => {
+                limits.event_log = number(args, &mut i, "--event-log", "a number of packets")?
             }
             a => return Err(format!("unknown argument {a}\n{USAGE}")),
         }

@@ -1,7 +1,11 @@
 //! Transfer concurrency: how many download and upload requests the server is handling at once,
-//! now and at the peak, so tests can show that a client does not serialize its transfers.
+//! now and at the peak, so tests can show that a client does not serialize its transfers; and
+//! how many times each API command ran, so tests can show what a client did not ask for (a
+//! warm start sends no `f`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Requests of one kind in progress, and the most seen at once.
 #[derive(Debug, Default)]
@@ -48,6 +52,27 @@ pub struct Stats {
     pub downloads: Gauge,
     /// Upload chunk requests (`/ul/...`), from arrival until the chunk is stored.
     pub uploads: Gauge,
+    /// API commands run, by name (`a`), since the start; `sc` polls counted as `"sc"`.
+    commands: Mutex<HashMap<String, u64>>,
+}
+
+impl Stats {
+    /// Counts one command (an unknown name is counted too: the server saw it).
+    pub(crate) fn count(&self, name: &str) {
+        let mut m = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(name.to_string(), 1);
+            }
+        }
+    }
+
+    /// How many times a command (`"f"`, `"sc"`, …) ran since the server started.
+    pub fn commands(&self, name: &str) -> u64 {
+        let m = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(name).copied().unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Node types (`t`).
+/// The `server_settings` row holding [`Limits::event_log`](crate::guard::Limits::event_log).
+pub(crate) const EVENT_LOG_SETTING: &str = "event_log";
+
 pub const FILE: i64 = 0;
 pub const FOLDER: i64 = 1;
 pub const ROOT: i64 = 2;
@@ -158,6 +161,7 @@ CREATE TABLE IF NOT EXISTS nodes (
   creator TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS nodes_owner ON nodes(owner);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+CREATE TABLE IF NOT EXISTS server_settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   user TEXT NOT NULL, seq INTEGER NOT NULL, packet TEXT NOT NULL, PRIMARY KEY (user, seq));
 CREATE TABLE IF NOT EXISTS links (ph TEXT PRIMARY KEY, node TEXT UNIQUE NOT NULL, ts INTEGER NOT NULL);
@@ -778,7 +782,56 @@ pub trait Queries {
                 params![user, seq, p.to_string()],
             )?;
         }
+        if let Some(keep) = self.setting(EVENT_LOG_SETTING)? {
+            self.trim_events(user, keep)?;
+        }
         Ok(seq)
+    }
+
+    /// Keeps the newest `keep` (at least one) action packets of an account and drops the
+    /// older ones; a cursor before the oldest kept is then answered `-6`.
+    fn trim_events(&self, user: &str, keep: i64) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM events WHERE user = ?1 AND seq <= \
+             (SELECT COALESCE(MAX(seq), 0) FROM events WHERE user = ?1) - ?2",
+            params![user, keep.max(1)],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `sn` is a cursor this account's log can continue from: not after its newest
+    /// packet, and not before its oldest kept one (older packets were dropped).
+    fn cursor_valid(&self, user: &str, sn: i64) -> Result<bool> {
+        let (min, max): (Option<i64>, Option<i64>) = self.conn().query_row(
+            "SELECT MIN(seq), MAX(seq) FROM events WHERE user = ?1",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(match (min, max) {
+            (Some(min), Some(max)) => sn >= min - 1 && sn <= max,
+            _ => sn == 0,
+        })
+    }
+
+    /// A server-wide setting stored with the data (`None` when never set).
+    fn setting(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM server_settings WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_setting(&self, name: &str, value: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO server_settings (name, value) VALUES (?1, ?2) \
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
     }
 
     fn last_seq(&self, user: &str) -> Result<i64> {
