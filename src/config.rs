@@ -15,6 +15,9 @@ use crate::api::DEFAULT_API_URL;
 /// Files transferred at once unless configured otherwise.
 pub const DEFAULT_PARALLEL_FILES: usize = 4;
 
+/// The tree cache's directory inside the cache directory (shared by megacmd and the mount).
+pub const TREE_CACHE_DIR: &str = "trees";
+
 /// The settings file, as written by the user.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,9 @@ pub struct FileConfig {
     /// Ask for HTTPS transfer URLs and refuse plain HTTP ones (default false: the content is
     /// encrypted either way, as in MEGA's own clients).
     pub https_transfers: Option<bool>,
+    /// Keep the account's tree in a local cache between runs (default true); `false` fetches
+    /// it whole every time, as `--no-cache` does.
+    pub tree_cache: Option<bool>,
 }
 
 /// The effective configuration.
@@ -46,6 +52,9 @@ pub struct Config {
     /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
     /// `~/.local/state/megacmd/sync` (beside the config directory if neither is set).
     pub state_dir: PathBuf,
+    /// Where the tree cache lives (`$XDG_CACHE_HOME/mega-mount/trees`, else
+    /// `~/.cache/mega-mount/trees`); `None`: no cache (`tree_cache = false`, `--no-cache`).
+    pub tree_cache: Option<PathBuf>,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -61,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("max_retries", &self.max_retries)
             .field("https_transfers", &self.https_transfers)
             .field("state_dir", &self.state_dir)
+            .field("tree_cache", &self.tree_cache)
             .finish()
     }
 }
@@ -181,6 +191,10 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
             (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),
             (None, None) => dir.join("sync-state"),
+        },
+        tree_cache: match file.tree_cache {
+            Some(false) => None,
+            _ => env.cache_dir("mega-mount").map(|d| d.join(TREE_CACHE_DIR)),
         },
         source,
     })

@@ -71,8 +71,50 @@ impl EventPoller {
         }
     }
 
+    /// The packets the server has after the cursor, without waiting for new ones: `None`
+    /// when up to date (a warm start's catch-up). Transient failures are retried within the
+    /// retry budget; ETOOMANY is returned at once (the caller fetches the tree).
+    pub async fn pending(&mut self) -> Result<Option<Vec<ActionPacket>>, ApiError> {
+        let api = self.api.clone();
+        let mut retry = api.config().retry.start("event channel", Repeat::Safe);
+        loop {
+            match self.request().await {
+                Ok(Reply::Packets(p)) => return Ok(Some(p)),
+                Ok(Reply::Wait(_)) => return Ok(None),
+                Err(e @ (ApiError::Mega(ErrorCode::TooMany) | ApiError::SessionLost)) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    let failure = e.failure();
+                    retry.after(e, failure).await?;
+                }
+            }
+        }
+    }
+
     /// One `sc` request (and, when up to date, one wait). `Ok(None)` = nothing new yet.
     async fn poll_once(&mut self) -> Result<Option<Vec<ActionPacket>>, ApiError> {
+        match self.request().await? {
+            Reply::Packets(p) => Ok(Some(p)),
+            Reply::Wait(w) => {
+                // Up to date: block on the wait URL (its body is meaningless), then poll
+                // again.
+                let resp = self
+                    .api
+                    .http()
+                    .post(w)
+                    .timeout(WAIT_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(network_error)?;
+                let _ = read_body(resp, WAIT_REPLY_BYTES).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// One `sc` request: the packets after the cursor (which it advances), or the wait URL.
+    async fn request(&mut self) -> Result<Reply, ApiError> {
         let sid = self.api.sid().ok_or(ApiError::SessionLost)?;
         let url = format!(
             "{}sc?sn={}&sid={}",
@@ -102,17 +144,7 @@ impl EventPoller {
             });
         }
         if let Some(w) = v.get("w").and_then(Value::as_str) {
-            // Up to date: block on the wait URL (its body is meaningless), then poll again.
-            let resp = self
-                .api
-                .http()
-                .post(w)
-                .timeout(WAIT_TIMEOUT)
-                .send()
-                .await
-                .map_err(network_error)?;
-            let _ = read_body(resp, WAIT_REPLY_BYTES).await;
-            return Ok(None);
+            return Ok(Reply::Wait(w.to_string()));
         }
         let sn = v
             .get("sn")
@@ -124,6 +156,13 @@ impl EventPoller {
             .map(|a| a.iter().filter_map(ActionPacket::parse).collect())
             .unwrap_or_default();
         self.sn = sn.to_string();
-        Ok(Some(packets))
+        Ok(Reply::Packets(packets))
     }
+}
+
+/// What one `sc` request answered.
+enum Reply {
+    Packets(Vec<ActionPacket>),
+    /// Up to date; the URL blocks until something happens.
+    Wait(String),
 }

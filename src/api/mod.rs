@@ -21,6 +21,7 @@ pub mod attrs;
 pub mod commands;
 mod error;
 pub mod hashcash;
+mod reply;
 pub mod retry;
 pub mod session;
 
@@ -200,13 +201,14 @@ impl ApiClient {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_string();
-        let reply = self
-            .batch_with(vec![v], query)
-            .await?
-            .pop()
-            .ok_or_else(|| ApiError::BadResponse("empty reply array".into()))??;
-        serde_json::from_value(reply)
-            .map_err(|e| ApiError::BadResponse(format!("`{name}` reply: {e}")))
+        // Decoded from the bytes straight into the reply type (no `Value` in between: an `f`
+        // reply can be hundreds of megabytes).
+        self.exchange(vec![v], query, |bytes, n| {
+            reply::parse_typed::<C::Reply>(bytes, n, &name)
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::BadResponse("empty reply array".into()))?
     }
 
     /// Runs one untyped command and returns its result.
@@ -227,6 +229,22 @@ impl ApiClient {
         cmds: Vec<Value>,
         query: &[(&str, &str)],
     ) -> Result<Vec<CommandResult>, ApiError> {
+        self.exchange(cmds, query, |bytes, n| {
+            let v: Value = serde_json::from_slice(bytes)
+                .map_err(|_| ApiError::BadResponse("reply is not JSON".into()))?;
+            parse_reply(v, n)
+        })
+        .await
+    }
+
+    /// Sends a batch and decodes its reply with `parse` (bytes, number of commands), with
+    /// the retry, hashcash and blocked-account handling described in the module doc.
+    async fn exchange<R>(
+        &self,
+        cmds: Vec<Value>,
+        query: &[(&str, &str)],
+        parse: impl Fn(&[u8], usize) -> Result<Vec<Result<R, ApiError>>, ApiError>,
+    ) -> Result<Vec<Result<R, ApiError>>, ApiError> {
         let n = cmds.len();
         let body = serde_json::to_vec(&Value::Array(cmds))
             .map_err(|e| ApiError::BadResponse(e.to_string()))?;
@@ -238,7 +256,7 @@ impl ApiClient {
         loop {
             let outcome = self.send_once(&id, query, &body, hashcash.as_deref()).await;
             let err = match outcome {
-                Ok(Reply::Json(v)) => match parse_reply(v, n) {
+                Ok(Reply::Body(bytes)) => match parse(&bytes, n) {
                     Ok(mut results) => {
                         if results
                             .iter()
@@ -300,7 +318,8 @@ impl ApiClient {
         self.sid()?;
         let body = br#"[{"a":"whyamiblocked"}]"#;
         match self.send_once(&self.next_id(), &[], body, None).await {
-            Ok(Reply::Json(v)) => v
+            Ok(Reply::Body(bytes)) => serde_json::from_slice::<Value>(&bytes)
+                .ok()?
                 .as_array()
                 .and_then(|a| a.first())
                 .and_then(Value::as_i64)
@@ -340,15 +359,13 @@ impl ApiClient {
         if status != 200 {
             return Err(ApiError::Http(status));
         }
-        let bytes = read_body(resp, MAX_REPLY_BYTES).await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::BadResponse("reply is not JSON".into()))?;
-        Ok(Reply::Json(v))
+        Ok(Reply::Body(read_body(resp, MAX_REPLY_BYTES).await?))
     }
 }
 
 enum Reply {
-    Json(Value),
+    /// The reply's bytes, decoded by the caller.
+    Body(Vec<u8>),
     Hashcash(String),
 }
 

@@ -22,8 +22,8 @@ struct Args {
     #[arg(required = true, num_args = 1..=2)]
     paths: Vec<PathBuf>,
     /// Mount options: ro, allow_other, uid=, gid=, umask=, config=, cache_dir=, cache_size=,
-    /// hard_delete, verify=full, shares=NAME (and fstab ones such as _netdev, which are
-    /// accepted)
+    /// hard_delete, no_cache, verify=full, shares=NAME (and fstab ones such as _netdev,
+    /// which are accepted)
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise: detach once mounted)
@@ -39,10 +39,14 @@ struct Args {
     /// "Shared with me"; "" hides it)
     #[arg(long, value_name = "NAME")]
     shares_dir: Option<String>,
+    /// Fetch the whole tree at start instead of loading the tree cache (kept in
+    /// CACHE_DIR/trees)
+    #[arg(long)]
+    no_cache: bool,
     /// Memory for decrypted blocks, e.g. 256M
     #[arg(long, value_name = "SIZE")]
     cache_size: Option<String>,
-    /// Where write staging files live (default $XDG_CACHE_HOME/mega-mount)
+    /// Where write staging files and the tree cache live (default $XDG_CACHE_HOME/mega-mount)
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// FUSE worker threads: how many requests (reads, writes, commits) run at once
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         foreground: args.foreground,
         conf: args.conf,
         hard_delete: args.hard_delete,
+        no_cache: args.no_cache,
         shares_dir: args.shares_dir,
         cache_size: args.cache_size,
         cache_dir: args.cache_dir,

@@ -84,6 +84,14 @@ pub(super) async fn logout(ctx: &Ctx) -> Result<(), CliError> {
     api.set_sid(Some(session::SessionId::new(saved.sid.clone())));
     let r = session::logout(&api).await;
     SavedSession::remove(path).map_err(|e| io_err(path, e))?;
+    // The account's tree cache goes with the session.
+    if let Some(dir) = &ctx.cfg.tree_cache {
+        crate::tree::cache::remove(&crate::tree::cache::file_for(
+            dir,
+            &saved.api_url,
+            &saved.user,
+        ));
+    }
     r.map_err(Error::from)?;
     eprintln!("logged out");
     Ok(())

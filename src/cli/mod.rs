@@ -67,6 +67,9 @@ pub struct Cli {
     /// Never show a progress bar
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Fetch the whole tree instead of loading the local tree cache
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -211,7 +214,10 @@ impl Ctx {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
-    let cfg = config::load(cli.conf.as_deref(), env)?;
+    let mut cfg = config::load(cli.conf.as_deref(), env)?;
+    if cli.no_cache {
+        cfg.tree_cache = None;
+    }
     let ctx = Ctx {
         cli,
         cfg,

@@ -1,6 +1,7 @@
 //! A logged-in [`Client`] from the configuration, the way both binaries start: resume the
 //! saved session if there is one for this server, else log in with the configured e-mail and
-//! password (and save the session), else say how to log in. Transfers get the configured
+//! password (and save the session), else say how to log in. The tree comes from the tree
+//! cache the configuration names, if any. Transfers get the configured
 //! retry budget. Errors are the engine's; each front-end maps them to its own exit codes.
 
 use crate::api::session::SavedSession;
@@ -8,7 +9,7 @@ use crate::api::ApiConfig;
 use crate::config::Config;
 use crate::transfer::TransferConfig;
 
-use super::{AuthError, Client, Error, Result};
+use super::{AuthError, Client, Error, Options, Result};
 
 /// The API settings a configuration asks for.
 pub fn api_config(cfg: &Config) -> ApiConfig {
@@ -30,11 +31,14 @@ pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
 }
 
 async fn connect_inner(cfg: &Config, api: ApiConfig) -> Result<Client> {
+    let opts = Options {
+        tree_cache: cfg.tree_cache.clone(),
+    };
     let mut expired = false;
     if cfg.session_file.exists() {
         let saved = SavedSession::load(&cfg.session_file)?;
         if saved.api_url == cfg.api_url {
-            match Client::resume(api.clone(), &saved).await {
+            match Client::resume_with(api.clone(), &saved, opts.clone()).await {
                 Ok(c) => return Ok(c),
                 Err(Error::Auth(AuthError::SessionExpired)) => expired = true,
                 Err(e) => return Err(e),
@@ -43,7 +47,7 @@ async fn connect_inner(cfg: &Config, api: ApiConfig) -> Result<Client> {
     }
     match (&cfg.email, &cfg.password) {
         (Some(email), Some(password)) => {
-            let c = Client::login(api, email, password, None).await?;
+            let c = Client::login_with(api, email, password, None, opts).await?;
             c.save_session(&cfg.session_file)?;
             Ok(c)
         }

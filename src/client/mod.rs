@@ -9,6 +9,7 @@
 //! * [`keys`]: the key manager (`^!keys`): read, followed, changed safely;
 //! * [`links`]: public file and folder links, both ways;
 //! * [`shares`]: folders shared between users, both ways, and pending keys;
+//! * `cached`: the tree cache — a warm start from it, catching up, committing changes;
 //! * [`watch`]: following remote changes;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
@@ -17,6 +18,7 @@
 //! Lock discipline: the tree lock is a `std::sync::RwLock` held only for short, synchronous
 //! reads or updates — never across `.await` or network I/O (clone out, then act).
 
+mod cached;
 pub mod connect;
 pub mod content;
 pub mod keys;
@@ -25,7 +27,7 @@ pub mod nodes;
 pub mod shares;
 pub mod watch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -36,6 +38,7 @@ use crate::api::{ApiClient, ApiConfig};
 use crate::api::{ApiError, ErrorCode};
 use crate::crypto::b64;
 use crate::transfer::TransferConfig;
+use crate::tree::cache::{self, TreeCache};
 use crate::tree::{KeyRing, Node, NodeHandle, NodeTree};
 
 pub use crate::error::{AuthError, Error, Result};
@@ -51,6 +54,14 @@ pub struct Quota {
     pub used: u64,
 }
 
+/// How a client starts.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The directory of the tree cache ([`cache`]): the tree is loaded from it and brought
+    /// up to date from the event channel instead of fetched whole. `None`: no cache.
+    pub tree_cache: Option<PathBuf>,
+}
+
 /// A logged-in account.
 pub struct Client {
     api: Arc<ApiClient>,
@@ -64,6 +75,10 @@ pub struct Client {
     key_manager: AtomicBool,
     /// The key manager's version and generation; its lock serialises commits.
     keys_state: tokio::sync::Mutex<keys::KeyManager>,
+    /// This account's tree cache file, if the client keeps one.
+    cache_file: Option<PathBuf>,
+    /// The open tree cache (`None` until written or loaded, or after it failed).
+    cache: Arc<Mutex<Option<TreeCache>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -87,21 +102,47 @@ impl Client {
         password: &str,
         mfa: Option<&str>,
     ) -> Result<Self> {
+        Self::login_with(cfg, email, password, mfa, Options::default()).await
+    }
+
+    /// Logs in and loads the tree as `opts` say.
+    pub async fn login_with(
+        cfg: ApiConfig,
+        email: &str,
+        password: &str,
+        mfa: Option<&str>,
+        opts: Options,
+    ) -> Result<Self> {
         let api = Arc::new(ApiClient::new(cfg)?);
         let session = session::login(&api, email, password, mfa).await?;
-        Self::from_session(api, session).await
+        Self::from_session_with(api, session, opts).await
     }
 
     /// Resumes a saved session (no password) and fetches the tree.
     pub async fn resume(cfg: ApiConfig, saved: &SavedSession) -> Result<Self> {
+        Self::resume_with(cfg, saved, Options::default()).await
+    }
+
+    /// Resumes a saved session and loads the tree as `opts` say.
+    pub async fn resume_with(cfg: ApiConfig, saved: &SavedSession, opts: Options) -> Result<Self> {
         let api = Arc::new(ApiClient::new(cfg)?);
         let session = session::resume(&api, saved).await?;
-        Self::from_session(api, session).await
+        Self::from_session_with(api, session, opts).await
     }
 
     /// Wraps an already logged-in API client and fetches the tree. Transfers use the API's
     /// retry settings until [`set_transfer_config`](Self::set_transfer_config) says otherwise.
     pub async fn from_session(api: Arc<ApiClient>, session: Session) -> Result<Self> {
+        Self::from_session_with(api, session, Options::default()).await
+    }
+
+    /// Wraps a logged-in API client and loads the tree: from the tree cache brought up to
+    /// date if `opts` name one and it is usable, else fetched whole (and cached).
+    pub async fn from_session_with(
+        api: Arc<ApiClient>,
+        session: Session,
+        opts: Options,
+    ) -> Result<Self> {
         let keys = KeyRing::new(
             session.master_key.clone(),
             session.user.clone(),
@@ -111,6 +152,9 @@ impl Client {
             retry: api.config().retry.clone(),
             ..Default::default()
         };
+        let cache_file = opts
+            .tree_cache
+            .map(|dir| cache::file_for(&dir, &api.config().base_url, &session.user));
         let client = Client {
             api,
             session,
@@ -120,13 +164,17 @@ impl Client {
             versions: AtomicBool::new(true),
             key_manager: AtomicBool::new(false),
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
+            cache_file,
+            cache: Arc::new(Mutex::new(None)),
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
         if let Err(e) = client.accept_pending_keys().await {
             tracing::warn!("keys of folders shared with you could not be accepted: {e}");
         }
-        client.fetch().await?;
+        if !client.warm_start().await? {
+            client.fetch().await?;
+        }
         if let Err(e) = client.adopt_legacy_share_keys().await {
             tracing::warn!("could not record shared folders' keys in ^!keys: {e}");
         }
@@ -178,11 +226,17 @@ impl Client {
             })
             .await?;
         let keys = self.read_tree().keys().clone();
-        // Decrypting a large tree is CPU work: keep it off the async threads.
-        let (mut tree, sn) =
-            tokio::task::spawn_blocking(move || NodeTree::from_fetch(&reply, keys))
-                .await
-                .map_err(task_failed)??;
+        let cached = self.cache_file.is_some();
+        // Decrypting a large tree is CPU work: keep it off the async threads (and make the
+        // cache's copy there, before the tree is shared).
+        let (mut tree, sn, snapshot) = tokio::task::spawn_blocking(move || {
+            let (tree, sn) = NodeTree::from_fetch(&reply, keys)?;
+            drop(reply);
+            let snapshot = cached.then(|| cache::snapshot(&tree));
+            Ok::<_, crate::tree::TreeError>((tree, sn, snapshot))
+        })
+        .await
+        .map_err(task_failed)??;
         let bad = tree.undecryptable().count();
         if bad > 0 {
             tracing::warn!(
@@ -190,11 +244,15 @@ impl Client {
                 "some nodes cannot be decrypted; they are shown as [undecryptable]"
             );
         }
-        let mut current = self.write_tree();
-        tree.succeed(current.generation());
-        *current = tree;
-        drop(current);
-        *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn;
+        {
+            let mut current = self.write_tree();
+            tree.succeed(current.generation());
+            *current = tree;
+        }
+        *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn.clone();
+        if let (Some((rows, meta)), Some(sn)) = (snapshot, sn) {
+            self.write_cache(rows, meta, sn).await;
+        }
         Ok(())
     }
 
@@ -279,8 +337,10 @@ impl Client {
         })
     }
 
-    /// Ends the session on the server.
+    /// Ends the session on the server and removes the account's tree cache.
     pub async fn logout(&self) -> Result<()> {
-        Ok(session::logout(&self.api).await?)
+        session::logout(&self.api).await?;
+        self.forget_cache();
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ impl Client {
     /// Re-reads account settings and keys that `ua` packets say changed (from any client,
     /// this one included: the packet is the only notice). True when new share keys arrived
     /// and some nodes could not be decrypted: the tree must be fetched again.
-    async fn follow_settings(&self, packets: &[ActionPacket]) -> bool {
+    pub(super) async fn follow_settings(&self, packets: &[ActionPacket]) -> bool {
         // The newest version named for an attribute of ours, if any packet names it.
         let named = |attr: &str| -> Option<Option<String>> {
             let mut found = None;
@@ -118,6 +118,7 @@ impl Client {
                         let changes = client.apply_packets(&packets);
                         *client.sn.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(poller.sn().to_string());
+                        client.commit_cache().await;
                         if !changes.is_empty()
                             && tx.send(TreeEvent::Changed(changes)).await.is_err()
                         {

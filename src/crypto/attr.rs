@@ -21,6 +21,28 @@ pub fn encrypt(key: &[u8; 16], attrs: &Map<String, Value>) -> Vec<u8> {
 
 /// Decrypts an attribute blob. Fails (never panics) on a wrong key or corrupt data.
 pub fn decrypt(key: &[u8; 16], data: &[u8]) -> Result<Map<String, Value>, CryptoError> {
+    let buf = decrypt_json(key, data)?;
+    match serde_json::from_slice::<Value>(json_of(&buf)) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(CryptoError::BadAttributes),
+    }
+}
+
+/// The two attributes a listing needs, name (`n`) and fingerprint (`c`), decrypted without
+/// building the whole object; a later duplicate wins, and one that is not a string counts as
+/// absent, as with [`decrypt`]. Fails exactly when [`decrypt`] does.
+pub fn decrypt_name(
+    key: &[u8; 16],
+    data: &[u8],
+) -> Result<(Option<String>, Option<String>), CryptoError> {
+    let buf = decrypt_json(key, data)?;
+    let Known(n, c) =
+        serde_json::from_slice(json_of(&buf)).map_err(|_| CryptoError::BadAttributes)?;
+    Ok((n, c))
+}
+
+/// The decrypted blob, checked to start like an attribute object.
+fn decrypt_json(key: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     if data.is_empty() || data.len() % 16 != 0 || data.len() > MAX_ATTR_SIZE {
         return Err(CryptoError::BadAttributes);
     }
@@ -29,9 +51,40 @@ pub fn decrypt(key: &[u8; 16], data: &[u8]) -> Result<Map<String, Value>, Crypto
     if !buf.starts_with(b"MEGA{\"") {
         return Err(CryptoError::BadAttributes);
     }
+    Ok(buf)
+}
+
+/// The JSON text inside a decrypted blob (after "MEGA", before the zero padding).
+fn json_of(buf: &[u8]) -> &[u8] {
     let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    match serde_json::from_slice::<Value>(&buf[4..end]) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(CryptoError::BadAttributes),
+    &buf[4..end.max(4)]
+}
+
+/// `n` and `c` of an attribute object; every other member is skipped unread.
+struct Known(Option<String>, Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Known {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Known;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an attribute object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Known, A::Error> {
+                let (mut n, mut c) = (None, None);
+                while let Some(k) = a.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*k {
+                        "n" => n = a.next_value::<Value>()?.as_str().map(str::to_string),
+                        "c" => c = a.next_value::<Value>()?.as_str().map(str::to_string),
+                        _ => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Known(n, c))
+            }
+        }
+        d.deserialize_map(V)
     }
 }

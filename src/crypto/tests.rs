@@ -229,6 +229,35 @@ fn attribute_vector_and_bad_input() {
     assert!(attr::decrypt(&key, &[]).is_err());
 }
 
+/// The name-only decoder agrees with the full one on every shape, hostile ones included.
+#[test]
+fn name_decoder_agrees_with_the_full_decoder() {
+    let key = [7u8; 16];
+    let raw = |json: &str| {
+        let mut plain = format!("MEGA{json}").into_bytes();
+        plain.resize(plain.len().div_ceil(16) * 16, 0);
+        crate::crypto::aes::cbc_encrypt_zero_iv(&key, &mut plain);
+        plain
+    };
+    for json in [
+        r#"{"n":"a.txt","c":"fp"}"#,
+        r#"{"c":"x","n":"\u00e9t\u00e9 \"q\"","extra":{"deep":[1,2,{"n":"no"}]}}"#,
+        r#"{"n":"first","n":"second"}"#,
+        r#"{"n":5,"c":null}"#,
+        r#"{"x":1}"#,
+        r#"{"n":"a"} trailing"#,
+        r#"{"n":"a""#,
+        r#"{"n":"a"}"#,
+    ] {
+        let enc = raw(json);
+        let full = attr::decrypt(&key, &enc).ok().map(|m| {
+            let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+            (s("n"), s("c"))
+        });
+        assert_eq!(attr::decrypt_name(&key, &enc).ok(), full, "{json}");
+    }
+}
+
 #[test]
 fn v2_kdf_vector() {
     let v = &vectors()["v2_kdf"];

@@ -263,6 +263,7 @@ mod tests {
             attrs: Default::default(),
             fingerprint: None,
             undecryptable: None,
+            wrapped_key: None,
             inshare: None,
         }
     }

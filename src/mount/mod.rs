@@ -44,6 +44,8 @@ pub struct MountRequest {
     /// `--conf`.
     pub conf: Option<PathBuf>,
     pub hard_delete: bool,
+    /// `--no-cache`: fetch the whole tree instead of using the tree cache.
+    pub no_cache: bool,
     /// `--shares-dir`: the name of the virtual folder of other users' shares ("" hides it).
     pub shares_dir: Option<String>,
     /// `--cache-size` as written.
@@ -79,6 +81,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub fs: FsConfig,
     pub n_threads: usize,
+    /// Whether the tree cache (in `<cache_dir>/trees`) is used.
+    pub tree_cache: bool,
 }
 
 impl Settings {
@@ -125,6 +129,7 @@ impl Settings {
             .filter(|n| !n.is_empty()),
         };
         Ok(Settings {
+            tree_cache: !(options.no_cache || req.no_cache),
             mountpoint,
             config_file: options.config.clone().or(req.conf.clone()),
             options,
@@ -235,7 +240,14 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
         return daemon::daemonize(exe, args, &settings.fs.cache_dir.join(LOG_FILE))
             .map_err(MountError::Setup);
     }
-    let cfg = config::load(settings.config_file.as_deref(), env).map_err(crate::Error::from)?;
+    let mut cfg = config::load(settings.config_file.as_deref(), env).map_err(crate::Error::from)?;
+    // The tree cache lives under the mount's cache directory; `tree_cache = false` in the
+    // config file, `--no-cache` or `-o no_cache` turn it off.
+    if cfg.tree_cache.is_some() {
+        cfg.tree_cache = settings
+            .tree_cache
+            .then(|| settings.fs.cache_dir.join(config::TREE_CACHE_DIR));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,6 +361,7 @@ mod tests {
             foreground: true,
             conf: Some("/flag.toml".into()),
             hard_delete: false,
+            no_cache: false,
             shares_dir: None,
             cache_size: Some("64M".into()),
             cache_dir: None,

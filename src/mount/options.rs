@@ -17,6 +17,8 @@ pub struct MountOptions {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
     pub hard_delete: bool,
+    /// `no_cache`: fetch the whole tree at start instead of using the tree cache.
+    pub no_cache: bool,
     /// HTTPS transfer URLs only.
     pub https: bool,
     /// `verify=full` (true) or `verify=stream` (false, the default).
@@ -92,6 +94,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
                 )
             }
             "hard_delete" => o.hard_delete = true,
+            "no_cache" => o.no_cache = true,
             "shares" => {
                 let name = v.unwrap_or("");
                 if name.contains('/') || name == "." || name == ".." {

@@ -9,11 +9,12 @@
 //! Invariants: every node's parent, if present in the tree, lists it in `children`; the
 //! generation changes on every change. No network I/O happens here.
 
+pub mod cache;
 pub mod keys;
 pub mod node;
 pub mod packets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::api::commands::{FetchReply, RawNode, RawUser};
 use crate::crypto::{Key128, MasterKey};
@@ -41,6 +42,9 @@ pub struct NodeTree {
     inshare_roots: std::collections::HashSet<NodeHandle>,
     /// Bumped on every change, so views derived from the tree know when to rebuild.
     generation: u64,
+    /// Nodes inserted, changed or removed since the last [`take_dirty`](Self::take_dirty):
+    /// what the tree cache must write at its next commit.
+    dirty: HashSet<NodeHandle>,
 }
 
 /// One of our folders shared with a user.
@@ -65,6 +69,7 @@ impl NodeTree {
             outshares: Vec::new(),
             inshare_roots: Default::default(),
             generation: 0,
+            dirty: HashSet::new(),
         }
     }
 
@@ -160,7 +165,11 @@ impl NodeTree {
         tree.keys.learn_outgoing(&reply.ok);
         tree.keys.learn_outgoing(&reply.ok0);
         for v in reply.f.iter().chain(&reply.f2) {
-            let node = parse_node(v, &mut tree.keys)?;
+            node::learn_share_key(v, &mut tree.keys);
+        }
+        let nodes = decrypt_all(&reply.f, &reply.f2, &tree.keys)?;
+        tree.nodes.reserve(nodes.len());
+        for node in nodes {
             tree.insert(node);
         }
         tree.learn_users(&reply.u);
@@ -183,6 +192,8 @@ impl NodeTree {
                 tree.set_outshare(NodeHandle::from(h.as_str()), &m, Some(a));
             }
         }
+        // The tree is what the reply says: nothing to write back.
+        tree.dirty.clear();
         Ok((tree, reply.sn.clone()))
     }
 
@@ -476,10 +487,16 @@ impl NodeTree {
         self.nodes.values()
     }
 
+    /// The nodes changed (inserted, updated or removed) since the last call, which forgets them.
+    pub fn take_dirty(&mut self) -> HashSet<NodeHandle> {
+        std::mem::take(&mut self.dirty)
+    }
+
     /// Inserts or replaces a node, keeping the children index right.
     pub fn insert(&mut self, node: Node) {
         self.generation += 1;
         let h = node.handle.clone();
+        self.dirty.insert(h.clone());
         if node.inshare.is_some() {
             self.inshare_roots.insert(h.clone());
         } else {
@@ -531,6 +548,7 @@ impl NodeTree {
                 stack.extend(kids);
             }
             self.inshare_roots.remove(&x);
+            self.dirty.insert(x.clone());
             if let Some(n) = self.nodes.remove(&x) {
                 out.push(n);
             }
@@ -552,6 +570,7 @@ impl NodeTree {
             return false;
         };
         self.generation += 1;
+        self.dirty.insert(h.clone());
         let Some(key) = n.key.clone() else {
             return false;
         };
@@ -571,6 +590,41 @@ impl NodeTree {
             }
         }
     }
+}
+
+/// Decrypts nodes on every core (unwrapping a key and decrypting attributes is independent
+/// per node), in their order.
+fn decrypt_all(f: &[RawNode], f2: &[RawNode], keys: &KeyRing) -> Result<Vec<Node>, TreeError> {
+    const PER_THREAD_MIN: usize = 4096;
+    let all: Vec<&RawNode> = f.iter().chain(f2).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(all.len() / PER_THREAD_MIN)
+        .max(1);
+    if threads == 1 {
+        return all.iter().map(|v| node::decrypt_node(v, keys)).collect();
+    }
+    let per = all.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = all
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|v| node::decrypt_node(v, keys))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(all.len());
+        for p in parts {
+            let nodes = p
+                .join()
+                .map_err(|_| TreeError::Malformed("node decryption panicked".into()))??;
+            out.extend(nodes);
+        }
+        Ok(out)
+    })
 }
 
 /// The top-level incoming share above `h` (a share root whose parent we do not have).

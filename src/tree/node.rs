@@ -55,6 +55,17 @@ impl NodeKind {
         })
     }
 
+    /// The wire type (`t`).
+    pub fn wire_type(self) -> i64 {
+        match self {
+            NodeKind::File => 0,
+            NodeKind::Folder => 1,
+            NodeKind::Root => 2,
+            NodeKind::Inbox => 3,
+            NodeKind::Rubbish => 4,
+        }
+    }
+
     /// Folders and the three roots can hold children.
     pub fn is_container(self) -> bool {
         !matches!(self, NodeKind::File)
@@ -84,6 +95,9 @@ pub struct Node {
     pub fingerprint: Option<Fingerprint>,
     /// Why this node could not be decrypted, if it could not.
     pub undecryptable: Option<String>,
+    /// The key list (`k`) as the server sent it, kept only while the node cannot be
+    /// decrypted, so that a key learnt later (or the tree cache) can still use it.
+    pub wrapped_key: Option<String>,
     /// On the root of a folder another user shared with us: who, and our access.
     pub inshare: Option<InShare>,
 }
@@ -171,17 +185,9 @@ pub enum TreeError {
 /// Decrypts an attribute blob into (name, fingerprint).
 pub(crate) fn decode_attrs(key: &NodeKey, a: &str) -> Option<(String, Option<Fingerprint>)> {
     let raw = b64::decode(a, "attributes").ok()?;
-    let attrs = attr::decrypt(&key.attr_key(), &raw).ok()?;
-    let name = attrs
-        .get("n")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let fp = attrs
-        .get("c")
-        .and_then(Value::as_str)
-        .and_then(|c| Fingerprint::decode(c).ok());
-    Some((name, fp))
+    let (name, c) = attr::decrypt_name(&key.attr_key(), &raw).ok()?;
+    let fp = c.and_then(|c| Fingerprint::decode(&c).ok());
+    Some((name.unwrap_or_default(), fp))
 }
 
 /// Decodes an untyped node object (from an action packet) into a [`RawNode`].
@@ -192,6 +198,24 @@ pub fn raw_from_value(v: Value) -> Result<RawNode, TreeError> {
 /// Parses and decrypts one node from an `f`, `t` or `p` reply, learning an incoming share's
 /// key from it first.
 pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
+    learn_share_key(v, keys);
+    decrypt_node(v, keys)
+}
+
+/// Learns the share key an incoming share's root carries (`su` + `sk`), if any.
+pub(crate) fn learn_share_key(v: &RawNode, keys: &mut KeyRing) {
+    let is_item = matches!(v.t, 0 | 1);
+    if let (true, Some(_), Some(sk)) = (
+        is_item,
+        v.su.as_deref().filter(|su| !su.is_empty()),
+        v.sk.as_deref(),
+    ) {
+        keys.learn_incoming(&v.h, sk);
+    }
+}
+
+/// Parses and decrypts one node with the keys known (see [`learn_share_key`]).
+pub(crate) fn decrypt_node(v: &RawNode, keys: &KeyRing) -> Result<Node, TreeError> {
     let h = v.h.as_str();
     let kind = NodeKind::from_type(v.t)
         .ok_or_else(|| TreeError::Malformed(format!("node {h} has unknown type {}", v.t)))?;
@@ -219,6 +243,7 @@ pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
         attrs: String::new(),
         fingerprint: None,
         undecryptable: None,
+        wrapped_key: None,
         inshare: None,
     };
     match kind {
@@ -227,9 +252,6 @@ pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
         NodeKind::Rubbish => node.name = "Rubbish Bin".into(),
         NodeKind::File | NodeKind::Folder => {
             if let Some(su) = v.su.as_deref().filter(|su| !su.is_empty()) {
-                if let Some(sk) = v.sk.as_deref() {
-                    keys.learn_incoming(h, sk);
-                }
                 node.inshare = Some(InShare {
                     owner: su.to_string(),
                     access: v.r.and_then(Access::from_level).unwrap_or(Access::Read),
@@ -255,6 +277,10 @@ pub fn parse_node(v: &RawNode, keys: &mut KeyRing) -> Result<Node, TreeError> {
             }
             if node.undecryptable.is_some() {
                 node.name = format!("[undecryptable {h}]");
+                node.attrs = v.a.clone().unwrap_or_default();
+                if node.key.is_none() {
+                    node.wrapped_key = v.k.clone();
+                }
             }
         }
     }

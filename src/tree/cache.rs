@@ -1,0 +1,491 @@
+//! The tree cache: the account's node tree kept on disk between runs (SQLite, mode 0600,
+//! one file per account and server under the cache directory), so that a start loads it and
+//! resumes the event channel from its cursor instead of fetching the whole tree again (the
+//! official SDK keeps such a cache too).
+//!
+//! What it holds is what the server holds: each node's handle, parent, type, owner, size,
+//! time, encrypted attributes (`a`) and its key wrapped with the master key (`k`, the form the
+//! server keeps for our own nodes; a node we cannot decrypt keeps the `k` the server sent);
+//! share keys wrapped with the master key (`ok`, with their `ha`), users' e-mail addresses,
+//! outgoing shares, and the event cursor `sn`. Never an unwrapped key or a plaintext name.
+//!
+//! A file is used only if its format, account, server and a check value only our master key
+//! produces all match, and it holds as many nodes as it says; anything else (a truncated or
+//! corrupted file, another account's) is an error, and the caller discards the file and
+//! fetches the tree. Changes are committed in one transaction together with the new cursor,
+//! so a crash leaves the state of some earlier cursor, from which the event channel replays
+//! the rest. A commit whose file was moved on by another process (a different cursor than
+//! the one this one last wrote) is refused: two processes never interleave their states.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Node, NodeTree};
+use crate::api::commands::{FetchReply, RawNode, RawOutShare, RawUser, ShareKey};
+use crate::crypto::b64;
+use crate::tree::keys::KeyRing;
+
+/// Written into every cache file; another value means another layout (the file is rebuilt).
+const FORMAT: &str = "mega-mount tree cache 1";
+
+/// The block the check value encrypts with the master key (16 bytes).
+const CHECK_BLOCK: &[u8; 16] = b"mega-mount cache";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  h TEXT PRIMARY KEY, p TEXT, t INTEGER NOT NULL, u TEXT NOT NULL, a TEXT NOT NULL,
+  k TEXT NOT NULL, s INTEGER NOT NULL, ts INTEGER NOT NULL, su TEXT, r INTEGER);
+CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+INSERT OR IGNORE INTO counts (name, n) VALUES ('nodes', 0);
+CREATE TRIGGER IF NOT EXISTS nodes_added AFTER INSERT ON nodes
+  BEGIN UPDATE counts SET n = n + 1 WHERE name = 'nodes'; END;
+CREATE TRIGGER IF NOT EXISTS nodes_removed AFTER DELETE ON nodes
+  BEGIN UPDATE counts SET n = n - 1 WHERE name = 'nodes'; END;
+";
+
+/// Why the cache could not be used or written. The message names the file, never a key.
+#[derive(Debug, thiserror::Error)]
+#[error("tree cache {path}: {reason}")]
+pub struct CacheError {
+    path: String,
+    reason: String,
+}
+
+impl CacheError {
+    fn new(path: &Path, reason: impl std::fmt::Display) -> Self {
+        CacheError {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// One node as stored: the server's form of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    h: String,
+    p: Option<String>,
+    t: i64,
+    u: String,
+    a: String,
+    k: String,
+    s: i64,
+    ts: i64,
+    su: Option<String>,
+    r: Option<i64>,
+}
+
+/// The small, whole-tree part of the state, rewritten at every commit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Share keys: (share handle, key wrapped with the master key, `ha`).
+    ok: Vec<(String, String, String)>,
+    /// Users: (handle, e-mail).
+    users: Vec<(String, String)>,
+    /// Outgoing shares: (folder, recipient handle or invited address, access level).
+    shares: Vec<(String, String, i64)>,
+}
+
+/// What a commit writes: the rows of changed nodes, the handles of removed ones, the meta.
+#[derive(Debug, Default)]
+pub struct Changes {
+    upserts: Vec<Row>,
+    deletes: Vec<String>,
+    meta: Meta,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// A node's stored form. Its key is wrapped with the master key again (as the server keeps
+/// our own nodes' keys); without a key, the `k` the server sent is kept.
+fn row_of(n: &Node, keys: &KeyRing) -> Row {
+    let k = match &n.key {
+        Some(key) => format!(
+            "{}:{}",
+            keys.user,
+            b64::encode(&keys.master.0.wrap(&key.raw()))
+        ),
+        None => n.wrapped_key.clone().unwrap_or_default(),
+    };
+    Row {
+        h: n.handle.0.clone(),
+        p: n.parent.as_ref().map(|p| p.0.clone()),
+        t: n.kind.wire_type(),
+        u: n.owner.clone(),
+        a: n.attrs.clone(),
+        k,
+        s: n.size as i64,
+        ts: n.ctime,
+        su: n.inshare.as_ref().map(|s| s.owner.clone()),
+        r: n.inshare.as_ref().map(|s| i64::from(s.access.level())),
+    }
+}
+
+fn meta_of(tree: &NodeTree) -> Meta {
+    let keys = &tree.keys;
+    let mut ok: Vec<_> = keys
+        .share_keys
+        .iter()
+        .filter(|(h, _)| h.len() == 8)
+        .map(|(h, k)| {
+            let ha = keys.master.0.wrap(format!("{h}{h}").as_bytes());
+            (
+                h.clone(),
+                b64::encode(&keys.master.0.wrap(&k.0)),
+                b64::encode(&ha),
+            )
+        })
+        .collect();
+    ok.sort();
+    let mut users: Vec<_> = tree
+        .users
+        .iter()
+        .map(|(h, m)| (h.clone(), m.clone()))
+        .collect();
+    users.sort();
+    let shares = tree
+        .outshares
+        .iter()
+        .map(|s| {
+            (
+                s.node.0.clone(),
+                s.user.clone(),
+                i64::from(s.access.level()),
+            )
+        })
+        .collect();
+    Meta { ok, users, shares }
+}
+
+/// The whole tree in its stored form (for a new cache file).
+pub fn snapshot(tree: &NodeTree) -> (Vec<Row>, Meta) {
+    let rows = tree.nodes.values().map(|n| row_of(n, &tree.keys)).collect();
+    (rows, meta_of(tree))
+}
+
+/// What changed since the last call (see [`NodeTree::take_dirty`]), in stored form.
+pub fn changes(tree: &mut NodeTree) -> Changes {
+    let dirty = tree.take_dirty();
+    let mut c = Changes {
+        meta: meta_of(tree),
+        ..Default::default()
+    };
+    for h in dirty {
+        match tree.nodes.get(&h) {
+            Some(n) => c.upserts.push(row_of(n, &tree.keys)),
+            None => c.deletes.push(h.0),
+        }
+    }
+    c
+}
+
+/// The cache file of an account on a server, in `dir`. The name is a hash, so listing the
+/// directory tells nothing about the accounts.
+pub fn file_for(dir: &Path, base_url: &str, user: &str) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(base_url.as_bytes());
+    h.update([0]);
+    h.update(user.as_bytes());
+    let digest = h.finalize();
+    let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("tree-{name}.db"))
+}
+
+/// Removes a cache file and its SQLite companions (a missing one is fine).
+pub fn remove(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// The check value: the master key encrypting a fixed block (as `ha` proves a share key).
+fn check_value(keys: &KeyRing) -> String {
+    b64::encode(&keys.master.0.wrap(CHECK_BLOCK))
+}
+
+/// An open cache file and the cursor it holds.
+pub struct TreeCache {
+    conn: Connection,
+    path: PathBuf,
+    sn: String,
+}
+
+impl std::fmt::Debug for TreeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeCache")
+            .field("path", &self.path)
+            .field("sn", &self.sn)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl TreeCache {
+    /// The cursor of the state the file holds.
+    pub fn sn(&self) -> &str {
+        &self.sn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens and reads the cache at `path` as an `f` reply would say it: `Ok(None)` when
+    /// there is none; an error when the file is not a valid cache of this account on this
+    /// server (the caller removes it).
+    pub fn load(
+        path: &Path,
+        base_url: &str,
+        keys: &KeyRing,
+    ) -> Result<Option<(TreeCache, FetchReply)>, CacheError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bad = |e: &dyn std::fmt::Display| CacheError::new(path, e);
+        let conn = open_conn(path).map_err(|e| bad(&e))?;
+        let meta = |name: &str| -> Result<Option<String>, CacheError> {
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| bad(&e))
+        };
+        let expect = |name: &str, want: &str, what: &str| -> Result<(), CacheError> {
+            match meta(name)? {
+                Some(v) if v == want => Ok(()),
+                _ => Err(bad(&what)),
+            }
+        };
+        expect("format", FORMAT, "not a cache of this version")?;
+        expect("user", &keys.user, "the cache of another account")?;
+        expect("server", base_url, "the cache of another server")?;
+        expect(
+            "check",
+            &check_value(keys),
+            "not made with this account's key",
+        )?;
+        let sn = meta("sn")?.ok_or_else(|| bad(&"no event cursor"))?;
+        let small: Meta = meta("meta")?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .ok_or_else(|| bad(&"no readable share and user list"))?;
+        let count: i64 = conn
+            .query_row("SELECT n FROM counts WHERE name = 'nodes'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| bad(&e))?;
+        let mut f = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+        {
+            let mut st = conn
+                .prepare("SELECT h, p, t, u, a, k, s, ts, su, r FROM nodes")
+                .map_err(|e| bad(&e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(RawNode {
+                        h: r.get(0)?,
+                        p: r.get(1)?,
+                        t: r.get(2)?,
+                        u: Some(r.get(3)?),
+                        a: Some(r.get(4)?),
+                        k: Some(r.get(5)?),
+                        s: Some(u64::try_from(r.get::<_, i64>(6)?).unwrap_or(u64::MAX)),
+                        ts: Some(r.get(7)?),
+                        su: r.get(8)?,
+                        sk: None,
+                        r: r.get(9)?,
+                    })
+                })
+                .map_err(|e| bad(&e))?;
+            for row in rows {
+                f.push(row.map_err(|e| bad(&e))?);
+            }
+        }
+        if i64::try_from(f.len()).ok() != Some(count) {
+            return Err(bad(&format!(
+                "holds {} nodes but says {count} (truncated?)",
+                f.len()
+            )));
+        }
+        // A share key the key manager gave us this time wins over the cached copy.
+        let ok = small
+            .ok
+            .into_iter()
+            .filter(|(h, _, _)| !keys.share_keys.contains_key(h))
+            .map(|(h, k, ha)| ShareKey {
+                h: Some(h),
+                ha: Some(ha),
+                k: Some(k),
+            })
+            .collect();
+        let reply = FetchReply {
+            f,
+            f2: Vec::new(),
+            ok,
+            ok0: Vec::new(),
+            u: small
+                .users
+                .into_iter()
+                .map(|(u, m)| RawUser {
+                    u: Some(u),
+                    m: Some(m),
+                    c: None,
+                })
+                .collect(),
+            s: small
+                .shares
+                .into_iter()
+                .map(|(h, u, r)| RawOutShare {
+                    h: Some(h),
+                    p: None,
+                    u: Some(u),
+                    r: Some(r),
+                })
+                .collect(),
+            ps: Vec::new(),
+            opc: Vec::new(),
+            sn: Some(sn.clone()),
+        };
+        let cache = TreeCache {
+            conn,
+            path: path.to_path_buf(),
+            sn,
+        };
+        Ok(Some((cache, reply)))
+    }
+
+    /// Writes a new cache file at `path` holding `rows` at cursor `sn`, replacing any old
+    /// one in one step (built beside it, then renamed), and opens it.
+    pub fn create(
+        path: &Path,
+        base_url: &str,
+        keys: &KeyRing,
+        rows: &[Row],
+        meta: &Meta,
+        sn: &str,
+    ) -> Result<TreeCache, CacheError> {
+        let bad = |e: &dyn std::fmt::Display| CacheError::new(path, e);
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| bad(&e))?;
+        }
+        let tmp = path.with_extension(format!("db.tmp-{:016x}", rand::random::<u64>()));
+        let built = (|| -> Result<(), CacheError> {
+            crate::local::names::create_private(&tmp).map_err(|e| bad(&e))?;
+            let mut conn = open_conn(&tmp).map_err(|e| bad(&e))?;
+            // Nothing to protect until the file is renamed into place.
+            conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")
+                .map_err(|e| bad(&e))?;
+            conn.execute_batch(SCHEMA).map_err(|e| bad(&e))?;
+            let tx = conn.transaction().map_err(|e| bad(&e))?;
+            for (name, value) in [
+                ("format", FORMAT),
+                ("user", keys.user.as_str()),
+                ("server", base_url),
+            ] {
+                put_meta(&tx, name, value).map_err(|e| bad(&e))?;
+            }
+            put_meta(&tx, "check", &check_value(keys)).map_err(|e| bad(&e))?;
+            write_state(&tx, rows, &[], meta, sn).map_err(|e| bad(&e))?;
+            tx.commit().map_err(|e| bad(&e))?;
+            conn.execute_batch("PRAGMA journal_mode = WAL;")
+                .map_err(|e| bad(&e))?;
+            conn.close().map_err(|(_, e)| bad(&e))?;
+            Ok(())
+        })();
+        if let Err(e) = built {
+            remove(&tmp);
+            return Err(e);
+        }
+        remove(path);
+        std::fs::rename(&tmp, path).map_err(|e| {
+            remove(&tmp);
+            bad(&e)
+        })?;
+        let conn = open_conn(path).map_err(|e| bad(&e))?;
+        Ok(TreeCache {
+            conn,
+            path: path.to_path_buf(),
+            sn: sn.to_string(),
+        })
+    }
+
+    /// Writes changes and the new cursor in one transaction. Refused (nothing written) when
+    /// the file no longer holds the cursor this cache last wrote: another process moved it on.
+    pub fn commit(&mut self, changes: &Changes, sn: &str) -> Result<(), CacheError> {
+        let path = self.path.clone();
+        let bad = |e: &dyn std::fmt::Display| CacheError::new(&path, e);
+        let tx = self.conn.transaction().map_err(|e| bad(&e))?;
+        let stored: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE name = 'sn'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| bad(&e))?;
+        if stored.as_deref() != Some(self.sn.as_str()) {
+            return Err(bad(&"another process updated it"));
+        }
+        write_state(&tx, &changes.upserts, &changes.deletes, &changes.meta, sn)
+            .map_err(|e| bad(&e))?;
+        tx.commit().map_err(|e| bad(&e))?;
+        self.sn = sn.to_string();
+        Ok(())
+    }
+}
+
+fn put_meta(tx: &rusqlite::Transaction<'_>, name: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2) \
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        params![name, value],
+    )?;
+    Ok(())
+}
+
+fn write_state(
+    tx: &rusqlite::Transaction<'_>,
+    upserts: &[Row],
+    deletes: &[String],
+    meta: &Meta,
+    sn: &str,
+) -> rusqlite::Result<()> {
+    {
+        let mut del = tx.prepare_cached("DELETE FROM nodes WHERE h = ?1")?;
+        for h in deletes {
+            del.execute([h])?;
+        }
+        let mut put = tx.prepare_cached(
+            "INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT(h) DO UPDATE SET p = excluded.p, t = excluded.t, u = excluded.u, \
+             a = excluded.a, k = excluded.k, s = excluded.s, ts = excluded.ts, \
+             su = excluded.su, r = excluded.r",
+        )?;
+        for r in upserts {
+            put.execute(params![r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r])?;
+        }
+    }
+    let text = serde_json::to_string(meta).map_err(|e| {
+        rusqlite::Error::ToSqlConversionFailure(
+            Box::new(e) as Box<dyn std::error::Error + Send + Sync>
+        )
+    })?;
+    put_meta(tx, "meta", &text)?;
+    put_meta(tx, "sn", sn)?;
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! The tree cache: a warm start sends no `f` and still sees what changed while the client was
+//! stopped; a cursor the server no longer keeps falls back to a full fetch; a truncated,
+//! corrupted or foreign cache file is discarded; the file holds no plaintext name and is
+//! 0600; megacmd and a mount killed with SIGKILL during a burst of changes leave a cache from
+//! which a warm start gives the same tree as a cold one.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::megacmd::Cmd;
+use common::mount::Mount;
+use common::*;
+use mega_mount::client::Options;
+use mega_mount::tree::cache;
+use mega_mount::Client;
+use mega_testserver::UserOptions;
+use mega_testserver::{Config, TestServer};
+
+/// Every node as (path, kind, size, mtime), sorted: what two clients must agree on.
+fn listing(c: &Client) -> Vec<(String, bool, u64, i64)> {
+    let t = c.read_tree();
+    let mut v: Vec<_> = t
+        .iter()
+        .map(|n| (t.path_of(&n.handle), n.is_file(), n.size, n.mtime))
+        .collect();
+    v.sort();
+    v
+}
+
+fn opts(dir: &Path) -> Options {
+    Options {
+        tree_cache: Some(dir.to_path_buf()),
+    }
+}
+
+async fn login_cached(env: &Env, email: &str, dir: &Path) -> Client {
+    Client::login_with(env.api_config(), email, PASSWORD, None, opts(dir))
+        .await
+        .unwrap()
+}
+
+/// The cache file of `c`'s account in `dir`.
+fn file_of(env: &Env, c: &Client, dir: &Path) -> PathBuf {
+    cache::file_for(dir, env.api_config().base_url.as_str(), &c.session().user)
+}
+
+/// The cursor stored in the only cache file in `dir`.
+fn stored_sn(dir: &Path) -> Option<String> {
+    let path = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "db"))?;
+    let conn = rusqlite::Connection::open(path).ok()?;
+    conn.query_row("SELECT value FROM meta WHERE name = 'sn'", [], |r| r.get(0))
+        .ok()
+}
+
+async fn env_with_event_log(n: i64) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(dir.path().join("server"));
+    cfg.wait_timeout = Duration::from_secs(5);
+    cfg.limits.event_log = n;
+    let server = TestServer::start(cfg).await.unwrap();
+    Env { server, dir }
+}
+
+/// A small tree: folders, files with content, a rename and a file in the Rubbish Bin.
+async fn populate(c: &Client) {
+    let root = c.root().unwrap().handle;
+    let docs = c.mkdir(&root, "Quarterly-report-folder").await.unwrap();
+    let body = data(3000, 1);
+    c.upload(
+        &docs.handle,
+        "Quarterly-report.txt",
+        &mut &body[..],
+        3000,
+        1_600_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    let sub = c.mkdir(&docs.handle, "sub").await.unwrap();
+    c.upload(
+        &sub.handle,
+        "b.bin",
+        &mut &body[..100],
+        100,
+        1_600_000_100,
+        None,
+    )
+    .await
+    .unwrap();
+    let old = c.mkdir(&root, "old").await.unwrap();
+    c.trash(&old.handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_warm_start_sends_no_f_and_sees_changes_made_while_stopped() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let first = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&first).await;
+    let before = listing(&first);
+    drop(first);
+    let f_count = env.server.stats().commands("f");
+
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(
+        env.server.stats().commands("f"),
+        f_count,
+        "a warm start sent `f`"
+    );
+    assert_eq!(listing(&warm), before);
+    let docs = warm.resolve("/Quarterly-report-folder").unwrap();
+    let file = warm
+        .resolve("/Quarterly-report-folder/Quarterly-report.txt")
+        .unwrap();
+    // A cached file's key is right: its content downloads and verifies.
+    let got = warm.download_to_vec(&file.handle).await.unwrap();
+    assert_eq!(got, data(3000, 1));
+    drop(warm);
+
+    // Another client changes things while ours is stopped.
+    let other = env.login("a@example.com").await;
+    let root = other.root().unwrap().handle;
+    other.mkdir(&root, "made-while-away").await.unwrap();
+    other.rename(&file.handle, "renamed.txt").await.unwrap();
+    let sub = other.resolve("/Quarterly-report-folder/sub").unwrap();
+    other.delete(&sub.handle).await.unwrap();
+    let body = data(500, 2);
+    other
+        .upload(
+            &docs.handle,
+            "new.bin",
+            &mut &body[..],
+            500,
+            1_700_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let truth = listing(&other);
+
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(
+        env.server.stats().commands("f"),
+        f_count + 1,
+        "only `other` fetched"
+    );
+    assert_eq!(listing(&warm), truth);
+    assert!(warm.resolve("/made-while-away").is_ok());
+    assert!(warm.resolve("/Quarterly-report-folder/sub").is_err());
+    // And what it caught up on was committed: the next start needs no catch-up either.
+    drop(warm);
+    let again = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(listing(&again), truth);
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+}
+
+#[tokio::test]
+async fn a_cursor_the_server_dropped_falls_back_to_a_full_fetch() {
+    let env = env_with_event_log(4).await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let first = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&first).await;
+    drop(first);
+    let other = env.login("a@example.com").await;
+    let root = other.root().unwrap().handle;
+    for i in 0..10 {
+        other.mkdir(&root, &format!("d{i}")).await.unwrap();
+    }
+    let truth = listing(&other);
+    let f_count = env.server.stats().commands("f");
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(
+        env.server.stats().commands("f"),
+        f_count + 1,
+        "no fallback fetch"
+    );
+    assert_eq!(listing(&warm), truth);
+    drop(warm);
+    // The fallback rewrote the cache: the next start is warm again.
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+    assert_eq!(listing(&warm), truth);
+}
+
+#[tokio::test]
+async fn a_truncated_corrupted_or_foreign_cache_is_discarded() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    env.user("b@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let a = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&a).await;
+    let truth = listing(&a);
+    let path = file_of(&env, &a, &cache_dir);
+    drop(a);
+    // Make sure a later commit is in the main file, then damage it three ways.
+    let good = std::fs::read(&path).unwrap();
+    assert!(good.len() > 4096, "cache file is {} bytes", good.len());
+    let damages: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("zero length", Vec::new()),
+        ("garbage in the middle", {
+            let mut g = good.clone();
+            let mid = g.len() / 2;
+            for b in &mut g[mid - 2000..mid + 2000] {
+                *b = 0xA5;
+            }
+            g
+        }),
+        (
+            "not a database",
+            b"hello, I am not SQLite at all".repeat(200),
+        ),
+    ];
+    for (what, bytes) in damages {
+        cache::remove(&path);
+        std::fs::write(&path, &bytes).unwrap();
+        let f_count = env.server.stats().commands("f");
+        let c = login_cached(&env, "a@example.com", &cache_dir).await;
+        assert_eq!(
+            env.server.stats().commands("f"),
+            f_count + 1,
+            "{what}: not refetched"
+        );
+        assert_eq!(listing(&c), truth, "{what}");
+        drop(c);
+        // The damaged file was replaced by a good one.
+        let c = login_cached(&env, "a@example.com", &cache_dir).await;
+        assert_eq!(
+            env.server.stats().commands("f"),
+            f_count + 1,
+            "{what}: not rebuilt"
+        );
+        assert_eq!(listing(&c), truth, "{what}");
+    }
+    // Account b given a's cache under b's name: another account's, discarded.
+    let b = env.login("b@example.com").await;
+    let b_path = file_of(&env, &b, &cache_dir);
+    assert_ne!(b_path, path, "two accounts share a cache file name");
+    let b_truth = listing(&b);
+    drop(b);
+    std::fs::copy(&path, &b_path).unwrap();
+    let f_count = env.server.stats().commands("f");
+    let b = login_cached(&env, "b@example.com", &cache_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+    assert_eq!(listing(&b), b_truth);
+    assert!(b.resolve("/Quarterly-report-folder").is_err());
+}
+
+#[tokio::test]
+async fn the_cache_holds_no_plaintext_name_and_is_private() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let a = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&a).await;
+    let path = file_of(&env, &a, &cache_dir);
+    // One more batch through a commit, so the WAL holds data too.
+    let other = env.login("a@example.com").await;
+    let root = other.root().unwrap().handle;
+    other.mkdir(&root, "Quarterly-report-second").await.unwrap();
+    drop(a);
+    let a = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert!(a.resolve("/Quarterly-report-second").is_ok());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache_dir), 0o700);
+    let mut files = 0;
+    for e in std::fs::read_dir(&cache_dir).unwrap() {
+        let p = e.unwrap().path();
+        files += 1;
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        let bytes = std::fs::read(&p).unwrap();
+        for needle in ["Quarterly", "report", "b.bin"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                p.display()
+            );
+        }
+    }
+    assert!(files >= 1);
+    assert!(path.exists());
+    // Logging out removes it.
+    a.logout().await.unwrap();
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn megacmd_uses_the_cache_and_no_cache_bypasses_it() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let c = env.login("a@example.com").await;
+    populate(&c).await;
+    let cmd = Cmd::new(&env, "a@example.com");
+    let f = || env.server.stats().commands("f");
+    let n = f();
+    let cold = cmd.ok(&["ls", "-r", "mega:/"]).await.stdout;
+    assert_eq!(f(), n + 1);
+    let warm = cmd.ok(&["ls", "-r", "mega:/"]).await.stdout;
+    assert_eq!(f(), n + 1, "the second megacmd run fetched the tree");
+    assert_eq!(warm, cold);
+    let root = c.root().unwrap().handle;
+    c.mkdir(&root, "later").await.unwrap();
+    let warm = cmd.ok(&["ls", "mega:/"]).await.stdout;
+    assert!(warm.contains("later"), "{warm}");
+    assert_eq!(f(), n + 1);
+    cmd.ok(&["--no-cache", "ls", "mega:/"]).await;
+    assert_eq!(f(), n + 2, "--no-cache did not fetch");
+    let trees = cmd.home.join(".cache/mega-mount/trees");
+    assert!(stored_sn(&trees).is_some());
+    // Logging out removes the account's cache.
+    cmd.ok(&["logout"]).await;
+    assert_eq!(stored_sn(&trees), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_killed_during_a_burst_leaves_a_cache_that_warms_to_the_same_tree() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let writer = env.login("a@example.com").await;
+    populate(&writer).await;
+    let root = writer.root().unwrap().handle;
+    let m = Mount::start(&env, "a@example.com", &[], true);
+    let cache_dir = m.home.join("cache/mega-mount/trees");
+    // A burst of remote changes, the mount following them, killed in the middle.
+    let mut made = Vec::new();
+    for i in 0..60 {
+        let d = writer.mkdir(&root, &format!("burst-{i}")).await.unwrap();
+        if i % 3 == 0 {
+            writer
+                .rename(&d.handle, &format!("burst-{i}-renamed"))
+                .await
+                .unwrap();
+        }
+        if i % 5 == 0 {
+            if let Some(prev) = made.pop() {
+                writer.delete(&prev).await.unwrap();
+            }
+        }
+        made.push(d.handle);
+        if i == 20 {
+            // The mount commits what it follows: the cursor in its cache moves on.
+            let first = stored_sn(&cache_dir);
+            eventually(20, "the mount commits to its cache", || {
+                stored_sn(&cache_dir) != first
+            })
+            .await;
+        }
+        if i == 40 {
+            let mut m = m;
+            let child = m.child.as_mut().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            drop(m);
+            break;
+        }
+    }
+    // More changes after the kill.
+    for i in 0..5 {
+        writer.mkdir(&root, &format!("after-{i}")).await.unwrap();
+    }
+    let truth = listing(&writer);
+    let f_count = env.server.stats().commands("f");
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(
+        env.server.stats().commands("f"),
+        f_count,
+        "the mount's cache was not usable"
+    );
+    assert_eq!(listing(&warm), truth);
+}
