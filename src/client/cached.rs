@@ -26,13 +26,21 @@ impl Client {
         let base = self.api.config().base_url.clone();
         let file = path.clone();
         let loaded = tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
             let Some((cache, reply)) =
                 TreeCache::load(&file, &base, &keys).map_err(|e| e.to_string())?
             else {
                 return Ok(None);
             };
-            let (tree, _) = NodeTree::from_fetch(&reply, keys)
+            let t1 = std::time::Instant::now();
+            let (tree, _) = NodeTree::from_fetch_owned(reply, keys)
                 .map_err(|e| format!("tree cache {}: {e}", file.display()))?;
+            tracing::debug!(
+                nodes = tree.len(),
+                read_ms = (t1 - t0).as_millis() as u64,
+                decrypt_ms = t1.elapsed().as_millis() as u64,
+                "tree cache loaded"
+            );
             Ok::<_, String>(Some((cache, tree)))
         })
         .await
@@ -135,7 +143,14 @@ impl Client {
         let keys = self.read_tree().keys().clone();
         let base = self.api.config().base_url.clone();
         let made = tokio::task::spawn_blocking(move || {
-            TreeCache::create(&path, &base, &keys, &rows, &meta, &sn)
+            let t0 = std::time::Instant::now();
+            let c = TreeCache::create(&path, &base, &keys, &rows, &meta, &sn);
+            tracing::debug!(
+                nodes = rows.len(),
+                ms = t0.elapsed().as_millis() as u64,
+                "tree cache written"
+            );
+            c
         })
         .await;
         match made {

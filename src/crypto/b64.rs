@@ -22,6 +22,12 @@ pub fn encode(data: &[u8]) -> String {
 
 /// Decodes MEGA base64url (or standard base64). `what` names the field for the error message.
 pub fn decode(s: &str, what: &'static str) -> Result<Vec<u8>, CryptoError> {
+    // The usual case, base64url without padding, is decoded as it is.
+    if !s.bytes().any(|b| matches!(b, b'+' | b'/' | b'=')) {
+        return ENGINE
+            .decode(s.as_bytes())
+            .map_err(|_| CryptoError::Base64 { what });
+    }
     let normalized: String = s
         .trim_end_matches('=')
         .chars()

@@ -150,6 +150,29 @@ pub struct RemoteListing {
     pub handles: HashMap<String, NodeHandle>,
 }
 
+/// Like [`remote_listing`], for the folder's own entries only (no descent: a listing of the
+/// root of a large account reads only the root's children).
+pub fn remote_children(client: &Client, top: &NodeHandle) -> RemoteListing {
+    let tree = client.read_tree();
+    let mut handles = HashMap::new();
+    let mut entries: Vec<Entry> = tree
+        .children(top)
+        .into_iter()
+        .map(|n| {
+            let path = escape_name(&n.name);
+            handles.insert(path.clone(), n.handle.clone());
+            Entry {
+                path,
+                size: n.size,
+                mtime: n.mtime,
+                dir: n.kind.is_container(),
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    RemoteListing { entries, handles }
+}
+
 pub fn remote_listing(client: &Client, top: &NodeHandle) -> RemoteListing {
     let tree = client.read_tree();
     let mut rel: HashMap<NodeHandle, String> = HashMap::new();

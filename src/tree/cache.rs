@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS nodes (
   h TEXT PRIMARY KEY, p TEXT, t INTEGER NOT NULL, u TEXT NOT NULL, a TEXT NOT NULL,
   k TEXT NOT NULL, s INTEGER NOT NULL, ts INTEGER NOT NULL, su TEXT, r INTEGER);
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
-INSERT OR IGNORE INTO counts (name, n) VALUES ('nodes', 0);
+";
+
+/// Keeps the node count right through every later commit (made after the first bulk write,
+/// which sets the count itself).
+const TRIGGERS: &str = "
 CREATE TRIGGER IF NOT EXISTS nodes_added AFTER INSERT ON nodes
   BEGIN UPDATE counts SET n = n + 1 WHERE name = 'nodes'; END;
 CREATE TRIGGER IF NOT EXISTS nodes_removed AFTER DELETE ON nodes
@@ -168,7 +172,9 @@ fn meta_of(tree: &NodeTree) -> Meta {
 
 /// The whole tree in its stored form (for a new cache file).
 pub fn snapshot(tree: &NodeTree) -> (Vec<Row>, Meta) {
-    let rows = tree.nodes.values().map(|n| row_of(n, &tree.keys)).collect();
+    let mut rows: Vec<Row> = tree.nodes.values().map(|n| row_of(n, &tree.keys)).collect();
+    // In key order, SQLite appends to its index instead of inserting all over it.
+    rows.sort_unstable_by(|a, b| a.h.cmp(&b.h));
     (rows, meta_of(tree))
 }
 
@@ -403,7 +409,22 @@ impl TreeCache {
                 put_meta(&tx, name, value).map_err(|e| bad(&e))?;
             }
             put_meta(&tx, "check", &check_value(keys)).map_err(|e| bad(&e))?;
-            write_state(&tx, rows, &[], meta, sn).map_err(|e| bad(&e))?;
+            {
+                let mut put = tx
+                    .prepare("INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+                    .map_err(|e| bad(&e))?;
+                for r in rows {
+                    put.execute(params![r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r])
+                        .map_err(|e| bad(&e))?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO counts (name, n) VALUES ('nodes', ?1)",
+                [rows.len() as i64],
+            )
+            .map_err(|e| bad(&e))?;
+            write_state(&tx, &[], &[], meta, sn).map_err(|e| bad(&e))?;
+            tx.execute_batch(TRIGGERS).map_err(|e| bad(&e))?;
             tx.commit().map_err(|e| bad(&e))?;
             conn.execute_batch("PRAGMA journal_mode = WAL;")
                 .map_err(|e| bad(&e))?;
@@ -488,4 +509,111 @@ fn write_state(
     put_meta(tx, "meta", &text)?;
     put_meta(tx, "sn", sn)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key128, MasterKey};
+
+    fn keys(user: &str, k: u8) -> KeyRing {
+        KeyRing::new(MasterKey(Key128([k; 16])), user.into(), None)
+    }
+
+    fn row(h: &str) -> Row {
+        Row {
+            h: h.into(),
+            p: Some("ROOT0000".into()),
+            t: 1,
+            u: "me".into(),
+            a: "YQ".into(),
+            k: "me:a2V5".into(),
+            s: 0,
+            ts: 5,
+            su: None,
+            r: None,
+        }
+    }
+
+    /// A node we cannot decrypt yet keeps the server's `k` through the cache, and decrypts
+    /// once its share key is known; names are never stored in the clear.
+    #[test]
+    fn undecryptable_nodes_keep_their_key_and_decrypt_later() {
+        use crate::api::commands::FetchReply;
+        use crate::crypto::attr;
+        let share = Key128([5; 16]);
+        let folder_key = [6u8; 16];
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("n".into(), serde_json::Value::from("Secret plans"));
+        let node = serde_json::json!({
+            "h": "FOLDER01", "p": "SHARE123", "u": "owner", "t": 1, "ts": 9,
+            "a": b64::encode(&attr::encrypt(&folder_key, &attrs)),
+            "k": format!("SHARE123:{}", b64::encode(&share.wrap(&folder_key))),
+        });
+        let reply: FetchReply =
+            serde_json::from_value(serde_json::json!({"f": [node], "sn": "c24"})).unwrap();
+        let k = keys("me", 1);
+        let (tree, _) = NodeTree::from_fetch(&reply, k.clone()).unwrap();
+        let n = tree.get(&"FOLDER01".into()).unwrap();
+        assert!(n.undecryptable.is_some());
+        let (rows, meta) = snapshot(&tree);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        TreeCache::create(&path, "u/", &k, &rows, &meta, "c24").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"Secret"));
+        let (_, again) = TreeCache::load(&path, "u/", &k).unwrap().unwrap();
+        let (tree, _) = NodeTree::from_fetch(&again, k.clone()).unwrap();
+        assert!(tree
+            .get(&"FOLDER01".into())
+            .unwrap()
+            .undecryptable
+            .is_some());
+        let mut with_share = k.clone();
+        with_share.share_keys.insert("SHARE123".into(), share);
+        let (_, again) = TreeCache::load(&path, "u/", &with_share).unwrap().unwrap();
+        let (tree, _) = NodeTree::from_fetch(&again, with_share).unwrap();
+        let n = tree.get(&"FOLDER01".into()).unwrap();
+        assert_eq!(
+            (n.name.as_str(), n.undecryptable.as_ref()),
+            ("Secret plans", None)
+        );
+    }
+
+    #[test]
+    fn commits_count_nodes_and_refuse_a_file_moved_on_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let k = keys("me", 1);
+        let meta = Meta::default();
+        let mut a = TreeCache::create(&path, "u/", &k, &[row("AAAAAAAA")], &meta, "sn1").unwrap();
+        let (mut b, reply) = TreeCache::load(&path, "u/", &k).unwrap().unwrap();
+        assert_eq!(reply.f.len(), 1);
+        let add = Changes {
+            upserts: vec![row("BBBBBBBB"), row("CCCCCCCC")],
+            deletes: vec!["AAAAAAAA".into()],
+            meta: Meta::default(),
+        };
+        a.commit(&add, "sn2").unwrap();
+        // b still believes the file is at sn1: its commit would mix two states.
+        assert!(b.commit(&Changes::default(), "sn3").is_err());
+        let (_, reply) = TreeCache::load(&path, "u/", &k).unwrap().unwrap();
+        let mut hs: Vec<_> = reply.f.iter().map(|n| n.h.clone()).collect();
+        hs.sort();
+        assert_eq!(hs, ["BBBBBBBB", "CCCCCCCC"]);
+        assert_eq!(reply.sn.as_deref(), Some("sn2"));
+        // Another account, another server, another key: refused.
+        assert!(TreeCache::load(&path, "u/", &keys("other", 1)).is_err());
+        assert!(TreeCache::load(&path, "v/", &k).is_err());
+        assert!(TreeCache::load(&path, "u/", &keys("me", 2)).is_err());
+        // A row removed behind the count's back (a truncation SQLite did not notice).
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TRIGGER nodes_removed; DELETE FROM nodes WHERE h = 'BBBBBBBB';")
+            .unwrap();
+        drop(conn);
+        assert!(TreeCache::load(&path, "u/", &k).is_err());
+        assert!(TreeCache::load(&dir.path().join("none.db"), "u/", &k)
+            .unwrap()
+            .is_none());
+    }
 }

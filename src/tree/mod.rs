@@ -45,6 +45,8 @@ pub struct NodeTree {
     /// Nodes inserted, changed or removed since the last [`take_dirty`](Self::take_dirty):
     /// what the tree cache must write at its next commit.
     dirty: HashSet<NodeHandle>,
+    /// Off only while a tree is being built from a snapshot (nothing to write back).
+    tracking: bool,
 }
 
 /// One of our folders shared with a user.
@@ -70,6 +72,7 @@ impl NodeTree {
             inshare_roots: Default::default(),
             generation: 0,
             dirty: HashSet::new(),
+            tracking: true,
         }
     }
 
@@ -161,17 +164,36 @@ impl NodeTree {
         reply: &FetchReply,
         keys: KeyRing,
     ) -> Result<(Self, Option<String>), TreeError> {
+        Self::from_fetch_owned(reply.clone(), keys)
+    }
+
+    /// [`from_fetch`](Self::from_fetch), consuming the reply (its strings become the nodes').
+    pub fn from_fetch_owned(
+        mut reply: FetchReply,
+        keys: KeyRing,
+    ) -> Result<(Self, Option<String>), TreeError> {
         let mut tree = NodeTree::new(keys);
         tree.keys.learn_outgoing(&reply.ok);
         tree.keys.learn_outgoing(&reply.ok0);
         for v in reply.f.iter().chain(&reply.f2) {
             node::learn_share_key(v, &mut tree.keys);
         }
-        let nodes = decrypt_all(&reply.f, &reply.f2, &tree.keys)?;
+        let mut raw = std::mem::take(&mut reply.f);
+        raw.append(&mut reply.f2);
+        let t0 = std::time::Instant::now();
+        let nodes = decrypt_all(raw, &tree.keys)?;
+        let t1 = std::time::Instant::now();
         tree.nodes.reserve(nodes.len());
+        tree.tracking = false;
         for node in nodes {
             tree.insert(node);
         }
+        tree.tracking = true;
+        tracing::debug!(
+            decrypt_ms = (t1 - t0).as_millis() as u64,
+            index_ms = t1.elapsed().as_millis() as u64,
+            "tree built"
+        );
         tree.learn_users(&reply.u);
         for s in &reply.s {
             let (Some(h), Some(u)) = (&s.h, &s.u) else {
@@ -496,12 +518,16 @@ impl NodeTree {
     pub fn insert(&mut self, node: Node) {
         self.generation += 1;
         let h = node.handle.clone();
-        self.dirty.insert(h.clone());
+        if self.tracking {
+            self.dirty.insert(h.clone());
+        }
         if node.inshare.is_some() {
             self.inshare_roots.insert(h.clone());
-        } else {
+        } else if !self.inshare_roots.is_empty() {
             self.inshare_roots.remove(&h);
         }
+        // A node not in the tree (or leaving its parent) is in no children list: no need to
+        // look for it in its new parent's (which made building a wide folder quadratic).
         if let Some(old) = self.nodes.get(&h) {
             if old.parent != node.parent {
                 let old_parent = old.parent.clone();
@@ -519,10 +545,12 @@ impl NodeTree {
             _ => {}
         }
         if let Some(p) = &node.parent {
-            let list = self.children.entry(p.clone()).or_default();
-            if !list.contains(&h) {
-                list.push(h.clone());
-            }
+            let list = match self.children.get_mut(p) {
+                Some(list) => list,
+                None => self.children.entry(p.clone()).or_default(),
+            };
+            debug_assert!(!list.contains(&h), "{h} listed twice under {p}");
+            list.push(h.clone());
         }
         self.nodes.insert(h, node);
     }
@@ -594,30 +622,40 @@ impl NodeTree {
 
 /// Decrypts nodes on every core (unwrapping a key and decrypting attributes is independent
 /// per node), in their order.
-fn decrypt_all(f: &[RawNode], f2: &[RawNode], keys: &KeyRing) -> Result<Vec<Node>, TreeError> {
+fn decrypt_all(raw: Vec<RawNode>, keys: &KeyRing) -> Result<Vec<Node>, TreeError> {
     const PER_THREAD_MIN: usize = 4096;
-    let all: Vec<&RawNode> = f.iter().chain(f2).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(all.len() / PER_THREAD_MIN)
+        .min(raw.len() / PER_THREAD_MIN)
         .max(1);
     if threads == 1 {
-        return all.iter().map(|v| node::decrypt_node(v, keys)).collect();
+        return raw
+            .into_iter()
+            .map(|v| node::decrypt_owned(v, keys))
+            .collect();
     }
-    let per = all.len().div_ceil(threads);
+    let per = raw.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = raw;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
     std::thread::scope(|s| {
-        let parts: Vec<_> = all
-            .chunks(per)
+        let running: Vec<_> = parts
+            .into_iter()
             .map(|part| {
                 s.spawn(move || {
-                    part.iter()
-                        .map(|v| node::decrypt_node(v, keys))
+                    part.into_iter()
+                        .map(|v| node::decrypt_owned(v, keys))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(all.len());
-        for p in parts {
+        let mut out = Vec::new();
+        for p in running {
             let nodes = p
                 .join()
                 .map_err(|_| TreeError::Malformed("node decryption panicked".into()))??;

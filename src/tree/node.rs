@@ -216,6 +216,12 @@ pub(crate) fn learn_share_key(v: &RawNode, keys: &mut KeyRing) {
 
 /// Parses and decrypts one node with the keys known (see [`learn_share_key`]).
 pub(crate) fn decrypt_node(v: &RawNode, keys: &KeyRing) -> Result<Node, TreeError> {
+    decrypt_owned(v.clone(), keys)
+}
+
+/// [`decrypt_node`], taking the node's strings instead of copying them (a whole tree's
+/// worth of allocations on a large account).
+pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeError> {
     let h = v.h.as_str();
     let kind = NodeKind::from_type(v.t)
         .ok_or_else(|| TreeError::Malformed(format!("node {h} has unknown type {}", v.t)))?;
@@ -225,16 +231,23 @@ pub(crate) fn decrypt_node(v: &RawNode, keys: &KeyRing) -> Result<Node, TreeErro
             "node {h} claims a size of {size} bytes"
         )));
     }
-    let parent =
-        v.p.as_deref()
-            .filter(|p| !p.is_empty())
-            .map(NodeHandle::from);
     let ctime = v.ts.unwrap_or(0);
+    let RawNode {
+        h,
+        p,
+        u,
+        a,
+        k,
+        su,
+        r,
+        ..
+    } = v;
+    let parent = p.filter(|p| !p.is_empty()).map(NodeHandle);
     let mut node = Node {
-        handle: NodeHandle::from(h),
+        handle: NodeHandle(h),
         parent,
         kind,
-        owner: v.u.clone().unwrap_or_default(),
+        owner: u.unwrap_or_default(),
         name: String::new(),
         size,
         ctime,
@@ -251,20 +264,19 @@ pub(crate) fn decrypt_node(v: &RawNode, keys: &KeyRing) -> Result<Node, TreeErro
         NodeKind::Inbox => node.name = "Inbox".into(),
         NodeKind::Rubbish => node.name = "Rubbish Bin".into(),
         NodeKind::File | NodeKind::Folder => {
-            if let Some(su) = v.su.as_deref().filter(|su| !su.is_empty()) {
+            if let Some(su) = su.filter(|su| !su.is_empty()) {
                 node.inshare = Some(InShare {
-                    owner: su.to_string(),
-                    access: v.r.and_then(Access::from_level).unwrap_or(Access::Read),
+                    owner: su,
+                    access: r.and_then(Access::from_level).unwrap_or(Access::Read),
                 });
             }
-            match keys.node_key(v.k.as_deref().unwrap_or(""), kind) {
+            let a = a.unwrap_or_default();
+            match keys.node_key(k.as_deref().unwrap_or(""), kind) {
                 None => node.undecryptable = Some("no usable key".into()),
                 Some(key) => {
-                    let a = v.a.as_deref().unwrap_or("");
-                    match decode_attrs(&key, a) {
+                    match decode_attrs(&key, &a) {
                         Some((name, fp)) => {
                             node.name = name;
-                            node.attrs = a.to_string();
                             if let Some(fp) = fp {
                                 node.mtime = fp.mtime;
                                 node.fingerprint = Some(fp);
@@ -275,11 +287,11 @@ pub(crate) fn decrypt_node(v: &RawNode, keys: &KeyRing) -> Result<Node, TreeErro
                     node.key = Some(key);
                 }
             }
+            node.attrs = a;
             if node.undecryptable.is_some() {
-                node.name = format!("[undecryptable {h}]");
-                node.attrs = v.a.clone().unwrap_or_default();
+                node.name = format!("[undecryptable {}]", node.handle);
                 if node.key.is_none() {
-                    node.wrapped_key = v.k.clone();
+                    node.wrapped_key = k;
                 }
             }
         }

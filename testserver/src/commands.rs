@@ -76,14 +76,15 @@ impl From<store::StoreError> for Rejected {
     }
 }
 
-/// Runs one command in its own transaction and answers its reply (or error code).
+/// Runs one command in its own transaction and answers its reply (or error code), as JSON
+/// text.
 pub(crate) fn run(
     state: &State,
     session: Option<&Session>,
     folder_link: Option<&str>,
     peer: Option<IpAddr>,
     cmd: &Value,
-) -> Value {
+) -> String {
     if let Some(a) = cmd.get("a").and_then(Value::as_str) {
         state.stats.count(a);
     }
@@ -97,7 +98,7 @@ pub(crate) fn run(
             peer,
             effects: &effects,
         };
-        ctx.run(cmd).map_err(Rejected)
+        ctx.run_text(cmd).map_err(Rejected)
     });
     match r {
         Ok(v) => {
@@ -115,7 +116,7 @@ pub(crate) fn run(
             }
             v
         }
-        Err(Rejected(code)) => json!(code),
+        Err(Rejected(code)) => code.to_string(),
     }
 }
 
@@ -160,6 +161,15 @@ pub(crate) fn valid_b64(s: &str, max: usize) -> bool {
 }
 
 impl Ctx<'_> {
+    /// The reply as JSON text. An account's `f` is written straight as text, node by node:
+    /// with a million nodes, a `Value` of it would take gigabytes.
+    fn run_text(&self, cmd: &Value) -> Result<String, i64> {
+        match (s(cmd, "a"), self.session, self.folder_link) {
+            (Some("f"), Some(sess), None) => self.f_text(sess),
+            _ => self.run(cmd).map(|v| v.to_string()),
+        }
+    }
+
     fn run(&self, cmd: &Value) -> CmdResult {
         let Some(a) = s(cmd, "a") else {
             return Err(err::EARGS);
@@ -389,7 +399,58 @@ impl Ctx<'_> {
     // ---- tree ----
 
     fn f(&self, sess: &Session) -> CmdResult {
-        let nodes = db(self.db.nodes_of(&sess.user.handle))?;
+        serde_json::from_str(&self.f_text(sess)?).map_err(|_| err::EINTERNAL)
+    }
+
+    /// The account's tree (`f`) as JSON text: the account's own nodes are rendered one at a
+    /// time into the text (the list of nodes and the text are all it holds at once), then the
+    /// small parts (shares, keys, users, contacts) are added. Members in the order a JSON
+    /// object of them would have (sorted).
+    fn f_text(&self, sess: &Session) -> Result<String, i64> {
+        let me = &sess.user.handle;
+        let nodes = db(self.db.nodes_of(me))?;
+        let flags = self.version_flags(&nodes)?;
+        let (mut f, mut f2) = (String::new(), String::new());
+        for (n, version) in nodes.iter().zip(flags) {
+            let text = self.render(n, me)?.to_string();
+            let out = if version { &mut f2 } else { &mut f };
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&text);
+        }
+        drop(nodes);
+        let mut rest = self.f_rest(sess)?;
+        for (key, out) in [("f", &mut f), ("f2", &mut f2)] {
+            if let Some(Value::Array(more)) = rest.remove(key) {
+                for v in more {
+                    if !out.is_empty() {
+                        out.push(',');
+                    }
+                    out.push_str(&v.to_string());
+                }
+            }
+        }
+        let mut text = String::with_capacity(f.len() + f2.len() + 4096);
+        text.push_str("{\"f\":[");
+        text.push_str(&f);
+        drop(f);
+        text.push_str("],\"f2\":[");
+        text.push_str(&f2);
+        text.push(']');
+        for (k, v) in rest {
+            text.push(',');
+            text.push_str(&Value::String(k).to_string());
+            text.push(':');
+            text.push_str(&v.to_string());
+        }
+        text.push('}');
+        Ok(text)
+    }
+
+    /// Everything of `f` but the account's own nodes: nodes of incoming shares (`f`, `f2`),
+    /// share keys, shares, pending shares and contacts, users, the cursor.
+    fn f_rest(&self, sess: &Session) -> Result<serde_json::Map<String, Value>, i64> {
         let seq = db(self.db.last_seq(&sess.user.handle))?;
         let shares = db(self.db.shares_of(&sess.user.handle))?;
         let ok: Vec<Value> = shares
@@ -400,11 +461,7 @@ impl Ctx<'_> {
             .iter()
             .map(|(h, _, _)| json!({"h": h, "u": "EXP", "r": 0, "ts": store::now()}))
             .collect();
-        let me = &sess.user.handle;
-        let (mut f, mut f2) = self.split_versions_for(&nodes, me)?;
-        let (in_f, in_f2, user_shares, users) = self.f_shares(sess)?;
-        f.extend(in_f);
-        f2.extend(in_f2);
+        let (f, f2, user_shares, users) = self.f_shares(sess)?;
         let mut s = s;
         s.extend(user_shares);
         let (ps, mut opc) = self.f_pending(sess)?;
@@ -423,11 +480,14 @@ impl Ctx<'_> {
                 }
             }
         }
-        Ok(json!({
+        match json!({
             "f": f, "f2": f2,
             "ok": ok, "ok0": ok, "s": s, "ps": ps, "opc": opc, "ipc": ipc, "u": users,
             "sn": encode_sn(seq),
-        }))
+        }) {
+            Value::Object(m) => Ok(m),
+            _ => Err(err::EINTERNAL),
+        }
     }
 
     /// A node of this account, or ENOENT (also for other accounts' nodes: no probing).

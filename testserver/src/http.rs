@@ -247,31 +247,44 @@ fn run_batch(
     {
         return commands::err::EBLOCKED.to_string().into_bytes();
     }
-    let mut out = Vec::with_capacity(cmds.len());
+    // Each result is JSON text as soon as it is made (an `f` reply is never a `Value`).
+    let too_many = commands::err::ETOOMANY.to_string();
+    let mut out: Vec<String> = Vec::with_capacity(cmds.len());
     let mut bytes = 2;
     for c in &cmds {
         if bytes > limits.max_reply_bytes {
             // Not run: the reply would be too large.
-            out.push(json!(commands::err::ETOOMANY));
+            out.push(too_many.clone());
             continue;
         }
         let r = commands::run(state, session, link, Some(peer.ip()), c);
-        bytes += r.to_string().len() + 1;
+        bytes += r.len() + 1;
         out.push(r);
     }
     if bytes > limits.max_reply_bytes {
         // The last command run pushed it over: keep what fits.
         let mut kept = 2;
         for r in out.iter_mut() {
-            let len = r.to_string().len() + 1;
+            let len = r.len() + 1;
             if kept + len > limits.max_reply_bytes {
-                *r = json!(commands::err::ETOOMANY);
+                *r = too_many.clone();
             } else {
                 kept += len;
             }
         }
     }
-    Value::Array(out).to_string().into_bytes()
+    // The first result's buffer becomes the body (grown in place: a large one is not copied).
+    let total: usize = out.iter().map(|r| r.len() + 1).sum::<usize>() + 1;
+    let mut results = out.into_iter();
+    let mut body = results.next().unwrap_or_default().into_bytes();
+    body.reserve(total.saturating_sub(body.len()));
+    body.insert(0, b'[');
+    for r in results {
+        body.push(b',');
+        body.extend_from_slice(r.as_bytes());
+    }
+    body.push(b']');
+    body
 }
 
 /// Whether a request carries the admin token.
