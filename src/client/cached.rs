@@ -121,9 +121,17 @@ impl Client {
         let done = tokio::task::spawn_blocking(move || {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = slot.as_mut() {
-                if let Err(e) = c.commit(&changes, &sn) {
-                    tracing::warn!("{e}; the tree cache is not updated any more this run");
-                    *slot = None;
+                match c.commit(&changes, &sn) {
+                    Ok(()) => {}
+                    // Another process keeps the file current; this one leaves it to it.
+                    Err(e) if e.is_conflict() => {
+                        tracing::debug!("{e}; leaving the tree cache to it");
+                        *slot = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}; the tree cache is not updated any more this run");
+                        *slot = None;
+                    }
                 }
             }
         })

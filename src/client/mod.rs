@@ -243,7 +243,7 @@ impl Client {
                 decrypt_ms = got.elapsed().as_millis() as u64,
                 "tree decrypted"
             );
-            let snapshot = cached.then(|| cache::snapshot(&tree));
+            let snapshot = if cached { cache::snapshot(&tree) } else { None };
             Ok::<_, crate::tree::TreeError>((tree, sn, snapshot))
         })
         .await

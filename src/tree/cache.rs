@@ -58,6 +58,7 @@ CREATE TRIGGER IF NOT EXISTS nodes_removed AFTER DELETE ON nodes
 pub struct CacheError {
     path: String,
     reason: String,
+    conflict: bool,
 }
 
 impl CacheError {
@@ -65,7 +66,14 @@ impl CacheError {
         CacheError {
             path: path.display().to_string(),
             reason: reason.to_string(),
+            conflict: false,
         }
+    }
+
+    /// The commit was refused because another process (a mount beside a megacmd run)
+    /// updated the file since this one read it: expected, and nothing is wrong with it.
+    pub fn is_conflict(&self) -> bool {
+        self.conflict
     }
 }
 
@@ -170,12 +178,29 @@ fn meta_of(tree: &NodeTree) -> Meta {
     Meta { ok, users, shares }
 }
 
-/// The whole tree in its stored form (for a new cache file).
-pub fn snapshot(tree: &NodeTree) -> (Vec<Row>, Meta) {
-    let mut rows: Vec<Row> = tree.nodes.values().map(|n| row_of(n, &tree.keys)).collect();
+/// The whole tree in its stored form (for a new cache file); `None` if it could not be made
+/// whole.
+pub fn snapshot(tree: &NodeTree) -> Option<(Vec<Row>, Meta)> {
+    // Wrapping every key again is per-node work: on every core.
+    let nodes: Vec<&Node> = tree.nodes.values().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = nodes.len().div_ceil(threads).max(4096);
+    let keys = &tree.keys;
+    let mut rows: Vec<Row> = std::thread::scope(|s| {
+        let parts: Vec<_> = nodes
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|n| row_of(n, keys)).collect::<Vec<_>>()))
+            .collect();
+        let mut rows = Vec::with_capacity(nodes.len());
+        for p in parts {
+            // A part that failed would leave nodes out: no cache rather than a short one.
+            rows.extend(p.join().ok()?);
+        }
+        Some(rows)
+    })?;
     // In key order, SQLite appends to its index instead of inserting all over it.
     rows.sort_unstable_by(|a, b| a.h.cmp(&b.h));
-    (rows, meta_of(tree))
+    Some((rows, meta_of(tree)))
 }
 
 /// What changed since the last call (see [`NodeTree::take_dirty`]), in stored form.
@@ -459,7 +484,9 @@ impl TreeCache {
             .optional()
             .map_err(|e| bad(&e))?;
         if stored.as_deref() != Some(self.sn.as_str()) {
-            return Err(bad(&"another process updated it"));
+            let mut e = bad(&"another process updated it");
+            e.conflict = true;
+            return Err(e);
         }
         write_state(&tx, &changes.upserts, &changes.deletes, &changes.meta, sn)
             .map_err(|e| bad(&e))?;
@@ -556,7 +583,7 @@ mod tests {
         let (tree, _) = NodeTree::from_fetch(&reply, k.clone()).unwrap();
         let n = tree.get(&"FOLDER01".into()).unwrap();
         assert!(n.undecryptable.is_some());
-        let (rows, meta) = snapshot(&tree);
+        let (rows, meta) = snapshot(&tree).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         TreeCache::create(&path, "u/", &k, &rows, &meta, "c24").unwrap();
@@ -596,7 +623,9 @@ mod tests {
         };
         a.commit(&add, "sn2").unwrap();
         // b still believes the file is at sn1: its commit would mix two states.
-        assert!(b.commit(&Changes::default(), "sn3").is_err());
+        assert!(b
+            .commit(&Changes::default(), "sn3")
+            .is_err_and(|e| e.is_conflict()));
         let (_, reply) = TreeCache::load(&path, "u/", &k).unwrap().unwrap();
         let mut hs: Vec<_> = reply.f.iter().map(|n| n.h.clone()).collect();
         hs.sort();

@@ -9,20 +9,6 @@ mod common;
 use common::*;
 use mega_testserver::Limits;
 
-impl Env {
-    /// The raw `sc` answer for a cursor.
-    async fn sc_text(&self, sid: &str, sn: &str) -> String {
-        self.http
-            .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_cursor_outside_the_kept_log_is_answered_too_many() {
     let env = start(Limits {

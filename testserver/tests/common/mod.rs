@@ -154,17 +154,21 @@ pub fn uh(email: &str) -> String {
 }
 
 impl Env {
-    /// The packets after `sn`, and the new `sn`.
-    pub async fn packets_after(&self, sid: &str, sn: &str) -> (Vec<Value>, String) {
-        let text = self
-            .http
+    /// The raw `sc` answer for a cursor.
+    pub async fn sc_text(&self, sid: &str, sn: &str) -> String {
+        self.http
             .post(format!("{}sc?sn={sn}&sid={sid}", self.server.base_url()))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The packets after `sn`, and the new `sn`.
+    pub async fn packets_after(&self, sid: &str, sn: &str) -> (Vec<Value>, String) {
+        let text = self.sc_text(sid, sn).await;
         let r: Value = serde_json::from_str(&text).unwrap();
         let packets = r["a"].as_array().cloned().unwrap_or_default();
         let sn = r["sn"].as_str().map_or(sn.to_string(), str::to_string);
