@@ -2,8 +2,9 @@
 //! cached tree and catches up with the event channel from its cursor (no `f`); a cursor the
 //! server no longer knows (ETOOMANY), an unusable file or any doubt falls back to fetching
 //! the tree, which rewrites the file. After each batch of events the changed nodes are
-//! committed with the new cursor; a write that fails turns the cache off for this client
-//! (the file keeps its last consistent state) and says so once.
+//! committed with the new cursor; a write that fails turns the cache off for this client and
+//! removes the file (the next start fetches the tree), saying so once; a commit refused
+//! because another process moved the file on only stops this one writing.
 
 use super::{task_failed, Client, Result};
 use crate::api::{ApiError, ErrorCode};
@@ -128,8 +129,11 @@ impl Client {
                         tracing::debug!("{e}; leaving the tree cache to it");
                         *slot = None;
                     }
+                    // A file that cannot take a commit is not trusted again: the next start
+                    // fetches the tree and writes a new one.
                     Err(e) => {
-                        tracing::warn!("{e}; the tree cache is not updated any more this run");
+                        tracing::warn!("{e}; the tree cache is removed and off for this run");
+                        cache::remove(c.path());
                         *slot = None;
                     }
                 }

@@ -10,7 +10,8 @@
 //! outgoing shares, and the event cursor `sn`. Never an unwrapped key or a plaintext name.
 //!
 //! A file is used only if its format, account, server and a check value only our master key
-//! produces all match, and it holds as many nodes as it says; anything else (a truncated or
+//! produces all match, and it holds as many nodes as it says, whose checksum (the sum of each
+//! row's CRC-32, kept with every commit) matches; anything else (a truncated or
 //! corrupted file, another account's) is an error, and the caller discards the file and
 //! fetches the tree. Changes are committed in one transaction together with the new cursor,
 //! so a crash leaves the state of some earlier cursor, from which the event channel replays
@@ -90,6 +91,54 @@ pub struct Row {
     ts: i64,
     su: Option<String>,
     r: Option<i64>,
+}
+
+impl Row {
+    /// The row's checksum: CRC-32 over its fields, each tagged (absent or present) and
+    /// ended, so no two different rows run together the same way.
+    fn crc(&self) -> u32 {
+        let mut c = crc32fast::Hasher::new();
+        let mut text = |v: Option<&str>| match v {
+            None => c.update(&[0]),
+            Some(v) => {
+                c.update(&[1]);
+                c.update(v.as_bytes());
+                c.update(&[0]);
+            }
+        };
+        text(Some(&self.h));
+        text(self.p.as_deref());
+        text(Some(&self.u));
+        text(Some(&self.a));
+        text(Some(&self.k));
+        text(self.su.as_deref());
+        for n in [self.t, self.s, self.ts, self.r.unwrap_or(i64::MIN)] {
+            c.update(&n.to_le_bytes());
+        }
+        c.update(&[u8::from(self.r.is_some())]);
+        c.finalize()
+    }
+
+    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            h: r.get(0)?,
+            p: r.get(1)?,
+            t: r.get(2)?,
+            u: r.get(3)?,
+            a: r.get(4)?,
+            k: r.get(5)?,
+            s: r.get(6)?,
+            ts: r.get(7)?,
+            su: r.get(8)?,
+            r: r.get(9)?,
+        })
+    }
+}
+
+/// The checksum of a set of rows: the sum of theirs (so a commit updates it row by row).
+fn digest<'a>(rows: impl IntoIterator<Item = &'a Row>) -> i64 {
+    rows.into_iter()
+        .fold(0i64, |d, r| d.wrapping_add(i64::from(r.crc())))
 }
 
 /// The small, whole-tree part of the state, rewritten at every commit.
@@ -320,30 +369,34 @@ impl TreeCache {
                 r.get(0)
             })
             .map_err(|e| bad(&e))?;
+        let stored_digest: i64 = conn
+            .query_row("SELECT n FROM counts WHERE name = 'digest'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| bad(&e))?;
         let mut f = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+        let mut sum = 0i64;
         {
             let mut st = conn
                 .prepare("SELECT h, p, t, u, a, k, s, ts, su, r FROM nodes")
                 .map_err(|e| bad(&e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(RawNode {
-                        h: r.get(0)?,
-                        p: r.get(1)?,
-                        t: r.get(2)?,
-                        u: Some(r.get(3)?),
-                        a: Some(r.get(4)?),
-                        k: Some(r.get(5)?),
-                        s: Some(u64::try_from(r.get::<_, i64>(6)?).unwrap_or(u64::MAX)),
-                        ts: Some(r.get(7)?),
-                        su: r.get(8)?,
-                        sk: None,
-                        r: r.get(9)?,
-                    })
-                })
-                .map_err(|e| bad(&e))?;
+            let rows = st.query_map([], Row::from_sql).map_err(|e| bad(&e))?;
             for row in rows {
-                f.push(row.map_err(|e| bad(&e))?);
+                let row = row.map_err(|e| bad(&e))?;
+                sum = sum.wrapping_add(i64::from(row.crc()));
+                f.push(RawNode {
+                    h: row.h,
+                    p: row.p,
+                    t: row.t,
+                    u: Some(row.u),
+                    a: Some(row.a),
+                    k: Some(row.k),
+                    s: Some(u64::try_from(row.s).unwrap_or(u64::MAX)),
+                    ts: Some(row.ts),
+                    su: row.su,
+                    sk: None,
+                    r: row.r,
+                });
             }
         }
         if i64::try_from(f.len()).ok() != Some(count) {
@@ -351,6 +404,9 @@ impl TreeCache {
                 "holds {} nodes but says {count} (truncated?)",
                 f.len()
             )));
+        }
+        if sum != stored_digest {
+            return Err(bad(&"its nodes do not match their checksum (corrupted)"));
         }
         // A share key the key manager gave us this time wins over the cached copy.
         let ok = small
@@ -444,8 +500,8 @@ impl TreeCache {
                 }
             }
             tx.execute(
-                "INSERT INTO counts (name, n) VALUES ('nodes', ?1)",
-                [rows.len() as i64],
+                "INSERT INTO counts (name, n) VALUES ('nodes', ?1), ('digest', ?2)",
+                [rows.len() as i64, digest(rows)],
             )
             .map_err(|e| bad(&e))?;
             write_state(&tx, &[], &[], meta, sn).map_err(|e| bad(&e))?;
@@ -512,7 +568,26 @@ fn write_state(
     meta: &Meta,
     sn: &str,
 ) -> rusqlite::Result<()> {
+    let mut sum: i64 = tx.query_row("SELECT n FROM counts WHERE name = 'digest'", [], |r| {
+        r.get(0)
+    })?;
     {
+        // Each row's old checksum leaves the sum, its new one enters it.
+        let mut old =
+            tx.prepare_cached("SELECT h, p, t, u, a, k, s, ts, su, r FROM nodes WHERE h = ?1")?;
+        let mut gone = |h: &str, sum: &mut i64| -> rusqlite::Result<()> {
+            if let Some(row) = old.query_row([h], Row::from_sql).optional()? {
+                *sum = sum.wrapping_sub(i64::from(row.crc()));
+            }
+            Ok(())
+        };
+        for h in deletes {
+            gone(h, &mut sum)?;
+        }
+        for r in upserts {
+            gone(&r.h, &mut sum)?;
+            sum = sum.wrapping_add(i64::from(r.crc()));
+        }
         let mut del = tx.prepare_cached("DELETE FROM nodes WHERE h = ?1")?;
         for h in deletes {
             del.execute([h])?;
@@ -535,6 +610,7 @@ fn write_state(
     })?;
     put_meta(tx, "meta", &text)?;
     put_meta(tx, "sn", sn)?;
+    tx.execute("UPDATE counts SET n = ?1 WHERE name = 'digest'", [sum])?;
     Ok(())
 }
 
@@ -644,5 +720,15 @@ mod tests {
         assert!(TreeCache::load(&dir.path().join("none.db"), "u/", &k)
             .unwrap()
             .is_none());
+        // A row changed behind the checksum's back (a flipped bit SQLite cannot see).
+        let path = dir.path().join("t2.db");
+        let mut c = TreeCache::create(&path, "u/", &k, &[row("AAAAAAAA")], &meta, "sn1").unwrap();
+        c.commit(&add, "sn2").unwrap();
+        assert!(TreeCache::load(&path, "u/", &k).is_ok());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE nodes SET p = 'ELSEWHER' WHERE h = 'BBBBBBBB'", [])
+            .unwrap();
+        drop(conn);
+        assert!(TreeCache::load(&path, "u/", &k).is_err());
     }
 }
