@@ -289,6 +289,32 @@ pub fn remove(path: &Path) {
     }
 }
 
+/// How old a half-built cache file (of a process killed while writing one) must be before
+/// another start removes it: older than any build in progress.
+const STALE_BUILD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes this cache file's half-built copies left by processes that died writing them.
+fn remove_stale_builds(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_BUILD);
+        if stale && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The check value: the master key encrypting a fixed block (as `ha` proves a share key).
 fn check_value(keys: &KeyRing) -> String {
     b64::encode(&keys.master.0.wrap(CHECK_BLOCK))
@@ -473,6 +499,7 @@ impl TreeCache {
                 .create(dir)
                 .map_err(|e| bad(&e))?;
         }
+        remove_stale_builds(path);
         let tmp = path.with_extension(format!("db.tmp-{:016x}", rand::random::<u64>()));
         let built = (|| -> Result<(), CacheError> {
             crate::local::names::create_private(&tmp).map_err(|e| bad(&e))?;
@@ -636,6 +663,34 @@ mod tests {
             su: None,
             r: None,
         }
+    }
+
+    #[test]
+    fn half_built_files_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree-x.db");
+        let old = dir.path().join("tree-x.db.tmp-0000000000000001");
+        let fresh = dir.path().join("tree-x.db.tmp-0000000000000002");
+        let other = dir.path().join("tree-y.db.tmp-0000000000000003");
+        for p in [&old, &fresh, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        TreeCache::create(&path, "u/", &keys("me", 1), &[], &Meta::default(), "sn").unwrap();
+        assert!(!old.exists(), "a stale build of this file stays");
+        assert!(
+            fresh.exists(),
+            "a build that may be in progress was removed"
+        );
+        assert!(other.exists(), "another account's file was touched");
     }
 
     /// A node we cannot decrypt yet keeps the server's `k` through the cache, and decrypts
