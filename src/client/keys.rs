@@ -55,6 +55,14 @@ impl Client {
     /// Reads `^!keys` and checks it: ours (identity), not older than what was seen. `None`
     /// on an account without one.
     pub(super) async fn read_keys(&self) -> Result<Option<(KeysContainer, String)>> {
+        let _io = self.keys_io.lock().await;
+        self.read_keys_locked().await
+    }
+
+    /// [`read_keys`](Self::read_keys) with `keys_io` held by the caller: no commit of this
+    /// client can land between the request and the check of the generation it answers (a
+    /// reply older than our own commit is then a real downgrade, not a race).
+    async fn read_keys_locked(&self) -> Result<Option<(KeysContainer, String)>> {
         let q = GetUserAttribute {
             u: &self.session.user,
             ua: KEYS_ATTR,
@@ -155,13 +163,15 @@ impl Client {
         what: &str,
         change: impl Fn(&mut KeysContainer) -> bool,
     ) -> Result<()> {
+        // One read-modify-write of this client at a time, and no read in between.
+        let _io = self.keys_io.lock().await;
         for attempt in 0..=MAX_CONFLICTS {
             if self.keys_state.lock().await.downgraded {
                 return Err(Error::Protocol(format!(
                     "{what}: the key manager (^!keys) is not safe to change this session"
                 )));
             }
-            let Some((mut c, version)) = self.read_keys().await? else {
+            let Some((mut c, version)) = self.read_keys_locked().await? else {
                 return Err(Error::Protocol(format!(
                     "{what}: the account has no key manager (^!keys); \
                      MEGA's own apps create it when they upgrade the account"

@@ -75,6 +75,9 @@ pub struct Client {
     key_manager: AtomicBool,
     /// The key manager's version and generation; its lock serialises commits.
     keys_state: tokio::sync::Mutex<keys::KeyManager>,
+    /// Held across each read of `^!keys` and each whole commit, so this client's reads and
+    /// writes of it never interleave.
+    keys_io: tokio::sync::Mutex<()>,
     /// This account's tree cache file, if the client keeps one.
     cache_file: Option<PathBuf>,
     /// The open tree cache (`None` until written or loaded, or after it failed).
@@ -164,6 +167,7 @@ impl Client {
             versions: AtomicBool::new(true),
             key_manager: AtomicBool::new(false),
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
+            keys_io: tokio::sync::Mutex::new(()),
             cache_file,
             cache: Arc::new(Mutex::new(None)),
         };
