@@ -9,6 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::json::lenient;
+
 /// A `/cs` command and the type its successful reply decodes into.
 pub trait Command: Serialize {
     type Reply: DeserializeOwned;
@@ -127,105 +129,6 @@ pub struct FetchNodes {
     pub ca: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r: Option<u8>,
-}
-
-/// A field that counts as absent when it has the wrong type: one odd field makes its node
-/// undecryptable, not the whole reply unreadable. Read in place (no intermediate `Value`):
-/// an `f` reply has millions of these.
-fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Lenient,
-{
-    d.deserialize_any(LenientVisitor::<T>(std::marker::PhantomData))
-}
-
-/// The types a [`lenient`] field may have, and which JSON values make one.
-trait Lenient: Sized {
-    fn from_str(_: &str) -> Option<Self> {
-        None
-    }
-    fn from_string(s: String) -> Option<Self> {
-        Self::from_str(&s)
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn from_u64(_: u64) -> Option<Self> {
-        None
-    }
-}
-
-impl Lenient for String {
-    fn from_str(s: &str) -> Option<Self> {
-        Some(s.to_string())
-    }
-    fn from_string(s: String) -> Option<Self> {
-        Some(s)
-    }
-}
-
-impl Lenient for i64 {
-    fn from_i64(v: i64) -> Option<Self> {
-        Some(v)
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        i64::try_from(v).ok()
-    }
-}
-
-impl Lenient for u64 {
-    fn from_i64(v: i64) -> Option<Self> {
-        u64::try_from(v).ok()
-    }
-    fn from_u64(v: u64) -> Option<Self> {
-        Some(v)
-    }
-}
-
-struct LenientVisitor<T>(std::marker::PhantomData<T>);
-
-impl<'de, T: Lenient> serde::de::Visitor<'de> for LenientVisitor<T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(T::from_str(v))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(T::from_string(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(T::from_i64(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(T::from_u64(v))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(None)
-    }
 }
 
 /// A list whose elements are read one by one: an element of the wrong shape is dropped, not

@@ -99,8 +99,14 @@ impl Client {
     /// Commits the nodes changed since the last commit with the current cursor. Without a
     /// cache the list of changes is just dropped.
     pub(super) async fn commit_cache(&self) {
+        let open = self.cache_slot().is_some();
         let changes = {
             let mut tree = self.write_tree();
+            if !open {
+                // Nothing to write to: only forget what changed.
+                tree.take_dirty();
+                return;
+            }
             cache::changes(&mut tree)
         };
         let sn = {

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::aes::{cbc_decrypt_zero_iv, cbc_encrypt_zero_iv};
+use super::json::Maybe;
 use super::CryptoError;
 
 /// The largest encrypted attribute blob MEGA accepts (`MAX_NODE_ATTRIBUTE_SIZE`).
@@ -60,54 +61,6 @@ fn json_of(buf: &[u8]) -> &[u8] {
     &buf[4..end.max(4)]
 }
 
-/// A string, or `None` for any other JSON value (skipped unread).
-struct AnyStr(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for AnyStr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = AnyStr;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<AnyStr, E> {
-                Ok(AnyStr(Some(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<AnyStr, E> {
-                Ok(AnyStr(Some(v)))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<AnyStr, E> {
-                Ok(AnyStr(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<AnyStr, E> {
-                Ok(AnyStr(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<AnyStr, E> {
-                Ok(AnyStr(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<AnyStr, E> {
-                Ok(AnyStr(None))
-            }
-            fn visit_unit<E>(self) -> Result<AnyStr, E> {
-                Ok(AnyStr(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<AnyStr, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(AnyStr(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<AnyStr, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(AnyStr(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `n` and `c` of an attribute object; every other member is skipped unread.
 struct Known(Option<String>, Option<String>);
 
@@ -123,8 +76,8 @@ impl<'de> serde::Deserialize<'de> for Known {
                 let (mut n, mut c) = (None, None);
                 while let Some(k) = a.next_key::<std::borrow::Cow<'de, str>>()? {
                     match &*k {
-                        "n" => n = a.next_value::<AnyStr>()?.0,
-                        "c" => c = a.next_value::<AnyStr>()?.0,
+                        "n" => n = a.next_value::<Maybe<String>>()?.0,
+                        "c" => c = a.next_value::<Maybe<String>>()?.0,
                         _ => {
                             a.next_value::<serde::de::IgnoredAny>()?;
                         }

@@ -19,6 +19,7 @@ pub mod aes;
 pub mod attr;
 pub mod b64;
 pub mod fingerprint;
+pub mod json;
 pub mod kdf;
 pub mod keymgr;
 pub mod keys;

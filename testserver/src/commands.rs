@@ -199,7 +199,7 @@ impl Ctx<'_> {
                 self.effects.borrow_mut().logout = Some(sid_hash(&sess.sid));
                 Ok(json!(0))
             }
-            "f" => self.f(sess),
+            // An account's "f" never gets here: `run_text` writes it as text.
             "u" => self.u(cmd, sess),
             "p" => self.p(cmd, sess),
             "m" => self.m(cmd, sess),
@@ -398,43 +398,41 @@ impl Ctx<'_> {
 
     // ---- tree ----
 
-    fn f(&self, sess: &Session) -> CmdResult {
-        serde_json::from_str(&self.f_text(sess)?).map_err(|_| err::EINTERNAL)
-    }
-
     /// The account's tree (`f`) as JSON text: the account's own nodes are rendered one at a
     /// time into the text (the list of nodes and the text are all it holds at once), then the
     /// small parts (shares, keys, users, contacts) are added. Members in the order a JSON
     /// object of them would have (sorted).
     fn f_text(&self, sess: &Session) -> Result<String, i64> {
-        let me = &sess.user.handle;
-        let nodes = db(self.db.nodes_of(me))?;
-        let flags = self.version_flags(&nodes)?;
-        let (mut f, mut f2) = (String::new(), String::new());
-        for (n, version) in nodes.iter().zip(flags) {
-            let text = self.render(n, me)?.to_string();
-            let out = if version { &mut f2 } else { &mut f };
-            if !out.is_empty() {
+        /// Appends one element to a JSON array being written (`first`: nothing in it yet).
+        fn append(out: &mut String, first: &mut bool, v: &Value) {
+            if !std::mem::take(first) {
                 out.push(',');
             }
-            out.push_str(&text);
+            out.push_str(&v.to_string());
         }
+        let me = &sess.user.handle;
+        let nodes = db(self.db.nodes_of(me))?;
+        // Current nodes go straight into the reply; previous versions (few) wait beside it.
+        let mut text = String::from("{\"f\":[");
+        let (mut f2, mut first, mut first2) = (String::new(), true, true);
+        self.for_each_rendered(&nodes, me, |v, version| {
+            if version {
+                append(&mut f2, &mut first2, &v)
+            } else {
+                append(&mut text, &mut first, &v)
+            }
+        })?;
         drop(nodes);
         let mut rest = self.f_rest(sess)?;
-        for (key, out) in [("f", &mut f), ("f2", &mut f2)] {
-            if let Some(Value::Array(more)) = rest.remove(key) {
-                for v in more {
-                    if !out.is_empty() {
-                        out.push(',');
-                    }
-                    out.push_str(&v.to_string());
+        let mut more = |key: &str, out: &mut String, first: &mut bool| {
+            if let Some(Value::Array(vs)) = rest.remove(key) {
+                for v in &vs {
+                    append(out, first, v);
                 }
             }
-        }
-        let mut text = String::with_capacity(f.len() + f2.len() + 4096);
-        text.push_str("{\"f\":[");
-        text.push_str(&f);
-        drop(f);
+        };
+        more("f", &mut text, &mut first);
+        more("f2", &mut f2, &mut first2);
         text.push_str("],\"f2\":[");
         text.push_str(&f2);
         text.push(']');

@@ -52,15 +52,24 @@ impl Ctx<'_> {
         viewer: &str,
     ) -> Result<(Vec<Value>, Vec<Value>), i64> {
         let (mut f, mut f2) = (Vec::new(), Vec::new());
-        for (n, version) in nodes.iter().zip(self.version_flags(nodes)?) {
-            let v = self.render(n, viewer)?;
-            if version {
-                f2.push(v);
-            } else {
-                f.push(v);
-            }
-        }
+        self.for_each_rendered(nodes, viewer, |v, version| {
+            if version { &mut f2 } else { &mut f }.push(v)
+        })?;
         Ok((f, f2))
+    }
+
+    /// Each node object as `viewer` gets it, in order, with whether it is a previous
+    /// version; one at a time, so a caller can write them out without keeping them.
+    pub(crate) fn for_each_rendered(
+        &self,
+        nodes: &[Node],
+        viewer: &str,
+        mut each: impl FnMut(Value, bool),
+    ) -> Result<(), i64> {
+        for (n, version) in nodes.iter().zip(self.version_flags(nodes)?) {
+            each(self.render(n, viewer)?, version);
+        }
+        Ok(())
     }
 
     /// Whether a node is a previous version (its parent is a file).
