@@ -458,3 +458,95 @@ async fn a_cache_that_cannot_be_written_leaves_the_client_working() {
     assert_eq!(env.server.stats().commands("f"), f_count + 1);
     assert!(c.resolve("/Quarterly-report-folder/sub").is_ok());
 }
+
+/// The tree is served from the cache: a warm start holds few nodes in memory. A row found
+/// damaged while it is (its checksum no longer matches) is not served; the watcher fetches
+/// the tree again, replaces the file, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_found_while_watching_refetches_the_tree() {
+    use mega_mount::client::watch::TreeEvent;
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let first = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&first).await;
+    let truth = listing(&first);
+    drop(first);
+    // Catches up with what `first` did (all of it read) and commits it.
+    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+
+    let warm = std::sync::Arc::new(login_cached(&env, "a@example.com", &cache_dir).await);
+    {
+        let t = warm.read_tree();
+        assert!(
+            t.resident() < t.len(),
+            "a warm start read all {} nodes",
+            t.len()
+        );
+    }
+    let mut watcher = warm.watch().unwrap();
+    // Files inside folders: not read by the warm start.
+    let path = file_of(&env, &warm, &cache_dir);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE nodes SET s = s + 1 WHERE t = 0 AND p IN (SELECT h FROM nodes WHERE t = 1)",
+            [],
+        )
+        .unwrap();
+    assert!(changed >= 2);
+    drop(conn);
+    let f_count = env.server.stats().commands("f");
+    let report = "/Quarterly-report-folder/Quarterly-report.txt";
+    assert!(warm.resolve(report).is_err(), "a damaged row was served");
+    match tokio::time::timeout(Duration::from_secs(20), watcher.events.recv()).await {
+        Ok(Some(TreeEvent::Reloaded)) => {}
+        other => panic!("expected a reload, got {other:?}"),
+    }
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+    assert_eq!(warm.resolve(report).unwrap().size, 3000);
+    assert_eq!(listing(&warm), truth);
+    drop(watcher);
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The damaged file was replaced: the next start is warm and right.
+    let again = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count + 1);
+    assert_eq!(listing(&again), truth);
+}
+
+/// One client at a time writes an account's cache (and serves its tree from it); another
+/// one running beside it reads the file whole at start and never writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_writes_the_cache_and_another_only_reads_it() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let first = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&first).await;
+    drop(first);
+    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+    let f_count = env.server.stats().commands("f");
+    let writer = login_cached(&env, "a@example.com", &cache_dir).await;
+    let reader = std::sync::Arc::new(login_cached(&env, "a@example.com", &cache_dir).await);
+    assert_eq!(env.server.stats().commands("f"), f_count, "not both warm");
+    {
+        let (w, r) = (writer.read_tree(), reader.read_tree());
+        assert!(w.resident() < w.len(), "the writer read the whole file");
+        assert_eq!(r.resident(), r.len(), "the reader is served from the file");
+    }
+    let sn = stored_sn(&cache_dir);
+    let watcher = reader.watch().unwrap();
+    let root = reader.root().unwrap().handle;
+    reader.mkdir(&root, "by-the-reader").await.unwrap();
+    // Its own change comes back on the event channel; a writer would commit it then.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored_sn(&cache_dir), sn, "the reader wrote the file");
+    drop(watcher);
+    drop(reader);
+    drop(writer);
+    let next = login_cached(&env, "a@example.com", &cache_dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count);
+    assert!(next.resolve("/by-the-reader").is_ok());
+    assert_eq!(listing(&next), listing(&env.login("a@example.com").await));
+}

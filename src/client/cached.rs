@@ -1,33 +1,81 @@
-//! The client's side of the tree cache ([`crate::tree::cache`]): a warm start loads the
+//! The client's side of the tree cache ([`crate::tree::cache`]): a warm start opens the
 //! cached tree and catches up with the event channel from its cursor (no `f`); a cursor the
 //! server no longer knows (ETOOMANY), an unusable file or any doubt falls back to fetching
-//! the tree, which rewrites the file. After each batch of events the changed nodes are
-//! committed with the new cursor; a write that fails turns the cache off for this client and
-//! removes the file (the next start fetches the tree), saying so once; a commit refused
-//! because another process moved the file on only stops this one writing.
+//! the tree, which rewrites the file. One process per account is the file's writer
+//! ([`WriterLock`]): its tree is served from the file on demand and keeps at most
+//! [`RESIDENT_NODES`] unchanged nodes in memory; another process reads the whole file at
+//! start and never writes it. After each batch of events the changed nodes are committed with
+//! the new cursor; a write that fails turns the cache off for this client and removes the
+//! file (the next start fetches the tree), saying so once. A file found damaged while the
+//! tree is served from it is removed and the tree fetched again.
 
 use super::{task_failed, Client, Result};
 use crate::api::{ApiError, ErrorCode};
-use crate::tree::cache::{self, Meta, Row, TreeCache};
+use crate::tree::cache::{self, Meta, Row, TreeCache, WriterLock};
 use crate::tree::NodeTree;
+
+/// How many nodes a tree served from the cache keeps in memory before it drops them (they
+/// are read from the file again when next asked for): about 1 KB each.
+pub const RESIDENT_NODES: usize = 50_000;
 
 impl Client {
     fn cache_slot(&self) -> std::sync::MutexGuard<'_, Option<TreeCache>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this client is the writer of its cache file (see [`WriterLock`]): taken at
+    /// the first ask and kept for the client's life. Another process holding it makes this
+    /// one read the file at start (whole) and never write it.
+    fn cache_writer(&self) -> bool {
+        let Some(path) = &self.cache_file else {
+            return false;
+        };
+        let mut lock = self.cache_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if lock.is_none() {
+            *lock = WriterLock::try_take(path);
+            if lock.is_none() {
+                tracing::debug!(
+                    "another process keeps the tree cache {}; reading it only",
+                    path.display()
+                );
+            }
+        }
+        lock.is_some()
+    }
+
     /// Loads the tree from the cache and brings it up to date. `Ok(false)`: no usable
     /// cache (none, invalid — then removed —, or too old for the event channel); the caller
-    /// fetches the tree.
+    /// fetches the tree. The writer serves its tree from the file on demand; a reader loads
+    /// all of it.
     pub(super) async fn warm_start(&self) -> Result<bool> {
         let Some(path) = self.cache_file.clone() else {
             return Ok(false);
         };
+        let writer = self.cache_writer();
         let keys = self.read_tree().keys().clone();
         let base = self.api.config().base_url.clone();
         let file = path.clone();
+        let damaged = self.cache_damaged.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let t0 = std::time::Instant::now();
+            if writer {
+                let Some((cache, opened)) =
+                    TreeCache::open(&file, &base, &keys).map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                let tree = NodeTree::backed(keys, cache.backing(damaged), opened);
+                // The root's children now, so that a damaged file shows before it is used.
+                if let Some(root) = tree.root() {
+                    tree.children(&root.handle.clone());
+                }
+                tracing::debug!(
+                    nodes = tree.len(),
+                    ms = t0.elapsed().as_millis() as u64,
+                    "tree cache opened"
+                );
+                return Ok(Some((cache, tree)));
+            }
             let Some((cache, reply)) =
                 TreeCache::load(&file, &base, &keys).map_err(|e| e.to_string())?
             else {
@@ -51,10 +99,16 @@ impl Client {
             Ok(None) => return Ok(false),
             Err(e) => {
                 tracing::warn!("{e}; removed, fetching the tree instead");
-                cache::remove(&path);
+                if writer {
+                    cache::remove(&path);
+                }
                 return Ok(false);
             }
         };
+        if tree.damaged() {
+            cache::remove(&path);
+            return Ok(false);
+        }
         let sn = cache.sn().to_string();
         {
             let mut current = self.write_tree();
@@ -62,8 +116,14 @@ impl Client {
             *current = tree;
         }
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(sn);
-        *self.cache_slot() = Some(cache);
+        if writer {
+            *self.cache_slot() = Some(cache);
+        }
         match self.catch_up().await {
+            Ok(()) if self.read_tree().damaged() => {
+                self.forget_cache();
+                Ok(false)
+            }
             Ok(()) => Ok(true),
             Err(ApiError::Mega(ErrorCode::TooMany)) => {
                 tracing::info!(
@@ -74,6 +134,24 @@ impl Client {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Drops nodes of a tree served from the cache while more than [`RESIDENT_NODES`] are
+    /// in memory (those changed since the last commit stay).
+    pub fn trim_tree(&self) {
+        if self.read_tree().resident() > RESIDENT_NODES {
+            self.write_tree().trim(RESIDENT_NODES);
+        }
+    }
+
+    /// The tree cache was found damaged while the tree was served from it: the file goes,
+    /// and the tree is fetched again (which writes a new one).
+    pub(super) async fn replace_damaged_tree(&self) -> Result<()> {
+        if let Some(path) = &self.cache_file {
+            *self.cache_slot() = None;
+            cache::remove(path);
+        }
+        self.fetch().await
     }
 
     /// Applies every packet the server has after the current cursor (none of them are this
@@ -107,8 +185,9 @@ impl Client {
                 tree.take_dirty();
                 return;
             }
-            cache::changes(&mut tree)
+            cache::changes(&tree)
         };
+        let marks = changes.marks().to_vec();
         let sn = {
             let sn = self.sn.lock().unwrap_or_else(|e| e.into_inner());
             sn.clone()
@@ -129,7 +208,7 @@ impl Client {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = slot.as_mut() {
                 match c.commit(&changes, &sn) {
-                    Ok(()) => {}
+                    Ok(()) => return true,
                     // Another process keeps the file current; this one leaves it to it.
                     Err(e) if e.is_conflict() => {
                         tracing::debug!("{e}; leaving the tree cache to it");
@@ -144,11 +223,20 @@ impl Client {
                     }
                 }
             }
+            false
         })
         .await;
-        if let Err(e) = done {
-            tracing::warn!("tree cache commit failed: {e}");
-            *self.cache_slot() = None;
+        match done {
+            Ok(true) => {
+                let mut tree = self.write_tree();
+                tree.committed(&marks);
+                tree.trim(RESIDENT_NODES);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("tree cache commit failed: {e}");
+                *self.cache_slot() = None;
+            }
         }
     }
 
@@ -157,6 +245,9 @@ impl Client {
         let Some(path) = self.cache_file.clone() else {
             return;
         };
+        if !self.cache_writer() {
+            return;
+        }
         *self.cache_slot() = None;
         let keys = self.read_tree().keys().clone();
         let base = self.api.config().base_url.clone();
@@ -172,7 +263,14 @@ impl Client {
         })
         .await;
         match made {
-            Ok(Ok(c)) => *self.cache_slot() = Some(c),
+            Ok(Ok(c)) => {
+                // The tree is now served from the file: what it holds need not stay in memory.
+                let backing = c.backing(self.cache_damaged.clone());
+                *self.cache_slot() = Some(c);
+                let mut tree = self.write_tree();
+                tree.attach(backing);
+                tree.trim(RESIDENT_NODES);
+            }
             Ok(Err(e)) => tracing::warn!("{e}; continuing without the tree cache"),
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),
         }

@@ -82,6 +82,10 @@ pub struct Client {
     cache_file: Option<PathBuf>,
     /// The open tree cache (`None` until written or loaded, or after it failed).
     cache: Arc<Mutex<Option<TreeCache>>>,
+    /// Held while this client is its cache file's writer.
+    cache_lock: Mutex<Option<cache::WriterLock>>,
+    /// Notified when the cache file the tree is served from is found damaged.
+    cache_damaged: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Client {
@@ -170,6 +174,8 @@ impl Client {
             keys_io: tokio::sync::Mutex::new(()),
             cache_file,
             cache: Arc::new(Mutex::new(None)),
+            cache_lock: Mutex::new(None),
+            cache_damaged: Arc::new(tokio::sync::Notify::new()),
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
@@ -241,13 +247,17 @@ impl Client {
         // cache's copy there, before the tree is shared).
         let got = std::time::Instant::now();
         let (mut tree, sn, snapshot) = tokio::task::spawn_blocking(move || {
-            let (tree, sn) = NodeTree::from_fetch_owned(reply, keys)?;
+            let (mut tree, sn) = NodeTree::from_fetch_owned(reply, keys)?;
             tracing::debug!(
                 nodes = tree.len(),
                 decrypt_ms = got.elapsed().as_millis() as u64,
                 "tree decrypted"
             );
-            let snapshot = if cached { cache::snapshot(&tree) } else { None };
+            let snapshot = if cached {
+                cache::snapshot(&mut tree)
+            } else {
+                None
+            };
             Ok::<_, crate::tree::TreeError>((tree, sn, snapshot))
         })
         .await
@@ -300,8 +310,15 @@ impl Client {
     /// (freeing a million nodes takes about a second; the system takes the memory back at
     /// once). The client has an empty tree afterwards.
     pub fn release_tree_for_exit(&self) {
+        if self.read_tree().damaged() {
+            // Found damaged during this run: the next one fetches the tree and rebuilds it.
+            self.forget_cache();
+        }
         let keys = self.read_tree().keys().clone();
-        let old = std::mem::replace(&mut *self.write_tree(), NodeTree::new(keys));
+        let mut old = std::mem::replace(&mut *self.write_tree(), NodeTree::new(keys));
+        // The cache file is closed properly (its log folded in), only the memory is left.
+        drop(old.detach());
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
         std::mem::forget(old);
     }
 

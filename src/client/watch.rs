@@ -27,7 +27,11 @@ pub enum TreeEvent {
 pub struct Watcher {
     pub events: mpsc::Receiver<TreeEvent>,
     _task: AbortOnDrop<()>,
+    _trim: AbortOnDrop<()>,
 }
+
+/// How often a watched tree served from the cache drops what it read beyond its budget.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Client {
     /// Applies action packets to the tree (own echoes skipped); returns what changed.
@@ -110,9 +114,32 @@ impl Client {
         let mut poller = self.event_poller()?;
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
+        let damaged = self.cache_damaged.clone();
         let task = tokio::spawn(async move {
             loop {
-                match poller.next_batch().await {
+                let batch = tokio::select! {
+                    b = poller.next_batch() => b,
+                    () = damaged.notified() => {
+                        // The cache the tree is served from is damaged: fetch it whole
+                        // (the poll in flight is dropped; a new poller follows the fetch).
+                        if let Err(e) = client.replace_damaged_tree().await {
+                            let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
+                            return;
+                        }
+                        match client.event_poller() {
+                            Ok(p) => poller = p,
+                            Err(e) => {
+                                let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
+                                return;
+                            }
+                        }
+                        if tx.send(TreeEvent::Reloaded).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match batch {
                     Ok(packets) => {
                         let refetch = client.follow_settings(&packets).await;
                         let changes = client.apply_packets(&packets);
@@ -162,9 +189,17 @@ impl Client {
                 }
             }
         });
+        let client = self.clone();
+        let trim = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TRIM_EVERY).await;
+                client.trim_tree();
+            }
+        });
         Ok(Watcher {
             events: rx,
             _task: AbortOnDrop(task),
+            _trim: AbortOnDrop(trim),
         })
     }
 }

@@ -95,6 +95,19 @@ pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> 
         .open(path)
 }
 
+/// Opens a file for reading and writing, creating it 0600 if it does not exist (an existing
+/// file keeps its mode).
+pub fn open_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,18 +20,20 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Node, NodeTree};
+use super::{Node, NodeHandle, NodeTree};
 use crate::api::commands::{FetchReply, RawNode, RawOutShare, RawUser, ShareKey};
 use crate::crypto::b64;
 use crate::tree::keys::KeyRing;
 
 /// Written into every cache file; another value means another layout (the file is rebuilt).
-const FORMAT: &str = "mega-mount tree cache 1";
+const FORMAT: &str = "mega-mount tree cache 2";
 
 /// The block the check value encrypts with the master key (16 bytes).
 const CHECK_BLOCK: &[u8; 16] = b"mega-mount cache";
@@ -40,13 +42,15 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   h TEXT PRIMARY KEY, p TEXT, t INTEGER NOT NULL, u TEXT NOT NULL, a TEXT NOT NULL,
-  k TEXT NOT NULL, s INTEGER NOT NULL, ts INTEGER NOT NULL, su TEXT, r INTEGER);
+  k TEXT NOT NULL, s INTEGER NOT NULL, ts INTEGER NOT NULL, su TEXT, r INTEGER,
+  c INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 ";
 
-/// Keeps the node count right through every later commit (made after the first bulk write,
-/// which sets the count itself).
+/// Keeps the node count right through every later commit, and finds a folder's children
+/// (made after the first bulk write, which sets the count itself).
 const TRIGGERS: &str = "
+CREATE INDEX IF NOT EXISTS nodes_by_parent ON nodes (p);
 CREATE TRIGGER IF NOT EXISTS nodes_added AFTER INSERT ON nodes
   BEGIN UPDATE counts SET n = n + 1 WHERE name = 'nodes'; END;
 CREATE TRIGGER IF NOT EXISTS nodes_removed AFTER DELETE ON nodes
@@ -119,8 +123,9 @@ impl Row {
         c.finalize()
     }
 
-    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok(Row {
+    /// A row read with [`COLUMNS`], and whether its stored checksum (`c`) matches it.
+    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, bool)> {
+        let row = Row {
             h: r.get(0)?,
             p: r.get(1)?,
             t: r.get(2)?,
@@ -131,9 +136,32 @@ impl Row {
             ts: r.get(7)?,
             su: r.get(8)?,
             r: r.get(9)?,
-        })
+        };
+        let stored: i64 = r.get(10)?;
+        let ok = stored == i64::from(row.crc());
+        Ok((row, ok))
+    }
+
+    /// The row as the server would have sent the node.
+    fn into_raw(self) -> RawNode {
+        RawNode {
+            h: self.h,
+            p: self.p,
+            t: self.t,
+            u: Some(self.u),
+            a: Some(self.a),
+            k: Some(self.k),
+            s: Some(u64::try_from(self.s).unwrap_or(u64::MAX)),
+            ts: Some(self.ts),
+            su: self.su,
+            sk: None,
+            r: self.r,
+        }
     }
 }
+
+/// The columns [`Row::from_sql`] reads, in its order.
+const COLUMNS: &str = "h, p, t, u, a, k, s, ts, su, r, c";
 
 /// The checksum of a set of rows: the sum of theirs (so a commit updates it row by row).
 fn digest<'a>(rows: impl IntoIterator<Item = &'a Row>) -> i64 {
@@ -150,6 +178,10 @@ pub struct Meta {
     users: Vec<(String, String)>,
     /// Outgoing shares: (folder, recipient handle or invited address, access level).
     shares: Vec<(String, String, i64)>,
+    /// The three roots: (handle, type).
+    roots: Vec<(String, i64)>,
+    /// The roots of folders shared with us.
+    inshares: Vec<String>,
 }
 
 /// What a commit writes: the rows of changed nodes, the handles of removed ones, the meta.
@@ -158,11 +190,17 @@ pub struct Changes {
     upserts: Vec<Row>,
     deletes: Vec<String>,
     meta: Meta,
+    marks: Vec<(NodeHandle, u64)>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.deletes.is_empty()
+    }
+
+    /// Which of the tree's changes these are (for [`NodeTree::committed`]).
+    pub fn marks(&self) -> &[(NodeHandle, u64)] {
+        &self.marks
     }
 }
 
@@ -224,14 +262,29 @@ fn meta_of(tree: &NodeTree) -> Meta {
             )
         })
         .collect();
-    Meta { ok, users, shares }
+    let roots = [&tree.root, &tree.inbox, &tree.rubbish]
+        .into_iter()
+        .flatten()
+        .filter_map(|h| tree.get(h))
+        .map(|n| (n.handle.0.clone(), n.kind.wire_type()))
+        .collect();
+    let mut inshares: Vec<String> = tree.inshare_roots.iter().map(|h| h.0.clone()).collect();
+    inshares.sort();
+    Meta {
+        ok,
+        users,
+        shares,
+        roots,
+        inshares,
+    }
 }
 
 /// The whole tree in its stored form (for a new cache file); `None` if it could not be made
 /// whole.
-pub fn snapshot(tree: &NodeTree) -> Option<(Vec<Row>, Meta)> {
+pub fn snapshot(tree: &mut NodeTree) -> Option<(Vec<Row>, Meta)> {
+    let meta = meta_of(tree);
     // Wrapping every key again is per-node work: on every core.
-    let nodes: Vec<&Node> = tree.nodes.values().collect();
+    let nodes: Vec<&Node> = tree.nodes.values_mut();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = nodes.len().div_ceil(threads).max(4096);
     let keys = &tree.keys;
@@ -249,21 +302,22 @@ pub fn snapshot(tree: &NodeTree) -> Option<(Vec<Row>, Meta)> {
     })?;
     // In key order, SQLite appends to its index instead of inserting all over it.
     rows.sort_unstable_by(|a, b| a.h.cmp(&b.h));
-    Some((rows, meta_of(tree)))
+    Some((rows, meta))
 }
 
-/// What changed since the last call (see [`NodeTree::take_dirty`]), in stored form.
-pub fn changes(tree: &mut NodeTree) -> Changes {
-    let dirty = tree.take_dirty();
+/// What changed since the last commit, in stored form, with the marks that tell the tree
+/// afterwards which of its changes the commit wrote ([`NodeTree::committed`]).
+pub fn changes(tree: &NodeTree) -> Changes {
     let mut c = Changes {
         meta: meta_of(tree),
         ..Default::default()
     };
-    for h in dirty {
-        match tree.nodes.get(&h) {
+    for (h, mark) in &tree.dirty {
+        match tree.nodes.get(h) {
             Some(n) => c.upserts.push(row_of(n, &tree.keys)),
-            None => c.deletes.push(h.0),
+            None => c.deletes.push(h.0.clone()),
         }
+        c.marks.push((h.clone(), *mark));
     }
     c
 }
@@ -320,9 +374,176 @@ fn check_value(keys: &KeyRing) -> String {
     b64::encode(&keys.master.0.wrap(CHECK_BLOCK))
 }
 
+/// The whole-tree part of a cache as an `f` reply with `f` as its nodes. A share key the
+/// key manager gave us this time wins over the cached copy.
+fn meta_reply(small: Meta, keys: &KeyRing, f: Vec<RawNode>, sn: &str) -> FetchReply {
+    let ok = small
+        .ok
+        .into_iter()
+        .filter(|(h, _, _)| !keys.share_keys.contains_key(h))
+        .map(|(h, k, ha)| ShareKey {
+            h: Some(h),
+            ha: Some(ha),
+            k: Some(k),
+        })
+        .collect();
+    FetchReply {
+        f,
+        f2: Vec::new(),
+        ok,
+        ok0: Vec::new(),
+        u: small
+            .users
+            .into_iter()
+            .map(|(u, m)| RawUser {
+                u: Some(u),
+                m: Some(m),
+                c: None,
+            })
+            .collect(),
+        s: small
+            .shares
+            .into_iter()
+            .map(|(h, u, r)| RawOutShare {
+                h: Some(h),
+                p: None,
+                u: Some(u),
+                r: Some(r),
+            })
+            .collect(),
+        ps: Vec::new(),
+        opc: Vec::new(),
+        sn: Some(sn.to_string()),
+    }
+}
+
+/// Where a tree served from the cache ([`NodeTree::backed`]) reads the nodes it does not
+/// hold: a node by handle, a folder's children by parent. Every row read is checked against
+/// its checksum; a row that fails, or a file SQLite finds damaged, makes the whole file
+/// untrusted from then on ([`failed`](Self::failed)): it answers nothing more, says so once,
+/// and wakes whoever waits on the `damaged` notice given to [`TreeCache::backing`] (to
+/// fetch the tree again).
+pub struct Backing {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    failed: AtomicBool,
+    damaged: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backing")
+            .field("path", &self.path)
+            .field("failed", &self.failed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backing {
+    /// Whether the file was found damaged.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "tree cache {}: {why}; not used any more (the tree is fetched again)",
+                self.path.display()
+            );
+            self.damaged.notify_one();
+        }
+    }
+
+    /// The stored node `h`, if there is one.
+    pub(crate) fn node(&self, h: &str) -> Option<RawNode> {
+        if self.failed() {
+            return None;
+        }
+        let found = {
+            let conn = lock_conn(&self.conn);
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM nodes WHERE h = ?1"))
+                .and_then(|mut st| st.query_row([h], Row::from_sql).optional())
+        };
+        match found {
+            Ok(None) => None,
+            Ok(Some((row, true))) => Some(row.into_raw()),
+            Ok(Some((row, false))) => {
+                self.fail(&format!("node {} does not match its checksum", row.h));
+                None
+            }
+            Err(e) => {
+                self.fail(&e);
+                None
+            }
+        }
+    }
+
+    /// The handles of the stored children of `p` (folders' contents and files' previous
+    /// versions).
+    pub(crate) fn children(&self, p: &str) -> Vec<NodeHandle> {
+        self.handles("SELECT h FROM nodes WHERE p = ?1", Some(p))
+    }
+
+    /// Every stored handle.
+    pub(crate) fn all(&self) -> Vec<NodeHandle> {
+        self.handles("SELECT h FROM nodes", None)
+    }
+
+    fn handles(&self, sql: &str, arg: Option<&str>) -> Vec<NodeHandle> {
+        if self.failed() {
+            return Vec::new();
+        }
+        let got = {
+            let conn = lock_conn(&self.conn);
+            conn.prepare_cached(sql).and_then(|mut st| {
+                let args: Vec<&str> = arg.into_iter().collect();
+                st.query_map(rusqlite::params_from_iter(args), |r| {
+                    r.get::<_, String>(0).map(NodeHandle)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+        };
+        got.unwrap_or_else(|e| {
+            self.fail(&e);
+            Vec::new()
+        })
+    }
+}
+
+/// The lock that makes one process the writer of an account's cache file: only its holder
+/// creates, replaces or commits to the file, and only it serves its tree from the file on
+/// demand (others read the whole file at start, as a snapshot, and never write). It is a
+/// separate file beside the cache (`….db.lock`, empty, 0600) that is never removed, so that
+/// no two processes can hold locks on two different files for one account.
+#[derive(Debug)]
+pub struct WriterLock(#[allow(dead_code)] std::fs::File);
+
+impl WriterLock {
+    /// Takes the lock for the cache file at `path` if no other process holds it.
+    pub fn try_take(path: &Path) -> Option<WriterLock> {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .ok()?;
+        }
+        let mut p = path.as_os_str().to_owned();
+        p.push(".lock");
+        let file = crate::local::names::open_private(Path::new(&p)).ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+        Some(WriterLock(file))
+    }
+}
+
 /// An open cache file and the cursor it holds.
 pub struct TreeCache {
-    conn: Connection,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     sn: String,
 }
@@ -342,6 +563,32 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+fn lock_conn(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a cache file says about the whole tree, checked to be this account's.
+struct Header {
+    conn: Connection,
+    sn: String,
+    meta: Meta,
+    count: i64,
+    digest: i64,
+}
+
+/// What [`TreeCache::open`] gives the tree served from the file: everything but the nodes.
+#[derive(Debug)]
+pub struct Opened {
+    /// Share keys, users and outgoing shares as an `f` reply would carry them (no nodes).
+    pub reply: FetchReply,
+    /// The three roots: (handle, type).
+    pub roots: Vec<(String, i64)>,
+    /// The roots of folders shared with us.
+    pub inshares: Vec<String>,
+    /// How many nodes the file holds.
+    pub count: usize,
+}
+
 impl TreeCache {
     /// The cursor of the state the file holds.
     pub fn sn(&self) -> &str {
@@ -352,14 +599,20 @@ impl TreeCache {
         &self.path
     }
 
-    /// Opens and reads the cache at `path` as an `f` reply would say it: `Ok(None)` when
-    /// there is none; an error when the file is not a valid cache of this account on this
-    /// server (the caller removes it).
-    pub fn load(
-        path: &Path,
-        base_url: &str,
-        keys: &KeyRing,
-    ) -> Result<Option<(TreeCache, FetchReply)>, CacheError> {
+    /// A reader of this file's nodes for a tree served from it; `damaged` is notified if
+    /// the file turns out to be damaged.
+    pub fn backing(&self, damaged: Arc<tokio::sync::Notify>) -> Backing {
+        Backing {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            failed: AtomicBool::new(false),
+            damaged,
+        }
+    }
+
+    /// Opens the file and checks it is a cache of this account on this server, made with
+    /// this master key; `Ok(None)` when there is none.
+    fn header(path: &Path, base_url: &str, keys: &KeyRing) -> Result<Option<Header>, CacheError> {
         if !path.exists() {
             return Ok(None);
         }
@@ -390,95 +643,127 @@ impl TreeCache {
         let small: Meta = meta("meta")?
             .and_then(|m| serde_json::from_str(&m).ok())
             .ok_or_else(|| bad(&"no readable share and user list"))?;
-        let count: i64 = conn
-            .query_row("SELECT n FROM counts WHERE name = 'nodes'", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| bad(&e))?;
-        let stored_digest: i64 = conn
-            .query_row("SELECT n FROM counts WHERE name = 'digest'", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| bad(&e))?;
-        let mut f = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+        let count = |name: &str| -> Result<i64, CacheError> {
+            conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0))
+                .map_err(|e| bad(&e))
+        };
+        let (count, digest) = (count("nodes")?, count("digest")?);
+        Ok(Some(Header {
+            conn,
+            sn,
+            meta: small,
+            count,
+            digest,
+        }))
+    }
+
+    /// Reads every row and checks the count, each row's checksum and their sum; the rows as
+    /// an `f` reply's nodes.
+    fn scan(h: &Header, path: &Path) -> Result<Vec<RawNode>, CacheError> {
+        let bad = |e: &dyn std::fmt::Display| CacheError::new(path, e);
+        let mut f = Vec::with_capacity(usize::try_from(h.count).unwrap_or(0).min(1 << 24));
         let mut sum = 0i64;
-        {
-            let mut st = conn
-                .prepare("SELECT h, p, t, u, a, k, s, ts, su, r FROM nodes")
-                .map_err(|e| bad(&e))?;
-            let rows = st.query_map([], Row::from_sql).map_err(|e| bad(&e))?;
-            for row in rows {
-                let row = row.map_err(|e| bad(&e))?;
-                sum = sum.wrapping_add(i64::from(row.crc()));
-                f.push(RawNode {
-                    h: row.h,
-                    p: row.p,
-                    t: row.t,
-                    u: Some(row.u),
-                    a: Some(row.a),
-                    k: Some(row.k),
-                    s: Some(u64::try_from(row.s).unwrap_or(u64::MAX)),
-                    ts: Some(row.ts),
-                    su: row.su,
-                    sk: None,
-                    r: row.r,
-                });
+        let mut st = h
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM nodes"))
+            .map_err(|e| bad(&e))?;
+        let rows = st.query_map([], Row::from_sql).map_err(|e| bad(&e))?;
+        for row in rows {
+            let (row, ok) = row.map_err(|e| bad(&e))?;
+            if !ok {
+                return Err(bad(&format!("node {} does not match its checksum", row.h)));
             }
+            sum = sum.wrapping_add(i64::from(row.crc()));
+            f.push(row.into_raw());
         }
-        if i64::try_from(f.len()).ok() != Some(count) {
+        if i64::try_from(f.len()).ok() != Some(h.count) {
             return Err(bad(&format!(
-                "holds {} nodes but says {count} (truncated?)",
-                f.len()
+                "holds {} nodes but says {} (truncated?)",
+                f.len(),
+                h.count
             )));
         }
-        if sum != stored_digest {
+        if sum != h.digest {
             return Err(bad(&"its nodes do not match their checksum (corrupted)"));
         }
-        // A share key the key manager gave us this time wins over the cached copy.
-        let ok = small
-            .ok
-            .into_iter()
-            .filter(|(h, _, _)| !keys.share_keys.contains_key(h))
-            .map(|(h, k, ha)| ShareKey {
-                h: Some(h),
-                ha: Some(ha),
-                k: Some(k),
-            })
-            .collect();
-        let reply = FetchReply {
-            f,
-            f2: Vec::new(),
-            ok,
-            ok0: Vec::new(),
-            u: small
-                .users
-                .into_iter()
-                .map(|(u, m)| RawUser {
-                    u: Some(u),
-                    m: Some(m),
-                    c: None,
-                })
-                .collect(),
-            s: small
-                .shares
-                .into_iter()
-                .map(|(h, u, r)| RawOutShare {
-                    h: Some(h),
-                    p: None,
-                    u: Some(u),
-                    r: Some(r),
-                })
-                .collect(),
-            ps: Vec::new(),
-            opc: Vec::new(),
-            sn: Some(sn.clone()),
+        Ok(f)
+    }
+
+    /// Opens and reads the whole cache at `path` as an `f` reply would say it: `Ok(None)`
+    /// when there is none; an error when the file is not a valid cache of this account on
+    /// this server (the caller removes it).
+    pub fn load(
+        path: &Path,
+        base_url: &str,
+        keys: &KeyRing,
+    ) -> Result<Option<(TreeCache, FetchReply)>, CacheError> {
+        let Some(h) = Self::header(path, base_url, keys)? else {
+            return Ok(None);
         };
+        let f = Self::scan(&h, path)?;
+        let reply = meta_reply(h.meta, keys, f, &h.sn);
         let cache = TreeCache {
-            conn,
+            conn: Arc::new(Mutex::new(h.conn)),
             path: path.to_path_buf(),
-            sn,
+            sn: h.sn,
         };
         Ok(Some((cache, reply)))
+    }
+
+    /// Opens the cache at `path` for a tree served from it on demand (by its writer, see
+    /// [`WriterLock`]): the header is checked and the file's length must hold all its pages
+    /// (a truncated file is refused here); each row is checked against its checksum when it
+    /// is read ([`Backing`]). After a crash (a write-ahead log that cannot be folded into the
+    /// file) every row is checked now, as [`load`](Self::load) does.
+    pub fn open(
+        path: &Path,
+        base_url: &str,
+        keys: &KeyRing,
+    ) -> Result<Option<(TreeCache, Opened)>, CacheError> {
+        let Some(h) = Self::header(path, base_url, keys)? else {
+            return Ok(None);
+        };
+        let bad = |e: &dyn std::fmt::Display| CacheError::new(path, e);
+        let (busy, log, done): (i64, i64, i64) = h
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| bad(&e))?;
+        if busy == 0 && (log == -1 || log == done) {
+            let pragma = |name: &str| -> Result<i64, CacheError> {
+                h.conn
+                    .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .map_err(|e| bad(&e))
+            };
+            let want = pragma("page_count")?.saturating_mul(pragma("page_size")?);
+            let len = std::fs::metadata(path).map_err(|e| bad(&e))?.len();
+            if i64::try_from(len).unwrap_or(i64::MAX) < want {
+                return Err(bad(&format!(
+                    "{len} bytes long but holds {want} (truncated)"
+                )));
+            }
+        } else {
+            Self::scan(&h, path)?;
+        }
+        let count = usize::try_from(h.count).map_err(|_| bad(&"a negative node count"))?;
+        let roots = h.meta.roots.clone();
+        let inshares = h.meta.inshares.clone();
+        let reply = meta_reply(h.meta, keys, Vec::new(), &h.sn);
+        let cache = TreeCache {
+            conn: Arc::new(Mutex::new(h.conn)),
+            path: path.to_path_buf(),
+            sn: h.sn,
+        };
+        Ok(Some((
+            cache,
+            Opened {
+                reply,
+                roots,
+                inshares,
+                count,
+            },
+        )))
     }
 
     /// Writes a new cache file at `path` holding `rows` at cursor `sn`, replacing any old
@@ -519,11 +804,23 @@ impl TreeCache {
             put_meta(&tx, "check", &check_value(keys)).map_err(|e| bad(&e))?;
             {
                 let mut put = tx
-                    .prepare("INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+                    .prepare(&format!("INSERT INTO nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))
                     .map_err(|e| bad(&e))?;
                 for r in rows {
-                    put.execute(params![r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r])
-                        .map_err(|e| bad(&e))?;
+                    put.execute(params![
+                        r.h,
+                        r.p,
+                        r.t,
+                        r.u,
+                        r.a,
+                        r.k,
+                        r.s,
+                        r.ts,
+                        r.su,
+                        r.r,
+                        i64::from(r.crc())
+                    ])
+                    .map_err(|e| bad(&e))?;
                 }
             }
             tx.execute(
@@ -550,7 +847,7 @@ impl TreeCache {
         })?;
         let conn = open_conn(path).map_err(|e| bad(&e))?;
         Ok(TreeCache {
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
             sn: sn.to_string(),
         })
@@ -561,7 +858,8 @@ impl TreeCache {
     pub fn commit(&mut self, changes: &Changes, sn: &str) -> Result<(), CacheError> {
         let path = self.path.clone();
         let bad = |e: &dyn std::fmt::Display| CacheError::new(&path, e);
-        let tx = self.conn.transaction().map_err(|e| bad(&e))?;
+        let mut conn = lock_conn(&self.conn);
+        let tx = conn.transaction().map_err(|e| bad(&e))?;
         let stored: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE name = 'sn'", [], |r| r.get(0))
             .optional()
@@ -574,6 +872,7 @@ impl TreeCache {
         write_state(&tx, &changes.upserts, &changes.deletes, &changes.meta, sn)
             .map_err(|e| bad(&e))?;
         tx.commit().map_err(|e| bad(&e))?;
+        drop(conn);
         self.sn = sn.to_string();
         Ok(())
     }
@@ -600,11 +899,10 @@ fn write_state(
     })?;
     {
         // Each row's old checksum leaves the sum, its new one enters it.
-        let mut old =
-            tx.prepare_cached("SELECT h, p, t, u, a, k, s, ts, su, r FROM nodes WHERE h = ?1")?;
+        let mut old = tx.prepare_cached("SELECT c FROM nodes WHERE h = ?1")?;
         let mut gone = |h: &str, sum: &mut i64| -> rusqlite::Result<()> {
-            if let Some(row) = old.query_row([h], Row::from_sql).optional()? {
-                *sum = sum.wrapping_sub(i64::from(row.crc()));
+            if let Some(c) = old.query_row([h], |r| r.get::<_, i64>(0)).optional()? {
+                *sum = sum.wrapping_sub(c);
             }
             Ok(())
         };
@@ -620,14 +918,17 @@ fn write_state(
             del.execute([h])?;
         }
         let mut put = tx.prepare_cached(
-            "INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+            "INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r, c) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
              ON CONFLICT(h) DO UPDATE SET p = excluded.p, t = excluded.t, u = excluded.u, \
              a = excluded.a, k = excluded.k, s = excluded.s, ts = excluded.ts, \
-             su = excluded.su, r = excluded.r",
+             su = excluded.su, r = excluded.r, c = excluded.c",
         )?;
         for r in upserts {
-            put.execute(params![r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r])?;
+            let c = i64::from(r.crc());
+            put.execute(params![
+                r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r, c
+            ])?;
         }
     }
     let text = serde_json::to_string(meta).map_err(|e| {
@@ -711,10 +1012,10 @@ mod tests {
         let reply: FetchReply =
             serde_json::from_value(serde_json::json!({"f": [node], "sn": "c24"})).unwrap();
         let k = keys("me", 1);
-        let (tree, _) = NodeTree::from_fetch(&reply, k.clone()).unwrap();
+        let (mut tree, _) = NodeTree::from_fetch(&reply, k.clone()).unwrap();
         let n = tree.get(&"FOLDER01".into()).unwrap();
         assert!(n.undecryptable.is_some());
-        let (rows, meta) = snapshot(&tree).unwrap();
+        let (rows, meta) = snapshot(&mut tree).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         TreeCache::create(&path, "u/", &k, &rows, &meta, "c24").unwrap();
@@ -750,7 +1051,7 @@ mod tests {
         let add = Changes {
             upserts: vec![row("BBBBBBBB"), row("CCCCCCCC")],
             deletes: vec!["AAAAAAAA".into()],
-            meta: Meta::default(),
+            ..Default::default()
         };
         a.commit(&add, "sn2").unwrap();
         // b still believes the file is at sn1: its commit would mix two states.

@@ -13,8 +13,14 @@ pub mod cache;
 pub mod keys;
 pub mod node;
 pub mod packets;
+mod resident;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
+
+use cache::{Backing, Opened};
+use resident::Resident;
 
 use crate::api::commands::{FetchReply, RawNode, RawUser};
 use crate::crypto::{Key128, MasterKey};
@@ -25,10 +31,24 @@ pub use node::{parse_node, Access, InShare, Node, NodeHandle, NodeKind, TreeErro
 pub use packets::{ActionPacket, Change};
 
 /// The account's decrypted node tree.
+///
+/// Either the whole tree is in memory (built from an `f` reply), or it is served from the
+/// tree cache ([`backed`](Self::backed)): nodes and folders' child lists are read from the
+/// file when first asked for (through `&self`: readers never wait for a writer) and dropped
+/// again by [`trim`](Self::trim). Both look the same through this API. In the second form,
+/// a node changed since the last commit ([`committed`](Self::committed)) always stays in
+/// memory (removed ones as a mark), as does every child list that changes touched, so what
+/// the file says is only ever read for what did not change since it was written.
 #[derive(Debug)]
 pub struct NodeTree {
-    nodes: HashMap<NodeHandle, Node>,
-    children: HashMap<NodeHandle, Vec<NodeHandle>>,
+    nodes: Resident<Node>,
+    /// Child lists by parent. In memory: every node with children has one. Served from the
+    /// cache: a list present is complete (children changed since the last commit included).
+    children: Resident<Vec<NodeHandle>>,
+    /// The tree cache this tree is served from, if it is.
+    backing: Option<Backing>,
+    /// How many nodes the tree has (in memory or not).
+    count: usize,
     root: Option<NodeHandle>,
     inbox: Option<NodeHandle>,
     rubbish: Option<NodeHandle>,
@@ -42,9 +62,9 @@ pub struct NodeTree {
     inshare_roots: std::collections::HashSet<NodeHandle>,
     /// Bumped on every change, so views derived from the tree know when to rebuild.
     generation: u64,
-    /// Nodes inserted, changed or removed since the last [`take_dirty`](Self::take_dirty):
-    /// what the tree cache must write at its next commit.
-    dirty: HashSet<NodeHandle>,
+    /// Nodes inserted, changed or removed and not yet committed to the tree cache, each with
+    /// the generation of its last change.
+    dirty: HashMap<NodeHandle, u64>,
     /// Off only while a tree is being built from a snapshot (nothing to write back).
     tracking: bool,
 }
@@ -61,8 +81,10 @@ pub struct OutShare {
 impl NodeTree {
     pub fn new(keys: KeyRing) -> Self {
         NodeTree {
-            nodes: HashMap::new(),
-            children: HashMap::new(),
+            nodes: Resident::default(),
+            children: Resident::default(),
+            backing: None,
+            count: 0,
             root: None,
             inbox: None,
             rubbish: None,
@@ -71,8 +93,132 @@ impl NodeTree {
             outshares: Vec::new(),
             inshare_roots: Default::default(),
             generation: 0,
-            dirty: HashSet::new(),
+            dirty: HashMap::new(),
             tracking: true,
+        }
+    }
+
+    /// A tree served from the tree cache: nothing but its roots and whole-tree facts are
+    /// read now; nodes come from `backing` as they are asked for.
+    pub fn backed(keys: KeyRing, backing: Backing, opened: Opened) -> Self {
+        let mut tree = NodeTree::new(keys);
+        tree.adopt(&opened.reply);
+        for (h, t) in &opened.roots {
+            let h = Some(NodeHandle(h.clone()));
+            match NodeKind::from_type(*t) {
+                Some(NodeKind::Root) => tree.root = h,
+                Some(NodeKind::Inbox) => tree.inbox = h,
+                Some(NodeKind::Rubbish) => tree.rubbish = h,
+                _ => {}
+            }
+        }
+        tree.inshare_roots = opened
+            .inshares
+            .iter()
+            .map(|h| NodeHandle(h.clone()))
+            .collect();
+        tree.count = opened.count;
+        tree.backing = Some(backing);
+        tree
+    }
+
+    /// Serves this (whole, in-memory) tree from the cache file just written from it: what
+    /// is in memory may now be dropped by [`trim`](Self::trim).
+    pub fn attach(&mut self, backing: Backing) {
+        self.backing = Some(backing);
+    }
+
+    /// Stops serving the tree from the cache (for a tree about to be dropped whole).
+    pub fn detach(&mut self) -> Option<Backing> {
+        self.backing.take()
+    }
+
+    /// Whether nodes this tree should have could not be read (its cache file is damaged):
+    /// it must be fetched again.
+    pub fn damaged(&self) -> bool {
+        self.backing.as_ref().is_some_and(Backing::failed)
+    }
+
+    /// How many nodes are in memory.
+    pub fn resident(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Drops the nodes in memory beyond `keep` that the cache file holds as they are (so
+    /// they are read again when next asked for): every node not changed since the last
+    /// commit, and, when nothing is waiting to be committed, the child lists too. A tree
+    /// not served from the cache keeps everything.
+    pub fn trim(&mut self, keep: usize) {
+        if self.backing.is_none() || self.nodes.len() <= keep {
+            return;
+        }
+        if self.dirty.is_empty() {
+            *self.nodes.map() = HashMap::new();
+            *self.children.map() = HashMap::new();
+        } else {
+            let dirty = &self.dirty;
+            self.nodes.map().retain(|h, _| dirty.contains_key(h));
+        }
+    }
+
+    /// Node `h`: in memory, else read from the cache (unless it was removed since the last
+    /// commit).
+    fn node(&self, h: &NodeHandle) -> Option<&Node> {
+        if let Some(n) = self.nodes.get(h) {
+            return Some(n);
+        }
+        let b = self.backing.as_ref()?;
+        if self.dirty.contains_key(h) {
+            return None;
+        }
+        let raw = b.node(&h.0)?;
+        match node::decrypt_owned(raw, &self.keys) {
+            Ok(n) => Some(self.nodes.insert_shared(h.clone(), n)),
+            Err(e) => {
+                b.fail(&e);
+                None
+            }
+        }
+    }
+
+    /// The handles of `h`'s children (for a file: its previous versions), read from the
+    /// cache when not in memory. `None`: none known.
+    fn kids(&self, h: &NodeHandle) -> Option<&Vec<NodeHandle>> {
+        if let Some(list) = self.children.get(h) {
+            return Some(list);
+        }
+        let b = self.backing.as_ref()?;
+        // A node removed since the last commit has no children; the file still lists them.
+        if self.dirty.contains_key(h) && !self.nodes.contains(h) {
+            return None;
+        }
+        // What the file lists, less what changed since it was written: a child removed (or
+        // moved elsewhere) since the last commit is not one any more.
+        let list = b
+            .children(&h.0)
+            .into_iter()
+            .filter(|c| match self.nodes.get(c) {
+                Some(n) => n.parent.as_ref() == Some(h),
+                None => !self.dirty.contains_key(c),
+            })
+            .collect();
+        Some(self.children.insert_shared(h.clone(), list))
+    }
+
+    /// Records a change of `h` for the next commit.
+    fn touch(&mut self, h: &NodeHandle) {
+        if self.tracking {
+            self.dirty.insert(h.clone(), self.generation);
+        }
+    }
+
+    /// Forgets the changes a commit wrote (those not changed again since: `marks` holds the
+    /// generation of each change it wrote).
+    pub fn committed(&mut self, marks: &[(NodeHandle, u64)]) {
+        for (h, g) in marks {
+            if self.dirty.get(h) == Some(g) {
+                self.dirty.remove(h);
+            }
         }
     }
 
@@ -123,12 +269,8 @@ impl NodeTree {
         let mut v: Vec<&Node> = self
             .inshare_roots
             .iter()
-            .filter_map(|h| self.nodes.get(h))
-            .filter(|n| {
-                n.parent
-                    .as_ref()
-                    .is_none_or(|p| !self.nodes.contains_key(p))
-            })
+            .filter_map(|h| self.node(h))
+            .filter(|n| n.parent.as_ref().is_none_or(|p| self.node(p).is_none()))
             .collect();
         v.sort_by(|a, b| {
             let owner = |n: &Node| n.inshare.as_ref().map(|s| s.owner.clone());
@@ -139,12 +281,12 @@ impl NodeTree {
 
     /// The incoming share a node lies in (its nearest shared ancestor), if any.
     pub fn inshare_of(&self, h: &NodeHandle) -> Option<&Node> {
-        let mut cur = self.nodes.get(h);
+        let mut cur = self.node(h);
         while let Some(n) = cur {
             if n.inshare.is_some() {
                 return Some(n);
             }
-            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+            cur = n.parent.as_ref().and_then(|p| self.node(p));
         }
         None
     }
@@ -183,7 +325,7 @@ impl NodeTree {
         let t0 = std::time::Instant::now();
         let nodes = decrypt_all(raw, &tree.keys)?;
         let t1 = std::time::Instant::now();
-        tree.nodes.reserve(nodes.len());
+        tree.nodes.map().reserve(nodes.len());
         tree.tracking = false;
         for node in nodes {
             tree.insert(node);
@@ -194,13 +336,23 @@ impl NodeTree {
             index_ms = t1.elapsed().as_millis() as u64,
             "tree built"
         );
-        tree.learn_users(&reply.u);
+        tree.adopt(&reply);
+        // The tree is what the reply says: nothing to write back.
+        tree.dirty.clear();
+        Ok((tree, reply.sn.clone()))
+    }
+
+    /// Takes the users and outgoing shares (pending ones too) of an `f` reply.
+    fn adopt(&mut self, reply: &FetchReply) {
+        self.keys.learn_outgoing(&reply.ok);
+        self.keys.learn_outgoing(&reply.ok0);
+        self.learn_users(&reply.u);
         for s in &reply.s {
             let (Some(h), Some(u)) = (&s.h, &s.u) else {
                 continue;
             };
             if let (false, Some(access)) = (u == "EXP", s.r.and_then(Access::from_level)) {
-                tree.set_outshare(NodeHandle::from(h.as_str()), u, Some(access));
+                self.set_outshare(NodeHandle::from(h.as_str()), u, Some(access));
             }
         }
         // Pending shares: the recipient is the invited address.
@@ -211,12 +363,9 @@ impl NodeTree {
                 .find(|c| c.p.is_some() && c.p == s.p)
                 .and_then(|c| c.m.clone());
             if let (Some(h), Some(m), Some(a)) = (&s.h, email, s.r.and_then(Access::from_level)) {
-                tree.set_outshare(NodeHandle::from(h.as_str()), &m, Some(a));
+                self.set_outshare(NodeHandle::from(h.as_str()), &m, Some(a));
             }
         }
-        // The tree is what the reply says: nothing to write back.
-        tree.dirty.clear();
-        Ok((tree, reply.sn.clone()))
     }
 
     /// Builds the tree of a public folder link from its `f` reply. Every node's key is
@@ -250,12 +399,12 @@ impl NodeTree {
     /// The outgoing shares (exported folders) at or above `h`, nearest first, with their keys.
     pub fn shares_above(&self, h: &NodeHandle) -> Vec<(NodeHandle, Key128)> {
         let mut out = Vec::new();
-        let mut cur = self.nodes.get(h);
+        let mut cur = self.node(h);
         while let Some(n) = cur {
             if let Some(k) = self.keys.share_keys.get(&n.handle.0) {
                 out.push((n.handle.clone(), k.clone()));
             }
-            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+            cur = n.parent.as_ref().and_then(|p| self.node(p));
         }
         out
     }
@@ -272,12 +421,12 @@ impl NodeTree {
     }
 
     fn walk(&self, h: &NodeHandle, versions: bool) -> Vec<&Node> {
-        let mut out: Vec<&Node> = self.nodes.get(h).into_iter().collect();
+        let mut out: Vec<&Node> = self.node(h).into_iter().collect();
         let mut i = 0;
         while i < out.len() {
             if versions || out[i].kind.is_container() {
-                if let Some(kids) = self.children.get(&out[i].handle) {
-                    out.extend(kids.iter().filter_map(|k| self.nodes.get(k)));
+                if let Some(kids) = self.kids(&out[i].handle) {
+                    out.extend(kids.iter().filter_map(|k| self.node(k)));
                 }
             }
             i += 1;
@@ -287,10 +436,9 @@ impl NodeTree {
 
     /// Whether a node is a previous version of a file (its parent is a file).
     pub fn is_version(&self, h: &NodeHandle) -> bool {
-        self.nodes
-            .get(h)
+        self.node(h)
             .and_then(|n| n.parent.as_ref())
-            .and_then(|p| self.nodes.get(p))
+            .and_then(|p| self.node(p))
             .is_some_and(Node::is_file)
     }
 
@@ -299,11 +447,10 @@ impl NodeTree {
         let mut out: Vec<&Node> = Vec::new();
         let mut cur = h.clone();
         while let Some(next) = self
-            .children
-            .get(&cur)
+            .kids(&cur)
             .into_iter()
             .flatten()
-            .filter_map(|c| self.nodes.get(c))
+            .filter_map(|c| self.node(c))
             .filter(|n| n.is_file())
             .max_by_key(|n| (n.ctime, n.handle.clone()))
         {
@@ -325,42 +472,42 @@ impl NodeTree {
         &mut self.keys
     }
 
+    /// How many nodes the tree has (not only those in memory).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.count == 0
     }
 
     pub fn get(&self, h: &NodeHandle) -> Option<&Node> {
-        self.nodes.get(h)
+        self.node(h)
     }
 
     pub fn root(&self) -> Option<&Node> {
-        self.root.as_ref().and_then(|h| self.nodes.get(h))
+        self.root.as_ref().and_then(|h| self.node(h))
     }
 
     pub fn inbox(&self) -> Option<&Node> {
-        self.inbox.as_ref().and_then(|h| self.nodes.get(h))
+        self.inbox.as_ref().and_then(|h| self.node(h))
     }
 
     pub fn rubbish(&self) -> Option<&Node> {
-        self.rubbish.as_ref().and_then(|h| self.nodes.get(h))
+        self.rubbish.as_ref().and_then(|h| self.node(h))
     }
 
     /// Children of a folder (or root), ordered by name, then creation time, then handle. A
     /// file has none: what hangs below it are its previous versions ([`Self::versions`]).
     pub fn children(&self, h: &NodeHandle) -> Vec<&Node> {
-        if self.nodes.get(h).is_some_and(Node::is_file) {
+        if self.node(h).is_some_and(Node::is_file) {
             return Vec::new();
         }
         let mut v: Vec<&Node> = self
-            .children
-            .get(h)
+            .kids(h)
             .into_iter()
             .flatten()
-            .filter_map(|c| self.nodes.get(c))
+            .filter_map(|c| self.node(c))
             .collect();
         v.sort_by(|a, b| {
             (a.name.as_str(), a.ctime, &a.handle).cmp(&(b.name.as_str(), b.ctime, &b.handle))
@@ -371,10 +518,9 @@ impl NodeTree {
     /// The child of `parent` called `name`. With duplicate names, the oldest one (then the
     /// lowest handle) wins, deterministically.
     pub fn child_by_name(&self, parent: &NodeHandle, name: &str) -> Option<&Node> {
-        self.children
-            .get(parent)?
+        self.kids(parent)?
             .iter()
-            .filter_map(|c| self.nodes.get(c))
+            .filter_map(|c| self.node(c))
             .filter(|n| n.name == name)
             .min_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)))
     }
@@ -394,10 +540,9 @@ impl NodeTree {
         if !is_shortened(local) {
             return None;
         }
-        self.children
-            .get(parent)?
+        self.kids(parent)?
             .iter()
-            .filter_map(|c| self.nodes.get(c))
+            .filter_map(|c| self.node(c))
             .filter(|n| escape_name(&n.name) == local)
             .min_by(|a, b| (a.ctime, &a.handle).cmp(&(b.ctime, &b.handle)))
     }
@@ -416,14 +561,13 @@ impl NodeTree {
     /// `..` goes up).
     pub fn resolve_from(&self, start: &NodeHandle, path: &str) -> Result<&Node, TreeError> {
         let mut cur = self
-            .nodes
-            .get(start)
+            .node(start)
             .ok_or_else(|| TreeError::NotFound(path.to_string()))?;
         for comp in path.split('/') {
             match comp {
                 "" | "." => {}
                 ".." => {
-                    if let Some(p) = cur.parent.as_ref().and_then(|p| self.nodes.get(p)) {
+                    if let Some(p) = cur.parent.as_ref().and_then(|p| self.node(p)) {
                         cur = p;
                     }
                 }
@@ -452,7 +596,7 @@ impl NodeTree {
     /// `/a/b` for nodes under the Cloud Drive; `//Rubbish Bin/a` style for other roots.
     pub fn path_of(&self, h: &NodeHandle) -> String {
         let mut parts = Vec::new();
-        let mut cur = self.nodes.get(h);
+        let mut cur = self.node(h);
         let mut top = None;
         while let Some(n) = cur {
             if n.parent.is_none() {
@@ -460,7 +604,7 @@ impl NodeTree {
                 break;
             }
             parts.push(n.name.as_str());
-            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+            cur = n.parent.as_ref().and_then(|p| self.node(p));
         }
         parts.reverse();
         let rest = parts.join("/");
@@ -487,56 +631,93 @@ impl NodeTree {
     /// `root name/…/node` from an ancestor `top` down to `h`.
     fn path_of_below(&self, top: &NodeHandle, h: &NodeHandle) -> String {
         let mut parts = Vec::new();
-        let mut cur = self.nodes.get(h);
+        let mut cur = self.node(h);
         while let Some(n) = cur {
             parts.push(n.name.as_str());
             if n.handle == *top {
                 break;
             }
-            cur = n.parent.as_ref().and_then(|p| self.nodes.get(p));
+            cur = n.parent.as_ref().and_then(|p| self.node(p));
         }
         parts.reverse();
         parts.join("/")
     }
 
-    /// Nodes that could not be decrypted.
+    /// Nodes that could not be decrypted (of those in memory: a tree served from the cache
+    /// decrypts the others when it reads them, with the keys known then).
     pub fn undecryptable(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.undecryptable.is_some())
+        self.nodes
+            .values()
+            .into_iter()
+            .filter(|n| n.undecryptable.is_some())
     }
 
-    /// All nodes, in no particular order.
+    /// All nodes, in no particular order. A tree served from the cache reads every one.
     pub fn iter(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+        let Some(b) = &self.backing else {
+            return self.nodes.values().into_iter();
+        };
+        let mut seen: HashSet<NodeHandle> = HashSet::new();
+        let mut out = Vec::with_capacity(self.count);
+        let handles = b.all().into_iter().chain(
+            self.nodes
+                .values()
+                .into_iter()
+                .map(|n| n.handle.clone())
+                .collect::<Vec<_>>(),
+        );
+        for h in handles {
+            if let Some(n) = self.node(&h) {
+                if seen.insert(h) {
+                    out.push(n);
+                }
+            }
+        }
+        out.into_iter()
     }
 
-    /// The nodes changed (inserted, updated or removed) since the last call, which forgets them.
+    /// The nodes changed (inserted, updated or removed) since the last call, which forgets
+    /// them: for a tree that is not written to a cache.
     pub fn take_dirty(&mut self) -> HashSet<NodeHandle> {
-        std::mem::take(&mut self.dirty)
+        if self.backing.is_some() {
+            // Served from the cache: changes are forgotten only once committed.
+            return self.dirty.keys().cloned().collect();
+        }
+        std::mem::take(&mut self.dirty).into_keys().collect()
     }
 
     /// Inserts or replaces a node, keeping the children index right.
     pub fn insert(&mut self, node: Node) {
         self.generation += 1;
         let h = node.handle.clone();
-        if self.tracking {
-            self.dirty.insert(h.clone());
-        }
+        self.touch(&h);
         if node.inshare.is_some() {
             self.inshare_roots.insert(h.clone());
         } else if !self.inshare_roots.is_empty() {
             self.inshare_roots.remove(&h);
         }
+        // Served from the cache, the lists this changes must be in memory (and complete)
+        // before they are changed.
+        let old_parent = self.node(&h).map(|old| old.parent.clone());
+        if self.backing.is_some() {
+            for p in [old_parent.clone().flatten(), node.parent.clone()]
+                .iter()
+                .flatten()
+            {
+                self.kids(p);
+            }
+        }
         // A node not in the tree (or leaving its parent) is in no children list: no need to
         // look for it in its new parent's (which made building a wide folder quadratic).
-        if let Some(old) = self.nodes.get(&h) {
-            if old.parent != node.parent {
-                let old_parent = old.parent.clone();
-                self.unlink_child(old_parent.as_ref(), &h);
-            } else if old.parent.is_some() {
+        match &old_parent {
+            None => self.count += 1,
+            Some(old) if *old != node.parent => self.unlink_child(old.as_ref(), &h),
+            Some(Some(_)) => {
                 // Same parent: the index already has it.
-                self.nodes.insert(h, node);
+                self.nodes.map().insert(h, Box::new(node));
                 return;
             }
+            Some(None) => {}
         }
         match node.kind {
             NodeKind::Root => self.root = Some(h.clone()),
@@ -545,40 +726,54 @@ impl NodeTree {
             _ => {}
         }
         if let Some(p) = &node.parent {
-            let list = match self.children.get_mut(p) {
+            let children = self.children.map();
+            let list = match children.get_mut(p) {
                 Some(list) => list,
-                None => self.children.entry(p.clone()).or_default(),
+                None => children.entry(p.clone()).or_default(),
             };
             debug_assert!(!list.contains(&h), "{h} listed twice under {p}");
             list.push(h.clone());
         }
-        self.nodes.insert(h, node);
+        self.nodes.map().insert(h, Box::new(node));
     }
 
     fn unlink_child(&mut self, parent: Option<&NodeHandle>, h: &NodeHandle) {
-        if let Some(list) = parent.and_then(|p| self.children.get_mut(p)) {
+        if let Some(list) = parent.and_then(|p| self.children.map().get_mut(p)) {
             list.retain(|c| c != h);
         }
     }
 
     /// Removes a node and its whole subtree; returns the removed nodes (top first).
     pub fn remove_subtree(&mut self, h: &NodeHandle) -> Vec<Node> {
-        let Some(top) = self.nodes.get(h) else {
+        let Some(top) = self.node(h) else {
             return Vec::new();
         };
-        self.generation += 1;
         let parent = top.parent.clone();
+        // Everything below, read from the cache if need be, before anything is changed.
+        let mut order = vec![h.clone()];
+        let mut i = 0;
+        while i < order.len() {
+            if let Some(kids) = self.kids(&order[i]) {
+                order.extend(kids.iter().cloned());
+            }
+            i += 1;
+        }
+        for x in &order {
+            self.node(x);
+        }
+        if let Some(p) = &parent {
+            self.kids(p);
+        }
+        self.generation += 1;
         self.unlink_child(parent.as_ref(), h);
         let mut out = Vec::new();
-        let mut stack = vec![h.clone()];
-        while let Some(x) = stack.pop() {
-            if let Some(kids) = self.children.remove(&x) {
-                stack.extend(kids);
-            }
+        for x in order {
+            self.children.map().remove(&x);
             self.inshare_roots.remove(&x);
-            self.dirty.insert(x.clone());
-            if let Some(n) = self.nodes.remove(&x) {
-                out.push(n);
+            self.touch(&x);
+            if let Some(n) = self.nodes.map().remove(&x) {
+                self.count = self.count.saturating_sub(1);
+                out.push(*n);
             }
         }
         out
@@ -586,7 +781,7 @@ impl NodeTree {
 
     /// Sets a node's new parent locally (after a successful move).
     pub fn reparent(&mut self, h: &NodeHandle, to: &NodeHandle) {
-        if let Some(mut n) = self.nodes.get(h).cloned() {
+        if let Some(mut n) = self.node(h).cloned() {
             n.parent = Some(to.clone());
             self.insert(n);
         }
@@ -594,11 +789,14 @@ impl NodeTree {
 
     /// Re-decrypts a node's attributes from an encrypted blob (after `a` or a `u` packet).
     pub fn set_encrypted_attrs(&mut self, h: &NodeHandle, at: &str) -> bool {
-        let Some(n) = self.nodes.get_mut(h) else {
+        if self.node(h).is_none() {
+            return false;
+        }
+        self.generation += 1;
+        self.touch(h);
+        let Some(n) = self.nodes.map().get_mut(h) else {
             return false;
         };
-        self.generation += 1;
-        self.dirty.insert(h.clone());
         let Some(key) = n.key.clone() else {
             return false;
         };
@@ -667,13 +865,13 @@ fn decrypt_all(raw: Vec<RawNode>, keys: &KeyRing) -> Result<Vec<Node>, TreeError
 
 /// The top-level incoming share above `h` (a share root whose parent we do not have).
 fn cur_top_inshare<'a>(tree: &'a NodeTree, h: &NodeHandle) -> Option<&'a Node> {
-    let mut cur = tree.nodes.get(h);
+    let mut cur = tree.node(h);
     let mut found = None;
     while let Some(n) = cur {
         if n.inshare.is_some() {
             found = Some(n);
         }
-        cur = n.parent.as_ref().and_then(|p| tree.nodes.get(p));
+        cur = n.parent.as_ref().and_then(|p| tree.node(p));
     }
     found
 }

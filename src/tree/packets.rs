@@ -195,7 +195,7 @@ impl NodeTree {
                         let to = node.parent.clone();
                         let version = to
                             .as_ref()
-                            .and_then(|p| self.nodes.get(p))
+                            .and_then(|p| self.node(p))
                             .is_some_and(|p| p.is_file());
                         if version {
                             // A previous version of a file: not part of any folder's
@@ -210,8 +210,8 @@ impl NodeTree {
                                 from,
                                 to,
                             });
-                        } else if self.nodes.contains_key(&h) {
-                            let from = self.nodes.get(&h).and_then(|n| n.parent.clone());
+                        } else if self.node(&h).is_some() {
+                            let from = self.node(&h).and_then(|n| n.parent.clone());
                             if from != to {
                                 changes.push(Change::Moved {
                                     handle: h.clone(),
@@ -235,7 +235,7 @@ impl NodeTree {
                 ActionPacket::Delete {
                     handle, is_move, ..
                 } => {
-                    let parent = self.nodes.get(handle).and_then(|n| n.parent.clone());
+                    let parent = self.node(handle).and_then(|n| n.parent.clone());
                     let removed = self.remove_subtree(handle);
                     if removed.is_empty() {
                         continue;
@@ -266,7 +266,7 @@ impl NodeTree {
                         self.set_outshare(node.clone(), user, access);
                     } else if *user == me {
                         match access {
-                            Some(access) if !self.nodes.contains_key(node) => {
+                            Some(access) if self.node(node).is_none() => {
                                 let owner = owner.clone();
                                 announced.insert(node.clone(), InShare { owner, access });
                             }
@@ -284,7 +284,7 @@ impl NodeTree {
             _ => true,
         });
         for (h, parent) in limbo {
-            if !self.nodes.contains_key(&h) {
+            if self.node(&h).is_none() {
                 changes.push(Change::Removed { handle: h, parent });
             }
         }
@@ -296,7 +296,7 @@ impl NodeTree {
     /// A share we received changed access or ended. Ended: its nodes go (a nested share
     /// keeps its nodes, which stay visible through the outer one, and only loses its mark).
     fn apply_inshare(&mut self, node: &NodeHandle, access: Option<Access>) -> Vec<Change> {
-        let Some(n) = self.nodes.get(node) else {
+        let Some(n) = self.node(node) else {
             return Vec::new();
         };
         let owner = n
@@ -305,7 +305,7 @@ impl NodeTree {
             .map(|s| s.owner.clone())
             .unwrap_or_default();
         let parent = n.parent.clone();
-        let top = parent.as_ref().is_none_or(|p| !self.nodes.contains_key(p));
+        let top = parent.as_ref().is_none_or(|p| self.node(p).is_none());
         match access {
             Some(access) => {
                 let mut n = n.clone();

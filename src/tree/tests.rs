@@ -97,7 +97,9 @@ fn undecryptable_nodes_are_kept_and_reported() {
 #[test]
 fn malformed_nodes_are_errors_not_panics() {
     let mut k = keys();
-    assert!(raw(json!({"t": 0})).and_then(|r| parse_node(&r, &mut k)).is_err());
+    assert!(raw(json!({"t": 0}))
+        .and_then(|r| parse_node(&r, &mut k))
+        .is_err());
     assert!(raw(json!({"h": "x", "t": 9}))
         .and_then(|r| parse_node(&r, &mut k))
         .is_err());
@@ -249,4 +251,186 @@ fn generation_moves_on_every_change_and_across_replacement() {
     let (mut fresh, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
     fresh.succeed(tree.generation());
     assert!(fresh.generation() > tree.generation());
+}
+
+/// Every node reachable from the Cloud Drive as (path, file?, name), sorted, walked through
+/// `children` (the way the mount and `megacmd ls` see a tree).
+fn walk_listing(tree: &NodeTree) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut stack = vec![tree.root().unwrap().handle.clone()];
+    while let Some(h) = stack.pop() {
+        for c in tree.children(&h) {
+            out.push((tree.path_of(&c.handle), c.is_file()));
+            stack.push(c.handle.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `tree` written to a cache file in `dir` and opened again, served from the file.
+fn served_from_cache(tree: &mut NodeTree, dir: &std::path::Path) -> (cache::TreeCache, NodeTree) {
+    let path = dir.join("tree.db");
+    let (rows, meta) = cache::snapshot(tree).unwrap();
+    cache::TreeCache::create(&path, "u/", &keys(), &rows, &meta, "sn1").unwrap();
+    let (c, opened) = cache::TreeCache::open(&path, "u/", &keys())
+        .unwrap()
+        .unwrap();
+    let backing = c.backing(std::sync::Arc::new(tokio::sync::Notify::new()));
+    (c, NodeTree::backed(keys(), backing, opened))
+}
+
+fn commit(c: &mut cache::TreeCache, tree: &mut NodeTree, sn: &str) {
+    let ch = cache::changes(tree);
+    c.commit(&ch, sn).unwrap();
+    tree.committed(ch.marks());
+}
+
+/// A tree served from the cache reads only what it is asked for, and answers every question
+/// as the same tree in memory does, through changes, commits and trims: a node removed or
+/// moved since the last commit never comes back from the file's older copy.
+#[test]
+fn a_tree_served_from_the_cache_matches_the_tree_in_memory() {
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, mut lazy) = served_from_cache(&mut mem, dir.path());
+    assert_eq!(lazy.resident(), 0, "opening read nodes");
+    assert_eq!(lazy.len(), mem.len());
+    assert_eq!(lazy.resolve("/docs/a.txt").unwrap().handle.0, "FILE0001");
+    // The root, the three nodes in it (names are encrypted: finding one reads them all) and
+    // the one in /docs; not the Inbox or the Rubbish Bin.
+    assert_eq!(lazy.resident(), 5, "a path read more than its folders");
+    assert_eq!(walk_listing(&lazy), walk_listing(&mem));
+
+    let steps: Vec<Vec<ActionPacket>> = vec![
+        // New folder with a file, into a folder the lazy tree has not read since a trim.
+        vec![ActionPacket::NewNodes {
+            nodes: vec![
+                folder("DIRB0000", "DIRA0000", "new"),
+                file("FILE0003", "DIRB0000", "c.txt", None),
+            ],
+            users: vec![],
+            echo: None,
+        }],
+        // A move: `d` marked as a move, then `t` under the new parent.
+        vec![
+            ActionPacket::Delete {
+                handle: "DIRA0000".into(),
+                is_move: true,
+                echo: None,
+            },
+            ActionPacket::NewNodes {
+                nodes: vec![
+                    folder("DIRA0000", "RUBB0000", "docs"),
+                    file("FILE0001", "DIRA0000", "a.txt", None),
+                    folder("DIRB0000", "DIRA0000", "new"),
+                    file("FILE0003", "DIRB0000", "c.txt", None),
+                ],
+                users: vec![],
+                echo: None,
+            },
+        ],
+        vec![ActionPacket::Delete {
+            handle: "FILE0002".into(),
+            is_move: false,
+            echo: None,
+        }],
+    ];
+    for (i, packets) in steps.iter().enumerate() {
+        lazy.trim(0);
+        let a = mem.apply(packets, None);
+        let b = lazy.apply(packets, None);
+        assert_eq!(a, b, "step {i}: changes");
+        // Before the commit, with everything unchanged dropped: still the same tree.
+        lazy.trim(0);
+        assert_eq!(walk_listing(&lazy), walk_listing(&mem), "step {i}");
+        assert_eq!(lazy.len(), mem.len(), "step {i}: count");
+        commit(&mut c, &mut lazy, &format!("sn{}", i + 2));
+        lazy.trim(0);
+        assert_eq!(lazy.resident(), 0, "step {i}: a committed tree kept nodes");
+        assert_eq!(
+            walk_listing(&lazy),
+            walk_listing(&mem),
+            "step {i}: after commit"
+        );
+    }
+    assert!(lazy.get(&"FILE0002".into()).is_none());
+    assert_eq!(
+        lazy.path_of(&"FILE0003".into()),
+        "//Rubbish Bin/docs/new/c.txt"
+    );
+    // Reopened from the file: the committed state.
+    drop(lazy);
+    drop(c);
+    let path = dir.path().join("tree.db");
+    let (_c, opened) = cache::TreeCache::open(&path, "u/", &keys())
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.count, mem.len());
+    let backing = _c.backing(std::sync::Arc::new(tokio::sync::Notify::new()));
+    let again = NodeTree::backed(keys(), backing, opened);
+    assert_eq!(walk_listing(&again), walk_listing(&mem));
+    let mut all: Vec<_> = again.iter().map(|n| n.handle.0.clone()).collect();
+    let mut want: Vec<_> = mem.iter().map(|n| n.handle.0.clone()).collect();
+    all.sort();
+    want.sort();
+    assert_eq!(all, want);
+}
+
+/// Nodes changed since the last commit stay in memory through a trim; a removed one is not
+/// read back from the file, nor are its children.
+#[test]
+fn uncommitted_changes_survive_a_trim() {
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_c, mut lazy) = served_from_cache(&mut mem, dir.path());
+    let key = lazy.get(&"FILE0002".into()).unwrap().key.clone().unwrap();
+    lazy.set_encrypted_attrs(
+        &"FILE0002".into(),
+        &enc_attrs(&key, json!({"n": "renamed"})),
+    );
+    lazy.remove_subtree(&"DIRA0000".into());
+    lazy.trim(0);
+    assert_eq!(lazy.get(&"FILE0002".into()).unwrap().name, "renamed");
+    assert!(lazy.get(&"DIRA0000".into()).is_none());
+    assert!(lazy.get(&"FILE0001".into()).is_none());
+    assert!(lazy.resolve("/docs").is_err());
+    assert!(lazy.children(&"DIRA0000".into()).is_empty());
+    assert_eq!(lazy.len(), mem.len() - 2);
+}
+
+/// A row that does not match its checksum is never served: the tree says it is damaged and
+/// the waiting party is told.
+#[test]
+fn a_damaged_row_marks_the_tree_damaged() {
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree.db");
+    let (rows, meta) = cache::snapshot(&mut mem).unwrap();
+    cache::TreeCache::create(&path, "u/", &keys(), &rows, &meta, "sn1").unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE nodes SET s = 99 WHERE h = 'FILE0001'", [])
+        .unwrap();
+    drop(conn);
+    let (c, opened) = cache::TreeCache::open(&path, "u/", &keys())
+        .unwrap()
+        .unwrap();
+    let told = std::sync::Arc::new(tokio::sync::Notify::new());
+    let lazy = NodeTree::backed(keys(), c.backing(told.clone()), opened);
+    assert!(lazy.resolve("/docs").is_ok());
+    assert!(!lazy.damaged());
+    assert!(
+        lazy.resolve("/docs/a.txt").is_err(),
+        "a damaged row was served"
+    );
+    assert!(lazy.damaged());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), told.notified())
+            .await
+            .expect("not told");
+    });
 }
