@@ -461,51 +461,60 @@ impl Backing {
 
     /// The stored node `h`, if there is one.
     pub(crate) fn node(&self, h: &str) -> Option<RawNode> {
+        self.rows("SELECT {COLUMNS} FROM nodes WHERE h = ?1", h)
+            .pop()
+    }
+
+    /// The stored children of `p` (folders' contents and files' previous versions).
+    pub(crate) fn children(&self, p: &str) -> Vec<RawNode> {
+        self.rows("SELECT {COLUMNS} FROM nodes WHERE p = ?1", p)
+    }
+
+    /// The rows `sql` (with `{COLUMNS}` for the columns) selects for `arg`, each checked.
+    fn rows(&self, sql: &str, arg: &str) -> Vec<RawNode> {
         if self.failed() {
-            return None;
+            return Vec::new();
         }
         let found = {
             let conn = lock_conn(&self.conn);
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM nodes WHERE h = ?1"))
-                .and_then(|mut st| st.query_row([h], Row::from_sql).optional())
+            conn.prepare_cached(&sql.replace("{COLUMNS}", COLUMNS))
+                .and_then(|mut st| {
+                    st.query_map([arg], Row::from_sql)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
         };
-        match found {
-            Ok(None) => None,
-            Ok(Some((row, true))) => Some(row.into_raw()),
-            Ok(Some((row, false))) => {
-                self.fail(&format!("node {} does not match its checksum", row.h));
-                None
-            }
+        let rows = match found {
+            Ok(rows) => rows,
             Err(e) => {
                 self.fail(&e);
-                None
+                return Vec::new();
             }
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, ok) in rows {
+            if !ok {
+                self.fail(&format!("node {} does not match its checksum", row.h));
+                return Vec::new();
+            }
+            out.push(row.into_raw());
         }
-    }
-
-    /// The handles of the stored children of `p` (folders' contents and files' previous
-    /// versions).
-    pub(crate) fn children(&self, p: &str) -> Vec<NodeHandle> {
-        self.handles("SELECT h FROM nodes WHERE p = ?1", Some(p))
+        out
     }
 
     /// Every stored handle.
     pub(crate) fn all(&self) -> Vec<NodeHandle> {
-        self.handles("SELECT h FROM nodes", None)
+        self.handles("SELECT h FROM nodes")
     }
 
-    fn handles(&self, sql: &str, arg: Option<&str>) -> Vec<NodeHandle> {
+    fn handles(&self, sql: &str) -> Vec<NodeHandle> {
         if self.failed() {
             return Vec::new();
         }
         let got = {
             let conn = lock_conn(&self.conn);
             conn.prepare_cached(sql).and_then(|mut st| {
-                let args: Vec<&str> = arg.into_iter().collect();
-                st.query_map(rusqlite::params_from_iter(args), |r| {
-                    r.get::<_, String>(0).map(NodeHandle)
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                st.query_map([], |r| r.get::<_, String>(0).map(NodeHandle))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             })
         };
         got.unwrap_or_else(|e| {

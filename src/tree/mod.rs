@@ -193,15 +193,33 @@ impl NodeTree {
             return None;
         }
         // What the file lists, less what changed since it was written: a child removed (or
-        // moved elsewhere) since the last commit is not one any more.
-        let list = b
-            .children(&h.0)
-            .into_iter()
-            .filter(|c| match self.nodes.get(c) {
-                Some(n) => n.parent.as_ref() == Some(h),
-                None => !self.dirty.contains_key(c),
-            })
-            .collect();
+        // moved elsewhere) since the last commit is not one any more. The children come
+        // whole in one query and are decrypted together (a listing needs them all).
+        let mut list = Vec::new();
+        let mut fresh = Vec::new();
+        for raw in b.children(&h.0) {
+            let c = NodeHandle(raw.h.clone());
+            match self.nodes.get(&c) {
+                Some(n) if n.parent.as_ref() == Some(h) => list.push(c),
+                Some(_) => {}
+                None if self.dirty.contains_key(&c) => {}
+                None => {
+                    list.push(c);
+                    fresh.push(raw);
+                }
+            }
+        }
+        match decrypt_all(fresh, &self.keys) {
+            Ok(nodes) => {
+                for n in nodes {
+                    self.nodes.insert_shared(n.handle.clone(), n);
+                }
+            }
+            Err(e) => {
+                b.fail(&e);
+                return None;
+            }
+        }
         Some(self.children.insert_shared(h.clone(), list))
     }
 
@@ -325,11 +343,8 @@ impl NodeTree {
         let t0 = std::time::Instant::now();
         let nodes = decrypt_all(raw, &tree.keys)?;
         let t1 = std::time::Instant::now();
-        tree.nodes.map().reserve(nodes.len());
         tree.tracking = false;
-        for node in nodes {
-            tree.insert(node);
-        }
+        tree.build(nodes);
         tree.tracking = true;
         tracing::debug!(
             decrypt_ms = (t1 - t0).as_millis() as u64,
@@ -684,6 +699,40 @@ impl NodeTree {
             return self.dirty.keys().cloned().collect();
         }
         std::mem::take(&mut self.dirty).into_keys().collect()
+    }
+
+    /// Adds the nodes of a snapshot to an empty tree in memory: [`insert`](Self::insert)
+    /// without what only a change needs (a handle seen twice goes through it).
+    fn build(&mut self, nodes: Vec<Node>) {
+        self.nodes.map().reserve(nodes.len());
+        for node in nodes {
+            let h = node.handle.clone();
+            if self.nodes.map().contains_key(&h) {
+                self.insert(node);
+                continue;
+            }
+            self.generation += 1;
+            self.count += 1;
+            if node.inshare.is_some() {
+                self.inshare_roots.insert(h.clone());
+            }
+            match node.kind {
+                NodeKind::Root => self.root = Some(h.clone()),
+                NodeKind::Inbox => self.inbox = Some(h.clone()),
+                NodeKind::Rubbish => self.rubbish = Some(h.clone()),
+                _ => {}
+            }
+            if let Some(p) = &node.parent {
+                let children = self.children.map();
+                match children.get_mut(p) {
+                    Some(list) => list.push(h.clone()),
+                    None => {
+                        children.insert(p.clone(), Box::new(vec![h.clone()]));
+                    }
+                }
+            }
+            self.nodes.map().insert(h, Box::new(node));
+        }
     }
 
     /// Inserts or replaces a node, keeping the children index right.
