@@ -280,6 +280,12 @@ large_mount() { # label, mountpoint, command...
     n=$(find "$mnt" | wc -l)
     printf '%-44s %6d ms   RSS %s KiB (%d entries)\n' "  then find over the whole mount" \
       $(( ($(date +%s%N) - f0) / 1000000 )) "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)" "$n"
+    # What the daemon keeps for the kernel's inodes goes when the kernel forgets them.
+    if sync && echo 2 > /proc/sys/vm/drop_caches 2>/dev/null; then
+      sleep 3
+      printf '%-44s %9s   RSS %s KiB\n' "  then the kernel's inodes dropped" "" \
+        "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
+    fi
   fi
   fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"
   wait "$pid" 2>/dev/null || true

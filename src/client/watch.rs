@@ -122,18 +122,8 @@ impl Client {
                     () = damaged.notified() => {
                         // The cache the tree is served from is damaged: fetch it whole
                         // (the poll in flight is dropped; a new poller follows the fetch).
-                        if let Err(e) = client.replace_damaged_tree().await {
-                            let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
-                            return;
-                        }
-                        match client.event_poller() {
-                            Ok(p) => poller = p,
-                            Err(e) => {
-                                let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
-                                return;
-                            }
-                        }
-                        if tx.send(TreeEvent::Reloaded).await.is_err() {
+                        let fetched = client.replace_damaged_tree().await;
+                        if !reloaded(&client, fetched, &mut poller, &tx).await {
                             return;
                         }
                         continue;
@@ -164,18 +154,8 @@ impl Client {
                         }
                     }
                     Err(ApiError::Mega(ErrorCode::TooMany)) => {
-                        if let Err(e) = client.fetch().await {
-                            let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
-                            return;
-                        }
-                        match client.event_poller() {
-                            Ok(p) => poller = p,
-                            Err(e) => {
-                                let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
-                                return;
-                            }
-                        }
-                        if tx.send(TreeEvent::Reloaded).await.is_err() {
+                        let fetched = client.fetch().await;
+                        if !reloaded(&client, fetched, &mut poller, &tx).await {
                             return;
                         }
                     }
@@ -202,4 +182,23 @@ impl Client {
             _trim: AbortOnDrop(trim),
         })
     }
+}
+
+/// After the whole tree was fetched again: a poller from its cursor, and `Reloaded` sent.
+/// False when the watcher must stop (the fetch failed, or nobody listens).
+async fn reloaded(
+    client: &Client,
+    fetched: Result<()>,
+    poller: &mut EventPoller,
+    tx: &mpsc::Sender<TreeEvent>,
+) -> bool {
+    let next = fetched.and_then(|()| client.event_poller());
+    match next {
+        Ok(p) => *poller = p,
+        Err(e) => {
+            let _ = tx.send(TreeEvent::Stopped(e.to_string())).await;
+            return false;
+        }
+    }
+    tx.send(TreeEvent::Reloaded).await.is_ok()
 }

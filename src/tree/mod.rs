@@ -716,22 +716,28 @@ impl NodeTree {
             if node.inshare.is_some() {
                 self.inshare_roots.insert(h.clone());
             }
-            match node.kind {
-                NodeKind::Root => self.root = Some(h.clone()),
-                NodeKind::Inbox => self.inbox = Some(h.clone()),
-                NodeKind::Rubbish => self.rubbish = Some(h.clone()),
-                _ => {}
-            }
-            if let Some(p) = &node.parent {
-                let children = self.children.map();
-                match children.get_mut(p) {
-                    Some(list) => list.push(h.clone()),
-                    None => {
-                        children.insert(p.clone(), Box::new(vec![h.clone()]));
-                    }
+            self.link(&node);
+            self.nodes.map().insert(h, Box::new(node));
+        }
+    }
+
+    /// Records a node that is in no child list yet: as a root, or in its parent's list.
+    fn link(&mut self, node: &Node) {
+        let h = &node.handle;
+        match node.kind {
+            NodeKind::Root => self.root = Some(h.clone()),
+            NodeKind::Inbox => self.inbox = Some(h.clone()),
+            NodeKind::Rubbish => self.rubbish = Some(h.clone()),
+            _ => {}
+        }
+        if let Some(p) = &node.parent {
+            let children = self.children.map();
+            match children.get_mut(p) {
+                Some(list) => list.push(h.clone()),
+                None => {
+                    children.insert(p.clone(), Box::new(vec![h.clone()]));
                 }
             }
-            self.nodes.map().insert(h, Box::new(node));
         }
     }
 
@@ -768,21 +774,13 @@ impl NodeTree {
             }
             Some(None) => {}
         }
-        match node.kind {
-            NodeKind::Root => self.root = Some(h.clone()),
-            NodeKind::Inbox => self.inbox = Some(h.clone()),
-            NodeKind::Rubbish => self.rubbish = Some(h.clone()),
-            _ => {}
-        }
-        if let Some(p) = &node.parent {
-            let children = self.children.map();
-            let list = match children.get_mut(p) {
-                Some(list) => list,
-                None => children.entry(p.clone()).or_default(),
-            };
-            debug_assert!(!list.contains(&h), "{h} listed twice under {p}");
-            list.push(h.clone());
-        }
+        debug_assert!(
+            node.parent
+                .as_ref()
+                .is_none_or(|p| self.children.get(p).is_none_or(|list| !list.contains(&h))),
+            "{h} listed twice"
+        );
+        self.link(&node);
         self.nodes.map().insert(h, Box::new(node));
     }
 
