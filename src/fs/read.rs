@@ -25,9 +25,9 @@ use crate::transfer::{Content, TransferError};
 use crate::tree::{Node, NodeHandle};
 
 /// The largest read-ahead window, for long sequential reads.
-pub const MAX_READAHEAD: u64 = 16 * 1024 * 1024;
+pub const MAX_READAHEAD: u64 = 32 * 1024 * 1024;
 /// The largest single ranged request; a window is fetched as several in parallel.
-const FETCH_PIECE: u64 = 4 * 1024 * 1024;
+const FETCH_PIECE: u64 = 8 * 1024 * 1024;
 /// Pieces fetched at once by a `verify=full` pass.
 const VERIFY_PARALLEL: usize = 4;
 /// How far from the end of the previous read a read still counts as sequential.

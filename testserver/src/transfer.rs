@@ -26,7 +26,7 @@ use crate::store::{Queries, Upload};
 use crate::{crypto, State};
 
 /// Bytes per read when streaming a download.
-const DL_PIECE: usize = 64 * 1024;
+const DL_PIECE: usize = 1024 * 1024;
 
 fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     let mut r = Response::new(body.into());
