@@ -11,6 +11,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
+# Every temporary directory of this run lives under one, removed however the run ends (an
+# interrupted run must not leave gigabytes of test blobs behind).
+BENCH_TMP=$(mktemp -d)
+export TMPDIR="$BENCH_TMP"
+bench_cleanup() {
+  for m in $(awk -v t="$BENCH_TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts); do
+    fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+  # shellcheck disable=SC2046
+  kill $(jobs -p) 2>/dev/null || true
+  rm -rf "$BENCH_TMP"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
 BENCH_RSS=$(mktemp)
 
 timed() { # label, command...
