@@ -37,6 +37,8 @@ pub struct FileConfig {
     /// Keep the account's tree in a local cache between runs (default true); `false` fetches
     /// it whole every time, as `--no-cache` does.
     pub tree_cache: Option<bool>,
+    /// How many unchanged nodes of the cached tree to keep in memory (default 50,000).
+    pub tree_nodes: Option<usize>,
 }
 
 /// The effective configuration.
@@ -55,6 +57,9 @@ pub struct Config {
     /// Where the tree cache lives (`$XDG_CACHE_HOME/mega-mount/trees`, else
     /// `~/.cache/mega-mount/trees`); `None`: no cache (`tree_cache = false`, `--no-cache`).
     pub tree_cache: Option<PathBuf>,
+    /// How many unchanged nodes of a tree served from the cache stay in memory (`None`: the
+    /// default, 50,000).
+    pub tree_nodes: Option<usize>,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -71,6 +76,7 @@ impl std::fmt::Debug for Config {
             .field("https_transfers", &self.https_transfers)
             .field("state_dir", &self.state_dir)
             .field("tree_cache", &self.tree_cache)
+            .field("tree_nodes", &self.tree_nodes)
             .finish()
     }
 }
@@ -196,6 +202,7 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             Some(false) => None,
             _ => env.cache_dir("mega-mount").map(|d| d.join(TREE_CACHE_DIR)),
         },
+        tree_nodes: file.tree_nodes,
         source,
     })
 }

@@ -35,6 +35,7 @@ fn listing(c: &Client) -> Vec<(String, bool, u64, i64)> {
 fn opts(dir: &Path) -> Options {
     Options {
         tree_cache: Some(dir.to_path_buf()),
+        ..Default::default()
     }
 }
 
@@ -549,4 +550,140 @@ async fn one_client_writes_the_cache_and_another_only_reads_it() {
     assert_eq!(env.server.stats().commands("f"), f_count);
     assert!(next.resolve("/by-the-reader").is_ok());
     assert_eq!(listing(&next), listing(&env.login("a@example.com").await));
+}
+
+/// A foreground mount in `home` (so that a second one finds the first one's cache).
+fn mount_in(env: &Env, home: &Path, args: &[&str]) -> Mount {
+    use common::mount::{daemon, is_mounted, rand_suffix};
+    let dir = env.dir.path().join(format!("mnt-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let mut cmd = daemon(env.server.base_url(), "a@example.com", home);
+    cmd.args(args).arg(&dir).arg("--foreground");
+    let mut m = Mount {
+        dir: dir.clone(),
+        home: home.to_path_buf(),
+        child: Some(cmd.spawn().unwrap()),
+    };
+    for _ in 0..300 {
+        if is_mounted(&dir) {
+            return m;
+        }
+        if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("mega-mount exited before mounting: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not mounted after 15 s");
+}
+
+/// Every path below `root` on a mount, with its size (0 for folders), sorted.
+fn walk_mount(root: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if md.is_dir() {
+                stack.push(e.path());
+                out.push((rel, 0));
+            } else {
+                out.push((rel, md.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A mount whose tree is served from the cache with no unchanged node kept in memory
+/// (`-o tree_nodes=0`: dropped after every commit and every second) shows what another client
+/// changes in folders it never listed, moves between them and removals, and reads files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_keeping_no_nodes_in_memory_follows_every_change() {
+    use common::mount::{eventually_on_mount, op};
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let writer = env.login("a@example.com").await;
+    populate(&writer).await;
+    let args = ["-o", "tree_nodes=0"];
+    let home = env.dir.path().join("mount-home");
+    // The first mount fetches the tree and writes the cache; the second starts from it.
+    drop(mount_in(&env, &home, &args));
+    let f_count = env.server.stats().commands("f");
+    let m = mount_in(&env, &home, &args);
+    assert_eq!(
+        env.server.stats().commands("f"),
+        f_count,
+        "not a warm start"
+    );
+
+    let root = writer.root().unwrap().handle;
+    let docs = writer.resolve("/Quarterly-report-folder").unwrap().handle;
+    let sub = writer
+        .resolve("/Quarterly-report-folder/sub")
+        .unwrap()
+        .handle;
+    let deep = writer.mkdir(&sub, "deep").await.unwrap();
+    let body = data(70_000, 9);
+    writer
+        .upload(
+            &deep.handle,
+            "new.bin",
+            &mut &body[..],
+            70_000,
+            1_700_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let moved = writer.mkdir(&root, "to-move").await.unwrap();
+    writer.move_to(&moved.handle, &docs).await.unwrap();
+    let report = writer
+        .resolve("/Quarterly-report-folder/Quarterly-report.txt")
+        .unwrap()
+        .handle;
+    writer.rename(&report, "renamed.txt").await.unwrap();
+    let b = writer
+        .resolve("/Quarterly-report-folder/sub/b.bin")
+        .unwrap()
+        .handle;
+    writer.delete(&b).await.unwrap();
+
+    let new_file = m.path("Quarterly-report-folder/sub/deep/new.bin");
+    let p = new_file.clone();
+    eventually_on_mount(
+        20,
+        "a file made in folders the mount never listed",
+        move || p.exists(),
+    )
+    .await;
+    let got = op("read the new file", move || {
+        std::fs::read(new_file).unwrap()
+    })
+    .await;
+    assert_eq!(got, body);
+    let mut want: Vec<(String, u64)> = listing(&writer)
+        .into_iter()
+        .filter_map(|(path, file, size, _)| {
+            // Below the Cloud Drive only (not `//Rubbish Bin/…`).
+            let rel = path.strip_prefix('/').filter(|r| !r.starts_with('/'))?;
+            (!rel.is_empty()).then(|| (rel.to_string(), if file { size } else { 0 }))
+        })
+        .collect();
+    want.sort();
+    let dir = m.dir.clone();
+    let w = want.clone();
+    eventually_on_mount(
+        20,
+        "the mount shows the same tree as the server",
+        move || walk_mount(&dir) == w,
+    )
+    .await;
+    // Again after the mount dropped what it read (it keeps none).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = m.dir.clone();
+    assert_eq!(op("walk again", move || walk_mount(&dir)).await, want);
 }

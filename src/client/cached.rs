@@ -3,7 +3,7 @@
 //! server no longer knows (ETOOMANY), an unusable file or any doubt falls back to fetching
 //! the tree, which rewrites the file. One process per account is the file's writer
 //! ([`WriterLock`]): its tree is served from the file on demand and keeps at most
-//! [`RESIDENT_NODES`] unchanged nodes in memory; another process reads the whole file at
+//! [`RESIDENT_NODES`] unchanged nodes in memory (or `tree_nodes`); another process reads the whole file at
 //! start and never writes it. After each batch of events the changed nodes are committed with
 //! the new cursor; a write that fails turns the cache off for this client and removes the
 //! file (the next start fetches the tree), saying so once. A file found damaged while the
@@ -136,11 +136,11 @@ impl Client {
         }
     }
 
-    /// Drops nodes of a tree served from the cache while more than [`RESIDENT_NODES`] are
-    /// in memory (those changed since the last commit stay).
+    /// Drops nodes of a tree served from the cache while more than its budget (by default
+    /// [`RESIDENT_NODES`]) are in memory (those changed since the last commit stay).
     pub fn trim_tree(&self) {
-        if self.read_tree().resident() > RESIDENT_NODES {
-            self.write_tree().trim(RESIDENT_NODES);
+        if self.read_tree().resident() > self.tree_nodes {
+            self.write_tree().trim(self.tree_nodes);
         }
     }
 
@@ -230,7 +230,7 @@ impl Client {
             Ok(true) => {
                 let mut tree = self.write_tree();
                 tree.committed(&marks);
-                tree.trim(RESIDENT_NODES);
+                tree.trim(self.tree_nodes);
             }
             Ok(false) => {}
             Err(e) => {
@@ -269,7 +269,7 @@ impl Client {
                 *self.cache_slot() = Some(c);
                 let mut tree = self.write_tree();
                 tree.attach(backing);
-                tree.trim(RESIDENT_NODES);
+                tree.trim(self.tree_nodes);
             }
             Ok(Err(e)) => tracing::warn!("{e}; continuing without the tree cache"),
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),

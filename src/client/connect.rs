@@ -33,6 +33,7 @@ pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
 async fn connect_inner(cfg: &Config, api: ApiConfig) -> Result<Client> {
     let opts = Options {
         tree_cache: cfg.tree_cache.clone(),
+        tree_nodes: cfg.tree_nodes,
     };
     let mut expired = false;
     if cfg.session_file.exists() {

@@ -60,6 +60,9 @@ pub struct Options {
     /// The directory of the tree cache ([`cache`]): the tree is loaded from it and brought
     /// up to date from the event channel instead of fetched whole. `None`: no cache.
     pub tree_cache: Option<PathBuf>,
+    /// How many unchanged nodes a tree served from the cache keeps in memory (default
+    /// [`cached::RESIDENT_NODES`]).
+    pub tree_nodes: Option<usize>,
 }
 
 /// A logged-in account.
@@ -86,6 +89,8 @@ pub struct Client {
     cache_lock: Mutex<Option<cache::WriterLock>>,
     /// Notified when the cache file the tree is served from is found damaged.
     cache_damaged: Arc<tokio::sync::Notify>,
+    /// How many unchanged nodes the tree keeps in memory when served from the cache.
+    tree_nodes: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -159,6 +164,7 @@ impl Client {
             retry: api.config().retry.clone(),
             ..Default::default()
         };
+        let tree_nodes = opts.tree_nodes.unwrap_or(cached::RESIDENT_NODES);
         let cache_file = opts
             .tree_cache
             .map(|dir| cache::file_for(&dir, &api.config().base_url, &session.user));
@@ -176,6 +182,7 @@ impl Client {
             cache: Arc::new(Mutex::new(None)),
             cache_lock: Mutex::new(None),
             cache_damaged: Arc::new(tokio::sync::Notify::new()),
+            tree_nodes,
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.

@@ -248,6 +248,9 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
             .tree_cache
             .then(|| settings.fs.cache_dir.join(config::TREE_CACHE_DIR));
     }
+    if let Some(n) = settings.options.tree_nodes {
+        cfg.tree_nodes = Some(n);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

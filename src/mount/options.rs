@@ -19,6 +19,8 @@ pub struct MountOptions {
     pub hard_delete: bool,
     /// `no_cache`: fetch the whole tree at start instead of using the tree cache.
     pub no_cache: bool,
+    /// `tree_nodes=N`: unchanged nodes of the cached tree kept in memory.
+    pub tree_nodes: Option<usize>,
     /// HTTPS transfer URLs only.
     pub https: bool,
     /// `verify=full` (true) or `verify=stream` (false, the default).
@@ -95,6 +97,13 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             }
             "hard_delete" => o.hard_delete = true,
             "no_cache" => o.no_cache = true,
+            "tree_nodes" => {
+                o.tree_nodes = Some(
+                    need(k, v)?
+                        .parse()
+                        .map_err(|_| format!("tree_nodes={}: not a number", v.unwrap_or("")))?,
+                )
+            }
             "shares" => {
                 let name = v.unwrap_or("");
                 if name.contains('/') || name == "." || name == ".." {
@@ -163,6 +172,11 @@ mod tests {
         assert!(parse_options(&["bogus".into()]).is_err());
         assert!(parse_options(&["uid=abc".into()]).is_err());
         assert!(parse_options(&["umask=9".into()]).is_err());
+        assert_eq!(
+            parse_options(&["tree_nodes=0".into()]).unwrap().tree_nodes,
+            Some(0)
+        );
+        assert!(parse_options(&["tree_nodes=many".into()]).is_err());
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
         assert_eq!(parse_size("x"), None);
     }
