@@ -552,31 +552,6 @@ async fn one_client_writes_the_cache_and_another_only_reads_it() {
     assert_eq!(listing(&next), listing(&env.login("a@example.com").await));
 }
 
-/// A foreground mount in `home` (so that a second one finds the first one's cache).
-fn mount_in(env: &Env, home: &Path, args: &[&str]) -> Mount {
-    use common::mount::{daemon, is_mounted, rand_suffix};
-    let dir = env.dir.path().join(format!("mnt-{}", rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = dir.canonicalize().unwrap();
-    let mut cmd = daemon(env.server.base_url(), "a@example.com", home);
-    cmd.args(args).arg(&dir).arg("--foreground");
-    let mut m = Mount {
-        dir: dir.clone(),
-        home: home.to_path_buf(),
-        child: Some(cmd.spawn().unwrap()),
-    };
-    for _ in 0..300 {
-        if is_mounted(&dir) {
-            return m;
-        }
-        if let Some(s) = m.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("mega-mount exited before mounting: {s}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("not mounted after 15 s");
-}
-
 /// Every path below `root` on a mount, with its size (0 for folders), sorted.
 fn walk_mount(root: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -611,9 +586,9 @@ async fn a_mount_keeping_no_nodes_in_memory_follows_every_change() {
     let args = ["-o", "tree_nodes=0"];
     let home = env.dir.path().join("mount-home");
     // The first mount fetches the tree and writes the cache; the second starts from it.
-    drop(mount_in(&env, &home, &args));
+    drop(Mount::start_in(&env, "a@example.com", &home, &args, true));
     let f_count = env.server.stats().commands("f");
-    let m = mount_in(&env, &home, &args);
+    let m = Mount::start_in(&env, "a@example.com", &home, &args, true);
     assert_eq!(
         env.server.stats().commands("f"),
         f_count,

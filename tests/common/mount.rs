@@ -31,10 +31,17 @@ pub fn is_mounted(p: &Path) -> bool {
 
 impl Mount {
     pub fn start(env: &Env, email: &str, args: &[&str], foreground: bool) -> Mount {
+        let home = env.dir.path().join(format!("mhome-{}", rand_suffix()));
+        Self::start_in(env, email, &home, args, foreground)
+    }
+
+    /// [`start`](Self::start) with the daemon's HOME given (a later mount in the same HOME
+    /// finds the earlier one's cache).
+    pub fn start_in(env: &Env, email: &str, home: &Path, args: &[&str], foreground: bool) -> Mount {
         let dir = env.dir.path().join(format!("mnt-{}", rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         let dir = dir.canonicalize().unwrap();
-        let home = env.dir.path().join(format!("mhome-{}", rand_suffix()));
+        let home = home.to_path_buf();
         let mut cmd = daemon(env.server.base_url(), email, &home);
         cmd.args(args).arg(&dir);
         if foreground {
