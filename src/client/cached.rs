@@ -67,7 +67,7 @@ impl Client {
                 let tree = NodeTree::backed(keys, cache.backing(damaged), opened);
                 // The root's children now, so that a damaged file shows before it is used.
                 if let Some(root) = tree.root() {
-                    tree.children(&root.handle.clone());
+                    tree.children(&root.handle);
                 }
                 tracing::debug!(
                     nodes = tree.len(),
@@ -182,7 +182,7 @@ impl Client {
             let mut tree = self.write_tree();
             if !open {
                 // Nothing to write to: only forget what changed.
-                tree.take_dirty();
+                tree.forget_changes();
                 return;
             }
             cache::changes(&tree)

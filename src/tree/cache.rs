@@ -123,7 +123,7 @@ impl Row {
         c.finalize()
     }
 
-    /// A row read with [`COLUMNS`], and whether its stored checksum (`c`) matches it.
+    /// A row read with `columns!()`, and whether its stored checksum (`c`) matches it.
     fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, bool)> {
         let row = Row {
             h: r.get(0)?,
@@ -160,8 +160,13 @@ impl Row {
     }
 }
 
-/// The columns [`Row::from_sql`] reads, in its order.
-const COLUMNS: &str = "h, p, t, u, a, k, s, ts, su, r, c";
+/// The columns [`Row::from_sql`] reads, in its order (a macro, so that queries naming them
+/// are made once, by `concat!`).
+macro_rules! columns {
+    () => {
+        "h, p, t, u, a, k, s, ts, su, r, c"
+    };
+}
 
 /// The checksum of a set of rows: the sum of theirs (so a commit updates it row by row).
 fn digest<'a>(rows: impl IntoIterator<Item = &'a Row>) -> i64 {
@@ -461,27 +466,32 @@ impl Backing {
 
     /// The stored node `h`, if there is one.
     pub(crate) fn node(&self, h: &str) -> Option<RawNode> {
-        self.rows("SELECT {COLUMNS} FROM nodes WHERE h = ?1", h)
-            .pop()
+        self.rows(
+            concat!("SELECT ", columns!(), " FROM nodes WHERE h = ?1"),
+            h,
+        )
+        .pop()
     }
 
     /// The stored children of `p` (folders' contents and files' previous versions).
     pub(crate) fn children(&self, p: &str) -> Vec<RawNode> {
-        self.rows("SELECT {COLUMNS} FROM nodes WHERE p = ?1", p)
+        self.rows(
+            concat!("SELECT ", columns!(), " FROM nodes WHERE p = ?1"),
+            p,
+        )
     }
 
-    /// The rows `sql` (with `{COLUMNS}` for the columns) selects for `arg`, each checked.
+    /// The rows `sql` selects for `arg`, each checked.
     fn rows(&self, sql: &str, arg: &str) -> Vec<RawNode> {
         if self.failed() {
             return Vec::new();
         }
         let found = {
             let conn = lock_conn(&self.conn);
-            conn.prepare_cached(&sql.replace("{COLUMNS}", COLUMNS))
-                .and_then(|mut st| {
-                    st.query_map([arg], Row::from_sql)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
+            conn.prepare_cached(sql).and_then(|mut st| {
+                st.query_map([arg], Row::from_sql)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
         };
         let rows = match found {
             Ok(rows) => rows,
@@ -503,19 +513,16 @@ impl Backing {
 
     /// Every stored handle.
     pub(crate) fn all(&self) -> Vec<NodeHandle> {
-        self.handles("SELECT h FROM nodes")
-    }
-
-    fn handles(&self, sql: &str) -> Vec<NodeHandle> {
         if self.failed() {
             return Vec::new();
         }
         let got = {
             let conn = lock_conn(&self.conn);
-            conn.prepare_cached(sql).and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, String>(0).map(NodeHandle))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
+            conn.prepare_cached("SELECT h FROM nodes")
+                .and_then(|mut st| {
+                    st.query_map([], |r| r.get::<_, String>(0).map(NodeHandle))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
         };
         got.unwrap_or_else(|e| {
             self.fail(&e);
@@ -674,7 +681,7 @@ impl TreeCache {
         let mut sum = 0i64;
         let mut st = h
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM nodes"))
+            .prepare(concat!("SELECT ", columns!(), " FROM nodes"))
             .map_err(|e| bad(&e))?;
         let rows = st.query_map([], Row::from_sql).map_err(|e| bad(&e))?;
         for row in rows {
@@ -813,7 +820,11 @@ impl TreeCache {
             put_meta(&tx, "check", &check_value(keys)).map_err(|e| bad(&e))?;
             {
                 let mut put = tx
-                    .prepare(&format!("INSERT INTO nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))
+                    .prepare(concat!(
+                        "INSERT INTO nodes (",
+                        columns!(),
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    ))
                     .map_err(|e| bad(&e))?;
                 for r in rows {
                     put.execute(params![

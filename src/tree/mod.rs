@@ -104,12 +104,8 @@ impl NodeTree {
         let mut tree = NodeTree::new(keys);
         tree.adopt(&opened.reply);
         for (h, t) in &opened.roots {
-            let h = Some(NodeHandle(h.clone()));
-            match NodeKind::from_type(*t) {
-                Some(NodeKind::Root) => tree.root = h,
-                Some(NodeKind::Inbox) => tree.inbox = h,
-                Some(NodeKind::Rubbish) => tree.rubbish = h,
-                _ => {}
+            if let Some(kind) = NodeKind::from_type(*t) {
+                tree.set_root(kind, &NodeHandle(h.clone()));
             }
         }
         tree.inshare_roots = opened
@@ -333,8 +329,8 @@ impl NodeTree {
         keys: KeyRing,
     ) -> Result<(Self, Option<String>), TreeError> {
         let mut tree = NodeTree::new(keys);
-        tree.keys.learn_outgoing(&reply.ok);
-        tree.keys.learn_outgoing(&reply.ok0);
+        // Share keys (and users, outgoing shares) first: the nodes need the keys.
+        tree.adopt(&reply);
         for v in reply.f.iter().chain(&reply.f2) {
             node::learn_share_key(v, &mut tree.keys);
         }
@@ -351,13 +347,12 @@ impl NodeTree {
             index_ms = t1.elapsed().as_millis() as u64,
             "tree built"
         );
-        tree.adopt(&reply);
         // The tree is what the reply says: nothing to write back.
         tree.dirty.clear();
         Ok((tree, reply.sn.clone()))
     }
 
-    /// Takes the users and outgoing shares (pending ones too) of an `f` reply.
+    /// Takes the share keys, users and outgoing shares (pending ones too) of an `f` reply.
     fn adopt(&mut self, reply: &FetchReply) {
         self.keys.learn_outgoing(&reply.ok);
         self.keys.learn_outgoing(&reply.ok0);
@@ -691,14 +686,12 @@ impl NodeTree {
         out.into_iter()
     }
 
-    /// The nodes changed (inserted, updated or removed) since the last call, which forgets
-    /// them: for a tree that is not written to a cache.
-    pub fn take_dirty(&mut self) -> HashSet<NodeHandle> {
-        if self.backing.is_some() {
-            // Served from the cache: changes are forgotten only once committed.
-            return self.dirty.keys().cloned().collect();
+    /// Forgets the changes of a tree that is not written to a cache. A tree served from the
+    /// cache forgets them only once committed ([`committed`](Self::committed)).
+    pub fn forget_changes(&mut self) {
+        if self.backing.is_none() {
+            self.dirty.clear();
         }
-        std::mem::take(&mut self.dirty).into_keys().collect()
     }
 
     /// Adds the nodes of a snapshot to an empty tree in memory: [`insert`](Self::insert)
@@ -721,15 +714,21 @@ impl NodeTree {
         }
     }
 
+    /// Remembers `h` as the root of its kind (nothing for files and folders).
+    fn set_root(&mut self, kind: NodeKind, h: &NodeHandle) {
+        let slot = match kind {
+            NodeKind::Root => &mut self.root,
+            NodeKind::Inbox => &mut self.inbox,
+            NodeKind::Rubbish => &mut self.rubbish,
+            NodeKind::File | NodeKind::Folder => return,
+        };
+        *slot = Some(h.clone());
+    }
+
     /// Records a node that is in no child list yet: as a root, or in its parent's list.
     fn link(&mut self, node: &Node) {
         let h = &node.handle;
-        match node.kind {
-            NodeKind::Root => self.root = Some(h.clone()),
-            NodeKind::Inbox => self.inbox = Some(h.clone()),
-            NodeKind::Rubbish => self.rubbish = Some(h.clone()),
-            _ => {}
-        }
+        self.set_root(node.kind, h);
         if let Some(p) = &node.parent {
             let children = self.children.map();
             match children.get_mut(p) {
