@@ -6,15 +6,15 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# The build and the tests need disk: about 8 GB for a clean build of every test binary, plus
+# The build and the tests need disk: about 4 GB for a clean build of every test binary, plus
 # the test servers' stores and the mounts' staging files (a few hundred MB at a time). A full
 # disk shows up as ENOSPC in the mount tests and "temporary failure" from the test server, so
 # say how much there is first.
 free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
 tmp_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')
 log "disk free: $((free_kb / 1024)) MB here, $((tmp_kb / 1024)) MB in ${TMPDIR:-/tmp}"
-if [ "$free_kb" -lt $((8 * 1024 * 1024)) ] || [ "$tmp_kb" -lt $((2 * 1024 * 1024)) ]; then
-  echo "warning: less than 8 GB free for the build or 2 GB for temporary files; tests may fail with ENOSPC" >&2
+if [ "$free_kb" -lt $((6 * 1024 * 1024)) ] || [ "$tmp_kb" -lt $((2 * 1024 * 1024)) ]; then
+  echo "warning: less than 6 GB free for the build or 2 GB for temporary files; tests may fail with ENOSPC" >&2
 fi
 # On a failure, how much was left (a full disk is otherwise hard to tell from a bug).
 trap 'rc=$?; [ $rc = 0 ] || df -Ph . "${TMPDIR:-/tmp}" >&2' EXIT
