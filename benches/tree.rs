@@ -1,12 +1,14 @@
 //! Cold client-side processing of a large account, after the `f` reply has arrived: decoding
 //! the reply's bytes and building the decrypted tree (keys unwrapped, names decrypted, on all
-//! cores), per node; and the same tree from the tree cache's rows. The reply is synthetic but
+//! cores), per node; and what the first start with the tree cache adds: the tree's stored
+//! rows made and written to a new cache file. The reply is synthetic but
 //! shaped like the test server's (folders of folders and files, every node its own key, names
 //! and fingerprints encrypted as a client would).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use mega_mount::api::commands::FetchReply;
 use mega_mount::crypto::{attr, b64, Key128, MasterKey};
+use mega_mount::tree::cache::{self, TreeCache};
 use mega_mount::tree::{KeyRing, NodeTree};
 use serde_json::{json, Map, Value};
 
@@ -74,6 +76,22 @@ fn cold_tree(c: &mut Criterion) {
         b.iter(|| {
             let r: Option<FetchReply> = serde_json::from_slice(&bytes).ok();
             black_box(r.and_then(|r| NodeTree::from_fetch_owned(r, keys.clone()).ok()))
+        })
+    });
+    let built: Option<FetchReply> = serde_json::from_slice(&bytes).ok();
+    let mut tree = built
+        .and_then(|r| NodeTree::from_fetch_owned(r, keys.clone()).ok())
+        .map(|(t, _)| t);
+    let dir = tempfile::tempdir().ok();
+    g.bench_function("write_tree_cache_100k_nodes", |b| {
+        b.iter(|| {
+            let (Some(tree), Some(dir)) = (tree.as_mut(), dir.as_ref()) else {
+                return;
+            };
+            if let Some((rows, meta)) = cache::snapshot(tree) {
+                let path = dir.path().join("tree.db");
+                black_box(TreeCache::create(&path, "http://bench", &keys, &rows, &meta, "sn").ok());
+            }
         })
     });
     g.finish();

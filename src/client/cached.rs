@@ -136,12 +136,18 @@ impl Client {
         }
     }
 
-    /// Drops nodes of a tree served from the cache while more than its budget (by default
-    /// [`RESIDENT_NODES`]) are in memory (those changed since the last commit stay).
+    /// Drops the least recently used nodes of a tree served from the cache while more than
+    /// its budget (by default [`RESIDENT_NODES`]) are in memory (those changed since the last
+    /// commit stay); else only starts a new period of use. Called once a second.
     pub fn trim_tree(&self) {
-        if self.read_tree().resident() > self.tree_nodes {
-            self.write_tree().trim(self.tree_nodes);
+        {
+            let tree = self.read_tree();
+            if tree.resident() <= self.tree_nodes {
+                tree.tick();
+                return;
+            }
         }
+        self.write_tree().trim(self.tree_nodes);
     }
 
     /// The tree cache was found damaged while the tree was served from it: the file goes,

@@ -140,20 +140,29 @@ impl NodeTree {
         self.nodes.len()
     }
 
-    /// Drops the nodes in memory beyond `keep` that the cache file holds as they are (so
-    /// they are read again when next asked for): every node not changed since the last
-    /// commit, and, when nothing is waiting to be committed, the child lists too. A tree
-    /// not served from the cache keeps everything.
+    /// Starts a new period of use: what is read from now on counts as more recent than
+    /// what was read before (for [`trim`](Self::trim)). Cheap, through `&self`.
+    pub fn tick(&self) {
+        self.nodes.advance();
+        self.children.advance();
+    }
+
+    /// When the tree is served from the cache and holds more than `keep` nodes, brings them
+    /// down to three quarters of `keep` (so that a tree working at its budget is not trimmed
+    /// at every commit), least recently read first. Nodes changed since the last commit
+    /// always stay. Child lists go by the same rule, but only when nothing is waiting to be
+    /// committed (a change may have touched any of them). What goes is read again from the
+    /// file when next asked for. A tree not served from the cache keeps everything.
     pub fn trim(&mut self, keep: usize) {
+        self.tick();
         if self.backing.is_none() || self.nodes.len() <= keep {
             return;
         }
-        if self.dirty.is_empty() {
-            *self.nodes.map() = HashMap::new();
-            *self.children.map() = HashMap::new();
-        } else {
-            let dirty = &self.dirty;
-            self.nodes.map().retain(|h, _| dirty.contains_key(h));
+        let target = keep - keep / 4;
+        let dirty = &self.dirty;
+        self.nodes.shrink_to(target, |h| dirty.contains_key(h));
+        if dirty.is_empty() {
+            self.children.shrink_to(target, |_| false);
         }
     }
 
@@ -697,10 +706,10 @@ impl NodeTree {
     /// Adds the nodes of a snapshot to an empty tree in memory: [`insert`](Self::insert)
     /// without what only a change needs (a handle seen twice goes through it).
     fn build(&mut self, nodes: Vec<Node>) {
-        self.nodes.map().reserve(nodes.len());
+        self.nodes.reserve(nodes.len());
         for node in nodes {
             let h = node.handle.clone();
-            if self.nodes.map().contains_key(&h) {
+            if self.nodes.contains(&h) {
                 self.insert(node);
                 continue;
             }
@@ -710,7 +719,7 @@ impl NodeTree {
                 self.inshare_roots.insert(h.clone());
             }
             self.link(&node);
-            self.nodes.map().insert(h, Box::new(node));
+            self.nodes.insert(h, node);
         }
     }
 
@@ -730,12 +739,9 @@ impl NodeTree {
         let h = &node.handle;
         self.set_root(node.kind, h);
         if let Some(p) = &node.parent {
-            let children = self.children.map();
-            match children.get_mut(p) {
+            match self.children.get_mut(p) {
                 Some(list) => list.push(h.clone()),
-                None => {
-                    children.insert(p.clone(), Box::new(vec![h.clone()]));
-                }
+                None => self.children.insert(p.clone(), vec![h.clone()]),
             }
         }
     }
@@ -768,7 +774,7 @@ impl NodeTree {
             Some(old) if *old != node.parent => self.unlink_child(old.as_ref(), &h),
             Some(Some(_)) => {
                 // Same parent: the index already has it.
-                self.nodes.map().insert(h, Box::new(node));
+                self.nodes.insert(h, node);
                 return;
             }
             Some(None) => {}
@@ -780,11 +786,11 @@ impl NodeTree {
             "{h} listed twice"
         );
         self.link(&node);
-        self.nodes.map().insert(h, Box::new(node));
+        self.nodes.insert(h, node);
     }
 
     fn unlink_child(&mut self, parent: Option<&NodeHandle>, h: &NodeHandle) {
-        if let Some(list) = parent.and_then(|p| self.children.map().get_mut(p)) {
+        if let Some(list) = parent.and_then(|p| self.children.get_mut(p)) {
             list.retain(|c| c != h);
         }
     }
@@ -814,12 +820,12 @@ impl NodeTree {
         self.unlink_child(parent.as_ref(), h);
         let mut out = Vec::new();
         for x in order {
-            self.children.map().remove(&x);
+            self.children.remove(&x);
             self.inshare_roots.remove(&x);
             self.touch(&x);
-            if let Some(n) = self.nodes.map().remove(&x) {
+            if let Some(n) = self.nodes.remove(&x) {
                 self.count = self.count.saturating_sub(1);
-                out.push(*n);
+                out.push(n);
             }
         }
         out
@@ -840,7 +846,7 @@ impl NodeTree {
         }
         self.generation += 1;
         self.touch(h);
-        let Some(n) = self.nodes.map().get_mut(h) else {
+        let Some(n) = self.nodes.get_mut(h) else {
             return false;
         };
         let Some(key) = n.key.clone() else {

@@ -1,23 +1,53 @@
 //! The tree's in-memory maps: handle → boxed value, where a reader holding `&self` may add
 //! an entry (a node or a folder's child list loaded from the tree cache on demand) and get a
 //! reference that lives as long as its borrow of the map. Entries are changed or removed only
-//! through `&mut self` ([`Resident::map`]), so no reference handed out by [`Resident::get`]
-//! can outlive its value (`elsa`'s append-only map, whose values are boxed).
+//! through `&mut self`, so no reference handed out by [`Resident::get`] can outlive its value
+//! (`elsa`'s append-only map, whose values are boxed).
+//!
+//! Each entry carries the tick of its last read (a coarse clock, advanced by its owner, the
+//! tree, at every trim and once a second while it is followed): [`Resident::shrink_to`]
+//! removes the least recently read entries first, so what is in use stays in memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use elsa::sync::FrozenMap;
 
 use super::node::NodeHandle;
 
+struct Entry<V> {
+    /// The tick of the last read (or of the entry's creation).
+    last: AtomicU64,
+    value: V,
+}
+
+impl<V> Entry<V> {
+    fn new(value: V, tick: u64) -> Box<Self> {
+        Box::new(Entry {
+            last: AtomicU64::new(tick),
+            value,
+        })
+    }
+
+    fn mark(&self, tick: u64) -> &V {
+        // A load first: most reads find it marked already, and then write nothing.
+        if self.last.load(Ordering::Relaxed) != tick {
+            self.last.store(tick, Ordering::Relaxed);
+        }
+        &self.value
+    }
+}
+
 pub(crate) struct Resident<V> {
-    map: FrozenMap<NodeHandle, Box<V>>,
+    map: FrozenMap<NodeHandle, Box<Entry<V>>>,
+    tick: AtomicU64,
 }
 
 impl<V> Default for Resident<V> {
     fn default() -> Self {
         Resident {
             map: FrozenMap::new(),
+            tick: AtomicU64::new(0),
         }
     }
 }
@@ -31,13 +61,24 @@ impl<V> std::fmt::Debug for Resident<V> {
 }
 
 impl<V> Resident<V> {
+    fn now(&self) -> u64 {
+        self.tick.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new tick: what is read from now on counts as more recent than all before.
+    pub fn advance(&self) {
+        self.tick.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn get(&self, k: &NodeHandle) -> Option<&V> {
-        self.map.get(k)
+        let now = self.now();
+        self.map.get(k).map(|e| e.mark(now))
     }
 
     /// Adds `v` unless the key is present already; returns the entry (the old one if any).
     pub fn insert_shared(&self, k: NodeHandle, v: V) -> &V {
-        self.map.insert(k, Box::new(v))
+        let now = self.now();
+        self.map.insert(k, Entry::new(v, now)).mark(now)
     }
 
     pub fn contains(&self, k: &NodeHandle) -> bool {
@@ -48,23 +89,67 @@ impl<V> Resident<V> {
         self.map.len()
     }
 
-    /// All entries present now, in no particular order.
+    /// All entries present now, in no particular order (not marked as used).
     pub fn values(&self) -> Vec<&V> {
         self.map
             .keys_cloned()
             .iter()
             .filter_map(|k| self.map.get(k))
+            .map(|e| &e.value)
             .collect()
     }
 
-    /// All entries, without copying the keys (for an owner).
+    /// All entries, without copying the keys (for an owner; not marked as used).
     pub fn values_mut(&mut self) -> Vec<&V> {
-        self.map().values().map(|b| &**b).collect()
+        self.map.as_mut().values().map(|e| &e.value).collect()
     }
 
-    /// The map itself, to change or remove entries (no reference from `get` is alive).
-    pub fn map(&mut self) -> &mut HashMap<NodeHandle, Box<V>> {
+    fn entries(&mut self) -> &mut HashMap<NodeHandle, Box<Entry<V>>> {
         self.map.as_mut()
+    }
+
+    pub fn insert(&mut self, k: NodeHandle, v: V) {
+        let now = self.now();
+        self.entries().insert(k, Entry::new(v, now));
+    }
+
+    pub fn remove(&mut self, k: &NodeHandle) -> Option<V> {
+        self.entries().remove(k).map(|e| e.value)
+    }
+
+    pub fn get_mut(&mut self, k: &NodeHandle) -> Option<&mut V> {
+        let now = self.now();
+        self.entries().get_mut(k).map(|e| {
+            *e.last.get_mut() = now;
+            &mut e.value
+        })
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.entries().reserve(n);
+    }
+
+    /// Removes the least recently read entries, those `pinned` says must stay excepted,
+    /// until at most `target` are left (or only pinned ones).
+    pub fn shrink_to(&mut self, target: usize, mut pinned: impl FnMut(&NodeHandle) -> bool) {
+        let excess = self.len().saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        let mut candidates: Vec<(u64, NodeHandle)> = self
+            .entries()
+            .iter_mut()
+            .filter(|(k, _)| !pinned(k))
+            .map(|(k, e)| (*e.last.get_mut(), k.clone()))
+            .collect();
+        if excess < candidates.len() {
+            candidates.select_nth_unstable_by_key(excess - 1, |(last, _)| *last);
+            candidates.truncate(excess);
+        }
+        let map = self.entries();
+        for (_, k) in candidates {
+            map.remove(&k);
+        }
     }
 }
 
@@ -87,7 +172,29 @@ mod tests {
         assert_eq!(r.get(&NodeHandle::from("n42")).unwrap(), "42");
         assert_eq!(r.len(), 10_001);
         let mut r = r;
-        r.map().remove(&NodeHandle::from("a"));
+        assert_eq!(r.remove(&NodeHandle::from("a")).as_deref(), Some("first"));
         assert!(!r.contains(&NodeHandle::from("a")));
+    }
+
+    /// What was read most recently stays; the rest goes oldest first, but for what is pinned.
+    #[test]
+    fn shrinking_drops_the_least_recently_read_first() {
+        let mut r: Resident<u32> = Resident::default();
+        for i in 0..10 {
+            r.insert(NodeHandle(format!("n{i}")), i);
+            r.advance();
+        }
+        // n0 is the oldest entry, but read now; n4 changed now.
+        assert_eq!(r.get(&NodeHandle::from("n0")), Some(&0));
+        *r.get_mut(&NodeHandle::from("n4")).unwrap() = 40;
+        r.shrink_to(4, |k| k.0 == "n1");
+        let mut left: Vec<_> = r.values().into_iter().copied().collect();
+        left.sort();
+        assert_eq!(left, [0, 1, 9, 40]);
+        // Nothing to do when small enough; everything unpinned goes at zero.
+        r.shrink_to(4, |_| false);
+        assert_eq!(r.len(), 4);
+        r.shrink_to(0, |k| k.0 == "n1");
+        assert_eq!(r.values(), [&1]);
     }
 }

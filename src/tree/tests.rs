@@ -434,3 +434,54 @@ fn a_damaged_row_marks_the_tree_damaged() {
             .expect("not told");
     });
 }
+
+/// Over its budget, a tree served from the cache lets go of what was read longest ago: the
+/// folder listed last is still in memory after a trim (listing it again reads nothing),
+/// the one listed before it is read again.
+#[test]
+fn a_trim_keeps_the_most_recently_read_nodes() {
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let mut nodes = vec![
+        folder("DIRX0000", "ROOT0000", "x"),
+        folder("DIRY0000", "ROOT0000", "y"),
+    ];
+    for i in 0..20 {
+        nodes.push(file(
+            &format!("FILX{i:04}"),
+            "DIRX0000",
+            &format!("{i}"),
+            None,
+        ));
+        nodes.push(file(
+            &format!("FILY{i:04}"),
+            "DIRY0000",
+            &format!("{i}"),
+            None,
+        ));
+    }
+    mem.apply(
+        &[ActionPacket::NewNodes {
+            nodes,
+            users: vec![],
+            echo: None,
+        }],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_c, mut lazy) = served_from_cache(&mut mem, dir.path());
+    assert_eq!(lazy.children(&"DIRX0000".into()).len(), 20);
+    lazy.tick();
+    assert_eq!(lazy.children(&"DIRY0000".into()).len(), 20);
+    // Each folder and its files.
+    assert_eq!(lazy.resident(), 42);
+    // Down to 3/4 of 30: the 19 least recently read go, all of them x or x's files.
+    lazy.trim(30);
+    assert_eq!(lazy.resident(), 23);
+    assert_eq!(lazy.children(&"DIRY0000".into()).len(), 20);
+    assert_eq!(lazy.resident(), 23, "y's files were read again");
+    assert_eq!(lazy.children(&"DIRX0000".into()).len(), 20);
+    assert_eq!(lazy.resident(), 42);
+    // Within budget: nothing goes.
+    lazy.trim(42);
+    assert_eq!(lazy.resident(), 42);
+}
