@@ -277,7 +277,8 @@ sync_bench() {
 
 # Large accounts: for 10,000, 100,000 and 1,000,000 nodes (mega-testserver seed: 10 % folders,
 # 3 levels deep), megacmd ls mega:/ and mega-mount start to the first ls answered, cold
-# (--no-cache: the whole tree fetched) and warm (the tree cache), with peak / daemon RSS;
+# (--no-cache: the whole tree fetched), the first start with the cache (which writes it) and
+# warm (the tree cache), with peak / daemon RSS;
 # and rclone mount at 100,000. `LARGE_SIZES="10000 100000"` picks the sizes.
 large_mount() { # label, mountpoint, command...
   local label=$1 mnt=$2; shift 2
@@ -333,6 +334,10 @@ large() {
     timed "megacmd ls mega:/, warm again" $m ls mega:/
     large_mount "mega-mount start to first ls, cold" "$d/mnt" \
       target/release/mega-mount --foreground --no-cache "$d/mnt"
+    # No cache file yet: the tree is fetched and the file written in the background.
+    rm -rf "$d/cache/mega-mount/trees"
+    large_mount "mega-mount start to first ls, first with the cache" "$d/mnt" \
+      target/release/mega-mount --foreground "$d/mnt"
     FIND=1 large_mount "mega-mount start to first ls, warm" "$d/mnt" \
       target/release/mega-mount --foreground "$d/mnt"
     if [ "$n" = 100000 ]; then

@@ -18,6 +18,7 @@ use common::*;
 use mega_mount::client::Options;
 use mega_mount::tree::cache;
 use mega_mount::Client;
+use mega_testserver::seed::{seed, SeedPlan};
 use mega_testserver::UserOptions;
 use mega_testserver::{Config, TestServer};
 
@@ -661,4 +662,73 @@ async fn a_mount_keeping_no_nodes_in_memory_follows_every_change() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let dir = m.dir.clone();
     assert_eq!(op("walk again", move || walk_mount(&dir)).await, want);
+}
+
+/// The first start with the cache does not wait for the file to be written: the client is
+/// in use and follows changes while it is. Changes made meanwhile, its own and remote ones,
+/// are committed once the file is there, so the next start is warm and has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_cache_is_first_written_are_kept() {
+    let env = Env::start().await;
+    let email = "big@example.com";
+    env.user(email, UserOptions::default()).await;
+    let plan = SeedPlan {
+        folders: 1_000,
+        files: 99_000,
+        depth: 2,
+    };
+    seed(env.server.store(), email, PASSWORD, plan).unwrap();
+    let other = env.login(email).await;
+    let dir = env.dir.path().join("cache");
+    let first = std::sync::Arc::new(login_cached(&env, email, &dir).await);
+    assert!(first.cache_writing(), "login waited for the cache file");
+    let mut watcher = first.watch().unwrap();
+
+    // Its own changes (applied to its tree at once): a new folder with a file.
+    let root = first.root().unwrap().handle;
+    let made = first.mkdir(&root, "made while writing").await.unwrap();
+    let body = data(500, 3);
+    first
+        .upload(
+            &made.handle,
+            "new.txt",
+            &mut &body[..],
+            500,
+            1_600_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    // Writing 100,000 nodes takes about a second in a debug build; these took milliseconds.
+    assert!(
+        first.cache_writing(),
+        "the cache file was written before the changes were made"
+    );
+    // Remote changes, as they arrive: a rename and a removal.
+    let renamed = other.resolve("/folder 0000000").unwrap().handle;
+    other.rename(&renamed, "renamed folder").await.unwrap();
+    let removed = other.resolve("/folder 0000001").unwrap().handle;
+    other.delete(&removed).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while first.resolve("/folder 0000001").is_ok() || first.resolve("/renamed folder").is_err()
+        {
+            watcher.events.recv().await.unwrap();
+        }
+    })
+    .await
+    .expect("the remote changes did not arrive");
+    first.finish_cache_write().await;
+    assert!(!first.cache_writing());
+    let want = listing(&env.login(email).await);
+    assert!(want
+        .iter()
+        .any(|(p, ..)| p == "/made while writing/new.txt"));
+    assert_eq!(listing(&first), want);
+    drop(watcher);
+    drop(first);
+
+    let f_count = env.server.stats().commands("f");
+    let warm = login_cached(&env, email, &dir).await;
+    assert_eq!(env.server.stats().commands("f"), f_count, "not warm");
+    assert_eq!(listing(&warm), want);
 }

@@ -225,6 +225,8 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
     };
     let r = dispatch(&ctx).await;
     if let Some(c) = ctx.client.get() {
+        // A first run writes the tree cache while the command works; the next run needs it.
+        c.finish_cache_write().await;
         c.release_tree_for_exit();
     }
     r

@@ -1,13 +1,18 @@
 //! The client's side of the tree cache ([`crate::tree::cache`]): a warm start opens the
 //! cached tree and catches up with the event channel from its cursor (no `f`); a cursor the
 //! server no longer knows (ETOOMANY), an unusable file or any doubt falls back to fetching
-//! the tree, which rewrites the file. One process per account is the file's writer
+//! the tree, which rewrites the file in the background: the fetched tree is in use at once
+//! (the first start of a large account does not wait for the file), its changes are kept
+//! until the file is there and then committed to it, and a process about to exit waits for
+//! it ([`Client::finish_cache_write`]). One process per account is the file's writer
 //! ([`WriterLock`]): its tree is served from the file on demand and keeps at most
 //! [`RESIDENT_NODES`] unchanged nodes in memory (or `tree_nodes`); another process reads the whole file at
 //! start and never writes it. After each batch of events the changed nodes are committed with
 //! the new cursor; a write that fails turns the cache off for this client and removes the
 //! file (the next start fetches the tree), saying so once. A file found damaged while the
 //! tree is served from it is removed and the tree fetched again.
+
+use std::sync::atomic::Ordering;
 
 use super::{task_failed, Client, Result};
 use crate::api::{ApiError, ErrorCode};
@@ -17,6 +22,19 @@ use crate::tree::NodeTree;
 /// How many nodes a tree served from the cache keeps in memory before it drops them (they
 /// are read from the file again when next asked for): about 1 KB each.
 pub const RESIDENT_NODES: usize = 50_000;
+
+/// A cache file being written in the background, for the tree of epoch `epoch`.
+pub(super) struct Build {
+    epoch: u64,
+    task: tokio::task::JoinHandle<std::result::Result<TreeCache, cache::CacheError>>,
+}
+
+impl Build {
+    /// Waits for the write to end, and drops what it made (closing the file).
+    pub(super) async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
 
 impl Client {
     fn cache_slot(&self) -> std::sync::MutexGuard<'_, Option<TreeCache>> {
@@ -94,7 +112,7 @@ impl Client {
         })
         .await
         .map_err(task_failed)?;
-        let (cache, mut tree) = match loaded {
+        let (cache, tree) = match loaded {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(false),
             Err(e) => {
@@ -110,11 +128,7 @@ impl Client {
             return Ok(false);
         }
         let sn = cache.sn().to_string();
-        {
-            let mut current = self.write_tree();
-            tree.succeed(current.generation());
-            *current = tree;
-        }
+        self.install_tree(tree);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = Some(sn);
         if writer {
             *self.cache_slot() = Some(cache);
@@ -183,6 +197,11 @@ impl Client {
     /// Commits the nodes changed since the last commit with the current cursor. Without a
     /// cache the list of changes is just dropped.
     pub(super) async fn commit_cache(&self) {
+        self.adopt_cache_build(false).await;
+        if self.cache_build_slot().is_some() {
+            // The file is still being written: what changed stays to be committed to it.
+            return;
+        }
         let open = self.cache_slot().is_some();
         let changes = {
             let mut tree = self.write_tree();
@@ -246,8 +265,10 @@ impl Client {
         }
     }
 
-    /// Replaces the cache file with a freshly fetched tree.
-    pub(super) async fn write_cache(&self, rows: Vec<Row>, meta: Meta, sn: String) {
+    /// Replaces the cache file with a freshly fetched tree (of epoch `epoch`), in the
+    /// background: the tree is in memory and in use meanwhile, its changes kept to be
+    /// committed once the file is there ([`adopt_cache_build`](Self::adopt_cache_build)).
+    pub(super) fn write_cache(&self, rows: Vec<Row>, meta: Meta, sn: String, epoch: u64) {
         let Some(path) = self.cache_file.clone() else {
             return;
         };
@@ -257,7 +278,7 @@ impl Client {
         *self.cache_slot() = None;
         let keys = self.read_tree().keys().clone();
         let base = self.api.config().base_url.clone();
-        let made = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let t0 = std::time::Instant::now();
             let c = TreeCache::create(&path, &base, &keys, &rows, &meta, &sn);
             tracing::debug!(
@@ -266,20 +287,68 @@ impl Client {
                 "tree cache written"
             );
             c
-        })
-        .await;
-        match made {
+        });
+        *self.cache_build_slot() = Some(Build { epoch, task });
+    }
+
+    fn cache_build_slot(&self) -> std::sync::MutexGuard<'_, Option<Build>> {
+        self.cache_build.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cache file being written, if any, no longer to be adopted.
+    pub(super) fn take_cache_build(&self) -> Option<Build> {
+        self.cache_build_slot().take()
+    }
+
+    /// Once the file being written is there (or at once, waiting for it, with `wait`), the
+    /// tree is served from it if it is still the tree the file was written from.
+    async fn adopt_cache_build(&self, wait: bool) {
+        let build = {
+            let mut slot = self.cache_build_slot();
+            match slot.as_ref() {
+                Some(b) if wait || b.task.is_finished() => slot.take(),
+                _ => None,
+            }
+        };
+        let Some(Build { epoch, task }) = build else {
+            return;
+        };
+        match task.await {
             Ok(Ok(c)) => {
-                // The tree is now served from the file: what it holds need not stay in memory.
-                let backing = c.backing(self.cache_damaged.clone());
-                *self.cache_slot() = Some(c);
                 let mut tree = self.write_tree();
-                tree.attach(backing);
+                if self.tree_epoch.load(Ordering::SeqCst) != epoch {
+                    // Another tree was put in place meanwhile (it writes its own file).
+                    return;
+                }
+                // The tree is now served from the file: what it holds need not stay in
+                // memory (what changed since it was written stays until committed).
+                tree.attach(c.backing(self.cache_damaged.clone()));
+                *self.cache_slot() = Some(c);
                 tree.trim(self.tree_nodes);
             }
             Ok(Err(e)) => tracing::warn!("{e}; continuing without the tree cache"),
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),
         }
+    }
+
+    /// Waits for a cache file being written after a fetch, then commits what changed since:
+    /// before a process exits (a `megacmd` command, an unmount), so that the next start is
+    /// warm.
+    pub async fn finish_cache_write(&self) {
+        self.adopt_cache_build(true).await;
+        self.commit_cache().await;
+    }
+
+    /// Whether a cache file is being written (after a fetch) and not yet in use.
+    pub fn cache_writing(&self) -> bool {
+        self.cache_build_slot().is_some()
+    }
+
+    /// The background part of following the tree: serves it from a cache file written
+    /// since, then trims it (every second while a watcher runs).
+    pub(super) async fn tend_tree(&self) {
+        self.adopt_cache_build(false).await;
+        self.trim_tree();
     }
 
     /// Closes and removes the account's cache file (at logout).

@@ -28,7 +28,7 @@ pub mod shares;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::attrs::GetUserAttribute;
@@ -91,6 +91,11 @@ pub struct Client {
     cache_damaged: Arc<tokio::sync::Notify>,
     /// How many unchanged nodes the tree keeps in memory when served from the cache.
     tree_nodes: usize,
+    /// A cache file being written in the background after a fetch, with the epoch of the
+    /// tree it holds (see [`cached`]).
+    cache_build: Mutex<Option<cached::Build>>,
+    /// Bumped each time a new tree is put in place (fetched or opened from the cache).
+    tree_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -183,6 +188,8 @@ impl Client {
             cache_lock: Mutex::new(None),
             cache_damaged: Arc::new(tokio::sync::Notify::new()),
             tree_nodes,
+            cache_build: Mutex::new(None),
+            tree_epoch: AtomicU64::new(0),
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
@@ -253,7 +260,7 @@ impl Client {
         // Decrypting a large tree is CPU work: keep it off the async threads (and make the
         // cache's copy there, before the tree is shared).
         let got = std::time::Instant::now();
-        let (mut tree, sn, snapshot) = tokio::task::spawn_blocking(move || {
+        let (tree, sn, snapshot) = tokio::task::spawn_blocking(move || {
             let (mut tree, sn) = NodeTree::from_fetch_owned(reply, keys)?;
             tracing::debug!(
                 nodes = tree.len(),
@@ -276,14 +283,15 @@ impl Client {
                 "some nodes cannot be decrypted; they are shown as [undecryptable]"
             );
         }
-        {
-            let mut current = self.write_tree();
-            tree.succeed(current.generation());
-            *current = tree;
-        }
+        // A cache file still being written holds an older tree: it is not this one's.
+        let abandoned = self.take_cache_build();
+        let epoch = self.install_tree(tree);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn.clone();
+        if let Some(old) = abandoned {
+            old.wait().await;
+        }
         if let (Some((rows, meta)), Some(sn)) = (snapshot, sn) {
-            self.write_cache(rows, meta, sn).await;
+            self.write_cache(rows, meta, sn, epoch);
         }
         Ok(())
     }
@@ -338,6 +346,14 @@ impl Client {
         self.tree.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Puts a new tree (fetched or opened) in place of the current one; returns its epoch.
+    fn install_tree(&self, mut tree: NodeTree) -> u64 {
+        let mut current = self.write_tree();
+        tree.succeed(current.generation());
+        *current = tree;
+        self.tree_epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// A copy of a node.
     pub fn node(&self, h: &NodeHandle) -> Result<Node> {
         self.read_tree()
@@ -388,6 +404,9 @@ impl Client {
     /// Ends the session on the server and removes the account's tree cache.
     pub async fn logout(&self) -> Result<()> {
         session::logout(&self.api).await?;
+        if let Some(build) = self.take_cache_build() {
+            build.wait().await;
+        }
         self.forget_cache();
         Ok(())
     }

@@ -173,7 +173,7 @@ impl Client {
         let trim = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(TRIM_EVERY).await;
-                client.trim_tree();
+                client.tend_tree().await;
             }
         });
         Ok(Watcher {

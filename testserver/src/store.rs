@@ -142,6 +142,9 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Whether any node still refers to a blob (one index lookup: see `nodes_blob`).
+const BLOB_USED: &str = "SELECT EXISTS (SELECT 1 FROM nodes WHERE blob = ?1)";
+
 const SCHEMA: &str = r#"
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -161,6 +164,9 @@ CREATE TABLE IF NOT EXISTS nodes (
   creator TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS nodes_owner ON nodes(owner);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+-- Whether a blob is still used, when nodes are deleted (without it, deleting a folder of
+-- 3,000 files in a 100,000-node store took 22 s).
+CREATE INDEX IF NOT EXISTS nodes_blob ON nodes(blob);
 CREATE TABLE IF NOT EXISTS server_settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   user TEXT NOT NULL, seq INTEGER NOT NULL, packet TEXT NOT NULL, PRIMARY KEY (user, seq));
@@ -195,6 +201,7 @@ CREATE TABLE IF NOT EXISTS user_attrs (
   PRIMARY KEY (user, name));
 CREATE TABLE IF NOT EXISTS share_keys (
   node TEXT NOT NULL, share TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (node, share));
+CREATE INDEX IF NOT EXISTS share_keys_share ON share_keys(share);
 -- Bytes in each account's files, kept by triggers (the quota check at every `u` would
 -- otherwise sum over all of an account's nodes); rebuilt from the nodes at every start.
 CREATE TABLE IF NOT EXISTS usage (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
@@ -461,15 +468,12 @@ impl Store {
             db.execute("DELETE FROM user_shares WHERE node = ?1", [&n.handle])?;
             db.execute("DELETE FROM pending_shares WHERE node = ?1", [&n.handle])?;
         }
-        for n in nodes {
-            if let Some(b) = &n.blob {
-                let refs: i64 =
-                    db.query_row("SELECT COUNT(*) FROM nodes WHERE blob = ?1", [b], |r| {
-                        r.get(0)
-                    })?;
-                if refs == 0 {
-                    orphaned.push(b.clone());
-                }
+        let blobs: std::collections::BTreeSet<&String> =
+            nodes.iter().filter_map(|n| n.blob.as_ref()).collect();
+        for b in blobs {
+            let used: bool = db.query_row(BLOB_USED, [b], |r| r.get(0))?;
+            if !used {
+                orphaned.push(b.clone());
             }
         }
         Ok(orphaned)
@@ -1078,6 +1082,26 @@ impl Queries for MutexGuard<'_, Connection> {
 
 #[cfg(test)]
 mod tests {
+    /// Deleting nodes asks, per blob, whether another node uses it: an index lookup, not a
+    /// scan of every node (a folder of 3,000 files took 22 s to delete at 100,000 nodes).
+    #[test]
+    fn whether_a_blob_is_still_used_is_an_index_lookup() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::SCHEMA).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::BLOB_USED))
+            .unwrap()
+            .query_map(["b"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|d| d.contains("INDEX nodes_blob")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|d| d.starts_with("SCAN nodes")), "{plan:?}");
+    }
+
     use super::*;
 
     fn node(handle: &str, owner: &str, parent: &str, kind: i64, size: i64) -> Node {
