@@ -1099,7 +1099,10 @@ mod tests {
             plan.iter().any(|d| d.contains("INDEX nodes_blob")),
             "{plan:?}"
         );
-        assert!(!plan.iter().any(|d| d.starts_with("SCAN nodes")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN nodes")),
+            "{plan:?}"
+        );
     }
 
     use super::*;
