@@ -275,7 +275,6 @@ impl Client {
         if !self.cache_writer() {
             return;
         }
-        *self.cache_slot() = None;
         let keys = self.read_tree().keys().clone();
         let base = self.api.config().base_url.clone();
         let task = tokio::task::spawn_blocking(move || {

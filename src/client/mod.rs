@@ -283,9 +283,13 @@ impl Client {
                 "some nodes cannot be decrypted; they are shown as [undecryptable]"
             );
         }
-        // A cache file still being written holds an older tree: it is not this one's.
+        // The open cache file, or one still being written, holds an older tree: neither is
+        // this one's (if no new file is written, the old one stays as it was, whole at its
+        // own cursor, for the next start).
         let abandoned = self.take_cache_build();
+        let replaced = self.cache.lock().unwrap_or_else(|e| e.into_inner()).take();
         let epoch = self.install_tree(tree);
+        drop(replaced);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn.clone();
         if let Some(old) = abandoned {
             old.wait().await;
