@@ -198,7 +198,7 @@ impl Client {
     /// cache the list of changes is just dropped.
     pub(super) async fn commit_cache(&self) {
         self.adopt_cache_build(false).await;
-        if self.cache_build_slot().is_some() {
+        if self.cache_build.lock().await.is_some() {
             // The file is still being written: what changed stays to be committed to it.
             return;
         }
@@ -268,7 +268,7 @@ impl Client {
     /// Replaces the cache file with a freshly fetched tree (of epoch `epoch`), in the
     /// background: the tree is in memory and in use meanwhile, its changes kept to be
     /// committed once the file is there ([`adopt_cache_build`](Self::adopt_cache_build)).
-    pub(super) fn write_cache(&self, rows: Vec<Row>, meta: Meta, sn: String, epoch: u64) {
+    pub(super) async fn write_cache(&self, rows: Vec<Row>, meta: Meta, sn: String, epoch: u64) {
         let Some(path) = self.cache_file.clone() else {
             return;
         };
@@ -287,47 +287,45 @@ impl Client {
             );
             c
         });
-        *self.cache_build_slot() = Some(Build { epoch, task });
+        *self.cache_build.lock().await = Some(Build { epoch, task });
     }
 
-    fn cache_build_slot(&self) -> std::sync::MutexGuard<'_, Option<Build>> {
-        self.cache_build.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The cache file being written, if any, no longer to be adopted.
-    pub(super) fn take_cache_build(&self) -> Option<Build> {
-        self.cache_build_slot().take()
+    /// The cache file being written, if any, no longer to be adopted (waits for an adoption
+    /// under way to end).
+    pub(super) async fn take_cache_build(&self) -> Option<Build> {
+        self.cache_build.lock().await.take()
     }
 
     /// Once the file being written is there (or at once, waiting for it, with `wait`), the
-    /// tree is served from it if it is still the tree the file was written from.
+    /// tree is served from it if it is still the tree the file was written from. The build
+    /// stays in its slot (locked) until this is done, so a commit meanwhile waits and then
+    /// sees the file in use, never a moment with neither.
     async fn adopt_cache_build(&self, wait: bool) {
-        let build = {
-            let mut slot = self.cache_build_slot();
-            match slot.as_ref() {
-                Some(b) if wait || b.task.is_finished() => slot.take(),
-                _ => None,
-            }
-        };
-        let Some(Build { epoch, task }) = build else {
+        let mut slot = self.cache_build.lock().await;
+        let Some(build) = slot.as_mut() else {
             return;
         };
-        match task.await {
+        if !wait && !build.task.is_finished() {
+            return;
+        }
+        let made = (&mut build.task).await;
+        let epoch = build.epoch;
+        match made {
             Ok(Ok(c)) => {
                 let mut tree = self.write_tree();
-                if self.tree_epoch.load(Ordering::SeqCst) != epoch {
-                    // Another tree was put in place meanwhile (it writes its own file).
-                    return;
+                if self.tree_epoch.load(Ordering::SeqCst) == epoch {
+                    // The tree is now served from the file: what it holds need not stay in
+                    // memory (what changed since it was written stays until committed).
+                    tree.attach(c.backing(self.cache_damaged.clone()));
+                    *self.cache_slot() = Some(c);
+                    tree.trim(self.tree_nodes);
                 }
-                // The tree is now served from the file: what it holds need not stay in
-                // memory (what changed since it was written stays until committed).
-                tree.attach(c.backing(self.cache_damaged.clone()));
-                *self.cache_slot() = Some(c);
-                tree.trim(self.tree_nodes);
+                // Else another tree was put in place meanwhile (it writes its own file).
             }
             Ok(Err(e)) => tracing::warn!("{e}; continuing without the tree cache"),
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),
         }
+        *slot = None;
     }
 
     /// Waits for a cache file being written after a fetch, then commits what changed since:
@@ -340,7 +338,8 @@ impl Client {
 
     /// Whether a cache file is being written (after a fetch) and not yet in use.
     pub fn cache_writing(&self) -> bool {
-        self.cache_build_slot().is_some()
+        // Locked: being adopted right now, so not in use yet.
+        self.cache_build.try_lock().map_or(true, |b| b.is_some())
     }
 
     /// The background part of following the tree: serves it from a cache file written

@@ -93,7 +93,7 @@ pub struct Client {
     tree_nodes: usize,
     /// A cache file being written in the background after a fetch, with the epoch of the
     /// tree it holds (see [`cached`]).
-    cache_build: Mutex<Option<cached::Build>>,
+    cache_build: tokio::sync::Mutex<Option<cached::Build>>,
     /// Bumped each time a new tree is put in place (fetched or opened from the cache).
     tree_epoch: AtomicU64,
 }
@@ -188,7 +188,7 @@ impl Client {
             cache_lock: Mutex::new(None),
             cache_damaged: Arc::new(tokio::sync::Notify::new()),
             tree_nodes,
-            cache_build: Mutex::new(None),
+            cache_build: tokio::sync::Mutex::new(None),
             tree_epoch: AtomicU64::new(0),
         };
         client.load_keys().await?;
@@ -286,7 +286,7 @@ impl Client {
         // The open cache file, or one still being written, holds an older tree: neither is
         // this one's (if no new file is written, the old one stays as it was, whole at its
         // own cursor, for the next start).
-        let abandoned = self.take_cache_build();
+        let abandoned = self.take_cache_build().await;
         let replaced = self.cache.lock().unwrap_or_else(|e| e.into_inner()).take();
         let epoch = self.install_tree(tree);
         drop(replaced);
@@ -295,7 +295,7 @@ impl Client {
             old.wait().await;
         }
         if let (Some((rows, meta)), Some(sn)) = (snapshot, sn) {
-            self.write_cache(rows, meta, sn, epoch);
+            self.write_cache(rows, meta, sn, epoch).await;
         }
         Ok(())
     }
@@ -408,7 +408,7 @@ impl Client {
     /// Ends the session on the server and removes the account's tree cache.
     pub async fn logout(&self) -> Result<()> {
         session::logout(&self.api).await?;
-        if let Some(build) = self.take_cache_build() {
+        if let Some(build) = self.take_cache_build().await {
             build.wait().await;
         }
         self.forget_cache();
