@@ -37,7 +37,7 @@ impl Build {
 }
 
 impl Client {
-    fn cache_slot(&self) -> std::sync::MutexGuard<'_, Option<TreeCache>> {
+    pub(super) fn cache_slot(&self) -> std::sync::MutexGuard<'_, Option<TreeCache>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -197,8 +197,7 @@ impl Client {
     /// Commits the nodes changed since the last commit with the current cursor. Without a
     /// cache the list of changes is just dropped.
     pub(super) async fn commit_cache(&self) {
-        self.adopt_cache_build(false).await;
-        if self.cache_build.lock().await.is_some() {
+        if self.adopt_cache_build(false).await {
             // The file is still being written: what changed stays to be committed to it.
             return;
         }
@@ -299,14 +298,15 @@ impl Client {
     /// Once the file being written is there (or at once, waiting for it, with `wait`), the
     /// tree is served from it if it is still the tree the file was written from. The build
     /// stays in its slot (locked) until this is done, so a commit meanwhile waits and then
-    /// sees the file in use, never a moment with neither.
-    async fn adopt_cache_build(&self, wait: bool) {
+    /// sees the file in use, never a moment with neither. Returns whether the file is still
+    /// being written.
+    async fn adopt_cache_build(&self, wait: bool) -> bool {
         let mut slot = self.cache_build.lock().await;
         let Some(build) = slot.as_mut() else {
-            return;
+            return false;
         };
         if !wait && !build.task.is_finished() {
-            return;
+            return true;
         }
         let made = (&mut build.task).await;
         let epoch = build.epoch;
@@ -326,6 +326,7 @@ impl Client {
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),
         }
         *slot = None;
+        false
     }
 
     /// Waits for a cache file being written after a fetch, then commits what changed since:

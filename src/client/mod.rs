@@ -287,7 +287,7 @@ impl Client {
         // this one's (if no new file is written, the old one stays as it was, whole at its
         // own cursor, for the next start).
         let abandoned = self.take_cache_build().await;
-        let replaced = self.cache.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let replaced = self.cache_slot().take();
         let epoch = self.install_tree(tree);
         drop(replaced);
         *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn.clone();
@@ -337,7 +337,7 @@ impl Client {
         let mut old = std::mem::replace(&mut *self.write_tree(), NodeTree::new(keys));
         // The cache file is closed properly (its log folded in), only the memory is left.
         drop(old.detach());
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.cache_slot() = None;
         std::mem::forget(old);
     }
 
