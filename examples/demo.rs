@@ -89,9 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("\n  Cloud Drive:");
-    for n in client.children(&root) {
+    for n in client.children(&root)? {
         println!("    {:<12} {:>9} bytes  mtime {}", n.name, n.size, n.mtime);
-        for c in client.children(&n.handle) {
+        for c in client.children(&n.handle)? {
             println!(
                 "      {:<10} {:>9} bytes  mtime {}",
                 c.name, c.size, c.mtime

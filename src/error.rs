@@ -94,6 +94,11 @@ pub enum Error {
     /// The configuration or a credentials file is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The tree cache this tree is served from turned out damaged while it was read: what
+    /// was read is not trusted (a folder is never shown as empty for it). The tree is
+    /// fetched again (the mount does it at once; megacmd and sync at their next start).
+    #[error("the tree cache {} is damaged; the tree is fetched again, try again", .path.display())]
+    CacheDamaged { path: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -120,7 +125,8 @@ impl Error {
             | Error::Network { .. }
             | Error::Protocol(_)
             | Error::ShortRead { .. }
-            | Error::Config(_) => {}
+            | Error::Config(_)
+            | Error::CacheDamaged { .. } => {}
             Error::Local { path, .. } => {
                 if path.is_none() {
                     *path = Some(PathBuf::from(thing.into()));

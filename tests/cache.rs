@@ -732,3 +732,196 @@ async fn changes_made_while_the_cache_is_first_written_are_kept() {
     assert_eq!(env.server.stats().commands("f"), f_count, "not warm");
     assert_eq!(listing(&warm), want);
 }
+
+/// Trust regression (a second process missed an acknowledged change: `megacmd list` beside a
+/// mount showed 199 of 200 new files in 2 rounds of 40): a client's own echo can reach its
+/// event channel before the reply of the command is in its tree. The cache must then not be
+/// committed with a cursor past that echo, or a process starting from the file never sees
+/// the change. Deterministic: the server holds every reply back after sending the packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_sees_every_change_the_first_acknowledged() {
+    let env = Env::start().await;
+    env.user("ack@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let writer = std::sync::Arc::new(login_cached(&env, "ack@example.com", &cache_dir).await);
+    let mut watcher = writer.watch().unwrap();
+    let root = writer.root().unwrap().handle;
+    env.server.faults().update(|f| f.cs_reply_delay_ms = 400);
+    for i in 0..3 {
+        writer.mkdir(&root, &format!("d{i}")).await.unwrap();
+        // The echo was seen (and a commit made) before the reply came back.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(100), watcher.events.recv()).await
+        {}
+        // Acknowledged: a second process starts now, from the cache file.
+        let reader = login_cached(&env, "ack@example.com", &cache_dir).await;
+        for j in 0..=i {
+            assert!(
+                reader.resolve(&format!("/d{j}")).is_ok(),
+                "round {i}: the reader misses d{j}"
+            );
+        }
+    }
+    env.server.faults().update(|f| f.cs_reply_delay_ms = 0);
+}
+
+/// Trust regression (a folder whose cached row failed its checksum was served as empty): a
+/// lookup or listing that meets damage is an error — for the engine, megacmd (a failed
+/// command, then a good run once the file is rebuilt), two-way sync (no plan made: the local
+/// file whose remote row is damaged is not deleted) and the mount (EIO, then the right
+/// listing once the tree is fetched again) — never an empty or short folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cache_is_an_error_never_an_empty_folder() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let first = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&first).await;
+    drop(first);
+    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+    // The rows of the files inside folders (not read at start) fail their checksums.
+    let damage = |path: &Path| {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE nodes SET s = s + 1 \
+                 WHERE t = 0 AND p IN (SELECT h FROM nodes WHERE t = 1)",
+                [],
+            )
+            .unwrap();
+        assert!(n >= 2);
+    };
+    let warm = login_cached(&env, "a@example.com", &cache_dir).await;
+    damage(&file_of(&env, &warm, &cache_dir));
+    let docs = warm.resolve("/Quarterly-report-folder").unwrap();
+    let e = warm.children(&docs.handle).unwrap_err();
+    assert!(matches!(e, mega_mount::Error::CacheDamaged { .. }), "{e}");
+    let e = warm
+        .resolve("/Quarterly-report-folder/Quarterly-report.txt")
+        .unwrap_err();
+    assert!(matches!(e, mega_mount::Error::CacheDamaged { .. }), "{e}");
+    assert!(mega_mount::sync::oneway::remote_listing(&warm, &docs.handle).is_err());
+    // Nothing is decided on it either.
+    assert!(warm.mkdir(&docs.handle, "new").await.is_err());
+    drop(warm);
+
+    // megacmd: the command fails; the next one (the file rebuilt) lists it right.
+    let cmd = Cmd::new(&env, "a@example.com");
+    let trees = cmd.home.join(".cache/mega-mount/trees");
+    cmd.ok(&["ls", "mega:/"]).await;
+    let file = std::fs::read_dir(&trees)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "db"))
+        .unwrap();
+    damage(&file);
+    let o = cmd.run(&["ls", "mega:/Quarterly-report-folder/"]).await;
+    assert_ne!(o.code, 0, "listed from a damaged cache: {}", o.stdout);
+    assert!(o.stderr.contains("damaged"), "{}", o.stderr);
+    assert!(!o.stdout.contains("Quarterly-report.txt"));
+    let o = cmd.ok(&["ls", "mega:/Quarterly-report-folder/"]).await;
+    assert!(o.stdout.contains("Quarterly-report.txt"), "{}", o.stdout);
+
+    // Two-way sync: a remote file missing from a damaged listing is not a remote deletion.
+    let local = env.dir.path().join("local");
+    cmd.ok(&[
+        "sync",
+        "--two-way",
+        &local.display().to_string(),
+        "mega:/Quarterly-report-folder",
+    ])
+    .await;
+    let synced = local.join("Quarterly-report.txt");
+    assert!(synced.exists());
+    damage(&file);
+    let o = cmd
+        .run(&[
+            "sync",
+            "--two-way",
+            &local.display().to_string(),
+            "mega:/Quarterly-report-folder",
+        ])
+        .await;
+    assert_ne!(o.code, 0, "synced from a damaged cache: {}", o.stdout);
+    assert!(
+        synced.exists(),
+        "a local file was removed on a damaged listing"
+    );
+
+    // The mount: EIO for the listing that met the damage, then the right one.
+    let m = Mount::start(&env, "a@example.com", &[], true);
+    drop(m);
+    let mhome = env.dir.path().join("mount-home");
+    let m = Mount::start_in(&env, "a@example.com", &mhome, &[], true);
+    drop(m);
+    let mfile = std::fs::read_dir(mhome.join("cache/mega-mount/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "db"))
+        .unwrap();
+    damage(&mfile);
+    let m = Mount::start_in(&env, "a@example.com", &mhome, &[], true);
+    let p = m.path("Quarterly-report-folder");
+    let names = |p: PathBuf| {
+        move || -> std::io::Result<Vec<String>> {
+            let mut v: Vec<String> = std::fs::read_dir(p)?
+                .map(|e| e.map(|e| e.file_name().into_string().unwrap()))
+                .collect::<std::io::Result<_>>()?;
+            v.sort();
+            Ok(v)
+        }
+    };
+    let first = common::mount::op("ls damaged", names(p.clone())).await;
+    match first {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(5), "{e}"),
+        Ok(v) => panic!("a damaged folder listed as {v:?}"),
+    }
+    common::mount::eventually_on_mount(20, "the folder listed again", move || {
+        names(p.clone())().is_ok_and(|v| v.contains(&"Quarterly-report.txt".to_string()))
+    })
+    .await;
+}
+
+/// Trust: what the cache file says about the whole tree (share keys, roots, incoming shares,
+/// the cursor, the counts) is checksummed: a file whose state record was changed is not
+/// trusted, and the tree is fetched instead.
+#[tokio::test]
+async fn a_cache_whose_state_record_changed_is_refetched() {
+    let env = Env::start().await;
+    env.user("a@example.com", UserOptions::default()).await;
+    let cache_dir = env.dir.path().join("cache");
+    let a = login_cached(&env, "a@example.com", &cache_dir).await;
+    populate(&a).await;
+    let truth = listing(&a);
+    let path = file_of(&env, &a, &cache_dir);
+    drop(a);
+    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+    for (what, sql) in [
+        (
+            "cursor",
+            "UPDATE meta SET value = value || 'x' WHERE name = 'sn'",
+        ),
+        (
+            "incoming shares",
+            "UPDATE meta SET value = replace(value, '\"inshares\":[]', \
+             '\"inshares\":[\"AAAAAAAA\"]') WHERE name = 'meta'",
+        ),
+        (
+            "node count",
+            "UPDATE counts SET n = n + 1 WHERE name = 'nodes'",
+        ),
+    ] {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(conn.execute(sql, []).unwrap(), 1, "{what}");
+        drop(conn);
+        let f_count = env.server.stats().commands("f");
+        let c = login_cached(&env, "a@example.com", &cache_dir).await;
+        assert_eq!(
+            env.server.stats().commands("f"),
+            f_count + 1,
+            "{what}: a changed state record was trusted"
+        );
+        assert_eq!(listing(&c), truth, "{what}");
+        drop(c);
+    }
+}

@@ -191,7 +191,11 @@ async fn folders_rename_move_trash_delete() {
     c.trash(&f.handle).await.unwrap();
     assert!(c.resolve("/b/g.txt").is_err());
     let rubbish = c.rubbish().unwrap().handle;
-    assert!(c.children(&rubbish).iter().any(|n| n.name == "g.txt"));
+    assert!(c
+        .children(&rubbish)
+        .unwrap()
+        .iter()
+        .any(|n| n.name == "g.txt"));
     c.delete(&a.handle).await.unwrap();
 
     // The server agrees: a fresh session sees the same tree.
@@ -202,6 +206,7 @@ async fn folders_rename_move_trash_delete() {
     let rubbish = fresh.rubbish().unwrap().handle;
     let g = fresh
         .children(&rubbish)
+        .unwrap()
         .into_iter()
         .find(|n| n.name == "g.txt")
         .unwrap();

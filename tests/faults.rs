@@ -38,11 +38,11 @@ async fn survives(fault: FaultConfig, check: impl Fn(&FaultConfig) -> bool) {
     let fresh = env.login("f@example.com").await;
     let root = fresh.root().unwrap().handle;
     assert_eq!(
-        fresh.children(&root).len(),
+        fresh.children(&root).unwrap().len(),
         1,
         "duplicate nodes under {fault:?}"
     );
-    assert_eq!(fresh.children(&dir.handle).len(), 1);
+    assert_eq!(fresh.children(&dir.handle).unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

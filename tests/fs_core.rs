@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::mount::fs_core;
+use common::mount::{fs_core, fs_core_with};
 use common::{data, Env};
 
 /// Regression (CI flake "not visible within 2 s: a remote rename"): a lookup of the new name
@@ -82,6 +82,7 @@ async fn a_flush_in_the_middle_of_writing_loses_nothing() {
     let root = other.root().unwrap().handle;
     let named: Vec<_> = other
         .children(&root)
+        .unwrap()
         .into_iter()
         .filter(|n| n.name == "x.bin")
         .collect();
@@ -117,6 +118,7 @@ async fn a_rename_during_a_commit_keeps_the_new_name() {
     let root = other.root().unwrap().handle;
     let names: Vec<String> = other
         .children(&root)
+        .unwrap()
         .into_iter()
         .map(|n| n.name.clone())
         .collect();
@@ -235,4 +237,199 @@ async fn a_truncate_racing_the_release_of_a_writer_is_saved() {
     other.fetch().await.unwrap();
     let f = other.resolve("/f").unwrap();
     assert_eq!(f.size, 1, "the truncate reached MEGA");
+}
+
+/// Reads a whole file through the core, 256 KiB at a time; the first error's errno.
+async fn read_all(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, ino: u64) -> Result<Vec<u8>, i32> {
+    let fh = fs.open(ino, false, false).await.map_err(|e| e.errno())?;
+    let mut out = Vec::new();
+    let r = loop {
+        match fs.read(ino, fh, out.len() as u64, 256 * 1024).await {
+            Ok(part) if part.is_empty() => break Ok(()),
+            Ok(part) => out.extend(part),
+            Err(e) => break Err(e.errno()),
+        }
+    };
+    fs.release(fh).await.map_err(|e| e.errno())?;
+    r.map(|()| out)
+}
+
+/// Trust regression (served tampered bytes): a file larger than the block cache read once
+/// (and verified), then changed on the server: the chunks fetched again after the cache
+/// dropped them are checked against the MACs recorded when it verified. The second read fails
+/// with EIO, never returns the changed bytes, and the file stays failed. Both read modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_fetched_again_is_checked_against_the_verified_macs() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let c = env.account("again@example.com").await;
+    let root = c.root().unwrap().handle;
+    // 20 times the 1 MiB block cache.
+    let body = data(20 << 20, 7);
+    c.upload(&root, "big.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    for verify_full in [false, true] {
+        env.server
+            .faults()
+            .set(mega_testserver::FaultConfig::default());
+        let (fs, _client) = fs_core_with(&env, "again@example.com", |c| {
+            c.verify_full = verify_full;
+        })
+        .await;
+        let ino = fs.lookup(ROOT_INO, "big.bin").unwrap().ino;
+        assert!(
+            read_all(&fs, ino).await.unwrap() == body,
+            "verified first read"
+        );
+        // The server changes the content from 5 MiB of the next downloads on.
+        env.server.faults().update(|f| f.corrupt_after = 5 << 20);
+        let again = read_all(&fs, ino).await;
+        assert_eq!(
+            again.map(|b| b == body),
+            Err(5),
+            "EIO on the second read (verify_full {verify_full})"
+        );
+        assert!(
+            env.server.faults().get().corrupt_downloads,
+            "the tampering was served"
+        );
+        // Served intact again: the file stays failed (its verdict is kept).
+        env.server
+            .faults()
+            .set(mega_testserver::FaultConfig::default());
+        assert_eq!(read_all(&fs, ino).await.map(|_| ()), Err(5));
+    }
+}
+
+/// The contents of a file and its previous versions (newest first), as another client sees
+/// them.
+async fn versions_of(c: &mega_mount::Client, path: &str) -> Vec<Vec<u8>> {
+    c.fetch().await.unwrap();
+    let f = c.resolve(path).unwrap();
+    let mut handles = vec![f.handle.clone()];
+    handles.extend(
+        c.read_tree()
+            .versions(&f.handle)
+            .iter()
+            .map(|n| n.handle.clone()),
+    );
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(c.download_to_vec(&h).await.unwrap());
+    }
+    out
+}
+
+/// Trust regression (one key for every commit of a handle): write, fsync, overwrite, close.
+/// Both versions are on MEGA, each under its own key and nonce (the audit would see the
+/// second commit reuse the first one's keystream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_commit_of_a_handle_has_its_own_key() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("rekey@example.com").await;
+    let (fs, _client) = fs_core(&env, "rekey@example.com").await;
+    let (a, b) = (vec![b'A'; 1 << 20], vec![b'B'; 1 << 20]);
+    let (_, fh) = fs.create(ROOT_INO, "f.bin").await.unwrap();
+    fs.write(fh, 0, &a).await.unwrap();
+    fs.flush(fh).await.unwrap(); // fsync
+    fs.write(fh, 0, &b).await.unwrap();
+    fs.flush(fh).await.unwrap(); // close: flush, then release
+    fs.release(fh).await.unwrap();
+    assert!(versions_of(&other, "/f.bin").await == vec![b.clone(), a.clone()]);
+    let report = env.assert_fresh_keystreams();
+    assert_eq!(report.checked, 2);
+    // A commit that failed after sending (the key went out) and is retried without any
+    // change in between also gets a fresh key.
+    let (_, fh) = fs.create(ROOT_INO, "g.bin").await.unwrap();
+    fs.write(fh, 0, &a).await.unwrap();
+    env.server.faults().update(|f| f.cs_http500 = 1000);
+    assert!(fs.flush(fh).await.is_err());
+    env.server.faults().update(|f| f.cs_http500 = 0);
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert!(versions_of(&other, "/g.bin").await == vec![a.clone()]);
+    // Nothing is left in the staging folder.
+    assert_eq!(staging_files(&fs), 0);
+}
+
+fn staging_files(fs: &mega_mount::fs::MegaFs) -> usize {
+    std::fs::read_dir(fs.config().cache_dir.join("staging"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Trust regression: two handles of one file, and one handle whose copies (`dup`) are closed
+/// one after the other (each close is a commit): every commit under its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_descriptors_closed_one_after_the_other_commit_under_fresh_keys() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("dup@example.com").await;
+    let root = other.root().unwrap().handle;
+    other
+        .upload(&root, "f.txt", &mut &b"original"[..], 8, 0, None)
+        .await
+        .unwrap();
+    let (fs, _client) = fs_core(&env, "dup@example.com").await;
+    let ino = fs.lookup(ROOT_INO, "f.txt").unwrap().ino;
+    // Two opens, each writing, closed in turn.
+    let (h1, h2) = (
+        fs.open(ino, true, false).await.unwrap(),
+        fs.open(ino, true, false).await.unwrap(),
+    );
+    fs.write(h1, 0, b"ONE-----").await.unwrap();
+    fs.write(h2, 0, b"TWO-----").await.unwrap();
+    fs.release(h1).await.unwrap();
+    fs.release(h2).await.unwrap();
+    // One handle, two descriptors: a close (flush) of the copy, more writes, the last close.
+    let h = fs.open(ino, true, false).await.unwrap();
+    fs.write(h, 0, b"THREE---").await.unwrap();
+    fs.flush(h).await.unwrap();
+    fs.write(h, 0, b"FOUR----").await.unwrap();
+    fs.flush(h).await.unwrap();
+    fs.release(h).await.unwrap();
+    let v = versions_of(&other, "/f.txt").await;
+    assert_eq!(v.len(), 5, "four commits over the original");
+    assert_eq!(v[0], b"FOUR----");
+    assert_eq!(env.assert_fresh_keystreams().checked, 5);
+}
+
+/// Trust regression: a crash after a commit and more writes. The staging file left behind is
+/// recovered by the next start under a fresh key, never under the key the commit used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_after_a_crash_that_followed_a_commit_uses_a_fresh_key() {
+    use mega_mount::fs::{Recovered, ROOT_INO};
+    let env = Env::start().await;
+    let other = env.account("crash@example.com").await;
+    let cache = env.dir.path().join("crash-cache");
+    let (fs, _client) =
+        fs_core_with(&env, "crash@example.com", |c| c.cache_dir = cache.clone()).await;
+    let (a, b) = (vec![b'A'; 300_000], vec![b'B'; 300_000]);
+    let (_, fh) = fs.create(ROOT_INO, "db.bin").await.unwrap();
+    fs.write(fh, 0, &a).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.write(fh, 0, &b).await.unwrap();
+    // The daemon dies here: no release, the staging file stays.
+    drop(fs);
+    let (fs, _client) =
+        fs_core_with(&env, "crash@example.com", |c| c.cache_dir = cache.clone()).await;
+    let recovered = fs.recover_unsaved().await;
+    assert!(
+        matches!(recovered.as_slice(), [Recovered::Saved { origin, .. }] if origin == "/db.bin"),
+        "{recovered:?}"
+    );
+    assert_eq!(staging_files(&fs), 0, "recovered and removed");
+    other.fetch().await.unwrap();
+    let root = other.root().unwrap().handle;
+    let saved = other
+        .children(&root)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name.starts_with("db (unsaved "))
+        .expect("the recovered copy");
+    assert!(other.download_to_vec(&saved.handle).await.unwrap() == b);
+    assert!(versions_of(&other, "/db.bin").await == vec![a]);
+    assert_eq!(env.assert_fresh_keystreams().checked, 2);
 }

@@ -506,6 +506,85 @@ async fn public_links_and_error_exit_codes() {
     env.server.faults().set(FaultConfig::default());
 }
 
+/// Trust: a file downloaded (and verified) once, then changed on the server, fails the next
+/// download with the integrity exit code and nothing under the target name; the first copy is
+/// left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_a_file_tampered_after_a_first_download_fails() {
+    let env = Env::start().await;
+    let c = env.account("twice@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(3_000_000, 4);
+    c.upload(&root, "f.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    let m = Cmd::new(&env, "twice@example.com");
+    let (first, second) = (
+        env.dir.path().join("first.bin"),
+        env.dir.path().join("second.bin"),
+    );
+    m.ok(&["get", "mega:/f.bin", &s(&first)]).await;
+    assert!(std::fs::read(&first).unwrap() == body);
+    env.server.faults().update(|f| f.corrupt_after = 1 << 20);
+    let o = m.fails(&["get", "mega:/f.bin", &s(&second)], 9).await;
+    assert!(o.stderr.contains("MAC"), "{}", o.stderr);
+    assert!(!second.exists());
+    assert!(std::fs::read(&first).unwrap() == body);
+    // `cat` refuses it too, and writes nothing of it.
+    let o = m.fails(&["cat", "mega:/f.bin"], 9).await;
+    assert!(o.stdout.is_empty());
+    env.server
+        .faults()
+        .set(mega_testserver::FaultConfig::default());
+}
+
+/// Trust: `cat` verifies the whole file before writing any of it, and meanwhile keeps no
+/// plaintext on disk: neither its temporary folder nor its cache holds the file's bytes while
+/// it runs or afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_keeps_no_plaintext_on_disk() {
+    let env = Env::start().await;
+    let c = env.account("catp@example.com").await;
+    let root = c.root().unwrap().handle;
+    let marker = b"CAT-PLAINTEXT-MARKER-7f3a";
+    // 40 MB: past what cat keeps in memory.
+    let body: Vec<u8> = marker.iter().copied().cycle().take(40 << 20).collect();
+    c.upload(&root, "p.txt", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    let m = Cmd::new(&env, "catp@example.com");
+    let (tmp, home) = (m.tmp(), m.home.clone());
+    // Slow enough to look at its files while it runs.
+    env.server.faults().update(|f| f.bandwidth_bps = 20 << 20);
+    let mut child = m.command(&["cat", "mega:/p.txt"]);
+    child.stdout(std::process::Stdio::piped());
+    let child = child.spawn().unwrap();
+    let out = tokio::spawn(async move { child.wait_with_output().await.unwrap() });
+    let mut looks = 0;
+    while !out.is_finished() {
+        let (t, h) = (tmp.clone(), home.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            common::file_holding(&t, marker).or_else(|| common::file_holding(&h, marker))
+        })
+        .await
+        .unwrap();
+        assert_eq!(found, None, "plaintext on disk while cat runs");
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.server.faults().update(|f| f.bandwidth_bps = 0);
+    let out = out.await.unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == body, "cat wrote the file");
+    assert!(looks >= 3, "looked while it ran ({looks} times)");
+    assert_eq!(common::file_holding(&m.home, marker), None);
+    assert_eq!(
+        std::fs::read_dir(m.tmp()).unwrap().count(),
+        0,
+        "nothing left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_survive_eagain_and_dropped_connections() {
     let env = Env::start().await;
@@ -855,7 +934,12 @@ async fn long_remote_names_download() {
     m.ok(&["sync", &s(&out), "mega:/"]).await;
     let c = env.login("long@example.com").await;
     let root = c.root().unwrap().handle;
-    let names: Vec<String> = c.children(&root).into_iter().map(|n| n.name).collect();
+    let names: Vec<String> = c
+        .children(&root)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     assert!(
         !names.iter().any(|n| n.contains("%~")),
         "no node got the shortened name: {names:?}"

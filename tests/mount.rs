@@ -204,7 +204,12 @@ async fn read_write_and_namespace_operations() {
     op("rm", move || std::fs::remove_file(p).unwrap()).await;
     c.fetch().await.unwrap();
     let rubbish = c.rubbish().unwrap().handle;
-    let in_rubbish: Vec<String> = c.children(&rubbish).into_iter().map(|n| n.name).collect();
+    let in_rubbish: Vec<String> = c
+        .children(&rubbish)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     assert!(
         in_rubbish.contains(&"big.bin".to_string()),
         "{in_rubbish:?}"
@@ -304,6 +309,115 @@ async fn verify_full_serves_nothing_before_the_whole_file_verified() {
     .await;
     assert_eq!(e.raw_os_error(), Some(5));
     env.server.faults().update(|f| f.corrupt_downloads = false);
+}
+
+/// Drops the kernel's cached pages of a file on the mount, so that the next read asks the
+/// daemon.
+fn drop_pages(p: &std::path::Path) {
+    let f = std::fs::File::open(p).unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// Trust regression (a tampered re-fetch was served): with a block cache smaller than the
+/// file, a file copied in and read back (verified) is changed on the server; reading it again
+/// fetches its chunks again, and they must match the MACs recorded when it verified: EIO,
+/// never the changed bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_on_the_server_after_it_verified_reads_as_eio() {
+    let env = Env::start().await;
+    env.account("tamper@example.com").await;
+    let m = Mount::start(&env, "tamper@example.com", &["-o", "cache_size=1M"], true);
+    let body = data(24 << 20, 11);
+    let (p, b) = (m.path("big.bin"), body.clone());
+    op("cp in", move || std::fs::write(p, b).unwrap()).await;
+    let p = m.path("big.bin");
+    let back = op("read back", move || {
+        drop_pages(&p);
+        std::fs::read(&p).unwrap()
+    })
+    .await;
+    assert!(back == body, "read back whole");
+    env.server.faults().update(|f| f.corrupt_after = 7 << 20);
+    let p = m.path("big.bin");
+    let again = op("read again", move || {
+        drop_pages(&p);
+        std::fs::read(&p)
+    })
+    .await;
+    let e = again.map(|b| b == body).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(5), "EIO, got {e}");
+    assert!(
+        env.server.faults().get().corrupt_downloads,
+        "tampered bytes were served"
+    );
+    env.server
+        .faults()
+        .set(mega_testserver::FaultConfig::default());
+}
+
+/// Trust: `touch` of a file that has no fingerprint (uploaded by a client that writes none)
+/// computes its checksum from the verified content in memory: no plaintext in the daemon's
+/// temporary folder or cache, during or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touch_of_a_file_without_a_fingerprint_keeps_no_plaintext_on_disk() {
+    use mega_mount::crypto::{attr, b64};
+    use mega_testserver::Queries;
+    let env = Env::start().await;
+    let c = env.account("touchp@example.com").await;
+    let root = c.root().unwrap().handle;
+    let marker = b"TOUCH-PLAINTEXT-MARKER-91c2";
+    let body: Vec<u8> = marker.iter().copied().cycle().take(12 << 20).collect();
+    let n = c
+        .upload(
+            &root,
+            "nofp.txt",
+            &mut &body[..],
+            body.len() as u64,
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+    // Its attributes as a client that writes no fingerprint leaves them: the name only.
+    let key = n.key.as_ref().unwrap().attr_key();
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("n".into(), serde_json::json!("nofp.txt"));
+    let a = b64::encode(&attr::encrypt(&key, &attrs));
+    env.server
+        .store()
+        .lock()
+        .set_attrs(&n.handle.0, &a)
+        .unwrap();
+    let m = Mount::start(&env, "touchp@example.com", &[], true);
+    env.server.faults().update(|f| f.bandwidth_bps = 8 << 20);
+    let p = m.path("nofp.txt");
+    let touch = tokio::spawn(op("touch", move || {
+        let s = Command::new("touch")
+            .args(["-d", "@1500000000"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }));
+    let mut looks = 0;
+    while !touch.is_finished() {
+        let h = m.home.clone();
+        let found = tokio::task::spawn_blocking(move || common::file_holding(&h, marker))
+            .await
+            .unwrap();
+        assert_eq!(found, None, "plaintext on disk while touch runs");
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    touch.await.unwrap();
+    env.server.faults().update(|f| f.bandwidth_bps = 0);
+    assert!(looks >= 3, "looked while it ran ({looks} times)");
+    assert_eq!(common::file_holding(&m.home, marker), None);
+    assert_eq!(mtime(&m.path("nofp.txt")), 1_500_000_000);
+    c.fetch().await.unwrap();
+    let f = c.resolve("/nofp.txt").unwrap();
+    assert_eq!(f.mtime, 1_500_000_000, "the fingerprint carries the mtime");
+    assert!(c.download_to_vec(&f.handle).await.unwrap() == body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,6 +927,7 @@ fn staging_files(dir: &std::path::Path) -> Vec<PathBuf> {
 fn recovered_files(c: &mega_mount::Client, stem: &str) -> Vec<mega_mount::tree::Node> {
     let root = c.root().unwrap().handle;
     c.children(&root)
+        .unwrap()
         .into_iter()
         .filter(|n| n.name.starts_with(&format!("{stem} (unsaved ")))
         .collect()
@@ -1050,6 +1165,63 @@ async fn a_file_being_written_leaves_no_plaintext_on_disk() {
     let back = op("read while open", move || std::fs::read(p).unwrap()).await;
     assert_eq!(back.len(), marker.len() * 1000);
     drop(open);
+}
+
+/// Trust regression (one keystream for two versions), as a user meets it: write 1 MiB of `A`,
+/// `fsync`, overwrite with `B`, close — both versions are on MEGA under different keys. And
+/// the same again killed with SIGKILL after the overwrite: the next start recovers the
+/// unsaved `B` under a key of its own. (`Env`'s audit checks every key at the end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_written_through_one_descriptor_have_their_own_keys() {
+    use std::io::{Seek, Write};
+    let env = Env::start().await;
+    let c = env.account("ks@example.com").await;
+    let mut m = Mount::start(&env, "ks@example.com", &[], true);
+    let (a, b) = (vec![b'A'; 1 << 20], vec![b'B'; 1 << 20]);
+    let (p, q, a2, b2) = (m.path("f.bin"), m.path("g.bin"), a.clone(), b.clone());
+    let open = op("write, fsync, overwrite", move || {
+        let mut f = std::fs::File::create(p).unwrap();
+        f.write_all(&a2).unwrap();
+        f.sync_all().unwrap();
+        f.rewind().unwrap();
+        f.write_all(&b2).unwrap();
+        drop(f); // close: the second commit
+        let mut g = std::fs::File::create(q).unwrap();
+        g.write_all(&a2).unwrap();
+        g.sync_all().unwrap();
+        g.rewind().unwrap();
+        g.write_all(&b2).unwrap();
+        g // kept open: the daemon dies with these writes unsaved
+    })
+    .await;
+    c.fetch().await.unwrap();
+    let f = c.resolve("/f.bin").unwrap();
+    assert!(c.download_to_vec(&f.handle).await.unwrap() == b);
+    let old = c.read_tree().versions(&f.handle)[0].handle.clone();
+    assert!(c.download_to_vec(&old).await.unwrap() == a);
+    let report = env.assert_fresh_keystreams();
+    assert_eq!(report.checked, 3, "f twice, g once");
+
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(open);
+    let (api, home, dir) = (
+        env.server.base_url().to_string(),
+        m.home.clone(),
+        m.dir.clone(),
+    );
+    let out = op("restart", move || {
+        restart_and_stop(&api, "ks@example.com", &home, &dir)
+    })
+    .await;
+    c.fetch().await.unwrap();
+    let recovered = recovered_files(&c, "g");
+    assert_eq!(recovered.len(), 1, "{out}");
+    assert!(c.download_to_vec(&recovered[0].handle).await.unwrap() == b);
+    let g = c.resolve("/g.bin").unwrap();
+    assert!(c.download_to_vec(&g.handle).await.unwrap() == a);
+    assert_eq!(env.assert_fresh_keystreams().checked, 4);
 }
 
 /// After `kill -9` in the middle of writing, the next start uploads the writes that were not

@@ -85,7 +85,7 @@ impl Pair {
         let mut out = std::collections::BTreeMap::new();
         let mut stack = vec![(self.remote.clone(), String::new())];
         while let Some((h, rel)) = stack.pop() {
-            for n in self.other.children(&h) {
+            for n in self.other.children(&h).unwrap() {
                 let p = if rel.is_empty() {
                     n.name.clone()
                 } else {
@@ -115,6 +115,7 @@ impl Pair {
             let existing = self
                 .other
                 .children(&parent)
+                .unwrap()
                 .into_iter()
                 .find(|n| n.name == part);
             parent = match existing {
@@ -125,6 +126,7 @@ impl Pair {
         let old: Vec<NodeHandle> = self
             .other
             .children(&parent)
+            .unwrap()
             .into_iter()
             .filter(|n| n.name == name)
             .map(|n| n.handle)
@@ -247,7 +249,12 @@ async fn every_row_of_the_decision_table() {
     }
     // The rubbish bin has c (and the replaced versions).
     let rubbish = p.other.rubbish().unwrap().handle;
-    assert!(p.other.children(&rubbish).iter().any(|n| n.name == "c.txt"));
+    assert!(p
+        .other
+        .children(&rubbish)
+        .unwrap()
+        .iter()
+        .any(|n| n.name == "c.txt"));
 
     // Converged: nothing more to do, on either side.
     let again = p.run().await;

@@ -118,7 +118,7 @@ async fn megacmd_keeps_replaced_files_as_versions() {
     // Nothing went to the Rubbish Bin.
     let client = env.login("v@example.com").await;
     let rubbish = client.rubbish().unwrap().handle;
-    assert!(client.children(&rubbish).is_empty());
+    assert!(client.children(&rubbish).unwrap().is_empty());
 
     // delete --versions keeps the current file only.
     cmd.ok(&["delete", "--versions", "mega:/notes.txt"]).await;
@@ -203,7 +203,7 @@ async fn versions_are_followed_by_other_clients_and_dv_restores_the_rubbish_bin(
     eventually(10, "the ^!dv change is seen", || !reader.versions_enabled()).await;
     let third = replace(&reader, &root, "a.txt", b"three").await;
     let rubbish = reader.rubbish().unwrap().handle;
-    let trashed = reader.children(&rubbish);
+    let trashed = reader.children(&rubbish).unwrap();
     assert_eq!(trashed.len(), 1);
     assert_eq!(trashed[0].handle, second.handle);
     assert!(reader.read_tree().versions(&third.handle).is_empty());
@@ -243,7 +243,7 @@ async fn the_mount_keeps_versions_and_shows_only_current_files() {
         if done {
             let rubbish = client.rubbish().unwrap().handle;
             assert!(
-                client.children(&rubbish).is_empty(),
+                client.children(&rubbish).unwrap().is_empty(),
                 "nothing in the Rubbish Bin"
             );
             break;

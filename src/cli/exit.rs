@@ -75,7 +75,8 @@ pub fn code_of(e: &Error) -> i32 {
         | Error::Protocol(_)
         | Error::Server { .. }
         | Error::Invalid { .. }
-        | Error::ShortRead { .. } => OTHER,
+        | Error::ShortRead { .. }
+        | Error::CacheDamaged { .. } => OTHER,
     }
 }
 

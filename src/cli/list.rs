@@ -37,9 +37,9 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
     for (p, node) in expand(&client, &rp)? {
         if node.kind.is_container() && (!rp.has_glob() || ctx.cli.recursive) {
             let RemoteListing { entries, handles } = if ctx.cli.recursive {
-                remote_listing(&client, &node.handle)
+                remote_listing(&client, &node.handle)?
             } else {
-                remote_children(&client, &node.handle)
+                remote_children(&client, &node.handle)?
             };
             for e in entries {
                 if !ctx.cli.recursive && e.path.contains('/') {
@@ -145,8 +145,13 @@ pub(super) async fn tree(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let top = resolve(&client, &rp)?;
     let mut lines = vec![rp.display()];
-    fn walk_tree(client: &Client, h: &NodeHandle, prefix: &str, lines: &mut Vec<String>) {
-        let kids = client.children(h);
+    fn walk_tree(
+        client: &Client,
+        h: &NodeHandle,
+        prefix: &str,
+        lines: &mut Vec<String>,
+    ) -> Result<(), CliError> {
+        let kids = client.children(h)?;
         for (i, k) in kids.iter().enumerate() {
             let last = i + 1 == kids.len();
             let suffix = if k.kind.is_container() {
@@ -165,11 +170,12 @@ pub(super) async fn tree(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
                     &k.handle,
                     &format!("{prefix}{}", if last { "    " } else { "│   " }),
                     lines,
-                );
+                )?;
             }
         }
+        Ok(())
     }
-    walk_tree(&client, &top.handle, "", &mut lines);
+    walk_tree(&client, &top.handle, "", &mut lines)?;
     let mut out = std::io::stdout().lock();
     for l in lines {
         if writeln!(out, "{l}").is_err() {

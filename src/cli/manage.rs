@@ -31,7 +31,7 @@ pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> 
             if permanent
                 && node.kind == NodeKind::Folder
                 && !ctx.cli.recursive
-                && !client.children(&node.handle).is_empty()
+                && !client.children(&node.handle)?.is_empty()
             {
                 return Err(CliError::new(
                     exit::USAGE,
@@ -148,7 +148,8 @@ pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliE
                 .ok_or_else(|| CliError::new(exit::USAGE, "cannot move over a root"))?;
             (resolve(&client, &p)?.handle, name.to_string())
         };
-        if let Some(existing) = child(&client, &parent, &name).filter(|e| e.handle != node.handle) {
+        if let Some(existing) = child(&client, &parent, &name)?.filter(|e| e.handle != node.handle)
+        {
             if !ctx.cli.force || existing.kind.is_container() {
                 return Err(exists(&client.read_tree().path_of(&existing.handle)));
             }

@@ -75,22 +75,25 @@ fn start_of<'a>(
     Ok((share, rest))
 }
 
+/// The node a remote path names (an error if the tree cache turned out damaged on the way:
+/// "not found" is never made of a damaged file).
 pub(super) fn resolve(client: &Client, rp: &RemotePath) -> Result<Node, CliError> {
     let (start, parts) = start_of(client, rp)?;
-    let tree = client.read_tree();
-    let mut cur = tree.get(&start).ok_or_else(|| not_found(&rp.display()))?;
-    for part in parts {
-        if !cur.kind.is_container() {
-            return Err(CliError::new(
-                exit::NOT_FOUND,
-                format!("{}: not a folder", tree.path_of(&cur.handle)),
-            ));
+    client.checked(|tree| {
+        let mut cur = tree.get(&start).ok_or_else(|| not_found(&rp.display()))?;
+        for part in parts {
+            if !cur.kind.is_container() {
+                return Err(CliError::new(
+                    exit::NOT_FOUND,
+                    format!("{}: not a folder", tree.path_of(&cur.handle)),
+                ));
+            }
+            cur = tree
+                .child_by_name(&cur.handle, part)
+                .ok_or_else(|| not_found(&rp.display()))?;
         }
-        cur = tree
-            .child_by_name(&cur.handle, part)
-            .ok_or_else(|| not_found(&rp.display()))?;
-    }
-    Ok(cur.clone())
+        Ok(cur.clone())
+    })?
 }
 
 /// Resolves a path whose last component may be a glob; at least one match, or NOT_FOUND.
@@ -106,7 +109,7 @@ pub(super) fn expand(
         .expect("invariant: a glob path has a last part");
     let folder = resolve(client, &parent)?;
     let out: Vec<_> = client
-        .children(&folder.handle)
+        .children(&folder.handle)?
         .into_iter()
         .filter(|n| path::glob_match(pattern, &n.name))
         .map(|n| (parent.join(&n.name), n))
@@ -121,8 +124,12 @@ pub(super) fn expand(
 }
 
 /// The child of `parent` called `name`, if any.
-pub(super) fn child(client: &Client, parent: &NodeHandle, name: &str) -> Option<Node> {
-    client.read_tree().child_by_name(parent, name).cloned()
+pub(super) fn child(
+    client: &Client,
+    parent: &NodeHandle,
+    name: &str,
+) -> Result<Option<Node>, CliError> {
+    Ok(client.checked(|t| t.child_by_name(parent, name).cloned())?)
 }
 
 /// An existing folder `name` in `parent`, or a new one; a file of that name is in the way.

@@ -151,7 +151,7 @@ async fn sync_down(ctx: &Ctx, r: &RemotePath, local: &Path) -> Result<(), CliErr
             format!("{}: sync needs a folder", r.display()),
         ));
     }
-    let remote = remote_listing(&client, &top.handle);
+    let remote = remote_listing(&client, &top.handle)?;
     let tgt = if local.exists() {
         walk(local).map_err(|e| io_err(local, e))?
     } else {
@@ -204,7 +204,7 @@ async fn sync_up(ctx: &Ctx, local: &Path, r: &RemotePath) -> Result<(), CliError
         Err(e) => return Err(e),
     };
     let remote = match &top {
-        Some(h) => remote_listing(&client, h),
+        Some(h) => remote_listing(&client, h)?,
         None => RemoteListing {
             entries: Vec::new(),
             handles: Default::default(),

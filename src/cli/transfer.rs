@@ -3,6 +3,7 @@
 //! name and are renamed into place only after their MAC verified.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::link::PublicLink;
 use crate::local::files::{walk, TempFile};
 use crate::local::time::now;
 use crate::sync::oneway::{remote_listing, RemoteListing};
+use crate::transfer::spool::Spool;
 use crate::transfer::{download, TransferConfig};
 use crate::tree::{Node, NodeHandle, NodeKind};
 
@@ -62,7 +64,7 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
                 dst
             };
             std::fs::create_dir_all(&local_root).map_err(|e| io_err(&local_root, e))?;
-            let RemoteListing { entries, handles } = remote_listing(&client, &node.handle);
+            let RemoteListing { entries, handles } = remote_listing(&client, &node.handle)?;
             for e in entries {
                 let p = local_root.join(&e.path);
                 if e.dir {
@@ -271,7 +273,7 @@ async fn upload_one(
     force: bool,
     t: &Arc<Transfers>,
 ) -> Result<(), CliError> {
-    let old = child(client, parent, name);
+    let old = child(client, parent, name)?;
     if let Some(o) = &old {
         if o.kind.is_container() || !force {
             return Err(exists(&client.path_of(&o.handle)));
@@ -408,15 +410,13 @@ pub(super) async fn cat(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
             format!("{}: is a folder", rp.display()),
         ));
     }
-    // Verified first, then written: nothing that failed its MAC reaches stdout.
-    let spool = std::env::temp_dir().join(format!("megacmd-cat-{}", std::process::id()));
-    let tmp = client
-        .download_beside(&node.handle, &spool, "megacmd", None)
-        .await?;
-    let mut src = std::fs::File::open(tmp.path()).map_err(|e| io_err(tmp.path(), e))?;
+    // Verified first, then written: nothing that failed its MAC reaches stdout. Meanwhile it
+    // waits in memory, or (past 16 MiB) encrypted under a key only this process holds.
+    let mut spool = Spool::new(&std::env::temp_dir(), 16 << 20);
+    client.download(&node.handle, &mut spool, None).await?;
     let mut out = std::io::stdout().lock();
-    match std::io::copy(&mut src, &mut out) {
-        Ok(_) => {}
+    match spool.copy_to(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(CliError::new(exit::OTHER, format!("stdout: {e}"))),
     }

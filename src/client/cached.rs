@@ -212,11 +212,8 @@ impl Client {
             cache::changes(&tree)
         };
         let marks = changes.marks().to_vec();
-        let sn = {
-            let sn = self.sn.lock().unwrap_or_else(|e| e.into_inner());
-            sn.clone()
-        };
-        let Some(sn) = sn else {
+        // Not past the echo of a change whose reply is not in the tree yet.
+        let Some(sn) = self.committable_sn() else {
             return;
         };
         let wanted = {

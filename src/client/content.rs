@@ -9,6 +9,7 @@ use tokio::io::AsyncWrite;
 
 use super::{Client, Error, Result};
 use crate::api::commands::GetDownloadUrl;
+use crate::crypto::fingerprint::Sampler;
 use crate::local::files::TempFile;
 use crate::transfer::download::download_content;
 use crate::transfer::{checked_url, Content, Progress, Source, UrlRefresher};
@@ -122,13 +123,48 @@ impl Client {
             .map_err(|e| Error::local(target, e))
     }
 
-    /// The fingerprint checksum of a file's content (downloaded, MAC-verified, to a private
-    /// temporary file that is removed afterwards).
+    /// The fingerprint checksum of a file's content: the whole file streamed through the
+    /// verifying reader into the fingerprint's sampler (nothing of it is written anywhere), and
+    /// the checksum returned only once the MAC verified.
     pub(super) async fn content_crc(&self, h: &NodeHandle, size: u64) -> Result<[u8; 16]> {
-        let spool =
-            std::env::temp_dir().join(format!("mega-mount-crc-{:016x}", rand::random::<u64>()));
-        let tmp = self.download_beside(h, &spool, "crc", None).await?;
-        let mut f = std::fs::File::open(tmp.path()).map_err(|e| Error::local(tmp.path(), e))?;
-        crate::crypto::fingerprint::crc(&mut f, size).map_err(|e| Error::local(tmp.path(), e))
+        let mut sink = SamplerSink {
+            sampler: Sampler::new(size),
+            at: 0,
+        };
+        self.download(h, &mut sink, None).await?;
+        Ok(sink.sampler.crc())
+    }
+}
+
+/// Feeds content streaming past, in order, to the fingerprint's sampler.
+struct SamplerSink {
+    sampler: Sampler,
+    at: u64,
+}
+
+impl AsyncWrite for SamplerSink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        me.sampler.feed(me.at, buf);
+        me.at += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

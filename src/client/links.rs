@@ -71,6 +71,7 @@ impl Client {
             self.store_own_share_key(&h.0, &share_key).await?;
         }
         let (ok, ha) = self.owner_key(h, &share_key);
+        let _m = self.mutation()?;
         self.api
             .run(&Share {
                 n: &h.0,

@@ -87,8 +87,8 @@ pub struct Client {
     cache: Arc<Mutex<Option<TreeCache>>>,
     /// Held while this client is its cache file's writer.
     cache_lock: Mutex<Option<cache::WriterLock>>,
-    /// Notified when the cache file the tree is served from is found damaged.
-    cache_damaged: Arc<tokio::sync::Notify>,
+    /// Told when the cache file the tree is served from is found damaged.
+    cache_damaged: Arc<cache::Damage>,
     /// How many unchanged nodes the tree keeps in memory when served from the cache.
     tree_nodes: usize,
     /// A cache file being written in the background after a fetch, with the epoch of the
@@ -96,6 +96,36 @@ pub struct Client {
     cache_build: tokio::sync::Mutex<Option<cached::Build>>,
     /// Bumped each time a new tree is put in place (fetched or opened from the cache).
     tree_epoch: AtomicU64,
+    /// Tree-changing commands sent whose replies are not in the tree yet (see
+    /// [`Client::mutation`]).
+    mutations: Mutex<Mutations>,
+}
+
+/// Tree-changing commands in flight, by the order they started, each with the event cursor
+/// current when it started. While one is in flight its own echo may arrive (and be skipped)
+/// before its reply is in the tree, so the tree cache is never committed with a cursor later
+/// than the oldest one's: another process reading the file then replays the echo itself.
+#[derive(Debug, Default)]
+pub(crate) struct Mutations {
+    next: u64,
+    started: std::collections::BTreeMap<u64, Option<String>>,
+}
+
+/// One tree-changing command in flight; dropped once its reply is in the tree (or it failed).
+pub(crate) struct Mutation<'a> {
+    client: &'a Client,
+    id: u64,
+}
+
+impl Drop for Mutation<'_> {
+    fn drop(&mut self) {
+        self.client
+            .mutations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -186,10 +216,11 @@ impl Client {
             cache_file,
             cache: Arc::new(Mutex::new(None)),
             cache_lock: Mutex::new(None),
-            cache_damaged: Arc::new(tokio::sync::Notify::new()),
+            cache_damaged: Arc::default(),
             tree_nodes,
             cache_build: tokio::sync::Mutex::new(None),
             tree_epoch: AtomicU64::new(0),
+            mutations: Mutex::new(Mutations::default()),
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
@@ -358,11 +389,52 @@ impl Client {
         self.tree_epoch.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// Registers a tree-changing command about to be sent; hold the guard until its reply
+    /// is applied to the tree.
+    /// Refused while the tree is served from a cache file found damaged: a change is never
+    /// decided on what such a file gave.
+    pub(crate) fn mutation(&self) -> Result<Mutation<'_>> {
+        if self.read_tree().damaged() {
+            let path = self.cache_file.clone().unwrap_or_default();
+            return Err(Error::CacheDamaged { path });
+        }
+        let sn = self.sn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut m = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
+        let id = m.next;
+        m.next += 1;
+        m.started.insert(id, sn);
+        Ok(Mutation { client: self, id })
+    }
+
+    /// The cursor the tree cache may be committed with: the current one, or, while
+    /// tree-changing commands are in flight, the one current when the oldest started.
+    pub(crate) fn committable_sn(&self) -> Option<String> {
+        let current = self.sn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let m = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
+        match m.started.values().next() {
+            Some(Some(oldest)) => Some(oldest.clone()),
+            _ => current,
+        }
+    }
+
+    /// Runs `f` over the tree, and fails instead if the tree cache it is served from turned
+    /// out damaged (before or while `f` read it): what a damaged file gave (a folder with
+    /// children missing, a node not found) is never used. Every lookup and listing that
+    /// decides what is shown or done goes through here.
+    pub fn checked<T>(&self, f: impl FnOnce(&NodeTree) -> T) -> Result<T> {
+        let before = self.cache_damaged.count();
+        let tree = self.read_tree();
+        let out = f(&tree);
+        if tree.damaged() || self.cache_damaged.count() != before {
+            let path = self.cache_file.clone().unwrap_or_default();
+            return Err(Error::CacheDamaged { path });
+        }
+        Ok(out)
+    }
+
     /// A copy of a node.
     pub fn node(&self, h: &NodeHandle) -> Result<Node> {
-        self.read_tree()
-            .get(h)
-            .cloned()
+        self.checked(|t| t.get(h).cloned())?
             .ok_or_else(|| Error::NotFound {
                 what: format!("node {h}"),
             })
@@ -370,7 +442,7 @@ impl Client {
 
     /// Resolves a path below the Cloud Drive.
     pub fn resolve(&self, path: &str) -> Result<Node> {
-        Ok(self.read_tree().resolve(path)?.clone())
+        Ok(self.checked(|t| t.resolve(path).cloned())??)
     }
 
     pub fn root(&self) -> Result<Node> {
@@ -387,8 +459,10 @@ impl Client {
             .ok_or_else(|| Error::Protocol("the account has no Rubbish Bin".into()))
     }
 
-    pub fn children(&self, h: &NodeHandle) -> Vec<Node> {
-        self.read_tree().children(h).into_iter().cloned().collect()
+    /// The children of a folder (an error, never a short list, if the tree cache turned out
+    /// damaged while they were read).
+    pub fn children(&self, h: &NodeHandle) -> Result<Vec<Node>> {
+        self.checked(|t| t.children(h).into_iter().cloned().collect())
     }
 
     /// The MEGA path of a node (`/a/b`, `//Rubbish Bin/a`).

@@ -127,6 +127,7 @@ impl Client {
     async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
         let cr = self.share_cr(parent, &node.h, key);
         let ov = node.ov.clone().map(NodeHandle);
+        let _m = self.mutation()?;
         let reply = self
             .api
             .run(&PutNodes {
@@ -373,6 +374,7 @@ impl Client {
             what: n.name.clone(),
         })?;
         let at = b64::encode(&attr::encrypt(&key.attr_key(), &attrs));
+        let _m = self.mutation()?;
         self.api
             .run(&SetAttributes {
                 n: &n.handle.0,
@@ -405,6 +407,7 @@ impl Client {
     pub async fn move_to(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Result<()> {
         self.mutable(h)?;
         self.container(new_parent)?;
+        let _m = self.mutation()?;
         self.api
             .run(&Move {
                 n: &h.0,
@@ -426,6 +429,7 @@ impl Client {
     /// Deletes a node and its subtree permanently.
     pub async fn delete(&self, h: &NodeHandle) -> Result<()> {
         self.mutable(h)?;
+        let _m = self.mutation()?;
         self.api
             .run(&Delete {
                 n: &h.0,
@@ -455,6 +459,7 @@ impl Client {
         let Some(newest) = versions.first() else {
             return Ok(0);
         };
+        let _m = self.mutation()?;
         self.api
             .run(&Delete {
                 n: &newest.0,

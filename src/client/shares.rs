@@ -181,6 +181,7 @@ impl Client {
     ) -> Result<()> {
         let (ok, ha) = self.owner_key(h, key);
         let cr = fresh.then(|| self.keys_under(h, key));
+        let _m = self.mutation()?;
         self.api
             .run(&Share {
                 n: &h.0,
@@ -347,6 +348,7 @@ impl Client {
                 what: format!("{}: not a folder shared with you", self.path_of(h)),
                 code: None,
             })?;
+            let _m = self.mutation()?;
             self.api
                 .run(&crate::api::commands::Delete {
                     n: &root.handle.0,
@@ -373,6 +375,7 @@ impl Client {
                 what: format!("{}: not shared with {who}", self.path_of(h)),
             });
         }
+        let _m = self.mutation()?;
         self.api
             .run(&Share {
                 n: &h.0,

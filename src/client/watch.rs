@@ -119,7 +119,7 @@ impl Client {
             loop {
                 let batch = tokio::select! {
                     b = poller.next_batch() => b,
-                    () = damaged.notified() => {
+                    () = damaged.found() => {
                         // The cache the tree is served from is damaged: fetch it whole
                         // (the poll in flight is dropped; a new poller follows the fetch).
                         let fetched = client.replace_damaged_tree().await;

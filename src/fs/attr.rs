@@ -84,7 +84,7 @@ impl MegaFs {
     /// `any`, of any handle open for writing when none has changes.
     fn staged(&self, ino: u64, any: bool) -> Option<(u64, i64)> {
         let w = self.open_writer(ino, any)?;
-        w.staged.len().ok().map(|len| (len, w.shown_mtime()))
+        w.staged().len().ok().map(|len| (len, w.shown_mtime()))
     }
 
     /// A regular file's attributes from a staging file's size and mtime.

@@ -79,14 +79,16 @@ impl Stale {
 impl MegaFs {
     /// A folder's view (names as shown, in order, with an index by name), rebuilt only when
     /// the tree changed since it was built.
-    pub(super) fn dir_view(&self, dir: &NodeHandle) -> Arc<DirView> {
+    /// A view is never built from a damaged tree cache: the listing fails (EIO) instead of
+    /// showing a folder with children missing.
+    pub(super) fn dir_view(&self, dir: &NodeHandle) -> Result<Arc<DirView>> {
         let generation = self.client.read_tree().generation();
         if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
             if *g == generation {
-                return v.clone();
+                return Ok(v.clone());
             }
         }
-        let children = self.client.children(dir);
+        let children = self.client.children(dir)?;
         let entries: Vec<(String, NodeHandle, Kind)> = display_names(&children)
             .into_iter()
             .map(|(name, n)| (name, n.handle.clone(), Kind::of(n)))
@@ -102,7 +104,7 @@ impl MegaFs {
             dirs.retain(|_, (g, _)| *g == generation);
         }
         dirs.insert(dir.clone(), (generation, view.clone()));
-        view
+        Ok(view)
     }
 
     /// The children of a folder as shown on the mount.
@@ -111,7 +113,7 @@ impl MegaFs {
             return Ok(self.readdir_virtual(&v));
         }
         let dir = self.dir_of(ino)?;
-        let view = self.dir_view(&dir.handle);
+        let view = self.dir_view(&dir.handle)?;
         let shares = (ino == ROOT_INO).then(|| self.shares_name()).flatten();
         let mut inodes = self.inodes();
         // Plain READDIR replies create no dentries in the kernel: nothing to remember.
@@ -134,11 +136,18 @@ impl MegaFs {
         Ok(out)
     }
 
-    /// The node shown as `name` in `dir`.
-    pub(super) fn child(&self, dir: &Node, name: &str) -> Option<Node> {
-        let view = self.dir_view(&dir.handle);
-        let i = *view.by_name.get(name)?;
-        self.client.node(&view.entries[i].1).ok()
+    /// The node shown as `name` in `dir`; an error (not "none") if the tree cache turned out
+    /// damaged while it was looked up.
+    pub(super) fn child(&self, dir: &Node, name: &str) -> Result<Option<Node>> {
+        let view = self.dir_view(&dir.handle)?;
+        let Some(&i) = view.by_name.get(name) else {
+            return Ok(None);
+        };
+        match self.client.node(&view.entries[i].1) {
+            Ok(n) => Ok(Some(n)),
+            Err(crate::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The inode of a file created as `name` in `dir` and not uploaded yet, if any.
@@ -159,7 +168,7 @@ impl MegaFs {
         if let Some(ino) = self.pending_child(&dir.handle, name) {
             return self.getattr(ino);
         }
-        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        let n = self.child(&dir, name)?.ok_or(FsError::NotFound)?;
         let ino = self.inodes().ino_of(&n.handle);
         self.remember(ino, parent, name);
         self.getattr(ino)

@@ -155,7 +155,9 @@ impl From<Error> for FsError {
                 FsError::Remote(e.to_string())
             }
             Error::Invalid { .. } => FsError::Invalid,
-            e @ (Error::ShortRead { .. } | Error::Config(_)) => FsError::Local(e.to_string()),
+            e @ (Error::ShortRead { .. } | Error::Config(_) | Error::CacheDamaged { .. }) => {
+                FsError::Local(e.to_string())
+            }
             Error::Local { source, .. } => source.into(),
         }
     }

@@ -131,6 +131,11 @@ impl MegaFs {
         &self.client
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
     /// The block cache (for diagnostics and tests).
     pub fn cache(&self) -> &BlockCache {
         &self.cache

@@ -63,10 +63,10 @@ impl MegaFs {
     /// `name` in `dir`, with its file locked; looked up again under the lock (a commit that
     /// was running may have replaced the node).
     async fn child_locked(&self, dir: &Node, name: &str) -> Result<(Node, Vec<FileLock<'_>>)> {
-        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        let n = self.child(dir, name)?.ok_or(FsError::NotFound)?;
         let ino = self.inodes().ino_of(&n.handle);
         let lock = self.lock_files(&[ino]).await;
-        let n = self.child(dir, name).ok_or(FsError::NotFound)?;
+        let n = self.child(dir, name)?.ok_or(FsError::NotFound)?;
         Ok((n, lock))
     }
 
@@ -84,7 +84,7 @@ impl MegaFs {
         self.writable()?;
         let dir = self.dir_of(parent)?;
         self.may_change(&dir.handle, Access::ReadWrite)?;
-        if self.child(&dir, name).is_some() || self.pending_child(&dir.handle, name).is_some() {
+        if self.child(&dir, name)?.is_some() || self.pending_child(&dir.handle, name).is_some() {
             return Err(FsError::Exists);
         }
         let n = self.client.mkdir(&dir.handle, &unescape_name(name)).await?;
@@ -127,11 +127,11 @@ impl MegaFs {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
-        let n = self.child(&dir, name).ok_or(FsError::NotFound)?;
+        let n = self.child(&dir, name)?.ok_or(FsError::NotFound)?;
         if !n.kind.is_container() {
             return Err(FsError::NotDir);
         }
-        if !self.client.children(&n.handle).is_empty() {
+        if !self.client.children(&n.handle)?.is_empty() {
             return Err(FsError::NotEmpty);
         }
         self.remove(&n).await
@@ -150,7 +150,7 @@ impl MegaFs {
         let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
         if parent == new_parent && name == new_name {
             // rename(2) of a name onto itself does nothing (if the name exists).
-            let exists = self.child(&from, name).is_some()
+            let exists = self.child(&from, name)?.is_some()
                 || self.pending_child(&from.handle, name).is_some();
             return if exists {
                 Ok(())
@@ -162,7 +162,7 @@ impl MegaFs {
         // after the node it replaces, as it was when it started).
         let mut inos = Vec::new();
         for (dir, name) in [(&from, name), (&to, new_name)] {
-            if let Some(c) = self.child(dir, name) {
+            if let Some(c) = self.child(dir, name)? {
                 inos.push(self.inodes().ino_of(&c.handle));
             }
             inos.extend(self.pending_child(&dir.handle, name));
@@ -171,7 +171,7 @@ impl MegaFs {
         if let Some(ino) = self.pending_child(&from.handle, name) {
             return self.rename_pending(ino, &to, new_parent, new_name).await;
         }
-        let n = self.child(&from, name).ok_or(FsError::NotFound)?;
+        let n = self.child(&from, name)?.ok_or(FsError::NotFound)?;
         // Only within one account's tree: the owner of a share and the Cloud Drive are two.
         let tree_of = |h: &crate::tree::NodeHandle| {
             let tree = self.client.read_tree();
@@ -219,13 +219,13 @@ impl MegaFs {
             self.inodes().forget(ino);
         }
         let existing = self
-            .child(dir, new_name)
+            .child(dir, new_name)?
             .filter(|e| moving.is_none_or(|m| e.handle != m.handle));
         if let Some(existing) = existing {
             match (existing.kind.is_container(), moving_dir) {
                 (true, false) => return Err(FsError::IsDir),
                 (false, true) => return Err(FsError::NotDir),
-                (true, true) if !self.client.children(&existing.handle).is_empty() => {
+                (true, true) if !self.client.children(&existing.handle)?.is_empty() => {
                     return Err(FsError::NotEmpty)
                 }
                 _ => {}

@@ -54,6 +54,20 @@ impl Reader {
     pub(super) fn size(&self) -> u64 {
         self.content.size()
     }
+
+    /// The integrity error a read answers once the file is bad: logged at error level by the
+    /// first read to see it, quietly after.
+    fn integrity(&self) -> FsError {
+        integrity(&self.handle, self.content.first_report())
+    }
+
+    /// `e` as this read reports it: an integrity failure through [`Reader::integrity`].
+    fn reported(&self, e: FsError) -> FsError {
+        match e {
+            FsError::Integrity { .. } => self.integrity(),
+            e => e,
+        }
+    }
 }
 
 /// Whether chunk `idx` is in a piece in flight.
@@ -127,7 +141,7 @@ impl MegaFs {
                         .filter_map(|o| o.writer.as_ref())
                         .find(|w| w.dirty())
                 })
-                .map(|w| w.staged.clone());
+                .map(|w| w.staged());
             (staged, f.and_then(|f| f.reader.clone()))
         };
         if let Some(s) = staged {
@@ -150,7 +164,7 @@ impl MegaFs {
         size: u64,
     ) -> Result<Vec<u8>> {
         if r.content.is_bad() {
-            return Err(integrity(&r.handle, false));
+            return Err(r.integrity());
         }
         let file_size = r.content.size();
         let end = offset.saturating_add(size).min(file_size);
@@ -184,9 +198,10 @@ impl MegaFs {
         let mut out = Vec::with_capacity((end - offset) as usize);
         for idx in first..=last {
             let c = match mine.iter().find(|p| p.first <= idx && idx <= p.last) {
-                Some(p) => p.chunk(idx).await?,
-                None => self.chunk(r, idx).await?,
-            };
+                Some(p) => p.chunk(idx).await,
+                None => self.chunk(r, idx).await,
+            }
+            .map_err(|e| r.reported(e))?;
             let cs = chunk_start(idx);
             let (s, e) = (offset.max(cs), end.min(cs + c.len() as u64));
             if s < e {
@@ -297,18 +312,21 @@ impl MegaFs {
             .try_for_each_concurrent(VERIFY_PARALLEL, |(a, b)| async move {
                 self.fetch_piece(r, a, b).await.map(drop)
             })
-            .await?;
+            .await
+            .map_err(|e| r.reported(e))?;
         match r.content.finish() {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.cache.purge(&r.handle);
-                Err(integrity(&r.handle, r.content.first_report()))
+                Err(r.integrity())
             }
         }
     }
 
     /// Fetches chunks `a..=b` as one verified piece and caches it. When the file's MAC fails,
-    /// its blocks are purged.
+    /// its blocks are purged. The integrity error it gives is not the one logged: a piece can
+    /// be awaited by many reads, or by none (read-ahead), so the read that sees the failure
+    /// first reports it ([`Reader::reported`]).
     async fn fetch_piece(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Bytes> {
         match r.content.piece(a, b).await {
             Ok(piece) => {
@@ -317,7 +335,7 @@ impl MegaFs {
             }
             Err(TransferError::MacMismatch) => {
                 self.cache.purge(&r.handle);
-                Err(integrity(&r.handle, r.content.first_report()))
+                Err(integrity(&r.handle, false))
             }
             Err(e) => Err(crate::Error::from(e).into()),
         }

@@ -31,7 +31,7 @@ impl MegaFs {
         }
         // The root's view is built once per tree generation: no listing per lookup.
         let root = self.client.root().ok()?;
-        let taken = self.dir_view(&root.handle).has(name);
+        let taken = self.dir_view(&root.handle).is_ok_and(|v| v.has(name));
         Some(if taken {
             format!("{name} (incoming)")
         } else {

@@ -11,6 +11,12 @@
 //! A FLUSH can come at any time (every close of any copy of a descriptor, including one a
 //! forked child inherited and closed on exec), so a handle's writes wait while it commits, and
 //! a file's commits, renames, unlinks and mtime changes take its commit lock one at a time.
+//!
+//! A staging file's key serves one upload: after a commit sent it, the first change or commit
+//! that follows re-keys the staging file first (its content copied under a fresh key, see
+//! [`StagedFile::rekey`]), so every version a handle commits has its own key and nonce, and
+//! the local ciphertext never shares a key with content already on the server. Crash
+//! recovery re-keys too: a staging file an earlier run left may have been sent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -35,7 +41,8 @@ pub(super) const STAGING_DIR: &str = "staging";
 /// once.
 pub(super) struct Writer {
     /// Positional I/O only, so concurrent writes and a commit never share a file offset.
-    pub(super) staged: Arc<StagedFile>,
+    /// Replaced (under the exclusive `commit` lock) when it is re-keyed.
+    staged: Mutex<Arc<StagedFile>>,
     /// Bumped by every change; `saved` is the change the last commit uploaded.
     changes: AtomicU64,
     saved: AtomicU64,
@@ -69,7 +76,7 @@ impl Drop for CloseOnDrop<'_> {
 impl Writer {
     fn new(staged: StagedFile, dirty: bool) -> Result<Arc<Writer>> {
         let w = Arc::new(Writer {
-            staged: Arc::new(staged),
+            staged: Mutex::new(Arc::new(staged)),
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
             mtime: Mutex::new(None),
@@ -81,7 +88,7 @@ impl Writer {
         });
         if dirty {
             if let Err(e) = w.changing() {
-                StagedFile::remove(w.staged.path());
+                StagedFile::remove(w.staged().path());
                 return Err(e);
             }
             w.changed();
@@ -89,11 +96,51 @@ impl Writer {
         Ok(w)
     }
 
+    /// The staging file (the current one: re-keying replaces it).
+    pub(super) fn staged(&self) -> Arc<StagedFile> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// With the exclusive `commit` lock held: if an upload used the staging file's key,
+    /// replaces the file by a copy under a fresh key.
+    fn fresh_key(&self, master: &crate::crypto::MasterKey) -> Result<()> {
+        let old = self.staged();
+        if !old.is_spent() {
+            return Ok(());
+        }
+        let fresh = Arc::new(old.rekey(master)?);
+        *self.staged.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Takes `commit` shared for a change, re-keying the staging file first (under the
+    /// exclusive lock) if a commit used its key. A closed writer is returned as it is: the
+    /// caller checks `closed`.
+    async fn for_change(
+        &self,
+        master: &crate::crypto::MasterKey,
+    ) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        loop {
+            let shared = self.commit.read().await;
+            if !self.staged().is_spent() || self.closed.load(Ordering::Acquire) {
+                return Ok(shared);
+            }
+            drop(shared);
+            let _exclusive = self.commit.write().await;
+            if !self.closed.load(Ordering::Acquire) {
+                self.fresh_key(master)?;
+            }
+        }
+    }
+
     /// Called before a change reaches the staging file: marks it as holding unsaved writes
     /// on disk first, so a crash right after the change still recovers it.
     fn changing(&self) -> Result<()> {
         if !self.unlinked.load(Ordering::Acquire) && !self.marked.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.staged.set_unsaved(true) {
+            if let Err(e) = self.staged().set_unsaved(true) {
                 self.marked.store(false, Ordering::Release);
                 return Err(e.into());
             }
@@ -117,7 +164,7 @@ impl Writer {
     /// After a commit with no change since: nothing in the staging file is unsaved.
     fn saved_all(&self) {
         self.changed_at.store(0, Ordering::Release);
-        if self.marked.swap(false, Ordering::AcqRel) && self.staged.set_unsaved(false).is_err() {
+        if self.marked.swap(false, Ordering::AcqRel) && self.staged().set_unsaved(false).is_err() {
             // Left set, a crash would recover a copy of what MEGA already has: harmless.
             self.marked.store(true, Ordering::Release);
         }
@@ -241,7 +288,7 @@ impl MegaFs {
     fn unsaved(&self, staging: &Path) -> Unsaved {
         Unsaved {
             staging: staging.to_path_buf(),
-            origin: StagedFile::origin(staging, &self.client.session().master_key),
+            origin: StagedFile::origin_of(staging, &self.client.session().master_key),
         }
     }
 
@@ -334,8 +381,9 @@ impl MegaFs {
         };
         const STEP: usize = 1 << 20;
         let mut at = 0u64;
+        let from = from.staged();
         loop {
-            let data = from.staged.read_at(at, STEP)?;
+            let data = from.read_at(at, STEP)?;
             if data.is_empty() {
                 return Ok(());
             }
@@ -350,7 +398,7 @@ impl MegaFs {
         self.writable()?;
         let dir = self.dir_of(parent)?;
         self.may_change(&dir.handle, crate::tree::Access::ReadWrite)?;
-        if let Some(existing) = self.child(&dir, name) {
+        if let Some(existing) = self.child(&dir, name)? {
             if existing.kind.is_container() {
                 return Err(FsError::IsDir);
             }
@@ -374,9 +422,9 @@ impl MegaFs {
     /// of one file at different offsets, proceed at once).
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let w = self.writer(fh).ok_or(FsError::Invalid)?;
-        let _shared = w.commit.read().await;
+        let _shared = w.for_change(&self.client.session().master_key).await?;
         w.changing()?;
-        w.staged.write_at(offset, data)?;
+        w.staged().write_at(offset, data)?;
         // A write after `touch -d` makes the file modified now again.
         w.set_mtime(None);
         w.changed();
@@ -428,7 +476,7 @@ impl MegaFs {
                 }
             };
             let w = self.writer(fh).ok_or(FsError::Invalid)?;
-            let _shared = w.commit.read().await;
+            let _shared = w.for_change(&self.client.session().master_key).await?;
             if w.closed.load(Ordering::Acquire) {
                 // Released (and committed) while we waited: apply it elsewhere.
                 writer = self.writer_fh(ino, None);
@@ -436,7 +484,7 @@ impl MegaFs {
             }
             w.changing()?;
             if let Some(s) = size {
-                w.staged.set_len(s)?;
+                w.staged().set_len(s)?;
             }
             if let Some(m) = mtime {
                 w.set_mtime(Some(m));
@@ -518,9 +566,11 @@ impl MegaFs {
             name: &name,
             replaces: old.as_ref().map(|h| (h, how)),
         };
+        // An earlier commit of this handle (or a failed attempt) sent this key already.
+        w.fresh_key(&self.client.session().master_key)?;
         let node = self
             .client
-            .upload_staged(target, &w.staged, mtime, None)
+            .upload_staged(target, &w.staged(), mtime, None)
             .await?;
         // The inode now means the new version.
         self.inodes().bind(ino, node.handle.clone());
@@ -551,7 +601,7 @@ impl MegaFs {
             .values()
             .filter_map(|f| f.writer.as_ref())
             .filter(|w| w.dirty())
-            .map(|w| w.staged.path().to_path_buf())
+            .map(|w| w.staged().path().to_path_buf())
             .collect();
         dirty.iter().map(|p| self.unsaved(p)).collect()
     }
@@ -561,7 +611,7 @@ impl MegaFs {
         let open: Vec<PathBuf> = self
             .open_files()
             .values()
-            .filter_map(|f| f.writer.as_ref().map(|w| w.staged.path().to_path_buf()))
+            .filter_map(|f| f.writer.as_ref().map(|w| w.staged().path().to_path_buf()))
             .collect();
         let found: Vec<PathBuf> = std::fs::read_dir(self.cfg.cache_dir.join(STAGING_DIR))
             .map(|rd| {
@@ -575,7 +625,8 @@ impl MegaFs {
 
     /// Uploads what earlier runs left in staging files (a crash, a failed commit), each as
     /// `NAME (unsaved YYYY-MM-DD HHMMSS).EXT` beside the file it was for (in
-    /// [`RECOVERY_FOLDER`] at the root if that folder is gone), never over anything, and
+    /// [`RECOVERY_FOLDER`] at the root if that folder is gone), never over anything, under a
+    /// fresh key (the file is re-keyed first: the run that left it may have sent it), and
     /// removes it locally once MEGA has it.
     pub async fn recover_unsaved(&self) -> Vec<Recovered> {
         let mut out = Vec::new();
@@ -588,10 +639,12 @@ impl MegaFs {
                 });
                 continue;
             }
-            let r = self.recover_one(&u).await;
+            // Where the writes are now (re-keying moves them to a new staging file).
+            let mut now_at = u.staging.clone();
+            let r = self.recover_one(&u, &mut now_at).await;
             out.push(match r {
                 Ok((origin, saved_as)) => {
-                    StagedFile::remove(&u.staging);
+                    StagedFile::remove(&now_at);
                     Recovered::Saved {
                         staging: u.staging,
                         origin,
@@ -599,7 +652,7 @@ impl MegaFs {
                     }
                 }
                 Err(e) => Recovered::Kept {
-                    staging: u.staging,
+                    staging: now_at,
                     why: e.to_string(),
                 },
             });
@@ -607,15 +660,17 @@ impl MegaFs {
         out
     }
 
-    async fn recover_one(&self, u: &Unsaved) -> Result<(String, String)> {
+    /// Uploads one staging file an earlier run left; `now_at` follows it when it is re-keyed.
+    async fn recover_one(&self, u: &Unsaved, now_at: &mut PathBuf) -> Result<(String, String)> {
         let legacy = !StagedFile::has_key(&u.staging);
+        let master = &self.client.session().master_key;
         let (staged, origin) = if legacy {
             // Left by a version that staged plaintext, with the path in a note beside it.
             let origin = std::fs::read_to_string(u.staging.with_extension("path"))
                 .unwrap_or_else(|_| "/unsaved".into());
             (None, origin)
         } else {
-            let (s, o) = StagedFile::open(&u.staging, &self.client.session().master_key)?;
+            let (s, o) = StagedFile::open(&u.staging, master)?;
             (Some(s), o)
         };
         let when = std::fs::metadata(&u.staging)
@@ -654,8 +709,10 @@ impl MegaFs {
         };
         let node = match staged {
             Some(s) => {
+                let fresh = Arc::new(s.rekey(master)?);
+                *now_at = fresh.path().to_path_buf();
                 self.client
-                    .upload_staged(target, &Arc::new(s), when, None)
+                    .upload_staged(target, &fresh, when, None)
                     .await?
             }
             None => self.client.upload_path_to(target, &u.staging, None).await?,
@@ -672,13 +729,14 @@ impl MegaFs {
         let Some(w) = f.and_then(|f| f.writer) else {
             return r;
         };
+        let staging = w.staged().path().to_path_buf();
         match r {
             Ok(()) => {
-                StagedFile::remove(w.staged.path());
+                StagedFile::remove(&staging);
                 Ok(())
             }
             Err(e) => Err(FsError::Unsaved {
-                staging: w.staged.path().to_path_buf(),
+                staging,
                 source: Box::new(e),
             }),
         }

@@ -190,7 +190,7 @@ impl Syncer {
         self.remove_partials();
         for pass in 0..3 {
             let ignore = Ignore::load(&self.local).map_err(|e| io_err(&self.local, e))?;
-            let remote = self.scan_remote(&ignore);
+            let remote = self.scan_remote(&ignore)?;
             let mut local = self.scan_local(&ignore)?;
             let shadow = self.db.entries()?;
             let need = plan::needs_fingerprint(&local, &remote, &shadow);

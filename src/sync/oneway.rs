@@ -152,8 +152,11 @@ pub struct RemoteListing {
 
 /// Like [`remote_listing`], for the folder's own entries only (no descent: a listing of the
 /// root of a large account reads only the root's children).
-pub fn remote_children(client: &Client, top: &NodeHandle) -> RemoteListing {
-    let tree = client.read_tree();
+pub fn remote_children(client: &Client, top: &NodeHandle) -> Result<RemoteListing, Error> {
+    client.checked(|tree| children_of(tree, top))
+}
+
+fn children_of(tree: &crate::tree::NodeTree, top: &NodeHandle) -> RemoteListing {
     let mut handles = HashMap::new();
     let mut entries: Vec<Entry> = tree
         .children(top)
@@ -173,8 +176,13 @@ pub fn remote_children(client: &Client, top: &NodeHandle) -> RemoteListing {
     RemoteListing { entries, handles }
 }
 
-pub fn remote_listing(client: &Client, top: &NodeHandle) -> RemoteListing {
-    let tree = client.read_tree();
+/// An error, never a short listing, if the tree cache turned out damaged while it was read:
+/// a sync never plans deletions from what a damaged file left out.
+pub fn remote_listing(client: &Client, top: &NodeHandle) -> Result<RemoteListing, Error> {
+    client.checked(|tree| listing_of(tree, top))
+}
+
+fn listing_of(tree: &crate::tree::NodeTree, top: &NodeHandle) -> RemoteListing {
     let mut rel: HashMap<NodeHandle, String> = HashMap::new();
     let mut entries = Vec::new();
     let mut handles = HashMap::new();

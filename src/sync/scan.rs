@@ -25,8 +25,13 @@ pub(super) fn join_rel(parent: &str, name: &str) -> String {
 }
 
 impl Syncer {
-    pub(super) fn scan_remote(&self, ignore: &Ignore) -> Vec<Remote> {
-        let tree = self.client.read_tree();
+    /// The remote side; an error, never a short list, if the tree cache turned out damaged
+    /// while it was read (a plan made from it could delete local files).
+    pub(super) fn scan_remote(&self, ignore: &Ignore) -> Result<Vec<Remote>, SyncError> {
+        Ok(self.client.checked(|tree| self.remote_of(tree, ignore))?)
+    }
+
+    fn remote_of(&self, tree: &crate::tree::NodeTree, ignore: &Ignore) -> Vec<Remote> {
         let mut out = Vec::new();
         let mut stack = vec![(self.remote.clone(), String::new())];
         while let Some((h, rel)) = stack.pop() {

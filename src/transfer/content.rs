@@ -5,12 +5,18 @@
 //! sizes where it differs). From then on the file is either verified or bad, and a bad file's
 //! pieces are never handed out again.
 //!
+//! A chunk fetched again (the block cache dropped it, a second reader asked for it) is checked
+//! against the MAC recorded the first time: after the verdict that is the verified state, and
+//! before it a chunk whose two fetches differ is itself proof of tampering. Either mismatch
+//! makes the file bad, so verification holds for every fetch, not only the first.
+//!
 //! This is the one place where content is decrypted and verified: whole-file downloads and the
 //! mount's block reader both go through it.
 //!
 //! Invariants: MACs are kept sparsely (a map of the chunks seen), so a size stated by the
-//! server never sizes an allocation; a piece is returned only after its MACs were recorded,
-//! and never once the file's MAC failed.
+//! server never sizes an allocation; a recorded MAC is never replaced; a piece is returned
+//! only after its MACs were recorded or matched the recorded ones, and never once the file's
+//! MAC failed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,11 +150,28 @@ impl Content {
         Ok(Bytes::from(data))
     }
 
-    /// Records chunk MACs; checks the file once every chunk's MAC is known.
+    /// Records chunk MACs, or compares them with the ones recorded by an earlier fetch of the
+    /// same chunks; checks the file once every chunk's MAC is known. A chunk whose MAC differs
+    /// from its recorded one makes the file bad: its content changed between two fetches.
     fn record(&self, first: u64, macs: &[[u8; 16]]) -> Result<(), TransferError> {
+        use std::collections::btree_map::Entry;
         let mut m = self.lock();
+        if m.verdict == Verdict::Bad {
+            return Err(TransferError::MacMismatch);
+        }
+        let mut changed = false;
         for (i, mac) in macs.iter().enumerate() {
-            m.seen.insert(first + i as u64, *mac);
+            match m.seen.entry(first + i as u64) {
+                Entry::Vacant(v) => {
+                    v.insert(*mac);
+                }
+                Entry::Occupied(o) => changed |= o.get() != mac,
+            }
+        }
+        if changed {
+            m.verdict = Verdict::Bad;
+            self.bad.store(true, Ordering::Release);
+            return Err(TransferError::MacMismatch);
         }
         self.check(&mut m)
     }
@@ -243,6 +266,43 @@ mod tests {
         assert!(bad.is_bad());
         assert!(bad.first_report() && !bad.first_report(), "reported once");
         assert!(matches!(bad.finish(), Err(TransferError::MacMismatch)));
+    }
+
+    /// A chunk fetched again is checked against the MAC recorded the first time: after the
+    /// verdict (the block cache dropped it and a read fetched it again), and before it.
+    #[test]
+    fn a_chunk_fetched_again_must_match_what_was_recorded() {
+        let plain: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let (key, nonce) = ([1u8; 16], [2u8; 8]);
+        let good = mac::meta_mac(&key, &nonce, &plain);
+        let cph = cipher(&key);
+        let macs: Vec<[u8; 16]> = mac::chunks(plain.len() as u64)
+            .map(|(s, l)| mac::chunk_mac(&cph, &nonce, &plain[s as usize..(s + l) as usize]))
+            .collect();
+        let mut tampered = plain.clone();
+        tampered[200_000] ^= 1;
+        let other = mac::chunk_mac(&cph, &nonce, &tampered[131_072..]);
+        assert_ne!(other, macs[1]);
+
+        // Verified, then chunk 1 comes back different: bad, and it stays bad.
+        let c = content(plain.len() as u64, good);
+        c.record(0, &macs).unwrap();
+        assert_eq!(c.verdict(), Verdict::Verified);
+        c.record(1, &macs[1..]).unwrap(); // the same again: fine
+        assert!(matches!(
+            c.record(1, &[other]),
+            Err(TransferError::MacMismatch)
+        ));
+        assert!(c.is_bad() && c.verdict() == Verdict::Bad);
+        assert!(c.record(0, &macs[..1]).is_err(), "nothing more once bad");
+        assert!(c.finish().is_err());
+
+        // Before any verdict: two fetches of chunk 1 that differ are an integrity error
+        // even though the file is not complete.
+        let c = content(plain.len() as u64, good);
+        c.record(1, &[other]).unwrap();
+        assert!(c.record(1, &macs[1..]).is_err());
+        assert!(c.is_bad());
     }
 
     #[test]

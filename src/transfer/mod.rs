@@ -9,6 +9,8 @@
 //! * [`download`], [`upload`]: whole-file transfers with progress reporting.
 //! * [`staged`]: a file's new content while it is being written, encrypted on local disk,
 //!   uploaded as it is.
+//! * [`spool`]: content held until it verified whole, encrypted under a key only memory holds
+//!   when it goes to disk.
 //! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
@@ -16,6 +18,7 @@
 pub mod content;
 pub mod download;
 pub mod fetch;
+pub mod spool;
 pub mod staged;
 pub mod upload;
 

@@ -11,12 +11,21 @@
 //! sealed for upload. The upload then sends the staged bytes as they are: no second encryption
 //! pass.
 //!
+//! A staging file's key serves one upload. Sending it marks the file spent
+//! ([`StagedFile::spend`]); a spent file is never sent again, and before it is changed or sent
+//! again it is re-keyed ([`StagedFile::rekey`]): its content copied under a fresh key into a
+//! new staging file, which replaces it. A staging file an earlier run left counts as spent (it
+//! may have been sent before the crash). So no two uploads share a (key, nonce), and no local
+//! ciphertext shares a key with content the server holds but the one upload it was made for.
+//!
 //! Invariants: the staging file and its key file are created 0600 and never over an existing
-//! file; a chunk MAC is either fresh (the chunk has not changed since) or absent.
+//! file; a chunk MAC is either fresh (the chunk has not changed since) or absent; a spent file
+//! is not sent again.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use aes::Aes128;
@@ -88,6 +97,10 @@ pub struct StagedFile {
     /// Held while the length may change (writes, truncations), so that filling the gap a
     /// write past the end leaves never races another write.
     extent: Mutex<()>,
+    /// The MEGA path it is for (also in the key file, encrypted).
+    origin: String,
+    /// An upload of it started: its key is not used for another.
+    spent: AtomicBool,
 }
 
 impl std::fmt::Debug for StagedFile {
@@ -132,10 +145,16 @@ impl StagedFile {
             let _ = std::fs::remove_file(key_file(path));
             return Err(e);
         }
-        Ok(StagedFile::with(path, file, key))
+        Ok(StagedFile::with(path, file, key, origin, false))
     }
 
-    fn with(path: &Path, file: std::fs::File, key: FileKey) -> StagedFile {
+    fn with(
+        path: &Path,
+        file: std::fs::File,
+        key: FileKey,
+        origin: &str,
+        spent: bool,
+    ) -> StagedFile {
         StagedFile {
             path: path.to_path_buf(),
             cipher: cipher(&key.aes),
@@ -143,11 +162,74 @@ impl StagedFile {
             key,
             macs: Mutex::new(Macs::default()),
             extent: Mutex::new(()),
+            origin: origin.to_string(),
+            spent: AtomicBool::new(spent),
         }
     }
 
+    /// Whether an upload of this file started: its key must not be used again.
+    pub fn is_spent(&self) -> bool {
+        self.spent.load(Ordering::Acquire)
+    }
+
+    /// Claims the key for one upload, before any of the ciphertext is sent. Fails if an
+    /// upload already claimed it: the file must be [re-keyed](Self::rekey) first.
+    pub fn spend(&self) -> std::io::Result<()> {
+        if self.spent.swap(true, Ordering::AcqRel) {
+            return Err(io_other(
+                "refusing to send a staging file whose key was already used for an upload",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy of this staging file under a fresh key (a new staging file beside it, every
+    /// chunk MAC computed on the way, synced to disk, with the unsaved marker if this one had
+    /// it), which replaces it: this one's files are removed once the copy is complete. On an
+    /// error nothing changed. The caller keeps anybody from changing this file meanwhile.
+    pub fn rekey(&self, master: &MasterKey) -> std::io::Result<StagedFile> {
+        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let path = dir.join(format!("{:016x}", rand::random::<u64>()));
+        let fresh = StagedFile::create(&path, master, &self.origin)?;
+        let copied = (|| {
+            let size = self.len()?;
+            let (mut at, mut pending) = (0u64, Vec::new());
+            while at + (pending.len() as u64) < size {
+                let data = self.read_at(at + pending.len() as u64, STEP)?;
+                if data.is_empty() {
+                    break;
+                }
+                fresh.fill(&mut at, &mut pending, &data)?;
+            }
+            fresh.fill_done(at, pending)?;
+            if fresh.len()? != size {
+                return Err(io_other("the staging file changed while it was re-keyed"));
+            }
+            fresh.file.sync_data()?;
+            if unsaved_marker(&self.path).exists() {
+                fresh.set_unsaved(true)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            StagedFile::remove(&path);
+            return Err(e);
+        }
+        // The marker goes last: a crash before it leaves both files marked (recovered
+        // twice), never neither.
+        let _ = std::fs::remove_file(unsaved_marker(&self.path));
+        StagedFile::remove(&self.path);
+        Ok(fresh)
+    }
+
+    /// The MEGA path it is for.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Opens a staging file an earlier run left, with its key (all MACs to be recomputed);
-    /// returns it with the MEGA path it was for.
+    /// returns it with the MEGA path it was for. It counts as spent: the run that left it may
+    /// have sent it.
     pub fn open(path: &Path, master: &MasterKey) -> std::io::Result<(StagedFile, String)> {
         let text = std::fs::read(key_file(path))?;
         let kf: KeyFile = serde_json::from_slice(&text)
@@ -174,11 +256,12 @@ impl StagedFile {
             .read(true)
             .write(true)
             .open(path)?;
-        Ok((StagedFile::with(path, file, key), origin))
+        let staged = StagedFile::with(path, file, key, &origin, true);
+        Ok((staged, origin))
     }
 
     /// The MEGA path a staging file an earlier run left was for (without opening it).
-    pub fn origin(path: &Path, master: &MasterKey) -> Option<String> {
+    pub fn origin_of(path: &Path, master: &MasterKey) -> Option<String> {
         Self::open(path, master).ok().map(|(_, o)| o)
     }
 
@@ -595,6 +678,50 @@ mod tests {
         // A plaintext staging file of an older version (no key beside it) counts as unsaved.
         std::fs::write(&p, b"old").unwrap();
         assert!(StagedFile::is_unsaved(&p));
+    }
+
+    /// A re-keyed copy has the same plaintext under a new key and nonce, its MACs computed
+    /// for the new key, the unsaved marker carried over, and the old files gone.
+    #[test]
+    fn rekeying_copies_the_content_under_a_fresh_key_and_replaces_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let s = StagedFile::create(&p, &master(), "/docs/a.bin").unwrap();
+        let body = data(2_345_678, 5);
+        s.write_at(0, &body).unwrap();
+        s.set_unsaved(true).unwrap();
+        assert!(!s.is_spent());
+        s.spend().unwrap();
+        assert!(s.spend().is_err(), "a key is claimed once");
+        let fresh = s.rekey(&master()).unwrap();
+        assert!(!fresh.is_spent());
+        assert_ne!(fresh.key.aes, s.key.aes);
+        assert_ne!(fresh.key.nonce, s.key.nonce);
+        assert_eq!(fresh.origin(), "/docs/a.bin");
+        assert_eq!(fresh.read_at(0, 3_000_000).unwrap(), body);
+        assert!(StagedFile::is_unsaved(fresh.path()));
+        assert!(!p.exists() && !StagedFile::has_key(&p) && !unsaved_marker(&p).exists());
+        // Every chunk MAC was computed on the way: sealing needs no pass of its own, and
+        // gives the new key's MAC of the same plaintext.
+        assert!(fresh.macs().fresh.len() as u64 == mac::chunk_count(body.len() as u64));
+        let sealed = fresh.seal(3).unwrap();
+        assert_eq!(
+            sealed.key.meta_mac,
+            mac::meta_mac(&fresh.key.aes, &fresh.key.nonce, &body)
+        );
+        // Reopened from disk (as the next start would): the same content, and spent.
+        let path = fresh.path().to_path_buf();
+        drop(fresh);
+        let (again, origin) = StagedFile::open(&path, &master()).unwrap();
+        assert_eq!(origin, "/docs/a.bin");
+        assert!(
+            again.is_spent(),
+            "a file an earlier run left may have been sent"
+        );
+        assert_eq!(
+            again.read_at(1_000_000, 10).unwrap(),
+            &body[1_000_000..1_000_010]
+        );
     }
 
     #[test]

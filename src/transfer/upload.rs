@@ -245,7 +245,8 @@ pub async fn upload<R: AsyncRead + Unpin>(
 /// Sends the `size` bytes of a staged file as they are on disk (already encrypted with the
 /// staged file's key): no second encryption pass. Returns the completion token; the key's
 /// condensed MAC and the fingerprint come from [`StagedFile::seal`], which needs none of this
-/// and can run at the same time.
+/// and can run at the same time. The staged file's key is claimed first: a file whose key an
+/// earlier upload used is refused (it must be re-keyed), so no two uploads share a keystream.
 pub async fn send_staged(
     api: &ApiClient,
     staged: &Arc<StagedFile>,
@@ -254,6 +255,10 @@ pub async fn send_staged(
     progress: Option<Progress>,
 ) -> Result<String, TransferError> {
     let mut sender = Sender::new(api, size, cfg, progress).await?;
+    // Claimed once the upload URL is there (an account over quota is refused before that,
+    // and nothing was sent), before the first byte of ciphertext goes out. An empty file
+    // sends none.
+    staged.spend()?;
     for piece in pieces(size, cfg.piece_size) {
         let s = staged.clone();
         let data = tokio::task::spawn_blocking(move || s.ciphertext(piece.start, piece.len))

@@ -33,7 +33,7 @@ use crate::crypto::b64;
 use crate::tree::keys::KeyRing;
 
 /// Written into every cache file; another value means another layout (the file is rebuilt).
-const FORMAT: &str = "mega-mount tree cache 2";
+const FORMAT: &str = "mega-mount tree cache 3";
 
 /// The block the check value encrypts with the master key (16 bytes).
 const CHECK_BLOCK: &[u8; 16] = b"mega-mount cache";
@@ -379,6 +379,20 @@ fn remove_stale_builds(path: &Path) {
     }
 }
 
+/// The checksum of what a file says about the whole tree — share keys, users, shares, roots
+/// and incoming shares (`meta`), the cursor, the node count and the nodes' checksum — kept
+/// as `state` with every commit: none of it is trusted on open without it.
+fn state_crc(meta: &str, sn: &str, count: i64, digest: i64) -> String {
+    let mut b = Vec::with_capacity(meta.len() + sn.len() + 18);
+    b.extend_from_slice(meta.as_bytes());
+    b.push(0);
+    b.extend_from_slice(sn.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&count.to_le_bytes());
+    b.extend_from_slice(&digest.to_le_bytes());
+    format!("{:08x}", crc32fast::hash(&b))
+}
+
 /// The check value: the master key encrypting a fixed block (as `ha` proves a share key).
 fn check_value(keys: &KeyRing) -> String {
     b64::encode(&keys.master.0.wrap(CHECK_BLOCK))
@@ -427,17 +441,43 @@ fn meta_reply(small: Meta, keys: &KeyRing, f: Vec<RawNode>, sn: &str) -> FetchRe
     }
 }
 
+/// How damage found in a cache file is told: a wake-up for whoever replaces the tree, and a
+/// count every read can compare before and after (a tree replaced in between is not
+/// damaged, but what the read got from the old one was).
+#[derive(Debug, Default)]
+pub struct Damage {
+    notify: tokio::sync::Notify,
+    count: std::sync::atomic::AtomicU64,
+}
+
+impl Damage {
+    /// How many times damage was found so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits for the next damage found.
+    pub async fn found(&self) {
+        self.notify.notified().await
+    }
+
+    fn tell(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+}
+
 /// Where a tree served from the cache ([`NodeTree::backed`]) reads the nodes it does not
 /// hold: a node by handle, a folder's children by parent. Every row read is checked against
 /// its checksum; a row that fails, or a file SQLite finds damaged, makes the whole file
 /// untrusted from then on ([`failed`](Self::failed)): it answers nothing more, says so once,
-/// and wakes whoever waits on the `damaged` notice given to [`TreeCache::backing`] (to
-/// fetch the tree again).
+/// and tells the [`Damage`] given to [`TreeCache::backing`] (to fetch the tree again, and
+/// so that the read that met it fails instead of showing what it got).
 pub struct Backing {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     failed: AtomicBool,
-    damaged: Arc<tokio::sync::Notify>,
+    damaged: Arc<Damage>,
 }
 
 impl std::fmt::Debug for Backing {
@@ -465,7 +505,7 @@ impl Backing {
                 "tree cache {}: {why}; not used any more (the tree is fetched again)",
                 self.path.display()
             );
-            self.damaged.notify_one();
+            self.damaged.tell();
         }
     }
 
@@ -620,9 +660,9 @@ impl TreeCache {
         &self.path
     }
 
-    /// A reader of this file's nodes for a tree served from it; `damaged` is notified if
-    /// the file turns out to be damaged.
-    pub fn backing(&self, damaged: Arc<tokio::sync::Notify>) -> Backing {
+    /// A reader of this file's nodes for a tree served from it; `damaged` is told if the
+    /// file turns out to be damaged.
+    pub fn backing(&self, damaged: Arc<Damage>) -> Backing {
         Backing {
             conn: self.conn.clone(),
             path: self.path.clone(),
@@ -661,14 +701,19 @@ impl TreeCache {
             "not made with this account's key",
         )?;
         let sn = meta("sn")?.ok_or_else(|| bad(&"no event cursor"))?;
-        let small: Meta = meta("meta")?
-            .and_then(|m| serde_json::from_str(&m).ok())
-            .ok_or_else(|| bad(&"no readable share and user list"))?;
+        let text = meta("meta")?.ok_or_else(|| bad(&"no share and user list"))?;
         let count = |name: &str| -> Result<i64, CacheError> {
             conn.query_row("SELECT n FROM counts WHERE name = ?1", [name], |r| r.get(0))
                 .map_err(|e| bad(&e))
         };
         let (count, digest) = (count("nodes")?, count("digest")?);
+        if meta("state")?.as_deref() != Some(state_crc(&text, &sn, count, digest).as_str()) {
+            return Err(bad(
+                &"its share keys, roots, cursor or counts do not match their checksum (corrupted)",
+            ));
+        }
+        let small: Meta =
+            serde_json::from_str(&text).map_err(|_| bad(&"no readable share and user list"))?;
         Ok(Some(Header {
             conn,
             sn,
@@ -968,6 +1013,10 @@ fn write_state(
     put_meta(tx, "meta", &text)?;
     put_meta(tx, "sn", sn)?;
     tx.execute("UPDATE counts SET n = ?1 WHERE name = 'digest'", [sum])?;
+    let count: i64 = tx.query_row("SELECT n FROM counts WHERE name = 'nodes'", [], |r| {
+        r.get(0)
+    })?;
+    put_meta(tx, "state", &state_crc(&text, sn, count, sum))?;
     Ok(())
 }
 

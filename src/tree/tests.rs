@@ -276,7 +276,7 @@ fn served_from_cache(tree: &mut NodeTree, dir: &std::path::Path) -> (cache::Tree
     let (c, opened) = cache::TreeCache::open(&path, "u/", &keys())
         .unwrap()
         .unwrap();
-    let backing = c.backing(std::sync::Arc::new(tokio::sync::Notify::new()));
+    let backing = c.backing(std::sync::Arc::default());
     (c, NodeTree::backed(keys(), backing, opened))
 }
 
@@ -367,7 +367,7 @@ fn a_tree_served_from_the_cache_matches_the_tree_in_memory() {
         .unwrap()
         .unwrap();
     assert_eq!(opened.count, mem.len());
-    let backing = _c.backing(std::sync::Arc::new(tokio::sync::Notify::new()));
+    let backing = _c.backing(std::sync::Arc::default());
     let again = NodeTree::backed(keys(), backing, opened);
     assert_eq!(walk_listing(&again), walk_listing(&mem));
     let mut all: Vec<_> = again.iter().map(|n| n.handle.0.clone()).collect();
@@ -415,7 +415,7 @@ fn a_damaged_row_marks_the_tree_damaged() {
     let (c, opened) = cache::TreeCache::open(&path, "u/", &keys())
         .unwrap()
         .unwrap();
-    let told = std::sync::Arc::new(tokio::sync::Notify::new());
+    let told = std::sync::Arc::new(cache::Damage::default());
     let lazy = NodeTree::backed(keys(), c.backing(told.clone()), opened);
     assert!(lazy.resolve("/docs").is_ok());
     assert!(!lazy.damaged());
@@ -424,12 +424,13 @@ fn a_damaged_row_marks_the_tree_damaged() {
         "a damaged row was served"
     );
     assert!(lazy.damaged());
+    assert_eq!(told.count(), 1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     rt.block_on(async {
-        tokio::time::timeout(std::time::Duration::from_secs(5), told.notified())
+        tokio::time::timeout(std::time::Duration::from_secs(5), told.found())
             .await
             .expect("not told");
     });

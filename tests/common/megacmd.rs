@@ -47,12 +47,20 @@ impl<'a> Cmd<'a> {
         }
     }
 
-    pub async fn run(&self, args: &[&str]) -> Out {
+    /// Its temporary folder (`TMPDIR`): inside its home, so tests can look at what it left.
+    pub fn tmp(&self) -> PathBuf {
+        self.home.join("tmp")
+    }
+
+    /// The command, ready to spawn (with a private `TMPDIR`, [`Cmd::tmp`]).
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        std::fs::create_dir_all(self.tmp()).unwrap();
         let mut c = tokio::process::Command::new(BIN);
         c.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.home)
+            .env("TMPDIR", self.tmp())
             .env("XDG_CONFIG_HOME", self.home.join("config"))
             .env("MEGA_API_URL", self.env.server.base_url())
             .kill_on_drop(true);
@@ -62,6 +70,11 @@ impl<'a> Cmd<'a> {
         if self.password {
             c.env("MEGA_PASSWORD", PASSWORD);
         }
+        c
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Out {
+        let mut c = self.command(args);
         let out = tokio::time::timeout(Duration::from_secs(120), c.output())
             .await
             .unwrap_or_else(|_| panic!("megacmd {args:?} timed out"))

@@ -1,5 +1,10 @@
 //! Shared helpers for integration tests: an in-process `mega-testserver` on 127.0.0.1:0 with
 //! fresh accounts, fast retry settings, and deterministic test data.
+//!
+//! Every test's server is audited when its [`Env`] drops: no two uploads by any account made
+//! with [`PASSWORD`] may share an AES key and nonce (`mega_testserver::audit::keystreams`).
+//! So every test that writes through the product (mount, megacmd, sync, versions…) checks
+//! the keystream promise at its end, without having to remember to.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -14,6 +19,31 @@ pub mod mount;
 pub struct Env {
     pub server: TestServer,
     pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Fails the test if two uploads on this server (by accounts with [`PASSWORD`]) share a
+    /// key and nonce. Also run when the `Env` drops.
+    pub fn assert_fresh_keystreams(&self) -> mega_testserver::audit::KeystreamReport {
+        let report =
+            mega_testserver::audit::keystreams(self.server.store(), |_| Some(PASSWORD.to_string()))
+                .expect("keystream audit");
+        assert!(
+            report.is_clean(),
+            "uploads share a key and nonce: {:?}",
+            report.repeats
+        );
+        report
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Not while a test is already failing: its own message matters more.
+        if !std::thread::panicking() {
+            self.assert_fresh_keystreams();
+        }
+    }
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -92,4 +122,27 @@ pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The first file under `dir` (recursively) whose bytes contain `marker`: plaintext that
+/// reached the disk.
+pub fn file_holding(dir: &std::path::Path, marker: &[u8]) -> Option<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            if let Some(f) = file_holding(&p, marker) {
+                return Some(f);
+            }
+        } else if t.is_file() {
+            // A file can vanish or grow while it is read: what was read is what counts.
+            if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(marker.len()).any(|w| w == marker) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
 }

@@ -105,13 +105,16 @@ impl Drop for Mount {
     }
 }
 
-/// `mega-mount` with only the environment it needs: its own HOME (config, cache) and the
-/// test server's credentials.
+/// `mega-mount` with only the environment it needs: its own HOME (config, cache, `TMPDIR`)
+/// and the test server's credentials.
 pub fn daemon(api_url: &str, email: &str, home: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    // Its own temporary folder, inside its HOME: tests can look at what it leaves there.
+    std::fs::create_dir_all(home.join("tmp")).unwrap();
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", home)
+        .env("TMPDIR", home.join("tmp"))
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("MEGA_API_URL", api_url)
@@ -174,21 +177,28 @@ pub async fn fs_core(
     env: &Env,
     email: &str,
 ) -> (Arc<mega_mount::fs::MegaFs>, Arc<mega_mount::client::Client>) {
+    fs_core_with(env, email, |_| {}).await
+}
+
+/// [`fs_core`] with its settings changed by `edit` (a 1 MiB block cache unless changed).
+pub async fn fs_core_with(
+    env: &Env,
+    email: &str,
+    edit: impl FnOnce(&mut mega_mount::fs::FsConfig),
+) -> (Arc<mega_mount::fs::MegaFs>, Arc<mega_mount::client::Client>) {
     let client = Arc::new(env.login(email).await);
-    let fs = mega_mount::fs::MegaFs::new(
-        client.clone(),
-        mega_mount::fs::FsConfig {
-            uid: 0,
-            gid: 0,
-            umask: 0o022,
-            read_only: false,
-            hard_delete: false,
-            cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
-            cache_size: 1 << 20,
-            verify_full: false,
-            shares_dir: Some("Shared with me".into()),
-        },
-    )
-    .unwrap();
+    let mut cfg = mega_mount::fs::FsConfig {
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+        read_only: false,
+        hard_delete: false,
+        cache_dir: env.dir.path().join(format!("core-{}", rand_suffix())),
+        cache_size: 1 << 20,
+        verify_full: false,
+        shares_dir: Some("Shared with me".into()),
+    };
+    edit(&mut cfg);
+    let fs = mega_mount::fs::MegaFs::new(client.clone(), cfg).unwrap();
     (Arc::new(fs), client)
 }

@@ -51,7 +51,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-fn ecb_encrypt(key: &[u8; 16], data: &mut [u8]) {
+pub(crate) fn ecb_encrypt(key: &[u8; 16], data: &mut [u8]) {
     let c = Aes128::new(GenericArray::from_slice(key));
     for chunk in data.chunks_exact_mut(16) {
         c.encrypt_block(GenericArray::from_mut_slice(chunk));

@@ -3,7 +3,10 @@
 //! server running as a child process).
 //!
 //! Counted faults fire on the next N matching requests and then stop; `latency_ms`,
-//! `bandwidth_bps` and `corrupt_downloads` stay in force until changed.
+//! `bandwidth_bps` and `corrupt_downloads` stay in force until changed. `corrupt_after`
+//! tampers from a given point on: downloads are served intact until that many more bytes went
+//! out, then the byte at that point is flipped and `corrupt_downloads` turns on, so content a
+//! client already read (and verified) changes under it, as a tampering server would.
 
 use std::sync::Mutex;
 
@@ -42,8 +45,15 @@ pub struct FaultConfig {
     pub ul_drop: u32,
     /// Every download has one byte flipped (until set back to false).
     pub corrupt_downloads: bool,
+    /// 0: off. N: the next N bytes of downloads are served intact, the byte after them is
+    /// flipped, and from then on every download is corrupted (`corrupt_downloads` turns on).
+    pub corrupt_after: u64,
     /// Added latency per request, in milliseconds.
     pub latency_ms: u64,
+    /// `/cs` runs the commands (their action packets go out at once), then waits this many
+    /// milliseconds before replying: a client's own echo reaches its event channel before
+    /// the reply, as happens on the real service under load.
+    pub cs_reply_delay_ms: u64,
     /// Download bandwidth cap in bytes per second (0 = unlimited).
     pub bandwidth_bps: u64,
 }
@@ -149,12 +159,33 @@ impl Faults {
         std::time::Duration::from_millis(self.lock().latency_ms)
     }
 
+    pub fn reply_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lock().cs_reply_delay_ms)
+    }
+
     pub fn bandwidth(&self) -> u64 {
         self.lock().bandwidth_bps
     }
 
-    pub fn corrupt(&self) -> bool {
-        self.lock().corrupt_downloads
+    /// Where in a download response of `len` bytes a bit is flipped, if anywhere: the first
+    /// byte with `corrupt_downloads`, else the byte at which `corrupt_after`'s intact budget
+    /// runs out (the budget shrinks by what this response serves intact).
+    pub fn corruption(&self, len: u64) -> Option<u64> {
+        let mut c = self.lock();
+        if c.corrupt_downloads {
+            return (len > 0).then_some(0);
+        }
+        if c.corrupt_after == 0 {
+            return None;
+        }
+        if len < c.corrupt_after {
+            c.corrupt_after -= len;
+            return None;
+        }
+        let at = c.corrupt_after;
+        c.corrupt_after = 0;
+        c.corrupt_downloads = true;
+        (at < len).then_some(at)
     }
 
     pub fn hashcash_easiness(&self) -> u8 {
@@ -187,4 +218,31 @@ pub fn apply_arg(cfg: &mut FaultConfig, arg: &str) -> Result<(), String> {
     };
     *cfg = serde_json::from_value(v).map_err(|e| format!("fault {name}: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_after_serves_its_budget_intact_then_corrupts_everything() {
+        let f = Faults::new(FaultConfig {
+            corrupt_after: 10,
+            ..Default::default()
+        });
+        assert_eq!(f.corruption(4), None);
+        assert_eq!(f.corruption(4), None);
+        // 2 bytes of budget left: the third byte of this response is flipped.
+        assert_eq!(f.corruption(5), Some(2));
+        assert!(f.get().corrupt_downloads && f.get().corrupt_after == 0);
+        assert_eq!(f.corruption(7), Some(0));
+        assert_eq!(Faults::default().corruption(7), None);
+        // A budget that ends exactly at a response's end corrupts the next one.
+        let f = Faults::new(FaultConfig {
+            corrupt_after: 3,
+            ..Default::default()
+        });
+        assert_eq!(f.corruption(3), None);
+        assert_eq!(f.corruption(3), Some(0));
+    }
 }

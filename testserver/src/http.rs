@@ -144,6 +144,10 @@ async fn cs(
     let reply = tokio::task::spawn_blocking(move || request(&st, &q, &body, peer))
         .await
         .unwrap_or_else(|_| b"-1".to_vec());
+    let delay = state.faults.reply_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if fault == Fault::Drop {
         let keep = reply.len() / 2;
         return dropped_response(reply, keep);

@@ -6,7 +6,8 @@
 //! only ciphertext, encrypted attributes and wrapped keys.
 //!
 //! Modules: [`crypto`] (its own, never the product crate's), [`store`] (SQLite + blob files),
-//! [`faults`] (fault injection), `commands` (the `/cs` commands), `attrs` (user attributes),
+//! [`faults`] (fault injection), [`audit`] (offline checks of what clients stored, given an
+//! account's password), `commands` (the `/cs` commands), `attrs` (user attributes),
 //! `shares` (folders shared between users, pending keys), `pending` (pending shares), `contacts` (contact requests), `versions` (file versions), `transfer` (upload/download URLs), `events` (`/sc` and the
 //! wait URL).
 //!
@@ -16,6 +17,7 @@
 //! directory is private to its user and holds no usable session id, every command applies
 //! completely or not at all, and the [`Limits`] bound what one client can make it do.
 
+pub mod audit;
 pub mod crypto;
 pub mod faults;
 pub mod stats;
@@ -203,6 +205,33 @@ pub fn add_user(
         Ok::<_, store::StoreError>(())
     })?;
     Ok(user)
+}
+
+/// An account's master key, from its password (checked against the stored verifier): what
+/// the offline tools that act for a user (`seed`, `audit`) need; the running server never
+/// does this.
+pub(crate) fn master_key(user: &store::User, password: &str) -> Result<[u8; 16], ServerError> {
+    use aes::cipher::{generic_array::GenericArray, BlockDecrypt, KeyInit};
+    let pwkey = if user.version == 1 {
+        let pk = crypto::prepare_key(password.as_bytes());
+        if crypto::stringhash(&user.email, &pk).as_slice() != user.verifier.as_slice() {
+            return Err(ServerError::Other("wrong password".into()));
+        }
+        pk
+    } else {
+        let salt = user.salt.clone().unwrap_or_default();
+        let (pk, auth) = crypto::derive_v2(password.as_bytes(), &salt);
+        if crypto::v2_verifier(&auth).as_slice() != user.verifier.as_slice() {
+            return Err(ServerError::Other("wrong password".into()));
+        }
+        pk
+    };
+    let mut mk: [u8; 16] = crypto::b64d(&user.k)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ServerError::Other("the account's key is malformed".into()))?;
+    aes::Aes128::new(GenericArray::from_slice(&pwkey))
+        .decrypt_block(GenericArray::from_mut_slice(&mut mk));
+    Ok(mk)
 }
 
 /// A fresh 6-byte node handle (8 base64 characters).

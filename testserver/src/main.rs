@@ -6,6 +6,7 @@
 //!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
 //!                 [--blocked CODE]
+//! mega-testserver audit --data DIR EMAIL PASSWORD [EMAIL PASSWORD]...
 //! ```
 //! The first line the server prints on stdout is its base URL, for scripts to read.
 
@@ -21,6 +22,11 @@ const USAGE: &str = "usage:
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
   mega-testserver seed --data DIR EMAIL PASSWORD --folders N --files M [--depth D]
+  mega-testserver audit --data DIR EMAIL PASSWORD [EMAIL PASSWORD]...
+
+audit unwraps the key of every file node the given accounts created (previous versions and
+the Rubbish Bin included) and fails if two uploads with different content share an
+AES key and nonce, which would give the server the XOR of their plaintexts.
 
 seed fills an existing account with FOLDERS folders DEPTH levels deep (default 3) and FILES
 (empty) files spread over them, encrypted as a client would, directly in the store.
@@ -32,8 +38,8 @@ The first line printed on stdout is the API base URL (port 0 picks a free port).
 The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block) need `Authorization: Bearer TOKEN`;
 without --admin-token a random token is written to DIR/admin-token (mode 0600).
 Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
-dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, corrupt_downloads,
-latency_ms, bandwidth_bps (also settable at run time: POST /__admin/faults with JSON).";
+dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, corrupt_downloads, corrupt_after,
+latency_ms, cs_reply_delay_ms, bandwidth_bps (also settable at run time: POST /__admin/faults with JSON).";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         useradd(&args[1..])
     } else if args.first().map(String::as_str) == Some("seed") {
         seed(&args[1..])
+    } else if args.first().map(String::as_str) == Some("audit") {
+        audit(&args[1..])
     } else if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         Ok(())
@@ -144,6 +152,49 @@ fn seed(args: &[String]) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn audit(args: &[String]) -> Result<(), String> {
+    let mut data = None;
+    let mut positional = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--data" => data = Some(value(args, &mut i, "--data")?.to_string()),
+            a if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            a => positional.push(a.to_string()),
+        }
+        i += 1;
+    }
+    let data = data.ok_or_else(|| format!("audit needs --data DIR\n{USAGE}"))?;
+    if positional.is_empty() || positional.len() % 2 != 0 {
+        return Err(format!("audit needs EMAIL PASSWORD pairs\n{USAGE}"));
+    }
+    let passwords: std::collections::HashMap<String, String> = positional
+        .chunks_exact(2)
+        .map(|p| (p[0].trim().to_lowercase(), p[1].clone()))
+        .collect();
+    let store = Store::open(std::path::Path::new(&data)).map_err(|e| e.to_string())?;
+    let report = mega_testserver::audit::keystreams(&store, |e| passwords.get(e).cloned())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{} file nodes checked, {} skipped (no password for their creator)",
+        report.checked, report.skipped
+    );
+    for group in &report.repeats {
+        println!(
+            "one key and nonce for different content: {}",
+            group.join(", ")
+        );
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} key and nonce pairs used for more than one upload",
+            report.repeats.len()
+        ))
+    }
 }
 
 fn number<T: std::str::FromStr>(

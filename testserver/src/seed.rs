@@ -7,7 +7,7 @@
 //! other: seeding measures tree sizes, not storage.
 
 use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes128;
 use rusqlite::params;
 
@@ -50,30 +50,6 @@ fn encrypt_attrs(key: &[u8; 16], json: &str) -> String {
     b64e(&data)
 }
 
-/// The account's master key, from the password (checked against the stored verifier).
-fn master_key(user: &store::User, password: &str) -> Result<[u8; 16], ServerError> {
-    let pwkey = if user.version == 1 {
-        let pk = crypto::prepare_key(password.as_bytes());
-        if crypto::stringhash(&user.email, &pk).as_slice() != user.verifier.as_slice() {
-            return Err(ServerError::Other("wrong password".into()));
-        }
-        pk
-    } else {
-        let salt = user.salt.clone().unwrap_or_default();
-        let (pk, auth) = crypto::derive_v2(password.as_bytes(), &salt);
-        if crypto::v2_verifier(&auth).as_slice() != user.verifier.as_slice() {
-            return Err(ServerError::Other("wrong password".into()));
-        }
-        pk
-    };
-    let mut mk: [u8; 16] = crypto::b64d(&user.k)
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| ServerError::Other("the account's key is malformed".into()))?;
-    Aes128::new(GenericArray::from_slice(&pwkey))
-        .decrypt_block(GenericArray::from_mut_slice(&mut mk));
-    Ok(mk)
-}
-
 /// Seeds `email`'s Cloud Drive; returns how many nodes were created.
 pub fn seed(
     store: &Store,
@@ -86,7 +62,7 @@ pub fn seed(
         .lock()
         .user_by_email(&email)?
         .ok_or_else(|| ServerError::Other(format!("{email}: no such account")))?;
-    let mk = master_key(&user, password)?;
+    let mk = crate::master_key(&user, password)?;
     let depth = plan.depth.max(1);
     // Folders per level: a tree with `depth` levels and about `folders` folders in all.
     let fanout = ((plan.folders.max(1) as f64).powf(1.0 / depth as f64).ceil() as usize).max(1);

@@ -90,7 +90,6 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
         return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     }
     let len = end - start;
-    let corrupt = state.faults.corrupt();
     if fault == Fault::Drop {
         let mut buf = vec![0u8; (len / 2) as usize];
         if file.read_exact(&mut buf).await.is_err() {
@@ -101,6 +100,9 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
         return dropped_response(buf, keep);
     }
     let bandwidth = state.faults.bandwidth();
+    // The byte (of this response) whose bit is flipped, if any: the client's MAC check must
+    // catch it.
+    let flip = state.faults.corruption(len);
     let stream = futures::stream::unfold((file, 0u64), move |(mut file, sent)| async move {
         if sent >= len {
             return None;
@@ -110,9 +112,8 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
         if let Err(e) = file.read_exact(&mut buf).await {
             return Some((Err(e), (file, len)));
         }
-        if corrupt && sent == 0 {
-            // Flip one bit of the first byte served: the client's MAC check must catch it.
-            buf[0] ^= 0x01;
+        if let Some(at) = flip.filter(|at| (sent..sent + n as u64).contains(at)) {
+            buf[(at - sent) as usize] ^= 0x01;
         }
         if bandwidth > 0 {
             tokio::time::sleep(Duration::from_secs_f64(n as f64 / bandwidth as f64)).await;
