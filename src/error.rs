@@ -94,6 +94,11 @@ pub enum Error {
     /// The configuration or a credentials file is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A contact presents a key that is not the one this account recorded for them: nothing
+    /// was encrypted to it. Only the user can accept the new key, after comparing
+    /// fingerprints with the contact (`megacmd contacts verify`).
+    #[error("{who}: their key is not the one this account recorded for them (a new device or a reset account, or someone in between); nothing was shared with them. Compare fingerprints with them (megacmd contacts), then confirm with `megacmd contacts verify {who}`")]
+    KeyChanged { who: String },
     /// The tree cache this tree is served from turned out damaged while it was read: what
     /// was read is not trusted (a folder is never shown as empty for it). The tree is
     /// fetched again (the mount does it at once; megacmd and sync at their next start).
@@ -126,6 +131,7 @@ impl Error {
             | Error::Protocol(_)
             | Error::ShortRead { .. }
             | Error::Config(_)
+            | Error::KeyChanged { .. }
             | Error::CacheDamaged { .. } => {}
             Error::Local { path, .. } => {
                 if path.is_none() {

@@ -641,3 +641,147 @@ async fn a_key_committed_by_another_session_reaches_a_running_one() {
     })
     .await;
 }
+
+/// Trust: contacts' keys are pinned as MEGA's apps pin them. The first share to bob records
+/// his Ed25519 (SEEN) and Cu25519 (SIGNATURE) keys in alice's authrings (`^!keys` tags 32/33,
+/// next to a record another client wrote, kept byte for byte). When the server then presents
+/// other keys for bob, a share to him is refused with an error naming him and no key is sent;
+/// `contacts` shows him as changed with the new fingerprint; once alice verifies (having
+/// compared fingerprints with him), the share goes through and he is listed as verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_changed_key_refuses_the_share_until_it_is_verified() {
+    use mega_mount::api::attrs::{GetUserAttribute, PutVersionedAttribute};
+    use mega_mount::client::contacts::Trust;
+    use mega_mount::crypto::authring::{AuthRing, Method};
+    use mega_mount::crypto::b64;
+    use mega_mount::crypto::keymgr::{tag, KeysContainer};
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    env.account("bob@example.com").await;
+    let keys_of = |c: &Client| {
+        let (api, user, mk) = (
+            c.api().clone(),
+            c.session().user.clone(),
+            c.session().master_key.clone(),
+        );
+        async move {
+            let a = api
+                .run(&GetUserAttribute {
+                    u: &user,
+                    ua: "^!keys",
+                    v: 1,
+                })
+                .await
+                .unwrap();
+            let blob = b64::decode(&a.av, "av").unwrap();
+            (KeysContainer::open(&mk, &blob).unwrap(), a.v)
+        }
+    };
+    // A record another client wrote (someone else, with a trust byte we do not know).
+    let (mut c, version) = keys_of(&alice).await;
+    let mut foreign = vec![7u8; 8];
+    foreign.extend([9u8; 20]);
+    foreign.push(0x12);
+    let mut ring = AuthRing::parse(&foreign).unwrap();
+    assert!(c.set_authring(tag::AUTHRING_ED25519, &ring));
+    alice
+        .api()
+        .run(&PutVersionedAttribute {
+            name: "^!keys",
+            value: b64::encode(&c.seal(&alice.session().master_key, None)),
+            version: Some(&version),
+        })
+        .await
+        .unwrap();
+
+    let (folder, _) = project(&alice).await;
+    alice
+        .share(&folder, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    let bob_handle = alice
+        .read_tree()
+        .user_by_email("bob@example.com")
+        .unwrap()
+        .to_string();
+    let bob_raw: [u8; 8] = b64::decode(&bob_handle, "u").unwrap().try_into().unwrap();
+    let (c, _) = keys_of(&alice).await;
+    let ed = c.authring(tag::AUTHRING_ED25519).unwrap();
+    let cu = c.authring(tag::AUTHRING_CU25519).unwrap();
+    assert_eq!(ed.get(&bob_raw).unwrap().method, Method::Seen);
+    assert_eq!(cu.get(&bob_raw).unwrap().method, Method::Signature);
+    assert_eq!(
+        ed.get(&[7; 8]),
+        ring.get(&[7; 8]),
+        "another client's record kept"
+    );
+    let first = alice.contacts().await.unwrap();
+    let bob = first.iter().find(|c| c.user == bob_handle).unwrap();
+    assert_eq!(bob.trust, Trust::Seen);
+    let old_fp = bob.fingerprint.clone().unwrap();
+
+    // The server presents other keys for bob.
+    env.server
+        .substitute_public_keys("bob@example.com")
+        .unwrap();
+    let root = alice.root().unwrap().handle;
+    let second = alice.mkdir(&root, "Second").await.unwrap().handle;
+    let e = alice
+        .share(&second, "bob@example.com", Access::Read)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::KeyChanged { who } if who == "bob@example.com"),
+        "{e}"
+    );
+    let sent: i64 = env
+        .server
+        .store()
+        .lock()
+        .query_row(
+            "SELECT COUNT(*) FROM pending_keys WHERE node = ?1",
+            [&second.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sent, 0, "a key went to the changed key");
+    assert!(alice.shares().0.iter().all(|s| s.node != second));
+    // The pinned record was not overwritten.
+    let (c, _) = keys_of(&alice).await;
+    assert_eq!(c.authring(tag::AUTHRING_ED25519).unwrap(), ed);
+
+    // megacmd: listed as changed, with the fingerprint of the key presented now.
+    let cmd = common::megacmd::Cmd::new(&env, "alice@example.com");
+    let listed = cmd.ok(&["contacts", "--json"]).await.json();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["email"] == "bob@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(row["trust"], "CHANGED");
+    let new_fp = row["fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_fp, old_fp);
+    assert_eq!(new_fp.len(), 49, "10 groups of 4 hex digits: {new_fp}");
+    cmd.fails(&["share", "mega:/Second", "bob@example.com"], 12)
+        .await;
+    // Verified after comparing fingerprints: the share goes through.
+    let o = cmd.ok(&["contacts", "verify", "bob@example.com"]).await;
+    assert!(o.stdout.contains(&new_fp), "{}", o.stdout);
+    alice
+        .share(&second, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    let text = cmd.ok(&["contacts"]).await.stdout;
+    assert!(
+        text.lines().any(|l| l.contains("bob@example.com")
+            && l.contains("verified")
+            && l.contains(&new_fp)),
+        "{text}"
+    );
+    let (c, _) = keys_of(&alice).await;
+    ring = c.authring(tag::AUTHRING_ED25519).unwrap();
+    assert_eq!(ring.get(&bob_raw).unwrap().method, Method::Fingerprint);
+    assert_eq!(ring.get(&[7; 8]).unwrap().method, Method::Other(0x12));
+}

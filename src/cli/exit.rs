@@ -18,6 +18,8 @@ pub const INTEGRITY: i32 = 9;
 pub const CONFIG: i32 = 10;
 /// Two-way sync: the `--max-delete` guard stopped the run.
 pub const GUARD: i32 = 11;
+/// A contact's key is not the one this account recorded: nothing was shared.
+pub const KEY_CHANGED: i32 = 12;
 pub const INTERRUPTED: i32 = 130;
 
 /// A failed command: one line for stderr and an exit code.
@@ -67,6 +69,7 @@ pub fn code_of(e: &Error) -> i32 {
         Error::Auth(AuthError::MfaRequired | AuthError::MfaRejected) => MFA,
         Error::Network { .. } => NETWORK,
         Error::Config(_) => CONFIG,
+        Error::KeyChanged { .. } => KEY_CHANGED,
         Error::Local { source, .. } => io_code(source),
         Error::NotAFolder { .. }
         | Error::NotAFile { .. }

@@ -179,6 +179,23 @@ pub enum Command {
     Unshare { path: String, user: Option<String> },
     /// List the folders you share (out) and those shared with you (in), with access levels
     Shares,
+    /// List your contacts with the fingerprint of each one's key and whether it is verified;
+    /// `contacts verify EMAIL` records that you compared it with them
+    Contacts {
+        #[command(subcommand)]
+        action: Option<ContactsAction>,
+    },
+}
+
+/// What `contacts` does besides listing.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ContactsAction {
+    /// Mark a contact's key verified after comparing its fingerprint with them (also how a
+    /// changed key is accepted)
+    Verify {
+        /// The contact's e-mail address
+        email: String,
+    },
 }
 
 /// Everything a command needs.
@@ -286,5 +303,9 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Share { path, user, access } => share::share(ctx, path, user, *access).await,
         Command::Unshare { path, user } => share::unshare(ctx, path, user.as_deref()).await,
         Command::Shares => share::shares(ctx).await,
+        Command::Contacts { action: None } => share::contacts(ctx).await,
+        Command::Contacts {
+            action: Some(ContactsAction::Verify { email }),
+        } => share::verify(ctx, email).await,
     }
 }

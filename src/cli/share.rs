@@ -1,5 +1,6 @@
 //! `share`, `unshare` and `shares`: folders shared between users, both ways, and listing
-//! `mega://Shared/` (the owners) and `mega://Shared/<owner>/` (their folders).
+//! `mega://Shared/` (the owners) and `mega://Shared/<owner>/` (their folders); `contacts`:
+//! the people this account knows, their key fingerprints and whether they are verified.
 
 use std::io::Write;
 
@@ -163,4 +164,49 @@ pub(super) fn list_virtual(client: &Client, rp: &RemotePath) -> Option<Vec<Strin
         }
     }
     Some(lines)
+}
+
+pub(super) async fn contacts(ctx: &Ctx) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let list = client.contacts().await?;
+    let mut out = std::io::stdout().lock();
+    if ctx.cli.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|c| {
+                json!({
+                    "user": c.user,
+                    "email": c.email,
+                    "fingerprint": c.fingerprint,
+                    "trust": c.trust.as_str(),
+                })
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    for c in &list {
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<8}  {}",
+            c.email.as_deref().unwrap_or(&c.user),
+            c.trust.as_str(),
+            c.fingerprint.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn verify(ctx: &Ctx, email: &str) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let fp = client.verify_contact(email).await?;
+    if ctx.cli.json {
+        println!(
+            "{}",
+            json!({"email": email, "fingerprint": fp, "trust": "verified"})
+        );
+    } else {
+        println!("{email}: verified ({fp})");
+    }
+    Ok(())
 }

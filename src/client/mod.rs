@@ -20,6 +20,7 @@
 
 mod cached;
 pub mod connect;
+pub mod contacts;
 pub mod content;
 pub mod keys;
 pub mod links;

@@ -3,7 +3,8 @@
 //! Sharing one of our folders ([`Client::share`]): the share key (a folder link's, if the
 //! folder has one) is stored in `^!keys` first (trusted, in use), sent to the recipient by
 //! pending keys (`pk`, wrapped with our Cu25519 pairwise key after the recipient's signed
-//! Cu25519 key verified), then `s2` with zero `ok`/`ha` and, for a new share, the keys of the
+//! Cu25519 key verified and both of the recipient's keys matched what this account pinned
+//! for them, see [`contacts`](super::contacts)), then `s2` with zero `ok`/`ha` and, for a new share, the keys of the
 //! whole subtree (versions too) under the share key (`cr`). A legacy account — or a recipient
 //! without Cu25519 keys — gets the key RSA-encrypted in `s2` (`k`), as before the key manager.
 //!
@@ -11,8 +12,6 @@
 //! acknowledged ([`Client::accept_pending_keys`]), at login and on every `pk` packet; a key a
 //! legacy sharer sent in `sk` is used and recorded in `^!keys` as untrusted. Writes into a
 //! share carry the share keys of every share above them (`cr`, in [`nodes`](super::nodes)).
-
-use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::keys::raw_handle;
 use super::{Client, Error, Result};
@@ -34,7 +33,7 @@ fn protocol(e: impl std::fmt::Display) -> Error {
 
 impl Client {
     /// A public user attribute of another user, decoded (`None` if it is not set).
-    async fn peer_attr(&self, user: &str, name: &str) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn peer_attr(&self, user: &str, name: &str) -> Result<Option<Vec<u8>>> {
         let q = GetUserAttribute {
             u: user,
             ua: name,
@@ -49,35 +48,21 @@ impl Client {
         }
     }
 
-    /// A user's Cu25519 public key, checked against its signature by the user's Ed25519 key
-    /// (`+sigCu255`: `ts ‖ Ed25519("keyauth" ‖ ts ‖ key)`). `None` for a user without one (a
-    /// legacy account); an error if the signature does not verify.
-    async fn peer_cu25519(&self, user: &str) -> Result<Option<[u8; 32]>> {
-        let Some(cu) = self.peer_attr(user, "+puCu255").await? else {
-            return Ok(None);
-        };
-        let bad = || {
-            Error::Protocol(format!(
-                "{user}: its Cu25519 key does not carry a valid signature; not using it"
-            ))
-        };
-        let cu: [u8; 32] = cu.try_into().map_err(|_| bad())?;
-        let ed: [u8; 32] = self
-            .peer_attr(user, "+puEd255")
-            .await?
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(bad)?;
-        let sig = self.peer_attr(user, "+sigCu255").await?.ok_or_else(bad)?;
-        if sig.len() < 72 {
-            return Err(bad());
+    /// A user's handle from an e-mail address (or a handle).
+    pub(super) async fn user_handle(&self, who: &str) -> Result<String> {
+        if !who.contains('@') {
+            return Ok(who.to_string());
         }
-        let vk = VerifyingKey::from_bytes(&ed).map_err(|_| bad())?;
-        let signature = Signature::from_slice(&sig[8..72]).map_err(|_| bad())?;
-        let mut msg = b"keyauth".to_vec();
-        msg.extend(&sig[..8]);
-        msg.extend(cu);
-        vk.verify_strict(&msg, &signature).map_err(|_| bad())?;
-        Ok(Some(cu))
+        if let Some(h) = self.read_tree().user_by_email(who) {
+            return Ok(h.to_string());
+        }
+        match self.api.run(&GetPublicKey { u: who }).await {
+            Ok(p) => Ok(p.u),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => Err(Error::NotFound {
+                what: format!("{who}: no MEGA account"),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Our Cu25519 private key, from the key manager.
@@ -128,7 +113,7 @@ impl Client {
         let mut rsa_key = None;
         if self.has_key_manager() {
             self.store_own_share_key(&h.0, &key).await?;
-            match self.peer_cu25519(&peer.u).await? {
+            match self.trusted_cu25519(&peer.u).await? {
                 Some(cu) => {
                     let pw = pairwise_key(&*self.own_cu25519().await?, &cu);
                     let k = b64::encode(&pw.wrap(&key.0));
@@ -261,7 +246,7 @@ impl Client {
             let Some(key) = keys.iter().find(|k| k.node == p.node) else {
                 continue;
             };
-            let cu = match self.peer_cu25519(&user).await {
+            let cu = match self.trusted_cu25519(&user).await {
                 Ok(Some(cu)) => cu,
                 Ok(None) => continue,
                 Err(e) => {
@@ -421,7 +406,7 @@ impl Client {
             let Some(map) = keys.as_object() else {
                 continue;
             };
-            let cu = match self.peer_cu25519(sender).await {
+            let cu = match self.trusted_cu25519(sender).await {
                 Ok(Some(cu)) => cu,
                 Ok(None) => {
                     tracing::warn!("{sender} sent share keys but has no Cu25519 key; ignored");

@@ -21,6 +21,10 @@ pub mod tag {
     pub const IDENTITY: u8 = 3;
     pub const GENERATION: u8 = 4;
     pub const PRIV_CU25519: u8 = 17;
+    /// The authring of contacts' Ed25519 keys.
+    pub const AUTHRING_ED25519: u8 = 32;
+    /// The authring of contacts' Cu25519 keys.
+    pub const AUTHRING_CU25519: u8 = 33;
     pub const SHARE_KEYS: u8 = 48;
     pub const PENDING_OUTSHARES: u8 = 64;
     pub const PENDING_INSHARES: u8 = 65;
@@ -190,8 +194,9 @@ impl KeysContainer {
     }
 
     /// Replaces the value of a tag in place (keeping the record order), or adds it before
-    /// the first tag this client does not know: MEGA's writers put unknown records last, and
-    /// mega-rs stops advancing at an unknown tag that comes before tag 48.
+    /// the first known tag above it or the first tag this client does not know: MEGA's
+    /// writers put known tags in ascending order and unknown records last, and mega-rs stops
+    /// advancing at an unknown tag that comes before tag 48.
     fn set(&mut self, t: u8, value: Vec<u8>) {
         if let Some(r) = self.records.iter_mut().rev().find(|r| r.0 == t) {
             r.1 = Zeroizing::new(value);
@@ -200,9 +205,24 @@ impl KeysContainer {
         let at = self
             .records
             .iter()
-            .position(|r| !KNOWN_TAGS.contains(&r.0))
+            .position(|r| !KNOWN_TAGS.contains(&r.0) || r.0 > t)
             .unwrap_or(self.records.len());
         self.records.insert(at, (t, Zeroizing::new(value)));
+    }
+
+    /// An authring ([`tag::AUTHRING_ED25519`] or [`tag::AUTHRING_CU25519`]); empty if absent.
+    pub fn authring(&self, t: u8) -> Result<super::authring::AuthRing, CryptoError> {
+        super::authring::AuthRing::parse(self.get(t).unwrap_or_default())
+    }
+
+    /// Replaces an authring; false (nothing to write) if it is unchanged.
+    pub fn set_authring(&mut self, t: u8, ring: &super::authring::AuthRing) -> bool {
+        let bytes = ring.to_bytes();
+        if self.get(t).unwrap_or_default() == bytes.as_slice() {
+            return false;
+        }
+        self.set(t, bytes);
+        true
     }
 
     pub fn generation(&self) -> u32 {

@@ -17,6 +17,7 @@
 
 pub mod aes;
 pub mod attr;
+pub mod authring;
 pub mod b64;
 pub mod fingerprint;
 pub mod json;
@@ -48,6 +49,8 @@ pub enum CryptoError {
     Rsa(&'static str),
     #[error("malformed fingerprint")]
     BadFingerprint,
+    #[error("malformed {0}")]
+    Malformed(String),
 }
 
 /// The optional upload checksum (`?c=` / `?d=`): the encrypted POST body XOR-folded into

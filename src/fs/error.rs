@@ -151,6 +151,7 @@ impl From<Error> for FsError {
                 | AuthError::MfaRequired
                 | AuthError::MfaRejected,
             ) => FsError::AccessDenied(e.to_string()),
+            e @ Error::KeyChanged { .. } => FsError::AccessDenied(e.to_string()),
             e @ (Error::Network { .. } | Error::Protocol(_) | Error::Server { .. }) => {
                 FsError::Remote(e.to_string())
             }

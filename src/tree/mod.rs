@@ -254,6 +254,11 @@ impl NodeTree {
         }
     }
 
+    /// The users the server told us about (contacts and share peers): handle and e-mail.
+    pub fn users(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.users.iter()
+    }
+
     /// A user's e-mail address, if the server told us.
     pub fn email_of(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(String::as_str)

@@ -381,6 +381,42 @@ impl TestServer {
         Ok(sid)
     }
 
+    /// Makes the server present other public keys for an account from now on — new Ed25519
+    /// and Cu25519 keys, validly signed by each other (`+puEd255`, `+puCu255`, `+sigCu255`) —
+    /// as a server substituting keys would, or as after the account was reset. The account's
+    /// own private keys are left alone. For testing that clients pin their contacts' keys.
+    pub fn substitute_public_keys(&self, email: &str) -> Result<(), ServerError> {
+        let user = self
+            .state
+            .store
+            .lock()
+            .user_by_email(&email.trim().to_lowercase())?
+            .ok_or_else(|| ServerError::Other(format!("no account {email}")))?;
+        let handle: [u8; 8] = crypto::b64d(&user.handle)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| ServerError::Other("bad user handle".into()))?;
+        let pubk = crypto::b64d(&user.pubk).unwrap_or_default();
+        let attrs = keymgr::account_attributes(&keymgr::NewKeys {
+            mk: &crypto::random_bytes(),
+            user: handle,
+            pubk: &pubk,
+            rsa_pqd: &[],
+            now: store::now() as u64,
+            ed_seed: crypto::random_bytes(),
+            cu_private: crypto::random_bytes(),
+        });
+        self.state.store.atomic(|db| {
+            for (name, value) in attrs
+                .iter()
+                .filter(|(n, _)| matches!(*n, "+puEd255" | "+puCu255" | "+sigCu255"))
+            {
+                db.put_attr(&user.handle, name, value)?;
+            }
+            Ok::<_, store::StoreError>(())
+        })?;
+        Ok(())
+    }
+
     /// The API base URL, e.g. `http://127.0.0.1:41234/`.
     pub fn base_url(&self) -> &str {
         &self.state.base_url
