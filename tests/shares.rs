@@ -428,6 +428,37 @@ async fn the_mount_shows_shares_with_their_access_levels() {
     let p = share.join("plan.txt");
     let e = op("rm", move || std::fs::remove_file(p).unwrap_err()).await;
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    // Nor change a file's attributes alone (MEGA needs full access for that); writing it
+    // makes a new version, whose mtime the writes set.
+    let p = share.join("plan.txt");
+    let e = op("touch", move || {
+        let f = std::fs::File::open(p).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000))
+            .unwrap_err()
+    })
+    .await;
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    let p = share.join("plan.txt");
+    op("overwrite", move || {
+        std::fs::write(p, "bob's plan").unwrap()
+    })
+    .await;
+    alice.fetch().await.unwrap();
+    let plan = alice
+        .read_tree()
+        .child_by_name(&folder, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        alice.download_to_vec(&plan.handle).await.unwrap(),
+        b"bob's plan"
+    );
+    let old = alice.read_tree().versions(&plan.handle)[0].handle.clone();
+    assert_eq!(
+        alice.download_to_vec(&old).await.unwrap(),
+        b"the plan",
+        "alice's content stays as the previous version"
+    );
     // Moving out of the share into bob's own drive is not a MEGA move: EXDEV, so that mv(1)
     // copies instead.
     let (from, to) = (share.join("plan.txt"), bob.path("plan.txt"));

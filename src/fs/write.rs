@@ -459,6 +459,9 @@ impl MegaFs {
             }
             let _file = self.lock_files(&[ino]).await;
             let n = self.node_of(ino)?;
+            // Changing a node's attributes takes full access in a share (MEGA's rule): a
+            // read-write member sets a file's mtime by writing it, not by `touch` alone.
+            self.may_change(&n.handle, crate::tree::Access::Full)?;
             self.client
                 .set_mtime(&n.handle, mtime.unwrap_or_else(now))
                 .await?;

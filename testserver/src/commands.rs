@@ -597,7 +597,7 @@ impl Ctx<'_> {
             };
             // `ov`: the file this one supersedes (a new version of it).
             let old = match s(n, "ov") {
-                Some(ov) if kind == FILE => Some(self.superseded(sess, ov)?),
+                Some(ov) if kind == FILE => Some(self.superseded(sess, ov, &parent)?),
                 _ => None,
             };
             if old.as_ref().is_some_and(|o| o.owner != parent.owner) {
@@ -605,7 +605,7 @@ impl Ctx<'_> {
             }
             planned.push((kind, attrs.to_string(), key.to_string(), source, old));
         }
-        let keep_versions = self.versioning_on(cmd, sess)?;
+        let keep_versions = self.versioning_on(cmd, sess, &parent)?;
         if quota_needed > 0 {
             let used = db(self.db.used_bytes(&sess.user.handle))?;
             if used + quota_needed > sess.user.quota {
@@ -755,7 +755,10 @@ impl Ctx<'_> {
     }
 
     fn a(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.node_for(sess, s(cmd, "n"), shares::WRITE)?;
+        // Renaming and changing attributes need full access, as on the real service (the
+        // SDK checks FULL before it sends `a`); a read-write member changes a file by adding
+        // a version of it.
+        let node = self.node_for(sess, s(cmd, "n"), shares::FULL)?;
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
@@ -781,7 +784,8 @@ impl Ctx<'_> {
     /// `s2`: share a folder with users (see [`shares`]) or export it to the pseudo-user
     /// `EXP` (folder links); without `r`, stop. Node keys for the share travel in `cr`.
     fn s2(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.own_node(sess, s(cmd, "n"))?;
+        // Only the owner shares (a member sees the node: EACCESS, not ENOENT).
+        let node = self.node_for(sess, s(cmd, "n"), shares::OWNER)?;
         if node.kind != FOLDER {
             return Err(err::EACCESS);
         }
@@ -913,7 +917,8 @@ impl Ctx<'_> {
     }
 
     fn l(&self, cmd: &Value, sess: &Session) -> CmdResult {
-        let node = self.own_node(sess, s(cmd, "n"))?;
+        // Only the owner exports (the SDK checks OWNER before it sends `l`).
+        let node = self.node_for(sess, s(cmd, "n"), shares::OWNER)?;
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }

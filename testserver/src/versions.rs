@@ -5,6 +5,12 @@
 //! `f` replies and in `t` packets alike, never in `f`: clients that do not know versions
 //! (megajs, go-mega, mega.py, mega-rs) would otherwise file them under the folder or crash.
 //!
+//! Access (inferred: the SDK lets a read-write member upload with `ov`, and says the API
+//! applies the versioning setting; MEGA's help says read-write members add and change files,
+//! only full access deletes): `ov` must name a current file in the target folder; the setting
+//! that decides is the owner's (a member's `vb` is ignored); a member without full access
+//! always keeps the old content as a previous version, whatever any setting says.
+//!
 //! Chosen where the sources are silent (recorded in `doc/` of the client too): a chain keeps
 //! at most [`MAX_VERSIONS`] previous versions, the oldest go first; a superseded file leaves
 //! its folder with a `d` packet and comes back in the `t` packet's `f2` under the new node;
@@ -97,19 +103,40 @@ impl Ctx<'_> {
         Ok(Self::packet("t", cmd, json!({"t": t, "ou": ou})))
     }
 
-    /// Whether a `p` keeps superseded files as versions: `vb` if given, else the account's
-    /// `^!dv` setting.
-    pub(crate) fn versioning_on(&self, cmd: &Value, sess: &Session) -> Result<bool, i64> {
-        match i(cmd, "vb") {
-            Some(v) => Ok(v != 0),
-            None => Ok(!db(self.db.versions_disabled(&sess.user.handle))?),
+    /// Whether a `p` into `parent` keeps superseded files as versions. The setting that counts
+    /// is that of the account whose tree holds the files: its owner's `vb` if given, else
+    /// the owner's `^!dv`. A member of a share follows the owner's `^!dv` (its own `vb` and
+    /// setting do not decide for someone else's files), and one without full access can add
+    /// a version but never make the old content disappear: the superseded file always stays
+    /// as a previous version.
+    pub(crate) fn versioning_on(
+        &self,
+        cmd: &Value,
+        sess: &Session,
+        parent: &Node,
+    ) -> Result<bool, i64> {
+        if parent.owner == sess.user.handle {
+            return match i(cmd, "vb") {
+                Some(v) => Ok(v != 0),
+                None => Ok(!db(self.db.versions_disabled(&sess.user.handle))?),
+            };
         }
+        if self
+            .access(&sess.user.handle, parent)?
+            .unwrap_or(crate::shares::READ)
+            < crate::shares::FULL
+        {
+            return Ok(true);
+        }
+        Ok(!db(self.db.versions_disabled(&parent.owner))?)
     }
 
-    /// The file `ov` names, checked: a current file the session may change.
-    pub(crate) fn superseded(&self, sess: &Session, ov: &str) -> Result<Node, i64> {
+    /// The file `ov` names, checked: a current file in `parent` (the folder the new version
+    /// goes to; a file elsewhere is never moved or versioned from there) that the session
+    /// may change.
+    pub(crate) fn superseded(&self, sess: &Session, ov: &str, parent: &Node) -> Result<Node, i64> {
         let old = self.node_for(sess, Some(ov), crate::shares::WRITE)?;
-        if old.kind != FILE || self.is_version(&old)? {
+        if old.kind != FILE || self.is_version(&old)? || old.parent != parent.handle {
             return Err(err::EARGS);
         }
         Ok(old)

@@ -188,8 +188,8 @@ async fn access_levels_are_enforced_and_writes_reach_every_member() {
     );
     assert_eq!(
         env.run(&u.bob, rename).await,
-        json!(0),
-        "read-write renames"
+        json!(-11),
+        "renaming takes full access"
     );
     assert_eq!(
         env.run(&u.bob, json!({"a": "d", "n": u.file})).await,
@@ -444,4 +444,151 @@ async fn contact_requests_are_sent_accepted_and_removed() {
         .iter()
         .any(|x| x["u"] == json!(dave_h) && x["c"] == json!(0)));
     assert_eq!(env.run(&u.dave, get).await, json!(-9));
+}
+
+/// Every mutating command × every access level (none, read, read-write, full) × a node inside
+/// and outside the share, each with the real service's answer (the SDK checks the same rules
+/// before it sends them: `p` needs read-write on the target, `m` full on the node and
+/// read-write on the target, `d` and `a` full, `s2` and `l` owner). A node the member cannot
+/// see answers ENOENT (-9), one it sees without the access needed EACCESS (-11). `p` with
+/// `ov`: read-write may add a version but the old content always stays as a previous version
+/// (whatever `vb` the member sends), and `ov` must name a file in the target folder.
+#[tokio::test]
+async fn every_mutating_command_at_every_access_level() {
+    let env = start(Limits::default()).await;
+    let alice = env.account("owner@x.example", 1 << 30).await;
+    // One member per level; "none" has no share at all.
+    let levels: [(&str, Option<i64>); 4] = [
+        ("none", None),
+        ("read", Some(0)),
+        ("readwrite", Some(1)),
+        ("full", Some(2)),
+    ];
+    let mut members = Vec::new();
+    for (name, _) in &levels {
+        let sid = env.account(&format!("{name}@x.example"), 1 << 30).await;
+        let h = env.handle_of(&sid).await;
+        members.push((sid, h));
+    }
+    let root = env.root(&alice).await;
+    const ENOENT: i64 = -9;
+    const EACCESS: i64 = -11;
+    // (command, expected for read, readwrite, full) inside the share; outside, and for a
+    // member without a share, always ENOENT.
+    let table: [(&str, [i64; 3]); 7] = [
+        ("p", [EACCESS, 0, 0]),
+        ("p+ov", [EACCESS, 0, 0]),
+        ("m", [EACCESS, EACCESS, 0]),
+        ("d", [EACCESS, EACCESS, 0]),
+        ("a", [EACCESS, EACCESS, 0]),
+        ("s2", [EACCESS, EACCESS, EACCESS]),
+        ("l", [EACCESS, EACCESS, EACCESS]),
+    ];
+    for (cmd, inside) in table {
+        for (li, (level, access)) in levels.iter().enumerate() {
+            for within in [true, false] {
+                // A fresh tree for every case: the share S (folder D and file F in it) and,
+                // outside it, folder O (folder E and file G in it).
+                let s = env.mkdir(&alice, &root).await;
+                let d = env.mkdir(&alice, &s).await;
+                let f = env.put_file(&alice, &s, b"owner's content", None).await["f"][0]["h"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let o = env.mkdir(&alice, &root).await;
+                let e = env.mkdir(&alice, &o).await;
+                let g = env.put_file(&alice, &o, b"other content", None).await["f"][0]["h"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let targets: Vec<Value> = levels
+                    .iter()
+                    .zip(&members)
+                    .filter_map(|((_, a), (_, h))| a.map(|r| json!({"u": h, "r": r})))
+                    .collect();
+                let shared = env
+                    .run(
+                        &alice,
+                        json!({"a": "s2", "n": s, "ok": "AAAAAAAAAAAAAAAAAAAAAA",
+                               "ha": "AAAAAAAAAAAAAAAAAAAAAA", "s": targets}),
+                    )
+                    .await;
+                assert_eq!(shared, json!(0));
+                let (folder, sub, file) = if within { (&s, &d, &f) } else { (&o, &e, &g) };
+                let sid = &members[li].0;
+                let command = match cmd {
+                    "p" => json!({"a": "p", "t": folder,
+                                  "n": [{"h": "xxxxxxxx", "t": 1, "a": "QUFBQQ", "k": KEY16}]}),
+                    "p+ov" => {
+                        let token = env.upload(sid, b"member's content").await;
+                        // The member's own setting says "no versions": it must not decide.
+                        json!({"a": "p", "t": folder, "vb": 0,
+                               "n": [{"h": token, "t": 0, "a": "QUFBQQ", "k": KEY32, "ov": file}]})
+                    }
+                    "m" => json!({"a": "m", "n": file, "t": sub}),
+                    "d" => json!({"a": "d", "n": file}),
+                    "a" => json!({"a": "a", "n": file, "at": "QkJCQg"}),
+                    "s2" => json!({"a": "s2", "n": sub, "ok": "AAAAAAAAAAAAAAAAAAAAAA",
+                                   "ha": "AAAAAAAAAAAAAAAAAAAAAA",
+                                   "s": [{"u": members[0].1, "r": 0}]}),
+                    "l" => json!({"a": "l", "n": file}),
+                    _ => unreachable!(),
+                };
+                let got = env.run(sid, command).await;
+                let want = match (within, access) {
+                    (true, Some(_)) => inside[li - 1],
+                    _ => ENOENT,
+                };
+                let code = got.as_i64().unwrap_or(0);
+                assert_eq!(
+                    code,
+                    want,
+                    "{cmd} by a {level} member {} the share: {got}",
+                    if within { "inside" } else { "outside" }
+                );
+                // Whatever happened, the owner's file is still there unless a member with
+                // full access deleted it; a new version keeps it as the previous version.
+                let tree = env.fetch(&alice).await;
+                let all: Vec<&Value> = ["f", "f2"]
+                    .iter()
+                    .filter_map(|k| tree[*k].as_array())
+                    .flatten()
+                    .collect();
+                let still = all.iter().find(|n| n["h"] == json!(file));
+                if cmd == "d" && code == 0 {
+                    assert!(still.is_none());
+                } else {
+                    assert!(
+                        still.is_some(),
+                        "{cmd} by {level}: the owner's file is gone"
+                    );
+                }
+                if cmd == "p+ov" && code == 0 {
+                    let new = got["f"][0]["h"].clone();
+                    assert_eq!(
+                        still.unwrap()["p"],
+                        new,
+                        "{level}: the old content is the new node's previous version"
+                    );
+                }
+            }
+        }
+    }
+    // `ov` naming a file in another folder is refused; nothing moves.
+    let s = env.mkdir(&alice, &root).await;
+    let o = env.mkdir(&alice, &root).await;
+    let g = env.put_file(&alice, &o, b"elsewhere", None).await["f"][0]["h"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = env.put_file(&alice, &s, b"new", Some(&g)).await;
+    assert_eq!(r, json!(-2), "{r}");
+    let tree = env.fetch(&alice).await;
+    let gnode = tree["f"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["h"] == json!(g))
+        .unwrap();
+    assert_eq!(gnode["p"], json!(o));
 }
