@@ -122,7 +122,7 @@ fn group(s: &str) -> Vec<String> {
 fn imports(text: &str, module: &[String]) -> BTreeSet<String> {
     let code = non_test_code(text);
     let mut out = BTreeSet::new();
-    let mut add = |rest: &str, out: &mut BTreeSet<String>| {
+    let add = |rest: &str, out: &mut BTreeSet<String>| {
         if let Some(g) = rest.strip_prefix('{') {
             out.extend(group(g));
         } else {

@@ -180,13 +180,8 @@ impl MegaFs {
         if tree_of(&n.handle) != tree_of(&to.handle) {
             return Err(FsError::CrossDevice);
         }
-        // Renaming in place changes a name (read-write); moving needs full access.
-        let need = if from.handle == to.handle {
-            Access::ReadWrite
-        } else {
-            Access::Full
-        };
-        self.may_change(&n.handle, need)?;
+        // Renaming and moving both need full access (MEGA's rule for `a` and `m`).
+        self.may_change(&n.handle, Access::Full)?;
         self.may_change(&to.handle, Access::ReadWrite)?;
         self.make_room(&to, new_name, Some(&n)).await?;
         // The name as shown (escaped, or shortened if too long) keeps the node's real name.
