@@ -463,6 +463,47 @@ impl TestServer {
         Ok(user)
     }
 
+    /// Stops serving and starts again on the same address with the same data and settings,
+    /// as a restarted server would (connections in progress break; sessions, nodes and events
+    /// are in the store and survive). Faults set at run time are reset to the configured ones.
+    pub async fn restart(&mut self) -> Result<(), ServerError> {
+        let mut config = self.state.config.clone();
+        config.listen = self.addr;
+        config.admin_token = Some(self.state.admin_token.clone());
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
+        }
+        if let Some(t) = self.task.take() {
+            // Connections close gracefully (idle ones at once); a long-poll does not hold the
+            // restart up for long.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(3), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        // The port is free once the listener is dropped; a moment may pass before it is.
+        let mut tries = 0;
+        let fresh = loop {
+            match TestServer::start(config.clone()).await {
+                Ok(s) => break s,
+                Err(ServerError::Io(e)) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!("restart: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        *self = fresh;
+        Ok(())
+    }
+
     /// Stops serving and waits for the server task to end.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
