@@ -425,7 +425,7 @@ async fn soak() {
     let checker = env.login("alice@example.com").await;
     let mut losses = 0;
     let mut checked = 0;
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     for (rel, (acked, _)) in &ledger.paths {
         let Some(_) = acked else { continue };
         checked += 1;
