@@ -37,8 +37,13 @@ pub fn spawn_invalidator(notifier: fuser::Notifier) -> std::sync::mpsc::Sender<S
                         tracing::debug!(parent, "invalidate entry: {e}");
                     }
                 }
+                // Attributes only (offset -1): a node's content never changes under its inode
+                // from outside (a new remote version is a new node, so a new inode), and
+                // dropping pages makes the kernel wait for page locks that reads in flight
+                // hold — reads only this daemon can answer. Killed (SIGKILL) at that moment,
+                // the daemon could then never finish dying, and its mount hung for good.
                 for ino in stale.inodes {
-                    if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+                    if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
                         tracing::debug!(ino, "invalidate inode: {e}");
                     }
                 }

@@ -378,6 +378,9 @@ async fn soak() {
             if let Some(mut m) = old {
                 if let Some(c) = m.child.as_mut() {
                     let _ = c.kill();
+                    // Requests in flight on the dead mount fail now (as an admin would do
+                    // for a mount whose daemon was killed), instead of waiting forever.
+                    common::mount::abort_connection(&m.dir);
                     let _ = c.wait();
                 }
                 drop(m);

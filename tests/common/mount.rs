@@ -52,7 +52,7 @@ impl Mount {
                 home: home.clone(),
                 child: Some(child),
             };
-            for _ in 0..300 {
+            for _ in 0..1200 {
                 if is_mounted(&dir) {
                     return m;
                 }
@@ -61,7 +61,7 @@ impl Mount {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            panic!("not mounted after 15 s");
+            panic!("not mounted after 60 s");
         }
         // Background mode: the command returns once the mount is ready.
         let out = cmd.output().unwrap();
@@ -86,6 +86,32 @@ impl Mount {
     }
 }
 
+/// Aborts the FUSE connection of the mount at `dir` (`/sys/fs/fuse/connections/N/abort`,
+/// mounting `fusectl` there first if needed): every request waiting on it fails at once. A
+/// daemon that died while the kernel waited for one of its answers cannot always finish
+/// dying until then. Needs root; does nothing if `dir` is not a FUSE mount.
+pub fn abort_connection(dir: &Path) {
+    let want = dir.to_string_lossy().into_owned();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(minor) = info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str()) && l.contains(" - fuse"))
+            .then(|| f.get(2)?.split(':').nth(1).map(str::to_string))
+            .flatten()
+    }) else {
+        return;
+    };
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if !conns.join(&minor).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(conns)
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = std::fs::write(conns.join(&minor).join("abort"), "1");
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let ok = Command::new("fusermount3")
@@ -96,6 +122,8 @@ impl Drop for Mount {
         if let Some(c) = self.child.as_mut() {
             if !ok {
                 let _ = c.kill();
+                // A killed daemon may wait in the kernel for a request only it could answer.
+                abort_connection(&self.dir);
             }
             let _ = c.wait();
         }
