@@ -193,15 +193,24 @@ impl StagedFile {
         let fresh = StagedFile::create(&path, master, &self.origin)?;
         let copied = (|| {
             let size = self.len()?;
-            let (mut at, mut pending) = (0u64, Vec::new());
-            while at + (pending.len() as u64) < size {
-                let data = self.read_at(at + pending.len() as u64, STEP)?;
-                if data.is_empty() {
-                    break;
+            // Up to SEAL_BATCH chunks at a time: decrypted with the old key, then encrypted
+            // with the new one while their MACs are computed side by side.
+            let (mut first, mut at) = (0u64, 0u64);
+            while at < size {
+                let last = (first + SEAL_BATCH as u64 - 1).min(mac::chunk_count(size) - 1);
+                let end = mac::chunk_start(last + 1).min(size);
+                let mut buf = self.read_at(at, (end - at) as usize)?;
+                if buf.len() as u64 != end - at {
+                    return Err(io_other("the staging file changed while it was re-keyed"));
                 }
-                fresh.fill(&mut at, &mut pending, &data)?;
+                let macs = mac::encrypt_piece(&fresh.cipher, &fresh.key.nonce, at, &mut buf);
+                fresh.file.write_all_at(&buf, at)?;
+                let mut m = fresh.macs();
+                for (i, v) in macs.into_iter().enumerate() {
+                    m.fresh.insert(first + i as u64, v);
+                }
+                (first, at) = (last + 1, end);
             }
-            fresh.fill_done(at, pending)?;
             if fresh.len()? != size {
                 return Err(io_other("the staging file changed while it was re-keyed"));
             }
