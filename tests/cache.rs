@@ -777,8 +777,11 @@ async fn a_damaged_cache_is_an_error_never_an_empty_folder() {
     let cache_dir = env.dir.path().join("cache");
     let first = login_cached(&env, "a@example.com", &cache_dir).await;
     populate(&first).await;
+    first.finish_cache_write().await;
     drop(first);
-    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+    let second = login_cached(&env, "a@example.com", &cache_dir).await;
+    second.finish_cache_write().await;
+    drop(second);
     // The rows of the files inside folders (not read at start) fail their checksums.
     let damage = |path: &Path| {
         let conn = rusqlite::Connection::open(path).unwrap();
@@ -894,8 +897,11 @@ async fn a_cache_whose_state_record_changed_is_refetched() {
     populate(&a).await;
     let truth = listing(&a);
     let path = file_of(&env, &a, &cache_dir);
+    a.finish_cache_write().await;
     drop(a);
-    drop(login_cached(&env, "a@example.com", &cache_dir).await);
+    let b = login_cached(&env, "a@example.com", &cache_dir).await;
+    b.finish_cache_write().await;
+    drop(b);
     for (what, sql) in [
         (
             "cursor",
@@ -922,6 +928,8 @@ async fn a_cache_whose_state_record_changed_is_refetched() {
             "{what}: a changed state record was trusted"
         );
         assert_eq!(listing(&c), truth, "{what}");
+        // The refetch writes a new file in the background: the next round changes that one.
+        c.finish_cache_write().await;
         drop(c);
     }
 }
