@@ -215,6 +215,27 @@ impl Filesystem for NullFs {
         }
         reply.ok();
     }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        if offset == 0 {
+            let _ = reply.add(
+                INodeNo(ZERO),
+                1,
+                "zero",
+                &TTL,
+                &attr(ZERO, self.size),
+                Generation(0),
+            );
+        }
+        reply.ok();
+    }
 }
 
 fn main() -> Result<(), String> {

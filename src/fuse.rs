@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, FsError, Kind, Level, MegaFs, Stale};
@@ -137,6 +138,34 @@ pub fn tune_kernel(config: &mut fuser::KernelConfig) {
     let _ = config.set_max_background(64);
     let _ = config.set_congestion_threshold(48);
     let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+    // Names with their attributes in one reply (`ls -l`, `find`: one round trip per page of
+    // a listing, not one lookup per entry); the kernel uses it where lookups would follow.
+    let _ = config.add_capabilities(
+        fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+    );
+}
+
+/// A listing as the kernel reads it: `.` and `..`, then the entries, each with the position
+/// that follows it (1-based: the offset the next read starts from).
+fn listing(
+    ino: u64,
+    entries: &[crate::fs::DirEntry],
+) -> impl Iterator<Item = (u64, (u64, FileType, &str))> {
+    let dots = [
+        (ino, FileType::Directory, "."),
+        (ino, FileType::Directory, ".."),
+    ];
+    dots.into_iter()
+        .chain(entries.iter().map(|e| {
+            let kind = if e.kind == Kind::Dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            (e.ino, kind, e.name.as_str())
+        }))
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e))
 }
 
 impl Filesystem for FuseAdapter {
@@ -346,35 +375,80 @@ impl Filesystem for FuseAdapter {
         reply_empty("release", self.rt.block_on(self.fs.release(fh.0)), reply);
     }
 
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(fail("opendir", &e)),
+        }
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        // Offsets are positions in the listing the handle took when it was opened.
+        let entries = match self.fs.dir_entries(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(fail("readdir", &e)),
         };
-        let dots = [
-            (ino.0, FileType::Directory, "."),
-            (ino.0, FileType::Directory, ".."),
-        ];
-        let all = dots.into_iter().chain(entries.iter().map(|e| {
-            let kind = if e.kind == Kind::Dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
-            (e.ino, kind, e.name.as_str())
-        }));
-        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+        for (i, (ino, kind, name)) in listing(ino.0, &entries).skip(offset as usize) {
+            if reply.add(INodeNo(ino), i, kind, name) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.dir_entries(ino.0, fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(fail("readdirplus", &e)),
+        };
+        let parent = ino.0;
+        for (i, (ino, _, name)) in listing(parent, &entries).skip(offset as usize) {
+            let attr = if i <= 2 {
+                // `.` and `..`: the kernel makes no entry for them.
+                self.fs.getattr(ino)
+            } else {
+                let e = &entries[i as usize - 3];
+                self.fs.entry_attr(parent, e)
+            };
+            // An entry gone since the listing was taken is left out.
+            let Ok(attr) = attr else { continue };
+            if reply.add(
+                INodeNo(ino),
+                i,
+                name,
+                &TTL,
+                &file_attr(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
         reply.ok();
     }
 

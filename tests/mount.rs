@@ -420,6 +420,90 @@ async fn touch_of_a_file_without_a_fingerprint_keeps_no_plaintext_on_disk() {
     assert!(c.download_to_vec(&f.handle).await.unwrap() == body);
 }
 
+/// Listings are stable: a folder listed page by page while another client renames files in
+/// it (a storm of renames) returns every file that was not renamed exactly once, and no name
+/// twice — offsets index the listing the directory handle took, not a view rebuilt on every
+/// change. (On a view rebuilt per change, renames shift the offsets: entries repeat or go
+/// missing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_is_stable_while_the_folder_changes() {
+    let env = Env::start().await;
+    let c = env.account("storm@example.com").await;
+    let root = c.root().unwrap().handle;
+    let dir = c.mkdir(&root, "big").await.unwrap().handle;
+    let mut files = Vec::new();
+    for i in 0..1200 {
+        let name = format!("f{i:04}.txt");
+        let n = c
+            .upload(&dir, &name, &mut &b"x"[..], 1, 0, None)
+            .await
+            .unwrap();
+        files.push((name, n.handle));
+    }
+    let m = Mount::start(&env, "storm@example.com", &[], true);
+    let p = m.path("big");
+    // Warm: the mount has seen the folder.
+    let p2 = p.clone();
+    assert_eq!(
+        op("list", move || std::fs::read_dir(p2).unwrap().count()).await,
+        1200
+    );
+    // Renames from another client while the listing is read slowly, page by page. Every
+    // renamed name sorts first, so a view rebuilt mid-listing shifts every offset.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let (c, stop) = (std::sync::Arc::new(c), stop.clone());
+        let targets: Vec<_> = files.iter().skip(600).step_by(3).cloned().collect();
+        tokio::spawn(async move {
+            let mut renamed = Vec::new();
+            for (i, (_, h)) in targets.iter().enumerate() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                c.rename(h, &format!("a-renamed-{i:04}.txt")).await.unwrap();
+                renamed.push(i);
+            }
+            targets
+        })
+    };
+    let listed = op("list while renamed", move || {
+        // Small reads (about 10 entries per getdents), slowly: the listing spans the storm.
+        let dir = std::fs::File::open(p).unwrap();
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 512];
+        let mut raw = rustix::fs::RawDir::new(&dir, &mut buf);
+        let mut names = Vec::new();
+        while let Some(e) = raw.next() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+            if names.len() % 10 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        names
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let targets = storm.await.unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for n in &listed {
+        *seen.entry(n.clone()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "listed twice: {twice:?}");
+    let moved: std::collections::HashSet<&String> = targets.iter().map(|(n, _)| n).collect();
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|(n, _)| !moved.contains(n) && !seen.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} files never renamed were not listed",
+        missing.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_fuse3_convention_background_and_options() {
     let env = Env::start().await;

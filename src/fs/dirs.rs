@@ -7,6 +7,10 @@
 //! * A folder's view is built once per tree generation, so a lookup is O(1), not O(entries).
 //! * Every directory entry the kernel may cache is remembered per inode ([`MegaFs::remember`])
 //!   so that [`MegaFs::stale`] can name exactly the entries a remote change invalidates.
+//! * An open directory ([`MegaFs::opendir`]) takes a snapshot of the listing; reads page
+//!   through it by position, so offsets stay valid while the folder changes: an entry present
+//!   for the whole listing is returned exactly once. Reading from the start again
+//!   (`rewinddir`) takes a new snapshot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +50,14 @@ pub(super) fn display_names(children: &[Node]) -> Vec<(String, &Node)> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// An open directory: the listing taken when it was opened (or rewound), and whether it was
+/// read from yet.
+pub(super) struct DirHandle {
+    ino: u64,
+    entries: Arc<Vec<DirEntry>>,
+    read: bool,
 }
 
 /// A folder as shown on the mount, built once per tree generation.
@@ -134,6 +146,65 @@ impl MegaFs {
             });
         }
         Ok(out)
+    }
+
+    /// Opens a directory: its listing now, which the handle's reads page through.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let entries = Arc::new(self.readdir(ino)?);
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir_handles().insert(
+            fh,
+            DirHandle {
+                ino,
+                entries,
+                read: false,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// The listing of an open directory, to be read from position `offset` (0: the start;
+    /// reading the start again after the handle was read takes a new snapshot, as
+    /// `rewinddir` expects). A handle the kernel did not open through us (or already
+    /// released) lists the folder as it is now.
+    pub fn dir_entries(&self, ino: u64, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        let again = {
+            let mut handles = self.dir_handles();
+            match handles.get_mut(&fh).filter(|h| h.ino == ino) {
+                Some(h) if offset > 0 || !h.read => {
+                    h.read = true;
+                    return Ok(h.entries.clone());
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
+        let entries = Arc::new(self.readdir(ino)?);
+        if again {
+            if let Some(h) = self.dir_handles().get_mut(&fh) {
+                h.entries = entries.clone();
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Closes an open directory.
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles().remove(&fh);
+    }
+
+    fn dir_handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, DirHandle>> {
+        self.dir_handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The attributes of entries listed with them (`readdirplus`): the kernel keeps a
+    /// directory entry for each, so each is remembered for invalidation like a lookup.
+    pub fn entry_attr(&self, parent: u64, e: &DirEntry) -> Result<Attr> {
+        let a = self.getattr(e.ino)?;
+        self.remember(e.ino, parent, &e.name);
+        Ok(a)
     }
 
     /// The node shown as `name` in `dir`; an error (not "none") if the tree cache turned out

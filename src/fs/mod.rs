@@ -104,6 +104,8 @@ pub struct MegaFs {
     /// Commits running now, and a wake-up when one ends (for [`MegaFs::drain`]).
     running: AtomicU64,
     idle: tokio::sync::Notify,
+    /// Open directories: the listing each took when it was opened (see [`dirs::DirHandle`]).
+    dir_handles: Mutex<HashMap<u64, dirs::DirHandle>>,
 }
 
 impl MegaFs {
@@ -123,6 +125,7 @@ impl MegaFs {
             commits: Mutex::new(HashMap::new()),
             running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
+            dir_handles: Mutex::new(HashMap::new()),
             cfg,
         })
     }
