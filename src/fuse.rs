@@ -185,6 +185,10 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -417,15 +421,10 @@ impl Filesystem for FuseAdapter {
         };
         let parent = ino.0;
         for (i, (ino, _, name)) in listing(parent, &entries).skip(offset as usize) {
-            let attr = if i <= 2 {
-                // `.` and `..`: the kernel makes no entry for them.
-                self.fs.getattr(ino)
-            } else {
-                let e = &entries[i as usize - 3];
-                self.fs.entry_attr(parent, e)
-            };
             // An entry gone since the listing was taken is left out.
-            let Ok(attr) = attr else { continue };
+            let Ok(attr) = self.fs.getattr(ino) else {
+                continue;
+            };
             if reply.add(
                 INodeNo(ino),
                 i,
@@ -435,6 +434,10 @@ impl Filesystem for FuseAdapter {
                 Generation(0),
             ) {
                 break;
+            }
+            // `.` and `..` make no entry in the kernel; the others count as lookups.
+            if i > 2 {
+                self.fs.listed_with_attrs(parent, &entries[i as usize - 3]);
             }
         }
         reply.ok();

@@ -148,9 +148,11 @@ impl MegaFs {
         Ok(out)
     }
 
-    /// Opens a directory: its listing now, which the handle's reads page through.
+    /// Opens a directory: its listing now, which the handle's reads page through. The
+    /// entries' inodes stay (pinned) while it is open: the numbers the listing gave out are
+    /// the ones a lookup finds.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let entries = Arc::new(self.readdir(ino)?);
+        let entries = Arc::new(self.listing(ino)?);
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -181,30 +183,61 @@ impl MegaFs {
                 None => false,
             }
         };
-        let entries = Arc::new(self.readdir(ino)?);
-        if again {
-            if let Some(h) = self.dir_handles().get_mut(&fh) {
-                h.entries = entries.clone();
-            }
+        if !again {
+            return Ok(Arc::new(self.readdir(ino)?));
+        }
+        let entries = Arc::new(self.listing(ino)?);
+        let old = self
+            .dir_handles()
+            .get_mut(&fh)
+            .map(|h| std::mem::replace(&mut h.entries, entries.clone()));
+        if let Some(old) = old {
+            self.unpin_all(&old);
         }
         Ok(entries)
     }
 
-    /// Closes an open directory.
+    /// A folder's listing with its entries' inodes pinned.
+    fn listing(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let entries = self.readdir(ino)?;
+        let mut inodes = self.inodes();
+        for e in &entries {
+            inodes.pin(e.ino);
+        }
+        Ok(entries)
+    }
+
+    fn unpin_all(&self, entries: &[DirEntry]) {
+        let free: Vec<u64> = {
+            let mut inodes = self.inodes();
+            entries
+                .iter()
+                .filter(|e| inodes.unpin(e.ino))
+                .map(|e| e.ino)
+                .collect()
+        };
+        for ino in free {
+            self.drop_ino(ino);
+        }
+        self.inodes().shrink();
+    }
+
+    /// Closes an open directory; the inodes only its listing held go.
     pub fn releasedir(&self, fh: u64) {
-        self.dir_handles().remove(&fh);
+        let h = self.dir_handles().remove(&fh);
+        if let Some(h) = h {
+            self.unpin_all(&h.entries);
+        }
     }
 
     fn dir_handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, DirHandle>> {
         self.dir_handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The attributes of entries listed with them (`readdirplus`): the kernel keeps a
-    /// directory entry for each, so each is remembered for invalidation like a lookup.
-    pub fn entry_attr(&self, parent: u64, e: &DirEntry) -> Result<Attr> {
-        let a = self.getattr(e.ino)?;
-        self.remember(e.ino, parent, &e.name);
-        Ok(a)
+    /// An entry of a listing was handed to the kernel with its attributes (`readdirplus`):
+    /// the kernel keeps a directory entry for it, counted and remembered like a lookup's.
+    pub fn listed_with_attrs(&self, parent: u64, e: &DirEntry) {
+        self.entered(e.ino, parent, &e.name);
     }
 
     /// The node shown as `name` in `dir`; an error (not "none") if the tree cache turned out
@@ -237,12 +270,67 @@ impl MegaFs {
         }
         let dir = self.dir_of(parent)?;
         if let Some(ino) = self.pending_child(&dir.handle, name) {
-            return self.getattr(ino);
+            let a = self.getattr(ino)?;
+            self.entered(ino, parent, name);
+            return Ok(a);
         }
         let n = self.child(&dir, name)?.ok_or(FsError::NotFound)?;
-        let ino = self.inodes().ino_of(&n.handle);
+        loop {
+            let ino = self.inodes().ino_of(&n.handle);
+            let a = self.getattr(ino)?;
+            // Dropped between the two (a `forget` of it ran): look it up again.
+            if self.entered(ino, parent, name) {
+                return Ok(a);
+            }
+        }
+    }
+
+    /// The kernel now holds an entry for `ino` as `name` in `parent` (a reply to lookup,
+    /// create, mkdir, or a readdirplus entry): one more lookup counted for `forget`, and the
+    /// name remembered for invalidation. False if the inode was dropped meanwhile.
+    pub(super) fn entered(&self, ino: u64, parent: u64, name: &str) -> bool {
+        if !self.inodes().reference(ino) {
+            return false;
+        }
         self.remember(ino, parent, name);
-        self.getattr(ino)
+        true
+    }
+
+    /// The kernel gave back `n` lookups of `ino` (FUSE `forget`): once neither the kernel nor
+    /// an open listing refers to it and no handle has it open, the inode and what the daemon
+    /// keeps for it (its remembered names, the reader of its content) go.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if self.inodes().kernel_forget(ino, n) {
+            self.drop_ino(ino);
+        }
+    }
+
+    /// Drops an inode nothing refers to (see [`MegaFs::forget`]).
+    fn drop_ino(&self, ino: u64) {
+        if self.open_files().values().any(|f| f.ino == ino) {
+            return;
+        }
+        let Some(target) = self.inodes().drop_unreferenced(ino) else {
+            return;
+        };
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
+        if let Target::Node(h) = target {
+            self.forget_reader(&h);
+            // A folder's view goes with its inode (it is rebuilt if the folder is listed
+            // again).
+            self.dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&h);
+        }
+    }
+
+    /// How many inodes the daemon keeps now (diagnostics and tests).
+    pub fn inode_count(&self) -> usize {
+        self.inodes().len()
     }
 
     /// Notes that the kernel may now cache `name` in `parent` as `ino` (a reply that creates a

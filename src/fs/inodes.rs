@@ -1,6 +1,12 @@
 //! Inode numbers for the mount: allocated per mount, never reused while the mount lives, and
-//! stable for a node (an overwrite re-points the inode at the new version's handle). A file
-//! created but not yet uploaded has an inode too ([`Target::Pending`]).
+//! stable for a node while anything refers to it (an overwrite re-points the inode at the new
+//! version's handle). A file created but not yet uploaded has an inode too
+//! ([`Target::Pending`]).
+//!
+//! An inode lives while the kernel holds it (its lookup count: every entry handed to the
+//! kernel counts one, `forget` gives them back) or an open directory's listing names it (a
+//! pin); when both are gone the daemon drops it ([`MegaFs::forget`](super::MegaFs::forget)), so
+//! memory follows what the kernel holds. A node looked up again later gets a new number.
 
 use std::collections::HashMap;
 
@@ -37,6 +43,10 @@ pub struct Inodes {
     by_handle: HashMap<NodeHandle, u64>,
     by_virtual: HashMap<Virtual, u64>,
     next: u64,
+    /// The kernel's lookup count of each inode it holds.
+    refs: HashMap<u64, u64>,
+    /// How many open directory listings name each inode.
+    pins: HashMap<u64, u32>,
 }
 
 impl Inodes {
@@ -134,6 +144,91 @@ impl Inodes {
         }
     }
 
+    /// The kernel was handed an entry for `ino` (one more lookup); false if the inode was
+    /// dropped meanwhile (the caller looks it up again).
+    pub fn reference(&mut self, ino: u64) -> bool {
+        if !self.by_ino.contains_key(&ino) {
+            return false;
+        }
+        *self.refs.entry(ino).or_insert(0) += 1;
+        true
+    }
+
+    /// The kernel gave back `n` lookups of `ino`; true if nothing refers to it any more.
+    pub fn kernel_forget(&mut self, ino: u64, n: u64) -> bool {
+        if let Some(r) = self.refs.get_mut(&ino) {
+            *r = r.saturating_sub(n);
+            if *r == 0 {
+                self.refs.remove(&ino);
+            }
+        }
+        self.unreferenced(ino)
+    }
+
+    /// An open directory's listing names `ino`.
+    pub fn pin(&mut self, ino: u64) {
+        *self.pins.entry(ino).or_insert(0) += 1;
+    }
+
+    /// A listing that named `ino` is closed; true if nothing refers to it any more.
+    pub fn unpin(&mut self, ino: u64) -> bool {
+        if let Some(p) = self.pins.get_mut(&ino) {
+            *p = p.saturating_sub(1);
+            if *p == 0 {
+                self.pins.remove(&ino);
+            }
+        }
+        self.unreferenced(ino)
+    }
+
+    /// Whether a node's inode may go: neither the kernel nor a listing refers to it (the
+    /// root and virtual folders stay).
+    pub fn unreferenced(&self, ino: u64) -> bool {
+        ino != ROOT_INO
+            && !self.refs.contains_key(&ino)
+            && !self.pins.contains_key(&ino)
+            && matches!(self.by_ino.get(&ino), Some(Target::Node(_)))
+    }
+
+    /// Drops an unreferenced node's inode (its number is not reused); its target.
+    pub fn drop_unreferenced(&mut self, ino: u64) -> Option<Target> {
+        if !self.unreferenced(ino) {
+            return None;
+        }
+        let t = self.by_ino.remove(&ino)?;
+        if let Target::Node(h) = &t {
+            if self.by_handle.get(h) == Some(&ino) {
+                self.by_handle.remove(h);
+            }
+        }
+        Some(t)
+    }
+
+    /// Inodes allocated now (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ino.is_empty()
+    }
+
+    /// Gives back the memory of emptied tables (after many inodes were dropped).
+    pub fn shrink(&mut self) {
+        for (len, cap) in [
+            (self.by_ino.len(), self.by_ino.capacity()),
+            (self.by_handle.len(), self.by_handle.capacity()),
+        ] {
+            if cap > 1024 && len < cap / 4 {
+                self.by_ino.shrink_to_fit();
+                self.by_handle.shrink_to_fit();
+                self.refs.shrink_to_fit();
+                self.pins.shrink_to_fit();
+                return;
+            }
+        }
+    }
+
     /// Forgets a node (deleted); its inode stays unused.
     pub fn remove_handle(&mut self, h: &NodeHandle) {
         if let Some(ino) = self.by_handle.remove(h) {
@@ -145,6 +240,26 @@ impl Inodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inode_lives_while_the_kernel_or_a_listing_refers_to_it() {
+        let mut t = Inodes::new("ROOT".into());
+        let a = t.ino_of(&"AAAA".into());
+        assert!(t.reference(a) && t.reference(a));
+        t.pin(a);
+        assert!(!t.kernel_forget(a, 2), "still pinned");
+        assert!(t.unpin(a), "nothing refers to it");
+        assert!(matches!(t.drop_unreferenced(a), Some(Target::Node(_))));
+        assert!(t.get(a).is_none() && t.find(&"AAAA".into()).is_none());
+        assert!(!t.reference(a), "dropped: looked up again, not revived");
+        let again = t.ino_of(&"AAAA".into());
+        assert!(again > a, "numbers are not reused");
+        // The root and virtual folders stay.
+        assert!(!t.kernel_forget(ROOT_INO, 5));
+        let v = t.virtual_ino(Virtual::Shares);
+        assert!(!t.kernel_forget(v, 1));
+        assert!(t.drop_unreferenced(v).is_none());
+    }
 
     #[test]
     fn stable_never_reused_and_rebindable() {

@@ -90,6 +90,8 @@ pub struct MegaFs {
     inodes: Mutex<Inodes>,
     open: Mutex<HashMap<u64, OpenFile>>,
     readers: Mutex<HashMap<NodeHandle, Arc<Reader>>>,
+    /// Chunk MACs of verified versions whose readers went (see [`read::VerifiedMacs`]).
+    verified: Mutex<read::VerifiedMacs>,
     cache: BlockCache,
     next_fh: AtomicU64,
     /// Directory views by folder, with the tree generation they were built from.
@@ -119,6 +121,7 @@ impl MegaFs {
             inodes: Mutex::new(Inodes::new(root)),
             open: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            verified: Mutex::new(read::VerifiedMacs::default()),
             next_fh: AtomicU64::new(1),
             dirs: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),

@@ -89,7 +89,7 @@ impl MegaFs {
         }
         let n = self.client.mkdir(&dir.handle, &unescape_name(name)).await?;
         let ino = self.inodes().ino_of(&n.handle);
-        self.remember(ino, parent, name);
+        self.entered(ino, parent, name);
         Ok(self.attr_of(ino, &n))
     }
 

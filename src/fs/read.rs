@@ -38,6 +38,45 @@ type PieceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Byt
 /// Pieces being fetched, by first chunk: (last chunk, the fetch).
 type Inflight = std::collections::BTreeMap<u64, (u64, Shared<PieceFuture>)>;
 
+/// Chunk MACs of file versions that verified, kept after their readers went: at most
+/// [`VERIFIED_CHUNKS`] chunks (16 bytes each), the oldest dropped first.
+#[derive(Default)]
+pub(super) struct VerifiedMacs {
+    by_handle: std::collections::HashMap<NodeHandle, (u64, Vec<[u8; 16]>)>,
+    order: std::collections::BTreeMap<u64, NodeHandle>,
+    tick: u64,
+    chunks: usize,
+}
+
+/// Chunk MACs kept for verified files whose readers went: 16 MiB of MACs, which covers about
+/// 1 TiB of content.
+pub(super) const VERIFIED_CHUNKS: usize = 1 << 20;
+
+impl VerifiedMacs {
+    fn keep(&mut self, h: NodeHandle, macs: Vec<[u8; 16]>) {
+        self.take(&h);
+        self.tick += 1;
+        self.chunks += macs.len();
+        self.order.insert(self.tick, h.clone());
+        self.by_handle.insert(h, (self.tick, macs));
+        while self.chunks > VERIFIED_CHUNKS {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, m)) = self.by_handle.remove(&old) {
+                self.chunks -= m.len();
+            }
+        }
+    }
+
+    fn take(&mut self, h: &NodeHandle) -> Option<Vec<[u8; 16]>> {
+        let (tick, macs) = self.by_handle.remove(h)?;
+        self.order.remove(&tick);
+        self.chunks -= macs.len();
+        Some(macs)
+    }
+}
+
 /// Shared read state of one file version.
 pub(super) struct Reader {
     handle: NodeHandle,
@@ -101,15 +140,38 @@ impl MegaFs {
         if let Some(r) = readers.get(&n.handle) {
             return Ok(r.clone());
         }
+        let content = self.client.content(&n.handle)?;
+        // Verified before (by a reader that went with its inode): it stays verified, every
+        // chunk fetched again checked against those MACs.
+        if let Some(macs) = self.verified().take(&n.handle) {
+            content.resume_verified(&macs);
+        }
         let r = Arc::new(Reader {
             handle: n.handle.clone(),
-            content: self.client.content(&n.handle)?,
+            content,
             seq: Mutex::new((u64::MAX, 0)),
             inflight: Mutex::new(Default::default()),
             verifying: tokio::sync::Mutex::new(()),
         });
         readers.insert(n.handle.clone(), r.clone());
         Ok(r)
+    }
+
+    /// Lets a file version's reader go (its inode was forgotten and no handle has it open);
+    /// the chunk MACs of a verified file are kept (bounded) for the next reader.
+    pub(super) fn forget_reader(&self, h: &NodeHandle) {
+        let r = self
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(h);
+        if let Some(macs) = r.and_then(|r| r.content.verified_macs()) {
+            self.verified().keep(h.clone(), macs);
+        }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, VerifiedMacs> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the current version of `ino` is known to have failed its MAC.

@@ -119,7 +119,7 @@ impl MegaFs {
                 return None;
             }
             let ino = self.inodes().virtual_ino(Virtual::Shares);
-            self.remember(ino, parent, name);
+            self.entered(ino, parent, name);
             return Some(Ok(self.virtual_attr(ino)));
         }
         let v = self.virtual_of(parent)?;
@@ -130,8 +130,11 @@ impl MegaFs {
         Some(match found {
             None => Err(FsError::NotFound),
             Some(e) => {
-                self.remember(e.ino, parent, name);
-                self.getattr(e.ino)
+                let a = self.getattr(e.ino);
+                if a.is_ok() {
+                    self.entered(e.ino, parent, name);
+                }
+                a
             }
         })
     }

@@ -404,18 +404,20 @@ impl MegaFs {
             }
             let ino = self.inodes().ino_of(&existing.handle);
             let fh = self.open(ino, true, true).await?;
-            self.remember(ino, parent, name);
-            return Ok((self.getattr(ino)?, fh));
+            let a = self.getattr(ino)?;
+            self.entered(ino, parent, name);
+            return Ok((a, fh));
         }
         let ino = match self.pending_child(&dir.handle, name) {
             Some(ino) => ino,
             None => self.inodes().pending(dir.handle.clone(), name.to_string()),
         };
-        self.remember(ino, parent, name);
         let origin = self.pending_origin(&dir.handle, name);
         let writer = Writer::new(self.new_staging(&origin)?, true)?;
         let fh = self.insert_open(ino, Some(writer), None);
-        Ok((self.getattr(ino)?, fh))
+        let a = self.getattr(ino)?;
+        self.entered(ino, parent, name);
+        Ok((a, fh))
     }
 
     /// Writes into the handle's staging file (no global lock: writers of different files, or

@@ -199,6 +199,42 @@ impl Content {
         Err(TransferError::MacMismatch)
     }
 
+    /// Every chunk MAC, once the file verified (to be kept when this reader goes, and given
+    /// to the next one by [`Content::resume_verified`]).
+    pub fn verified_macs(&self) -> Option<Vec<[u8; 16]>> {
+        let m = self.lock();
+        (m.verdict == Verdict::Verified).then(|| m.seen.values().copied().collect())
+    }
+
+    /// Starts from the chunk MACs an earlier reader of the same file version verified: they
+    /// are checked against the file's MAC again, and on a match the file is verified and
+    /// every chunk fetched from now on must match them. False (nothing taken) otherwise.
+    pub fn resume_verified(&self, macs: &[[u8; 16]]) -> bool {
+        if macs.len() as u64 != self.chunks
+            || !mac::verify(
+                &self.cipher,
+                &self.key.nonce,
+                self.size,
+                macs,
+                &self.key.meta_mac,
+            )
+        {
+            return false;
+        }
+        let mut m = self.lock();
+        if m.verdict != Verdict::Pending || !m.seen.is_empty() {
+            return false;
+        }
+        m.seen = macs
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v))
+            .collect();
+        m.verdict = Verdict::Verified;
+        true
+    }
+
     /// For a reader that went through the whole file: `Ok` only if it verified (an empty
     /// file has no chunks and is checked here).
     pub fn finish(&self) -> Result<(), TransferError> {
