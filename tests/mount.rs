@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::mount::{daemon, eventually_on_mount, is_mounted, mtime, op, Mount, BIN};
+use common::mount::{daemon, eventually_on_mount, is_mounted, mtime, op, Holder, Mount, BIN};
 use common::{data, Env, PASSWORD};
 use mega_testserver::UserOptions;
 
@@ -1262,20 +1262,22 @@ async fn versions_written_through_one_descriptor_have_their_own_keys() {
     let c = env.account("ks@example.com").await;
     let mut m = Mount::start(&env, "ks@example.com", &[], true);
     let (a, b) = (vec![b'A'; 1 << 20], vec![b'B'; 1 << 20]);
-    let (p, q, a2, b2) = (m.path("f.bin"), m.path("g.bin"), a.clone(), b.clone());
+    let (p, q) = (m.path("f.bin"), m.path("g.bin"));
+    // In a process of its own: a copy of a descriptor closed by a fork elsewhere in this
+    // process would commit `g`'s unsaved writes (see `Holder`).
     let open = op("write, fsync, overwrite", move || {
-        let mut f = std::fs::File::create(p).unwrap();
-        f.write_all(&a2).unwrap();
-        f.sync_all().unwrap();
-        f.rewind().unwrap();
-        f.write_all(&b2).unwrap();
-        drop(f); // close: the second commit
-        let mut g = std::fs::File::create(q).unwrap();
-        g.write_all(&a2).unwrap();
-        g.sync_all().unwrap();
-        g.rewind().unwrap();
-        g.write_all(&b2).unwrap();
-        g // kept open: the daemon dies with these writes unsaved
+        Holder::start(
+            "for i, path in enumerate(sys.argv[1:]):\n    \
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n    \
+                write_all(fd, b'A' * (1 << 20))\n    \
+                os.fsync(fd)\n    \
+                os.lseek(fd, 0, os.SEEK_SET)\n    \
+                write_all(fd, b'B' * (1 << 20))\n    \
+                if i == 0:\n        \
+                    os.close(fd)  # the second commit\n",
+            &[&p, &q],
+        )
+        // g kept open: the daemon dies with its last writes unsaved
     })
     .await;
     c.fetch().await.unwrap();
@@ -1289,7 +1291,7 @@ async fn versions_written_through_one_descriptor_have_their_own_keys() {
     let mut child = m.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    drop(open);
+    op("close after the daemon died", move || open.close()).await;
     let (api, home, dir) = (
         env.server.base_url().to_string(),
         m.home.clone(),
@@ -1337,22 +1339,26 @@ async fn unsaved_writes_of_a_crash_are_recovered_beside_the_original() {
     .unwrap();
     let mut m = Mount::start(&env, "crash@example.com", &[], true);
     let (p, q, r) = (m.path("doc.txt"), m.path("other.txt"), m.path("synced.txt"));
+    // Held by a process of its own: a copy of a descriptor closed by a fork elsewhere in
+    // this process would commit the edit (see `Holder`).
     let open = op("edit and keep open", move || {
-        let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
-        std::io::Write::write_all(&mut f, b"edited, not yet saved").unwrap();
-        // Open for writing but never changed, and changed but committed by fsync: neither
-        // holds anything MEGA lacks, so neither is "recovered".
-        let g = std::fs::OpenOptions::new().write(true).open(q).unwrap();
-        let mut h = std::fs::File::create(r).unwrap();
-        std::io::Write::write_all(&mut h, b"synced").unwrap();
-        h.sync_all().unwrap();
-        (f, g, h)
+        Holder::start(
+            "f = os.open(sys.argv[1], os.O_WRONLY)\n\
+             write_all(f, b'edited, not yet saved')\n\
+             # Open for writing but never changed, and changed but committed by fsync:\n\
+             # neither holds anything MEGA lacks, so neither is recovered.\n\
+             g = os.open(sys.argv[2], os.O_WRONLY)\n\
+             h = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n\
+             write_all(h, b'synced')\n\
+             os.fsync(h)\n",
+            &[&p, &q, &r],
+        )
     })
     .await;
     let mut child = m.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    drop(open);
+    op("close after the daemon died", move || open.close()).await;
     let (api, home, dir) = (
         env.server.base_url().to_string(),
         m.home.clone(),

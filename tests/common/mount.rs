@@ -230,3 +230,53 @@ pub async fn fs_core_with(
     let fs = mega_mount::fs::MegaFs::new(client.clone(), cfg).unwrap();
     (Arc::new(fs), client)
 }
+
+/// Files held open by a process of their own (`python3`), never by the test process. A test
+/// process runs many tests at once and they fork children: each fork copies every open
+/// descriptor and closes the copy at `exec`, and on FUSE that close is a `flush`, which
+/// commits. A test that needs writes to stay unsaved while a file is open keeps it here.
+pub struct Holder {
+    child: Child,
+}
+
+impl Holder {
+    /// Runs `script` (Python; `sys.argv[1:]` are `paths`, `write_all(fd, bytes)` is defined)
+    /// and returns once it printed `ready`; the files it opened stay open until
+    /// [`close`](Self::close) or drop. Blocks: call it inside [`op`].
+    pub fn start(script: &str, paths: &[&Path]) -> Holder {
+        let prelude = "import os, sys\n\
+            def write_all(fd, b):\n    \
+                while b:\n        b = b[os.write(fd, b):]\n";
+        let wait = "\nprint('ready', flush=True)\nsys.stdin.read()\n";
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{prelude}{script}{wait}"))
+            .args(paths)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let _ = std::io::BufRead::read_line(&mut out, &mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("the file holder failed: {status:?}");
+        }
+        Holder { child }
+    }
+
+    /// Lets the holder close its files and exit (they are closed even if the daemon is gone).
+    pub fn close(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
