@@ -1257,7 +1257,6 @@ async fn a_file_being_written_leaves_no_plaintext_on_disk() {
 /// unsaved `B` under a key of its own. (`Env`'s audit checks every key at the end.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_written_through_one_descriptor_have_their_own_keys() {
-    use std::io::{Seek, Write};
     let env = Env::start().await;
     let c = env.account("ks@example.com").await;
     let mut m = Mount::start(&env, "ks@example.com", &[], true);
