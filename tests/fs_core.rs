@@ -163,6 +163,10 @@ async fn reads_use_the_configured_transfer_settings() {
                     cache_size: 1 << 20,
                     verify_full: false,
                     shares_dir: None,
+                    rubbish_dir: None,
+                    versions_dir: None,
+                    list_special: false,
+                    xattr: false,
                 },
             )
             .unwrap(),
@@ -512,4 +516,219 @@ async fn forgotten_inodes_go_and_verified_content_stays_verified() {
     env.server
         .faults()
         .set(mega_testserver::FaultConfig::default());
+}
+
+/// Writes `body` to `name` in the root through the filesystem and commits it (a version).
+async fn write_version(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, name: &str, body: &[u8]) {
+    use mega_mount::fs::ROOT_INO;
+    let fh = match fs.lookup(ROOT_INO, name) {
+        Ok(a) => fs.open(a.ino, true, true).await.unwrap(),
+        Err(_) => fs.create(ROOT_INO, name).await.unwrap().1,
+    };
+    fs.write(fh, 0, body).await.unwrap();
+    fs.release(fh).await.unwrap();
+}
+
+/// The Rubbish Bin on the mount: reached by name in the root (not listed unless
+/// `list_special`), read-only inside, and a file moved out of it is restored. Deleting sets
+/// the `rr` attribute MEGA's apps restore to (the folder it came from), restoring clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rubbish_bin_is_read_only_and_a_move_out_restores() {
+    use mega_mount::fs::{FsError, ROOT_INO};
+    let env = Env::start().await;
+    let c = env.account("bin@example.com").await;
+    let root = c.root().unwrap().handle;
+    let docs = c.mkdir(&root, "docs").await.unwrap().handle;
+    c.upload(&docs, "old.txt", &mut &b"old words"[..], 9, 0, None)
+        .await
+        .unwrap();
+    let (fs, client) = fs_core(&env, "bin@example.com").await;
+    let names = |ino| -> Vec<String> {
+        let fh = fs.opendir(ino).unwrap();
+        let v = fs.dir_entries(ino, fh, 0).unwrap();
+        fs.releasedir(fh);
+        v.iter().map(|e| e.name.clone()).collect()
+    };
+    assert_eq!(names(ROOT_INO), ["docs"], "not listed by default");
+    let docs_ino = fs.lookup(ROOT_INO, "docs").unwrap().ino;
+    fs.unlink(docs_ino, "old.txt").await.unwrap();
+    let bin = fs.lookup(ROOT_INO, ".Rubbish Bin").unwrap();
+    assert_eq!(bin.perm & 0o222, 0, "shown read-only");
+    assert_eq!(names(bin.ino), ["old.txt"]);
+    let f = fs.lookup(bin.ino, "old.txt").unwrap();
+    assert_eq!(f.perm & 0o222, 0);
+    assert_eq!(read_all(&fs, f.ino).await.unwrap(), b"old words");
+    let bin_node = client.rubbish().unwrap().handle;
+    let trashed = client
+        .children(&bin_node)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "old.txt")
+        .unwrap();
+    assert_eq!(
+        trashed.attrs().unwrap().get("rr").and_then(|v| v.as_str()),
+        Some(docs.0.as_str()),
+        "rr names the folder it came from"
+    );
+    // Nothing in it changes.
+    let denied = |r: Result<(), FsError>| assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES));
+    denied(fs.open(f.ino, true, false).await.map(drop));
+    denied(fs.create(bin.ino, "new.txt").await.map(drop));
+    denied(fs.unlink(bin.ino, "old.txt").await);
+    denied(fs.rename(bin.ino, "old.txt", bin.ino, "renamed.txt").await);
+    denied(fs.mkdir(bin.ino, "sub").await.map(drop));
+    denied(
+        fs.rename(docs_ino, "missing", bin.ino, "x")
+            .await
+            .or(Err(FsError::AccessDenied(String::new()))),
+    );
+    // Out of it, under another name: restored.
+    fs.rename(bin.ino, "old.txt", ROOT_INO, "back.txt")
+        .await
+        .unwrap();
+    assert!(fs.lookup(bin.ino, "old.txt").is_err());
+    let back = fs.lookup(ROOT_INO, "back.txt").unwrap();
+    assert_ne!(back.perm & 0o200, 0);
+    c.fetch().await.unwrap();
+    let n = c.resolve("/back.txt").unwrap();
+    assert_eq!(c.download_to_vec(&n.handle).await.unwrap(), b"old words");
+    assert!(n.attrs().unwrap().get("rr").is_none(), "rr cleared");
+
+    // Listed in the root with list_special; a real folder of the name wins; hidden with
+    // rubbish=.
+    let (fs2, _) = fs_core_with(&env, "bin@example.com", |cfg| cfg.list_special = true).await;
+    let fh = fs2.opendir(ROOT_INO).unwrap();
+    let listed: Vec<String> = fs2
+        .dir_entries(ROOT_INO, fh, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    fs2.releasedir(fh);
+    assert_eq!(listed, ["back.txt", "docs", ".Rubbish Bin", ".versions"]);
+    let (fs3, _) = fs_core_with(&env, "bin@example.com", |cfg| cfg.rubbish_dir = None).await;
+    assert!(fs3.lookup(ROOT_INO, ".Rubbish Bin").is_err());
+    c.mkdir(&root, ".Rubbish Bin").await.unwrap();
+    let (fs4, _) = fs_core(&env, "bin@example.com").await;
+    let real = fs4.lookup(ROOT_INO, ".Rubbish Bin").unwrap();
+    assert_ne!(real.perm & 0o200, 0, "the real folder of that name wins");
+}
+
+/// A file's previous versions under `.versions`, named after the file and when each was
+/// saved, with their own content (verified like any read), read-only; extended attributes
+/// give the handle, the number of versions and (read by name only) a public link that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_versions_are_files_under_the_versions_folder() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let c = env.account("vers@example.com").await;
+    let (fs, client) = fs_core(&env, "vers@example.com").await;
+    for body in [&b"first"[..], b"second", b"third"] {
+        write_version(&fs, "report.txt", body).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await; // a second apart: distinct names
+    }
+    let fs_mkdir = fs.mkdir(ROOT_INO, "empty").await.unwrap();
+    let v = fs.lookup(ROOT_INO, ".versions").unwrap();
+    assert_eq!(v.perm & 0o222, 0);
+    let list = |ino| -> Vec<(String, u64)> {
+        let fh = fs.opendir(ino).unwrap();
+        let v = fs.dir_entries(ino, fh, 0).unwrap();
+        fs.releasedir(fh);
+        v.iter().map(|e| (e.name.clone(), e.ino)).collect()
+    };
+    // Folders are mirrored; files appear only if they have previous versions.
+    let top: Vec<String> = list(v.ino).into_iter().map(|e| e.0).collect();
+    assert_eq!(top, ["empty", "report.txt"]);
+    assert!(list(fs.lookup(v.ino, "empty").unwrap().ino).is_empty());
+    let dir = fs.lookup(v.ino, "report.txt").unwrap();
+    let versions = list(dir.ino);
+    let root = client.root().unwrap().handle;
+    let (file, expect) = {
+        let tree = client.read_tree();
+        let file = tree
+            .children(&root)
+            .into_iter()
+            .find(|n| n.name == "report.txt")
+            .unwrap()
+            .clone();
+        let expect: Vec<String> = tree
+            .versions(&file.handle)
+            .iter()
+            .map(|n| {
+                mega_mount::local::names::tagged_name(
+                    "report.txt",
+                    &mega_mount::local::time::fmt_time_secs(n.ctime),
+                )
+            })
+            .collect();
+        (file, expect)
+    };
+    assert_eq!(
+        versions.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        expect
+    );
+    assert_eq!(versions.len(), 2);
+    // (Looked up first, as the kernel does: the listing alone holds no inode once closed.)
+    let newer = fs.lookup(dir.ino, &versions[0].0).unwrap();
+    assert_eq!(read_all(&fs, newer.ino).await.unwrap(), b"second");
+    let a = fs.lookup(dir.ino, &versions[1].0).unwrap();
+    assert_eq!(read_all(&fs, a.ino).await.unwrap(), b"first");
+    assert_eq!((a.size, a.perm & 0o222), (5, 0));
+    let denied = |r: Result<(), mega_mount::fs::FsError>| {
+        assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES))
+    };
+    denied(fs.open(a.ino, true, false).await.map(drop));
+    denied(fs.create(dir.ino, "x").await.map(drop));
+    denied(fs.unlink(dir.ino, &versions[1].0).await);
+
+    // Extended attributes.
+    let cur = fs.lookup(ROOT_INO, "report.txt").unwrap().ino;
+    let get = |ino, name: &'static str| {
+        let fs = fs.clone();
+        async move { fs.getxattr(ino, name).await.map_err(|e| e.errno()) }
+    };
+    assert_eq!(
+        get(cur, "user.mega.handle").await.unwrap(),
+        file.handle.0.as_bytes()
+    );
+    assert_eq!(get(cur, "user.mega.versions").await.unwrap(), b"2");
+    assert_eq!(get(cur, "user.other").await, Err(libc::ENODATA));
+    assert_eq!(
+        fs.listxattr(cur).unwrap(),
+        ["user.mega.handle", "user.mega.versions"],
+        "the link is never listed"
+    );
+    assert_eq!(fs.listxattr(fs_mkdir.ino).unwrap(), ["user.mega.handle"]);
+    assert_eq!(
+        get(a.ino, "user.mega.link").await,
+        Err(libc::EACCES),
+        "no link to a version"
+    );
+    let link = String::from_utf8(get(cur, "user.mega.link").await.unwrap()).unwrap();
+    assert_eq!(
+        get(cur, "user.mega.link").await.unwrap(),
+        link.as_bytes(),
+        "the same link again"
+    );
+    let anon = mega_mount::api::ApiClient::new(env.api_config()).unwrap();
+    let mut out = Vec::new();
+    mega_mount::client::download_public(
+        &anon,
+        &link,
+        &mut out,
+        &mega_mount::transfer::TransferConfig::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, b"third");
+    let (ro, _) = fs_core_with(&env, "vers@example.com", |cfg| cfg.read_only = true).await;
+    let cur = ro.lookup(ROOT_INO, "report.txt").unwrap().ino;
+    assert_eq!(
+        ro.getxattr(cur, "user.mega.link")
+            .await
+            .map_err(|e| e.errno()),
+        Err(libc::EROFS)
+    );
+    drop(c);
 }

@@ -1387,3 +1387,104 @@ async fn unsaved_writes_of_a_crash_are_recovered_beside_the_original() {
     );
     assert!(staging_files(&m.home.join("cache/mega-mount/staging")).is_empty());
 }
+
+/// What MEGA keeps, through a real mount with `-o xattr,list_special`: `ls -a` shows the
+/// Rubbish Bin and the versions folder, `cp` gets yesterday's version out of `.versions`,
+/// `mv` out of the bin restores, writing into either is refused, and `getxattr` gives the
+/// handle, the number of versions and a public link (which `listxattr` never names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bin_versions_and_extended_attributes_on_a_real_mount() {
+    let env = Env::start().await;
+    let c = env.account("keep@example.com").await;
+    let m = Mount::start(
+        &env,
+        "keep@example.com",
+        &["-o", "xattr,list_special"],
+        true,
+    );
+    let (p, gone) = (m.path("notes.txt"), m.path("gone.txt"));
+    op("versions and a deletion", move || {
+        for body in ["monday", "tuesday", "wednesday"] {
+            std::fs::write(&p, body).unwrap();
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        std::fs::write(&gone, "deleted by mistake").unwrap();
+        std::fs::remove_file(&gone).unwrap();
+    })
+    .await;
+    let root = m.path("");
+    let listed = op("ls -a", move || {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    })
+    .await;
+    assert_eq!(listed, [".Rubbish Bin", ".versions", "notes.txt"]);
+    let vdir = m.path(".versions/notes.txt");
+    let (out, dir2) = (env.dir.path().join("monday.txt"), vdir.clone());
+    let names = op("cp a version out", move || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir2)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        std::fs::copy(dir2.join(&names[0]), &out).unwrap();
+        names
+    })
+    .await;
+    assert_eq!(names.len(), 2);
+    assert!(names
+        .iter()
+        .all(|n| n.starts_with("notes (") && n.ends_with(").txt")));
+    assert_eq!(
+        std::fs::read(env.dir.path().join("monday.txt")).unwrap(),
+        b"monday"
+    );
+    let (v0, bin) = (vdir.join(&names[0]), m.path(".Rubbish Bin"));
+    let refused = op("writes refused", move || {
+        [
+            std::fs::write(&v0, "x").unwrap_err().raw_os_error(),
+            std::fs::write(bin.join("new.txt"), "x")
+                .unwrap_err()
+                .raw_os_error(),
+            std::fs::remove_file(bin.join("gone.txt"))
+                .unwrap_err()
+                .raw_os_error(),
+        ]
+    })
+    .await;
+    assert_eq!(refused, [Some(libc::EACCES); 3]);
+    let (from, to) = (m.path(".Rubbish Bin/gone.txt"), m.path("restored.txt"));
+    let back = op("mv out of the bin", move || {
+        std::fs::rename(&from, &to).unwrap();
+        (from.exists(), std::fs::read(&to).unwrap())
+    })
+    .await;
+    assert_eq!(back, (false, b"deleted by mistake".to_vec()));
+
+    let p = m.path("notes.txt");
+    let (handle, versions, list, link) = op("extended attributes", move || {
+        let get = |name: &str| {
+            let mut buf = vec![0u8; 256];
+            let n = rustix::fs::getxattr(&p, name, &mut buf).unwrap();
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        };
+        let mut buf = vec![0u8; 256];
+        let n = rustix::fs::listxattr(&p, &mut buf).unwrap();
+        (
+            get("user.mega.handle"),
+            get("user.mega.versions"),
+            String::from_utf8(buf[..n].to_vec()).unwrap(),
+            get("user.mega.link"),
+        )
+    })
+    .await;
+    c.fetch().await.unwrap();
+    assert_eq!(handle, c.resolve("/notes.txt").unwrap().handle.0);
+    assert_eq!(versions, "2");
+    assert_eq!(list, "user.mega.handle\0user.mega.versions\0");
+    assert!(link.starts_with("https://mega.nz/file/"), "{link}");
+}

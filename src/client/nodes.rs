@@ -403,20 +403,55 @@ impl Client {
         self.put_attrs(&n, attrs).await
     }
 
-    /// Moves a node into another folder.
+    /// Moves a node into another folder. Into the Rubbish Bin from elsewhere, the node gets
+    /// the `rr` attribute (the folder it came from), out of it loses it, as MEGA's apps do:
+    /// their "Restore" puts it back there.
     pub async fn move_to(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Result<()> {
-        self.mutable(h)?;
+        let n = self.mutable(h)?;
         self.container(new_parent)?;
-        let _m = self.mutation()?;
-        self.api
-            .run(&Move {
-                n: &h.0,
-                t: &new_parent.0,
-                i: self.api.echo_id(),
-                cr: self.subtree_cr(h, new_parent),
-            })
-            .await?;
-        self.write_tree().reparent(h, new_parent);
+        let in_bin = |h: &NodeHandle| {
+            self.read_tree()
+                .top_of(h)
+                .is_some_and(|t| t.kind == NodeKind::Rubbish)
+        };
+        let (was, will) = (in_bin(h), in_bin(new_parent));
+        {
+            let _m = self.mutation()?;
+            self.api
+                .run(&Move {
+                    n: &h.0,
+                    t: &new_parent.0,
+                    i: self.api.echo_id(),
+                    cr: self.subtree_cr(h, new_parent),
+                })
+                .await?;
+            self.write_tree().reparent(h, new_parent);
+        }
+        let rr = match (was, will, &n.parent) {
+            (false, true, Some(from)) => Some(json!(from.0)),
+            (true, false, _) => None,
+            _ => return Ok(()),
+        };
+        // The move stands even if this fails: only the apps' "Restore" target is missing.
+        if let Err(e) = self.set_restore_target(h, rr).await {
+            tracing::warn!("moved, but the restore attribute (rr) was not updated: {e}");
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) a node's `rr` attribute, if that changes it.
+    async fn set_restore_target(&self, h: &NodeHandle, rr: Option<Value>) -> Result<()> {
+        let n = self.node(h)?;
+        let Some(mut attrs) = n.attrs() else {
+            return Ok(()); // undecryptable: nothing we could rewrite
+        };
+        let changed = match rr {
+            Some(v) => attrs.insert("rr".into(), v.clone()) != Some(v),
+            None => attrs.remove("rr").is_some(),
+        };
+        if changed {
+            self.put_attrs(&n, attrs).await?;
+        }
         Ok(())
     }
 

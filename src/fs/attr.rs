@@ -64,7 +64,7 @@ impl MegaFs {
     pub(super) fn attr_of(&self, ino: u64, n: &Node) -> Attr {
         let kind = Kind::of(n);
         let mut base = if kind == Kind::Dir { 0o777 } else { 0o666 };
-        if self.read_only_share(&n.handle) {
+        if self.read_only_share(&n.handle) || self.frozen(&n.handle).is_some() {
             base &= 0o555;
         }
         Attr {

@@ -122,7 +122,7 @@ impl MegaFs {
     /// The children of a folder as shown on the mount.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         if let Some(v) = self.virtual_of(ino) {
-            return Ok(self.readdir_virtual(&v));
+            return self.readdir_virtual(&v);
         }
         let dir = self.dir_of(ino)?;
         let view = self.dir_view(&dir.handle)?;
@@ -144,6 +144,10 @@ impl MegaFs {
                 name,
                 kind: Kind::Dir,
             });
+        }
+        drop(inodes);
+        if ino == ROOT_INO && self.cfg.list_special {
+            out.extend(self.special_entries());
         }
         Ok(out)
     }

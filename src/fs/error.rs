@@ -43,6 +43,9 @@ pub enum FsError {
     Integrity { detail: String, first: bool },
     #[error("not supported")]
     Unsupported,
+    /// No such extended attribute.
+    #[error("no such attribute")]
+    NoAttr,
     /// A move between trees of different accounts (a share and the Cloud Drive, or two
     /// users' shares): MEGA cannot move it, so `mv` copies and deletes instead (EXDEV).
     #[error("not movable between different accounts' folders")]
@@ -95,6 +98,7 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::Integrity { .. } => libc::EIO,
             FsError::Unsupported => libc::EOPNOTSUPP,
+            FsError::NoAttr => libc::ENODATA,
             FsError::CrossDevice => libc::EXDEV,
             FsError::Remote(_) => libc::EIO,
             FsError::Local(_) => libc::EIO,
@@ -111,6 +115,7 @@ impl FsError {
             | FsError::IsDir
             | FsError::NotDir
             | FsError::NameTooLong
+            | FsError::NoAttr
             | FsError::CrossDevice
             | FsError::Integrity { first: false, .. } => Level::Debug,
             FsError::ReadOnly
@@ -204,6 +209,7 @@ mod tests {
                 libc::EIO,
             ),
             (FsError::Unsupported, libc::EOPNOTSUPP),
+            (FsError::NoAttr, libc::ENODATA),
             (FsError::CrossDevice, libc::EXDEV),
             (FsError::Remote("x".into()), libc::EIO),
             (FsError::Local("x".into()), libc::EIO),

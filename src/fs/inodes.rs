@@ -28,13 +28,26 @@ pub enum Target {
     Virtual(Virtual),
 }
 
-/// The virtual folders of [`super::shared`].
+/// The virtual folders of [`super::shared`] and [`super::special`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Virtual {
     /// `Shared with me`.
     Shares,
     /// One owner's shares (by user handle).
     Owner(String),
+    /// The previous versions of the files in a folder (by the folder's handle; the Cloud
+    /// Drive's is the `.versions` folder itself).
+    Versions(NodeHandle),
+    /// The previous versions of one file: the file shown as `name` in the folder.
+    FileVersions(NodeHandle, String),
+}
+
+impl Virtual {
+    /// Folders that stand for part of the tree: they go when nothing refers to them, like a
+    /// node's inode.
+    fn transient(&self) -> bool {
+        matches!(self, Virtual::Versions(_) | Virtual::FileVersions(..))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -182,12 +195,16 @@ impl Inodes {
     }
 
     /// Whether a node's inode may go: neither the kernel nor a listing refers to it (the
-    /// root and virtual folders stay).
+    /// root and the shares' virtual folders stay).
     pub fn unreferenced(&self, ino: u64) -> bool {
         ino != ROOT_INO
             && !self.refs.contains_key(&ino)
             && !self.pins.contains_key(&ino)
-            && matches!(self.by_ino.get(&ino), Some(Target::Node(_)))
+            && match self.by_ino.get(&ino) {
+                Some(Target::Node(_)) => true,
+                Some(Target::Virtual(v)) => v.transient(),
+                _ => false,
+            }
     }
 
     /// Drops an unreferenced node's inode (its number is not reused); its target.
@@ -196,10 +213,14 @@ impl Inodes {
             return None;
         }
         let t = self.by_ino.remove(&ino)?;
-        if let Target::Node(h) = &t {
-            if self.by_handle.get(h) == Some(&ino) {
+        match &t {
+            Target::Node(h) if self.by_handle.get(h) == Some(&ino) => {
                 self.by_handle.remove(h);
             }
+            Target::Virtual(v) if self.by_virtual.get(v) == Some(&ino) => {
+                self.by_virtual.remove(v);
+            }
+            _ => {}
         }
         Some(t)
     }

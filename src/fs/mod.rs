@@ -14,6 +14,8 @@
 //!   `flush`/`fsync`/`release` upload it as the new version and only then return.
 //! * [`inodes`]: inode numbers (stable, never reused while mounted).
 //! * [`shared`]: the virtual `Shared with me` folder and access levels inside shares.
+//! * [`special`]: the Rubbish Bin and files' previous versions, read-only.
+//! * [`xattr`]: extended attributes (`user.mega.handle`, `.link`, `.versions`).
 //!
 //! Lock order: `inodes` → `open`; `inodes` → `names` → the client's tree lock (read, in
 //! [`MegaFs::stale`]); `Reader::inflight` → the block cache; `readers`, `dirs` and `commits`
@@ -32,7 +34,9 @@ pub mod inodes;
 pub mod namespace;
 pub mod read;
 pub mod shared;
+pub mod special;
 pub mod write;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,6 +75,16 @@ pub struct FsConfig {
     pub verify_full: bool,
     /// The name of the virtual folder showing other users' shares; `None` hides it.
     pub shares_dir: Option<String>,
+    /// The Rubbish Bin's name in the root; `None` hides it.
+    pub rubbish_dir: Option<String>,
+    /// The previous versions' folder's name in the root; `None` hides it.
+    pub versions_dir: Option<String>,
+    /// The root's listing names the Rubbish Bin and the versions folder (else they are
+    /// reached by name only).
+    pub list_special: bool,
+    /// Extended attributes (`-o xattr`, see [`xattr`]); off, the kernel is told they are
+    /// not implemented and stops asking.
+    pub xattr: bool,
 }
 
 /// An open file handle.
@@ -175,7 +189,7 @@ impl MegaFs {
             Target::Pending { .. } => Err(FsError::NotFound),
             // Nothing can be created in, or changed about, a virtual folder.
             Target::Virtual(_) => Err(FsError::AccessDenied(
-                "a folder of the mount that holds other users' shares".into(),
+                "a read-only folder of the mount (shares or previous versions)".into(),
             )),
         }
     }

@@ -180,8 +180,11 @@ impl MegaFs {
         if tree_of(&n.handle) != tree_of(&to.handle) {
             return Err(FsError::CrossDevice);
         }
-        // Renaming and moving both need full access (MEGA's rule for `a` and `m`).
-        self.may_change(&n.handle, Access::Full)?;
+        // Renaming and moving both need full access (MEGA's rule for `a` and `m`). Out of
+        // the Rubbish Bin (read-only otherwise) is a restore.
+        if !self.restoring(&n.handle, &to.handle) {
+            self.may_change(&n.handle, Access::Full)?;
+        }
         self.may_change(&to.handle, Access::ReadWrite)?;
         self.make_room(&to, new_name, Some(&n)).await?;
         // The name as shown (escaped, or shortened if too long) keeps the node's real name.

@@ -82,10 +82,13 @@ impl MegaFs {
     }
 
     /// `readdir` of a virtual folder.
-    pub(super) fn readdir_virtual(&self, v: &Virtual) -> Vec<DirEntry> {
+    pub(super) fn readdir_virtual(&self, v: &Virtual) -> Result<Vec<DirEntry>> {
+        if matches!(v, Virtual::Versions(_) | Virtual::FileVersions(..)) {
+            return self.readdir_versions(v);
+        }
         let owners = self.owners();
         let mut inodes = self.inodes();
-        match v {
+        Ok(match v {
             Virtual::Shares => owners
                 .iter()
                 .map(|(owner, shown, _)| DirEntry {
@@ -109,24 +112,26 @@ impl MegaFs {
                     kind: Kind::Dir,
                 })
                 .collect(),
-        }
+            Virtual::Versions(_) | Virtual::FileVersions(..) => Vec::new(),
+        })
     }
 
     /// `lookup` in a virtual folder, or of the virtual folder in the root.
     pub(super) fn lookup_virtual(&self, parent: u64, name: &str) -> Option<Result<Attr>> {
-        if parent == ROOT_INO {
-            if self.shares_name().as_deref() != Some(name) {
-                return None;
+        let found = if parent == ROOT_INO {
+            if self.shares_name().as_deref() == Some(name) {
+                let ino = self.inodes().virtual_ino(Virtual::Shares);
+                self.entered(ino, parent, name);
+                return Some(Ok(self.virtual_attr(ino)));
             }
-            let ino = self.inodes().virtual_ino(Virtual::Shares);
-            self.entered(ino, parent, name);
-            return Some(Ok(self.virtual_attr(ino)));
-        }
-        let v = self.virtual_of(parent)?;
-        let found = self
-            .readdir_virtual(&v)
-            .into_iter()
-            .find(|e| e.name == name);
+            Some(self.lookup_special(name)?)
+        } else {
+            let v = self.virtual_of(parent)?;
+            match self.readdir_virtual(&v) {
+                Ok(entries) => entries.into_iter().find(|e| e.name == name),
+                Err(e) => return Some(Err(e)),
+            }
+        };
         Some(match found {
             None => Err(FsError::NotFound),
             Some(e) => {
@@ -140,7 +145,9 @@ impl MegaFs {
     }
 
     /// Refuses a change inside a share we received unless our access is at least `need`.
+    /// Nothing in the Rubbish Bin and no previous version changes ([`MegaFs::not_frozen`]).
     pub(super) fn may_change(&self, h: &NodeHandle, need: Access) -> Result<()> {
+        self.not_frozen(h)?;
         let tree = self.client.read_tree();
         let Some(root) = tree.inshare_of(h) else {
             return Ok(());

@@ -127,6 +127,22 @@ impl Settings {
                     .unwrap_or_else(|| crate::fs::shared::DEFAULT_SHARES_DIR.to_string()),
             )
             .filter(|n| !n.is_empty()),
+            rubbish_dir: Some(
+                options
+                    .rubbish_dir
+                    .clone()
+                    .unwrap_or_else(|| crate::fs::special::DEFAULT_RUBBISH_DIR.to_string()),
+            )
+            .filter(|n| !n.is_empty()),
+            versions_dir: Some(
+                options
+                    .versions_dir
+                    .clone()
+                    .unwrap_or_else(|| crate::fs::special::DEFAULT_VERSIONS_DIR.to_string()),
+            )
+            .filter(|n| !n.is_empty()),
+            list_special: options.list_special,
+            xattr: options.xattr,
         };
         Ok(Settings {
             tree_cache: !(options.no_cache || req.no_cache),

@@ -27,6 +27,14 @@ pub struct MountOptions {
     pub verify_full: Option<bool>,
     /// `shares=NAME`: the virtual folder of other users' shares (`shares=` hides it).
     pub shares_dir: Option<String>,
+    /// `rubbish=NAME`: the Rubbish Bin's name in the root (`rubbish=` hides it).
+    pub rubbish_dir: Option<String>,
+    /// `versions=NAME`: the previous versions' folder in the root (`versions=` hides it).
+    pub versions_dir: Option<String>,
+    /// `list_special`: the root's listing names the Rubbish Bin and the versions folder.
+    pub list_special: bool,
+    /// `xattr`: the `user.mega.*` extended attributes.
+    pub xattr: bool,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -45,6 +53,15 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// The value of an option naming a folder in the root (empty: hidden).
+fn folder_name(k: &str, v: Option<&str>) -> Result<String, String> {
+    let name = v.unwrap_or("");
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(format!("{k}={name}: not a folder name"));
+    }
+    Ok(name.to_string())
 }
 
 /// Parses comma-separated `-o` options (repeatable).
@@ -104,13 +121,11 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
                         .map_err(|_| format!("tree_nodes={}: not a number", v.unwrap_or("")))?,
                 )
             }
-            "shares" => {
-                let name = v.unwrap_or("");
-                if name.contains('/') || name == "." || name == ".." {
-                    return Err(format!("shares={name}: not a folder name"));
-                }
-                o.shares_dir = Some(name.to_string());
-            }
+            "shares" => o.shares_dir = Some(folder_name(k, v)?),
+            "rubbish" => o.rubbish_dir = Some(folder_name(k, v)?),
+            "versions" => o.versions_dir = Some(folder_name(k, v)?),
+            "list_special" => o.list_special = true,
+            "xattr" => o.xattr = true,
             "https" => o.https = true,
             "verify" => {
                 o.verify_full = Some(match need(k, v)? {

@@ -308,6 +308,20 @@ impl NodeTree {
     }
 
     /// The incoming share a node lies in (its nearest shared ancestor), if any.
+    /// The top of the tree `h` lies in: the Cloud Drive, the Rubbish Bin or the Vault root
+    /// (or the top of a share we received), `h` itself for a top.
+    pub fn top_of(&self, h: &NodeHandle) -> Option<&Node> {
+        let mut cur = self.node(h)?;
+        // A parent chain is acyclic; never loop on a broken one.
+        for _ in 0..100_000 {
+            match cur.parent.as_ref().and_then(|p| self.node(p)) {
+                Some(p) => cur = p,
+                None => return Some(cur),
+            }
+        }
+        None
+    }
+
     pub fn inshare_of(&self, h: &NodeHandle) -> Option<&Node> {
         let mut cur = self.node(h);
         while let Some(n) = cur {

@@ -225,6 +225,10 @@ pub async fn fs_core_with(
         cache_size: 1 << 20,
         verify_full: false,
         shares_dir: Some("Shared with me".into()),
+        rubbish_dir: Some(".Rubbish Bin".into()),
+        versions_dir: Some(".versions".into()),
+        list_special: false,
+        xattr: false,
     };
     edit(&mut cfg);
     let fs = mega_mount::fs::MegaFs::new(client.clone(), cfg).unwrap();
