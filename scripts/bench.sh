@@ -373,11 +373,12 @@ listing() {
   # A first start writes the tree cache; the measured one is warm.
   target/release/mega-mount --foreground "$d/mnt" 2>>"$d/mount.log" &
   local pid=$!
-  until mountpoint -q "$d/mnt" && ls "$d/mnt" >/dev/null 2>&1; do sleep 0.05; done
+  until mountpoint -q "$d/mnt" && stat "$d/mnt/folder 0000000" >/dev/null 2>&1; do sleep 0.05; done
   fusermount3 -u "$d/mnt"; wait "$pid" 2>/dev/null || true
   target/release/mega-mount --foreground "$d/mnt" 2>>"$d/mount.log" &
   pid=$!
-  until mountpoint -q "$d/mnt" && ls "$d/mnt" >/dev/null 2>&1; do sleep 0.05; done
+  # Ready once the folder is found (a lookup in the root: its 100,000 files are read then).
+  until mountpoint -q "$d/mnt" && stat "$d/mnt/folder 0000000" >/dev/null 2>&1; do sleep 0.05; done
   rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
   local r0; r0=$(rss)
   printf '%-52s %8s KiB\n' "daemon RSS, warm start" "$r0"

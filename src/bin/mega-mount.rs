@@ -14,6 +14,13 @@ use clap::Parser;
 use mega_mount::config::Env;
 use mega_mount::mount::{self, MountRequest};
 
+/// mimalloc gives memory back to the system soon after it is freed: when the kernel forgets
+/// the inodes of a large listing, the daemon's RSS follows (glibc's malloc kept the freed
+/// arenas: +270 MiB after `ls -lR` of 200,000 entries and `drop_caches`, see
+/// doc/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Mount your MEGA Cloud Drive as a local folder.
 #[derive(Debug, Parser)]
 #[command(name = "mega-mount", version)]
