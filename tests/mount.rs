@@ -1488,3 +1488,131 @@ async fn the_bin_versions_and_extended_attributes_on_a_real_mount() {
     assert_eq!(list, "user.mega.handle\0user.mega.versions\0");
     assert!(link.starts_with("https://mega.nz/file/"), "{link}");
 }
+
+/// Write-back on a real mount (`-o writeback`): `cp -r --preserve=timestamps` of a tree and
+/// an append to an existing file return while the server holds every upload, and the mount
+/// shows the new content; `df` counts it. The daemon is killed (-9) with the queue full; the
+/// next start uploads every queued file in place — not as an "unsaved" copy — with its
+/// content and mtime, the edited file as a new version of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_survives_a_kill_with_the_queue_full() {
+    let env = Env::start().await;
+    let c = env.account("wbk@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "doc.txt", &mut &b"old\n"[..], 4, 1_600_000_000, None)
+        .await
+        .unwrap();
+    let theirs = c
+        .upload(
+            &root,
+            "theirs.txt",
+            &mut &b"v1\n"[..],
+            3,
+            1_600_000_000,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut m = Mount::start(&env, "wbk@example.com", &["-o", "writeback"], true);
+    let src = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..24u64 {
+        let rel = format!("d{}/f{i}.bin", i % 3);
+        let p = src.path().join(&rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let body = data((i * 7919 % 200_000) as usize, i as u8);
+        std::fs::write(&p, &body).unwrap();
+        let t = 1_500_000_000 + i as i64 * 1000;
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(t as u64))
+            .unwrap();
+        files.push((rel, body, t));
+    }
+    let free = |p: PathBuf| {
+        op("statvfs", move || {
+            let s = rustix::fs::statvfs(&p).unwrap();
+            s.f_bfree * s.f_frsize
+        })
+    };
+    let free_before = free(m.dir.clone()).await;
+    env.server.faults().update(|f| f.ul_hold = true);
+    let (from, to, doc) = (src.path().to_path_buf(), m.path("tree"), m.path("doc.txt"));
+    let (to2, doc2, theirs2) = (to.clone(), doc.clone(), m.path("theirs.txt"));
+    op("cp -r and append while uploads are held", move || {
+        let ok = Command::new("cp")
+            .args(["-r", "--preserve=timestamps"])
+            .arg(&from)
+            .arg(&to2)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&doc2)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"new\n").unwrap();
+        std::fs::write(&theirs2, b"mine\n").unwrap();
+    })
+    .await;
+    let (to3, doc3, listed) = (to.clone(), doc.clone(), files.clone());
+    op("read back before any upload", move || {
+        for (rel, body, t) in &listed {
+            let p = to3.join(rel);
+            assert_eq!(&std::fs::read(&p).unwrap(), body, "{rel}");
+            assert_eq!(mtime(&p), *t, "{rel}");
+        }
+        assert_eq!(std::fs::read(&doc3).unwrap(), b"old\nnew\n");
+    })
+    .await;
+    // df counts what waits (every file and the edited one's staged copy).
+    let queued: u64 = files.iter().map(|f| f.1.len() as u64).sum::<u64>() + 8;
+    let taken = free_before - free(m.dir.clone()).await;
+    assert!(taken + 4096 * 26 >= queued, "{taken} of {queued}");
+    c.fetch().await.unwrap();
+    assert!(c.resolve("/tree/d0/f0.bin").is_err(), "uploaded while held");
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.server.faults().update(|f| f.ul_hold = false);
+    // Another device saves theirs.txt meanwhile: ours must not replace that version.
+    c.upload_to(
+        mega_mount::client::Target {
+            parent: &root,
+            name: "theirs.txt",
+            replaces: Some((&theirs.handle, mega_mount::client::OldVersions::Keep)),
+        },
+        &mut &b"v2\n"[..],
+        3,
+        1_600_000_100,
+        None,
+    )
+    .await
+    .unwrap();
+    let (api, home, dir) = (
+        env.server.base_url().to_string(),
+        m.home.clone(),
+        m.dir.clone(),
+    );
+    let out = op("restart", move || {
+        restart_and_stop(&api, "wbk@example.com", &home, &dir)
+    })
+    .await;
+    c.fetch().await.unwrap();
+    for (rel, body, t) in &files {
+        let n = c
+            .resolve(&format!("/tree/{rel}"))
+            .unwrap_or_else(|e| panic!("{rel}: {e}\n{out}"));
+        assert_eq!(&c.download_to_vec(&n.handle).await.unwrap(), body, "{rel}");
+        assert_eq!(n.mtime, *t, "{rel}");
+    }
+    let d = c.resolve("/doc.txt").unwrap();
+    assert_eq!(c.download_to_vec(&d.handle).await.unwrap(), b"old\nnew\n");
+    assert_eq!(c.read_tree().versions(&d.handle).len(), 1, "{out}");
+    assert!(recovered_files(&c, "doc").is_empty(), "{out}");
+    let t = c.resolve("/theirs.txt").unwrap();
+    assert_eq!(c.download_to_vec(&t.handle).await.unwrap(), b"v2\n");
+    let mine = recovered_files(&c, "theirs");
+    assert_eq!(mine.len(), 1, "{out}");
+    assert_eq!(c.download_to_vec(&mine[0].handle).await.unwrap(), b"mine\n");
+    assert!(staging_files(&m.home.join("cache/mega-mount/staging")).is_empty());
+}

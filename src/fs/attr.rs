@@ -152,7 +152,11 @@ impl MegaFs {
         Ok(FsStats {
             block_size: BLOCK as u32,
             blocks: q.total / BLOCK,
-            free: q.total.saturating_sub(q.used) / BLOCK,
+            // Files whose upload is queued (write-back) will take their room.
+            free: q
+                .total
+                .saturating_sub(q.used.saturating_add(self.queued_bytes()))
+                / BLOCK,
             files: self.client.read_tree().len() as u64,
         })
     }

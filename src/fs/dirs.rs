@@ -267,6 +267,16 @@ impl MegaFs {
         })
     }
 
+    /// Whether files created in `dir` and not on MEGA yet (open, or queued for upload) are
+    /// there.
+    pub(super) fn has_pending_children(&self, dir: &NodeHandle) -> bool {
+        let inodes = self.inodes();
+        let open = self.open_files();
+        open.values().any(
+            |f| matches!(inodes.get(f.ino), Some(Target::Pending { parent, .. }) if parent == dir),
+        )
+    }
+
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
         Self::name_fits(name)?;
         if let Some(r) = self.lookup_virtual(parent, name) {
@@ -310,7 +320,7 @@ impl MegaFs {
     }
 
     /// Drops an inode nothing refers to (see [`MegaFs::forget`]).
-    fn drop_ino(&self, ino: u64) {
+    pub(super) fn drop_ino(&self, ino: u64) {
         if self.open_files().values().any(|f| f.ino == ino) {
             return;
         }

@@ -12,6 +12,8 @@
 //!   and a file whose MAC failed reads as EIO.
 //! * [`write`]: writes land in a staging file under the cache directory;
 //!   `flush`/`fsync`/`release` upload it as the new version and only then return.
+//! * [`writeback`]: with `-o writeback`, `release` queues the upload instead and returns
+//!   once the staging file is synced; the queue uploads in the background.
 //! * [`inodes`]: inode numbers (stable, never reused while mounted).
 //! * [`shared`]: the virtual `Shared with me` folder and access levels inside shares.
 //! * [`special`]: the Rubbish Bin and files' previous versions, read-only.
@@ -36,6 +38,7 @@ pub mod read;
 pub mod shared;
 pub mod special;
 pub mod write;
+pub mod writeback;
 pub mod xattr;
 
 use std::collections::HashMap;
@@ -85,6 +88,9 @@ pub struct FsConfig {
     /// Extended attributes (`-o xattr`, see [`xattr`]); off, the kernel is told they are
     /// not implemented and stops asking.
     pub xattr: bool,
+    /// Write-back: `close()` returns once the writes are staged and synced locally; this
+    /// many uploads run at once in the background (`None`: off, every close uploads).
+    pub writeback: Option<usize>,
 }
 
 /// An open file handle.
@@ -122,6 +128,8 @@ pub struct MegaFs {
     idle: tokio::sync::Notify,
     /// Open directories: the listing each took when it was opened (see [`dirs::DirHandle`]).
     dir_handles: Mutex<HashMap<u64, dirs::DirHandle>>,
+    /// The write-back queue, if write-back is on.
+    wb: Option<writeback::WriteBack>,
 }
 
 impl MegaFs {
@@ -143,6 +151,9 @@ impl MegaFs {
             running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             dir_handles: Mutex::new(HashMap::new()),
+            wb: cfg
+                .writeback
+                .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),
             cfg,
         })
     }

@@ -131,7 +131,7 @@ impl MegaFs {
         if !n.kind.is_container() {
             return Err(FsError::NotDir);
         }
-        if !self.client.children(&n.handle)?.is_empty() {
+        if !self.client.children(&n.handle)?.is_empty() || self.has_pending_children(&n.handle) {
             return Err(FsError::NotEmpty);
         }
         self.remove(&n).await

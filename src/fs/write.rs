@@ -29,7 +29,7 @@ use super::{FsError, MegaFs, OpenFile, Result};
 use crate::client::Target as UploadTarget;
 use crate::local::names::{tagged_name, unescape_name};
 use crate::local::time::{fmt_time_secs, now};
-use crate::transfer::StagedFile;
+use crate::transfer::{Closed, StagedFile};
 
 /// The staging directory's name under the cache directory.
 pub(super) const STAGING_DIR: &str = "staging";
@@ -58,6 +58,9 @@ pub(super) struct Writer {
     /// lock): a change that finds it here (a `truncate` by path that picked this writer just
     /// before) must go to another writer, or it would never be saved.
     closed: AtomicBool,
+    /// Its handle was closed with the upload queued (write-back): what the on-disk marker
+    /// says, rewritten when a later `setattr` changes the file.
+    queued: Mutex<Option<Closed>>,
     commit: tokio::sync::RwLock<()>,
 }
 
@@ -84,6 +87,7 @@ impl Writer {
             marked: AtomicBool::new(false),
             changed_at: AtomicI64::new(0),
             closed: AtomicBool::new(false),
+            queued: Mutex::new(None),
             commit: tokio::sync::RwLock::new(()),
         });
         if dirty {
@@ -187,6 +191,37 @@ impl Writer {
         *self.mtime.lock().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
+    /// Its handle is closed and its upload queued: the writes are synced to disk and marked
+    /// closed (with the node they replace), so a crash recovers them as final.
+    pub(super) fn queue(&self, base: Option<String>) -> Result<()> {
+        let c = Closed {
+            base,
+            mtime: self.mtime(),
+        };
+        self.staged().set_closed(&c)?;
+        *self.queued.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        Ok(())
+    }
+
+    /// After a change to a queued writer (a `setattr` after the close): its content and the
+    /// closed marker are synced again.
+    fn requeue(&self) -> Result<()> {
+        let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = q.as_mut() {
+            c.mtime = self.mtime();
+            self.staged().set_closed(c)?;
+        }
+        Ok(())
+    }
+
+    /// Closes a queued writer whose content a newer close replaces: nothing of it is to be
+    /// saved (a change waiting for it goes to another writer).
+    pub(super) async fn close_unsaved(&self) {
+        let _exclusive = self.commit.write().await;
+        self.closed.store(true, Ordering::Release);
+        self.unlink();
+    }
+
     pub(super) fn unlink(&self) {
         self.unlinked.store(true, Ordering::Release);
         // Its writes are discarded: nothing to recover after a crash either.
@@ -226,23 +261,23 @@ pub const RECOVERY_FOLDER: &str = "Recovered by mega-mount";
 
 impl MegaFs {
     /// The write state of a handle open for writing.
-    fn writer(&self, fh: u64) -> Option<Arc<Writer>> {
+    pub(super) fn writer(&self, fh: u64) -> Option<Arc<Writer>> {
         self.open_files().get(&fh).and_then(|f| f.writer.clone())
     }
 
     /// A handle of `ino` that is open for writing: `fh` if it is one, else any other.
     fn writer_fh(&self, ino: u64, fh: Option<u64>) -> Option<u64> {
         let open = self.open_files();
-        if let Some(f) = fh.filter(|f| open.get(f).is_some_and(|o| o.writer.is_some())) {
+        let usable = |o: &OpenFile| {
+            o.writer
+                .as_ref()
+                .is_some_and(|w| !w.closed.load(Ordering::Acquire))
+        };
+        if let Some(f) = fh.filter(|f| open.get(f).is_some_and(usable)) {
             return Some(f);
         }
         open.iter()
-            .find(|(_, o)| {
-                o.ino == ino
-                    && o.writer
-                        .as_ref()
-                        .is_some_and(|w| !w.closed.load(Ordering::Acquire))
-            })
+            .find(|(_, o)| o.ino == ino && usable(o))
             .map(|(fh, _)| *fh)
     }
 
@@ -320,7 +355,14 @@ impl MegaFs {
             }
             let origin = self.client.path_of(&n.handle);
             let staged = Arc::new(self.new_staging(&origin)?);
-            if !truncate && n.size > 0 {
+            if !truncate && self.open_writer(ino, false).is_some() {
+                // Writes not on MEGA yet (another handle's, or a close whose upload is
+                // queued) are the file's content now.
+                if let Err(e) = self.copy_staged(ino, &staged) {
+                    StagedFile::remove(staged.path());
+                    return Err(e);
+                }
+            } else if !truncate && n.size > 0 {
                 let mut filler = staged.filler();
                 let filled = match self.client.download(&n.handle, &mut filler, None).await {
                     Ok(()) => filler.finish().map_err(FsError::from),
@@ -365,7 +407,7 @@ impl MegaFs {
     }
 
     /// The MEGA path a file created here will have: `parent`'s path and `name`.
-    fn pending_origin(&self, parent: &crate::tree::NodeHandle, name: &str) -> String {
+    pub(super) fn pending_origin(&self, parent: &crate::tree::NodeHandle, name: &str) -> String {
         format!(
             "{}/{}",
             self.client.path_of(parent).trim_end_matches('/'),
@@ -435,7 +477,7 @@ impl MegaFs {
 
     /// Truncates or extends a file (`truncate`, `O_TRUNC` via setattr) and/or sets its mtime.
     pub async fn setattr(
-        &self,
+        self: &Arc<Self>,
         ino: u64,
         fh: Option<u64>,
         size: Option<u64>,
@@ -448,70 +490,90 @@ impl MegaFs {
         if let Ok(n) = self.node_of(ino) {
             self.may_change(&n.handle, crate::tree::Access::ReadWrite)?;
         }
-        // Apply it to an open writer of this file if there is one (the kernel does not always
-        // pass the handle), else to a temporary one. Only an mtime, with no unsaved writes:
-        // rewrite the fingerprint attribute, no upload.
-        let writer = self.writer_fh(ino, fh);
-        let unsaved = writer
-            .and_then(|f| self.writer(f))
-            .is_some_and(|w| w.dirty());
-        if size.is_none() && !unsaved {
-            if self.node_of(ino)?.kind.is_container() {
-                return self.getattr(ino); // folder mtimes are not stored by MEGA
+        'again: loop {
+            // Apply it to an open writer of this file if there is one (the kernel does not
+            // always pass the handle; with write-back, a closed file whose upload is queued
+            // is one), else to a temporary one. Only an mtime, with no unsaved writes:
+            // rewrite the fingerprint attribute, no upload.
+            let mut writer = self.writer_fh(ino, fh);
+            let unsaved = writer
+                .and_then(|f| self.writer(f))
+                .is_some_and(|w| w.dirty());
+            if size.is_none() && !unsaved {
+                if self.node_of(ino)?.kind.is_container() {
+                    return self.getattr(ino); // folder mtimes are not stored by MEGA
+                }
+                let _file = self.lock_files(&[ino]).await;
+                let n = self.node_of(ino)?;
+                // Changing a node's attributes takes full access in a share (MEGA's rule): a
+                // read-write member sets a file's mtime by writing it, not by `touch` alone.
+                self.may_change(&n.handle, crate::tree::Access::Full)?;
+                self.client
+                    .set_mtime(&n.handle, mtime.unwrap_or_else(now))
+                    .await?;
+                return self.getattr(ino);
             }
-            let _file = self.lock_files(&[ino]).await;
-            let n = self.node_of(ino)?;
-            // Changing a node's attributes takes full access in a share (MEGA's rule): a
-            // read-write member sets a file's mtime by writing it, not by `touch` alone.
-            self.may_change(&n.handle, crate::tree::Access::Full)?;
-            self.client
-                .set_mtime(&n.handle, mtime.unwrap_or_else(now))
-                .await?;
+            let (fh, own) = loop {
+                let (fh, own) = match writer {
+                    Some(f) => (f, false),
+                    None => {
+                        if self.node_of(ino)?.kind.is_container() {
+                            return Err(FsError::IsDir);
+                        }
+                        (self.open(ino, true, size == Some(0)).await?, true)
+                    }
+                };
+                let w = self.writer(fh).ok_or(FsError::Invalid)?;
+                let _shared = w.for_change(&self.client.session().master_key).await?;
+                if w.closed.load(Ordering::Acquire) {
+                    // Released (and committed) while we waited: apply it elsewhere (an
+                    // mtime alone goes to the node now on MEGA).
+                    if size.is_none() {
+                        continue 'again;
+                    }
+                    writer = self.writer_fh(ino, None);
+                    continue;
+                }
+                w.changing()?;
+                if let Some(s) = size {
+                    w.staged().set_len(s)?;
+                }
+                if let Some(m) = mtime {
+                    w.set_mtime(Some(m));
+                }
+                w.changed();
+                w.requeue()?;
+                break (fh, own);
+            };
+            if own {
+                self.release(fh).await?;
+            }
             return self.getattr(ino);
         }
-        let mut writer = writer;
-        let (fh, own) = loop {
-            let (fh, own) = match writer {
-                Some(f) => (f, false),
-                None => {
-                    if self.node_of(ino)?.kind.is_container() {
-                        return Err(FsError::IsDir);
-                    }
-                    (self.open(ino, true, size == Some(0)).await?, true)
-                }
-            };
-            let w = self.writer(fh).ok_or(FsError::Invalid)?;
-            let _shared = w.for_change(&self.client.session().master_key).await?;
-            if w.closed.load(Ordering::Acquire) {
-                // Released (and committed) while we waited: apply it elsewhere.
-                writer = self.writer_fh(ino, None);
-                continue;
-            }
-            w.changing()?;
-            if let Some(s) = size {
-                w.staged().set_len(s)?;
-            }
-            if let Some(m) = mtime {
-                w.set_mtime(Some(m));
-            }
-            w.changed();
-            break (fh, own);
-        };
-        if own {
-            self.release(fh).await?;
-        }
-        self.getattr(ino)
     }
 
-    /// Uploads a dirty staging file and commits the node (replacing the previous version).
-    /// Returns only after MEGA has the new node.
+    /// With write-back, a flush (every close of a descriptor) uploads nothing: the release
+    /// queues the upload.
     pub async fn flush(&self, fh: u64) -> Result<()> {
+        if self.writeback() {
+            return Ok(());
+        }
+        self.flush_handle(fh, false).await
+    }
+
+    /// Returns once the file's writes are on MEGA: with write-back, its queued closes first
+    /// (they came before), then this handle's writes.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        let ino = self.open_files().get(&fh).map(|f| f.ino);
+        if let Some(ino) = ino {
+            self.wait_queued(ino).await;
+        }
         self.flush_handle(fh, false).await
     }
 
     /// [`flush`](Self::flush); with `closing` (the handle's release), the writer is marked
     /// closed under the same exclusive lock, so that no change can land after its last commit.
-    async fn flush_handle(&self, fh: u64, closing: bool) -> Result<()> {
+    pub(super) async fn flush_handle(&self, fh: u64, closing: bool) -> Result<()> {
         let Some((ino, w)) = self
             .open_files()
             .get(&fh)
@@ -544,6 +606,17 @@ impl MegaFs {
         Ok(())
     }
 
+    /// What becomes of the content a commit replaces: the new node's previous version; on an
+    /// account that turned versions off, with `hard_delete`, deleted (else the client sends
+    /// it to the Rubbish Bin).
+    fn old_versions(&self) -> crate::client::OldVersions {
+        if self.cfg.hard_delete && !self.client.versions_enabled() {
+            crate::client::OldVersions::Delete
+        } else {
+            crate::client::OldVersions::Keep
+        }
+    }
+
     /// Uploads a staging file as the new version of `ino`.
     async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
         let (parent, name, old) = match self.target(ino)? {
@@ -561,11 +634,7 @@ impl MegaFs {
         let mtime = w.mtime().unwrap_or_else(now);
         // The previous content becomes the new node's previous version; on an account that
         // turned versions off, it goes where `rm` would send it.
-        let how = if self.cfg.hard_delete && !self.client.versions_enabled() {
-            crate::client::OldVersions::Delete
-        } else {
-            crate::client::OldVersions::Keep
-        };
+        let how = self.old_versions();
         let target = UploadTarget {
             parent: &parent,
             name: &name,
@@ -590,6 +659,7 @@ impl MegaFs {
     /// on disk (they are the only copy of the writes); the caller logs where they are.
     pub async fn drain(&self, grace: Duration) -> Vec<Unsaved> {
         let deadline = tokio::time::Instant::now() + grace;
+        self.wait_queue_empty(deadline).await;
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
@@ -685,15 +755,43 @@ impl MegaFs {
             .map_or_else(now, |d| d.as_secs() as i64);
         let (dir, name) = origin.rsplit_once('/').unwrap_or(("", origin.as_str()));
         let root = self.client.root()?.handle;
-        let parent = match self.client.resolve(dir) {
-            Ok(n) if n.kind.is_container() => n.handle,
-            _ => {
+        let (parent, parent_found) = match self.client.resolve(dir) {
+            Ok(n) if n.kind.is_container() => (n.handle, true),
+            _ => (
                 self.client
                     .ensure_folder(&root, RECOVERY_FOLDER)
                     .await?
-                    .handle
-            }
+                    .handle,
+                false,
+            ),
         };
+        // A file whose handle was closed (write-back) holds final content: it goes in place
+        // when that replaces nothing it did not know (its name is free, or the node there is
+        // still the one it replaces), else beside it like any unsaved writes.
+        let closed = StagedFile::closed(&u.staging);
+        let when = closed.as_ref().and_then(|c| c.mtime).unwrap_or(when);
+        let in_place = match &closed {
+            Some(c) if parent_found => match self.client.read_tree().child_by_name(&parent, name) {
+                None => Some(None),
+                Some(n) if n.is_file() && Some(&n.handle.0) == c.base.as_ref() => {
+                    Some(Some(n.handle.clone()))
+                }
+                Some(_) => None,
+            },
+            _ => None,
+        };
+        if let Some(old) = in_place {
+            let how = self.old_versions();
+            let target = UploadTarget {
+                parent: &parent,
+                name,
+                replaces: old.as_ref().map(|h| (h, how)),
+            };
+            let node = self
+                .upload_recovered(target, staged, &u.staging, now_at, when)
+                .await?;
+            return Ok((origin.clone(), self.client.path_of(&node.handle)));
+        }
         let base = tagged_name(name, &format!("unsaved {}", fmt_time_secs(when)));
         let mut saved_as = base.clone();
         for n in 2.. {
@@ -712,23 +810,63 @@ impl MegaFs {
             name: &saved_as,
             replaces: None,
         };
-        let node = match staged {
+        let node = self
+            .upload_recovered(target, staged, &u.staging, now_at, when)
+            .await?;
+        Ok((origin, self.client.path_of(&node.handle)))
+    }
+
+    /// Uploads a staging file an earlier run left (re-keyed first: that run may have sent
+    /// it; `now_at` follows the new file), or a plaintext one of an older version.
+    async fn upload_recovered(
+        &self,
+        target: UploadTarget<'_>,
+        staged: Option<StagedFile>,
+        path: &Path,
+        now_at: &mut PathBuf,
+        mtime: i64,
+    ) -> Result<crate::tree::Node> {
+        Ok(match staged {
             Some(s) => {
-                let fresh = Arc::new(s.rekey(master)?);
+                let fresh = Arc::new(s.rekey(&self.client.session().master_key)?);
                 *now_at = fresh.path().to_path_buf();
                 self.client
-                    .upload_staged(target, &fresh, when, None)
+                    .upload_staged(target, &fresh, mtime, None)
                     .await?
             }
-            None => self.client.upload_path_to(target, &u.staging, None).await?,
-        };
-        Ok((origin, self.client.path_of(&node.handle)))
+            None => self.client.upload_path_to(target, path, None).await?,
+        })
     }
 
     /// Closes a handle: commits pending writes, then deletes the staging file. If the commit
     /// failed, the staging file is kept (it holds the only copy of the writes) and the error
     /// names it.
-    pub async fn release(&self, fh: u64) -> Result<()> {
+    /// With write-back, a handle holding unsaved writes is queued instead (see
+    /// [`super::writeback`]); if that fails (the staging file cannot be synced), it is
+    /// committed now.
+    pub async fn release(self: &Arc<Self>, fh: u64) -> Result<()> {
+        if self.writeback() {
+            let ino = self.open_files().get(&fh).map(|f| f.ino);
+            if let Some(ino) = ino {
+                match self.enqueue(ino, fh) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("cannot queue the upload ({e}); uploading now"),
+                }
+            }
+        }
+        self.release_now(fh).await
+    }
+
+    /// Removes a handle whose writes are not to be saved, with its staging file.
+    pub(super) fn forget_handle(&self, fh: u64) {
+        if let Some(w) = self.open_files().remove(&fh).and_then(|f| f.writer) {
+            StagedFile::remove(w.staged().path());
+        }
+    }
+
+    /// [`release`](Self::release) without write-back.
+    pub(super) async fn release_now(&self, fh: u64) -> Result<()> {
         let r = self.flush_handle(fh, true).await;
         let f = self.open_files().remove(&fh);
         let Some(w) = f.and_then(|f| f.writer) else {

@@ -84,12 +84,6 @@ pub fn mountinfo_lists(mountinfo: &str, mountpoint: &Path) -> bool {
 /// connected"), detaches it and returns true. A dead mount of another filesystem is left
 /// alone.
 pub fn recover_dead_mount(mountpoint: &Path) -> bool {
-    let dead = std::fs::metadata(mountpoint)
-        .err()
-        .is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
-    if !dead {
-        return false;
-    }
     let Ok(abs) = std::path::absolute(mountpoint) else {
         return false;
     };
@@ -97,11 +91,31 @@ pub fn recover_dead_mount(mountpoint: &Path) -> bool {
         .ok()
         .and_then(|info| mountinfo_entry(&info, &abs))
         .is_some_and(|e| is_ours(&e));
-    if !ours {
+    if !ours || !connection_lost(&abs) {
         return false;
     }
     detach(&abs);
     std::fs::metadata(&abs).is_ok()
+}
+
+/// Whether the FUSE mount at `mountpoint` lost its daemon. `stat` alone does not tell
+/// within the attribute timeout of the daemon's death (the kernel answers from its cache),
+/// so `statfs`, which always asks the daemon, decides; a live daemon that does not answer
+/// within a few seconds counts as alive.
+fn connection_lost(mountpoint: &Path) -> bool {
+    let enotconn = |e: std::io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    if std::fs::metadata(mountpoint).err().is_some_and(enotconn) {
+        return true;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(rustix::fs::statvfs(&p).err());
+    });
+    matches!(
+        rx.recv_timeout(std::time::Duration::from_secs(5)),
+        Ok(Some(e)) if e == rustix::io::Errno::NOTCONN
+    )
 }
 
 /// Whether something is mounted at `mountpoint` now.

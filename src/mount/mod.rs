@@ -143,6 +143,9 @@ impl Settings {
             .filter(|n| !n.is_empty()),
             list_special: options.list_special,
             xattr: options.xattr,
+            writeback: options
+                .writeback
+                .then_some(crate::config::DEFAULT_PARALLEL_FILES),
         };
         Ok(Settings {
             tree_cache: !(options.no_cache || req.no_cache),
@@ -250,7 +253,7 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
             req.mountpoint.display()
         );
     }
-    let settings = Settings::resolve(&req, env)?;
+    let mut settings = Settings::resolve(&req, env)?;
     if !req.foreground {
         let (exe, args) = &req.respawn;
         return daemon::daemonize(exe, args, &settings.fs.cache_dir.join(LOG_FILE))
@@ -266,6 +269,9 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     }
     if let Some(n) = settings.options.tree_nodes {
         cfg.tree_nodes = Some(n);
+    }
+    if settings.options.writeback || cfg.writeback {
+        settings.fs.writeback = Some(cfg.parallel);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -298,6 +304,9 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
                 origin.as_deref().unwrap_or("an unknown file")
             ),
         }
+    }
+    if let Err(e) = fs.write_status() {
+        tracing::warn!("cannot write the write-back status file: {e}");
     }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
     let session = fuser::Session::new(adapter, &settings.mountpoint, &settings.fuser_config())

@@ -35,6 +35,8 @@ pub struct MountOptions {
     pub list_special: bool,
     /// `xattr`: the `user.mega.*` extended attributes.
     pub xattr: bool,
+    /// `writeback`: `close()` returns once the writes are staged; uploads run behind.
+    pub writeback: bool,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -126,6 +128,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "versions" => o.versions_dir = Some(folder_name(k, v)?),
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
+            "writeback" => o.writeback = true,
             "https" => o.https = true,
             "verify" => {
                 o.verify_full = Some(match need(k, v)? {

@@ -54,7 +54,9 @@ fn key_file(staging: &Path) -> PathBuf {
     staging.with_extension("key")
 }
 
-/// Present (empty) beside a staging file while it holds writes MEGA does not have yet.
+/// Present beside a staging file while it holds writes MEGA does not have yet: empty while
+/// the file is open, a [`Closed`] record once its handle was closed with the upload still to
+/// come (write-back).
 fn unsaved_marker(staging: &Path) -> PathBuf {
     staging.with_extension("unsaved")
 }
@@ -85,6 +87,18 @@ impl Macs {
             self.fresh.remove(&k);
         }
     }
+}
+
+/// What the unsaved marker of a staging file whose handle was closed (its upload queued)
+/// says: the content is final, so a crash recovers it in place when it safely can.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    /// The node the staged content replaces (its handle), if it replaces one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The mtime set on the file (Unix seconds), if one was set explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
 }
 
 /// A staged file: ciphertext on disk, the key in memory (and wrapped beside it).
@@ -215,8 +229,12 @@ impl StagedFile {
                 return Err(io_other("the staging file changed while it was re-keyed"));
             }
             fresh.file.sync_data()?;
-            if unsaved_marker(&self.path).exists() {
-                fresh.set_unsaved(true)?;
+            let marker = unsaved_marker(&self.path);
+            if marker.exists() {
+                match Self::closed(&self.path) {
+                    Some(c) => fresh.set_closed(&c)?,
+                    None => fresh.set_unsaved(true)?,
+                }
             }
             Ok(())
         })();
@@ -295,6 +313,30 @@ impl StagedFile {
                 _ => Ok(()),
             }
         }
+    }
+
+    /// Marks the staging file as holding unsaved writes of a closed handle (see [`Closed`]),
+    /// synced to disk with its content: what a crash leaves is then recovered as final.
+    ///
+    /// The marker is rewritten in place (no new file per close: creating and deleting files
+    /// is most of what a small file costs here): a crash half-way leaves it empty or
+    /// unreadable, which only means "unsaved", recovered beside the original.
+    pub fn set_closed(&self, closed: &Closed) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        let text = serde_json::to_vec(closed).map_err(io_other_err)?;
+        let f = crate::local::names::open_private(&unsaved_marker(&self.path))?;
+        f.set_len(0)?;
+        f.write_all_at(&text, 0)?;
+        f.sync_all()
+    }
+
+    /// The [`Closed`] record of a staging file an earlier run left, if its handle was closed.
+    pub fn closed(path: &Path) -> Option<Closed> {
+        let text = std::fs::read(unsaved_marker(path)).ok()?;
+        if text.is_empty() {
+            return None;
+        }
+        serde_json::from_slice(&text).ok()
     }
 
     /// Whether a staging file an earlier run left holds writes that were never committed
@@ -687,6 +729,34 @@ mod tests {
         // A plaintext staging file of an older version (no key beside it) counts as unsaved.
         std::fs::write(&p, b"old").unwrap();
         assert!(StagedFile::is_unsaved(&p));
+    }
+
+    /// A closed handle's record (write-back) is read back, follows a re-key, and a damaged
+    /// one means only "unsaved" (recovered beside the original, never in place).
+    #[test]
+    fn the_closed_record_is_kept_with_the_file_and_damage_only_means_unsaved() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let s = StagedFile::create(&p, &master(), "/c.txt").unwrap();
+        s.write_at(0, b"final").unwrap();
+        s.set_unsaved(true).unwrap();
+        assert_eq!(StagedFile::closed(&p), None, "open, not closed");
+        let c = Closed {
+            base: Some("AbCdEfGh".into()),
+            mtime: Some(1_500_000_000),
+        };
+        s.set_closed(&c).unwrap();
+        s.set_closed(&c).unwrap(); // rewritten in place
+        assert_eq!(StagedFile::closed(&p), Some(c.clone()));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+        let fresh = s.rekey(&master()).unwrap();
+        assert_eq!(StagedFile::closed(fresh.path()), Some(c));
+        assert!(StagedFile::is_unsaved(fresh.path()));
+        std::fs::write(unsaved_marker(fresh.path()), b"{\"base\": ").unwrap();
+        assert_eq!(StagedFile::closed(fresh.path()), None);
+        assert!(StagedFile::is_unsaved(fresh.path()));
+        fresh.set_unsaved(false).unwrap();
+        assert!(!StagedFile::is_unsaved(fresh.path()));
     }
 
     /// A re-keyed copy has the same plaintext under a new key and nonce, its MACs computed

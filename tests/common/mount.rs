@@ -229,6 +229,7 @@ pub async fn fs_core_with(
         versions_dir: Some(".versions".into()),
         list_special: false,
         xattr: false,
+        writeback: None,
     };
     edit(&mut cfg);
     let fs = mega_mount::fs::MegaFs::new(client.clone(), cfg).unwrap();

@@ -43,6 +43,9 @@ pub struct FaultConfig {
     pub ul_http503: u32,
     /// Uploads read the body, then drop the connection without storing it.
     pub ul_drop: u32,
+    /// Uploads wait (before reading the body) while this is set: a client's uploads are
+    /// in flight for as long as a test needs.
+    pub ul_hold: bool,
     /// Every download has one byte flipped (until set back to false).
     pub corrupt_downloads: bool,
     /// 0: off. N: the next N bytes of downloads are served intact, the byte after them is
@@ -153,6 +156,11 @@ impl Faults {
         } else {
             Fault::None
         }
+    }
+
+    /// Whether uploads are held (see [`FaultConfig::ul_hold`]).
+    pub fn upload_held(&self) -> bool {
+        self.lock().ul_hold
     }
 
     pub fn latency(&self) -> std::time::Duration {

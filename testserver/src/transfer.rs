@@ -201,6 +201,9 @@ pub(crate) async fn upload(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    while state.faults.upload_held() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let fault = state.faults.next_upload();
     match fault {
         Fault::Http500 => return status_response(StatusCode::INTERNAL_SERVER_ERROR),

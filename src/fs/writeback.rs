@@ -1,0 +1,370 @@
+//! Write-back (`-o writeback`, `writeback = true` in the config): `close()` returns once a
+//! file's writes are staged — ciphertext under a fresh key, synced to local disk, marked as
+//! closed ([`crate::transfer::Closed`]) so that a crash recovers it in place — and the upload
+//! runs in the background, several files at once.
+//!
+//! A closed handle stays in the open-file table until its upload is done, so everything that
+//! already treats unsaved writes of an open handle (reads, `getattr`, listings of files not on
+//! MEGA yet, renames, unlinks, opening the file again) treats a queued file the same way: as
+//! if it were uploaded. Per file, queued closes are uploaded in order; a close that comes
+//! while an older one of the same file still waits replaces it (last close wins, as without
+//! write-back, and the older content does not become a previous version). A failed upload is
+//! retried with backoff; after the last attempt the staging file stays for the next start's
+//! recovery. `fsync()` waits for the file's queued uploads and then uploads its own handle:
+//! it still returns only when the file is on MEGA. Unmount and SIGTERM drain the queue (up
+//! to `--grace`); `df` counts queued bytes as used, and a status file (`writeback.json` in
+//! the cache directory, rewritten at most four times a second) lists what is waiting.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::inodes::Target;
+use super::{MegaFs, Result};
+
+/// The status file's name in the cache directory.
+pub const STATUS_FILE: &str = "writeback.json";
+
+/// Attempts at uploading a queued file before it is left to the next start's recovery.
+const ATTEMPTS: u32 = 8;
+
+/// The queue of closed files whose upload is still to come.
+pub(super) struct WriteBack {
+    state: Mutex<State>,
+    /// Woken at every change of the queue (for `fsync`, drain and the status file).
+    changed: tokio::sync::Notify,
+    /// Uploads running at once.
+    slots: tokio::sync::Semaphore,
+    status: PathBuf,
+}
+
+#[derive(Default)]
+struct State {
+    /// By inode: the handle being uploaded and the one whose turn is next.
+    files: HashMap<u64, Queued>,
+    /// Handles queued or uploading.
+    waiting: usize,
+    /// A status file update is scheduled.
+    status_due: bool,
+    /// The last error of a handle whose upload failed and will be tried again.
+    errors: HashMap<u64, (u32, String)>,
+}
+
+#[derive(Default)]
+struct Queued {
+    /// A task uploads this file's queue (it exists while the file has an entry).
+    worker: bool,
+    /// The handle being uploaded (taken from `next` once an upload slot is free).
+    running: Option<u64>,
+    next: Option<u64>,
+}
+
+/// One line of the status file.
+#[derive(Serialize)]
+struct StatusEntry {
+    path: String,
+    bytes: u64,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Status {
+    waiting: usize,
+    bytes: u64,
+    files: Vec<StatusEntry>,
+}
+
+impl WriteBack {
+    pub(super) fn new(parallel: usize, cache_dir: &std::path::Path) -> WriteBack {
+        WriteBack {
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+            slots: tokio::sync::Semaphore::new(parallel.max(1)),
+            status: cache_dir.join(STATUS_FILE),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The handles in the queue: (inode, handle, uploading now).
+    fn handles(&self) -> Vec<(u64, u64, bool)> {
+        let st = self.state();
+        let mut out = Vec::new();
+        for (ino, q) in &st.files {
+            out.extend(q.running.map(|fh| (*ino, fh, true)));
+            out.extend(q.next.map(|fh| (*ino, fh, false)));
+        }
+        out
+    }
+}
+
+impl MegaFs {
+    /// Whether closes are written back (see the module doc).
+    pub fn writeback(&self) -> bool {
+        self.wb.is_some()
+    }
+
+    /// Queues the closed handle `fh` of `ino` for upload, after its writes are synced to disk
+    /// and marked closed. False (nothing done) if it holds nothing to upload or write-back is
+    /// off: the caller releases it now.
+    pub(super) fn enqueue(self: &Arc<Self>, ino: u64, fh: u64) -> Result<bool> {
+        let Some(wb) = &self.wb else {
+            return Ok(false);
+        };
+        let Some(w) = self.writer(fh) else {
+            return Ok(false);
+        };
+        if !w.dirty() {
+            return Ok(false);
+        }
+        let base = match self.target(ino)? {
+            Target::Node(h) => Some(h.0),
+            _ => None,
+        };
+        w.queue(base)?;
+        let (superseded, start) = {
+            let mut st = wb.state();
+            st.waiting += 1;
+            let q = st.files.entry(ino).or_default();
+            let old = q.next.replace(fh);
+            let start = !q.worker;
+            q.worker = true;
+            if old.is_some() {
+                st.waiting -= 1;
+            }
+            (old, start)
+        };
+        if let Some(old) = superseded {
+            // Its content is replaced by the newer close before it was sent.
+            let fs = self.clone();
+            tokio::spawn(async move { fs.discard(old).await });
+        }
+        if start {
+            let fs = self.clone();
+            tokio::spawn(async move { fs.upload_queue(ino).await });
+        }
+        self.status_changed();
+        Ok(true)
+    }
+
+    /// Drops a queued handle whose content a newer close of the same file replaces.
+    async fn discard(&self, fh: u64) {
+        if let Some(w) = self.writer(fh) {
+            w.close_unsaved().await;
+        }
+        self.forget_handle(fh);
+    }
+
+    /// Uploads the queued closes of `ino` one after the other until none is left.
+    async fn upload_queue(self: Arc<Self>, ino: u64) {
+        let Some(wb) = &self.wb else {
+            return;
+        };
+        loop {
+            // The handle is taken only once a slot is free: until then a newer close of
+            // the file can still replace it.
+            let Ok(slot) = wb.slots.acquire().await else {
+                break;
+            };
+            let fh = {
+                let mut st = wb.state();
+                let Some(q) = st.files.get_mut(&ino) else {
+                    break;
+                };
+                match q.next.take() {
+                    Some(fh) => {
+                        q.running = Some(fh);
+                        fh
+                    }
+                    None => {
+                        st.files.remove(&ino);
+                        break;
+                    }
+                }
+            };
+            self.status_changed();
+            let mut attempt = 1;
+            {
+                loop {
+                    match self.flush_handle(fh, false).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < ATTEMPTS => {
+                            let wait = Duration::from_secs((1u64 << attempt).min(60));
+                            tracing::warn!(
+                                "{}: upload failed ({e}); trying again in {} s",
+                                self.shown_path(ino),
+                                wait.as_secs()
+                            );
+                            wb.state().errors.insert(fh, (attempt, e.to_string()));
+                            self.status_changed();
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                        }
+                        Err(_) => break, // the release below fails and keeps the staging file
+                    }
+                }
+            }
+            drop(slot);
+            if let Err(e) = self.release_now(fh).await {
+                tracing::error!(
+                    "{}: the file could not be uploaded after {attempt} attempts ({e}); the next start uploads it",
+                    self.shown_path(ino)
+                );
+            }
+            {
+                let mut st = wb.state();
+                st.waiting = st.waiting.saturating_sub(1);
+                st.errors.remove(&fh);
+                if let Some(q) = st.files.get_mut(&ino) {
+                    q.running = None;
+                }
+            }
+            self.drop_ino(ino);
+            self.status_changed();
+        }
+        self.status_changed();
+    }
+
+    /// Waits until no close of `ino` is queued or uploading.
+    pub(super) async fn wait_queued(&self, ino: u64) {
+        self.wait_queue(None, |st| !st.files.contains_key(&ino))
+            .await;
+    }
+
+    /// Waits until the queue is empty, at most until `deadline`.
+    pub(super) async fn wait_queue_empty(&self, deadline: tokio::time::Instant) {
+        self.wait_queue(Some(deadline), |st| st.waiting == 0).await;
+    }
+
+    /// Waits until `done` holds of the queue (or `deadline` passes).
+    async fn wait_queue(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        done: impl Fn(&State) -> bool,
+    ) {
+        let Some(wb) = &self.wb else {
+            return;
+        };
+        loop {
+            let changed = wb.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&wb.state()) {
+                return;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, changed).await.is_err() {
+                        return;
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Bytes in the queue (what `df` counts as used beyond what MEGA reports).
+    pub(super) fn queued_bytes(&self) -> u64 {
+        let Some(wb) = &self.wb else {
+            return 0;
+        };
+        wb.handles()
+            .into_iter()
+            .filter_map(|(_, fh, _)| self.writer(fh))
+            .filter(|w| w.dirty())
+            .filter_map(|w| w.staged().len().ok())
+            .sum()
+    }
+
+    /// Wakes the queue's waiters and schedules a rewrite of the status file.
+    fn status_changed(self: &Arc<Self>) {
+        let Some(wb) = &self.wb else {
+            return;
+        };
+        wb.changed.notify_waiters();
+        {
+            let mut st = wb.state();
+            if st.status_due {
+                return;
+            }
+            st.status_due = true;
+        }
+        let fs = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(wb) = &fs.wb {
+                wb.state().status_due = false;
+            }
+            if let Err(e) = fs.write_status() {
+                tracing::debug!("cannot write the write-back status file: {e}");
+            }
+        });
+    }
+
+    /// Writes the status file now (also at start, so a stale one never stays).
+    pub fn write_status(&self) -> std::io::Result<()> {
+        let Some(wb) = &self.wb else {
+            return Ok(());
+        };
+        let errors = wb.state().errors.clone();
+        let mut files: Vec<StatusEntry> = wb
+            .handles()
+            .into_iter()
+            // An unlinked file waits only to be dropped.
+            .filter_map(|(ino, fh, running)| Some((ino, fh, running, self.writer(fh)?)))
+            .filter(|(.., w)| w.dirty())
+            .map(|(ino, fh, running, w)| {
+                let err = errors.get(&fh);
+                StatusEntry {
+                    path: self.shown_path(ino),
+                    bytes: w.staged().len().unwrap_or(0),
+                    state: match (running, err) {
+                        (true, Some(_)) => "retrying",
+                        (true, None) => "uploading",
+                        (false, _) => "queued",
+                    },
+                    attempts: err.map(|e| e.0),
+                    error: err.map(|e| e.1.clone()),
+                }
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let status = Status {
+            waiting: files.len(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+        };
+        let text = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
+        let tmp = wb.status.with_extension("json.new");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+        }
+        std::fs::rename(&tmp, &wb.status)
+    }
+
+    /// The MEGA path of a file as the mount shows it now (for logs and the status file).
+    fn shown_path(&self, ino: u64) -> String {
+        match self.target(ino) {
+            Ok(Target::Node(h)) => self.client.path_of(&h),
+            Ok(Target::Pending { parent, name }) => self.pending_origin(&parent, &name),
+            _ => "(deleted)".into(),
+        }
+    }
+}
