@@ -735,8 +735,8 @@ async fn previous_versions_are_files_under_the_versions_folder() {
 }
 
 /// Write-back (`-o writeback`): `release` returns while the upload is held on the server;
-/// the file reads, stats, renames and opens again as if uploaded; a close that comes while
-/// an older one of the same file still waits replaces it; an unlinked queued file never
+/// the file reads, stats, renames and opens again as if uploaded; two closes of one file are
+/// uploaded in order (the first a previous version of the second); an unlinked queued file never
 /// reaches MEGA; `fsync` waits for the upload; the status file lists the queue; draining
 /// leaves every file on MEGA with its content and mtime, and no staging file behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,8 +767,7 @@ async fn write_back_queues_closes_and_drains_them() {
     // The one upload slot is taken by a file whose upload the server holds.
     new_file("slot.bin", b"slot").await;
     let a = new_file("a.txt", b"first").await;
-    // Open again and append: the new handle starts from the queued content; its close
-    // replaces the first one, which was never sent.
+    // Open again and append: the new handle starts from the queued content.
     let fh = fs.open(a, true, false).await.unwrap();
     fs.write(fh, 5, b" second").await.unwrap();
     fs.release(fh).await.unwrap();
@@ -805,7 +804,7 @@ async fn write_back_queues_closes_and_drains_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Ok(t) = std::fs::read(&status) {
             listed = serde_json::from_slice(&t).unwrap();
-            if listed["waiting"] == 4 {
+            if listed["waiting"] == 5 {
                 break;
             }
         }
@@ -818,10 +817,10 @@ async fn write_back_queues_closes_and_drains_them() {
         .collect();
     assert_eq!(
         paths,
-        ["/a.txt", "/c.txt", "/e.txt", "/slot.bin"],
+        ["/a.txt", "/a.txt", "/c.txt", "/e.txt", "/slot.bin"],
         "{listed}"
     );
-    assert_eq!(listed["bytes"], 12 + 3 + 1 + 4, "{listed}");
+    assert_eq!(listed["bytes"], 5 + 12 + 3 + 1 + 4, "{listed}");
     assert!(!fsync.is_finished(), "fsync returned before the upload");
     other.fetch().await.unwrap();
     assert!(other.resolve("/slot.bin").is_err() && other.resolve("/a.txt").is_err());
@@ -849,10 +848,14 @@ async fn write_back_queues_closes_and_drains_them() {
     }
     let a_node = other.resolve("/a.txt").unwrap();
     assert_eq!(a_node.mtime, 1_500_000_000);
-    assert!(
-        other.read_tree().versions(&a_node.handle).is_empty(),
-        "the replaced close became a version"
-    );
+    let versions: Vec<_> = other
+        .read_tree()
+        .versions(&a_node.handle)
+        .into_iter()
+        .map(|n| n.handle.clone())
+        .collect();
+    assert_eq!(versions.len(), 1, "each close is a version, in order");
+    assert_eq!(other.download_to_vec(&versions[0]).await.unwrap(), b"first");
     assert!(other.resolve("/b.txt").is_err() && other.resolve("/d.txt").is_err());
     let staging: Vec<_> = std::fs::read_dir(cache.join("staging")).unwrap().collect();
     assert!(staging.is_empty(), "{staging:?}");

@@ -195,16 +195,11 @@ impl MegaFs {
         let (staged, opened) = {
             let open = self.open_files();
             let f: Option<&OpenFile> = open.get(&fh);
-            let staged = f
-                .and_then(|f| f.writer.as_ref())
-                .or_else(|| {
-                    open.values()
-                        .filter(|o| o.ino == ino)
-                        .filter_map(|o| o.writer.as_ref())
-                        .find(|w| w.dirty())
-                })
-                .map(|w| w.staged());
-            (staged, f.and_then(|f| f.reader.clone()))
+            let own = f.and_then(|f| f.writer.as_ref()).map(|w| w.staged());
+            let reader = f.and_then(|f| f.reader.clone());
+            drop(open);
+            let staged = own.or_else(|| self.open_writer(ino, false).map(|w| w.staged()));
+            (staged, reader)
         };
         if let Some(s) = staged {
             return Ok(s.read_at(offset, size as usize)?);

@@ -214,14 +214,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes a queued writer whose content a newer close replaces: nothing of it is to be
-    /// saved (a change waiting for it goes to another writer).
-    pub(super) async fn close_unsaved(&self) {
-        let _exclusive = self.commit.write().await;
-        self.closed.store(true, Ordering::Release);
-        self.unlink();
-    }
-
     pub(super) fn unlink(&self) {
         self.unlinked.store(true, Ordering::Release);
         // Its writes are discarded: nothing to recover after a crash either.
@@ -282,14 +274,21 @@ impl MegaFs {
     }
 
     /// A writer of `ino` open on some handle: one with unsaved changes; with `any`, else any.
+    ///
+    /// Of several with changes, the newest handle: with write-back, a file closed twice has
+    /// both closes queued, and the later one is its content now.
     pub(super) fn open_writer(&self, ino: u64, any: bool) -> Option<Arc<Writer>> {
         let open = self.open_files();
-        let mut writers = open
-            .values()
-            .filter(|f| f.ino == ino)
-            .filter_map(|f| f.writer.as_ref());
-        let dirty = writers.clone().find(|w| w.dirty());
-        dirty.or_else(|| writers.next().filter(|_| any)).cloned()
+        let mut writers: Vec<(u64, &Arc<Writer>)> = open
+            .iter()
+            .filter(|(_, f)| f.ino == ino)
+            .filter_map(|(fh, f)| Some((*fh, f.writer.as_ref()?)))
+            .collect();
+        writers.sort_by_key(|(fh, _)| std::cmp::Reverse(*fh));
+        let dirty = writers.iter().find(|(_, w)| w.dirty());
+        dirty
+            .or_else(|| writers.first().filter(|_| any))
+            .map(|(_, w)| Arc::clone(w))
     }
 
     /// Whether the kernel may keep its page cache of `ino` across opens: nobody has it open
@@ -856,13 +855,6 @@ impl MegaFs {
             }
         }
         self.release_now(fh).await
-    }
-
-    /// Removes a handle whose writes are not to be saved, with its staging file.
-    pub(super) fn forget_handle(&self, fh: u64) {
-        if let Some(w) = self.open_files().remove(&fh).and_then(|f| f.writer) {
-            StagedFile::remove(w.staged().path());
-        }
     }
 
     /// [`release`](Self::release) without write-back.

@@ -6,9 +6,11 @@
 //! A closed handle stays in the open-file table until its upload is done, so everything that
 //! already treats unsaved writes of an open handle (reads, `getattr`, listings of files not on
 //! MEGA yet, renames, unlinks, opening the file again) treats a queued file the same way: as
-//! if it were uploaded. Per file, queued closes are uploaded in order; a close that comes
-//! while an older one of the same file still waits replaces it (last close wins, as without
-//! write-back, and the older content does not become a previous version). A failed upload is
+//! if it were uploaded. Per file, queued closes are uploaded in the order they came, each one
+//! (as without write-back) the new version of the file, so the last close wins and the
+//! earlier ones are its previous versions. (Dropping a close that a newer one replaces before
+//! it was sent would save uploads, but it races a `setattr` landing on the dropped one.) A
+//! failed upload is
 //! retried with backoff; after the last attempt the staging file stays for the next start's
 //! recovery. `fsync()` waits for the file's queued uploads and then uploads its own handle:
 //! it still returns only when the file is on MEGA. Unmount and SIGTERM drain the queue (up
@@ -43,7 +45,7 @@ pub(super) struct WriteBack {
 
 #[derive(Default)]
 struct State {
-    /// By inode: the handle being uploaded and the one whose turn is next.
+    /// By inode: the handle being uploaded and those whose turn comes next, in order.
     files: HashMap<u64, Queued>,
     /// Handles queued or uploading.
     waiting: usize,
@@ -59,7 +61,7 @@ struct Queued {
     worker: bool,
     /// The handle being uploaded (taken from `next` once an upload slot is free).
     running: Option<u64>,
-    next: Option<u64>,
+    next: std::collections::VecDeque<u64>,
 }
 
 /// One line of the status file.
@@ -101,7 +103,7 @@ impl WriteBack {
         let mut out = Vec::new();
         for (ino, q) in &st.files {
             out.extend(q.running.map(|fh| (*ino, fh, true)));
-            out.extend(q.next.map(|fh| (*ino, fh, false)));
+            out.extend(q.next.iter().map(|fh| (*ino, *fh, false)));
         }
         out
     }
@@ -131,23 +133,15 @@ impl MegaFs {
             _ => None,
         };
         w.queue(base)?;
-        let (superseded, start) = {
+        let start = {
             let mut st = wb.state();
             st.waiting += 1;
             let q = st.files.entry(ino).or_default();
-            let old = q.next.replace(fh);
+            q.next.push_back(fh);
             let start = !q.worker;
             q.worker = true;
-            if old.is_some() {
-                st.waiting -= 1;
-            }
-            (old, start)
+            start
         };
-        if let Some(old) = superseded {
-            // Its content is replaced by the newer close before it was sent.
-            let fs = self.clone();
-            tokio::spawn(async move { fs.discard(old).await });
-        }
         if start {
             let fs = self.clone();
             tokio::spawn(async move { fs.upload_queue(ino).await });
@@ -156,22 +150,12 @@ impl MegaFs {
         Ok(true)
     }
 
-    /// Drops a queued handle whose content a newer close of the same file replaces.
-    async fn discard(&self, fh: u64) {
-        if let Some(w) = self.writer(fh) {
-            w.close_unsaved().await;
-        }
-        self.forget_handle(fh);
-    }
-
     /// Uploads the queued closes of `ino` one after the other until none is left.
     async fn upload_queue(self: Arc<Self>, ino: u64) {
         let Some(wb) = &self.wb else {
             return;
         };
         loop {
-            // The handle is taken only once a slot is free: until then a newer close of
-            // the file can still replace it.
             let Ok(slot) = wb.slots.acquire().await else {
                 break;
             };
@@ -180,7 +164,7 @@ impl MegaFs {
                 let Some(q) = st.files.get_mut(&ino) else {
                     break;
                 };
-                match q.next.take() {
+                match q.next.pop_front() {
                     Some(fh) => {
                         q.running = Some(fh);
                         fh
