@@ -268,9 +268,11 @@ impl MegaFs {
         if let Some(f) = fh.filter(|f| open.get(f).is_some_and(usable)) {
             return Some(f);
         }
+        // The newest: with write-back, of two queued closes the later one is the file now.
         open.iter()
-            .find(|(_, o)| o.ino == ino && usable(o))
+            .filter(|(_, o)| o.ino == ino && usable(o))
             .map(|(fh, _)| *fh)
+            .max()
     }
 
     /// A writer of `ino` open on some handle: one with unsaved changes; with `any`, else any.

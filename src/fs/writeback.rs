@@ -15,7 +15,8 @@
 //! recovery. `fsync()` waits for the file's queued uploads and then uploads its own handle:
 //! it still returns only when the file is on MEGA. Unmount and SIGTERM drain the queue (up
 //! to `--grace`); `df` counts queued bytes as used, and a status file (`writeback.json` in
-//! the cache directory, rewritten at most four times a second) lists what is waiting.
+//! the cache directory, rewritten at most four times a second) lists what is waiting, by
+//! inode number.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -66,8 +67,11 @@ struct Queued {
 
 /// One line of the status file.
 #[derive(Serialize)]
+///
+/// Files are named by inode number (`find MOUNT -inum N`), not by path: the cache directory
+/// holds nothing that names the user's files in plaintext.
 struct StatusEntry {
-    path: String,
+    ino: u64,
     bytes: u64,
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,24 +181,22 @@ impl MegaFs {
             };
             self.status_changed();
             let mut attempt = 1;
-            {
-                loop {
-                    match self.flush_handle(fh, false).await {
-                        Ok(()) => break,
-                        Err(e) if attempt < ATTEMPTS => {
-                            let wait = Duration::from_secs((1u64 << attempt).min(60));
-                            tracing::warn!(
-                                "{}: upload failed ({e}); trying again in {} s",
-                                self.shown_path(ino),
-                                wait.as_secs()
-                            );
-                            wb.state().errors.insert(fh, (attempt, e.to_string()));
-                            self.status_changed();
-                            tokio::time::sleep(wait).await;
-                            attempt += 1;
-                        }
-                        Err(_) => break, // the release below fails and keeps the staging file
+            loop {
+                match self.flush_handle(fh, false).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < ATTEMPTS => {
+                        let wait = Duration::from_secs((1u64 << attempt).min(60));
+                        tracing::warn!(
+                            "{}: upload failed ({e}); trying again in {} s",
+                            self.shown_path(ino),
+                            wait.as_secs()
+                        );
+                        wb.state().errors.insert(fh, (attempt, e.to_string()));
+                        self.status_changed();
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
                     }
+                    Err(_) => break, // the release below fails and keeps the staging file
                 }
             }
             drop(slot);
@@ -309,7 +311,7 @@ impl MegaFs {
             .map(|(ino, fh, running, w)| {
                 let err = errors.get(&fh);
                 StatusEntry {
-                    path: self.shown_path(ino),
+                    ino,
                     bytes: w.staged().len().unwrap_or(0),
                     state: match (running, err) {
                         (true, Some(_)) => "retrying",
@@ -321,7 +323,7 @@ impl MegaFs {
                 }
             })
             .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.sort_by_key(|f| f.ino);
         let status = Status {
             waiting: files.len(),
             bytes: files.iter().map(|f| f.bytes).sum(),
