@@ -62,7 +62,8 @@ start_server() {
 build_release() {
   [ -n "${BUILT:-}" ] && return
   echo "== building release binaries"
-  cargo build --release --quiet --bin megacmd --bin mega-mount --example nullfs -p mega-mount
+  cargo build --release --quiet --bin megacmd --bin mega-mount --example nullfs --example cryptofloor \
+    -p mega-mount
   cargo build --release --quiet -p mega-testserver
   BUILT=1
 }
@@ -179,13 +180,14 @@ mount_with() {
 contender() {
   label=$1; shift
   mnt="$d/mnt-$label"; mkdir -p "$mnt"
-  local cmd=() a cold=() warm=() write=() cpu=() s c0 r file=big.bin check
+  local cmd=() a cold=() warm=() write=() cpu=() rcpu=() s c0 r file=big.bin check
   for a in "$@"; do cmd+=("${a/MOUNTPOINT/$mnt}"); done
   # The null filesystem has one file of $size zeros; what is written to it is dropped.
   [ "$label" = null ] && file=zero
   for r in 1 2 3; do
     mount_with "${cmd[@]}"
-    settle; s=$(seconds dd_read "$mnt/$file"); cold+=("$s")
+    settle; c0=$(cpu_of "$pid"); s=$(seconds dd_read "$mnt/$file"); cold+=("$s")
+    rcpu+=("$(awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')")
     settle; s=$(seconds dd_read "$mnt/$file"); warm+=("$s")
     settle "$d/big.bin"; c0=$(cpu_of "$pid")
     check="$0 until_listed /$label-$r.bin $size"; [ "$label" = null ] && check=true
@@ -193,7 +195,8 @@ contender() {
     write+=("$s"); cpu+=("$(awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')")
     unmount "$mnt"; wait "$pid" 2>/dev/null || true
   done
-  report "$label: sequential read 512 MiB, cold (best of ${cold[*]})" "$(best "${cold[@]}")" $size ""
+  report "$label: sequential read 512 MiB, cold (best of ${cold[*]})" "$(best "${cold[@]}")" $size "${rcpu[*]}"
+  READ_CPU[$label]=$(best "${rcpu[@]}"); WRITE_CPU[$label]=$(best "${cpu[@]}")
   report "$label: second read (best of ${warm[*]})" "$(best "${warm[@]}")" $size ""
   report "$label: write 512 MiB until the server has it (best of ${write[*]})" "$(best "${write[@]}")" $size "${cpu[*]}"
   if [ "$label" != null ]; then
@@ -211,6 +214,7 @@ contender() {
 # mega-testserver, in one run.
 compare() {
   build_release
+  declare -gA READ_CPU=() WRITE_CPU=()
   d=$(mktemp -d)
   size=$((512 * 1024 * 1024))
   local venv=target/bench-venv
@@ -251,6 +255,26 @@ compare() {
   else
     echo "mega-mount's upload differs"; return 1
   fi
+  cpu_floor
+}
+
+# CPU per GiB against the floor: what AES-CTR and the chunk MACs alone cost per GiB
+# (examples/cryptofloor, one thread) plus what the null filesystem's daemon spent per GiB on
+# the same read or write; mega-mount's daemon CPU per GiB (best round) beside it.
+cpu_floor() {
+  local floor dec enc per gib=$((1024 * 1024 * 1024))
+  floor=$(target/release/examples/cryptofloor 512)
+  dec=$(awk '$1 == "decrypt" { print $2 }' <<<"$floor")
+  enc=$(awk '$1 == "encrypt" { print $2 }' <<<"$floor")
+  echo "== daemon CPU per GiB (CPU-seconds, best round) against the floor"
+  printf '%-12s %10s %12s %12s %10s %8s\n' "" "AES+MACs" "null daemon" "floor" "mega-mount" "ratio"
+  for per in "cold read:$dec:${READ_CPU[null]}:${READ_CPU[mega-mount]}" \
+             "write:$enc:${WRITE_CPU[null]}:${WRITE_CPU[mega-mount]}"; do
+    IFS=: read -r what crypto null mine <<<"$per"
+    awk -v w="$what" -v c="$crypto" -v n="$null" -v m="$mine" -v s="$size" -v g="$gib" 'BEGIN {
+      n = n * g / s; m = m * g / s; f = c + n
+      printf "%-12s %10.2f %12.2f %12.2f %10.2f %7.2fx\n", w, c, n, f, m, m / f }'
+  done
 }
 
 sync_bench() {

@@ -159,6 +159,7 @@ impl Backend for Core {
         self.fs
             .read(h.ino, h.fh, offset, len as u32)
             .await
+            .map(Vec::from)
             .map_err(|e| e.errno())
     }
 

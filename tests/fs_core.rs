@@ -178,7 +178,7 @@ async fn reads_use_the_configured_transfer_settings() {
         let r = fs.read(ino, fh, 0, 100).await;
         assert_eq!(r.is_ok(), ok, "max_retries {max_retries}: {r:?}");
         if ok {
-            assert_eq!(r.unwrap(), b"retried");
+            assert_eq!(r.unwrap(), &b"retried"[..]);
         }
         assert_eq!(env.server.faults().get().dl_http503, 0, "the fault fired");
     }
@@ -263,6 +263,34 @@ async fn read_all(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, ino: u64) -> Resu
 /// (and verified), then changed on the server: the chunks fetched again after the cache
 /// dropped them are checked against the MACs recorded when it verified. The second read fails
 /// with EIO, never returns the changed bytes, and the file stays failed. Both read modes.
+/// A sequential read fetches whole pieces ahead: each read moves the read-ahead window by
+/// its own size, and fetching only that sliver made every request one chunk (a request per
+/// MiB, and a chunk's MAC computed alone, a serial chain, instead of eight side by side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_fetch_whole_pieces_ahead() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let c = env.account("ahead@example.com").await;
+    let root = c.root().unwrap().handle;
+    let body = data(48 << 20, 3);
+    c.upload(&root, "big.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    let (fs, _client) = fs_core_with(&env, "ahead@example.com", |c| {
+        c.cache_size = 256 << 20;
+    })
+    .await;
+    let ino = fs.lookup(ROOT_INO, "big.bin").unwrap().ino;
+    let before = env.server.stats().download_requests();
+    assert!(read_all(&fs, ino).await.unwrap() == body);
+    let requests = env.server.stats().download_requests() - before;
+    // 48 MiB in pieces of 8 MiB: 6, plus the short ones while the window grows.
+    assert!(
+        requests <= 16,
+        "{requests} download requests for a sequential read of 48 MiB"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_fetched_again_is_checked_against_the_verified_macs() {
     use mega_mount::fs::ROOT_INO;
@@ -778,7 +806,7 @@ async fn write_back_queues_closes_and_drains_them() {
     let attr = fs.getattr(a).unwrap();
     assert_eq!(attr.size, 12);
     let rfh = fs.open(a, false, false).await.unwrap();
-    assert_eq!(fs.read(a, rfh, 0, 100).await.unwrap(), b"first second");
+    assert_eq!(fs.read(a, rfh, 0, 100).await.unwrap(), &b"first second"[..]);
     fs.release(rfh).await.unwrap();
     // Renamed and unlinked while queued.
     let b = new_file("b.txt", b"bee").await;

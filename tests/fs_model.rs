@@ -360,7 +360,11 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     (offset as usize).min(want.len()),
                     (offset as usize + len as usize).min(want.len()),
                 );
-                let got = fs.read(*ino, *fh, offset.into(), len).await.map_err(errno);
+                let got = fs
+                    .read(*ino, *fh, offset.into(), len)
+                    .await
+                    .map(Vec::from)
+                    .map_err(errno);
                 let got = check(&at, got, Ok(()))?.unwrap_or_default();
                 if got != want[s..e] {
                     return Err(TestCaseError::fail(format!(

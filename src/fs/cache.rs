@@ -65,19 +65,27 @@ impl BlockCache {
 
     /// Chunk `idx` of a file (a slice of its cached piece), marking the piece recently used.
     pub fn get(&self, h: &NodeHandle, idx: u64) -> Option<Bytes> {
+        let (first, piece) = self.get_piece(h, idx)?;
+        slice_chunk(&piece, first, idx)
+    }
+
+    /// The cached piece holding chunk `idx` of a file, with its first chunk (so that a read
+    /// inside one piece is a slice of it, not a copy).
+    pub fn get_piece(&self, h: &NodeHandle, idx: u64) -> Option<(u64, Bytes)> {
         let mut g = self.lock();
         let inner = &mut *g;
         let (key, (data, tick)) = inner
             .pieces
             .range_mut((h.clone(), 0)..=(h.clone(), idx))
             .next_back()?;
-        let chunk = slice_chunk(data, key.1, idx)?;
+        slice_chunk(data, key.1, idx)?;
+        let found = (key.1, data.clone());
         let key = key.clone();
         inner.lru.remove(tick);
         inner.tick += 1;
         *tick = inner.tick;
         inner.lru.insert(inner.tick, key);
-        Some(chunk)
+        Some(found)
     }
 
     /// Whether chunk `idx` of a file is cached (without touching its recency).

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::Shared;
 
-use super::cache;
 use super::{FsError, MegaFs, OpenFile, Result};
 use crate::transfer::content::Verdict;
 use crate::transfer::schedule::{chunk_index, chunk_start, SEGMENT};
@@ -125,11 +124,9 @@ struct Pending {
 }
 
 impl Pending {
-    /// Chunk `idx` of the piece, once it has arrived (or the fetch's error).
-    async fn chunk(&self, idx: u64) -> Result<Bytes> {
-        let piece = self.fetch.clone().await?;
-        cache::slice_chunk(&piece, self.first, idx)
-            .ok_or_else(|| FsError::Local(format!("chunk {idx} is not in the piece fetched")))
+    /// The piece with its first chunk, once it has arrived (or the fetch's error).
+    async fn piece(&self) -> Result<(u64, Bytes)> {
+        Ok((self.first, self.fetch.clone().await?))
     }
 }
 
@@ -189,7 +186,7 @@ impl MegaFs {
         fh: u64,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Bytes> {
         // Reads see unsaved writes: this handle's staging file, else that of another handle
         // with changes not on MEGA yet.
         let (staged, opened) = {
@@ -202,7 +199,7 @@ impl MegaFs {
             (staged, reader)
         };
         if let Some(s) = staged {
-            return Ok(s.read_at(offset, size as usize)?);
+            return Ok(s.read_at(offset, size as usize)?.into());
         }
         // The file's current version; after an unlink, the version the handle opened.
         let r = match (self.node_of(ino), opened) {
@@ -214,19 +211,14 @@ impl MegaFs {
         self.read_node(&r, offset, size as u64).await
     }
 
-    async fn read_node(
-        self: &Arc<Self>,
-        r: &Arc<Reader>,
-        offset: u64,
-        size: u64,
-    ) -> Result<Vec<u8>> {
+    async fn read_node(self: &Arc<Self>, r: &Arc<Reader>, offset: u64, size: u64) -> Result<Bytes> {
         if r.content.is_bad() {
             return Err(r.integrity());
         }
         let file_size = r.content.size();
         let end = offset.saturating_add(size).min(file_size);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         if self.cfg.verify_full && r.content.verdict() != Verdict::Verified {
             self.verify_whole(r).await?;
@@ -251,44 +243,66 @@ impl MegaFs {
         // What this read needs and the read-ahead window are fetched in the background as
         // parallel pieces; this read waits only for its own chunks, and the next sequential
         // read finds its chunks cached or already on the way.
-        let mine = self.start_fetches(r, first, ahead, last);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for idx in first..=last {
-            let c = match mine.iter().find(|p| p.first <= idx && idx <= p.last) {
-                Some(p) => p.chunk(idx).await,
-                None => self.chunk(r, idx).await,
+        let mine = self.start_fetches(r, (first, ahead, last), (window / 2).min(FETCH_PIECE));
+        // The reply is a slice of the piece that holds it (no copy), or, across pieces, the
+        // slices joined.
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut idx = first;
+        while idx <= last {
+            let (pfirst, piece) = match mine.iter().find(|p| p.first <= idx && idx <= p.last) {
+                Some(p) => p.piece().await,
+                None => self.piece(r, idx).await,
             }
             .map_err(|e| r.reported(e))?;
-            let cs = chunk_start(idx);
-            let (s, e) = (offset.max(cs), end.min(cs + c.len() as u64));
-            if s < e {
-                out.extend_from_slice(&c[(s - cs) as usize..(e - cs) as usize]);
+            let ps = chunk_start(pfirst);
+            let pe = ps + piece.len() as u64;
+            let (s, e) = (offset.max(ps), end.min(pe));
+            if s >= e || chunk_start(idx) >= pe {
+                return Err(FsError::Local(format!(
+                    "chunk {idx} is not in the piece fetched"
+                )));
             }
+            parts.push(piece.slice((s - ps) as usize..(e - ps) as usize));
+            idx = chunk_index(pe - 1) + 1;
         }
-        Ok(out)
+        Ok(match parts.len() {
+            1 => parts.swap_remove(0),
+            _ => parts.concat().into(),
+        })
     }
 
-    /// One chunk of a file: from the cache, else from the fetch in flight that holds it (one
-    /// started now if there is none). A failed fetch is this read's error: it is not fetched
-    /// again behind the caller's back (the retry budget is the transfer settings').
-    async fn chunk(self: &Arc<Self>, r: &Arc<Reader>, idx: u64) -> Result<Bytes> {
-        if let Some(c) = self.cache.get(&r.handle, idx) {
-            return Ok(c);
+    /// The piece holding chunk `idx` of a file, with its first chunk: from the cache, else
+    /// from the fetch in flight that holds it (one started now if there is none). A failed
+    /// fetch is this read's error: it is not fetched again behind the caller's back (the
+    /// retry budget is the transfer settings').
+    async fn piece(self: &Arc<Self>, r: &Arc<Reader>, idx: u64) -> Result<(u64, Bytes)> {
+        if let Some(found) = self.cache.get_piece(&r.handle, idx) {
+            return Ok(found);
         }
-        match self.start_fetches(r, idx, idx, idx).first() {
-            Some(p) => p.chunk(idx).await,
+        match self.start_fetches(r, (idx, idx, idx), 0).first() {
+            Some(p) => p.piece().await,
             None => self
                 .cache
-                .get(&r.handle, idx)
+                .get_piece(&r.handle, idx)
                 .ok_or_else(|| FsError::Local("a read kept missing its data".into())),
         }
     }
 
-    /// Makes sure chunks `a..=b` are cached or being fetched: runs of missing chunks start as
-    /// background fetches of at most [`FETCH_PIECE`] bytes each, in parallel. Returns the
-    /// fetches in flight that hold chunks `a..=need`, taken under the same lock, so that the
-    /// caller sees their outcome even if they end before it awaits them.
-    fn start_fetches(self: &Arc<Self>, r: &Arc<Reader>, a: u64, b: u64, need: u64) -> Vec<Pending> {
+    /// Makes sure chunks `a..=need` are cached or being fetched, and starts read-ahead up to
+    /// `b`: runs of missing chunks start as background fetches of at most [`FETCH_PIECE`]
+    /// bytes each, in parallel. A run wholly past `need` that ends at `b` starts only once it
+    /// is `min_ahead` bytes long (or reaches the end of the file): each sequential read moves
+    /// the window by about its own size, and fetching that sliver alone would make every
+    /// piece one chunk — one request each, and one chunk's MAC is a serial chain of AES blocks
+    /// where a piece of eight chunks computes them side by side. Returns the fetches in flight
+    /// that hold chunks `a..=need`, taken under the same lock, so that the caller sees their
+    /// outcome even if they end before it awaits them.
+    fn start_fetches(
+        self: &Arc<Self>,
+        r: &Arc<Reader>,
+        (a, b, need): (u64, u64, u64),
+        min_ahead: u64,
+    ) -> Vec<Pending> {
         let mut inflight = r.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let missing = |i: u64, inflight: &Inflight| {
             !covering(inflight, i) && !self.cache.contains(&r.handle, i)
@@ -305,6 +319,10 @@ impl MegaFs {
                 && missing(stop + 1, &inflight)
             {
                 stop += 1;
+            }
+            let short = chunk_start(stop + 1) - chunk_start(idx) < min_ahead;
+            if idx > need && stop == b && short && chunk_start(b + 1) < r.content.size() {
+                break;
             }
             let (fs, rd) = (self.clone(), r.clone());
             let task = tokio::spawn(async move {

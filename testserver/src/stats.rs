@@ -54,6 +54,8 @@ pub struct Stats {
     pub uploads: Gauge,
     /// API commands run, by name (`a`), since the start; `sc` polls counted as `"sc"`.
     commands: Mutex<HashMap<String, u64>>,
+    /// Download requests (ranged or whole) since the start.
+    download_requests: AtomicU64,
 }
 
 impl Stats {
@@ -66,6 +68,16 @@ impl Stats {
                 m.insert(name.to_string(), 1);
             }
         }
+    }
+
+    /// Counts one download request.
+    pub(crate) fn count_download(&self) {
+        self.download_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many download requests (`/dl/...`, ranged or whole) arrived since the start.
+    pub fn download_requests(&self) -> u64 {
+        self.download_requests.load(Ordering::Relaxed)
     }
 
     /// How many times a command (`"f"`, `"sc"`, …) ran since the server started.

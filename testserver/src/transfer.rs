@@ -53,6 +53,7 @@ pub(crate) async fn download_range(
 
 async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>) -> Response {
     let _counted = state.stats.downloads.enter();
+    state.stats.count_download();
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
