@@ -259,10 +259,16 @@ async fn read_all(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, ino: u64) -> Resu
     r.map(|()| out)
 }
 
-/// Trust regression (served tampered bytes): a file larger than the block cache read once
-/// (and verified), then changed on the server: the chunks fetched again after the cache
-/// dropped them are checked against the MACs recorded when it verified. The second read fails
-/// with EIO, never returns the changed bytes, and the file stays failed. Both read modes.
+/// An account `email` with `body` uploaded as `/big.bin`; its client.
+async fn with_big_file(env: &Env, email: &str, body: &[u8]) -> mega_mount::Client {
+    let c = env.account(email).await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "big.bin", &mut &body[..], body.len() as u64, 0, None)
+        .await
+        .unwrap();
+    c
+}
+
 /// A sequential read fetches whole pieces ahead: each read moves the read-ahead window by
 /// its own size, and fetching only that sliver made every request one chunk (a request per
 /// MiB, and a chunk's MAC computed alone, a serial chain, instead of eight side by side).
@@ -270,12 +276,8 @@ async fn read_all(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, ino: u64) -> Resu
 async fn sequential_reads_fetch_whole_pieces_ahead() {
     use mega_mount::fs::ROOT_INO;
     let env = Env::start().await;
-    let c = env.account("ahead@example.com").await;
-    let root = c.root().unwrap().handle;
     let body = data(48 << 20, 3);
-    c.upload(&root, "big.bin", &mut &body[..], body.len() as u64, 0, None)
-        .await
-        .unwrap();
+    with_big_file(&env, "ahead@example.com", &body).await;
     let (fs, _client) = fs_core_with(&env, "ahead@example.com", |c| {
         c.cache_size = 256 << 20;
     })
@@ -291,17 +293,17 @@ async fn sequential_reads_fetch_whole_pieces_ahead() {
     );
 }
 
+/// Trust regression (served tampered bytes): a file larger than the block cache read once
+/// (and verified), then changed on the server: the chunks fetched again after the cache
+/// dropped them are checked against the MACs recorded when it verified. The second read fails
+/// with EIO, never returns the changed bytes, and the file stays failed. Both read modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_fetched_again_is_checked_against_the_verified_macs() {
     use mega_mount::fs::ROOT_INO;
     let env = Env::start().await;
-    let c = env.account("again@example.com").await;
-    let root = c.root().unwrap().handle;
     // 20 times the 1 MiB block cache.
     let body = data(20 << 20, 7);
-    c.upload(&root, "big.bin", &mut &body[..], body.len() as u64, 0, None)
-        .await
-        .unwrap();
+    with_big_file(&env, "again@example.com", &body).await;
     for verify_full in [false, true] {
         env.server
             .faults()
