@@ -71,12 +71,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
         .into_iter()
         .map(|(path, entry, handle)| {
             let versions = match (&handle, versions && !entry.dir) {
-                (Some(h), true) => client
-                    .read_tree()
-                    .versions(h)
-                    .into_iter()
-                    .cloned()
-                    .collect(),
+                (Some(h), true) => client.view(|t| t.versions(h).into_iter().cloned().collect()),
                 _ => Vec::new(),
             };
             Row {

@@ -20,10 +20,7 @@ pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> 
                     format!("{}: a root cannot be deleted", shown.display()),
                 ));
             }
-            let in_rubbish = client
-                .read_tree()
-                .path_of(&node.handle)
-                .starts_with("//Rubbish Bin/")
+            let in_rubbish = client.path_of(&node.handle).starts_with("//Rubbish Bin/")
                 || node.parent.as_ref() == Some(&rubbish);
             let permanent = ctx.cli.force || in_rubbish;
             // Moving a folder to the Rubbish Bin can be undone, so it needs no -r (as in
@@ -67,12 +64,13 @@ pub(super) async fn delete_versions(ctx: &Ctx, paths: &[String]) -> Result<(), C
             let files: Vec<Node> = if node.is_file() {
                 vec![node]
             } else if ctx.cli.recursive {
-                let tree = client.read_tree();
-                tree.subtree(&node.handle)
-                    .into_iter()
-                    .filter(|n| n.is_file())
-                    .cloned()
-                    .collect()
+                client.view(|tree| {
+                    tree.subtree(&node.handle)
+                        .into_iter()
+                        .filter(|n| n.is_file())
+                        .cloned()
+                        .collect()
+                })
             } else {
                 return Err(CliError::new(
                     exit::USAGE,
@@ -151,7 +149,7 @@ pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliE
         if let Some(existing) = child(&client, &parent, &name)?.filter(|e| e.handle != node.handle)
         {
             if !ctx.cli.force || existing.kind.is_container() {
-                return Err(exists(&client.read_tree().path_of(&existing.handle)));
+                return Err(exists(&client.path_of(&existing.handle)));
             }
             client.trash(&existing.handle).await?;
         }
@@ -165,7 +163,7 @@ pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliE
             eprintln!(
                 "moved {} -> {}",
                 shown.display(),
-                client.read_tree().path_of(&node.handle)
+                client.path_of(&node.handle)
             );
         }
     }

@@ -36,11 +36,10 @@ pub(super) fn exists(what: &str) -> CliError {
 }
 
 pub(super) fn root_handle(client: &Client, kind: RootKind) -> Result<NodeHandle, CliError> {
-    let tree = client.read_tree();
     let n = match kind {
-        RootKind::Drive => tree.root(),
-        RootKind::Rubbish => tree.rubbish(),
-        RootKind::Inbox => tree.inbox(),
+        RootKind::Drive => client.view(|t| t.root().map(|n| n.handle.clone())),
+        RootKind::Rubbish => client.view(|t| t.rubbish().map(|n| n.handle.clone())),
+        RootKind::Inbox => client.view(|t| t.inbox().map(|n| n.handle.clone())),
         RootKind::Shared => {
             return Err(CliError::new(
                 exit::USAGE,
@@ -49,8 +48,7 @@ pub(super) fn root_handle(client: &Client, kind: RootKind) -> Result<NodeHandle,
             ))
         }
     };
-    n.map(|n| n.handle.clone())
-        .ok_or_else(|| CliError::new(exit::OTHER, "the account has no such root"))
+    n.ok_or_else(|| CliError::new(exit::OTHER, "the account has no such root"))
 }
 
 /// Where a remote path starts: its root, or for `mega://Shared/<owner>/<folder>/…` the
@@ -65,12 +63,13 @@ fn start_of<'a>(
     let [owner, folder, rest @ ..] = rp.parts.as_slice() else {
         return root_handle(client, rp.root).map(|h| (h, &rp.parts[..]));
     };
-    let tree = client.read_tree();
-    let share = tree
-        .inshares()
-        .into_iter()
-        .find(|n| tree.sharer_name(n).eq_ignore_ascii_case(owner) && n.name == *folder)
-        .map(|n| n.handle.clone())
+    let share = client
+        .view(|tree| {
+            tree.inshares()
+                .into_iter()
+                .find(|n| tree.sharer_name(n).eq_ignore_ascii_case(owner) && n.name == *folder)
+                .map(|n| n.handle.clone())
+        })
         .ok_or_else(|| not_found(&rp.display()))?;
     Ok((share, rest))
 }

@@ -72,7 +72,7 @@ pub(super) async fn unshare(ctx: &Ctx, path: &str, user: Option<&str>) -> Result
     let client = ctx.client().await?;
     let rp = remote_arg(path)?;
     let n = resolve(&client, &rp)?;
-    if client.read_tree().inshare_of(&n.handle).is_some() {
+    if client.view(|t| t.inshare_of(&n.handle).is_some()) {
         if user.is_some() {
             return Err(CliError::new(
                 exit::USAGE,
@@ -148,14 +148,18 @@ pub(super) fn list_virtual(client: &Client, rp: &RemotePath) -> Option<Vec<Strin
     if rp.root != RootKind::Shared || rp.parts.len() >= 2 {
         return None;
     }
-    let tree = client.read_tree();
+    let shares: Vec<(String, String)> = client.view(|tree| {
+        tree.inshares()
+            .into_iter()
+            .map(|n| (tree.sharer_name(n), n.name.clone()))
+            .collect()
+    });
     let mut lines: Vec<String> = Vec::new();
-    for n in tree.inshares() {
-        let owner = tree.sharer_name(n);
+    for (owner, name) in shares {
         let line = match rp.parts.first() {
             None => format!("mega://Shared/{owner}/"),
             Some(o) if o.eq_ignore_ascii_case(&owner) => {
-                format!("mega://Shared/{owner}/{}/", n.name)
+                format!("mega://Shared/{owner}/{name}/")
             }
             Some(_) => continue,
         };

@@ -51,7 +51,7 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
                     exit::USAGE,
                     format!(
                         "{}: is a folder (use --recursive)",
-                        client.read_tree().path_of(&node.handle)
+                        client.path_of(&node.handle)
                     ),
                 ));
             }
@@ -71,7 +71,7 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
                     std::fs::create_dir_all(&p).map_err(|err| io_err(&p, err))?;
                 } else if let Some(n) = handles
                     .get(&e.path)
-                    .and_then(|h| client.read_tree().get(h).cloned())
+                    .and_then(|h| client.view(|t| t.get(h).cloned()))
                 {
                     jobs.push((n, p));
                 }
@@ -115,12 +115,8 @@ pub(super) async fn get_version(
             format!("{}: only files have versions", rp.display()),
         ));
     }
-    let versions: Vec<Node> = client
-        .read_tree()
-        .versions(&node.handle)
-        .into_iter()
-        .cloned()
-        .collect();
+    let versions: Vec<Node> =
+        client.view(|t| t.versions(&node.handle).into_iter().cloned().collect());
     let Some(version) = versions.get(n as usize - 1) else {
         return Err(CliError::new(
             exit::NOT_FOUND,
@@ -337,7 +333,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             }
             let top = match &into_folder {
                 Some(f) => {
-                    let name = client.read_tree().remote_name(f, &base);
+                    let name = client.view(|t| t.remote_name(f, &base));
                     ensure_folder(&client, f, &name).await?
                 }
                 None => {
@@ -361,7 +357,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                         CliError::new(exit::OTHER, format!("{parent_rel}: folder was not created"))
                     })?
                 };
-                let name = client.read_tree().remote_name(&parent, name);
+                let name = client.view(|t| t.remote_name(&parent, name));
                 if e.dir {
                     let h = ensure_folder(&client, &parent, &name).await?;
                     folders.insert(e.path.clone(), h);
@@ -374,7 +370,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             total += meta.len();
             match &into_folder {
                 Some(f) => {
-                    let name = client.read_tree().remote_name(f, &base);
+                    let name = client.view(|t| t.remote_name(f, &base));
                     jobs.push((local, f.clone(), name))
                 }
                 None => {

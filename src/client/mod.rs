@@ -9,14 +9,17 @@
 //! * [`keys`]: the key manager (`^!keys`): read, followed, changed safely;
 //! * [`links`]: public file and folder links, both ways;
 //! * [`shares`]: folders shared between users, both ways, and pending keys;
-//! * `cached`: the tree cache — a warm start from it, catching up, committing changes;
+//! * `cached`: the network side of the tree cache (a warm start catching up from the
+//!   event channel); the file's life is [`TreeStore`]'s;
 //! * [`watch`]: following remote changes;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
 //! Every operation returns the engine's [`Error`], by meaning.
 //!
 //! Lock discipline: the tree lock is a `std::sync::RwLock` held only for short, synchronous
-//! reads or updates — never across `.await` or network I/O (clone out, then act).
+//! reads or updates — never across `.await` or network I/O (clone out, then act). Reads go
+//! through [`Client::view`] / [`Client::checked`] so that the cache file is read with the lock
+//! let go.
 
 mod cached;
 pub mod connect;
@@ -29,8 +32,8 @@ pub mod shares;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::api::attrs::GetUserAttribute;
 use crate::api::commands::{FetchNodes, GetQuota};
@@ -39,7 +42,8 @@ use crate::api::{ApiClient, ApiConfig};
 use crate::api::{ApiError, ErrorCode};
 use crate::crypto::b64;
 use crate::transfer::TransferConfig;
-use crate::tree::cache::{self, TreeCache};
+use crate::tree::cache;
+use crate::tree::store::{Mutation, TreeStore};
 use crate::tree::{KeyRing, Node, NodeHandle, NodeTree};
 
 pub use crate::error::{AuthError, Error, Result};
@@ -70,8 +74,8 @@ pub struct Options {
 pub struct Client {
     api: Arc<ApiClient>,
     session: Session,
-    tree: RwLock<NodeTree>,
-    sn: Mutex<Option<String>>,
+    /// The tree and its cache file, with their one owner.
+    store: Arc<TreeStore>,
     transfer: TransferConfig,
     /// Whether the account keeps previous versions of replaced files (`^!dv` not "1").
     versions: AtomicBool,
@@ -82,51 +86,6 @@ pub struct Client {
     /// Held across each read of `^!keys` and each whole commit, so this client's reads and
     /// writes of it never interleave.
     keys_io: tokio::sync::Mutex<()>,
-    /// This account's tree cache file, if the client keeps one.
-    cache_file: Option<PathBuf>,
-    /// The open tree cache (`None` until written or loaded, or after it failed).
-    cache: Arc<Mutex<Option<TreeCache>>>,
-    /// Held while this client is its cache file's writer.
-    cache_lock: Mutex<Option<cache::WriterLock>>,
-    /// Told when the cache file the tree is served from is found damaged.
-    cache_damaged: Arc<cache::Damage>,
-    /// How many unchanged nodes the tree keeps in memory when served from the cache.
-    tree_nodes: usize,
-    /// A cache file being written in the background after a fetch, with the epoch of the
-    /// tree it holds (see [`cached`]).
-    cache_build: tokio::sync::Mutex<Option<cached::Build>>,
-    /// Bumped each time a new tree is put in place (fetched or opened from the cache).
-    tree_epoch: AtomicU64,
-    /// Tree-changing commands sent whose replies are not in the tree yet (see
-    /// [`Client::mutation`]).
-    mutations: Mutex<Mutations>,
-}
-
-/// Tree-changing commands in flight, by the order they started, each with the event cursor
-/// current when it started. While one is in flight its own echo may arrive (and be skipped)
-/// before its reply is in the tree, so the tree cache is never committed with a cursor later
-/// than the oldest one's: another process reading the file then replays the echo itself.
-#[derive(Debug, Default)]
-pub(crate) struct Mutations {
-    next: u64,
-    started: std::collections::BTreeMap<u64, Option<String>>,
-}
-
-/// One tree-changing command in flight; dropped once its reply is in the tree (or it failed).
-pub(crate) struct Mutation<'a> {
-    client: &'a Client,
-    id: u64,
-}
-
-impl Drop for Mutation<'_> {
-    fn drop(&mut self) {
-        self.client
-            .mutations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .started
-            .remove(&self.id);
-    }
 }
 
 impl std::fmt::Debug for Client {
@@ -204,24 +163,16 @@ impl Client {
         let cache_file = opts
             .tree_cache
             .map(|dir| cache::file_for(&dir, &api.config().base_url, &session.user));
+        let base_url = api.config().base_url.clone();
         let client = Client {
             api,
             session,
-            tree: RwLock::new(NodeTree::new(keys)),
-            sn: Mutex::new(None),
+            store: Arc::new(TreeStore::new(keys, cache_file, base_url, tree_nodes)),
             transfer,
             versions: AtomicBool::new(true),
             key_manager: AtomicBool::new(false),
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
             keys_io: tokio::sync::Mutex::new(()),
-            cache_file,
-            cache: Arc::new(Mutex::new(None)),
-            cache_lock: Mutex::new(None),
-            cache_damaged: Arc::default(),
-            tree_nodes,
-            cache_build: tokio::sync::Mutex::new(None),
-            tree_epoch: AtomicU64::new(0),
-            mutations: Mutex::new(Mutations::default()),
         };
         client.load_keys().await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
@@ -288,12 +239,12 @@ impl Client {
             "tree fetched and parsed"
         );
         let keys = self.read_tree().keys().clone();
-        let cached = self.cache_file.is_some();
+        let cached = self.store.file().is_some();
         // Decrypting a large tree is CPU work: keep it off the async threads (and make the
         // cache's copy there, before the tree is shared).
         let got = std::time::Instant::now();
-        let (tree, sn, snapshot) = tokio::task::spawn_blocking(move || {
-            let (mut tree, sn) = NodeTree::from_fetch_owned(reply, keys)?;
+        let (tree, snapshot) = tokio::task::spawn_blocking(move || {
+            let (mut tree, _) = NodeTree::from_fetch_owned(reply, keys)?;
             tracing::debug!(
                 nodes = tree.len(),
                 decrypt_ms = got.elapsed().as_millis() as u64,
@@ -304,7 +255,7 @@ impl Client {
             } else {
                 None
             };
-            Ok::<_, crate::tree::TreeError>((tree, sn, snapshot))
+            Ok::<_, crate::tree::TreeError>((tree, snapshot))
         })
         .await
         .map_err(task_failed)??;
@@ -315,20 +266,7 @@ impl Client {
                 "some nodes cannot be decrypted; they are shown as [undecryptable]"
             );
         }
-        // The open cache file, or one still being written, holds an older tree: neither is
-        // this one's (if no new file is written, the old one stays as it was, whole at its
-        // own cursor, for the next start).
-        let abandoned = self.take_cache_build().await;
-        let replaced = self.cache_slot().take();
-        let epoch = self.install_tree(tree);
-        drop(replaced);
-        *self.sn.lock().unwrap_or_else(|e| e.into_inner()) = sn.clone();
-        if let Some(old) = abandoned {
-            old.wait().await;
-        }
-        if let (Some((rows, meta)), Some(sn)) = (snapshot, sn) {
-            self.write_cache(rows, meta, sn, epoch).await;
-        }
+        self.store.install(tree, snapshot).await;
         Ok(())
     }
 
@@ -358,36 +296,35 @@ impl Client {
     }
 
     /// Lets go of the tree without freeing it node by node: for a process about to exit
-    /// (freeing a million nodes takes about a second; the system takes the memory back at
-    /// once). The client has an empty tree afterwards.
+    /// (see [`TreeStore::release_for_exit`]). The client has an empty tree afterwards.
     pub fn release_tree_for_exit(&self) {
-        if self.read_tree().damaged() {
-            // Found damaged during this run: the next one fetches the tree and rebuilds it.
-            self.forget_cache();
-        }
-        let keys = self.read_tree().keys().clone();
-        let mut old = std::mem::replace(&mut *self.write_tree(), NodeTree::new(keys));
-        // The cache file is closed properly (its log folded in), only the memory is left.
-        drop(old.detach());
-        *self.cache_slot() = None;
-        std::mem::forget(old);
+        self.store.release_for_exit();
     }
 
-    /// Read access to the tree. Do not hold the guard across `.await`.
+    /// The tree and its cache file.
+    pub fn store(&self) -> &Arc<TreeStore> {
+        &self.store
+    }
+
+    /// Read access to the tree. Do not hold the guard across `.await`. A node not in memory
+    /// is read from the cache file under the lock: prefer [`view`](Self::view).
     pub fn read_tree(&self) -> RwLockReadGuard<'_, NodeTree> {
-        self.tree.read().unwrap_or_else(|e| e.into_inner())
+        self.store.read()
     }
 
     fn write_tree(&self) -> RwLockWriteGuard<'_, NodeTree> {
-        self.tree.write().unwrap_or_else(|e| e.into_inner())
+        self.store.write()
     }
 
-    /// Puts a new tree (fetched or opened) in place of the current one; returns its epoch.
-    fn install_tree(&self, mut tree: NodeTree) -> u64 {
-        let mut current = self.write_tree();
-        tree.succeed(current.generation());
-        *current = tree;
-        self.tree_epoch.fetch_add(1, Ordering::SeqCst) + 1
+    /// Runs `f` over the tree, reading what it needs from the cache file outside the tree's
+    /// lock (`f` may run more than once; see [`TreeStore::view`]).
+    pub fn view<T>(&self, f: impl Fn(&NodeTree) -> T) -> T {
+        self.store.view(f)
+    }
+
+    fn damaged_error(&self) -> Error {
+        let path = self.store.file().map(Path::to_path_buf).unwrap_or_default();
+        Error::CacheDamaged { path }
     }
 
     /// Registers a tree-changing command about to be sent; hold the guard until its reply
@@ -396,41 +333,17 @@ impl Client {
     /// decided on what such a file gave.
     pub(crate) fn mutation(&self) -> Result<Mutation<'_>> {
         if self.read_tree().damaged() {
-            let path = self.cache_file.clone().unwrap_or_default();
-            return Err(Error::CacheDamaged { path });
+            return Err(self.damaged_error());
         }
-        let sn = self.sn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut m = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
-        let id = m.next;
-        m.next += 1;
-        m.started.insert(id, sn);
-        Ok(Mutation { client: self, id })
-    }
-
-    /// The cursor the tree cache may be committed with: the current one, or, while
-    /// tree-changing commands are in flight, the one current when the oldest started.
-    pub(crate) fn committable_sn(&self) -> Option<String> {
-        let current = self.sn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let m = self.mutations.lock().unwrap_or_else(|e| e.into_inner());
-        match m.started.values().next() {
-            Some(Some(oldest)) => Some(oldest.clone()),
-            _ => current,
-        }
+        Ok(self.store.mutation())
     }
 
     /// Runs `f` over the tree, and fails instead if the tree cache it is served from turned
     /// out damaged (before or while `f` read it): what a damaged file gave (a folder with
     /// children missing, a node not found) is never used. Every lookup and listing that
-    /// decides what is shown or done goes through here.
-    pub fn checked<T>(&self, f: impl FnOnce(&NodeTree) -> T) -> Result<T> {
-        let before = self.cache_damaged.count();
-        let tree = self.read_tree();
-        let out = f(&tree);
-        if tree.damaged() || self.cache_damaged.count() != before {
-            let path = self.cache_file.clone().unwrap_or_default();
-            return Err(Error::CacheDamaged { path });
-        }
-        Ok(out)
+    /// decides what is shown or done goes through here. `f` may run more than once.
+    pub fn checked<T>(&self, f: impl Fn(&NodeTree) -> T) -> Result<T> {
+        self.store.checked(f).map_err(|_| self.damaged_error())
     }
 
     /// A copy of a node.
@@ -447,16 +360,12 @@ impl Client {
     }
 
     pub fn root(&self) -> Result<Node> {
-        self.read_tree()
-            .root()
-            .cloned()
+        self.view(|t| t.root().cloned())
             .ok_or_else(|| Error::Protocol("the account has no Cloud Drive root".into()))
     }
 
     pub fn rubbish(&self) -> Result<Node> {
-        self.read_tree()
-            .rubbish()
-            .cloned()
+        self.view(|t| t.rubbish().cloned())
             .ok_or_else(|| Error::Protocol("the account has no Rubbish Bin".into()))
     }
 
@@ -468,7 +377,7 @@ impl Client {
 
     /// The MEGA path of a node (`/a/b`, `//Rubbish Bin/a`).
     pub fn path_of(&self, h: &NodeHandle) -> String {
-        self.read_tree().path_of(h)
+        self.view(|t| t.path_of(h))
     }
 
     /// Storage quota.
@@ -483,10 +392,7 @@ impl Client {
     /// Ends the session on the server and removes the account's tree cache.
     pub async fn logout(&self) -> Result<()> {
         session::logout(&self.api).await?;
-        if let Some(build) = self.take_cache_build().await {
-            build.wait().await;
-        }
-        self.forget_cache();
+        self.store.turn_off(true).await;
         Ok(())
     }
 }

@@ -68,22 +68,45 @@ impl Client {
         b64::encode(&self.session.master_key.0.wrap(&key.raw()))
     }
 
+    /// Moves `h` under `to` in the tree (after the server did).
+    fn reparent(&self, h: &NodeHandle, to: &NodeHandle) {
+        self.store
+            .edit(|t| t.prefetch_insert(h, Some(to)), |t| t.reparent(h, to));
+    }
+
+    /// Removes `h` and everything below from the tree (after the server did).
+    pub(super) fn remove_local(&self, h: &NodeHandle) {
+        self.store
+            .edit(|t| t.prefetch_remove(h), |t| t.remove_subtree(h));
+    }
+
     /// Inserts the nodes of a `p` reply into the tree; returns the first.
     fn insert_created(&self, reply: PutNodesReply) -> Result<Node> {
-        let mut tree = self.write_tree();
-        let mut first = None;
-        for v in &reply.f {
-            let node = parse_node(v, tree.keys_mut())?;
-            first.get_or_insert_with(|| node.clone());
-            tree.insert(node);
-        }
-        first.ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
+        self.store
+            .edit(
+                |t| {
+                    for v in &reply.f {
+                        let parent = v.p.clone().map(NodeHandle);
+                        t.prefetch_insert(&NodeHandle(v.h.clone()), parent.as_ref());
+                    }
+                },
+                |tree| {
+                    let mut first = None;
+                    for v in &reply.f {
+                        let node = parse_node(v, tree.keys_mut())?;
+                        first.get_or_insert_with(|| node.clone());
+                        tree.insert(node);
+                    }
+                    Ok::<_, Error>(first)
+                },
+            )?
+            .ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
     }
 
     /// The `cr` element that gives every exported folder above `parent` the key of a new node
     /// (called `name` in the `p` request), so folder-link readers can decrypt it.
     fn share_cr(&self, parent: &NodeHandle, name: &str, key: &NodeKey) -> Option<ShareKeys> {
-        let shares = self.read_tree().shares_above(parent);
+        let shares = self.view(|t| t.shares_above(parent));
         if shares.is_empty() {
             return None;
         }
@@ -101,12 +124,12 @@ impl Client {
     /// The `cr` element for moving `h` (and its subtree) under `new_parent`: the keys of every
     /// moved node, wrapped for each exported folder above the destination.
     fn subtree_cr(&self, h: &NodeHandle, new_parent: &NodeHandle) -> Option<ShareKeys> {
-        let tree = self.read_tree();
-        let shares = tree.shares_above(new_parent);
+        let shares = self.view(|t| t.shares_above(new_parent));
         if shares.is_empty() {
             return None;
         }
-        let nodes = tree.subtree_with_versions(h);
+        let nodes: Vec<Node> =
+            self.view(|t| t.subtree_with_versions(h).into_iter().cloned().collect());
         let mut keys = Vec::new();
         for (i, (_, sk)) in shares.iter().enumerate() {
             for (j, n) in nodes.iter().enumerate() {
@@ -141,7 +164,7 @@ impl Client {
         let created = self.insert_created(reply)?;
         if let Some(old) = ov {
             // The server made it a child of the new node; our own echo is skipped.
-            self.write_tree().reparent(&old, &created.handle);
+            self.reparent(&old, &created.handle);
         }
         Ok(created)
     }
@@ -149,7 +172,7 @@ impl Client {
     /// The folder `name` in `parent` (the oldest, if several have that name), created if
     /// there is none. `NotAFolder` (with its path) if the name is taken by a file.
     pub async fn ensure_folder(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
-        let existing = self.read_tree().child_by_name(parent, name).cloned();
+        let existing = self.view(|t| t.child_by_name(parent, name).cloned());
         match existing {
             Some(n) if n.kind.is_container() => Ok(n),
             Some(n) => Err(Error::NotAFolder {
@@ -266,7 +289,7 @@ impl Client {
     fn check_target(&self, target: &Target<'_>) -> Result<()> {
         self.container(target.parent)?;
         if let Some((old, _)) = target.replaces {
-            if self.read_tree().get(old).is_some() {
+            if self.view(|t| t.get(old).is_some()) {
                 self.mutable(old)?;
             }
         }
@@ -284,7 +307,7 @@ impl Client {
         // A version that is gone already (deleted meanwhile) needs nothing more.
         let old = target
             .replaces
-            .filter(|(h, _)| self.read_tree().get(h).is_some_and(Node::is_file))
+            .filter(|(h, _)| self.view(|t| t.get(h).is_some_and(Node::is_file)))
             .map(|(h, how)| match how {
                 OldVersions::Keep if !self.versions_enabled() => (h, OldVersions::Trash),
                 other => (h, other),
@@ -382,7 +405,12 @@ impl Client {
                 i: self.api.echo_id(),
             })
             .await?;
-        self.write_tree().set_encrypted_attrs(&n.handle, &at);
+        self.store.edit(
+            |t| {
+                t.get(&n.handle);
+            },
+            |t| t.set_encrypted_attrs(&n.handle, &at),
+        );
         Ok(())
     }
 
@@ -410,9 +438,7 @@ impl Client {
         let n = self.mutable(h)?;
         self.container(new_parent)?;
         let in_bin = |h: &NodeHandle| {
-            self.read_tree()
-                .top_of(h)
-                .is_some_and(|t| t.kind == NodeKind::Rubbish)
+            self.view(|t| t.top_of(h).is_some_and(|t| t.kind == NodeKind::Rubbish))
         };
         let (was, will) = (in_bin(h), in_bin(new_parent));
         {
@@ -425,7 +451,7 @@ impl Client {
                     cr: self.subtree_cr(h, new_parent),
                 })
                 .await?;
-            self.write_tree().reparent(h, new_parent);
+            self.reparent(h, new_parent);
         }
         let rr = match (was, will, &n.parent) {
             (false, true, Some(from)) => Some(json!(from.0)),
@@ -472,7 +498,7 @@ impl Client {
                 v: None,
             })
             .await?;
-        self.write_tree().remove_subtree(h);
+        self.remove_local(h);
         Ok(())
     }
 
@@ -485,12 +511,8 @@ impl Client {
                 what: self.path_of(h),
             });
         }
-        let versions: Vec<NodeHandle> = self
-            .read_tree()
-            .versions(h)
-            .iter()
-            .map(|v| v.handle.clone())
-            .collect();
+        let versions: Vec<NodeHandle> =
+            self.view(|t| t.versions(h).iter().map(|v| v.handle.clone()).collect());
         let Some(newest) = versions.first() else {
             return Ok(0);
         };
@@ -502,7 +524,7 @@ impl Client {
                 v: None,
             })
             .await?;
-        self.write_tree().remove_subtree(newest);
+        self.remove_local(newest);
         Ok(versions.len())
     }
 }

@@ -84,7 +84,7 @@ impl Client {
                 what: self.path_of(h),
             });
         }
-        if self.read_tree().inshare_of(h).is_some() {
+        if self.view(|t| t.inshare_of(h).is_some()) {
             return Err(Error::PermissionDenied {
                 what: format!("{}: only the owner can share it", self.path_of(h)),
                 code: None,
@@ -311,8 +311,8 @@ impl Client {
 
     /// `cr` for a new share: every node below `h`, versions included, under `key`.
     pub(super) fn keys_under(&self, h: &NodeHandle, key: &Key128) -> ShareKeys {
-        let tree = self.read_tree();
-        let nodes = tree.subtree_with_versions(h);
+        let nodes: Vec<Node> =
+            self.view(|t| t.subtree_with_versions(h).into_iter().cloned().collect());
         ShareKeys {
             shares: vec![h.0.clone()],
             keys: nodes
@@ -328,7 +328,7 @@ impl Client {
     /// share we received (`who` = `None`).
     pub async fn unshare(&self, h: &NodeHandle, who: Option<&str>) -> Result<()> {
         let Some(who) = who else {
-            let root = self.read_tree().inshare_of(h).cloned();
+            let root = self.view(|t| t.inshare_of(h).cloned());
             let root = root.ok_or_else(|| Error::Invalid {
                 what: format!("{}: not a folder shared with you", self.path_of(h)),
                 code: None,
@@ -341,7 +341,7 @@ impl Client {
                     v: None,
                 })
                 .await?;
-            self.write_tree().remove_subtree(&root.handle);
+            self.remove_local(&root.handle);
             return Ok(());
         };
         let known = self.read_tree().user_by_email(who).map(str::to_string);
@@ -381,11 +381,12 @@ impl Client {
 
     /// Our outgoing shares, and the roots of the folders shared with us.
     pub fn shares(&self) -> (Vec<OutShare>, Vec<Node>) {
-        let tree = self.read_tree();
-        (
-            tree.outshares().to_vec(),
-            tree.inshares().into_iter().cloned().collect(),
-        )
+        self.view(|tree| {
+            (
+                tree.outshares().to_vec(),
+                tree.inshares().into_iter().cloned().collect(),
+            )
+        })
     }
 
     /// Fetches the share keys other users sent us (`pk`), verifies the senders' keys,
@@ -467,8 +468,7 @@ impl Client {
         if !self.has_key_manager() {
             return Ok(());
         }
-        let keys: Vec<([u8; 6], Key128)> = {
-            let tree = self.read_tree();
+        let keys: Vec<([u8; 6], Key128)> = self.view(|tree| {
             tree.inshares()
                 .iter()
                 .filter_map(|n| {
@@ -477,7 +477,7 @@ impl Client {
                     Some((h, k))
                 })
                 .collect()
-        };
+        });
         if keys.is_empty() {
             return Ok(());
         }

@@ -35,8 +35,8 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Client {
     /// Applies action packets to the tree (own echoes skipped); returns what changed.
-    pub fn apply_packets(&self, packets: &[ActionPacket]) -> Vec<Change> {
-        self.write_tree().apply(packets, Some(self.api.echo_id()))
+    pub fn apply_packets(&self, packets: &[ActionPacket], sn: &str) -> Vec<Change> {
+        self.store.apply(packets, Some(self.api.echo_id()), sn)
     }
 
     /// Re-reads account settings and keys that `ua` packets say changed (from any client,
@@ -100,10 +100,9 @@ impl Client {
     /// An event poller starting at the cursor of the last tree fetch.
     pub fn event_poller(&self) -> Result<EventPoller> {
         let sn = self
-            .sn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .read_tree()
+            .sn()
+            .map(str::to_string)
             .ok_or_else(|| Error::Protocol("the tree fetch had no `sn`".into()))?;
         Ok(EventPoller::new(self.api.clone(), sn))
     }
@@ -114,7 +113,7 @@ impl Client {
         let mut poller = self.event_poller()?;
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
-        let damaged = self.cache_damaged.clone();
+        let damaged = self.store.damage().clone();
         let task = tokio::spawn(async move {
             loop {
                 let batch = tokio::select! {
@@ -132,9 +131,7 @@ impl Client {
                 match batch {
                     Ok(packets) => {
                         let refetch = client.follow_settings(&packets).await;
-                        let changes = client.apply_packets(&packets);
-                        *client.sn.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(poller.sn().to_string());
+                        let changes = client.apply_packets(&packets, poller.sn());
                         client.commit_cache().await;
                         if !changes.is_empty()
                             && tx.send(TreeEvent::Changed(changes)).await.is_err()

@@ -380,9 +380,7 @@ impl MegaFs {
                     h,
                     vec![self
                         .client
-                        .read_tree()
-                        .get(h)
-                        .and_then(|n| n.parent.clone())],
+                        .view(|t| t.get(h).and_then(|n| n.parent.clone()))],
                 ),
                 Change::Removed { handle, parent } => (handle, vec![parent.clone()]),
                 Change::Moved { handle, from, to } => (handle, vec![from.clone(), to.clone()]),
@@ -404,11 +402,12 @@ impl MegaFs {
             }
             // A change whose folder we do not have is an incoming share's root coming or
             // going: the virtual folders list differently now.
-            let tree = self.client.read_tree();
-            if parents
-                .iter()
-                .any(|p| p.as_ref().is_some_and(|p| tree.get(p).is_none()))
-            {
+            let gone = self.client.view(|tree| {
+                parents
+                    .iter()
+                    .any(|p| p.as_ref().is_some_and(|p| tree.get(p).is_none()))
+            });
+            if gone {
                 // The root too: the virtual folder comes with the first share, goes with
                 // the last.
                 for ino in inodes.virtual_inos().into_iter().chain([ROOT_INO]) {
@@ -417,7 +416,6 @@ impl MegaFs {
                     }
                 }
             }
-            drop(tree);
             for p in parents {
                 inode(p.as_ref(), &mut out);
             }

@@ -174,8 +174,8 @@ impl MegaFs {
         let n = self.child(&from, name)?.ok_or(FsError::NotFound)?;
         // Only within one account's tree: the owner of a share and the Cloud Drive are two.
         let tree_of = |h: &crate::tree::NodeHandle| {
-            let tree = self.client.read_tree();
-            tree.inshare_of(h).map(|r| r.handle.clone())
+            self.client
+                .view(|tree| tree.inshare_of(h).map(|r| r.handle.clone()))
         };
         if tree_of(&n.handle) != tree_of(&to.handle) {
             return Err(FsError::CrossDevice);

@@ -26,7 +26,7 @@ impl MegaFs {
     /// `rsync --delete` onto the mount finds nothing it cannot remove).
     pub(super) fn shares_name(&self) -> Option<String> {
         let name = self.cfg.shares_dir.as_deref().filter(|n| !n.is_empty())?;
-        if self.client.read_tree().inshares().is_empty() {
+        if self.client.view(|t| t.inshares().is_empty()) {
             return None;
         }
         // The root's view is built once per tree generation: no listing per lookup.
@@ -64,21 +64,22 @@ impl MegaFs {
 
     /// Owners who share with us (as shown: e-mail, else handle) and their share roots.
     fn owners(&self) -> Vec<(String, String, Vec<Node>)> {
-        let tree = self.client.read_tree();
-        let mut out: Vec<(String, String, Vec<Node>)> = Vec::new();
-        for n in tree.inshares() {
-            let owner = n
-                .inshare
-                .as_ref()
-                .map(|s| s.owner.clone())
-                .unwrap_or_default();
-            let shown = crate::local::names::escape_name(&tree.sharer_name(n));
-            match out.iter_mut().find(|o| o.0 == owner) {
-                Some(o) => o.2.push(n.clone()),
-                None => out.push((owner, shown, vec![n.clone()])),
+        self.client.view(|tree| {
+            let mut out: Vec<(String, String, Vec<Node>)> = Vec::new();
+            for n in tree.inshares() {
+                let owner = n
+                    .inshare
+                    .as_ref()
+                    .map(|s| s.owner.clone())
+                    .unwrap_or_default();
+                let shown = crate::local::names::escape_name(&tree.sharer_name(n));
+                match out.iter_mut().find(|o| o.0 == owner) {
+                    Some(o) => o.2.push(n.clone()),
+                    None => out.push((owner, shown, vec![n.clone()])),
+                }
             }
-        }
-        out
+            out
+        })
     }
 
     /// `readdir` of a virtual folder.
@@ -148,15 +149,17 @@ impl MegaFs {
     /// Nothing in the Rubbish Bin and no previous version changes ([`MegaFs::not_frozen`]).
     pub(super) fn may_change(&self, h: &NodeHandle, need: Access) -> Result<()> {
         self.not_frozen(h)?;
-        let tree = self.client.read_tree();
-        let Some(root) = tree.inshare_of(h) else {
+        let access = self.client.view(|tree| {
+            tree.inshare_of(h)
+                .map(|root| root.inshare.as_ref().map_or(Access::Read, |s| s.access))
+        });
+        let Some(access) = access else {
             return Ok(());
         };
-        let access = root.inshare.as_ref().map_or(Access::Read, |s| s.access);
         if access < need {
             return Err(FsError::AccessDenied(format!(
                 "{}: shared with you {}",
-                tree.path_of(h),
+                self.client.path_of(h),
                 match access {
                     Access::Read => "read-only",
                     _ => "without the right to delete or move",
@@ -168,10 +171,11 @@ impl MegaFs {
 
     /// Whether a node lies in a read-only share (its write bits are not shown).
     pub(super) fn read_only_share(&self, h: &NodeHandle) -> bool {
-        let tree = self.client.read_tree();
-        tree.inshare_of(h)
-            .and_then(|r| r.inshare.as_ref())
-            .is_some_and(|s| s.access == Access::Read)
+        self.client.view(|tree| {
+            tree.inshare_of(h)
+                .and_then(|r| r.inshare.as_ref())
+                .is_some_and(|s| s.access == Access::Read)
+        })
     }
 
     /// After the whole tree was fetched again: every inode the kernel may know is stale.

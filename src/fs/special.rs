@@ -92,13 +92,14 @@ impl MegaFs {
 
     /// Whether a node is in the Rubbish Bin or a previous version, where nothing changes.
     pub(super) fn frozen(&self, h: &NodeHandle) -> Option<Frozen> {
-        let tree = self.client.read_tree();
-        if tree.is_version(h) {
-            return Some(Frozen::Version);
-        }
-        tree.top_of(h)
-            .is_some_and(|t| t.kind == NodeKind::Rubbish)
-            .then_some(Frozen::Rubbish)
+        self.client.view(|tree| {
+            if tree.is_version(h) {
+                return Some(Frozen::Version);
+            }
+            tree.top_of(h)
+                .is_some_and(|t| t.kind == NodeKind::Rubbish)
+                .then_some(Frozen::Rubbish)
+        })
     }
 
     /// Refuses a change to a node in the Rubbish Bin or to a previous version.
@@ -120,13 +121,23 @@ impl MegaFs {
         match v {
             Virtual::Versions(dir) => {
                 let children = self.client.children(dir)?;
-                let tree = self.client.read_tree();
+                let has_versions: Vec<bool> = self.client.view(|tree| {
+                    children
+                        .iter()
+                        .map(|n| !tree.versions(&n.handle).is_empty())
+                        .collect()
+                });
+                let with_versions: std::collections::HashSet<&NodeHandle> = children
+                    .iter()
+                    .zip(&has_versions)
+                    .filter(|(_, v)| **v)
+                    .map(|(n, _)| &n.handle)
+                    .collect();
                 let shown: Vec<(String, NodeHandle, bool)> = display_names(&children)
                     .into_iter()
-                    .filter(|(_, n)| n.kind.is_container() || !tree.versions(&n.handle).is_empty())
+                    .filter(|(_, n)| n.kind.is_container() || with_versions.contains(&n.handle))
                     .map(|(name, n)| (name, n.handle.clone(), n.kind.is_container()))
                     .collect();
-                drop(tree);
                 let mut inodes = self.inodes();
                 Ok(shown
                     .into_iter()
@@ -149,11 +160,7 @@ impl MegaFs {
                 let file = self.child(&dir, name)?.ok_or(FsError::NotFound)?;
                 let versions: Vec<Node> = self
                     .client
-                    .read_tree()
-                    .versions(&file.handle)
-                    .into_iter()
-                    .cloned()
-                    .collect();
+                    .view(|t| t.versions(&file.handle).into_iter().cloned().collect());
                 let mut inodes = self.inodes();
                 Ok(version_names(name, &versions)
                     .into_iter()

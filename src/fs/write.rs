@@ -772,7 +772,10 @@ impl MegaFs {
         let closed = StagedFile::closed(&u.staging);
         let when = closed.as_ref().and_then(|c| c.mtime).unwrap_or(when);
         let in_place = match &closed {
-            Some(c) if parent_found => match self.client.read_tree().child_by_name(&parent, name) {
+            Some(c) if parent_found => match self
+                .client
+                .view(|t| t.child_by_name(&parent, name).cloned())
+            {
                 None => Some(None),
                 Some(n) if n.is_file() && Some(&n.handle.0) == c.base.as_ref() => {
                     Some(Some(n.handle.clone()))
@@ -798,9 +801,7 @@ impl MegaFs {
         for n in 2.. {
             if self
                 .client
-                .read_tree()
-                .child_by_name(&parent, &saved_as)
-                .is_none()
+                .view(|t| t.child_by_name(&parent, &saved_as).is_none())
             {
                 break;
             }

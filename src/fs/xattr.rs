@@ -53,15 +53,13 @@ impl MegaFs {
             HANDLE => Ok(n.handle.0.into_bytes()),
             VERSIONS if n.is_file() => Ok(self
                 .client
-                .read_tree()
-                .versions(&h)
-                .len()
+                .view(|t| t.versions(&h).len())
                 .to_string()
                 .into_bytes()),
             LINK => {
                 self.writable()?;
                 self.not_frozen(&h)?;
-                if self.client.read_tree().inshare_of(&h).is_some() {
+                if self.client.view(|t| t.inshare_of(&h).is_some()) {
                     return Err(FsError::AccessDenied(
                         "only the owner can make a public link".into(),
                     ));

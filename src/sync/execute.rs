@@ -63,13 +63,15 @@ impl Syncer {
         if rel.is_empty() {
             return Ok(h);
         }
-        let tree = self.client.read_tree();
         for part in rel.split('/') {
             // The same choice among duplicate names as everywhere: the oldest.
-            h = tree
-                .child_by_local_name(&h, part)
-                .filter(|n| n.kind.is_container())
-                .map(|n| n.handle.clone())
+            h = self
+                .client
+                .view(|tree| {
+                    tree.child_by_local_name(&h, part)
+                        .filter(|n| n.kind.is_container())
+                        .map(|n| n.handle.clone())
+                })
                 .ok_or_else(|| {
                     SyncError::Client(Error::NotFound {
                         what: rel.to_string(),
@@ -135,7 +137,7 @@ impl Syncer {
         }
         let mut f = tokio::fs::File::open(&p).await.map_err(|e| io_err(&p, e))?;
         let old = replaces.map(|h| NodeHandle(h.to_string()));
-        let name = self.client.read_tree().remote_name(&parent, name);
+        let name = self.client.view(|t| t.remote_name(&parent, name));
         let target = Target {
             parent: &parent,
             name: &name,
@@ -260,7 +262,7 @@ impl Syncer {
             Action::MkdirRemote { path } => {
                 let (parent, name) = split_rel(path);
                 let parent = self.remote_dir(parent)?;
-                let name = self.client.read_tree().remote_name(&parent, name);
+                let name = self.client.view(|t| t.remote_name(&parent, name));
                 let node = self.client.ensure_folder(&parent, &name).await?;
                 let (_, _, inode) = self.local_state(path)?;
                 vec![Update::Put(Shadow {

@@ -309,7 +309,7 @@ pub async fn upload_tree(
             what: format!("{pr} (a folder that should have been created)"),
         })?;
         // The real name of what a local name stands for (a shortened long name goes back).
-        let name = client.read_tree().remote_name(&h, name);
+        let name = client.view(|t| t.remote_name(&h, name));
         Ok::<_, Error>((h, name))
     };
     let mut out = Outcome::default();

@@ -475,9 +475,13 @@ impl Damage {
 /// so that the read that met it fails instead of showing what it got).
 pub struct Backing {
     conn: Arc<Mutex<Connection>>,
+    gate: Gate,
     path: PathBuf,
     failed: AtomicBool,
     damaged: Arc<Damage>,
+    /// Run at the start of every read of the file (tests: to stop a reader there).
+    #[cfg(test)]
+    read_hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Backing {
@@ -497,6 +501,18 @@ impl Backing {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// See [`Gate`].
+    pub(crate) fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
+    /// This backing, running `hook` at the start of every read of the file.
+    #[cfg(test)]
+    pub(crate) fn with_read_hook(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.read_hook = Some(hook);
+        self
     }
 
     pub(crate) fn fail(&self, why: &dyn std::fmt::Display) {
@@ -530,6 +546,10 @@ impl Backing {
     fn rows(&self, sql: &str, arg: &str) -> Vec<RawNode> {
         if self.failed() {
             return Vec::new();
+        }
+        #[cfg(test)]
+        if let Some(hook) = &self.read_hook {
+            hook();
         }
         let found = {
             let conn = lock_conn(&self.conn);
@@ -602,9 +622,16 @@ impl WriterLock {
     }
 }
 
+/// Held (shared) by a reader from before it reads rows of the file until what it read is
+/// in the tree ([`super::store`]), and (alone) by a commit from before it writes until the
+/// tree has forgotten the changes it wrote: so rows read outside the tree's lock are never
+/// older than the changes the tree still holds for them.
+pub type Gate = Arc<std::sync::RwLock<()>>;
+
 /// An open cache file and the cursor it holds.
 pub struct TreeCache {
     conn: Arc<Mutex<Connection>>,
+    gate: Gate,
     path: PathBuf,
     sn: String,
 }
@@ -660,14 +687,22 @@ impl TreeCache {
         &self.path
     }
 
+    /// The gate readers of this file hold while what they read is not in the tree yet.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
+    }
+
     /// A reader of this file's nodes for a tree served from it; `damaged` is told if the
     /// file turns out to be damaged.
     pub fn backing(&self, damaged: Arc<Damage>) -> Backing {
         Backing {
             conn: self.conn.clone(),
+            gate: self.gate.clone(),
             path: self.path.clone(),
             failed: AtomicBool::new(false),
             damaged,
+            #[cfg(test)]
+            read_hook: None,
         }
     }
 
@@ -770,6 +805,7 @@ impl TreeCache {
         let reply = meta_reply(h.meta, keys, f, &h.sn);
         let cache = TreeCache {
             conn: Arc::new(Mutex::new(h.conn)),
+            gate: Gate::default(),
             path: path.to_path_buf(),
             sn: h.sn,
         };
@@ -818,6 +854,7 @@ impl TreeCache {
         let reply = meta_reply(h.meta, keys, Vec::new(), &h.sn);
         let cache = TreeCache {
             conn: Arc::new(Mutex::new(h.conn)),
+            gate: Gate::default(),
             path: path.to_path_buf(),
             sn: h.sn,
         };
@@ -922,6 +959,7 @@ impl TreeCache {
         let conn = open_conn(path).map_err(|e| bad(&e))?;
         Ok(TreeCache {
             conn: Arc::new(Mutex::new(conn)),
+            gate: Gate::default(),
             path: path.to_path_buf(),
             sn: sn.to_string(),
         })

@@ -5,6 +5,9 @@
 //! * [`node`]: handles, kinds, decrypted nodes, parsing the server's node objects.
 //! * [`keys`]: the key ring that unwraps node keys (master, share and RSA keys).
 //! * [`packets`]: typed action packets and [`NodeTree::apply`].
+//! * [`cache`]: the tree cache file (SQLite) a tree can be served from.
+//! * [`store`]: [`store::TreeStore`], the one owner of the tree and its cache file; reads of
+//!   the file outside the tree's lock ([`deferring`]).
 //!
 //! Invariants: every node's parent, if present in the tree, lists it in `children`; the
 //! generation changes on every change. No network I/O happens here.
@@ -14,10 +17,13 @@ pub mod keys;
 pub mod node;
 pub mod packets;
 mod resident;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use cache::{Backing, Opened};
 use resident::Resident;
@@ -45,8 +51,12 @@ pub struct NodeTree {
     /// Child lists by parent. In memory: every node with children has one. Served from the
     /// cache: a list present is complete (children changed since the last commit included).
     children: Resident<Vec<NodeHandle>>,
-    /// The tree cache this tree is served from, if it is.
-    backing: Option<Backing>,
+    /// The tree cache this tree is served from, if it is: the one way the tree reaches
+    /// storage (see [`deferring`] for how readers keep its reads outside the tree's lock).
+    backing: Option<Arc<Backing>>,
+    /// Handles the cache file was read for and does not hold (so that a lookup of a
+    /// handle that is gone is not read again and again); cleared by every trim.
+    absent: Resident<()>,
     /// How many nodes the tree has (in memory or not).
     count: usize,
     root: Option<NodeHandle>,
@@ -67,6 +77,65 @@ pub struct NodeTree {
     dirty: HashMap<NodeHandle, u64>,
     /// Off only while a tree is being built from a snapshot (nothing to write back).
     tracking: bool,
+    /// Which tree this is: one more than the tree it replaced ([`succeed`](Self::succeed)).
+    epoch: u64,
+    /// The event cursor this tree is current to (`None` before the first fetch).
+    sn: Option<String>,
+}
+
+/// What a reader of a tree served from the cache did not find in memory and, inside
+/// [`deferring`], noted instead of reading it from the file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Miss {
+    Node(NodeHandle),
+    /// A folder's (or file's) child list.
+    Kids(NodeHandle),
+}
+
+thread_local! {
+    /// The misses noted by the [`deferring`] scope running on this thread, if one is.
+    static MISSES: RefCell<Option<Vec<Miss>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a read of the tree) with reads of the cache file deferred: a node or child
+/// list not in memory is noted and taken as absent. Returns `f`'s output and the misses;
+/// with any, the output is incomplete and must be dropped: the caller reads the misses
+/// from the file once it has let go of the tree's lock ([`store::TreeStore`]) and runs `f`
+/// again. Without a `deferring` scope (a writer holding the tree mutably) they are read in
+/// place.
+pub fn deferring<T>(f: impl FnOnce() -> T) -> (T, Vec<Miss>) {
+    /// Puts back the scope active before (if any, it gets this one's misses too), even if
+    /// `f` panics.
+    struct Scope(Option<Vec<Miss>>);
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            MISSES.with(|m| {
+                let mut m = m.borrow_mut();
+                let mine = std::mem::replace(&mut *m, outer);
+                if let (Some(outer), Some(mine)) = (m.as_mut(), mine) {
+                    outer.extend(mine);
+                }
+            });
+        }
+    }
+    let scope = Scope(MISSES.with(|m| m.borrow_mut().replace(Vec::new())));
+    let out = f();
+    let mine = MISSES.with(|m| m.borrow().clone()).unwrap_or_default();
+    drop(scope);
+    (out, mine)
+}
+
+/// Notes `miss` if a [`deferring`] scope is running on this thread (then the caller must
+/// not read the file).
+fn defer(miss: impl FnOnce() -> Miss) -> bool {
+    MISSES.with(|m| match m.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(miss());
+            true
+        }
+        None => false,
+    })
 }
 
 /// One of our folders shared with a user.
@@ -84,6 +153,7 @@ impl NodeTree {
             nodes: Resident::default(),
             children: Resident::default(),
             backing: None,
+            absent: Resident::default(),
             count: 0,
             root: None,
             inbox: None,
@@ -95,6 +165,8 @@ impl NodeTree {
             generation: 0,
             dirty: HashMap::new(),
             tracking: true,
+            epoch: 0,
+            sn: None,
         }
     }
 
@@ -114,25 +186,25 @@ impl NodeTree {
             .map(|h| NodeHandle(h.clone()))
             .collect();
         tree.count = opened.count;
-        tree.backing = Some(backing);
+        tree.backing = Some(Arc::new(backing));
         tree
     }
 
     /// Serves this (whole, in-memory) tree from the cache file just written from it: what
     /// is in memory may now be dropped by [`trim`](Self::trim).
     pub fn attach(&mut self, backing: Backing) {
-        self.backing = Some(backing);
+        self.backing = Some(Arc::new(backing));
     }
 
     /// Stops serving the tree from the cache (for a tree about to be dropped whole).
-    pub fn detach(&mut self) -> Option<Backing> {
+    pub fn detach(&mut self) -> Option<Arc<Backing>> {
         self.backing.take()
     }
 
     /// Whether nodes this tree should have could not be read (its cache file is damaged):
     /// it must be fetched again.
     pub fn damaged(&self) -> bool {
-        self.backing.as_ref().is_some_and(Backing::failed)
+        self.backing.as_ref().is_some_and(|b| b.failed())
     }
 
     /// How many nodes are in memory.
@@ -158,6 +230,7 @@ impl NodeTree {
         if self.backing.is_none() || self.nodes.len() <= keep {
             return;
         }
+        self.absent.shrink_to(0, |_| false);
         let target = keep - keep / 4;
         let dirty = &self.dirty;
         self.nodes.shrink_to(target, |h| dirty.contains_key(h));
@@ -173,10 +246,16 @@ impl NodeTree {
             return Some(n);
         }
         let b = self.backing.as_ref()?;
-        if self.dirty.contains_key(h) {
+        if self.dirty.contains_key(h) || self.absent.contains(h) {
             return None;
         }
-        let raw = b.node(&h.0)?;
+        if defer(|| Miss::Node(h.clone())) {
+            return None;
+        }
+        let Some(raw) = b.node(&h.0) else {
+            self.absent.insert_shared(h.clone(), ());
+            return None;
+        };
         match node::decrypt_owned(raw, &self.keys) {
             Ok(n) => Some(self.nodes.insert_shared(h.clone(), n)),
             Err(e) => {
@@ -195,6 +274,9 @@ impl NodeTree {
         let b = self.backing.as_ref()?;
         // A node removed since the last commit has no children; the file still lists them.
         if self.dirty.contains_key(h) && !self.nodes.contains(h) {
+            return None;
+        }
+        if defer(|| Miss::Kids(h.clone())) {
             return None;
         }
         // What the file lists, less what changed since it was written: a child removed (or
@@ -339,8 +421,23 @@ impl NodeTree {
     }
 
     /// Makes this tree's generation newer than `older`'s (when it replaces that tree).
-    pub fn succeed(&mut self, older: u64) {
-        self.generation = self.generation.max(older) + 1;
+    pub fn succeed(&mut self, older: &NodeTree) {
+        self.generation = self.generation.max(older.generation) + 1;
+        self.epoch = older.epoch + 1;
+    }
+
+    /// Which tree this is (each tree put in place of another is one more).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The event cursor this tree is current to.
+    pub fn sn(&self) -> Option<&str> {
+        self.sn.as_deref()
+    }
+
+    pub fn set_sn(&mut self, sn: Option<String>) {
+        self.sn = sn;
     }
 
     /// Builds the tree from an `f` reply; returns it with the reply's `sn`.
@@ -377,6 +474,7 @@ impl NodeTree {
         );
         // The tree is what the reply says: nothing to write back.
         tree.dirty.clear();
+        tree.sn = reply.sn.clone();
         Ok((tree, reply.sn.clone()))
     }
 
@@ -770,6 +868,7 @@ impl NodeTree {
         self.generation += 1;
         let h = node.handle.clone();
         self.touch(&h);
+        self.absent.remove(&h);
         if node.inshare.is_some() {
             self.inshare_roots.insert(h.clone());
         } else if !self.inshare_roots.is_empty() {

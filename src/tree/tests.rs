@@ -249,7 +249,8 @@ fn generation_moves_on_every_change_and_across_replacement() {
     assert!(tree.generation() > g2);
     // A freshly fetched tree replacing this one is newer, even with fewer changes behind it.
     let (mut fresh, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
-    fresh.succeed(tree.generation());
+    fresh.succeed(&tree);
+    assert_eq!(fresh.epoch(), tree.epoch() + 1);
     assert!(fresh.generation() > tree.generation());
 }
 
@@ -257,7 +258,11 @@ fn generation_moves_on_every_change_and_across_replacement() {
 /// `children` (the way the mount and `megacmd ls` see a tree).
 fn walk_listing(tree: &NodeTree) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    let mut stack = vec![tree.root().unwrap().handle.clone()];
+    // No unwrap: inside a deferred read (`TreeStore::view`) the root may not be read yet.
+    let Some(root) = tree.root() else {
+        return out;
+    };
+    let mut stack = vec![root.handle.clone()];
     while let Some(h) = stack.pop() {
         for c in tree.children(&h) {
             out.push((tree.path_of(&c.handle), c.is_file()));
@@ -485,4 +490,347 @@ fn a_trim_keeps_the_most_recently_read_nodes() {
     // Within budget: nothing goes.
     lazy.trim(42);
     assert_eq!(lazy.resident(), 42);
+}
+
+/// A tree served from `path` (written from `tree`), its file reads running `hook`.
+fn served_with_hook(
+    tree: &mut NodeTree,
+    path: &std::path::Path,
+    hook: std::sync::Arc<dyn Fn() + Send + Sync>,
+) -> (cache::TreeCache, NodeTree) {
+    let (rows, meta) = cache::snapshot(tree).unwrap();
+    cache::TreeCache::create(path, "u/", &keys(), &rows, &meta, "sn1").unwrap();
+    let (c, opened) = cache::TreeCache::open(path, "u/", &keys())
+        .unwrap()
+        .unwrap();
+    let backing = c.backing(std::sync::Arc::default()).with_read_hook(hook);
+    (c, NodeTree::backed(keys(), backing, opened))
+}
+
+/// A reader that needs nodes from the cache file reads them with the tree's lock let go:
+/// stopped in the middle of a file read, a writer (applying events) can take the lock.
+/// (Read in place under the read lock, as before the store, the writer waited for it.)
+#[test]
+fn a_reader_reading_the_cache_file_holds_no_lock_of_the_tree() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let (entered_tx, go_rx) = (Mutex::new(entered_tx), Mutex::new(go_rx));
+    let first = AtomicBool::new(true);
+    let hook: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        if first.swap(false, Ordering::SeqCst) {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        }
+    });
+    let (_c, lazy) = served_with_hook(&mut mem, &dir.path().join("tree.db"), hook);
+    let store = Arc::new(store::TreeStore::new(keys(), None, "u/".into(), 1000));
+    store.put(lazy);
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || store.view(walk_listing))
+    };
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the reader reads the file");
+    let writable = store.writable_now();
+    go.send(()).unwrap();
+    let listing = reader.join().unwrap();
+    assert!(writable, "a file read held the tree's lock");
+    assert_eq!(listing, walk_listing(&mem), "the deferred reads got it all");
+}
+
+/// Deferred reads: inside `deferring` a missing node or child list is noted, not read.
+#[test]
+fn inside_deferring_misses_are_noted_and_not_read() {
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let hook = std::sync::Arc::new(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let (_c, lazy) = served_with_hook(&mut mem, &dir.path().join("tree.db"), hook);
+    let root = NodeHandle::from("ROOT0000");
+    let (listed, misses) = deferring(|| lazy.children(&root).len());
+    assert_eq!(listed, 0);
+    assert_eq!(
+        misses,
+        vec![Miss::Node(root.clone()), Miss::Kids(root.clone())]
+    );
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Nested scopes: the outer one gets the inner one's misses too.
+    let ((_, inner), outer) = deferring(|| deferring(|| lazy.get(&"FILE0002".into()).is_some()));
+    assert_eq!(inner, vec![Miss::Node("FILE0002".into())]);
+    assert_eq!(outer, inner);
+    // Outside a scope, a read in place.
+    assert_eq!(lazy.children(&root).len(), 3);
+    assert!(reads.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+/// The listing a model of the tree gives, as [`walk_listing`] gives it of a tree.
+fn model_listing(
+    model: &std::collections::BTreeMap<String, (String, String, bool)>,
+) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut stack = vec![("ROOT0000".to_string(), String::new())];
+    while let Some((h, path)) = stack.pop() {
+        for (c, (p, name, folder)) in model {
+            if *p == h {
+                let cp = format!("{path}/{name}");
+                out.push((cp.clone(), !folder));
+                stack.push((c.clone(), cp));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A fetch reply holding the model's nodes (and the three roots), at cursor `sn`.
+fn model_reply(
+    model: &std::collections::BTreeMap<String, (String, String, bool)>,
+    sn: &str,
+) -> Value {
+    let mut f = vec![
+        json!({"h": "ROOT0000", "p": "", "u": ME, "t": 2, "a": "", "ts": 1}),
+        json!({"h": "INBX0000", "p": "", "u": ME, "t": 3, "a": "", "ts": 1}),
+        json!({"h": "RUBB0000", "p": "", "u": ME, "t": 4, "a": "", "ts": 1}),
+    ];
+    for (h, (p, name, folder_)) in model {
+        f.push(if *folder_ {
+            folder(h, p, name)
+        } else {
+            file(h, p, name, None)
+        });
+    }
+    json!({"f": f, "ok": [], "sn": sn})
+}
+
+/// Seeded stress: fetches (a new tree put in place, its file written in the background),
+/// commits, adoptions, trims and remote changes interleave on a multi-threaded runtime
+/// while two threads list the tree; every listing is consistent, the tree always equals the
+/// model after each step, and the file finally holds exactly the model at the last cursor.
+/// A tiny memory budget makes nearly every read go to the file.
+#[test]
+fn fetches_commits_adoptions_and_changes_interleave_safely() {
+    for seed in [1u64, 7, 42, 1234] {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            interleave(seed);
+            let _ = done_tx.send(());
+        });
+        if done
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_err()
+        {
+            panic!("seed {seed}: no progress in 120 s (a deadlock?)");
+        }
+        run.join().unwrap();
+    }
+}
+
+fn interleave(seed: u64) {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree.db");
+    // Readers pause between reading the file and putting what they read in the tree (a
+    // seeded 0-5 ms), so that changes and commits land in that window if they can.
+    let pauses = std::sync::atomic::AtomicU64::new(seed);
+    let pause: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let n = pauses.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_micros((n >> 7) % 5000));
+    });
+    let store = Arc::new(
+        store::TreeStore::new(keys(), Some(path.clone()), "u/".into(), 4).with_load_hook(pause),
+    );
+    // handle → (parent, name, folder?)
+    let mut model: BTreeMap<String, (String, String, bool)> = BTreeMap::new();
+    model.insert("DIRA0000".into(), ("ROOT0000".into(), "docs".into(), true));
+    let mut serial = 0u64;
+    let mut sn = 1u64;
+    let sn_of = |n: u64| format!("sn{n:08}");
+    let fetched = |model: &BTreeMap<String, (String, String, bool)>, sn: &str| {
+        let (mut tree, _) = NodeTree::from_fetch(&typed(model_reply(model, sn)), keys()).unwrap();
+        let snap = cache::snapshot(&mut tree);
+        (tree, snap)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // Consistent within one view: every path listed resolves to a node.
+                    let bad = store.view(|t| {
+                        walk_listing(t)
+                            .into_iter()
+                            .filter(|(p, _)| t.resolve(p).is_err())
+                            .count()
+                    });
+                    assert_eq!(bad, 0, "a listing named paths that do not resolve");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        let (tree, snap) = fetched(&model, &sn_of(sn));
+        store.install(tree, snap).await;
+        for step in 0..150 {
+            // A remote change: packets for the store, the same change on the model.
+            let mut change = |model: &mut BTreeMap<String, (String, String, bool)>| {
+                let folders: Vec<String> = std::iter::once("ROOT0000".to_string())
+                    .chain(model.iter().filter(|(_, v)| v.2).map(|(k, _)| k.clone()))
+                    .collect();
+                let pick = |i: u64, v: &Vec<String>| v[(i as usize) % v.len()].clone();
+                let kind = next(4);
+                let others: Vec<String> = model.keys().cloned().collect();
+                if kind == 0 || others.len() < 3 {
+                    serial += 1;
+                    let h = format!("N{serial:07}");
+                    let p = pick(next(1000), &folders);
+                    let is_folder = next(3) == 0;
+                    let name = format!("n{serial}");
+                    let v = if is_folder {
+                        folder(&h, &p, &name)
+                    } else {
+                        file(&h, &p, &name, None)
+                    };
+                    model.insert(h, (p, name, is_folder));
+                    return vec![json!({"a": "t", "t": {"f": [v]}})];
+                }
+                let h = pick(next(1000), &others);
+                let (p, name, is_folder) = model[&h].clone();
+                match kind {
+                    1 => {
+                        // Renamed (the node sent again with new attributes).
+                        let name = format!("{name}r");
+                        let v = if is_folder {
+                            folder(&h, &p, &name)
+                        } else {
+                            file(&h, &p, &name, None)
+                        };
+                        model.insert(h, (p, name, is_folder));
+                        vec![json!({"a": "t", "t": {"f": [v]}})]
+                    }
+                    2 if !is_folder => {
+                        // A file moved: `d` with `m` then `t`.
+                        let to = pick(next(1000), &folders);
+                        let v = file(&h, &to, &name, None);
+                        model.insert(h.clone(), (to, name, false));
+                        vec![
+                            json!({"a": "d", "n": h, "m": 1}),
+                            json!({"a": "t", "t": {"f": [v]}}),
+                        ]
+                    }
+                    _ => {
+                        // Deleted, with everything below.
+                        let mut gone = vec![h.clone()];
+                        let mut i = 0;
+                        while i < gone.len() {
+                            let below: Vec<String> = model
+                                .iter()
+                                .filter(|(_, v)| v.0 == gone[i])
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            gone.extend(below);
+                            i += 1;
+                        }
+                        for g in &gone {
+                            model.remove(g);
+                        }
+                        vec![json!({"a": "d", "n": h})]
+                    }
+                }
+            };
+            let packets: Vec<ActionPacket> = change(&mut model)
+                .iter()
+                .map(|v| ActionPacket::parse(v).unwrap())
+                .collect();
+            sn += 1;
+            let op = next(6);
+            match op {
+                // Fetch while committing: a new tree goes in while a commit runs.
+                0 => {
+                    store.apply(&packets, None, &sn_of(sn));
+                    let (tree, snap) = fetched(&model, &sn_of(sn));
+                    let (s1, s2) = (store.clone(), store.clone());
+                    let c = tokio::spawn(async move { s1.commit().await });
+                    let i = tokio::spawn(async move { s2.install(tree, snap).await });
+                    c.await.unwrap();
+                    i.await.unwrap();
+                }
+                // Adopt while changing: the file written after a fetch is adopted while
+                // changes arrive.
+                1 => {
+                    let s = store.clone();
+                    let t = tokio::spawn(async move { s.tend().await });
+                    store.apply(&packets, None, &sn_of(sn));
+                    t.await.unwrap();
+                }
+                // A change while a commit runs.
+                2 => {
+                    let s = store.clone();
+                    let c = tokio::spawn(async move { s.commit().await });
+                    store.apply(&packets, None, &sn_of(sn));
+                    c.await.unwrap();
+                }
+                _ => {
+                    store.apply(&packets, None, &sn_of(sn));
+                    if op >= 3 {
+                        store.commit().await;
+                    }
+                }
+            }
+            let listed = store.view(walk_listing);
+            assert_eq!(
+                listed,
+                model_listing(&model),
+                "seed {seed}, step {step}: the tree left the model"
+            );
+        }
+        store.finish().await;
+        assert_eq!(
+            store.phase(),
+            "serving",
+            "seed {seed}: the file ends in use"
+        );
+    });
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    drop(rt);
+    // What the file holds is the model, at the last cursor (read as another process would).
+    let (c, reply) = cache::TreeCache::load(&path, "u/", &keys())
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.sn(), sn_of(sn), "seed {seed}");
+    let (from_file, _) = NodeTree::from_fetch_owned(reply, keys()).unwrap();
+    assert_eq!(
+        walk_listing(&from_file),
+        model_listing(&model),
+        "seed {seed}: the file left the model"
+    );
 }
