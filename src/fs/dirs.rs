@@ -19,7 +19,7 @@ use super::attr::{Attr, DirEntry, Kind};
 use super::inodes::Target;
 use super::{FsError, MegaFs, Result, ROOT_INO};
 use crate::local::names::escape_name;
-use crate::tree::{Change, Node, NodeHandle};
+use crate::tree::{shrink_sparse, Change, Node, NodeHandle};
 
 /// Directory entries remembered per inode for invalidation (hard links do not exist here, so
 /// more than one or two only happens around renames).
@@ -223,7 +223,7 @@ impl MegaFs {
         for ino in free {
             self.drop_ino(ino);
         }
-        self.inodes().shrink();
+        self.shrink_tables();
     }
 
     /// Closes an open directory; the inodes only its listing held go.
@@ -316,7 +316,17 @@ impl MegaFs {
     pub fn forget(&self, ino: u64, n: u64) {
         if self.inodes().kernel_forget(ino, n) {
             self.drop_ino(ino);
+            self.shrink_tables();
         }
+    }
+
+    /// Gives back the memory of the per-inode tables once they are mostly empty (the kernel
+    /// forgot most of what a `find` over a large tree made it look up).
+    fn shrink_tables(&self) {
+        self.inodes().shrink();
+        shrink_sparse(&mut self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        shrink_sparse(&mut self.dirs.lock().unwrap_or_else(|e| e.into_inner()));
+        shrink_sparse(&mut self.readers.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Drops an inode nothing refers to (see [`MegaFs::forget`]).

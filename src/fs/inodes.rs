@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::tree::NodeHandle;
+use crate::tree::{shrink_sparse, NodeHandle};
 
 /// The root directory's inode (the Cloud Drive).
 pub const ROOT_INO: u64 = 1;
@@ -236,18 +236,11 @@ impl Inodes {
 
     /// Gives back the memory of emptied tables (after many inodes were dropped).
     pub fn shrink(&mut self) {
-        for (len, cap) in [
-            (self.by_ino.len(), self.by_ino.capacity()),
-            (self.by_handle.len(), self.by_handle.capacity()),
-        ] {
-            if cap > 1024 && len < cap / 4 {
-                self.by_ino.shrink_to_fit();
-                self.by_handle.shrink_to_fit();
-                self.refs.shrink_to_fit();
-                self.pins.shrink_to_fit();
-                return;
-            }
-        }
+        shrink_sparse(&mut self.by_ino);
+        shrink_sparse(&mut self.by_handle);
+        shrink_sparse(&mut self.by_virtual);
+        shrink_sparse(&mut self.refs);
+        shrink_sparse(&mut self.pins);
     }
 
     /// Forgets a node (deleted); its inode stays unused.

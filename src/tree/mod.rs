@@ -17,6 +17,7 @@ pub mod keys;
 pub mod node;
 pub mod packets;
 mod resident;
+pub(crate) use resident::shrink_sparse;
 pub mod store;
 #[cfg(test)]
 mod tests;

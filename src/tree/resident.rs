@@ -38,6 +38,16 @@ impl<V> Entry<V> {
     }
 }
 
+/// Gives a map's memory back once it is mostly empty (fewer than a quarter of its slots
+/// used): a `HashMap` keeps its capacity after removals, so a table that once held a million
+/// entries would hold their memory for good. Cheap to call after every removal: it only
+/// rebuilds when the map has shrunk fourfold since it last did, so the cost is amortised.
+pub(crate) fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 pub(crate) struct Resident<V> {
     map: FrozenMap<NodeHandle, Box<Entry<V>>>,
     tick: AtomicU64,
@@ -150,6 +160,7 @@ impl<V> Resident<V> {
         for (_, k) in candidates {
             map.remove(&k);
         }
+        shrink_sparse(map);
     }
 }
 
@@ -174,6 +185,43 @@ mod tests {
         let mut r = r;
         assert_eq!(r.remove(&NodeHandle::from("a")).as_deref(), Some("first"));
         assert!(!r.contains(&NodeHandle::from("a")));
+    }
+
+    /// A map that held many entries gives their memory back once most are gone (a `HashMap`
+    /// keeps its capacity otherwise: a million-node tree trimmed to its budget kept the
+    /// table of a million).
+    #[test]
+    fn shrinking_gives_the_table_memory_back() {
+        let mut r: Resident<u32> = Resident::default();
+        for i in 0..100_000 {
+            r.insert(NodeHandle(format!("n{i}")), i);
+        }
+        let before = r.entries().capacity();
+        r.shrink_to(1000, |_| false);
+        assert_eq!(r.len(), 1000);
+        assert!(
+            r.entries().capacity() <= 4096,
+            "{before} -> {}",
+            r.entries().capacity()
+        );
+        let mut m: HashMap<u32, u32> = (0..10_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 2000);
+        shrink_sparse(&mut m);
+        assert!(
+            m.capacity() >= 2000 && m.capacity() < 8192,
+            "{}",
+            m.capacity()
+        );
+        // Not for a small or a busy table.
+        let mut small: HashMap<u32, u32> = (0..100)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|i| (i, i))
+            .collect();
+        let cap = small.capacity();
+        small.clear();
+        shrink_sparse(&mut small);
+        assert_eq!(small.capacity(), cap);
     }
 
     /// What was read most recently stays; the rest goes oldest first, but for what is pinned.
