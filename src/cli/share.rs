@@ -96,29 +96,30 @@ pub(super) async fn unshare(ctx: &Ctx, path: &str, user: Option<&str>) -> Result
 pub(super) async fn shares(ctx: &Ctx) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let (out, incoming) = client.shares();
-    let tree = client.read_tree();
-    let email = |u: &str| tree.email_of(u).unwrap_or(u).to_string();
-    let outgoing: Vec<_> = out
-        .iter()
-        .map(|s| {
-            (
-                format!("mega:{}", tree.path_of(&s.node)),
-                email(&s.user),
-                s.access,
-                // Users with an account are known by handle; an address alone is pending.
-                s.user.contains('@'),
-            )
-        })
-        .collect();
-    let received: Vec<_> = incoming
-        .iter()
-        .map(|n| {
-            let s = n.inshare.as_ref().map(|s| (email(&s.owner), s.access));
-            let (owner, access) = s.unwrap_or_else(|| (String::new(), Access::Read));
-            (format!("mega:{}", tree.path_of(&n.handle)), owner, access)
-        })
-        .collect();
-    drop(tree);
+    let (outgoing, received) = client.view(|tree| {
+        let email = |u: &str| tree.email_of(u).unwrap_or(u).to_string();
+        let outgoing: Vec<_> = out
+            .iter()
+            .map(|s| {
+                (
+                    format!("mega:{}", tree.path_of(&s.node)),
+                    email(&s.user),
+                    s.access,
+                    // Users with an account are known by handle; an address alone is pending.
+                    s.user.contains('@'),
+                )
+            })
+            .collect();
+        let received: Vec<_> = incoming
+            .iter()
+            .map(|n| {
+                let s = n.inshare.as_ref().map(|s| (email(&s.owner), s.access));
+                let (owner, access) = s.unwrap_or_else(|| (String::new(), Access::Read));
+                (format!("mega:{}", tree.path_of(&n.handle)), owner, access)
+            })
+            .collect();
+        (outgoing, received)
+    });
     if ctx.cli.json {
         let v = json!({
             "outgoing": outgoing.iter().map(|(p, u, a, pending)| json!({"path": p, "user": u, "access": a.name(), "pending": pending})).collect::<Vec<_>>(),
