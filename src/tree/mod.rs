@@ -939,7 +939,14 @@ impl NodeTree {
         self.unlink_child(parent.as_ref(), h);
         let mut out = Vec::new();
         for x in order {
-            self.children.remove(&x);
+            if self.backing.is_some() {
+                // Served from the file: an empty list, not none, so that a node put back
+                // (the `t` of a move brings the subtree again) gets exactly what comes back
+                // and the file's older list of it is never read. Trimmed like any list.
+                self.children.insert(x.clone(), Vec::new());
+            } else {
+                self.children.remove(&x);
+            }
             self.inshare_roots.remove(&x);
             self.touch(&x);
             if let Some(n) = self.nodes.remove(&x) {

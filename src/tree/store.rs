@@ -25,6 +25,7 @@
 //! from before the read until then, and a commit takes it alone before it writes.
 //! Changes to the tree read what they will touch the same way first ([`TreeStore::edit`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -776,24 +777,40 @@ impl NodeTree {
 
     /// Reads (inside [`deferring`]: names) what removing `h` and everything below reads.
     pub(crate) fn prefetch_remove(&self, h: &NodeHandle) {
-        let Some(top) = self.node(h) else {
-            return;
-        };
-        if let Some(p) = &top.parent {
-            self.kids(p);
+        self.prefetch_remove_joined(h, &HashMap::new());
+    }
+
+    /// [`prefetch_remove`](Self::prefetch_remove), counting as below a folder the nodes
+    /// `joined` says an earlier packet of the same batch puts there (a node created or moved
+    /// into a folder, then the folder removed). A node not in the tree yet still gets its
+    /// (empty) child list read, so that removing it reads nothing.
+    fn prefetch_remove_joined(
+        &self,
+        h: &NodeHandle,
+        joined: &HashMap<NodeHandle, Vec<NodeHandle>>,
+    ) {
+        if let Some(p) = self.node(h).and_then(|top| top.parent.clone()) {
+            self.kids(&p);
         }
         let mut stack = vec![h.clone()];
+        let mut seen = std::collections::HashSet::new();
         while let Some(x) = stack.pop() {
+            if !seen.insert(x.clone()) {
+                continue;
+            }
             self.node(&x);
             if let Some(kids) = self.kids(&x) {
                 stack.extend(kids.iter().cloned());
             }
+            stack.extend(joined.get(&x).into_iter().flatten().cloned());
         }
     }
 
     /// Reads (inside [`deferring`]: names) what applying `packets` reads, as far as it
     /// can be told before any is applied.
     pub(crate) fn prefetch(&self, packets: &[ActionPacket]) {
+        // Nodes the batch puts under each folder, for a later packet removing the folder.
+        let mut joined: HashMap<NodeHandle, Vec<NodeHandle>> = HashMap::new();
         for p in packets {
             match p {
                 ActionPacket::NewNodes { nodes, .. } => {
@@ -801,19 +818,26 @@ impl NodeTree {
                         let field =
                             |k: &str| v.get(k).and_then(|x| x.as_str()).map(NodeHandle::from);
                         if let Some(h) = field("h") {
-                            self.prefetch_insert(&h, field("p").as_ref());
+                            let parent = field("p");
+                            self.prefetch_insert(&h, parent.as_ref());
+                            if let Some(parent) = parent {
+                                joined.entry(parent).or_default().push(h);
+                            }
                         }
                     }
                 }
                 ActionPacket::Update { handle, .. } => {
                     self.node(handle);
                 }
-                ActionPacket::Delete { handle, .. } => self.prefetch_remove(handle),
-                ActionPacket::Share { node, .. } => {
-                    if let Some(n) = self.node(node) {
-                        if let Some(p) = &n.parent {
-                            self.node(p);
-                        }
+                ActionPacket::Delete { handle, .. } => self.prefetch_remove_joined(handle, &joined),
+                ActionPacket::Share { node, access, .. } => {
+                    if let Some(p) = self.node(node).and_then(|n| n.parent.clone()) {
+                        self.node(&p);
+                        self.kids(&p);
+                    }
+                    // A share that ends takes its folder away (when it is the top of it).
+                    if access.is_none() {
+                        self.prefetch_remove_joined(node, &joined);
                     }
                 }
                 _ => {}

@@ -834,3 +834,55 @@ fn interleave(seed: u64) {
         "seed {seed}: the file left the model"
     );
 }
+
+/// Applying a batch through the store reads the cache file only outside the tree's lock,
+/// also when later packets act on what earlier ones made: a folder created, a file created
+/// in it, then the folder removed; a folder moved in, then removed with what it holds.
+#[test]
+fn applying_a_batch_reads_the_file_only_outside_the_lock() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
+    let (mut mem, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let me: Arc<OnceLock<Weak<store::TreeStore>>> = Arc::default();
+    let (under_lock, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let hook = {
+        let (me, under_lock, reads) = (me.clone(), under_lock.clone(), reads.clone());
+        Arc::new(move || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            // This thread is the only one: a lock it cannot take is one it holds.
+            if let Some(store) = me.get().and_then(Weak::upgrade) {
+                if !store.writable_now() {
+                    under_lock.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let (_c, lazy) = served_with_hook(&mut mem, &dir.path().join("tree.db"), hook);
+    let store = Arc::new(store::TreeStore::new(keys(), None, "u/".into(), 1000));
+    store.put(lazy);
+    me.set(Arc::downgrade(&store)).unwrap();
+    let packets: Vec<ActionPacket> = [
+        json!({"a": "t", "t": {"f": [folder("NEWF0000", "ROOT0000", "new")]}}),
+        json!({"a": "t", "t": {"f": [file("NEWG0000", "NEWF0000", "g.txt", None)]}}),
+        json!({"a": "d", "n": "NEWF0000"}),
+        json!({"a": "d", "n": "DIRA0000", "m": 1}),
+        json!({"a": "t", "t": {"f": [folder("DIRA0000", "FILE0002", "docs")]}}),
+        json!({"a": "t", "t": {"f": [folder("MOVE0000", "ROOT0000", "m")]}}),
+        json!({"a": "d", "n": "DIRA0000", "m": 1}),
+        json!({"a": "t", "t": {"f": [folder("DIRA0000", "MOVE0000", "docs"), file("FILE0001", "DIRA0000", "a.txt", None)]}}),
+        json!({"a": "d", "n": "MOVE0000"}),
+    ]
+    .iter()
+    .map(|v| ActionPacket::parse(v).unwrap())
+    .collect();
+    store.apply(&packets, None, "sn2");
+    assert!(reads.load(Ordering::SeqCst) > 0, "the file was read");
+    assert_eq!(
+        under_lock.load(Ordering::SeqCst),
+        0,
+        "read under the tree's lock"
+    );
+    mem.apply(&packets, None);
+    assert_eq!(store.view(walk_listing), walk_listing(&mem));
+}
