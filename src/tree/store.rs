@@ -285,23 +285,28 @@ impl TreeStore {
     /// Runs `f` over the tree with what it needs from the cache file read outside the
     /// tree's lock (see the module's documentation); `f` may run several times.
     pub fn view<T>(&self, f: impl Fn(&NodeTree) -> T) -> T {
+        let mut tree = self.read();
         for _ in 0..ROUNDS {
-            let (loader, misses) = {
-                let tree = self.read();
-                let (out, misses) = deferring(|| f(&tree));
-                if misses.is_empty() {
-                    return out;
+            let (out, misses) = deferring(|| f(&tree));
+            if misses.is_empty() {
+                return out;
+            }
+            let Some(loader) = tree.loader() else { break };
+            drop(tree);
+            // What was read goes in and `f` runs again under one hold of the lock, so that
+            // no trim (which needs the write lock) drops it in between: a listing bigger
+            // than the memory budget would otherwise lose part of what it just read.
+            match self.load(&loader, misses) {
+                Some(held) => tree = held,
+                None => {
+                    tree = self.read();
+                    break;
                 }
-                (tree.loader(), misses)
-            };
-            let Some(loader) = loader else { break };
-            if !self.load(&loader, misses) {
-                break;
             }
         }
         // Still missing after many rounds (or the file failed: then nothing is read).
         tracing::debug!("a read of the tree reads the cache file in place");
-        f(&self.read())
+        f(&tree)
     }
 
     /// Whether a writer could take the tree's lock right now (tests).
@@ -310,20 +315,22 @@ impl TreeStore {
         self.tree.try_write().is_ok()
     }
 
-    /// Reads `misses` and puts them in the tree; false when the file failed.
-    fn load(&self, loader: &Loader, misses: Vec<Miss>) -> bool {
+    /// Reads `misses` (no lock of the tree held) and puts them in the tree; returns the
+    /// tree still locked for reading, or `None` when the file failed.
+    fn load(&self, loader: &Loader, misses: Vec<Miss>) -> Option<RwLockReadGuard<'_, NodeTree>> {
         let gate = loader.backing.gate();
         let _reading = gate.read().unwrap_or_else(|e| e.into_inner());
         let loaded = loader.read(misses);
         if loader.backing.failed() {
-            return false;
+            return None;
         }
         #[cfg(test)]
         if let Some(hook) = &self.load_hook {
             hook();
         }
-        self.read().admit(loader, loaded);
-        true
+        let tree = self.read();
+        tree.admit(loader, loaded);
+        Some(tree)
     }
 
     /// [`view`](Self::view), failing instead if the file the tree is served from turned
