@@ -112,6 +112,9 @@ pub struct TreeStore {
     /// Told when the file the tree is served from is found damaged.
     damage: Arc<Damage>,
     mutations: Mutex<Mutations>,
+    /// Whether the state is `Building` (or being adopted from it): readable without the
+    /// state's lock, which any transition holds for a while.
+    building: std::sync::atomic::AtomicBool,
     /// Run between a deferred read of the file and putting what it read in the tree (tests:
     /// to widen that window).
     #[cfg(test)]
@@ -249,6 +252,7 @@ impl TreeStore {
             budget,
             damage: Arc::default(),
             mutations: Mutex::default(),
+            building: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             load_hook: None,
         }
@@ -573,6 +577,7 @@ impl TreeStore {
             Phase::Building { task, .. } => drop(task.await),
             other => drop(other),
         }
+        self.set_building(false);
         Self::close_old(old_backing).await;
         let (Some((rows, meta)), Some(sn), Some(path)) = (snapshot, sn, self.file.clone()) else {
             return;
@@ -593,6 +598,7 @@ impl TreeStore {
             c
         });
         state.phase = Phase::Building { epoch, task };
+        self.set_building(true);
     }
 
     /// Building → Serving once the file is written (or at once, waiting for it, with
@@ -634,7 +640,12 @@ impl TreeStore {
             Ok(Err(e)) => tracing::warn!("{e}; continuing without the tree cache"),
             Err(e) => tracing::warn!("writing the tree cache failed: {e}"),
         }
+        self.set_building(false);
         false
+    }
+
+    fn set_building(&self, on: bool) {
+        self.building.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Serving → Serving: the nodes changed since the last commit written with the cursor
@@ -717,6 +728,7 @@ impl TreeStore {
                 Phase::Building { task, .. } => drop(task.await),
                 other => drop(other),
             }
+            s.set_building(false);
             if remove {
                 if let Some(path) = &s.file {
                     cache::remove(path);
@@ -728,10 +740,8 @@ impl TreeStore {
 
     /// Whether a file is being written (after a fetch) and not yet in use.
     pub fn writing(&self) -> bool {
-        // Locked: a transition under way (an adoption, say), so not in use yet.
-        self.state
-            .try_lock()
-            .map_or(true, |s| matches!(s.phase, Phase::Building { .. }))
+        // Not the state's lock: a commit or a trim holding it says nothing about the file.
+        self.building.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The state's name (`off`, `read-only`, `building`, `serving`), or `busy` while a
@@ -762,6 +772,7 @@ impl TreeStore {
         drop(old.detach());
         if let Ok(mut state) = self.state.try_lock() {
             state.phase = Phase::Off;
+            self.set_building(false);
         }
         std::mem::forget(old);
     }
@@ -850,5 +861,40 @@ impl NodeTree {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Key128, MasterKey};
+
+    /// `writing` tells whether a new file is being written, not whether a transition (a
+    /// commit, the once-a-second adoption check) holds the state's lock: a process waiting
+    /// for the file once saw "still writing" after it had been adopted.
+    #[tokio::test]
+    async fn writing_says_whether_a_file_is_being_written_not_whether_the_state_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyRing::new(MasterKey(Key128([7; 16])), "AAAAAAAAAAA".into(), None);
+        let store = Arc::new(TreeStore::new(
+            keys.clone(),
+            Some(dir.path().join("tree.db")),
+            "u/".into(),
+            100,
+        ));
+        let reply: crate::api::commands::FetchReply = serde_json::from_value(serde_json::json!({
+            "f": [{"h": "ROOT0000", "p": "", "u": "AAAAAAAAAAA", "t": 2, "a": "", "ts": 1}],
+            "ok": [], "sn": "sn1"
+        }))
+        .unwrap();
+        let (mut tree, _) = NodeTree::from_fetch(&reply, keys).unwrap();
+        let snapshot = cache::snapshot(&mut tree);
+        store.install(tree, snapshot).await;
+        assert!(store.writing());
+        store.finish().await;
+        assert!(!store.writing());
+        assert_eq!(store.phase(), "serving");
+        let _busy = store.state.lock().await;
+        assert!(!store.writing(), "a busy state is not a file being written");
     }
 }
