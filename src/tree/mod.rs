@@ -1000,10 +1000,16 @@ impl NodeTree {
 /// per node), in their order.
 fn decrypt_all(raw: Vec<RawNode>, keys: &KeyRing) -> Result<Vec<Node>, TreeError> {
     const PER_THREAD_MIN: usize = 4096;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(raw.len() / PER_THREAD_MIN)
-        .max(1);
+    // Asked only for work worth splitting: `available_parallelism` reads the cgroup's files
+    // (a few system calls), and a lookup of one node read from the cache comes through here.
+    let threads = if raw.len() < 2 * PER_THREAD_MIN {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(raw.len() / PER_THREAD_MIN)
+            .max(1)
+    };
     if threads == 1 {
         return raw
             .into_iter()
