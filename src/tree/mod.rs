@@ -246,24 +246,17 @@ impl NodeTree {
         if let Some(n) = self.nodes.get(h) {
             return Some(n);
         }
-        let b = self.backing.as_ref()?;
+        self.backing.as_ref()?;
         if self.dirty.contains_key(h) || self.absent.contains(h) {
             return None;
         }
         if defer(|| Miss::Node(h.clone())) {
             return None;
         }
-        let Some(raw) = b.node(&h.0) else {
-            self.absent.insert_shared(h.clone(), ());
-            return None;
-        };
-        match node::decrypt_owned(raw, &self.keys) {
-            Ok(n) => Some(self.nodes.insert_shared(h.clone(), n)),
-            Err(e) => {
-                b.fail(&e);
-                None
-            }
-        }
+        // Read in place (a writer holding the tree, or a read past its rounds): the same
+        // read and the same rule for putting it in as a deferred one.
+        self.read_in_place(Miss::Node(h.clone()));
+        self.nodes.get(h)
     }
 
     /// The handles of `h`'s children (for a file: its previous versions), read from the
@@ -272,7 +265,7 @@ impl NodeTree {
         if let Some(list) = self.children.get(h) {
             return Some(list);
         }
-        let b = self.backing.as_ref()?;
+        self.backing.as_ref()?;
         // A node removed since the last commit has no children; the file still lists them.
         if self.dirty.contains_key(h) && !self.nodes.contains(h) {
             return None;
@@ -280,35 +273,8 @@ impl NodeTree {
         if defer(|| Miss::Kids(h.clone())) {
             return None;
         }
-        // What the file lists, less what changed since it was written: a child removed (or
-        // moved elsewhere) since the last commit is not one any more. The children come
-        // whole in one query and are decrypted together (a listing needs them all).
-        let mut list = Vec::new();
-        let mut fresh = Vec::new();
-        for raw in b.children(&h.0) {
-            let c = NodeHandle(raw.h.clone());
-            match self.nodes.get(&c) {
-                Some(n) if n.parent.as_ref() == Some(h) => list.push(c),
-                Some(_) => {}
-                None if self.dirty.contains_key(&c) => {}
-                None => {
-                    list.push(c);
-                    fresh.push(raw);
-                }
-            }
-        }
-        match decrypt_all(fresh, &self.keys) {
-            Ok(nodes) => {
-                for n in nodes {
-                    self.nodes.insert_shared(n.handle.clone(), n);
-                }
-            }
-            Err(e) => {
-                b.fail(&e);
-                return None;
-            }
-        }
-        Some(self.children.insert_shared(h.clone(), list))
+        self.read_in_place(Miss::Kids(h.clone()));
+        self.children.get(h)
     }
 
     /// Records a change of `h` for the next commit.

@@ -196,6 +196,15 @@ impl NodeTree {
         })
     }
 
+    /// Reads `miss` from the file and puts it in, with the lock held by the caller (see
+    /// [`NodeTree::node`] and [`NodeTree::kids`]: only where nothing can be deferred).
+    pub(super) fn read_in_place(&self, miss: Miss) {
+        if let Some(loader) = self.loader() {
+            let loaded = loader.read(vec![miss]);
+            self.admit(&loader, loaded);
+        }
+    }
+
     /// Puts what `loader` read into the tree (through `&self`, like a read in place): only
     /// into the tree it was read for, and never over what changed since the last commit
     /// (the caller holds the file's gate, so the file has not changed since the read).

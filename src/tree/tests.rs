@@ -591,6 +591,15 @@ fn model_listing(
     out
 }
 
+/// A folder or a file as the server sends it.
+fn node_json(h: &str, p: &str, name: &str, is_folder: bool) -> Value {
+    if is_folder {
+        folder(h, p, name)
+    } else {
+        file(h, p, name, None)
+    }
+}
+
 /// A fetch reply holding the model's nodes (and the three roots), at cursor `sn`.
 fn model_reply(
     model: &std::collections::BTreeMap<String, (String, String, bool)>,
@@ -602,11 +611,7 @@ fn model_reply(
         json!({"h": "RUBB0000", "p": "", "u": ME, "t": 4, "a": "", "ts": 1}),
     ];
     for (h, (p, name, folder_)) in model {
-        f.push(if *folder_ {
-            folder(h, p, name)
-        } else {
-            file(h, p, name, None)
-        });
+        f.push(node_json(h, p, name, *folder_));
     }
     json!({"f": f, "ok": [], "sn": sn})
 }
@@ -712,11 +717,7 @@ fn interleave(seed: u64) {
                     let p = pick(next(1000), &folders);
                     let is_folder = next(3) == 0;
                     let name = format!("n{serial}");
-                    let v = if is_folder {
-                        folder(&h, &p, &name)
-                    } else {
-                        file(&h, &p, &name, None)
-                    };
+                    let v = node_json(&h, &p, &name, is_folder);
                     model.insert(h, (p, name, is_folder));
                     return vec![json!({"a": "t", "t": {"f": [v]}})];
                 }
@@ -726,11 +727,7 @@ fn interleave(seed: u64) {
                     1 => {
                         // Renamed (the node sent again with new attributes).
                         let name = format!("{name}r");
-                        let v = if is_folder {
-                            folder(&h, &p, &name)
-                        } else {
-                            file(&h, &p, &name, None)
-                        };
+                        let v = node_json(&h, &p, &name, is_folder);
                         model.insert(h, (p, name, is_folder));
                         vec![json!({"a": "t", "t": {"f": [v]}})]
                     }
