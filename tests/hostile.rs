@@ -506,7 +506,7 @@ fn generated_hostile_replies_are_errors_or_skips() {
                         let _ = api.run(&GetQuota { strg: 1, xfer: 1 }).await;
                     }
                     _ => {
-                        let _ = api.run(&GetUser {}).await;
+                        let _ = api.run(&GetUser { v: 1 }).await;
                     }
                 }
                 Ok(())

@@ -102,6 +102,52 @@ async fn folder_links_keep_their_key_in_the_key_manager() {
     assert_eq!(keys_of(&fresh).await.0.generation(), 2);
 }
 
+/// The account's attributes are read from `ug` (v:1), as the SDK reads them: a server that
+/// answers `uga` as an unknown command (`-1`, as older independent servers do) still lets a
+/// key-manager account log in with its share keys and settings, and a legacy account list.
+#[tokio::test]
+async fn login_reads_attributes_from_ug_and_needs_no_uga() {
+    let env = Env::start().await;
+    let c = env.account("ug@example.com").await;
+    let root = c.root().unwrap().handle;
+    let folder = c.mkdir(&root, "linked").await.unwrap();
+    let link = c.export(&folder.handle).await.unwrap();
+    env.set_attr("ug@example.com", "^!dv", b"1").await;
+    env.user(
+        "old@example.com",
+        UserOptions {
+            legacy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    env.server
+        .faults()
+        .update(|f| f.unknown_commands = vec!["uga".into()]);
+    let asked = env.server.stats().commands("uga");
+
+    let fresh = env.login("ug@example.com").await;
+    assert!(fresh.has_key_manager());
+    assert!(!fresh.versions_enabled(), "^!dv from ug");
+    // The folder's key came from ug's ^!keys (its `ok` is a zero placeholder): a file
+    // added now is readable through the link.
+    let mut body: &[u8] = b"via ug";
+    fresh
+        .upload(&folder.handle, "f.txt", &mut body, 6, 1_700_000_000, None)
+        .await
+        .unwrap();
+    let api = mega_mount::api::ApiClient::new(env.api_config()).unwrap();
+    let pf = PublicFolder::open(&api, &link).await.unwrap();
+    assert_eq!(pf.tree().children(&pf.root().handle)[0].name, "f.txt");
+
+    let old = env.login("old@example.com").await;
+    assert!(!old.has_key_manager());
+    let oroot = old.root().unwrap().handle;
+    old.mkdir(&oroot, "d").await.unwrap();
+    assert!(old.view(|t| t.child_by_name(&oroot, "d").is_some()));
+    assert_eq!(env.server.stats().commands("uga"), asked, "no uga at login");
+}
+
 #[tokio::test]
 async fn concurrent_changes_by_two_clients_are_all_kept() {
     let env = Env::start().await;

@@ -19,25 +19,6 @@ use mega_mount::tree::Change;
 use serde_json::{json, Value};
 
 /// Sets a non-versioned user attribute through the server's API, as another client would.
-async fn set_attr(env: &Env, email: &str, name: &str, value: &[u8]) {
-    use base64::Engine;
-    let sid = env.server.open_session(email).unwrap();
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
-    let body = json!([{"a": "up2", name: b64}]);
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}cs?id=1&sid={sid}", env.server.base_url()))
-        .body(body.to_string())
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
-    assert!(r[0][name].is_string(), "up2 failed: {r}");
-}
-
 async fn replace(
     client: &mega_mount::Client,
     parent: &mega_mount::tree::NodeHandle,
@@ -199,7 +180,7 @@ async fn versions_are_followed_by_other_clients_and_dv_restores_the_rubbish_bin(
     // Another client turns versions off: the running one follows (`ua` packet) and
     // replaced files go to the Rubbish Bin again.
     assert!(reader.versions_enabled());
-    set_attr(&env, "w@example.com", "^!dv", b"1").await;
+    env.set_attr("w@example.com", "^!dv", b"1").await;
     eventually(10, "the ^!dv change is seen", || !reader.versions_enabled()).await;
     let third = replace(&reader, &root, "a.txt", b"three").await;
     let rubbish = reader.rubbish().unwrap().handle;

@@ -72,16 +72,30 @@ impl Command for Login<'_> {
     type Reply = LoginReply;
 }
 
-/// `ug`: the logged-in user.
+/// `ug`: the logged-in user. With `v: 1` (as the SDK asks) the reply also carries the
+/// account's attributes (`^!keys`, `^!dv`, the public keys…) as `{av, v}` objects.
 #[derive(Debug, Serialize)]
 #[serde(tag = "a", rename = "ug")]
-pub struct GetUser {}
+pub struct GetUser {
+    pub v: u8,
+}
 
 #[derive(Debug, Deserialize)]
 pub struct UserReply {
     pub u: String,
     pub privk: Option<String>,
     pub email: Option<String>,
+    /// Every other field: among them the attributes `v: 1` asks for.
+    #[serde(flatten)]
+    pub rest: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl UserReply {
+    /// The attribute `name` if the reply carries it (as `{av, v}`; anything else there is
+    /// not an attribute this client can use, and counts as absent).
+    pub fn attr(&self, name: &str) -> Option<super::attrs::UserAttribute> {
+        serde_json::from_value(self.rest.get(name)?.clone()).ok()
+    }
 }
 
 impl Command for GetUser {

@@ -172,7 +172,7 @@ impl PreparedLogin {
         // Only the official SDK needs the user handle in the login reply; `ug` gives it too.
         let user = match reply.u {
             Some(u) => u,
-            None => api.run(&GetUser {}).await?.u,
+            None => api.run(&GetUser { v: 1 }).await?.u,
         };
         Ok(Session {
             sid,
@@ -242,7 +242,7 @@ pub async fn resume(api: &ApiClient, saved: &SavedSession) -> Result<Session, Lo
     let mk = saved.master_key()?;
     let sid = SessionId(saved.sid.clone());
     api.set_sid(Some(sid.clone()));
-    let ug = match api.run(&GetUser {}).await {
+    let ug = match api.run(&GetUser { v: 1 }).await {
         Ok(v) => v,
         Err(e) => {
             api.set_sid(None);

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Client, Error, Result};
-use crate::api::attrs::{GetUserAttribute, PutVersionedAttribute};
+use crate::api::attrs::{GetUserAttribute, PutVersionedAttribute, UserAttribute};
 use crate::api::{ApiError, ErrorCode};
 use crate::crypto::keymgr::KeysContainer;
 use crate::crypto::{b64, Key128};
@@ -68,11 +68,16 @@ impl Client {
             ua: KEYS_ATTR,
             v: 1,
         };
-        let attr = match self.api.run(&q).await {
-            Ok(a) => a,
-            Err(ApiError::Mega(ErrorCode::NotFound)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
+        match self.api.run(&q).await {
+            Ok(a) => self.check_keys(a).await.map(Some),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a served `^!keys` value and checks it: ours (identity), not older than what
+    /// was seen (the generation and version are remembered).
+    async fn check_keys(&self, attr: UserAttribute) -> Result<(KeysContainer, String)> {
         let blob = b64::decode(&attr.av, "^!keys").map_err(ApiError::from)?;
         let c = KeysContainer::open(&self.session.master_key, &blob).map_err(|e| {
             Error::Protocol(format!(
@@ -100,13 +105,21 @@ impl Client {
         }
         km.seen = c.generation();
         km.version = Some(attr.v.clone());
-        Ok(Some((c, attr.v)))
+        Ok((c, attr.v))
     }
 
-    /// Reads the key manager at login and hands its share keys to the key ring. A value
-    /// that cannot be used is reported and left alone (never rewritten).
-    pub(crate) async fn load_keys(&self) -> Result<()> {
-        match self.read_keys().await {
+    /// Takes the key manager as `ug` served it at login (`None`: the account has none) and
+    /// hands its share keys to the key ring. A value that cannot be used is reported and left
+    /// alone (never rewritten).
+    pub(crate) async fn load_keys(&self, served: Option<UserAttribute>) -> Result<()> {
+        let read = match served {
+            Some(a) => {
+                let _io = self.keys_io.lock().await;
+                self.check_keys(a).await.map(Some)
+            }
+            None => Ok(None),
+        };
+        match read {
             Ok(Some((c, _))) => {
                 self.key_manager.store(true, Ordering::Relaxed);
                 self.keys_state.lock().await.pending_out = !c.pending_outshares().is_empty();

@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::api::attrs::GetUserAttribute;
-use crate::api::commands::{FetchNodes, GetQuota};
+use crate::api::attrs::{GetUserAttribute, UserAttribute};
+use crate::api::commands::{FetchNodes, GetQuota, GetUser};
 use crate::api::session::{self, SavedSession, Session};
 use crate::api::{ApiClient, ApiConfig};
 use crate::api::{ApiError, ErrorCode};
@@ -174,7 +174,10 @@ impl Client {
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
             keys_io: tokio::sync::Mutex::new(()),
         };
-        client.load_keys().await?;
+        // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
+        // only asked to refresh one that an action packet says changed.
+        let user = client.api.run(&GetUser { v: 1 }).await?;
+        client.load_keys(user.attr(keys::KEYS_ATTR)).await?;
         // Keys other users sent while we were away, before the tree is decrypted with them.
         if let Err(e) = client.accept_pending_keys().await {
             tracing::warn!("keys of folders shared with you could not be accepted: {e}");
@@ -192,7 +195,7 @@ impl Client {
                 );
             }
         }
-        client.read_versions_setting().await;
+        client.set_versions_setting(user.attr("^!dv").as_ref());
         Ok(client)
     }
 
@@ -284,14 +287,17 @@ impl Client {
             ua: "^!dv",
             v: 1,
         };
-        let on = match self.api.run(&q).await {
-            Ok(a) => b64::decode(&a.av, "^!dv").map_or(true, |v| v.as_slice() != b"1"),
-            Err(ApiError::Mega(ErrorCode::NotFound)) => true,
-            Err(e) => {
-                tracing::warn!("could not read the account's file-version setting: {e}");
-                return;
-            }
-        };
+        match self.api.run(&q).await {
+            Ok(a) => self.set_versions_setting(Some(&a)),
+            Err(ApiError::Mega(ErrorCode::NotFound)) => self.set_versions_setting(None),
+            Err(e) => tracing::warn!("could not read the account's file-version setting: {e}"),
+        }
+    }
+
+    /// Takes `^!dv` as served (`None`: not set, versions on).
+    fn set_versions_setting(&self, served: Option<&UserAttribute>) {
+        let on = served
+            .is_none_or(|a| b64::decode(&a.av, "^!dv").map_or(true, |v| v.as_slice() != b"1"));
         self.versions.store(on, Ordering::Relaxed);
     }
 

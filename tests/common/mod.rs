@@ -85,6 +85,26 @@ impl Env {
         Ok(c)
     }
 
+    /// Sets a user attribute of `email`'s account as another client would (`up2`).
+    pub async fn set_attr(&self, email: &str, name: &str, value: &[u8]) {
+        use base64::Engine;
+        let sid = self.server.open_session(email).expect("session");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+        let body = serde_json::json!([{"a": "up2", name: b64}]);
+        let r: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}cs?id=1&sid={sid}", self.server.base_url()))
+            .body(body.to_string())
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .expect("up2 sent")
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).expect("up2 reply is JSON"))
+            .expect("up2 reply");
+        assert!(r[0][name].is_string(), "up2 failed: {r}");
+    }
+
     /// A fresh account plus a logged-in client for it.
     pub async fn account(&self, email: &str) -> Client {
         self.user(email, UserOptions::default()).await;

@@ -87,6 +87,9 @@ pub(crate) fn run(
 ) -> String {
     if let Some(a) = cmd.get("a").and_then(Value::as_str) {
         state.stats.count(a);
+        if state.faults.unknown(a) {
+            return err::EINTERNAL.to_string();
+        }
     }
     let effects = RefCell::new(Effects::default());
     let r = state.store.atomic(|db| {

@@ -59,6 +59,9 @@ pub struct FaultConfig {
     pub cs_reply_delay_ms: u64,
     /// Download bandwidth cap in bytes per second (0 = unlimited).
     pub bandwidth_bps: u64,
+    /// API commands (by `a`) answered `-1` (EINTERNAL) without running, as an older or
+    /// independent server that does not know them answers (`--fault unknown_commands=uga,pk`).
+    pub unknown_commands: Vec<String>,
 }
 
 /// What a request of some kind should suffer.
@@ -171,6 +174,11 @@ impl Faults {
         std::time::Duration::from_millis(self.lock().cs_reply_delay_ms)
     }
 
+    /// Whether the command `a` is answered as unknown (see [`FaultConfig::unknown_commands`]).
+    pub fn unknown(&self, a: &str) -> bool {
+        self.lock().unknown_commands.iter().any(|c| c == a)
+    }
+
     pub fn bandwidth(&self) -> u64 {
         self.lock().bandwidth_bps
     }
@@ -217,6 +225,13 @@ pub fn apply_arg(cfg: &mut FaultConfig, arg: &str) -> Result<(), String> {
         .ok_or_else(|| format!("unknown fault {name:?}"))?;
     *slot = if slot.is_boolean() {
         serde_json::Value::Bool(matches!(value, "1" | "true" | "yes"))
+    } else if slot.is_array() {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(serde_json::Value::from)
+            .collect()
     } else {
         serde_json::Value::from(
             value
@@ -252,5 +267,13 @@ mod tests {
         });
         assert_eq!(f.corruption(3), None);
         assert_eq!(f.corruption(3), Some(0));
+    }
+
+    #[test]
+    fn unknown_commands_are_given_as_a_list() {
+        let mut cfg = FaultConfig::default();
+        apply_arg(&mut cfg, "unknown_commands=uga, pk").unwrap();
+        let f = Faults::new(cfg);
+        assert!(f.unknown("uga") && f.unknown("pk") && !f.unknown("ug"));
     }
 }
