@@ -31,6 +31,8 @@ command -v git >/dev/null 2>&1 || need+=(git)            # git commit inside the
 [ -e /usr/include/sys/acl.h ] || need+=(libacl1-dev)      # builds pjdfstest (POSIX suite)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)   # builds the mega-rs interop driver
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v man >/dev/null 2>&1 || need+=(man-db)                  # the package test reads the man pages
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)     # ... and verifies the unit
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -71,3 +73,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --workspace --all-targets "$@"
+
+# The Debian package, installed and used as a user would (root and /dev/fuse: dpkg -i, mount
+# through fstab lines, removal); reuses the test build's binaries.
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+  log "package test"
+  scripts/test-package.sh --profile dev
+else
+  log "package test skipped (needs root and /dev/fuse)"
+fi

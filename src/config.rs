@@ -107,6 +107,9 @@ pub struct Env {
     pub email: Option<String>,
     pub password: Option<String>,
     pub api_url: Option<String>,
+    /// `NOTIFY_SOCKET`: where a service manager (systemd, `Type=notify`) waits to hear that
+    /// the mount is ready.
+    pub notify_socket: Option<String>,
 }
 
 impl Env {
@@ -121,6 +124,7 @@ impl Env {
             email: get("MEGA_EMAIL"),
             password: get("MEGA_PASSWORD"),
             api_url: get("MEGA_API_URL"),
+            notify_socket: get("NOTIFY_SOCKET"),
         }
     }
 
@@ -151,9 +155,15 @@ fn readable_by_others(meta: &std::fs::Metadata) -> bool {
 }
 
 /// Loads the configuration: `explicit` (from `--conf`, must exist) or the default file (may
-/// be absent), then the environment on top.
+/// be absent), then the environment on top. Without `XDG_CONFIG_HOME` and `HOME` (as mount(8)
+/// runs a mount helper for an fstab line), what lives in the config directory (the session
+/// file) goes beside an explicit config file.
 pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
-    let dir = env.config_dir()?;
+    let dir = match (env.config_dir(), explicit.and_then(Path::parent)) {
+        (Ok(dir), _) => dir,
+        (Err(_), Some(beside)) => beside.to_path_buf(),
+        (Err(e), None) => return Err(e),
+    };
     let path = explicit
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join("config.toml"));
@@ -233,6 +243,13 @@ mod tests {
         assert_eq!(c.parallel, DEFAULT_PARALLEL_FILES);
         assert_eq!(c.session_file, d.path().join("megacmd/session.json"));
         assert!(c.source.is_none());
+        // No HOME (a mount helper run by mount(8)): beside an explicit file, else an error.
+        let bare = Env::default();
+        let conf = d.path().join("mine.toml");
+        std::fs::write(&conf, "").unwrap();
+        let c = load(Some(&conf), &bare).unwrap();
+        assert_eq!(c.session_file, d.path().join("session.json"));
+        assert!(matches!(load(None, &bare), Err(ConfigError::NoConfigDir)));
     }
 
     #[test]

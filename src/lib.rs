@@ -30,4 +30,12 @@ pub mod transfer;
 pub mod tree;
 
 pub use client::{Client, PublicFolder, Quota, TreeEvent};
+
+/// The version `--version` prints: the package version and the commit built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MEGA_MOUNT_COMMIT"),
+    ")"
+);
 pub use error::{AuthError, Error, Result};

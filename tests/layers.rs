@@ -18,7 +18,9 @@ const LAYERS: &[&[&str]] = &[
     &["client"],
     &["fs", "sync"],
     &["fuse"],
-    &["mount", "cli"],
+    &["mount"],
+    // megacmd's man pages and completions cover mega-mount's command line too.
+    &["cli"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -22,6 +22,48 @@ pub const GUARD: i32 = 11;
 pub const KEY_CHANGED: i32 = 12;
 pub const INTERRUPTED: i32 = 130;
 
+/// Every exit code with what it means (for `--help` and the man page).
+pub const MEANINGS: &[(i32, &str)] = &[
+    (0, "success"),
+    (OTHER, "other error"),
+    (USAGE, "usage (bad arguments, a folder without -r...)"),
+    (
+        AUTH,
+        "authentication: wrong password, not logged in, session expired, account blocked",
+    ),
+    (MFA, "two-factor code required or rejected"),
+    (NOT_FOUND, "not found"),
+    (
+        EXISTS,
+        "already exists (without --force), or sync conflicts",
+    ),
+    (QUOTA, "over quota"),
+    (NETWORK, "network failure after retries"),
+    (
+        INTEGRITY,
+        "integrity failure (MAC mismatch; nothing is saved)",
+    ),
+    (
+        CONFIG,
+        "configuration or permissions (e.g. a credentials file others can read)",
+    ),
+    (
+        GUARD,
+        "two-way sync stopped by --max-delete (nothing was changed)",
+    ),
+    (
+        KEY_CHANGED,
+        "a contact's key is not the one recorded for them (nothing was shared)",
+    ),
+    (INTERRUPTED, "interrupted (partial downloads are removed)"),
+];
+
+/// The exit codes as one paragraph.
+pub fn status_help() -> String {
+    let codes: Vec<String> = MEANINGS.iter().map(|(c, m)| format!("{c} {m}")).collect();
+    format!("Exit status: {}.", codes.join("; "))
+}
+
 /// A failed command: one line for stderr and an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CliError {

@@ -7,11 +7,13 @@
 //! * [`path`]: `mega:` locations; [`resolve`]: finding them in the tree.
 //! * [`progress`]: the progress bar, counters and summaries.
 //! * `list`, `transfer`, `manage`, `account`, `share`, `sync`: the commands.
+//! * [`install`]: shell completions and man pages from these definitions.
 //!
 //! Nothing in the library imports this module.
 
 mod account;
 pub mod exit;
+pub mod install;
 mod list;
 mod manage;
 pub mod path;
@@ -35,7 +37,14 @@ pub use exit::CliError;
 
 /// An s3cmd-style command line for MEGA.
 #[derive(Debug, Parser)]
-#[command(name = "megacmd", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "megacmd",
+    version = crate::VERSION,
+    about = "An s3cmd-style command line for MEGA cloud storage",
+    long_about = None,
+    propagate_version = true,
+    after_long_help = exit::status_help()
+)]
 pub struct Cli {
     /// Config file (TOML); default $XDG_CONFIG_HOME/megacmd/config.toml
     #[arg(long, global = true, value_name = "FILE")]
@@ -185,6 +194,21 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ContactsAction>,
     },
+    /// Print a shell completion script: `megacmd completion bash > ~/.local/share/bash-completion/completions/megacmd`
+    Completion {
+        shell: clap_complete::Shell,
+        /// The program to complete
+        #[arg(
+            long = "for",
+            value_enum,
+            value_name = "PROGRAM",
+            default_value = "megacmd"
+        )]
+        program: install::Program,
+    },
+    /// Write the man pages (megacmd.1, megacmd-COMMAND.1, mega-mount.1) into DIR
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
 }
 
 /// What `contacts` does besides listing.
@@ -231,6 +255,20 @@ impl Ctx {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
+    // Neither needs a config file or an account.
+    match &cli.command {
+        Command::Completion { shell, program } => {
+            install::completion(*shell, *program, &mut std::io::stdout().lock());
+            return Ok(());
+        }
+        Command::ManPages { dir } => {
+            for page in install::man_pages(dir)? {
+                eprintln!("{}", dir.join(format!("{page}.1")).display());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut cfg = config::load(cli.conf.as_deref(), env)?;
     if cli.no_cache {
         cfg.tree_cache = None;
@@ -307,5 +345,6 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Contacts {
             action: Some(ContactsAction::Verify { email }),
         } => share::verify(ctx, email).await,
+        Command::Completion { .. } | Command::ManPages { .. } => Ok(()), // handled in `run`
     }
 }

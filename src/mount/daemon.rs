@@ -203,6 +203,30 @@ pub fn notify_ready() {
     let _ = out.flush();
 }
 
+/// Tells a service manager how the mount is doing (the `sd_notify` protocol: one datagram
+/// of `KEY=VALUE` lines to the `NOTIFY_SOCKET` address, a path or, with a leading `@`, an
+/// abstract socket). Without a socket (not started by one) it does nothing; a manager that
+/// does not answer is not an error of the mount, so failures are only logged.
+pub fn service_notify(socket: Option<&str>, state: &str) {
+    let Some(socket) = socket else {
+        return;
+    };
+    if let Err(e) = send_notify(socket, state) {
+        tracing::warn!("cannot tell the service manager ({socket}) \"{state}\": {e}");
+    }
+}
+
+fn send_notify(socket: &str, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let addr = match socket.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
 /// Unmounts if nothing on the mount is in use; false if it is busy.
 pub fn try_unmount(mountpoint: &Path) -> bool {
     std::process::Command::new("fusermount3")
@@ -233,6 +257,27 @@ pub fn detach(mountpoint: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_notify_sends_one_datagram_to_a_path_or_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        service_notify(path.to_str(), "READY=1\nSTATUS=mounted");
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=mounted");
+        let name = format!("mega-mount-test-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        service_notify(Some(&format!("@{name}")), "STOPPING=1");
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+        // No manager: nothing happens; one that is gone: logged, not an error.
+        service_notify(None, "READY=1");
+        service_notify(d.path().join("gone").to_str(), "READY=1");
+    }
 
     #[test]
     fn mountinfo_fields_are_unescaped() {

@@ -1,7 +1,7 @@
 //! Running a mount: from a [`MountRequest`] (what the binary parsed) to a mounted filesystem
 //! that follows remote changes, and back on SIGINT/SIGTERM.
 //!
-//! * [`options`]: `-o` options and sizes.
+//! * [`args`]: the command line; [`options`]: `-o` options and sizes.
 //! * [`daemon`]: the background start, the mount table, unmounting.
 //! * this file: settings ([`Settings::resolve`]), connecting, the FUSE session, the watcher →
 //!   invalidator loop ([`invalidation`]), and shutting down.
@@ -14,6 +14,7 @@
 //!
 //! Must not parse argv or read the environment itself: the binary passes both in.
 
+pub mod args;
 pub mod daemon;
 pub mod options;
 
@@ -27,6 +28,7 @@ use crate::config::{self, Env};
 use crate::fs::{FsConfig, MegaFs, Recovered, Stale, Unsaved};
 use crate::fuse::{spawn_invalidator, FuseAdapter};
 use crate::tree::Change;
+pub use args::MountArgs;
 pub use options::{parse_options, parse_size, MountOptions};
 
 /// Default memory for decrypted blocks.
@@ -226,7 +228,9 @@ async fn shut_down(
     mountpoint: &Path,
     grace: Duration,
     term: &mut tokio::signal::unix::Signal,
+    manager: Option<&str>,
 ) {
+    daemon::service_notify(manager, "STOPPING=1");
     if daemon::try_unmount(mountpoint) {
         tracing::info!("unmounted {}", mountpoint.display());
         return;
@@ -314,6 +318,14 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     if req.notify_ready {
         daemon::notify_ready();
     }
+    let manager = env.notify_socket.clone();
+    daemon::service_notify(
+        manager.as_deref(),
+        &format!(
+            "READY=1\nSTATUS=mounted at {}",
+            settings.mountpoint.display()
+        ),
+    );
     // Remote changes: the watcher applies them to the tree; the invalidator thread tells the
     // kernel which entries and inodes are stale.
     let invalidate = spawn_invalidator(session.notifier());
@@ -350,8 +362,8 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
             .map_err(|e| e.to_string())?;
         tokio::select! {
             r = done_rx => r.unwrap_or(Ok(())),
-            _ = tokio::signal::ctrl_c() => { shut_down(&fs, &mountpoint, grace, &mut term).await; Ok(()) }
-            _ = term.recv() => { shut_down(&fs, &mountpoint, grace, &mut term).await; Ok(()) }
+            _ = tokio::signal::ctrl_c() => { shut_down(&fs, &mountpoint, grace, &mut term, manager.as_deref()).await; Ok(()) }
+            _ = term.recv() => { shut_down(&fs, &mountpoint, grace, &mut term, manager.as_deref()).await; Ok(()) }
         }
     });
     const UNSAVED: &str =
