@@ -947,3 +947,114 @@ async fn long_remote_names_download() {
     let f = c.resolve(&format!("/{too_long}")).unwrap();
     assert_eq!(c.download_to_vec(&f.handle).await.unwrap(), b"edited twice");
 }
+
+/// `find` filters by name, size, age and type below a folder; `du` sums every folder below
+/// one, with files' previous versions counted apart.
+#[tokio::test]
+async fn find_and_du() {
+    let env = Env::start().await;
+    account(&env, "find@example.com").await;
+    let c = Cmd::new(&env, "find@example.com");
+    let local = env.dir.path().join("find-src");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    write(&local.join("photos/new.jpg"), &data(3000, 1), now - day);
+    write(&local.join("photos/old.jpg"), &data(100, 2), now - 30 * day);
+    write(
+        &local.join("photos/trip/far.jpg"),
+        &data(5000, 3),
+        now - 2 * day,
+    );
+    write(&local.join("photos/notes.txt"), &data(10, 4), now - day);
+    write(&local.join("docs/a.txt"), &data(7, 5), now);
+    c.ok(&[
+        "put",
+        "-r",
+        &s(&local.join("photos")),
+        &s(&local.join("docs")),
+        "mega:/",
+    ])
+    .await;
+    // A second version of notes.txt: its old 10 bytes count apart.
+    write(&local.join("photos/notes.txt"), &data(20, 6), now);
+    c.ok(&[
+        "put",
+        "--force",
+        &s(&local.join("photos/notes.txt")),
+        "mega:/photos/",
+    ])
+    .await;
+
+    let lines = |o: &common::megacmd::Out| -> Vec<String> {
+        o.stdout.lines().map(str::to_string).collect()
+    };
+    let o = c.ok(&["find", "mega:/photos", "--name", "*.jpg"]).await;
+    assert_eq!(
+        lines(&o),
+        [
+            "mega:/photos/new.jpg",
+            "mega:/photos/old.jpg",
+            "mega:/photos/trip/far.jpg"
+        ]
+    );
+    let o = c
+        .ok(&[
+            "find",
+            "mega:/photos",
+            "--name",
+            "*.jpg",
+            "--mtime",
+            "-7d",
+            "--size",
+            "+2k",
+        ])
+        .await;
+    assert_eq!(
+        lines(&o),
+        ["mega:/photos/new.jpg", "mega:/photos/trip/far.jpg"]
+    );
+    let o = c.ok(&["find", "mega:/", "--type", "d"]).await;
+    assert_eq!(
+        lines(&o),
+        ["mega:/docs/", "mega:/photos/", "mega:/photos/trip/"]
+    );
+    let o = c.ok(&["find", "mega:/", "--size", "-100", "--json"]).await;
+    let listed = o.json();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.txt", "notes.txt"],
+        "files under 100 bytes (notes.txt now has 20)"
+    );
+    c.fails(&["find", "mega:/", "--size", "+1Q"], 2).await;
+    c.fails(&["find", "mega:/nothing"], 5).await;
+
+    let o = c.ok(&["du", "mega:/photos", "--json"]).await;
+    let rows = o.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["path"], "mega:/photos/trip");
+    assert_eq!(rows[0]["bytes"], 5000);
+    assert_eq!(rows[1]["path"], "mega:/photos");
+    assert_eq!(rows[1]["bytes"], 3000 + 100 + 5000 + 20);
+    assert_eq!(rows[1]["files"], 4);
+    assert_eq!(rows[1]["folders"], 1);
+    assert_eq!(rows[1]["version_bytes"], 10);
+    assert_eq!(rows[1]["versions"], 1);
+    let o = c.ok(&["du", "mega:/", "--max-depth", "0"]).await;
+    assert_eq!(o.stdout.lines().count(), 1);
+    assert!(
+        o.stdout.contains("5 files") && o.stdout.contains("1 versions"),
+        "{}",
+        o.stdout
+    );
+    c.fails(&["du", "mega:/docs/a.txt"], 2).await;
+}

@@ -6,13 +6,14 @@
 //! * [`exit`]: exit codes and the one-line error for each failure.
 //! * [`path`]: `mega:` locations; [`resolve`]: finding them in the tree.
 //! * [`progress`]: the progress bar, counters and summaries.
-//! * `list`, `transfer`, `manage`, `account`, `share`, `sync`: the commands.
+//! * `list`, `find`, `transfer`, `manage`, `account`, `share`, `sync`: the commands.
 //! * [`install`]: shell completions and man pages from these definitions.
 //!
 //! Nothing in the library imports this module.
 
 mod account;
 pub mod exit;
+mod find;
 pub mod install;
 mod list;
 mod manage;
@@ -172,6 +173,34 @@ pub enum Command {
     Link { path: String },
     /// Show a folder tree
     Tree { path: Option<String> },
+    /// Find files and folders below a folder: `find mega:/photos --name '*.jpg' --size +1M --mtime -7d`
+    Find {
+        /// Where to look (default mega:/)
+        path: Option<String>,
+        /// Only names matching this glob (`*`, `?`, `[...]`; quote it)
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Only files of this size: +N more than, -N less than, N exactly; units k, M, G, T
+        /// (powers of 1024), bytes without one
+        #[arg(long, value_name = "[+|-]N[kMGT]", allow_hyphen_values = true)]
+        size: Option<String>,
+        /// Modified -N: less than N ago, +N: more than N ago; units s, m, h, d (the
+        /// default), w
+        #[arg(long, value_name = "[+|-]N[smhdw]", allow_hyphen_values = true)]
+        mtime: Option<String>,
+        /// f: files only, d: folders only
+        #[arg(long = "type", value_enum, value_name = "f|d")]
+        kind: Option<find::FindType>,
+    },
+    /// Sizes of a folder and every folder below it (files' previous versions counted apart):
+    /// `du mega:/photos --max-depth 1`
+    Du {
+        /// The folder (default mega:/)
+        path: Option<String>,
+        /// Show folders at most this deep below it (0: the folder alone)
+        #[arg(long, value_name = "N")]
+        max_depth: Option<usize>,
+    },
     /// Write a file to stdout (after its MAC verified)
     Cat { path: String },
     /// Share a folder with another MEGA user: `share mega:/Project bob@example.com --access readwrite`
@@ -337,6 +366,25 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Df => account::df(ctx).await,
         Command::Link { path } => account::link(ctx, path).await,
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
+        Command::Find {
+            path,
+            name,
+            size,
+            mtime,
+            kind,
+        } => {
+            let filter = find::Filter::new(
+                name.as_deref(),
+                size.as_deref(),
+                mtime.as_deref(),
+                *kind,
+                crate::local::time::now(),
+            )?;
+            find::find(ctx, path.as_deref().unwrap_or("mega:/"), &filter).await
+        }
+        Command::Du { path, max_depth } => {
+            find::du(ctx, path.as_deref().unwrap_or("mega:/"), *max_depth).await
+        }
         Command::Cat { path } => transfer::cat(ctx, path).await,
         Command::Share { path, user, access } => share::share(ctx, path, user, *access).await,
         Command::Unshare { path, user } => share::unshare(ctx, path, user.as_deref()).await,

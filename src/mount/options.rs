@@ -52,6 +52,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         _ => return None,
     };
     n.checked_mul(mult)
