@@ -1058,3 +1058,81 @@ async fn find_and_du() {
     );
     c.fails(&["du", "mega:/docs/a.txt"], 2).await;
 }
+
+/// `copy` copies on the server: no upload, the copies read back the same (their MACs
+/// verify), folders need -r and come whole, an existing file is only replaced with --force
+/// (then kept as a previous version), and a folder cannot go into itself.
+#[tokio::test]
+async fn copy_on_the_server() {
+    let env = Env::start().await;
+    account(&env, "cp@example.com").await;
+    let c = Cmd::new(&env, "cp@example.com");
+    let local = env.dir.path().join("cp-src");
+    let tree = make_tree(&local.join("src"));
+    write(&local.join("one.bin"), &data(300_000, 9), 1_600_000_000);
+    c.ok(&[
+        "put",
+        "-r",
+        &s(&local.join("src")),
+        &s(&local.join("one.bin")),
+        "mega:/",
+    ])
+    .await;
+    let uploads = env.server.stats().commands("u");
+
+    c.ok(&["cp", "mega:/one.bin", "mega:/two.bin"]).await;
+    c.ok(&["mkdir", "mega:/dest"]).await;
+    c.ok(&["copy", "mega:/one.bin", "mega:/dest/"]).await;
+    c.fails(&["cp", "mega:/src", "mega:/dest/"], 2).await;
+    c.ok(&["cp", "-r", "mega:/src", "mega:/dest/"]).await;
+    c.ok(&["cp", "-r", "mega:/src", "mega:/copy-of-src"]).await;
+    assert_eq!(
+        env.server.stats().commands("u"),
+        uploads,
+        "nothing uploaded"
+    );
+
+    let out = env.dir.path().join("cp-out");
+    std::fs::create_dir_all(&out).unwrap();
+    c.ok(&["get", "mega:/two.bin", &s(&out.join("two.bin"))])
+        .await;
+    assert_eq!(
+        std::fs::read(out.join("two.bin")).unwrap(),
+        data(300_000, 9)
+    );
+    assert_eq!(
+        mtime(&out.join("two.bin")),
+        1_600_000_000,
+        "attributes kept"
+    );
+    for top in ["mega:/dest/src", "mega:/copy-of-src"] {
+        let dir = out.join(top.replace("mega:/", "").replace('/', "_"));
+        c.ok(&["get", "-r", top, &s(&dir)]).await;
+        for (rel, bytes, _) in &tree {
+            let got = std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{top}/{rel}: {e}"));
+            assert_eq!(&got, bytes, "{top}/{rel}");
+        }
+    }
+    // The copy is independent: deleting the original leaves it.
+    c.ok(&["rm", "-r", "--force", "mega:/src"]).await;
+    c.ok(&["get", "-r", "mega:/copy-of-src", &s(&out.join("again"))])
+        .await;
+
+    // An existing file: only with --force, and the old one is its previous version.
+    write(&local.join("other.bin"), b"other", 1_600_000_100);
+    c.ok(&["put", &s(&local.join("other.bin")), "mega:/"]).await;
+    c.fails(&["cp", "mega:/one.bin", "mega:/other.bin"], 6)
+        .await;
+    c.ok(&["cp", "--force", "mega:/one.bin", "mega:/other.bin"])
+        .await;
+    let o = c
+        .ok(&["list", "--versions", "--json", "mega:/other.bin"])
+        .await;
+    let v = o.json();
+    assert_eq!(v[0]["size"], 300_000);
+    assert_eq!(v[0]["versions"][0]["size"], 5);
+    // Not into itself; not a root.
+    c.fails(&["cp", "-r", "mega:/dest", "mega:/dest/src/"], 2)
+        .await;
+    c.fails(&["cp", "-r", "mega:/", "mega:/dest/"], 2).await;
+}

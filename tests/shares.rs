@@ -816,3 +816,58 @@ async fn a_contacts_changed_key_refuses_the_share_until_it_is_verified() {
     assert_eq!(ring.get(&bob_raw).unwrap().method, Method::Fingerprint);
     assert_eq!(ring.get(&[7; 8]).unwrap().method, Method::Other(0x12));
 }
+
+/// A server-side copy takes a file by its handle: only one the copier can read. A file of a
+/// share is copied into the recipient's own drive (readable, the same content); a file of
+/// another account that shares nothing with the copier is refused.
+#[tokio::test]
+async fn copies_need_read_access_to_the_source() {
+    use mega_mount::client::Target;
+    let env = Env::start().await;
+    let (alice, folder) = alice_shares_with_bob_and_carol(&env).await;
+    let plan = alice
+        .view(|t| t.child_by_name(&folder, "plan.txt").cloned())
+        .unwrap();
+    let carol = env.login("carol@example.com").await;
+    let croot = carol.root().unwrap().handle;
+    let copy = carol
+        .copy(
+            &plan.handle,
+            Target {
+                parent: &croot,
+                name: "mine.txt",
+                replaces: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        carol.download_to_vec(&copy.handle).await.unwrap(),
+        b"the plan"
+    );
+    // dave shares nothing with alice: her file's handle gets him nothing.
+    let dave = env.account("dave@example.com").await;
+    let droot = dave.root().unwrap().handle;
+    let raw = mega_mount::api::commands::PutNodes {
+        t: &droot.0,
+        n: vec![mega_mount::api::commands::NewNode {
+            h: plan.handle.0.clone(),
+            t: 0,
+            a: plan.attrs.clone(),
+            k: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+            ov: None,
+            p: None,
+        }],
+        i: "copy-test",
+        vb: None,
+        cr: None,
+    };
+    let e = dave.api().run(&raw).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            mega_mount::api::ApiError::Mega(mega_mount::api::ErrorCode::NotFound)
+        ),
+        "{e:?}"
+    );
+}

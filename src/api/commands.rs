@@ -304,7 +304,9 @@ impl Command for FetchNodes {
 /// A node to create with `p`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewNode {
-    /// A completion token (files) or a placeholder handle (folders).
+    /// A completion token (files), a placeholder handle (folders), or for a copy the
+    /// source node's handle (the server copies a file's content by it; for a folder it is
+    /// only the label that `p` of its children names).
     pub h: String,
     pub t: i64,
     pub a: String,
@@ -312,6 +314,10 @@ pub struct NewNode {
     /// The file this one supersedes: it becomes this node's previous version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ov: Option<String>,
+    /// The `h` of an earlier element of the same request, the new folder this node goes
+    /// into (a tree copied in one `p`); absent, it goes into the request's `t`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<String>,
 }
 
 /// `cr`: node keys wrapped with share keys, as `[share handles, node handles, triples]`

@@ -1,12 +1,13 @@
-//! `delete` (alias `rm`), `mkdir` and `move` (alias `mv`).
+//! `delete` (alias `rm`), `mkdir`, `move` (alias `mv`) and `copy` (alias `cp`).
 
 use super::exit::{self, CliError};
-use super::path::RootKind;
+use super::path::{RemotePath, RootKind};
 use super::resolve::{
     child, ensure_path, exists, expand, not_found, remote_arg, resolve, root_handle,
 };
 use super::Ctx;
-use crate::tree::{Node, NodeKind};
+use crate::client::{Client, OldVersions, Target};
+use crate::tree::{Node, NodeHandle, NodeKind};
 
 pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     let client = ctx.client().await?;
@@ -110,42 +111,64 @@ pub(super) async fn mkdir(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `move` and `copy` put what they are given: into an existing folder (each keeps its
+/// name), or at the target path (one source; its parent must exist).
+struct Destination {
+    path: RemotePath,
+    folder: Option<Node>,
+}
+
+impl Destination {
+    fn of(client: &Client, dst: RemotePath, many: bool) -> Result<Destination, CliError> {
+        let node = resolve(client, &dst).ok();
+        let folder = match node {
+            Some(n) if n.kind.is_container() => Some(n),
+            _ if dst.dir || many => {
+                return Err(match node {
+                    Some(_) => {
+                        CliError::new(exit::USAGE, format!("{}: not a folder", dst.display()))
+                    }
+                    None => not_found(&dst.display()),
+                })
+            }
+            _ => None,
+        };
+        Ok(Destination { path: dst, folder })
+    }
+
+    /// The parent and name `node` gets.
+    fn place(&self, client: &Client, node: &Node) -> Result<(NodeHandle, String), CliError> {
+        if let Some(f) = &self.folder {
+            return Ok((f.handle.clone(), node.name.clone()));
+        }
+        let (p, name) = self
+            .path
+            .split_last()
+            .ok_or_else(|| CliError::new(exit::USAGE, "the target cannot be a root"))?;
+        Ok((resolve(client, &p)?.handle, name.to_string()))
+    }
+}
+
+/// A root cannot be moved or copied.
+fn movable(shown: &RemotePath, node: &Node, what: &str) -> Result<(), CliError> {
+    if matches!(node.kind, NodeKind::File | NodeKind::Folder) {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            exit::USAGE,
+            format!("{}: a root cannot be {what}", shown.display()),
+        ))
+    }
+}
+
 pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliError> {
     let (src, dst) = (remote_arg(source)?, remote_arg(target)?);
     let client = ctx.client().await?;
     let sources = expand(&client, &src)?;
-    let dst_node = resolve(&client, &dst).ok();
-    let into = match &dst_node {
-        Some(n) if n.kind.is_container() => true,
-        _ if dst.dir || sources.len() > 1 => {
-            return Err(match dst_node {
-                Some(_) => CliError::new(exit::USAGE, format!("{}: not a folder", dst.display())),
-                None => not_found(&dst.display()),
-            })
-        }
-        _ => false,
-    };
+    let dest = Destination::of(&client, dst, sources.len() > 1)?;
     for (shown, node) in sources {
-        if !matches!(node.kind, NodeKind::File | NodeKind::Folder) {
-            return Err(CliError::new(
-                exit::USAGE,
-                format!("{}: a root cannot be moved", shown.display()),
-            ));
-        }
-        let (parent, name) = if into {
-            (
-                dst_node
-                    .as_ref()
-                    .map(|n| n.handle.clone())
-                    .expect("invariant: `into` means the target exists"),
-                node.name.clone(),
-            )
-        } else {
-            let (p, name) = dst
-                .split_last()
-                .ok_or_else(|| CliError::new(exit::USAGE, "cannot move over a root"))?;
-            (resolve(&client, &p)?.handle, name.to_string())
-        };
+        movable(&shown, &node, "moved")?;
+        let (parent, name) = dest.place(&client, &node)?;
         if let Some(existing) = child(&client, &parent, &name)?.filter(|e| e.handle != node.handle)
         {
             if !ctx.cli.force || existing.kind.is_container() {
@@ -164,6 +187,63 @@ pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliE
                 "moved {} -> {}",
                 shown.display(),
                 client.path_of(&node.handle)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `copy` (alias `cp`): server-side copies, no content transferred; folders with
+/// `--recursive`. An existing file at the target is replaced with `--force` (it becomes the
+/// copy's previous version); an existing folder is never merged into.
+pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
+    let Some((target, sources)) = paths.split_last() else {
+        return Err(CliError::new(
+            exit::USAGE,
+            "copy: name sources and a target",
+        ));
+    };
+    let dst = remote_arg(target)?;
+    let client = ctx.client().await?;
+    let mut all = Vec::new();
+    for s in sources {
+        all.extend(expand(&client, &remote_arg(s)?)?);
+    }
+    let dest = Destination::of(&client, dst, all.len() > 1)?;
+    for (shown, node) in all {
+        movable(&shown, &node, "copied")?;
+        if node.kind.is_container() && !ctx.cli.recursive {
+            return Err(CliError::new(
+                exit::USAGE,
+                format!("{}: a folder (use -r to copy it)", shown.display()),
+            ));
+        }
+        let (parent, name) = dest.place(&client, &node)?;
+        if client.view(|t| t.is_within(&parent, &node.handle)) {
+            return Err(CliError::new(
+                exit::USAGE,
+                format!("{}: cannot copy a folder into itself", shown.display()),
+            ));
+        }
+        let existing = child(&client, &parent, &name)?;
+        let replaces = match &existing {
+            Some(e) if !ctx.cli.force || e.kind.is_container() || node.kind.is_container() => {
+                return Err(exists(&client.path_of(&e.handle)));
+            }
+            Some(e) => Some((&e.handle, OldVersions::Keep)),
+            None => None,
+        };
+        let target = Target {
+            parent: &parent,
+            name: &name,
+            replaces,
+        };
+        let copy = client.copy(&node.handle, target).await?;
+        if ctx.cli.verbose >= 1 {
+            eprintln!(
+                "copied {} -> {}",
+                shown.display(),
+                client.path_of(&copy.handle)
             );
         }
     }

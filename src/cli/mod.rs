@@ -131,6 +131,14 @@ pub enum Command {
     /// Move or rename: `move mega:/foo/a.txt mega:/bar/b.txt`
     #[command(alias = "mv")]
     Move { source: String, target: String },
+    /// Copy on the server, nothing downloaded (folders with --recursive; --force replaces a
+    /// file, keeping it as a previous version): `copy mega:/a.txt mega:/backup/`
+    #[command(alias = "cp")]
+    Copy {
+        /// Remote sources (globs too), then the target: a folder, or the copy's path
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+    },
     /// One-way sync: `sync mega:/foo/ /tmp/foo/` or `sync /tmp/foo mega:/foo`;
     /// two-way: `sync --two-way /tmp/foo mega:/foo [--watch]`
     Sync {
@@ -335,6 +343,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Delete { paths, .. } => manage::delete(ctx, paths).await,
         Command::Mkdir { paths } => manage::mkdir(ctx, paths).await,
         Command::Move { source, target } => manage::mv(ctx, source, target).await,
+        Command::Copy { paths } => manage::cp(ctx, paths).await,
         Command::Sync {
             source,
             target,

@@ -41,6 +41,17 @@ pub struct Target<'a> {
     pub replaces: Option<(&'a NodeHandle, OldVersions)>,
 }
 
+/// Nodes copied in one `p` at most; a larger tree is copied folder by folder.
+pub const COPY_BATCH: usize = 5000;
+
+/// The `ov` of a new node that keeps the file it replaces as its previous version.
+fn kept_as_version(old: Option<(&NodeHandle, OldVersions)>) -> Option<String> {
+    match old {
+        Some((h, OldVersions::Keep)) => Some(h.0.clone()),
+        _ => None,
+    }
+}
+
 impl Client {
     fn container(&self, h: &NodeHandle) -> Result<Node> {
         let n = self.node(h)?;
@@ -103,21 +114,24 @@ impl Client {
             .ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
     }
 
-    /// The `cr` element that gives every exported folder above `parent` the key of a new node
-    /// (called `name` in the `p` request), so folder-link readers can decrypt it.
-    fn share_cr(&self, parent: &NodeHandle, name: &str, key: &NodeKey) -> Option<ShareKeys> {
+    /// The `cr` element that gives every exported folder above `parent` the keys of new
+    /// nodes (each called by its `h` in the `p` request), so folder-link readers can decrypt
+    /// them.
+    fn shares_cr(&self, parent: &NodeHandle, nodes: &[(String, NodeKey)]) -> Option<ShareKeys> {
         let shares = self.view(|t| t.shares_above(parent));
         if shares.is_empty() {
             return None;
         }
+        let mut keys = Vec::new();
+        for (i, (_, sk)) in shares.iter().enumerate() {
+            for (j, (_, key)) in nodes.iter().enumerate() {
+                keys.push((i, j, b64::encode(&sk.wrap(&key.raw()))));
+            }
+        }
         Some(ShareKeys {
-            keys: shares
-                .iter()
-                .enumerate()
-                .map(|(i, (_, sk))| (i, 0, b64::encode(&sk.wrap(&key.raw()))))
-                .collect(),
+            keys,
             shares: shares.into_iter().map(|(h, _)| h.0).collect(),
-            nodes: vec![name.to_string()],
+            nodes: nodes.iter().map(|(h, _)| h.clone()).collect(),
         })
     }
 
@@ -148,7 +162,7 @@ impl Client {
     /// Creates one node with `p` under `parent` and returns it. A node that supersedes a
     /// file (`ov`) takes it over as its previous version.
     async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
-        let cr = self.share_cr(parent, &node.h, key);
+        let cr = self.shares_cr(parent, &[(node.h.clone(), key.clone())]);
         let ov = node.ov.clone().map(NodeHandle);
         let _m = self.mutation()?;
         let reply = self
@@ -203,6 +217,7 @@ impl Client {
             a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
             k: self.wrap_key(&key),
             ov: None,
+            p: None,
         };
         self.put_node(parent, node, &key).await
     }
@@ -304,25 +319,36 @@ impl Client {
         let mut attrs = Map::new();
         attrs.insert("n".into(), json!(target.name));
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
-        // A version that is gone already (deleted meanwhile) needs nothing more.
-        let old = target
-            .replaces
-            .filter(|(h, _)| self.view(|t| t.get(h).is_some_and(Node::is_file)))
-            .map(|(h, how)| match how {
-                OldVersions::Keep if !self.versions_enabled() => (h, OldVersions::Trash),
-                other => (h, other),
-            });
+        let old = self.superseding(&target);
         let node = NewNode {
             h: up.token,
             t: 0,
             a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
             k: self.wrap_key(&key),
-            ov: match old {
-                Some((h, OldVersions::Keep)) => Some(h.0.clone()),
-                _ => None,
-            },
+            ov: kept_as_version(old),
+            p: None,
         };
         let created = self.put_node(target.parent, node, &key).await?;
+        self.retire(&created, old).await;
+        Ok(created)
+    }
+
+    /// What becomes of the file a new node replaces: `None` if it replaces nothing, or a file
+    /// that is gone already (deleted meanwhile); `Keep` is `Trash` on an account that
+    /// turned versions off.
+    fn superseding<'a>(&self, target: &Target<'a>) -> Option<(&'a NodeHandle, OldVersions)> {
+        target
+            .replaces
+            .filter(|(h, _)| self.view(|t| t.get(h).is_some_and(Node::is_file)))
+            .map(|(h, how)| match how {
+                OldVersions::Keep if !self.versions_enabled() => (h, OldVersions::Trash),
+                other => (h, other),
+            })
+    }
+
+    /// Retires the file `created` replaced, as [`superseding`](Self::superseding) decided
+    /// (a version kept needs nothing more: `p` made it one).
+    async fn retire(&self, created: &Node, old: Option<(&NodeHandle, OldVersions)>) {
         let retired = match old {
             Some((old, OldVersions::Trash)) => self.trash(old).await,
             Some((old, OldVersions::Delete)) => self.delete(old).await,
@@ -333,6 +359,90 @@ impl Client {
                 "{}: the new version is saved, but the previous one could not be removed ({e}); both are kept",
                 self.path_of(&created.handle)
             );
+        }
+    }
+
+    /// Copies `src` (a file, or a folder with everything below it) to `target` on the
+    /// server: no content is downloaded or uploaded. The copies keep the sources' keys (a
+    /// file's content is the same ciphertext) and attributes; the top one takes
+    /// `target.name`. Previous versions stay with the original, as in MEGA's apps. A tree
+    /// goes in one `p` of at most [`COPY_BATCH`] nodes, a larger one folder by folder.
+    /// Returns the top copy.
+    pub async fn copy(&self, src: &NodeHandle, target: Target<'_>) -> Result<Node> {
+        let n = self.mutable(src)?;
+        self.container(target.parent)?;
+        if self.view(|t| t.is_within(target.parent, src)) {
+            return Err(Error::Invalid {
+                what: format!("{}: cannot copy a folder into itself", self.path_of(src)),
+                code: None,
+            });
+        }
+        let nodes: Option<Vec<Node>> = self.checked(|t| {
+            let sub = t.subtree(src);
+            (sub.len() <= COPY_BATCH).then(|| sub.into_iter().cloned().collect())
+        })?;
+        let whole = nodes.is_some();
+        let nodes = nodes.unwrap_or_else(|| vec![n.clone()]);
+        let old = self.superseding(&target).filter(|_| n.is_file());
+        let mut list = Vec::with_capacity(nodes.len());
+        let mut keys = Vec::with_capacity(nodes.len());
+        for (i, c) in nodes.iter().enumerate() {
+            let undecryptable = || Error::Undecryptable {
+                what: self.path_of(&c.handle),
+            };
+            let key = c.key.clone().ok_or_else(undecryptable)?;
+            let a = if i == 0 {
+                let mut attrs = c.attrs().ok_or_else(undecryptable)?;
+                attrs.insert("n".into(), json!(target.name));
+                // Where a restore from the Rubbish Bin would go concerns the original only.
+                attrs.remove("rr");
+                b64::encode(&attr::encrypt(&key.attr_key(), &attrs))
+            } else {
+                c.attrs.clone()
+            };
+            list.push(NewNode {
+                h: c.handle.0.clone(),
+                t: if c.kind.is_container() { 1 } else { 0 },
+                a,
+                k: self.wrap_key(&key),
+                ov: if i == 0 { kept_as_version(old) } else { None },
+                p: (i > 0)
+                    .then(|| c.parent.as_ref().map(|p| p.0.clone()))
+                    .flatten(),
+            });
+            keys.push((c.handle.0.clone(), key));
+        }
+        let cr = self.shares_cr(target.parent, &keys);
+        let ov = list[0].ov.clone().map(NodeHandle);
+        let created = {
+            let _m = self.mutation()?;
+            let reply = self
+                .api
+                .run(&PutNodes {
+                    t: &target.parent.0,
+                    n: list,
+                    i: self.api.echo_id(),
+                    vb: ov.as_ref().map(|_| 1),
+                    cr,
+                })
+                .await?;
+            self.insert_created(reply)?
+        };
+        if let Some(old) = ov {
+            // The server made it a child of the new node; our own echo is skipped.
+            self.reparent(&old, &created.handle);
+        }
+        self.retire(&created, old).await;
+        if !whole {
+            // Too large for one request: the folder is made, then each child copied into it.
+            for kid in self.children(src)? {
+                let t = Target {
+                    parent: &created.handle,
+                    name: &kid.name,
+                    replaces: None,
+                };
+                Box::pin(self.copy(&kid.handle, t)).await?;
+            }
         }
         Ok(created)
     }

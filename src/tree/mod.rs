@@ -356,7 +356,20 @@ impl NodeTree {
         v
     }
 
-    /// The incoming share a node lies in (its nearest shared ancestor), if any.
+    /// Whether `h` is `ancestor` or lies below it.
+    pub fn is_within(&self, h: &NodeHandle, ancestor: &NodeHandle) -> bool {
+        let mut cur = Some(h.clone());
+        // A parent chain is acyclic; never loop on a broken one.
+        for _ in 0..100_000 {
+            match cur {
+                Some(c) if c == *ancestor => return true,
+                Some(c) => cur = self.node(&c).and_then(|n| n.parent.clone()),
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// The top of the tree `h` lies in: the Cloud Drive, the Rubbish Bin or the Vault root
     /// (or the top of a share we received), `h` itself for a top.
     pub fn top_of(&self, h: &NodeHandle) -> Option<&Node> {
@@ -371,6 +384,7 @@ impl NodeTree {
         None
     }
 
+    /// The incoming share a node lies in (its nearest shared ancestor), if any.
     pub fn inshare_of(&self, h: &NodeHandle) -> Option<&Node> {
         let mut cur = self.node(h);
         while let Some(n) = cur {

@@ -154,6 +154,9 @@ pub(crate) fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
     })
 }
 
+/// The length of a node handle in base64url (6 bytes); an upload token is longer.
+const NODE_HANDLE_LEN: usize = 8;
+
 /// The largest upload size accepted: 2^53 − 1, the largest integer a JSON number carries
 /// exactly (what MEGA's JavaScript client can state).
 const MAX_FILE_SIZE: i64 = (1 << 53) - 1;
@@ -576,6 +579,9 @@ impl Ctx<'_> {
         // Validate everything first so that a bad element creates nothing.
         let mut planned = Vec::new();
         let mut quota_needed = 0;
+        // The `h` of each element so far and whether it makes a folder: a later element's
+        // `p` names one of them as its parent (the SDK copies a folder tree in one `p`).
+        let mut labels: Vec<(&str, bool)> = Vec::new();
         for n in list {
             let kind = i(n, "t").ok_or(err::EARGS)?;
             let attrs = s(n, "a").ok_or(err::EARGS)?;
@@ -592,21 +598,51 @@ impl Ctx<'_> {
                         quota_needed += src.size;
                         Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                     } else {
-                        let token = s(n, "h").ok_or(err::EARGS)?;
-                        Some((String::new(), 0, Some(token.to_string())))
+                        let h = s(n, "h").ok_or(err::EARGS)?;
+                        if h.len() == NODE_HANDLE_LEN {
+                            // A copy of a file this user can read: same content, same key.
+                            let src = self.node_for(sess, Some(h), shares::READ)?;
+                            if src.kind != FILE {
+                                return Err(err::EACCESS);
+                            }
+                            quota_needed += src.size;
+                            Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
+                        } else {
+                            Some((String::new(), 0, Some(h.to_string())))
+                        }
                     }
                 }
                 _ => return Err(err::EARGS),
             };
+            // `p`: the parent is an earlier element of this request (a folder).
+            let nested = match s(n, "p") {
+                None => None,
+                Some(p) => Some(
+                    labels
+                        .iter()
+                        .rposition(|(l, folder)| *l == p && *folder)
+                        .ok_or(err::EARGS)?,
+                ),
+            };
+            labels.push((s(n, "h").unwrap_or_default(), kind == FOLDER));
             // `ov`: the file this one supersedes (a new version of it).
             let old = match s(n, "ov") {
-                Some(ov) if kind == FILE => Some(self.superseded(sess, ov, &parent)?),
+                Some(ov) if kind == FILE && nested.is_none() => {
+                    Some(self.superseded(sess, ov, &parent)?)
+                }
                 _ => None,
             };
             if old.as_ref().is_some_and(|o| o.owner != parent.owner) {
                 return Err(err::EACCESS);
             }
-            planned.push((kind, attrs.to_string(), key.to_string(), source, old));
+            planned.push((
+                kind,
+                attrs.to_string(),
+                key.to_string(),
+                source,
+                old,
+                nested,
+            ));
         }
         let keep_versions = self.versioning_on(cmd, sess, &parent)?;
         if quota_needed > 0 {
@@ -620,7 +656,7 @@ impl Ctx<'_> {
         let mut names: Vec<(String, String)> = Vec::new();
         let mut new_nodes = Vec::new();
         let mut removals = Vec::new();
-        for (i, (kind, attrs, key, source, old)) in planned.into_iter().enumerate() {
+        for (i, (kind, attrs, key, source, old, nested)) in planned.into_iter().enumerate() {
             let (blob, size) = match source {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
@@ -645,7 +681,13 @@ impl Ctx<'_> {
                 handle: new_node_handle(),
                 owner: parent.owner.clone(),
                 creator,
-                parent: parent.handle.clone(),
+                parent: match nested {
+                    Some(j) => new_nodes
+                        .get(j)
+                        .map(|n: &Node| n.handle.clone())
+                        .ok_or(err::EINTERNAL)?,
+                    None => parent.handle.clone(),
+                },
                 kind,
                 attrs,
                 key,
@@ -666,9 +708,12 @@ impl Ctx<'_> {
         }
         // The new nodes with the versions they took over (in `f2`), after the `d` of each
         // superseded file.
+        // (A nested node comes with its top one's subtree.)
         let mut delivered = Vec::new();
         for n in &new_nodes {
-            delivered.extend(db(self.db.subtree(&n.handle))?);
+            if n.parent == parent.handle {
+                delivered.extend(db(self.db.subtree(&n.handle))?);
+            }
             created.push(self.render(n, &sess.user.handle)?);
         }
         let user = &sess.user.handle;
