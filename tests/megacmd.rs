@@ -1136,3 +1136,87 @@ async fn copy_on_the_server() {
         .await;
     c.fails(&["cp", "-r", "mega:/", "mega:/dest/"], 2).await;
 }
+
+/// `import` brings a public file or folder link of another account into this one, on the
+/// server (nothing uploaded), readable and verified afterwards; a name taken needs --force
+/// (files only).
+#[tokio::test]
+async fn import_public_links() {
+    let env = Env::start().await;
+    account(&env, "owner@example.com").await;
+    account(&env, "taker@example.com").await;
+    let owner = Cmd::new(&env, "owner@example.com");
+    let taker = Cmd::new(&env, "taker@example.com");
+    let local = env.dir.path().join("import-src");
+    let tree = make_tree(&local.join("album"));
+    write(&local.join("song.bin"), &data(200_000, 7), 1_600_000_000);
+    owner
+        .ok(&[
+            "put",
+            "-r",
+            &s(&local.join("album")),
+            &s(&local.join("song.bin")),
+            "mega:/",
+        ])
+        .await;
+    let file_link = owner
+        .ok(&["link", "mega:/song.bin"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    let folder_link = owner
+        .ok(&["link", "mega:/album"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    let uploads = env.server.stats().commands("u");
+
+    taker.ok(&["import", &file_link]).await;
+    taker.ok(&["mkdir", "mega:/in"]).await;
+    taker.ok(&["import", &folder_link, "mega:/in/"]).await;
+    taker.ok(&["import", &folder_link, "mega:/again"]).await;
+    assert_eq!(
+        env.server.stats().commands("u"),
+        uploads,
+        "nothing uploaded"
+    );
+    taker.fails(&["import", &file_link], 6).await;
+    taker.ok(&["import", "--force", &file_link]).await;
+    taker.fails(&["import", &folder_link, "mega:/in/"], 6).await;
+    taker
+        .fails(&["import", "https://mega.nz/file/nothing"], 2)
+        .await;
+
+    // The owner deletes everything: the imports are the taker's own.
+    owner
+        .ok(&["rm", "-r", "--force", "mega:/album", "mega:/song.bin"])
+        .await;
+    let out = env.dir.path().join("import-out");
+    std::fs::create_dir_all(&out).unwrap();
+    taker
+        .ok(&["get", "mega:/song.bin", &s(&out.join("song.bin"))])
+        .await;
+    assert_eq!(
+        std::fs::read(out.join("song.bin")).unwrap(),
+        data(200_000, 7)
+    );
+    assert_eq!(mtime(&out.join("song.bin")), 1_600_000_000);
+    for top in ["mega:/in/album", "mega:/again"] {
+        let dir = out.join(top.replace("mega:/", "").replace('/', "_"));
+        taker.ok(&["get", "-r", top, &s(&dir)]).await;
+        for (rel, bytes, _) in &tree {
+            let got = std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{top}/{rel}: {e}"));
+            assert_eq!(&got, bytes, "{top}/{rel}");
+        }
+    }
+    let o = taker
+        .ok(&["list", "--versions", "--json", "mega:/song.bin"])
+        .await;
+    assert_eq!(
+        o.json()[0]["versions"].as_array().unwrap().len(),
+        1,
+        "--force kept a version"
+    );
+}

@@ -857,6 +857,7 @@ async fn copies_need_read_access_to_the_source() {
             k: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
             ov: None,
             p: None,
+            ph: None,
         }],
         i: "copy-test",
         vb: None,

@@ -306,8 +306,13 @@ impl Command for FetchNodes {
 pub struct NewNode {
     /// A completion token (files), a placeholder handle (folders), or for a copy the
     /// source node's handle (the server copies a file's content by it; for a folder it is
-    /// only the label that `p` of its children names).
+    /// only the label that `p` of its children names). Empty for an import (`ph`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub h: String,
+    /// An import: a public file link's handle, or the handle of a node inside a folder link
+    /// (then also the label its children's `p` names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ph: Option<String>,
     pub t: i64,
     pub a: String,
     pub k: String,

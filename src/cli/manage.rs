@@ -6,7 +6,7 @@ use super::resolve::{
     child, ensure_path, exists, expand, not_found, remote_arg, resolve, root_handle,
 };
 use super::Ctx;
-use crate::client::{Client, OldVersions, Target};
+use crate::client::{Client, Linked, OldVersions, Target};
 use crate::tree::{Node, NodeHandle, NodeKind};
 
 pub(super) async fn delete(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
@@ -246,6 +246,48 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                 client.path_of(&copy.handle)
             );
         }
+    }
+    Ok(())
+}
+
+/// `import LINK [TARGET]`: a public file or folder link into the account (a copy on the
+/// server, as MEGA's "Import"), into the target folder (default mega:/) under the link's
+/// name, or at the target path. An existing file is replaced only with `--force` (kept as a
+/// previous version); an existing folder never.
+pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliError> {
+    let dst = remote_arg(target.unwrap_or("mega:/"))?;
+    crate::link::parse(url).map_err(|e| CliError::new(exit::USAGE, format!("{url}: {e}")))?;
+    let client = ctx.client().await?;
+    let linked = Linked::open(client.api(), url).await?;
+    let name = linked.name().to_string();
+    let folder_link = linked.is_folder();
+    let dest = Destination::of(&client, dst, false)?;
+    let (parent, name) = match &dest.folder {
+        Some(f) => (f.handle.clone(), name),
+        None => {
+            let (p, n) = dest
+                .path
+                .split_last()
+                .ok_or_else(|| CliError::new(exit::USAGE, "the target cannot be a root"))?;
+            (resolve(&client, &p)?.handle, n.to_string())
+        }
+    };
+    let existing = child(&client, &parent, &name)?;
+    let replaces = match &existing {
+        Some(e) if !ctx.cli.force || e.kind.is_container() || folder_link => {
+            return Err(exists(&client.path_of(&e.handle)));
+        }
+        Some(e) => Some((&e.handle, OldVersions::Keep)),
+        None => None,
+    };
+    let t = Target {
+        parent: &parent,
+        name: &name,
+        replaces,
+    };
+    let made = client.import(&linked, t).await?;
+    if ctx.cli.verbose >= 1 {
+        eprintln!("imported {}", client.path_of(&made.handle));
     }
     Ok(())
 }

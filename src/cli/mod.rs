@@ -139,6 +139,14 @@ pub enum Command {
         #[arg(required = true, num_args = 2..)]
         paths: Vec<String>,
     },
+    /// Import a public file or folder link into your account (a copy on the server):
+    /// `import 'https://mega.nz/folder/…#…' mega:/Imported/`
+    Import {
+        /// The public link (quote it: it holds a `#`)
+        link: String,
+        /// A folder to import into (default mega:/), or the new file's or folder's path
+        target: Option<String>,
+    },
     /// One-way sync: `sync mega:/foo/ /tmp/foo/` or `sync /tmp/foo mega:/foo`;
     /// two-way: `sync --two-way /tmp/foo mega:/foo [--watch]`
     Sync {
@@ -344,6 +352,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Mkdir { paths } => manage::mkdir(ctx, paths).await,
         Command::Move { source, target } => manage::mv(ctx, source, target).await,
         Command::Copy { paths } => manage::cp(ctx, paths).await,
+        Command::Import { link, target } => manage::import(ctx, link, target.as_deref()).await,
         Command::Sync {
             source,
             target,

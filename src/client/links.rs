@@ -100,6 +100,8 @@ pub struct PublicFile {
     pub name: String,
     pub size: u64,
     pub source: Source,
+    /// All its attributes, decrypted (what an import encrypts again).
+    pub attrs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Looks up a public file link (no login needed); `https` asks for (and insists on) an
@@ -133,6 +135,7 @@ pub async fn public_file(api: &ApiClient, url: &str, https: bool) -> Result<Publ
         .to_string();
     Ok(PublicFile {
         name,
+        attrs,
         size,
         source: Source {
             url: Some(checked_url(r.g, https)?),

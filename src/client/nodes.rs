@@ -11,12 +11,14 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncRead;
 
+use super::links::PublicFolder;
 use super::{Client, Error, Result};
 use crate::api::commands::{
     Delete, Move, NewNode, PutNodes, PutNodesReply, SetAttributes, ShareKeys,
 };
 use crate::crypto::fingerprint::Fingerprint;
 use crate::crypto::{attr, b64, FolderKey, Key128, NodeKey};
+use crate::link::{self, PublicLink};
 use crate::transfer::{upload, Progress, StagedFile};
 use crate::tree::{parse_node, Node, NodeHandle, NodeKind};
 
@@ -39,6 +41,52 @@ pub struct Target<'a> {
     pub parent: &'a NodeHandle,
     pub name: &'a str,
     pub replaces: Option<(&'a NodeHandle, OldVersions)>,
+}
+
+/// What a public link holds, opened (no login needed) to be imported.
+#[derive(Debug)]
+pub enum Linked {
+    File {
+        /// The link's public handle.
+        handle: String,
+        key: crate::crypto::FileKey,
+        file: super::links::PublicFile,
+    },
+    Folder(PublicFolder),
+}
+
+impl Linked {
+    /// Opens a file link (`g`) or a folder link (its whole tree).
+    pub async fn open(api: &crate::api::ApiClient, url: &str) -> Result<Linked> {
+        match link::parse(url)? {
+            PublicLink::File { handle, key } => {
+                let key = key.ok_or(link::LinkError::NoKey)?;
+                let file = super::links::public_file(api, url, false).await?;
+                Ok(Linked::File { handle, key, file })
+            }
+            PublicLink::Folder { .. } => Ok(Linked::Folder(PublicFolder::open(api, url).await?)),
+        }
+    }
+
+    /// The name the link gives its file or folder.
+    pub fn name(&self) -> &str {
+        match self {
+            Linked::File { file, .. } => &file.name,
+            Linked::Folder(pf) => &pf.root().name,
+        }
+    }
+
+    pub fn is_folder(&self) -> bool {
+        matches!(self, Linked::Folder(_))
+    }
+}
+
+/// Where a copy comes from: this account's tree (`p` names each source by `h`), or a folder
+/// link opened with [`PublicFolder::open`] (by `ph`).
+#[derive(Clone, Copy)]
+enum CopyFrom<'a> {
+    Account,
+    FolderLink(&'a PublicFolder),
 }
 
 /// Nodes copied in one `p` at most; a larger tree is copied folder by folder.
@@ -218,6 +266,7 @@ impl Client {
             k: self.wrap_key(&key),
             ov: None,
             p: None,
+            ph: None,
         };
         self.put_node(parent, node, &key).await
     }
@@ -327,6 +376,7 @@ impl Client {
             k: self.wrap_key(&key),
             ov: kept_as_version(old),
             p: None,
+            ph: None,
         };
         let created = self.put_node(target.parent, node, &key).await?;
         self.retire(&created, old).await;
@@ -369,48 +419,119 @@ impl Client {
     /// goes in one `p` of at most [`COPY_BATCH`] nodes, a larger one folder by folder.
     /// Returns the top copy.
     pub async fn copy(&self, src: &NodeHandle, target: Target<'_>) -> Result<Node> {
-        let n = self.mutable(src)?;
-        self.container(target.parent)?;
+        self.mutable(src)?;
         if self.view(|t| t.is_within(target.parent, src)) {
             return Err(Error::Invalid {
                 what: format!("{}: cannot copy a folder into itself", self.path_of(src)),
                 code: None,
             });
         }
-        let nodes: Option<Vec<Node>> = self.checked(|t| {
-            let sub = t.subtree(src);
-            (sub.len() <= COPY_BATCH).then(|| sub.into_iter().cloned().collect())
-        })?;
+        self.copy_from(CopyFrom::Account, src, target).await
+    }
+
+    /// Imports what a public link holds (opened with [`Linked::open`]) into the account
+    /// at `target`, as MEGA's "Import" does: a file link's file (its key and content; `p`
+    /// with its public handle) or a folder link's folder with everything below it (`p` with
+    /// each node's handle in the link). Returns the top node made.
+    pub async fn import(&self, linked: &Linked, target: Target<'_>) -> Result<Node> {
+        match linked {
+            Linked::File { handle, key, file } => {
+                self.container(target.parent)?;
+                let old = self.superseding(&target);
+                let mut attrs = file.attrs.clone();
+                attrs.insert("n".into(), json!(target.name));
+                attrs.remove("rr");
+                let key = NodeKey::File(key.clone());
+                let node = NewNode {
+                    h: String::new(),
+                    t: 0,
+                    a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
+                    k: self.wrap_key(&key),
+                    ov: kept_as_version(old),
+                    p: None,
+                    ph: Some(handle.clone()),
+                };
+                let created = self.put_node(target.parent, node, &key).await?;
+                self.retire(&created, old).await;
+                Ok(created)
+            }
+            Linked::Folder(pf) => {
+                let root = pf.root().handle.clone();
+                self.copy_from(CopyFrom::FolderLink(pf), &root, target)
+                    .await
+            }
+        }
+    }
+
+    /// Copies `src` of `from` to `target` (see [`copy`](Self::copy)): the tree in one `p`
+    /// if it has at most [`COPY_BATCH`] nodes, else the folder alone and then each child.
+    /// As the SDK copies: files keep their keys (the same ciphertext), folders get fresh
+    /// ones, every node's attributes are encrypted again without `rr` (where a restore from
+    /// the Rubbish Bin would go concerns the original only), and the top takes `target.name`.
+    async fn copy_from(
+        &self,
+        from: CopyFrom<'_>,
+        src: &NodeHandle,
+        target: Target<'_>,
+    ) -> Result<Node> {
+        self.container(target.parent)?;
+        let (top, nodes) = match from {
+            CopyFrom::Account => {
+                let top = self.node(src)?;
+                let sub = self.checked(|t| {
+                    let sub = t.subtree(src);
+                    (sub.len() <= COPY_BATCH).then(|| sub.into_iter().cloned().collect())
+                })?;
+                (top, sub)
+            }
+            CopyFrom::FolderLink(pf) => {
+                let top = pf.tree().get(src).cloned().ok_or_else(|| Error::NotFound {
+                    what: src.0.clone(),
+                })?;
+                let sub = pf.tree().subtree(src);
+                let sub = (sub.len() <= COPY_BATCH).then(|| sub.into_iter().cloned().collect());
+                (top, sub)
+            }
+        };
         let whole = nodes.is_some();
-        let nodes = nodes.unwrap_or_else(|| vec![n.clone()]);
-        let old = self.superseding(&target).filter(|_| n.is_file());
+        let nodes = nodes.unwrap_or_else(|| vec![top.clone()]);
+        let old = self.superseding(&target).filter(|_| top.is_file());
         let mut list = Vec::with_capacity(nodes.len());
         let mut keys = Vec::with_capacity(nodes.len());
         for (i, c) in nodes.iter().enumerate() {
             let undecryptable = || Error::Undecryptable {
-                what: self.path_of(&c.handle),
+                what: match from {
+                    CopyFrom::Account => self.path_of(&c.handle),
+                    CopyFrom::FolderLink(_) => c.name.clone(),
+                },
             };
-            let key = c.key.clone().ok_or_else(undecryptable)?;
-            let a = if i == 0 {
-                let mut attrs = c.attrs().ok_or_else(undecryptable)?;
+            let mut attrs = c.attrs().ok_or_else(undecryptable)?;
+            let key = match (&c.key, c.kind.is_container()) {
+                (Some(_), true) => NodeKey::Folder(FolderKey(Key128::random())),
+                (Some(k), false) => k.clone(),
+                (None, _) => return Err(undecryptable()),
+            };
+            if i == 0 {
                 attrs.insert("n".into(), json!(target.name));
-                // Where a restore from the Rubbish Bin would go concerns the original only.
-                attrs.remove("rr");
-                b64::encode(&attr::encrypt(&key.attr_key(), &attrs))
-            } else {
-                c.attrs.clone()
+            }
+            attrs.remove("rr");
+            let label = c.handle.0.clone();
+            let (h, ph) = match from {
+                CopyFrom::Account => (label.clone(), None),
+                CopyFrom::FolderLink(_) => (String::new(), Some(label.clone())),
             };
             list.push(NewNode {
-                h: c.handle.0.clone(),
+                h,
                 t: if c.kind.is_container() { 1 } else { 0 },
-                a,
+                a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
                 k: self.wrap_key(&key),
                 ov: if i == 0 { kept_as_version(old) } else { None },
                 p: (i > 0)
                     .then(|| c.parent.as_ref().map(|p| p.0.clone()))
                     .flatten(),
+                ph,
             });
-            keys.push((c.handle.0.clone(), key));
+            keys.push((label, key));
         }
         let cr = self.shares_cr(target.parent, &keys);
         let ov = list[0].ov.clone().map(NodeHandle);
@@ -435,13 +556,17 @@ impl Client {
         self.retire(&created, old).await;
         if !whole {
             // Too large for one request: the folder is made, then each child copied into it.
-            for kid in self.children(src)? {
+            let kids: Vec<Node> = match from {
+                CopyFrom::Account => self.children(src)?,
+                CopyFrom::FolderLink(pf) => pf.children(src).into_iter().cloned().collect(),
+            };
+            for kid in kids {
                 let t = Target {
                     parent: &created.handle,
                     name: &kid.name,
                     replaces: None,
                 };
-                Box::pin(self.copy(&kid.handle, t)).await?;
+                Box::pin(self.copy_from(from, &kid.handle, t)).await?;
             }
         }
         Ok(created)

@@ -154,6 +154,12 @@ pub(crate) fn db<T>(r: Result<T, store::StoreError>) -> Result<T, i64> {
     })
 }
 
+/// What an element of `p` is called by the others (`p`) and by `cr`: its `h`, or for an
+/// import its `ph`.
+fn label(n: &Value) -> &str {
+    s(n, "h").or_else(|| s(n, "ph")).unwrap_or_default()
+}
+
 /// The length of a node handle in base64url (6 bytes); an upload token is longer.
 const NODE_HANDLE_LEN: usize = 8;
 
@@ -593,8 +599,10 @@ impl Ctx<'_> {
                 FOLDER => None,
                 FILE => {
                     if let Some(ph) = s(n, "ph") {
-                        let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
-                        let src = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
+                        let src = self.importable(ph)?;
+                        if src.kind != FILE {
+                            return Err(err::EACCESS);
+                        }
                         quota_needed += src.size;
                         Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                     } else {
@@ -624,7 +632,7 @@ impl Ctx<'_> {
                         .ok_or(err::EARGS)?,
                 ),
             };
-            labels.push((s(n, "h").unwrap_or_default(), kind == FOLDER));
+            labels.push((label(n), kind == FOLDER));
             // `ov`: the file this one supersedes (a new version of it).
             let old = match s(n, "ov") {
                 Some(ov) if kind == FILE && nested.is_none() => {
@@ -699,7 +707,7 @@ impl Ctx<'_> {
             if let Some(old) = old {
                 removals.extend(self.supersede(cmd, sess, &node, &old, keep_versions)?);
             }
-            let h = list.get(i).and_then(|n| s(n, "h")).unwrap_or_default();
+            let h = list.get(i).map(label).unwrap_or_default();
             names.push((h.to_string(), node.handle.clone()));
             new_nodes.push(node);
         }
@@ -723,6 +731,21 @@ impl Ctx<'_> {
             Ok(packets)
         })?;
         Ok(json!({"f": created}))
+    }
+
+    /// What a `ph` in `p` imports: the node of a public link (a file link), or a node inside
+    /// an exported folder by its handle (a folder link's content, as the SDK imports it).
+    fn importable(&self, ph: &str) -> Result<Node, i64> {
+        if let Some(h) = db(self.db.node_for_link(ph))? {
+            return db(self.db.node(&h))?.ok_or(err::ENOENT);
+        }
+        let n = db(self.db.node(ph))?.ok_or(err::ENOENT)?;
+        for a in self.lineage(&n)? {
+            if a.kind == FOLDER && db(self.db.link_for_node(&a.handle))?.is_some() {
+                return Ok(n);
+            }
+        }
+        Err(err::ENOENT)
     }
 
     // ---- mutations ----

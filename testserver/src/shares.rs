@@ -166,7 +166,7 @@ pub(crate) fn user_object(u: &User) -> Value {
 
 impl Ctx<'_> {
     /// The node and its ancestors, nearest first (bounded: a cycle would be a bug).
-    fn lineage(&self, n: &Node) -> std::result::Result<Vec<Node>, i64> {
+    pub(crate) fn lineage(&self, n: &Node) -> std::result::Result<Vec<Node>, i64> {
         let mut out = vec![n.clone()];
         while out.len() < 10_000 {
             let Some(last) = out.last() else { break };
