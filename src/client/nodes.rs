@@ -50,9 +50,9 @@ pub enum Linked {
         /// The link's public handle.
         handle: String,
         key: crate::crypto::FileKey,
-        file: super::links::PublicFile,
+        file: Box<super::links::PublicFile>,
     },
-    Folder(Box<PublicFolder>),
+    Folder(PublicFolder),
 }
 
 impl Linked {
@@ -61,12 +61,10 @@ impl Linked {
         match link::parse(url)? {
             PublicLink::File { handle, key } => {
                 let key = key.ok_or(link::LinkError::NoKey)?;
-                let file = super::links::public_file(api, url, false).await?;
+                let file = Box::new(super::links::public_file(api, url, false).await?);
                 Ok(Linked::File { handle, key, file })
             }
-            PublicLink::Folder { .. } => Ok(Linked::Folder(Box::new(
-                PublicFolder::open(api, url).await?,
-            ))),
+            PublicLink::Folder { .. } => Ok(Linked::Folder(PublicFolder::open(api, url).await?)),
         }
     }
 
