@@ -52,7 +52,7 @@ pub enum Linked {
         key: crate::crypto::FileKey,
         file: Box<super::links::PublicFile>,
     },
-    Folder(PublicFolder),
+    Folder(Box<PublicFolder>),
 }
 
 impl Linked {
@@ -64,7 +64,9 @@ impl Linked {
                 let file = Box::new(super::links::public_file(api, url, false).await?);
                 Ok(Linked::File { handle, key, file })
             }
-            PublicLink::Folder { .. } => Ok(Linked::Folder(PublicFolder::open(api, url).await?)),
+            PublicLink::Folder { .. } => Ok(Linked::Folder(Box::new(
+                PublicFolder::open(api, url).await?,
+            ))),
         }
     }
 
