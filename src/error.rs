@@ -285,6 +285,7 @@ impl From<LinkError> for Error {
             LinkError::NotALink => "not a MEGA link",
             LinkError::BadKey => "the link's key is malformed",
             LinkError::NoKey => "the link has no decryption key",
+            LinkError::WrongPassword => "wrong password for this link (or the link is damaged)",
         };
         Error::Invalid {
             what: what.into(),

@@ -1220,3 +1220,93 @@ async fn import_public_links() {
         "--force kept a version"
     );
 }
+
+/// Runs megacmd with `input` on its stdin.
+async fn run_with_stdin(c: &Cmd<'_>, args: &[&str], input: &str) -> common::megacmd::Out {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = c.command(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("megacmd timed out")
+        .unwrap();
+    common::megacmd::Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Password-protected links (`#P!`) are made and opened on the client (the server never
+/// sees the password); a wrong password is refused (exit 3). `link --delete` removes a
+/// link: the old one stops working, and a folder exported again gets a working new one.
+#[tokio::test]
+async fn password_protected_links_and_deleting_links() {
+    let env = Env::start().await;
+    account(&env, "pl@example.com").await;
+    let c = Cmd::new(&env, "pl@example.com");
+    let local = env.dir.path().join("pl-src");
+    write(&local.join("secret.bin"), &data(70_000, 3), 1_600_000_000);
+    write(&local.join("dir/inner.txt"), b"inside", 1_600_000_000);
+    c.ok(&[
+        "put",
+        "-r",
+        &s(&local.join("secret.bin")),
+        &s(&local.join("dir")),
+        "mega:/",
+    ])
+    .await;
+    let o = run_with_stdin(&c, &["link", "--password", "mega:/secret.bin"], "hunter2\n").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let protected = o.stdout.trim().to_string();
+    assert!(protected.starts_with("https://mega.nz/#P!"), "{protected}");
+    assert!(!protected.contains("hunter2"));
+    let out = env.dir.path().join("pl-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let got = out.join("secret.bin");
+    let o = run_with_stdin(&c, &["get", &protected, &s(&got)], "hunter2\n").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::read(&got).unwrap(), data(70_000, 3));
+    let o = run_with_stdin(&c, &["get", &protected, &s(&out.join("no"))], "wrong\n").await;
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("wrong password"), "{}", o.stderr);
+    assert!(!out.join("no").exists());
+    // A protected folder link imports too.
+    let o = run_with_stdin(&c, &["link", "--password", "mega:/dir"], "pw\n").await;
+    let pdir = o.stdout.trim().to_string();
+    let o = run_with_stdin(&c, &["import", &pdir, "mega:/copied"], "pw\n").await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    c.ok(&["get", "mega:/copied/inner.txt", &s(&out.join("inner.txt"))])
+        .await;
+    assert_eq!(std::fs::read(out.join("inner.txt")).unwrap(), b"inside");
+
+    // Deleting links.
+    let file_link = c
+        .ok(&["link", "mega:/secret.bin"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    let folder_link = c.ok(&["link", "mega:/dir"]).await.stdout.trim().to_string();
+    c.ok(&["link", "--delete", "mega:/secret.bin"]).await;
+    c.ok(&["link", "--delete", "mega:/dir"]).await;
+    let o = c.run(&["get", &file_link, &s(&out.join("gone.bin"))]).await;
+    assert_ne!(o.code, 0, "a deleted file link still works");
+    let o = c
+        .run(&["get", "-r", &folder_link, &s(&out.join("gone-dir"))])
+        .await;
+    assert_ne!(o.code, 0, "a deleted folder link still works");
+    let again = c.ok(&["link", "mega:/dir"]).await.stdout.trim().to_string();
+    assert_ne!(again, folder_link, "a new public handle");
+    c.ok(&["get", "-r", &again, &s(&out.join("again"))]).await;
+    assert_eq!(
+        std::fs::read(out.join("again/inner.txt")).unwrap(),
+        b"inside"
+    );
+}

@@ -506,6 +506,19 @@ impl Command for GetLink<'_> {
     type Reply = String;
 }
 
+/// `l` with `d: 1`: removes a node's public link.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "l")]
+pub struct DeleteLink<'a> {
+    pub n: &'a str,
+    pub d: u8,
+    pub i: &'a str,
+}
+
+impl Command for DeleteLink<'_> {
+    type Reply = Ack;
+}
+
 /// One recipient of `s2` (`EXP` for a folder link), with an access level.
 #[derive(Debug, Serialize)]
 pub struct ShareTo<'a> {

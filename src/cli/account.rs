@@ -135,10 +135,69 @@ pub(super) async fn df(ctx: &Ctx) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) async fn link(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+pub(super) async fn link(
+    ctx: &Ctx,
+    arg: &str,
+    password: bool,
+    delete: bool,
+) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
     let node = resolve(&client, &rp)?;
-    println!("{}", client.export(&node.handle).await?);
+    if delete {
+        return Ok(client.unexport(&node.handle).await?);
+    }
+    let secret = if password {
+        let p = link_password("Password for the link: ")?;
+        if p.is_empty() {
+            return Err(CliError::new(exit::USAGE, "an empty link password"));
+        }
+        Some(p)
+    } else {
+        None
+    };
+    let link = client.export(&node.handle).await?;
+    match secret {
+        Some(p) => {
+            let salt: [u8; 32] = rand::random();
+            let protected = crate::link::protect(&link, &p, salt)
+                .map_err(|e| CliError::new(exit::OTHER, e.to_string()))?;
+            println!("{protected}");
+        }
+        None => println!("{link}"),
+    }
     Ok(())
+}
+
+/// A link password: asked on the terminal without echo, else the first line of stdin.
+pub(super) fn link_password(prompt: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
+    use std::io::{BufRead, IsTerminal};
+    let p = if std::io::stdin().is_terminal() {
+        super::tty::prompt_secret(prompt)
+            .map_err(|e| CliError::new(exit::USAGE, format!("cannot read the password: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::new(exit::USAGE, format!("cannot read the password: {e}")))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    Ok(zeroize::Zeroizing::new(p))
+}
+
+/// The ordinary link a command-line link stands for: a password-protected one (`#P!`) is
+/// opened with a password asked for (see [`link_password`]).
+pub(super) fn open_link(url: &str) -> Result<String, CliError> {
+    if !crate::link::is_protected(url) {
+        return Ok(url.to_string());
+    }
+    let p = link_password("Password for the link: ")?;
+    crate::link::unprotect(url, &p).map_err(|e| {
+        let code = match e {
+            crate::link::LinkError::WrongPassword => exit::AUTH,
+            _ => exit::USAGE,
+        };
+        CliError::new(code, e.to_string())
+    })
 }

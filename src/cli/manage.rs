@@ -256,6 +256,7 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
 /// previous version); an existing folder never.
 pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliError> {
     let dst = remote_arg(target.unwrap_or("mega:/"))?;
+    let url = &super::account::open_link(url)?;
     crate::link::parse(url).map_err(|e| CliError::new(exit::USAGE, format!("{url}: {e}")))?;
     let client = ctx.client().await?;
     let linked = Linked::open(client.api(), url).await?;

@@ -185,8 +185,17 @@ pub enum Command {
     /// Show storage quota
     #[command(alias = "quota")]
     Df,
-    /// Export a public link to a file or folder
-    Link { path: String },
+    /// Export a public link to a file or folder (or remove it): `link mega:/a.txt [--password]`
+    Link {
+        path: String,
+        /// Protect the link with a password (asked without echo, or read from stdin):
+        /// MEGA's `#P!` links, made on this machine; the server never sees the password
+        #[arg(long)]
+        password: bool,
+        /// Remove the link (a folder's link also stops the folder being exported)
+        #[arg(long, conflicts_with = "password")]
+        delete: bool,
+    },
     /// Show a folder tree
     Tree { path: Option<String> },
     /// Find files and folders below a folder: `find mega:/photos --name '*.jpg' --size +1M --mtime -7d`
@@ -382,7 +391,11 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Logout => account::logout(ctx).await,
         Command::Whoami => account::whoami(ctx).await,
         Command::Df => account::df(ctx).await,
-        Command::Link { path } => account::link(ctx, path).await,
+        Command::Link {
+            path,
+            password,
+            delete,
+        } => account::link(ctx, path, *password, *delete).await,
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
         Command::Find {
             path,

@@ -29,7 +29,10 @@ use crate::tree::{Node, NodeHandle, NodeKind};
 
 pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result<(), CliError> {
     match path::parse(source)? {
-        Location::Link(url) => return get_link(ctx, &url, target).await,
+        Location::Link(url) => {
+            let url = super::account::open_link(&url)?;
+            return get_link(ctx, &url, target).await;
+        }
         Location::Local(_) => {
             return Err(CliError::new(
                 exit::USAGE,

@@ -7,7 +7,7 @@ use tokio::io::AsyncWrite;
 
 use super::shares::new_share_key;
 use super::{task_failed, Client, Error, Result};
-use crate::api::commands::{FetchNodes, GetDownloadUrl, GetLink, Share, ShareTo};
+use crate::api::commands::{DeleteLink, FetchNodes, GetDownloadUrl, GetLink, Share, ShareTo};
 use crate::api::ApiClient;
 use crate::crypto::{attr, b64, Key128};
 use crate::link::{self, LinkError, PublicLink};
@@ -49,6 +49,37 @@ impl Client {
         }
     }
 
+    /// Removes a node's public link; a folder also stops being exported (its `EXP` share
+    /// ends), as MEGA's apps do. Nothing to remove is not an error.
+    pub async fn unexport(&self, h: &NodeHandle) -> Result<()> {
+        let n = self.node(h)?;
+        let _m = self.mutation()?;
+        self.api
+            .run(&DeleteLink {
+                n: &h.0,
+                d: 1,
+                i: self.api.echo_id(),
+            })
+            .await?;
+        if n.kind == NodeKind::Folder {
+            self.api
+                .run(&Share {
+                    n: &h.0,
+                    s: vec![ShareTo {
+                        u: "EXP",
+                        r: None,
+                        k: None,
+                    }],
+                    ok: None,
+                    ha: None,
+                    cr: None,
+                    i: self.api.echo_id(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn link_handle(&self, h: &NodeHandle) -> Result<String> {
         Ok(self
             .api
@@ -59,15 +90,14 @@ impl Client {
             .await?)
     }
 
-    /// Shares a folder with `EXP` (idempotent: an existing share key is reused).
+    /// Shares a folder with `EXP` (idempotent: an existing share key is reused, and the
+    /// `EXP` share made again in case its link was removed).
     async fn export_folder(&self, h: &NodeHandle) -> Result<Key128> {
-        if let Some(k) = self.read_tree().keys().share_keys.get(&h.0) {
-            return Ok(k.clone());
-        }
-        let share_key = new_share_key();
+        let known = self.read_tree().keys().share_keys.get(&h.0).cloned();
+        let share_key = known.clone().unwrap_or_else(new_share_key);
         let cr = self.keys_under(h, &share_key);
         // A key-manager account keeps the key in `^!keys`, stored before it is used.
-        if self.has_key_manager() {
+        if known.is_none() && self.has_key_manager() {
             self.store_own_share_key(&h.0, &share_key).await?;
         }
         let (ok, ha) = self.owner_key(h, &share_key);
