@@ -521,3 +521,59 @@ async fn folder_link_export_and_anonymous_access() {
     let again = env.login("fl@example.com").await;
     assert_eq!(again.export(&pubd.handle).await.unwrap(), link);
 }
+
+/// A link with an expiry (`l` with `ets`) works until then and is gone after it (the server
+/// answers `EEXPIRED`, which reads as "the link has expired"); a link's expiry cannot lie in
+/// the past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_expire() {
+    let env = Env::start().await;
+    let c = env.account("exp@example.com").await;
+    let root = c.root().unwrap().handle;
+    let mut body: &[u8] = b"short-lived";
+    let f = c
+        .upload(&root, "f.txt", &mut body, 11, 1_700_000_000, None)
+        .await
+        .unwrap();
+    let folder = c.mkdir(&root, "d").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(c.export_until(&f.handle, Some(now - 10)).await.is_err());
+    let until = now + 3;
+    let file_link = c.export_until(&f.handle, Some(until)).await.unwrap();
+    let folder_link = c.export_until(&folder.handle, Some(until)).await.unwrap();
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    let mut out = Vec::new();
+    download_public(
+        &anon,
+        &file_link,
+        &mut out,
+        &TransferConfig::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, b"short-lived");
+    mega_mount::PublicFolder::open(&anon, &folder_link)
+        .await
+        .unwrap();
+    // Past the expiry (the server's clock, in whole seconds).
+    let wait = (until + 1 - now).max(0) as u64;
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let e = download_public(
+        &anon,
+        &file_link,
+        &mut Vec::new(),
+        &TransferConfig::default(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+    let e = mega_mount::PublicFolder::open(&anon, &folder_link)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+}

@@ -1310,3 +1310,24 @@ async fn password_protected_links_and_deleting_links() {
         b"inside"
     );
 }
+
+/// `link --expire` takes a date or a time from now; one in the past is a usage error.
+#[tokio::test]
+async fn links_with_an_expiry() {
+    let env = Env::start().await;
+    account(&env, "le@example.com").await;
+    let c = Cmd::new(&env, "le@example.com");
+    let local = env.dir.path().join("le.txt");
+    write(&local, b"x", 1_600_000_000);
+    c.ok(&["put", &s(&local), "mega:/"]).await;
+    let link = c
+        .ok(&["link", "--expire", "30d", "mega:/le.txt"])
+        .await
+        .stdout;
+    let out = env.dir.path().join("le-out.txt");
+    c.ok(&["get", link.trim(), &s(&out)]).await;
+    c.fails(&["link", "--expire", "2001-01-01", "mega:/le.txt"], 2)
+        .await;
+    c.fails(&["link", "--expire", "soon", "mega:/le.txt"], 2)
+        .await;
+}

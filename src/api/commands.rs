@@ -500,6 +500,9 @@ impl Command for GetUploadUrl {
 pub struct GetLink<'a> {
     pub n: &'a str,
     pub i: &'a str,
+    /// When the link expires (absolute Unix time); absent, an existing link keeps its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ets: Option<i64>,
 }
 
 impl Command for GetLink<'_> {

@@ -140,6 +140,7 @@ pub(super) async fn link(
     arg: &str,
     password: bool,
     delete: bool,
+    expires: Option<i64>,
 ) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
@@ -156,7 +157,7 @@ pub(super) async fn link(
     } else {
         None
     };
-    let link = client.export(&node.handle).await?;
+    let link = client.export_until(&node.handle, expires).await?;
     match secret {
         Some(p) => {
             let salt: [u8; 32] = rand::random();
@@ -167,6 +168,75 @@ pub(super) async fn link(
         None => println!("{link}"),
     }
     Ok(())
+}
+
+/// `--expire`: a date `YYYY-MM-DD[THH:MM[:SS]]` (UTC) or a time from `now`, `N` with a unit
+/// of `m`, `h`, `d`, `w`; the result must lie in the future.
+pub(super) fn parse_when(when: &str, now: i64) -> Result<i64, CliError> {
+    let bad = || {
+        CliError::new(
+            exit::USAGE,
+            format!(
+                "--expire {when}: expected a date (2027-01-31, 2027-01-31T18:00) or 12h, 30d, 2w"
+            ),
+        )
+    };
+    let w = when.trim();
+    let t = if let Some((num, mult)) = w
+        .strip_suffix('m')
+        .map(|n| (n, 60))
+        .or_else(|| w.strip_suffix('h').map(|n| (n, 3600)))
+        .or_else(|| w.strip_suffix('d').map(|n| (n, 86_400)))
+        .or_else(|| w.strip_suffix('w').map(|n| (n, 7 * 86_400)))
+        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        n.checked_mul(mult)
+            .and_then(|d| now.checked_add(d))
+            .ok_or_else(bad)?
+    } else {
+        let (date, time) = w.split_once(['T', ' ']).unwrap_or((w, "00:00"));
+        let d: Vec<i64> = date
+            .split('-')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        let t: Vec<i64> = time
+            .split(':')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        let ([y, mo, da], [h, mi, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
+            return Err(bad());
+        };
+        let sec = match rest {
+            [] => 0,
+            [s] => *s,
+            _ => return Err(bad()),
+        };
+        if !(1..=12).contains(mo) || !(1..=31).contains(da) || *h > 23 || *mi > 59 || sec > 59 {
+            return Err(bad());
+        }
+        days_from_civil(*y, *mo, *da) * 86_400 + h * 3600 + mi * 60 + sec
+    };
+    if t <= now {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("--expire {when}: that is not in the future"),
+        ));
+    }
+    Ok(t)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// A link password: asked on the terminal without echo, else the first line of stdin.
@@ -200,4 +270,35 @@ pub(super) fn open_link(url: &str) -> Result<String, CliError> {
         };
         CliError::new(code, e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_times_read_as_dates_or_durations() {
+        let now = 1_700_000_000; // 2023-11-14T22:13:20Z
+        assert_eq!(parse_when("12h", now).unwrap(), now + 12 * 3600);
+        assert_eq!(parse_when("30d", now).unwrap(), now + 30 * 86_400);
+        assert_eq!(parse_when("2w", now).unwrap(), now + 14 * 86_400);
+        assert_eq!(parse_when("2024-01-01", now).unwrap(), 1_704_067_200);
+        assert_eq!(parse_when("2024-02-29T12:30", now).unwrap(), 1_709_209_800);
+        assert_eq!(
+            parse_when("2024-02-29 12:30:15", now).unwrap(),
+            1_709_209_815
+        );
+        for bad in [
+            "2020-01-01",
+            "0d",
+            "",
+            "d",
+            "1y",
+            "2024-13-01",
+            "2024-01-01T25:00",
+            "soon",
+        ] {
+            assert!(parse_when(bad, now).is_err(), "{bad}");
+        }
+    }
 }

@@ -193,8 +193,12 @@ pub enum Command {
         #[arg(long)]
         password: bool,
         /// Remove the link (a folder's link also stops the folder being exported)
-        #[arg(long, conflicts_with = "password")]
+        #[arg(long, conflicts_with_all = ["password", "expire"])]
         delete: bool,
+        /// The link stops working then: a date (UTC) `2027-01-31` or `2027-01-31T18:00`,
+        /// or a time from now, `12h`, `30d`, `2w`
+        #[arg(long, value_name = "WHEN")]
+        expire: Option<String>,
     },
     /// Show a folder tree
     Tree { path: Option<String> },
@@ -395,7 +399,14 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             path,
             password,
             delete,
-        } => account::link(ctx, path, *password, *delete).await,
+            expire,
+        } => {
+            let expires = expire
+                .as_deref()
+                .map(|w| account::parse_when(w, crate::local::time::now()))
+                .transpose()?;
+            account::link(ctx, path, *password, *delete, expires).await
+        }
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
         Command::Find {
             path,

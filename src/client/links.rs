@@ -29,17 +29,22 @@ fn checked_size(s: Option<u64>, fallback: u64) -> Result<u64> {
 impl Client {
     /// Exports a public link: a file link, or for a folder a folder link.
     pub async fn export(&self, h: &NodeHandle) -> Result<String> {
+        self.export_until(h, None).await
+    }
+
+    /// [`export`](Self::export), the link expiring at `expires` (Unix time) if given.
+    pub async fn export_until(&self, h: &NodeHandle, expires: Option<i64>) -> Result<String> {
         let n = self.node(h)?;
         match (&n.kind, n.file_key()) {
             (NodeKind::File, Some(k)) => {
                 let key = k.clone();
-                let ph = self.link_handle(h).await?;
+                let ph = self.link_handle(h, expires).await?;
                 Ok(link::file_link(&ph, &key))
             }
             (NodeKind::File, None) => Err(Error::Undecryptable { what: n.name }),
             (NodeKind::Folder, _) => {
                 let share_key = self.export_folder(h).await?;
-                let ph = self.link_handle(h).await?;
+                let ph = self.link_handle(h, expires).await?;
                 Ok(link::folder_link(&ph, &share_key))
             }
             _ => Err(Error::PermissionDenied {
@@ -80,12 +85,13 @@ impl Client {
         Ok(())
     }
 
-    async fn link_handle(&self, h: &NodeHandle) -> Result<String> {
+    async fn link_handle(&self, h: &NodeHandle, ets: Option<i64>) -> Result<String> {
         Ok(self
             .api
             .run(&GetLink {
                 n: &h.0,
                 i: self.api.echo_id(),
+                ets,
             })
             .await?)
     }
@@ -124,6 +130,16 @@ impl Client {
     }
 }
 
+/// A link past its expiry (`EEXPIRED`) is gone for whoever opens it.
+fn expired_link(e: crate::api::ApiError) -> Error {
+    match e {
+        crate::api::ApiError::Mega(crate::api::ErrorCode::Expired) => Error::NotFound {
+            what: "the link has expired".into(),
+        },
+        e => e.into(),
+    }
+}
+
 /// A public file's metadata.
 #[derive(Debug, Clone)]
 pub struct PublicFile {
@@ -149,7 +165,10 @@ pub async fn public_file(api: &ApiClient, url: &str, https: bool) -> Result<Publ
             })
         }
     };
-    let r = api.run(&GetDownloadUrl::public(&handle, https)).await?;
+    let r = api
+        .run(&GetDownloadUrl::public(&handle, https))
+        .await
+        .map_err(expired_link)?;
     let size = checked_size(r.s, 0)?;
     let at =
         r.at.as_deref()
@@ -227,7 +246,10 @@ impl PublicFolder {
             ca: Some(1),
             r: Some(1),
         };
-        let r = api.run_with(&cmd, &[("n", &handle)]).await?;
+        let r = api
+            .run_with(&cmd, &[("n", &handle)])
+            .await
+            .map_err(expired_link)?;
         let (tree, root) = tokio::task::spawn_blocking(move || NodeTree::from_folder_link(&r, key))
             .await
             .map_err(task_failed)??;

@@ -514,6 +514,7 @@ impl Ctx<'_> {
     fn g(&self, cmd: &Value) -> CmdResult {
         let (node, issuer) = if let Some(ph) = s(cmd, "p") {
             let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
+            self.link_live(ph)?;
             let node = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
             (node, format!("link:{ph}"))
         } else {
@@ -733,15 +734,29 @@ impl Ctx<'_> {
         Ok(json!({"f": created}))
     }
 
+    /// `EEXPIRED` once the link `ph` is past its expiry (`ets` of `l`).
+    fn link_live(&self, ph: &str) -> Result<(), i64> {
+        let ets = db(self.db.link_expiry(ph))?;
+        if ets > 0 && store::now() >= ets {
+            return Err(err::EEXPIRED);
+        }
+        Ok(())
+    }
+
     /// What a `ph` in `p` imports: the node of a public link (a file link), or a node inside
     /// an exported folder by its handle (a folder link's content, as the SDK imports it).
     fn importable(&self, ph: &str) -> Result<Node, i64> {
         if let Some(h) = db(self.db.node_for_link(ph))? {
+            self.link_live(ph)?;
             return db(self.db.node(&h))?.ok_or(err::ENOENT);
         }
         let n = db(self.db.node(ph))?.ok_or(err::ENOENT)?;
         for a in self.lineage(&n)? {
-            if a.kind == FOLDER && db(self.db.link_for_node(&a.handle))?.is_some() {
+            if a.kind != FOLDER {
+                continue;
+            }
+            if let Some(link) = db(self.db.link_for_node(&a.handle))? {
+                self.link_live(&link)?;
                 return Ok(n);
             }
         }
@@ -942,6 +957,7 @@ impl Ctx<'_> {
     fn linked_folder(&self) -> Result<Node, i64> {
         let ph = self.folder_link.ok_or(err::EARGS)?;
         let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
+        self.link_live(ph)?;
         let node = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
         if node.kind != FOLDER || !db(self.db.is_shared(&node.handle))? {
             return Err(err::ENOENT);
@@ -1008,19 +1024,30 @@ impl Ctx<'_> {
             }
             return Ok(json!(0));
         }
-        if let Some(ph) = db(self.db.link_for_node(&node.handle))? {
-            return Ok(json!(ph));
+        // `ets`: when the link expires (absolute Unix time, in the future); a link that
+        // exists keeps its expiry unless `ets` changes it.
+        let ets = match cmd.get("ets") {
+            None => None,
+            Some(_) => match i(cmd, "ets") {
+                Some(t) if t > store::now() => Some(t),
+                _ => return Err(err::EARGS),
+            },
+        };
+        let (ph, change) = match db(self.db.link_for_node(&node.handle))? {
+            Some(ph) if ets.is_none() => return Ok(json!(ph)),
+            Some(ph) => (ph, "u"),
+            None => {
+                let ph = new_node_handle();
+                db(self.db.insert_link(&ph, &node.handle))?;
+                (ph, "n")
+            }
+        };
+        let mut packet = json!({"h": node.handle, "ph": ph, change: 1, "ts": store::now()});
+        if let Some(t) = ets {
+            db(self.db.set_link_expiry(&ph, t))?;
+            packet["ets"] = json!(t);
         }
-        let ph = new_node_handle();
-        db(self.db.insert_link(&ph, &node.handle))?;
-        self.emit(
-            user,
-            Self::packet(
-                "ph",
-                cmd,
-                json!({"h": node.handle, "ph": ph, "n": 1, "ts": store::now()}),
-            ),
-        )?;
+        self.emit(user, Self::packet("ph", cmd, packet))?;
         Ok(json!(ph))
     }
 }

@@ -231,6 +231,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("downloads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("nodes", "creator", "TEXT NOT NULL DEFAULT ''"),
     ("user_shares", "key", "TEXT NOT NULL DEFAULT ''"),
+    ("links", "ets", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 pub fn now() -> i64 {
@@ -875,6 +876,21 @@ pub trait Queries {
             .conn()
             .query_row("SELECT node FROM links WHERE ph = ?1", [ph], |r| r.get(0))
             .optional()?)
+    }
+
+    /// When the link `ph` expires (Unix seconds; 0: never).
+    fn link_expiry(&self, ph: &str) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT ets FROM links WHERE ph = ?1", [ph], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    fn set_link_expiry(&self, ph: &str, ets: i64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE links SET ets = ?2 WHERE ph = ?1", params![ph, ets])?;
+        Ok(())
     }
 
     fn insert_link(&self, ph: &str, node: &str) -> Result<()> {
