@@ -1331,3 +1331,73 @@ async fn links_with_an_expiry() {
     c.fails(&["link", "--expire", "soon", "mega:/le.txt"], 2)
         .await;
 }
+
+/// Contact requests through megacmd: invite (with a message), the invitee sees it and
+/// accepts (both are contacts), decline and cancel end requests, remove ends a contact;
+/// requests survive a warm start (the tree cache) and follow packets from the other side.
+#[tokio::test]
+async fn contact_requests() {
+    let env = Env::start().await;
+    for u in ["ann@example.com", "ben@example.com", "cat@example.com"] {
+        account(&env, u).await;
+    }
+    let ann = Cmd::new(&env, "ann@example.com");
+    let ben = Cmd::new(&env, "ben@example.com");
+    let cat = Cmd::new(&env, "cat@example.com");
+    // Warm caches first, so that the requests below arrive as packets on warm starts.
+    for c in [&ann, &ben, &cat] {
+        c.ok(&["ls"]).await;
+    }
+    ann.ok(&[
+        "contacts",
+        "invite",
+        "ben@example.com",
+        "--message",
+        "hi ben",
+    ])
+    .await;
+    ann.ok(&["contacts", "invite", "cat@example.com"]).await;
+    ann.fails(&["contacts", "invite", "ben@example.com"], 6)
+        .await;
+    let kinds = |c: &serde_json::Value, kind: &str| -> Vec<String> {
+        c.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| r["email"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mine = ann.ok(&["contacts", "--json"]).await.json();
+    assert_eq!(
+        kinds(&mine, "outgoing"),
+        ["ben@example.com", "cat@example.com"]
+    );
+    let theirs = ben.ok(&["contacts", "--json"]).await.json();
+    assert_eq!(kinds(&theirs, "incoming"), ["ann@example.com"]);
+    let text = ben.ok(&["contacts"]).await.stdout;
+    assert!(
+        text.contains("ann@example.com") && text.contains("hi ben"),
+        "{text}"
+    );
+
+    ben.ok(&["contacts", "accept", "ann@example.com"]).await;
+    ben.fails(&["contacts", "accept", "ann@example.com"], 5)
+        .await;
+    cat.ok(&["contacts", "decline", "ann@example.com"]).await;
+    let mine = ann.ok(&["contacts", "--json"]).await.json();
+    assert!(kinds(&mine, "outgoing").is_empty(), "{mine}");
+    assert_eq!(kinds(&mine, "contact"), ["ben@example.com"]);
+    let theirs = ben.ok(&["contacts", "--json"]).await.json();
+    assert_eq!(kinds(&theirs, "contact"), ["ann@example.com"]);
+    assert!(kinds(&theirs, "incoming").is_empty());
+
+    // Cancel an invitation; remove a contact.
+    ann.ok(&["contacts", "invite", "cat@example.com"]).await;
+    ann.ok(&["contacts", "cancel", "cat@example.com"]).await;
+    assert!(kinds(&cat.ok(&["contacts", "--json"]).await.json(), "incoming").is_empty());
+    ann.ok(&["contacts", "remove", "ben@example.com"]).await;
+    assert!(kinds(&ann.ok(&["contacts", "--json"]).await.json(), "contact").is_empty());
+    assert!(kinds(&ben.ok(&["contacts", "--json"]).await.json(), "contact").is_empty());
+    ann.fails(&["contacts", "remove", "ben@example.com"], 5)
+        .await;
+}

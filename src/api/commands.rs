@@ -251,13 +251,18 @@ pub struct RawOutShare {
     pub r: Option<i64>,
 }
 
-/// An outgoing pending contact (`opc`): its handle and the invited address.
+/// A pending contact request: `opc` (sent: `m` is the invited address) or `ipc` (received:
+/// `m` is the sender's address), with its handle `p`, message and time.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct RawPendingContact {
     #[serde(default, deserialize_with = "lenient")]
     pub p: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub m: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub msg: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub ts: Option<i64>,
 }
 
 /// An outgoing share's key (`ok`/`ok0`), authenticated by `ha`.
@@ -293,6 +298,9 @@ pub struct FetchReply {
     /// Outgoing pending contacts: `p` and the address `m`.
     #[serde(default, deserialize_with = "lenient_list")]
     pub opc: Vec<RawPendingContact>,
+    /// Incoming pending contacts: `p` and the sender's address `m`.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub ipc: Vec<RawPendingContact>,
     /// The event cursor this snapshot corresponds to.
     pub sn: Option<String>,
 }
@@ -519,6 +527,53 @@ pub struct DeleteLink<'a> {
 }
 
 impl Command for DeleteLink<'_> {
+    type Reply = Ack;
+}
+
+/// `upc`: invites an address to be a contact (`aa: "a"`, with an optional message),
+/// reminds it (`"r"`) or cancels the invitation (`"d"`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "upc")]
+pub struct InviteContact<'a> {
+    pub u: &'a str,
+    pub aa: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<&'a str>,
+}
+
+/// The new request (`p`, `m`, …) for an invitation; `0` otherwise.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InviteReply {
+    Request(RawPendingContact),
+    Done(i64),
+}
+
+impl Command for InviteContact<'_> {
+    type Reply = InviteReply;
+}
+
+/// `upca`: answers an invitation received: accept (`aa: "a"`), deny (`"d"`), ignore (`"i"`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "upca")]
+pub struct AnswerInvitation<'a> {
+    pub p: &'a str,
+    pub aa: &'a str,
+}
+
+impl Command for AnswerInvitation<'_> {
+    type Reply = Ack;
+}
+
+/// `ur2`: removes a contact (by e-mail address or handle).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "ur2")]
+pub struct RemoveContact<'a> {
+    pub u: &'a str,
+    pub l: u8,
+}
+
+impl Command for RemoveContact<'_> {
     type Reply = Ack;
 }
 

@@ -246,8 +246,9 @@ pub enum Command {
     Unshare { path: String, user: Option<String> },
     /// List the folders you share (out) and those shared with you (in), with access levels
     Shares,
-    /// List your contacts with the fingerprint of each one's key and whether it is verified;
-    /// `contacts verify EMAIL` records that you compared it with them
+    /// List your contacts with the fingerprint of each one's key and whether it is verified,
+    /// and the invitations sent and received; `contacts invite|accept|decline|remove EMAIL`;
+    /// `contacts verify EMAIL` records that you compared the fingerprint with them
     Contacts {
         #[command(subcommand)]
         action: Option<ContactsAction>,
@@ -272,6 +273,23 @@ pub enum Command {
 /// What `contacts` does besides listing.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ContactsAction {
+    /// Invite someone to be a contact (they see it in MEGA's apps)
+    Invite {
+        email: String,
+        /// A message for them
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+    },
+    /// Cancel an invitation you sent
+    Cancel { email: String },
+    /// Accept an invitation you received
+    Accept { email: String },
+    /// Decline an invitation you received
+    Decline { email: String },
+    /// Ignore an invitation you received (the sender is not told)
+    Ignore { email: String },
+    /// Remove a contact (folders shared either way stay shared)
+    Remove { email: String },
     /// Mark a contact's key verified after comparing its fingerprint with them (also how a
     /// changed key is accepted)
     Verify {
@@ -435,6 +453,9 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Contacts {
             action: Some(ContactsAction::Verify { email }),
         } => share::verify(ctx, email).await,
+        Command::Contacts {
+            action: Some(action),
+        } => share::contact_action(ctx, action).await,
         Command::Completion { .. } | Command::ManPages { .. } => Ok(()), // handled in `run`
     }
 }

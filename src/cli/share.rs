@@ -9,7 +9,8 @@ use serde_json::json;
 use super::exit::{self, CliError};
 use super::path::{RemotePath, RootKind};
 use super::resolve::{remote_arg, resolve};
-use super::Ctx;
+use super::{ContactsAction, Ctx};
+use crate::client::contacts::Answer;
 use crate::client::Client;
 use crate::tree::{Access, Node};
 
@@ -174,12 +175,15 @@ pub(super) fn list_virtual(client: &Client, rp: &RemotePath) -> Option<Vec<Strin
 pub(super) async fn contacts(ctx: &Ctx) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let list = client.contacts().await?;
+    let requests = client.requests();
     let mut out = std::io::stdout().lock();
     if ctx.cli.json {
-        let v: Vec<_> = list
+        // One array: contacts (`kind: contact`), then invitations (`incoming`, `outgoing`).
+        let mut v: Vec<_> = list
             .iter()
             .map(|c| {
                 json!({
+                    "kind": "contact",
                     "user": c.user,
                     "email": c.email,
                     "fingerprint": c.fingerprint,
@@ -187,6 +191,12 @@ pub(super) async fn contacts(ctx: &Ctx) -> Result<(), CliError> {
                 })
             })
             .collect();
+        v.extend(requests.iter().map(|r| {
+            json!({
+                "kind": if r.outgoing { "outgoing" } else { "incoming" },
+                "email": r.email, "message": r.msg, "time": r.ts,
+            })
+        }));
         let _ = writeln!(out, "{}", serde_json::Value::Array(v));
         return Ok(());
     }
@@ -198,6 +208,57 @@ pub(super) async fn contacts(ctx: &Ctx) -> Result<(), CliError> {
             c.trust.as_str(),
             c.fingerprint.as_deref().unwrap_or("-")
         );
+    }
+    for r in &requests {
+        let what = if r.outgoing {
+            "invited (waiting for them)"
+        } else {
+            "invites you (megacmd contacts accept|decline)"
+        };
+        let msg = if r.msg.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.msg)
+        };
+        let _ = writeln!(out, "{:<32}  {what}{msg}", r.email);
+    }
+    Ok(())
+}
+
+/// `contacts invite|cancel|accept|decline|ignore|remove EMAIL`.
+pub(super) async fn contact_action(ctx: &Ctx, action: &ContactsAction) -> Result<(), CliError> {
+    let client = ctx.client().await?;
+    let (email, done) = match action {
+        ContactsAction::Invite { email, message } => {
+            client.invite(email, message.as_deref()).await?;
+            (email, "invited")
+        }
+        ContactsAction::Cancel { email } => {
+            client.cancel_invite(email).await?;
+            (email, "invitation cancelled")
+        }
+        ContactsAction::Accept { email } => {
+            client.answer_invitation(email, Answer::Accept).await?;
+            (email, "accepted: now a contact")
+        }
+        ContactsAction::Decline { email } => {
+            client.answer_invitation(email, Answer::Decline).await?;
+            (email, "declined")
+        }
+        ContactsAction::Ignore { email } => {
+            client.answer_invitation(email, Answer::Ignore).await?;
+            (email, "ignored")
+        }
+        ContactsAction::Remove { email } => {
+            client.remove_contact(email).await?;
+            (email, "removed from your contacts")
+        }
+        ContactsAction::Verify { email } => return verify(ctx, email).await,
+    };
+    if ctx.cli.json {
+        println!("{}", json!({"email": email, "done": done}));
+    } else {
+        println!("{email}: {done}");
     }
     Ok(())
 }

@@ -8,14 +8,20 @@
 //! — until the user, having compared fingerprints with the contact, confirms it with
 //! [`Client::verify_contact`], which records the current keys as verified (Ed25519
 //! FINGERPRINT, as the SDK records a verification). Records other clients wrote are kept.
+//!
+//! Contact requests (`MEGA-KEYS-SHARES-VERSIONS.md` §3.4): invite (`upc`), cancel, answer
+//! (`upca`: accept, decline, ignore) and remove a contact (`ur2`); the requests not yet
+//! answered are kept in the tree (from `f` and the `opc`/`ipc`/`upco`/`upci` packets).
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::{Client, Error, Result};
-use crate::api::ApiError;
+use crate::api::commands::{AnswerInvitation, InviteContact, InviteReply, RawUser, RemoveContact};
+use crate::api::{ApiError, ErrorCode};
 use crate::crypto::authring::{self, AuthRing, Check, Method};
 use crate::crypto::b64;
 use crate::crypto::keymgr::tag;
+use crate::tree::ContactRequest;
 
 /// A contact's public keys as the server presents them now.
 #[derive(Debug, Clone)]
@@ -206,15 +212,16 @@ impl Client {
         }
     }
 
-    /// The users this account knows (contacts and the people it shares with), each with the
-    /// fingerprint of their Ed25519 key and how far it is trusted; first sights are recorded.
+    /// The users this account knows (contacts and the people it shares with, not those
+    /// removed as contacts), each with the fingerprint of their Ed25519 key and how far it
+    /// is trusted; first sights are recorded.
     pub async fn contacts(&self) -> Result<Vec<Contact>> {
-        let mut users: Vec<(String, Option<String>)> = self
-            .read_tree()
-            .users()
-            .filter(|(h, _)| **h != self.session.user)
-            .map(|(h, m)| (h.clone(), Some(m.clone())))
-            .collect();
+        let mut users: Vec<(String, Option<String>)> = self.view(|t| {
+            t.users()
+                .filter(|(h, _)| **h != self.session.user && !t.is_hidden(h))
+                .map(|(h, m)| (h.clone(), Some(m.clone())))
+                .collect()
+        });
         users.sort_by(|a, b| a.1.cmp(&b.1));
         let mut out = Vec::with_capacity(users.len());
         for (user, email) in users {
@@ -289,5 +296,125 @@ impl Client {
             )));
         }
         Ok(authring::show(&authring::fingerprint(&ed)))
+    }
+}
+
+/// How an invitation received is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    Decline,
+    Ignore,
+}
+
+impl Client {
+    /// Contact requests not answered yet, sent and received, oldest first.
+    pub fn requests(&self) -> Vec<ContactRequest> {
+        let mut r: Vec<ContactRequest> = self.view(|t| t.requests().cloned().collect());
+        r.sort_by(|a, b| (a.ts, &a.email).cmp(&(b.ts, &b.email)));
+        r
+    }
+
+    /// Invites `email` to be a contact (`upc`), with an optional message; they see it in
+    /// MEGA's apps (and an e-mail from MEGA).
+    pub async fn invite(&self, email: &str, msg: Option<&str>) -> Result<ContactRequest> {
+        let email = email.trim().to_lowercase();
+        let reply = self
+            .api
+            .run(&InviteContact {
+                u: &email,
+                aa: "a",
+                msg,
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::Mega(ErrorCode::Exists) => Error::AlreadyExists {
+                    what: format!("{email}: already a contact, or already invited"),
+                },
+                e => e.into(),
+            })?;
+        let id = match reply {
+            InviteReply::Request(r) => r.p,
+            InviteReply::Done(_) => None,
+        }
+        .ok_or_else(|| Error::Protocol("`upc` reply without the request's handle".into()))?;
+        let now = crate::local::time::now();
+        let msg = msg.unwrap_or_default();
+        self.store.edit(
+            |_| {},
+            |t| t.learn_request(&id, Some(&email), true, msg, now, false),
+        );
+        Ok(ContactRequest {
+            id,
+            email,
+            outgoing: true,
+            msg: msg.to_string(),
+            ts: now,
+        })
+    }
+
+    /// The unanswered request sent to or received from `email`.
+    fn request_with(&self, email: &str, outgoing: bool) -> Result<ContactRequest> {
+        let email = email.trim().to_lowercase();
+        self.requests()
+            .into_iter()
+            .find(|r| r.outgoing == outgoing && r.email.to_lowercase() == email)
+            .ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "{email}: no invitation {} them",
+                    if outgoing { "sent to" } else { "from" }
+                ),
+            })
+    }
+
+    /// Cancels the invitation sent to `email`.
+    pub async fn cancel_invite(&self, email: &str) -> Result<()> {
+        let r = self.request_with(email, true)?;
+        self.api
+            .run(&InviteContact {
+                u: &r.email,
+                aa: "d",
+                msg: None,
+            })
+            .await?;
+        self.store
+            .edit(|_| {}, |t| t.learn_request(&r.id, None, true, "", 0, true));
+        Ok(())
+    }
+
+    /// Answers the invitation received from `email` (`upca`); accepted, they become a
+    /// contact.
+    pub async fn answer_invitation(&self, email: &str, answer: Answer) -> Result<()> {
+        let r = self.request_with(email, false)?;
+        let aa = match answer {
+            Answer::Accept => "a",
+            Answer::Decline => "d",
+            Answer::Ignore => "i",
+        };
+        self.api.run(&AnswerInvitation { p: &r.id, aa }).await?;
+        self.store
+            .edit(|_| {}, |t| t.learn_request(&r.id, None, false, "", 0, true));
+        Ok(())
+    }
+
+    /// Removes `email` from the contacts (`ur2`); shares stay as they are.
+    pub async fn remove_contact(&self, email: &str) -> Result<()> {
+        let user = self.user_handle(email).await?;
+        self.api
+            .run(&RemoveContact { u: &user, l: 0 })
+            .await
+            .map_err(|e| match e {
+                ApiError::Mega(ErrorCode::NotFound) => Error::NotFound {
+                    what: format!("{email}: not a contact"),
+                },
+                e => e.into(),
+            })?;
+        let hide = [RawUser {
+            u: Some(user),
+            m: None,
+            c: Some(0),
+        }];
+        self.store.edit(|_| {}, |t| t.learn_users(&hide));
+        Ok(())
     }
 }

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Node, NodeHandle, NodeTree};
-use crate::api::commands::{FetchReply, RawNode, RawOutShare, RawUser, ShareKey};
+use crate::api::commands::{
+    FetchReply, RawNode, RawOutShare, RawPendingContact, RawUser, ShareKey,
+};
 use crate::crypto::b64;
 use crate::tree::keys::KeyRing;
 
@@ -192,6 +194,12 @@ pub struct Meta {
     roots: Vec<(String, i64)>,
     /// The roots of folders shared with us.
     inshares: Vec<String>,
+    /// Contact requests not answered yet (absent from files of earlier versions).
+    #[serde(default)]
+    requests: Vec<super::ContactRequest>,
+    /// Users who are not contacts (`c: 0`).
+    #[serde(default)]
+    hidden: Vec<String>,
 }
 
 /// What a commit writes: the rows of changed nodes, the handles of removed ones, the meta.
@@ -286,6 +294,12 @@ fn meta_of(tree: &NodeTree) -> Meta {
         shares,
         roots,
         inshares,
+        requests: tree.requests().cloned().collect(),
+        hidden: {
+            let mut h: Vec<String> = tree.hidden.iter().cloned().collect();
+            h.sort();
+            h
+        },
     }
 }
 
@@ -398,6 +412,20 @@ fn check_value(keys: &KeyRing) -> String {
     b64::encode(&keys.master.0.wrap(CHECK_BLOCK))
 }
 
+/// The stored contact requests of one direction, as `f` lists them.
+fn pending(requests: &[super::ContactRequest], outgoing: bool) -> Vec<RawPendingContact> {
+    requests
+        .iter()
+        .filter(|r| r.outgoing == outgoing)
+        .map(|r| RawPendingContact {
+            p: Some(r.id.clone()),
+            m: Some(r.email.clone()),
+            msg: Some(r.msg.clone()),
+            ts: Some(r.ts),
+        })
+        .collect()
+}
+
 /// The whole-tree part of a cache as an `f` reply with `f` as its nodes. A share key the
 /// key manager gave us this time wins over the cached copy.
 fn meta_reply(small: Meta, keys: &KeyRing, f: Vec<RawNode>, sn: &str) -> FetchReply {
@@ -420,9 +448,9 @@ fn meta_reply(small: Meta, keys: &KeyRing, f: Vec<RawNode>, sn: &str) -> FetchRe
             .users
             .into_iter()
             .map(|(u, m)| RawUser {
+                c: Some(i64::from(!small.hidden.contains(&u))),
                 u: Some(u),
                 m: Some(m),
-                c: None,
             })
             .collect(),
         s: small
@@ -436,7 +464,8 @@ fn meta_reply(small: Meta, keys: &KeyRing, f: Vec<RawNode>, sn: &str) -> FetchRe
             })
             .collect(),
         ps: Vec::new(),
-        opc: Vec::new(),
+        opc: pending(&small.requests, true),
+        ipc: pending(&small.requests, false),
         sn: Some(sn.to_string()),
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use cache::{Backing, Opened};
 use resident::Resident;
 
-use crate::api::commands::{FetchReply, RawNode, RawUser};
+use crate::api::commands::{FetchReply, RawNode, RawPendingContact, RawUser};
 use crate::crypto::{Key128, MasterKey};
 use node::decode_attrs;
 
@@ -68,6 +68,10 @@ pub struct NodeTree {
     users: HashMap<String, String>,
     /// Our folders shared with other users (not `EXP` links).
     outshares: Vec<OutShare>,
+    /// Users who are no longer (or never were) contacts (`c: 0`), though still known.
+    hidden: HashSet<String>,
+    /// Contact requests not answered yet, sent and received, by request handle.
+    requests: std::collections::BTreeMap<String, ContactRequest>,
     /// The nodes marked as the root of a share we received (so that listing the incoming
     /// shares does not scan the whole tree).
     inshare_roots: std::collections::HashSet<NodeHandle>,
@@ -148,6 +152,19 @@ pub struct OutShare {
     pub access: Access,
 }
 
+/// A contact request not answered yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContactRequest {
+    /// The request's handle (`p`).
+    pub id: String,
+    /// The other side: the invited address (sent) or the sender's (received).
+    pub email: String,
+    /// Sent by this account (else received).
+    pub outgoing: bool,
+    pub msg: String,
+    pub ts: i64,
+}
+
 impl NodeTree {
     pub fn new(keys: KeyRing) -> Self {
         NodeTree {
@@ -162,6 +179,8 @@ impl NodeTree {
             keys,
             users: HashMap::new(),
             outshares: Vec::new(),
+            requests: Default::default(),
+            hidden: HashSet::new(),
             inshare_roots: Default::default(),
             generation: 0,
             dirty: HashMap::new(),
@@ -300,7 +319,73 @@ impl NodeTree {
             if let (Some(h), Some(m)) = (&u.u, &u.m) {
                 self.users.insert(h.clone(), m.clone());
             }
+            match (&u.u, u.c) {
+                (Some(h), Some(0)) => {
+                    self.hidden.insert(h.clone());
+                }
+                (Some(h), Some(_)) => {
+                    self.hidden.remove(h);
+                }
+                _ => {}
+            }
         }
+    }
+
+    /// Whether a known user is not a contact (removed, or only a share peer: `c: 0`).
+    pub fn is_hidden(&self, user: &str) -> bool {
+        self.hidden.contains(user)
+    }
+
+    /// Remembers contact requests of an `f` reply (`opc` sent, `ipc` received).
+    pub fn learn_requests(&mut self, sent: &[RawPendingContact], received: &[RawPendingContact]) {
+        for (list, outgoing) in [(sent, true), (received, false)] {
+            for r in list {
+                if let (Some(id), Some(email)) = (&r.p, &r.m) {
+                    self.requests.insert(
+                        id.clone(),
+                        ContactRequest {
+                            id: id.clone(),
+                            email: email.clone(),
+                            outgoing,
+                            msg: r.msg.clone().unwrap_or_default(),
+                            ts: r.ts.unwrap_or(0),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follows a contact request packet: a new one is recorded, a cancelled or answered
+    /// one forgotten.
+    pub fn learn_request(
+        &mut self,
+        id: &str,
+        email: Option<&str>,
+        outgoing: bool,
+        msg: &str,
+        ts: i64,
+        gone: bool,
+    ) {
+        if gone {
+            self.requests.remove(id);
+        } else if let Some(email) = email {
+            self.requests.insert(
+                id.to_string(),
+                ContactRequest {
+                    id: id.to_string(),
+                    email: email.to_string(),
+                    outgoing,
+                    msg: msg.to_string(),
+                    ts,
+                },
+            );
+        }
+    }
+
+    /// Contact requests not answered yet, sent and received.
+    pub fn requests(&self) -> impl Iterator<Item = &ContactRequest> {
+        self.requests.values()
     }
 
     /// The users the server told us about (contacts and share peers): handle and e-mail.
@@ -464,6 +549,7 @@ impl NodeTree {
         self.keys.learn_outgoing(&reply.ok);
         self.keys.learn_outgoing(&reply.ok0);
         self.learn_users(&reply.u);
+        self.learn_requests(&reply.opc, &reply.ipc);
         for s in &reply.s {
             let (Some(h), Some(u)) = (&s.h, &s.u) else {
                 continue;

@@ -75,6 +75,18 @@ pub enum ActionPacket {
         access: Option<i64>,
         echo: Option<String>,
     },
+    /// `opc`/`ipc`: a contact request sent or received (`gone`: cancelled, `dts`);
+    /// `upco`/`upci`: one answered (accepted, denied or ignored: no longer pending).
+    Request {
+        id: String,
+        /// The other side's address, where the packet names it.
+        email: Option<String>,
+        outgoing: bool,
+        msg: String,
+        ts: i64,
+        gone: bool,
+        echo: Option<String>,
+    },
     /// `c`: contacts (users) appeared or changed.
     Contacts {
         users: Vec<RawUser>,
@@ -106,6 +118,15 @@ impl ActionPacket {
                 owner: s("o").unwrap_or_default().to_string(),
                 user: s("u").unwrap_or_default().to_string(),
                 access: v.get("r").and_then(Value::as_i64),
+                echo,
+            },
+            "opc" | "ipc" | "upco" | "upci" => ActionPacket::Request {
+                id: s("p")?.to_string(),
+                email: s("m").map(str::to_string),
+                outgoing: matches!(a, "opc" | "upco"),
+                msg: s("msg").unwrap_or_default().to_string(),
+                ts: v.get("ts").and_then(Value::as_i64).unwrap_or(0),
+                gone: a.starts_with("up") || v.get("dts").is_some(),
                 echo,
             },
             "c" => ActionPacket::Contacts {
@@ -154,6 +175,7 @@ impl ActionPacket {
             | ActionPacket::UserAttributes { echo, .. }
             | ActionPacket::Share { echo, .. }
             | ActionPacket::Contacts { echo, .. }
+            | ActionPacket::Request { echo, .. }
             | ActionPacket::Other { echo, .. } => echo.as_deref(),
         }
     }
@@ -275,6 +297,15 @@ impl NodeTree {
                     }
                 }
                 ActionPacket::Contacts { users, .. } => self.learn_users(users),
+                ActionPacket::Request {
+                    id,
+                    email,
+                    outgoing,
+                    msg,
+                    ts,
+                    gone,
+                    ..
+                } => self.learn_request(id, email.as_deref(), *outgoing, msg, *ts, *gone),
                 ActionPacket::UserAttributes { .. } | ActionPacket::Other { .. } => {}
             }
         }

@@ -153,9 +153,16 @@ impl Ctx<'_> {
             "d" => {
                 let i = existing.ok_or(err::ENOENT)?;
                 db(self.db.delete_invitation(&i.id))?;
+                let now = crate::store::now();
                 let mut p = opc(&i);
-                p["dts"] = json!(crate::store::now());
+                p["dts"] = json!(now);
                 self.emit(&me.handle, Self::packet("opc", cmd, p))?;
+                // The invitee's copy goes too (`ipc` with `dts`, as the SDK's `sc_ipc` reads).
+                if let Some(u) = db(self.db.user_by_email(&email))? {
+                    let mut p = ipc(&i);
+                    p["dts"] = json!(now);
+                    self.emit(&u.handle, Self::packet("ipc", cmd, p))?;
+                }
                 Ok(json!(0))
             }
             _ => Err(err::EARGS),
