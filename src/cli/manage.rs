@@ -136,16 +136,34 @@ impl Destination {
         Ok(Destination { path: dst, folder })
     }
 
-    /// The parent and name `node` gets.
-    fn place(&self, client: &Client, node: &Node) -> Result<(NodeHandle, String), CliError> {
+    /// The parent and name something called `name` gets.
+    fn place(&self, client: &Client, name: &str) -> Result<(NodeHandle, String), CliError> {
         if let Some(f) = &self.folder {
-            return Ok((f.handle.clone(), node.name.clone()));
+            return Ok((f.handle.clone(), name.to_string()));
         }
         let (p, name) = self
             .path
             .split_last()
             .ok_or_else(|| CliError::new(exit::USAGE, "the target cannot be a root"))?;
         Ok((resolve(client, &p)?.handle, name.to_string()))
+    }
+}
+
+/// The file a new copy called `name` in `parent` replaces: none if the name is free; with
+/// `--force` a file (not when a folder is copied); anything else is "already exists".
+fn replaced(
+    ctx: &Ctx,
+    client: &Client,
+    parent: &NodeHandle,
+    name: &str,
+    folder: bool,
+) -> Result<Option<NodeHandle>, CliError> {
+    match child(client, parent, name)? {
+        Some(e) if !ctx.cli.force || e.kind.is_container() || folder => {
+            Err(exists(&client.path_of(&e.handle)))
+        }
+        Some(e) => Ok(Some(e.handle)),
+        None => Ok(None),
     }
 }
 
@@ -168,7 +186,7 @@ pub(super) async fn mv(ctx: &Ctx, source: &str, target: &str) -> Result<(), CliE
     let dest = Destination::of(&client, dst, sources.len() > 1)?;
     for (shown, node) in sources {
         movable(&shown, &node, "moved")?;
-        let (parent, name) = dest.place(&client, &node)?;
+        let (parent, name) = dest.place(&client, &node.name)?;
         if let Some(existing) = child(&client, &parent, &name)?.filter(|e| e.handle != node.handle)
         {
             if !ctx.cli.force || existing.kind.is_container() {
@@ -218,25 +236,18 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                 format!("{}: a folder (use -r to copy it)", shown.display()),
             ));
         }
-        let (parent, name) = dest.place(&client, &node)?;
+        let (parent, name) = dest.place(&client, &node.name)?;
         if client.view(|t| t.is_within(&parent, &node.handle)) {
             return Err(CliError::new(
                 exit::USAGE,
                 format!("{}: cannot copy a folder into itself", shown.display()),
             ));
         }
-        let existing = child(&client, &parent, &name)?;
-        let replaces = match &existing {
-            Some(e) if !ctx.cli.force || e.kind.is_container() || node.kind.is_container() => {
-                return Err(exists(&client.path_of(&e.handle)));
-            }
-            Some(e) => Some((&e.handle, OldVersions::Keep)),
-            None => None,
-        };
+        let replaces = replaced(ctx, &client, &parent, &name, node.kind.is_container())?;
         let target = Target {
             parent: &parent,
             name: &name,
-            replaces,
+            replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
         };
         let copy = client.copy(&node.handle, target).await?;
         if ctx.cli.verbose >= 1 {
@@ -263,28 +274,12 @@ pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result
     let name = linked.name().to_string();
     let folder_link = linked.is_folder();
     let dest = Destination::of(&client, dst, false)?;
-    let (parent, name) = match &dest.folder {
-        Some(f) => (f.handle.clone(), name),
-        None => {
-            let (p, n) = dest
-                .path
-                .split_last()
-                .ok_or_else(|| CliError::new(exit::USAGE, "the target cannot be a root"))?;
-            (resolve(&client, &p)?.handle, n.to_string())
-        }
-    };
-    let existing = child(&client, &parent, &name)?;
-    let replaces = match &existing {
-        Some(e) if !ctx.cli.force || e.kind.is_container() || folder_link => {
-            return Err(exists(&client.path_of(&e.handle)));
-        }
-        Some(e) => Some((&e.handle, OldVersions::Keep)),
-        None => None,
-    };
+    let (parent, name) = dest.place(&client, &name)?;
+    let replaces = replaced(ctx, &client, &parent, &name, folder_link)?;
     let t = Target {
         parent: &parent,
         name: &name,
-        replaces,
+        replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
     };
     let made = client.import(&linked, t).await?;
     if ctx.cli.verbose >= 1 {

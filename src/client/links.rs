@@ -67,20 +67,7 @@ impl Client {
             })
             .await?;
         if n.kind == NodeKind::Folder {
-            self.api
-                .run(&Share {
-                    n: &h.0,
-                    s: vec![ShareTo {
-                        u: "EXP",
-                        r: None,
-                        k: None,
-                    }],
-                    ok: None,
-                    ha: None,
-                    cr: None,
-                    i: self.api.echo_id(),
-                })
-                .await?;
+            self.end_share(h, "EXP").await?;
         }
         Ok(())
     }

@@ -361,11 +361,18 @@ impl Client {
             });
         }
         let _m = self.mutation()?;
+        self.end_share(h, &user).await?;
+        self.write_tree().set_outshare(h.clone(), &user, None);
+        Ok(())
+    }
+
+    /// `s2` ending the share of `h` with `user` (a handle, or `EXP` for a folder link).
+    pub(super) async fn end_share(&self, h: &NodeHandle, user: &str) -> Result<()> {
         self.api
             .run(&Share {
                 n: &h.0,
                 s: vec![ShareTo {
-                    u: &user,
+                    u: user,
                     r: None,
                     k: None,
                 }],
@@ -375,7 +382,6 @@ impl Client {
                 i: self.api.echo_id(),
             })
             .await?;
-        self.write_tree().set_outshare(h.clone(), &user, None);
         Ok(())
     }
 
