@@ -92,6 +92,9 @@ pub fn parse(url: &str) -> Result<PublicLink, LinkError> {
             },
             None => (None, None),
         };
+        // A writable link's write key follows the key after `:` (`…#KEY:WRITE-KEY`); reading
+        // needs only the key.
+        let k = k.map(|k| k.split_once(':').map_or(k, |(k, _)| k));
         return Ok(PublicLink::Folder {
             handle: h,
             key: folder_key(k)?,
@@ -329,6 +332,11 @@ mod tests {
         assert_eq!(
             unprotect("https://mega.nz/#P!AgE", "mega"),
             Err(LinkError::NotALink)
+        );
+        // A writable link reads as the plain one.
+        assert_eq!(
+            parse("https://mega.nz/folder/kAIGgRQQ#AAECAwQFBgcICQoLDA0ODw:d3JpdGUta2V5LTE2Ynl0ZQ"),
+            parse("https://mega.nz/folder/kAIGgRQQ#AAECAwQFBgcICQoLDA0ODw")
         );
         // Folders: 16-byte keys.
         let folder = "https://mega.nz/folder/kAIGgRQQ#AAECAwQFBgcICQoLDA0ODw";

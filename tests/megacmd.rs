@@ -1330,6 +1330,22 @@ async fn links_with_an_expiry() {
         .await;
     c.fails(&["link", "--expire", "soon", "mega:/le.txt"], 2)
         .await;
+    // A writable folder link: LINK:WRITE-KEY, readable like the plain one; files have none.
+    c.ok(&["mkdir", "mega:/drop"]).await;
+    c.ok(&["put", &s(&local), "mega:/drop/"]).await;
+    let w = c.ok(&["link", "--writable", "mega:/drop"]).await.stdout;
+    let (plain, key) = w.trim().rsplit_once(':').unwrap();
+    assert!(
+        plain.starts_with("https://mega.nz/folder/") && key.len() == 22,
+        "{w}"
+    );
+    c.ok(&["get", "-r", w.trim(), &s(&env.dir.path().join("drop-out"))])
+        .await;
+    assert_eq!(
+        std::fs::read(env.dir.path().join("drop-out/le.txt")).unwrap(),
+        b"x"
+    );
+    c.fails(&["link", "--writable", "mega:/le.txt"], 1).await;
 }
 
 /// Contact requests through megacmd: invite (with a message), the invitee sees it and

@@ -872,3 +872,67 @@ async fn copies_need_read_access_to_the_source() {
         "{e:?}"
     );
 }
+
+/// A writable folder link (`link --writable`): with its write key, a client without a
+/// session may add to the folder (`p` with `&n=<handle><key>`, run as the owner), nowhere
+/// else; without the key, or with another, it may only read. The link reads like a plain one.
+#[tokio::test]
+async fn writable_folder_links_take_writes_with_their_key_only() {
+    use mega_mount::api::commands::{NewNode, PutNodes};
+    use mega_mount::api::{ApiClient, ApiError, ErrorCode};
+    let env = Env::start().await;
+    let alice = env.account("alice@example.com").await;
+    let (folder, _) = project(&alice).await;
+    let root = alice.root().unwrap().handle;
+    let other = alice.mkdir(&root, "Other").await.unwrap().handle;
+    let link = alice.export_writable(&folder, None).await.unwrap();
+    let (plain, write_key) = link.rsplit_once(':').unwrap();
+    assert!(!write_key.is_empty() && plain.starts_with("https://mega.nz/folder/"));
+    let ph = &plain["https://mega.nz/folder/".len()..][..8];
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    // It reads like a plain link (the write key is ignored for reading).
+    let pf = mega_mount::PublicFolder::open(&anon, &link).await.unwrap();
+    assert_eq!(pf.root().name, "Project");
+    fn new_folder(t: &str) -> PutNodes<'_> {
+        PutNodes {
+            t,
+            n: vec![NewNode {
+                h: "xxxxxxxx".into(),
+                t: 1,
+                a: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+                k: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+                ov: None,
+                p: None,
+                ph: None,
+            }],
+            i: "wl-test",
+            vb: None,
+            cr: None,
+        }
+    }
+    let refused = |r: Result<_, ApiError>| matches!(r, Err(ApiError::Mega(ErrorCode::Access)));
+    let n_ok = format!("{ph}{write_key}");
+    let made = anon
+        .run_with(&new_folder(&folder.0), &[("n", n_ok.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(made.f.len(), 1);
+    assert_eq!(made.f[0].p.as_deref(), Some(folder.0.as_str()));
+    assert!(refused(
+        anon.run_with(&new_folder(&other.0), &[("n", n_ok.as_str())])
+            .await
+    ));
+    assert!(refused(
+        anon.run_with(&new_folder(&folder.0), &[("n", ph)]).await
+    ));
+    let wrong = format!("{ph}AAAAAAAAAAAAAAAAAAAAAA");
+    assert!(refused(
+        anon.run_with(&new_folder(&folder.0), &[("n", wrong.as_str())])
+            .await
+    ));
+    // Files have no writable links.
+    let plan = alice
+        .view(|t| t.child_by_name(&folder, "plan.txt").cloned())
+        .unwrap();
+    assert!(alice.export_writable(&plan.handle, None).await.is_err());
+}

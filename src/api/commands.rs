@@ -530,6 +530,28 @@ impl Command for DeleteLink<'_> {
     type Reply = Ack;
 }
 
+/// `l` with `w: "1"`: a writable folder link; the reply carries its write key.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "l")]
+pub struct GetWritableLink<'a> {
+    pub n: &'a str,
+    pub w: &'a str,
+    pub i: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ets: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WritableLinkReply {
+    pub ph: String,
+    /// The write key (base64url): whoever has it may add to the folder through the link.
+    pub w: String,
+}
+
+impl Command for GetWritableLink<'_> {
+    type Reply = WritableLinkReply;
+}
+
 /// `upc`: invites an address to be a contact (`aa: "a"`, with an optional message),
 /// reminds it (`"r"`) or cancels the invitation (`"d"`).
 #[derive(Debug, Serialize)]

@@ -135,20 +135,31 @@ pub(super) async fn df(ctx: &Ctx) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) async fn link(
-    ctx: &Ctx,
-    arg: &str,
-    password: bool,
-    delete: bool,
-    expires: Option<i64>,
-) -> Result<(), CliError> {
+/// What `link` is asked for besides a plain link.
+pub(super) struct LinkOptions {
+    pub password: bool,
+    pub delete: bool,
+    pub writable: bool,
+    /// When the link expires (Unix time).
+    pub expires: Option<i64>,
+}
+
+pub(super) async fn link(ctx: &Ctx, arg: &str, how: LinkOptions) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
     let node = resolve(&client, &rp)?;
-    if delete {
+    if how.delete {
         return Ok(client.unexport(&node.handle).await?);
     }
-    let secret = if password {
+    if how.writable {
+        println!(
+            "{}",
+            client.export_writable(&node.handle, how.expires).await?
+        );
+        return Ok(());
+    }
+    let expires = how.expires;
+    let secret = if how.password {
         let p = link_password("Password for the link: ")?;
         if p.is_empty() {
             return Err(CliError::new(exit::USAGE, "an empty link password"));

@@ -199,6 +199,10 @@ pub enum Command {
         /// or a time from now, `12h`, `30d`, `2w`
         #[arg(long, value_name = "WHEN")]
         expire: Option<String>,
+        /// A writable folder link (printed as LINK:WRITE-KEY): whoever has it may add files
+        /// and folders to the folder
+        #[arg(long, conflicts_with_all = ["password", "delete"])]
+        writable: bool,
     },
     /// Show a folder tree
     Tree { path: Option<String> },
@@ -418,12 +422,19 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             password,
             delete,
             expire,
+            writable,
         } => {
             let expires = expire
                 .as_deref()
                 .map(|w| account::parse_when(w, crate::local::time::now()))
                 .transpose()?;
-            account::link(ctx, path, *password, *delete, expires).await
+            let how = account::LinkOptions {
+                password: *password,
+                delete: *delete,
+                writable: *writable,
+                expires,
+            };
+            account::link(ctx, path, how).await
         }
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
         Command::Find {

@@ -7,7 +7,9 @@ use tokio::io::AsyncWrite;
 
 use super::shares::new_share_key;
 use super::{task_failed, Client, Error, Result};
-use crate::api::commands::{DeleteLink, FetchNodes, GetDownloadUrl, GetLink, Share, ShareTo};
+use crate::api::commands::{
+    DeleteLink, FetchNodes, GetDownloadUrl, GetLink, GetWritableLink, Share, ShareTo,
+};
 use crate::api::ApiClient;
 use crate::crypto::{attr, b64, Key128};
 use crate::link::{self, LinkError, PublicLink};
@@ -54,6 +56,30 @@ impl Client {
         }
     }
 
+    /// A writable folder link (`l` with `w: "1"`, the folder shared with `EXP` at full
+    /// access): anyone with the link and its write key may add files and folders to it. In
+    /// MEGAcmd's form, `LINK:WRITE-KEY`.
+    pub async fn export_writable(&self, h: &NodeHandle, expires: Option<i64>) -> Result<String> {
+        let n = self.node(h)?;
+        if n.kind != NodeKind::Folder {
+            // Only folders have writable links.
+            return Err(Error::NotAFolder {
+                what: self.path_of(h),
+            });
+        }
+        let share_key = self.export_folder_at(h, 2).await?;
+        let r = self
+            .api
+            .run(&GetWritableLink {
+                n: &h.0,
+                w: "1",
+                i: self.api.echo_id(),
+                ets: expires,
+            })
+            .await?;
+        Ok(format!("{}:{}", link::folder_link(&r.ph, &share_key), r.w))
+    }
+
     /// Removes a node's public link; a folder also stops being exported (its `EXP` share
     /// ends), as MEGA's apps do. Nothing to remove is not an error.
     pub async fn unexport(&self, h: &NodeHandle) -> Result<()> {
@@ -86,6 +112,12 @@ impl Client {
     /// Shares a folder with `EXP` (idempotent: an existing share key is reused, and the
     /// `EXP` share made again in case its link was removed).
     async fn export_folder(&self, h: &NodeHandle) -> Result<Key128> {
+        self.export_folder_at(h, 0).await
+    }
+
+    /// [`export_folder`](Self::export_folder) at an access level for link users (0 read-only,
+    /// 2 full: a writable link).
+    async fn export_folder_at(&self, h: &NodeHandle, access: u8) -> Result<Key128> {
         let known = self.read_tree().keys().share_keys.get(&h.0).cloned();
         let share_key = known.clone().unwrap_or_else(new_share_key);
         let cr = self.keys_under(h, &share_key);
@@ -100,7 +132,7 @@ impl Client {
                 n: &h.0,
                 s: vec![ShareTo {
                     u: "EXP",
-                    r: Some(0),
+                    r: Some(access),
                     k: None,
                 }],
                 ok: Some(&ok),

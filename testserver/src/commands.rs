@@ -188,6 +188,7 @@ impl Ctx<'_> {
         };
         match a {
             "f" | "g" if self.folder_link.is_some() => self.folder_link_cmd(a, cmd),
+            "u" | "p" if self.folder_link.is_some() => self.link_write(a, cmd),
             "us0" => self.us0(cmd),
             "us" => self.us(cmd),
             "g" => self.g(cmd),
@@ -955,7 +956,7 @@ impl Ctx<'_> {
 
     /// The exported folder behind the `&n=` folder link.
     fn linked_folder(&self) -> Result<Node, i64> {
-        let ph = self.folder_link.ok_or(err::EARGS)?;
+        let (ph, _) = self.link_parts().ok_or(err::EARGS)?;
         let h = db(self.db.node_for_link(ph))?.ok_or(err::ENOENT)?;
         self.link_live(ph)?;
         let node = db(self.db.node(&h))?.ok_or(err::ENOENT)?;
@@ -965,13 +966,54 @@ impl Ctx<'_> {
         Ok(node)
     }
 
+    /// The folder link of `&n=`: its public handle, and the write key that follows it for a
+    /// writable link (`&n=<handle><key>`).
+    fn link_parts(&self) -> Option<(&str, Option<&str>)> {
+        let n = self.folder_link?;
+        let ph = n.get(..NODE_HANDLE_LEN)?;
+        Some((ph, n.get(NODE_HANDLE_LEN..).filter(|w| !w.is_empty())))
+    }
+
+    /// `u` and `p` through a writable folder link (`&n=<handle><write key>`, no session):
+    /// run as the folder's owner, new nodes only inside the exported folder. A read-only
+    /// link or a wrong key: EACCESS.
+    fn link_write(&self, a: &str, cmd: &Value) -> CmdResult {
+        let root = self.linked_folder()?;
+        let (ph, key) = self.link_parts().ok_or(err::EARGS)?;
+        let auth = db(self.db.link_auth(ph))?;
+        match key {
+            Some(k) if !auth.is_empty() && k == auth => {}
+            _ => return Err(err::EACCESS),
+        }
+        if a == "p"
+            && !db(self
+                .db
+                .is_within(s(cmd, "t").ok_or(err::EARGS)?, &root.handle))?
+        {
+            return Err(err::EACCESS);
+        }
+        let owner = db(self.db.user(&root.owner))?.ok_or(err::ENOENT)?;
+        let sess = Session {
+            sid: format!("link:{ph}"),
+            user: owner,
+            sek: String::new(),
+        };
+        match a {
+            "u" => self.u(cmd, &sess),
+            _ => self.p(cmd, &sess),
+        }
+    }
+
     /// `f` and `g` through a folder link: the folder's subtree with every node's key under
     /// the share key (`"<folder>:<key>"`), and downloads of files inside it. A visitor gets
     /// only what it needs: no owner handle, no parent of the shared folder, no event cursor
     /// of the owner's account.
     fn folder_link_cmd(&self, a: &str, cmd: &Value) -> CmdResult {
         let root = self.linked_folder()?;
-        let issuer = format!("folder:{}", self.folder_link.unwrap_or_default());
+        let issuer = format!(
+            "folder:{}",
+            self.link_parts().map(|(ph, _)| ph).unwrap_or_default()
+        );
         if a == "g" {
             let h = s(cmd, "n").ok_or(err::EARGS)?;
             if !db(self.db.is_within(h, &root.handle))? {
@@ -1033,6 +1075,37 @@ impl Ctx<'_> {
                 _ => return Err(err::EARGS),
             },
         };
+        // `w: "1"`: a writable folder link, with a write key the reply carries.
+        let writable =
+            matches!(cmd.get("w"), Some(Value::String(w)) if w == "1") || i(cmd, "w") == Some(1);
+        if writable && node.kind != FOLDER {
+            return Err(err::EARGS);
+        }
+        if writable {
+            let ph = match db(self.db.link_for_node(&node.handle))? {
+                Some(ph) => ph,
+                None => {
+                    let ph = new_node_handle();
+                    db(self.db.insert_link(&ph, &node.handle))?;
+                    ph
+                }
+            };
+            let mut w = db(self.db.link_auth(&ph))?;
+            if w.is_empty() {
+                w = crypto::b64e(&crypto::random_bytes::<16>());
+                db(self.db.set_link_auth(&ph, &w))?;
+            }
+            if let Some(t) = ets {
+                db(self.db.set_link_expiry(&ph, t))?;
+            }
+            let mut packet =
+                json!({"h": node.handle, "ph": ph, "u": 1, "w": w, "ts": store::now()});
+            if let Some(t) = ets {
+                packet["ets"] = json!(t);
+            }
+            self.emit(user, Self::packet("ph", cmd, packet))?;
+            return Ok(json!({"ph": ph, "w": w}));
+        }
         let (ph, change) = match db(self.db.link_for_node(&node.handle))? {
             Some(ph) if ets.is_none() => return Ok(json!(ph)),
             Some(ph) => (ph, "u"),

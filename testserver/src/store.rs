@@ -232,6 +232,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("nodes", "creator", "TEXT NOT NULL DEFAULT ''"),
     ("user_shares", "key", "TEXT NOT NULL DEFAULT ''"),
     ("links", "ets", "INTEGER NOT NULL DEFAULT 0"),
+    ("links", "w", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 pub fn now() -> i64 {
@@ -885,6 +886,21 @@ pub trait Queries {
             .query_row("SELECT ets FROM links WHERE ph = ?1", [ph], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
+    }
+
+    /// The write key of a writable folder link ("" for a read-only link).
+    fn link_auth(&self, ph: &str) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("SELECT w FROM links WHERE ph = ?1", [ph], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    fn set_link_auth(&self, ph: &str, w: &str) -> Result<()> {
+        self.conn()
+            .execute("UPDATE links SET w = ?2 WHERE ph = ?1", params![ph, w])?;
+        Ok(())
     }
 
     fn set_link_expiry(&self, ph: &str, ets: i64) -> Result<()> {
