@@ -16,9 +16,10 @@ pub struct MountArgs {
     /// MOUNTPOINT, or SOURCE MOUNTPOINT (the mount.fuse3 convention; SOURCE is ignored)
     #[arg(required = true, num_args = 1..=2)]
     pub paths: Vec<PathBuf>,
-    /// Mount options: ro, allow_other, uid=, gid=, umask=, config=, cache_dir=, cache_size=,
-    /// hard_delete, no_cache, verify=full, shares=NAME (and fstab ones such as _netdev,
-    /// which are accepted)
+    /// Mount options, comma-separated: ro, rw, allow_other, allow_root, uid=, gid=, umask=,
+    /// config=FILE, cache_dir=DIR, cache_size=SIZE, hard_delete, https, verify=stream|full,
+    /// shares=NAME, rubbish=NAME, versions=NAME, list_special, xattr, writeback, no_cache,
+    /// tree_nodes=N (fstab ones such as _netdev, noauto, user are accepted)
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Stay in the foreground (otherwise: detach once mounted)
