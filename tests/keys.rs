@@ -16,7 +16,6 @@ use mega_mount::client::PublicFolder;
 use mega_mount::crypto::b64;
 use mega_mount::crypto::keymgr::{KeysContainer, IN_USE, TRUSTED};
 use mega_mount::Client;
-use mega_testserver::UserOptions;
 
 /// The account's current `^!keys`, decrypted, and its version.
 async fn keys_of(c: &Client) -> (KeysContainer, String) {
@@ -113,14 +112,7 @@ async fn login_reads_attributes_from_ug_and_needs_no_uga() {
     let folder = c.mkdir(&root, "linked").await.unwrap();
     let link = c.export(&folder.handle).await.unwrap();
     env.set_attr("ug@example.com", "^!dv", b"1").await;
-    env.user(
-        "old@example.com",
-        UserOptions {
-            legacy: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    env.legacy_user("old@example.com").await;
     env.server
         .faults()
         .update(|f| f.unknown_commands = vec!["uga".into()]);
@@ -222,14 +214,7 @@ async fn unknown_tags_survive_and_an_older_generation_stops_writes() {
 #[tokio::test]
 async fn legacy_accounts_share_with_owner_keys() {
     let env = Env::start().await;
-    env.user(
-        "old@example.com",
-        UserOptions {
-            legacy: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    env.legacy_user("old@example.com").await;
     let c = env.login("old@example.com").await;
     assert!(!c.has_key_manager());
     let root = c.root().unwrap().handle;

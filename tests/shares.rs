@@ -17,14 +17,7 @@ use mega_mount::{Client, Error};
 use mega_testserver::UserOptions;
 
 async fn legacy(env: &Env, email: &str) -> Client {
-    env.user(
-        email,
-        UserOptions {
-            legacy: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    env.legacy_user(email).await;
     env.login(email).await
 }
 

@@ -85,6 +85,18 @@ impl Env {
         Ok(c)
     }
 
+    /// An account made as before MEGA's key manager (no `^!keys`, no Ed25519/Cu25519 keys).
+    pub async fn legacy_user(&self, email: &str) {
+        self.user(
+            email,
+            UserOptions {
+                legacy: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
     /// Sets a user attribute of `email`'s account as another client would (`up2`).
     pub async fn set_attr(&self, email: &str, name: &str, value: &[u8]) {
         use base64::Engine;
