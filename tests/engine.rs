@@ -577,3 +577,73 @@ async fn links_expire() {
         .unwrap_err();
     assert!(e.to_string().contains("expired"), "{e}");
 }
+
+/// Every path below `top`, relative to it, sorted (names only: what a copy must reproduce).
+fn paths_below(c: &Client, top: &mega_mount::tree::NodeHandle) -> Vec<String> {
+    c.checked(|t| {
+        let mut rel: std::collections::HashMap<mega_mount::tree::NodeHandle, String> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for n in t.subtree(top).into_iter().skip(1) {
+            let parent = n.parent.as_ref().and_then(|p| rel.get(p)).cloned();
+            let path = match parent {
+                Some(p) => format!("{p}/{}", n.name),
+                None => n.name.clone(),
+            };
+            rel.insert(n.handle.clone(), path.clone());
+            out.push(path);
+        }
+        out.sort();
+        out
+    })
+    .unwrap()
+}
+
+/// A tree larger than one `p` takes (`COPY_BATCH`) is copied folder by folder, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_larger_than_one_request_is_copied_whole() {
+    use mega_mount::client::{Target, COPY_BATCH};
+    use mega_testserver::seed::{seed, SeedPlan};
+    let env = Env::start().await;
+    let email = "bigcopy@example.com";
+    env.user(email, UserOptions::default()).await;
+    let plan = SeedPlan {
+        folders: 30,
+        files: COPY_BATCH + 500,
+        depth: 2,
+    };
+    seed(env.server.store(), email, PASSWORD, plan).unwrap();
+    let c = env.login(email).await;
+    let root = c.root().unwrap().handle;
+    let top = c.mkdir(&root, "top").await.unwrap().handle;
+    for kid in c.children(&root).unwrap() {
+        if kid.handle != top {
+            c.move_to(&kid.handle, &top).await.unwrap();
+        }
+    }
+    let source = paths_below(&c, &top);
+    assert!(source.len() > COPY_BATCH, "{} nodes", source.len());
+    let puts = env.server.stats().commands("p");
+    let copy = c
+        .copy(
+            &top,
+            Target {
+                parent: &root,
+                name: "copy",
+                replaces: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        env.server.stats().commands("p") - puts > 1,
+        "more than one request"
+    );
+    assert_eq!(paths_below(&c, &copy.handle), source);
+    // What the server holds, seen by a fresh session.
+    let fresh = env.login(email).await;
+    let copy = fresh
+        .view(|t| t.child_by_name(&root, "copy").cloned())
+        .unwrap();
+    assert_eq!(paths_below(&fresh, &copy.handle), source);
+}

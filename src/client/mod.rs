@@ -49,7 +49,7 @@ use crate::tree::{KeyRing, Node, NodeHandle, NodeTree};
 pub use crate::error::{AuthError, Error, Result};
 pub use connect::connect;
 pub use links::{download_public, public_file, PublicFile, PublicFolder};
-pub use nodes::{Linked, OldVersions, Target};
+pub use nodes::{Linked, OldVersions, Target, COPY_BATCH};
 pub use watch::{TreeEvent, Watcher};
 
 /// Storage quota.
