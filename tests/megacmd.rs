@@ -1085,7 +1085,11 @@ async fn copy_on_the_server() {
     c.ok(&["copy", "mega:/one.bin", "mega:/dest/"]).await;
     c.fails(&["cp", "mega:/src", "mega:/dest/"], 2).await;
     c.ok(&["cp", "-r", "mega:/src", "mega:/dest/"]).await;
-    c.ok(&["cp", "-r", "mega:/src", "mega:/copy-of-src"]).await;
+    let o = c
+        .ok(&["cp", "-r", "--json", "mega:/src", "mega:/copy-of-src"])
+        .await;
+    assert_eq!(o.json()[0]["source"], "mega:/src");
+    assert_eq!(o.json()[0]["copy"], "mega:/copy-of-src");
     assert_eq!(
         env.server.stats().commands("u"),
         uploads,
@@ -1176,7 +1180,10 @@ async fn import_public_links() {
     taker.ok(&["import", &file_link]).await;
     taker.ok(&["mkdir", "mega:/in"]).await;
     taker.ok(&["import", &folder_link, "mega:/in/"]).await;
-    taker.ok(&["import", &folder_link, "mega:/again"]).await;
+    let o = taker
+        .ok(&["import", "--json", &folder_link, "mega:/again"])
+        .await;
+    assert_eq!(o.json()["imported"], "mega:/again");
     assert_eq!(
         env.server.stats().commands("u"),
         uploads,
@@ -1333,6 +1340,15 @@ async fn links_with_an_expiry() {
     // A writable folder link: LINK:WRITE-KEY, readable like the plain one; files have none.
     c.ok(&["mkdir", "mega:/drop"]).await;
     c.ok(&["put", &s(&local), "mega:/drop/"]).await;
+    let o = c
+        .ok(&["link", "--json", "--expire", "1w", "mega:/drop"])
+        .await;
+    assert_eq!(o.json()["path"], "mega:/drop");
+    assert!(o.json()["link"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://mega.nz/folder/"));
+    assert!(o.json()["expires"].as_i64().is_some());
     let w = c.ok(&["link", "--writable", "mega:/drop"]).await.stdout;
     let (plain, key) = w.trim().rsplit_once(':').unwrap();
     assert!(

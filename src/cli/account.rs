@@ -148,14 +148,31 @@ pub(super) async fn link(ctx: &Ctx, arg: &str, how: LinkOptions) -> Result<(), C
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
     let node = resolve(&client, &rp)?;
+    // One line: the link; with --json an object with the path and what was done.
+    let show = |link: Option<&str>| {
+        if ctx.cli.json {
+            let mut o = json!({"path": rp.display(), "handle": node.handle.0});
+            match link {
+                Some(l) => o["link"] = json!(l),
+                None => o["deleted"] = json!(true),
+            }
+            if let Some(t) = how.expires {
+                o["expires"] = json!(t);
+            }
+            println!("{o}");
+        } else if let Some(l) = link {
+            println!("{l}");
+        }
+    };
     if how.delete {
-        return Ok(client.unexport(&node.handle).await?);
+        client.unexport(&node.handle).await?;
+        show(None);
+        return Ok(());
     }
     if how.writable {
-        println!(
-            "{}",
-            client.export_writable(&node.handle, how.expires).await?
-        );
+        show(Some(
+            &client.export_writable(&node.handle, how.expires).await?,
+        ));
         return Ok(());
     }
     let expires = how.expires;
@@ -174,9 +191,9 @@ pub(super) async fn link(ctx: &Ctx, arg: &str, how: LinkOptions) -> Result<(), C
             let salt: [u8; 32] = rand::random();
             let protected = crate::link::protect(&link, &p, salt)
                 .map_err(|e| CliError::new(exit::OTHER, e.to_string()))?;
-            println!("{protected}");
+            show(Some(&protected));
         }
-        None => println!("{link}"),
+        None => show(Some(&link)),
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `delete` (alias `rm`), `mkdir`, `move` (alias `mv`) and `copy` (alias `cp`).
 
+use serde_json::json;
+
 use super::exit::{self, CliError};
 use super::path::{RemotePath, RootKind};
 use super::resolve::{
@@ -136,6 +138,16 @@ impl Destination {
         Ok(Destination { path: dst, folder })
     }
 
+    /// How the command line names what arrives here called `name`.
+    fn shown(&self, name: &str) -> RemotePath {
+        let mut p = self.path.clone();
+        if self.folder.is_some() {
+            p.parts.push(name.to_string());
+        }
+        p.dir = false;
+        p
+    }
+
     /// The parent and name something called `name` gets.
     fn place(&self, client: &Client, name: &str) -> Result<(NodeHandle, String), CliError> {
         if let Some(f) = &self.folder {
@@ -228,6 +240,7 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
         all.extend(expand(&client, &remote_arg(s)?)?);
     }
     let dest = Destination::of(&client, dst, all.len() > 1)?;
+    let mut made = Vec::new();
     for (shown, node) in all {
         movable(&shown, &node, "copied")?;
         if node.kind.is_container() && !ctx.cli.recursive {
@@ -250,13 +263,15 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
         };
         let copy = client.copy(&node.handle, target).await?;
-        if ctx.cli.verbose >= 1 {
-            eprintln!(
-                "copied {} -> {}",
-                shown.display(),
-                client.path_of(&copy.handle)
-            );
+        let to = dest.shown(&name).display();
+        if ctx.cli.json {
+            made.push(json!({"source": shown.display(), "copy": to, "handle": copy.handle.0}));
+        } else if ctx.cli.verbose >= 1 {
+            eprintln!("copied {} -> {to}", shown.display());
         }
+    }
+    if ctx.cli.json {
+        println!("{}", serde_json::Value::Array(made));
     }
     Ok(())
 }
@@ -282,8 +297,11 @@ pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result
         replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
     };
     let made = client.import(&linked, t).await?;
-    if ctx.cli.verbose >= 1 {
-        eprintln!("imported {}", client.path_of(&made.handle));
+    let path = dest.shown(&name).display();
+    if ctx.cli.json {
+        println!("{}", json!({"imported": path, "handle": made.handle.0}));
+    } else if ctx.cli.verbose >= 1 {
+        eprintln!("imported {path}");
     }
     Ok(())
 }

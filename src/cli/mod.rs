@@ -62,7 +62,8 @@ pub struct Cli {
     /// 0: summary only, 1: every file, 2: debug log, 3: trace log
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
     pub verbose: u8,
-    /// Machine-readable JSON output (list, df, whoami, transfer summaries)
+    /// Machine-readable JSON output (list, find, du, df, whoami, contacts, link, copy, import,
+    /// transfer summaries)
     #[arg(long, global = true)]
     pub json: bool,
     /// Files transferred at once (default from the config file, else 4)
