@@ -1081,33 +1081,8 @@ impl Ctx<'_> {
         if writable && node.kind != FOLDER {
             return Err(err::EARGS);
         }
-        if writable {
-            let ph = match db(self.db.link_for_node(&node.handle))? {
-                Some(ph) => ph,
-                None => {
-                    let ph = new_node_handle();
-                    db(self.db.insert_link(&ph, &node.handle))?;
-                    ph
-                }
-            };
-            let mut w = db(self.db.link_auth(&ph))?;
-            if w.is_empty() {
-                w = crypto::b64e(&crypto::random_bytes::<16>());
-                db(self.db.set_link_auth(&ph, &w))?;
-            }
-            if let Some(t) = ets {
-                db(self.db.set_link_expiry(&ph, t))?;
-            }
-            let mut packet =
-                json!({"h": node.handle, "ph": ph, "u": 1, "w": w, "ts": store::now()});
-            if let Some(t) = ets {
-                packet["ets"] = json!(t);
-            }
-            self.emit(user, Self::packet("ph", cmd, packet))?;
-            return Ok(json!({"ph": ph, "w": w}));
-        }
         let (ph, change) = match db(self.db.link_for_node(&node.handle))? {
-            Some(ph) if ets.is_none() => return Ok(json!(ph)),
+            Some(ph) if ets.is_none() && !writable => return Ok(json!(ph)),
             Some(ph) => (ph, "u"),
             None => {
                 let ph = new_node_handle();
@@ -1120,7 +1095,21 @@ impl Ctx<'_> {
             db(self.db.set_link_expiry(&ph, t))?;
             packet["ets"] = json!(t);
         }
+        let w = if writable {
+            let mut w = db(self.db.link_auth(&ph))?;
+            if w.is_empty() {
+                w = crypto::b64e(&crypto::random_bytes::<16>());
+                db(self.db.set_link_auth(&ph, &w))?;
+            }
+            packet["w"] = json!(w);
+            Some(w)
+        } else {
+            None
+        };
         self.emit(user, Self::packet("ph", cmd, packet))?;
-        Ok(json!(ph))
+        Ok(match w {
+            Some(w) => json!({"ph": ph, "w": w}),
+            None => json!(ph),
+        })
     }
 }
