@@ -647,3 +647,53 @@ async fn a_tree_larger_than_one_request_is_copied_whole() {
         .unwrap();
     assert_eq!(paths_below(&fresh, &copy.handle), source);
 }
+
+/// A file imported into a folder that has a folder link is readable through that link: the
+/// import's `cr` names the new node by its `ph`, as the `p` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_into_an_exported_folder_is_readable_through_its_link() {
+    use mega_mount::client::{Linked, Target};
+    let env = Env::start().await;
+    let owner = env.account("giver@example.com").await;
+    let root = owner.root().unwrap().handle;
+    let mut body: &[u8] = b"given";
+    let f = owner
+        .upload(&root, "gift.txt", &mut body, 5, 1_700_000_000, None)
+        .await
+        .unwrap();
+    let file_link = owner.export(&f.handle).await.unwrap();
+    let taker = env.account("taker@example.com").await;
+    let troot = taker.root().unwrap().handle;
+    let public = taker.mkdir(&troot, "public").await.unwrap().handle;
+    let folder_link = taker.export(&public).await.unwrap();
+    let anon = ApiClient::new(env.api_config()).unwrap();
+    let linked = Linked::open(&anon, &file_link).await.unwrap();
+    taker
+        .import(
+            &linked,
+            Target {
+                parent: &public,
+                name: "gift.txt",
+                replaces: None,
+            },
+        )
+        .await
+        .unwrap();
+    let pf = mega_mount::PublicFolder::open(&anon, &folder_link)
+        .await
+        .unwrap();
+    let kids = pf.children(&pf.root().handle);
+    assert_eq!(kids.len(), 1);
+    assert_eq!(kids[0].name, "gift.txt", "decryptable through the link");
+    let mut out = Vec::new();
+    pf.download(
+        &anon,
+        &kids[0].handle,
+        &mut out,
+        &TransferConfig::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, b"given");
+}

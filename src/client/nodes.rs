@@ -209,17 +209,38 @@ impl Client {
         })
     }
 
-    /// Creates one node with `p` under `parent` and returns it. A node that supersedes a
-    /// file (`ov`) takes it over as its previous version.
+    /// Creates one node with `p` under `parent` and returns it (see
+    /// [`put_nodes`](Self::put_nodes)).
     async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
-        let cr = self.shares_cr(parent, &[(node.h.clone(), key.clone())]);
-        let ov = node.ov.clone().map(NodeHandle);
+        self.put_nodes(parent, vec![node], vec![key.clone()]).await
+    }
+
+    /// Creates nodes with one `p` under `parent` (`keys[i]` is the key of `list[i]`, for the
+    /// `cr` of exported folders above) and returns the first. A first node that supersedes
+    /// a file (`ov`) takes it over as its previous version.
+    async fn put_nodes(
+        &self,
+        parent: &NodeHandle,
+        list: Vec<NewNode>,
+        keys: Vec<NodeKey>,
+    ) -> Result<Node> {
+        // `cr` names each new node as the request does: by `h`, or by `ph` for an import.
+        let named: Vec<(String, NodeKey)> = list
+            .iter()
+            .map(|n| match (&n.ph, n.h.is_empty()) {
+                (Some(ph), true) => ph.clone(),
+                _ => n.h.clone(),
+            })
+            .zip(keys)
+            .collect();
+        let cr = self.shares_cr(parent, &named);
+        let ov = list.first().and_then(|n| n.ov.clone()).map(NodeHandle);
         let _m = self.mutation()?;
         let reply = self
             .api
             .run(&PutNodes {
                 t: &parent.0,
-                n: vec![node],
+                n: list,
                 i: self.api.echo_id(),
                 vb: ov.as_ref().map(|_| 1),
                 cr,
@@ -366,19 +387,33 @@ impl Client {
     /// (which becomes its previous version in the same `p`), or beside it, then retiring the
     /// old one as the target says.
     async fn create_file(&self, target: Target<'_>, up: upload::Uploaded) -> Result<Node> {
-        let key = NodeKey::File(up.key.clone());
         let mut attrs = Map::new();
-        attrs.insert("n".into(), json!(target.name));
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
+        let key = NodeKey::File(up.key.clone());
+        self.put_file(target, key, attrs, up.token, None).await
+    }
+
+    /// Makes a file node called `target.name` with `p`: its content named by an upload
+    /// token (`h`) or a public file link's handle (`ph`), `attrs` besides the name; as the
+    /// new version of the file it replaces, then retiring the old one as the target says.
+    async fn put_file(
+        &self,
+        target: Target<'_>,
+        key: NodeKey,
+        mut attrs: Map<String, Value>,
+        h: String,
+        ph: Option<String>,
+    ) -> Result<Node> {
+        attrs.insert("n".into(), json!(target.name));
         let old = self.superseding(&target);
         let node = NewNode {
-            h: up.token,
+            h,
             t: 0,
             a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
             k: self.wrap_key(&key),
             ov: kept_as_version(old),
             p: None,
-            ph: None,
+            ph,
         };
         let created = self.put_node(target.parent, node, &key).await?;
         self.retire(&created, old).await;
@@ -415,11 +450,9 @@ impl Client {
     }
 
     /// Copies `src` (a file, or a folder with everything below it) to `target` on the
-    /// server: no content is downloaded or uploaded. The copies keep the sources' keys (a
-    /// file's content is the same ciphertext) and attributes; the top one takes
-    /// `target.name`. Previous versions stay with the original, as in MEGA's apps. A tree
-    /// goes in one `p` of at most [`COPY_BATCH`] nodes, a larger one folder by folder.
-    /// Returns the top copy.
+    /// server: no content is downloaded or uploaded; files keep their keys (the same
+    /// ciphertext), folders get fresh ones (see [`copy_from`](Self::copy_from)). Previous
+    /// versions stay with the original, as in MEGA's apps. Returns the top copy.
     pub async fn copy(&self, src: &NodeHandle, target: Target<'_>) -> Result<Node> {
         self.mutable(src)?;
         if self.view(|t| t.is_within(target.parent, src)) {
@@ -439,23 +472,11 @@ impl Client {
         match linked {
             Linked::File { handle, key, file } => {
                 self.container(target.parent)?;
-                let old = self.superseding(&target);
                 let mut attrs = file.attrs.clone();
-                attrs.insert("n".into(), json!(target.name));
                 attrs.remove("rr");
                 let key = NodeKey::File(key.clone());
-                let node = NewNode {
-                    h: String::new(),
-                    t: 0,
-                    a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
-                    k: self.wrap_key(&key),
-                    ov: kept_as_version(old),
-                    p: None,
-                    ph: Some(handle.clone()),
-                };
-                let created = self.put_node(target.parent, node, &key).await?;
-                self.retire(&created, old).await;
-                Ok(created)
+                self.put_file(target, key, attrs, String::new(), Some(handle.clone()))
+                    .await
             }
             Linked::Folder(pf) => {
                 let root = pf.root().handle.clone();
@@ -517,10 +538,9 @@ impl Client {
                 attrs.insert("n".into(), json!(target.name));
             }
             attrs.remove("rr");
-            let label = c.handle.0.clone();
             let (h, ph) = match from {
-                CopyFrom::Account => (label.clone(), None),
-                CopyFrom::FolderLink(_) => (String::new(), Some(label.clone())),
+                CopyFrom::Account => (c.handle.0.clone(), None),
+                CopyFrom::FolderLink(_) => (String::new(), Some(c.handle.0.clone())),
             };
             list.push(NewNode {
                 h,
@@ -533,28 +553,9 @@ impl Client {
                     .flatten(),
                 ph,
             });
-            keys.push((label, key));
+            keys.push(key);
         }
-        let cr = self.shares_cr(target.parent, &keys);
-        let ov = list[0].ov.clone().map(NodeHandle);
-        let created = {
-            let _m = self.mutation()?;
-            let reply = self
-                .api
-                .run(&PutNodes {
-                    t: &target.parent.0,
-                    n: list,
-                    i: self.api.echo_id(),
-                    vb: ov.as_ref().map(|_| 1),
-                    cr,
-                })
-                .await?;
-            self.insert_created(reply)?
-        };
-        if let Some(old) = ov {
-            // The server made it a child of the new node; our own echo is skipped.
-            self.reparent(&old, &created.handle);
-        }
+        let created = self.put_nodes(target.parent, list, keys).await?;
         self.retire(&created, old).await;
         if !whole {
             // Too large for one request: the folder is made, then each child copied into it.
