@@ -199,7 +199,7 @@ pub(super) async fn link(ctx: &Ctx, arg: &str, how: LinkOptions) -> Result<(), C
 }
 
 /// `--expire`: a date `YYYY-MM-DD[THH:MM[:SS]]` (UTC) or a time from `now`, `N` with a unit
-/// of `m`, `h`, `d`, `w`; the result must lie in the future.
+/// of `s`, `m`, `h`, `d`, `w`; the result must lie in the future.
 pub(super) fn parse_when(when: &str, now: i64) -> Result<i64, CliError> {
     let bad = || {
         CliError::new(
@@ -210,16 +210,9 @@ pub(super) fn parse_when(when: &str, now: i64) -> Result<i64, CliError> {
         )
     };
     let w = when.trim();
-    let t = if let Some((num, mult)) = w
-        .strip_suffix('m')
-        .map(|n| (n, 60))
-        .or_else(|| w.strip_suffix('h').map(|n| (n, 3600)))
-        .or_else(|| w.strip_suffix('d').map(|n| (n, 86_400)))
-        .or_else(|| w.strip_suffix('w').map(|n| (n, 7 * 86_400)))
-        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        let n: i64 = num.parse().map_err(|_| bad())?;
-        n.checked_mul(mult)
+    let t = if let Some(d) = crate::local::time::parse_duration(w, None) {
+        i64::try_from(d)
+            .ok()
             .and_then(|d| now.checked_add(d))
             .ok_or_else(bad)?
     } else {
@@ -245,7 +238,7 @@ pub(super) fn parse_when(when: &str, now: i64) -> Result<i64, CliError> {
         if !(1..=12).contains(mo) || !(1..=31).contains(da) || *h > 23 || *mi > 59 || sec > 59 {
             return Err(bad());
         }
-        days_from_civil(*y, *mo, *da) * 86_400 + h * 3600 + mi * 60 + sec
+        crate::local::time::unix_time(*y, *mo, *da, *h, *mi, sec)
     };
     if t <= now {
         return Err(CliError::new(
@@ -254,17 +247,6 @@ pub(super) fn parse_when(when: &str, now: i64) -> Result<i64, CliError> {
         ));
     }
     Ok(t)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A link password: asked on the terminal without echo, else the first line of stdin.

@@ -12,7 +12,7 @@ use super::progress::human;
 use super::resolve::{remote_arg, resolve};
 use super::Ctx;
 use crate::local::glob::glob_match;
-use crate::local::time::fmt_time;
+use crate::local::time::{fmt_time, parse_duration};
 use crate::sync::oneway::{remote_listing, Entry, RemoteListing};
 use crate::tree::{NodeHandle, NodeTree};
 
@@ -58,22 +58,6 @@ impl Cmp {
     }
 }
 
-/// Seconds in `N[smhdw]` (days without a unit, as find's `-mtime`).
-fn duration_secs(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "" | "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 /// What `find` keeps.
 pub(super) struct Filter {
     name: Option<String>,
@@ -98,7 +82,8 @@ impl Filter {
                 .map(|s| Cmp::parse(s, "size", crate::mount::parse_size))
                 .transpose()?,
             age: mtime
-                .map(|s| Cmp::parse(s, "mtime", duration_secs))
+                // Days without a unit, as find's `-mtime`.
+                .map(|s| Cmp::parse(s, "mtime", |d| parse_duration(d, Some(86_400))))
                 .transpose()?,
             kind,
             now,

@@ -25,6 +25,34 @@ fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Unix seconds of a UTC date and time (the inverse of [`civil`]; proleptic Gregorian).
+pub fn unix_time(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+/// Seconds in `N` followed by a unit, `s`, `m`, `h`, `d` or `w`; a bare `N` counts `bare`
+/// seconds each (`None`: a unit is required).
+pub fn parse_duration(s: &str, bare: Option<u64>) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "" => bare?,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// `YYYY-MM-DD HH:MM` in UTC.
 pub fn fmt_time(secs: i64) -> String {
     let (y, m, d, hh, mm, _) = civil(secs);
@@ -40,6 +68,14 @@ pub fn fmt_time_secs(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_inverts_civil() {
+        for t in [0, 951_782_400, 1_709_209_815, 4_102_444_800] {
+            let (y, m, d, hh, mm, ss) = civil(t);
+            assert_eq!(unix_time(y, m, d, hh, mm, ss), t);
+        }
+    }
 
     #[test]
     fn time_formatting() {
