@@ -308,7 +308,7 @@ async fn moves_on_both_sides_are_moves_not_transfers() {
 async fn max_delete_guard_dry_run_exclusions_and_settling() {
     let env = Env::start().await;
     let p = Pair::new(&env, "guards@example.com").await;
-    p.write(".megaignore", b"*.tmp\nbuild/\n");
+    p.write(".megaignore", b"+sync:.megaignore\n-:*.tmp\n-d:build\n");
     for i in 0..4 {
         p.write(&format!("f{i}"), b"x");
     }
@@ -610,16 +610,16 @@ async fn watch_survives_a_failing_pass_and_recovers() {
         .await
         .unwrap()
         .unwrap();
-    // An exclusion file that cannot be read makes passes fail; the watch keeps going.
-    std::fs::create_dir(p.local.join(".megaignore")).unwrap();
+    // An exclusion file that cannot be parsed makes passes fail; the watch keeps going.
+    p.write(".megaignore", b"-:*.tmp\n*.bak\n");
     p.put_remote("later.txt", b"arrives anyway").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!task.is_finished(), "the watch stopped on a failed pass");
     assert!(
         !p.local.join("later.txt").exists(),
-        "the pass should have failed on the unreadable exclusion file"
+        "the pass should have failed on the malformed exclusion file"
     );
-    std::fs::remove_dir(p.local.join(".megaignore")).unwrap();
+    p.write(".megaignore", b"-:*.tmp\n-:*.bak\n");
     let path = p.local.join("later.txt");
     wait_for("recovered after the failure", 10, || path.exists()).await;
     task.abort();
@@ -681,4 +681,92 @@ async fn a_one_shot_run_waits_for_files_being_written() {
         "{err}"
     );
     assert!(!p.remote_files().await.contains_key("busy.log"));
+}
+
+/// MEGA's `.megaignore` as MEGA's apps apply it, on both sides of a pair: a pair without one
+/// gets the default file MEGA's desktop app writes (kept local), which keeps dotfiles, lock
+/// files and temporary files on their side; a subfolder's file adds rules for its subtree
+/// (nearest folder first, `N` only there, its own size filter) and is synced itself with
+/// `+sync:.megaignore`; a malformed line stops the run naming the file and the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megaignore_as_megas_apps_apply_it() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "megaignore@example.com").await;
+    for f in [
+        "notes.txt",
+        ".hidden",
+        "~lock.docx",
+        "draft.tmp",
+        "Thumbs.db",
+        "code/.git/HEAD",
+        "code/main.rs",
+        "art/.keep",
+        "art/raw/x",
+        "art/sub/raw/y",
+        "art/small.bin",
+    ] {
+        p.write(f, b"local");
+    }
+    p.write("art/big.bin", &[7; 2000]);
+    p.write("big.bin", &[7; 2000]);
+    p.write(
+        "art/.megaignore",
+        b"+sync:.megaignore\n+:.keep\n-N:raw\nexclude-larger:1k\n",
+    );
+    for f in [".config", "remote.tmp", "plain.txt"] {
+        p.put_remote(f, b"remote").await;
+    }
+
+    // A dry run writes nothing, not even the default file.
+    let mut opts = p.opts();
+    opts.dry_run = true;
+    p.run_with(opts).await.unwrap();
+    assert!(p.read(".megaignore").is_none());
+
+    p.run().await;
+    assert_eq!(
+        p.read(".megaignore").unwrap(),
+        mega_mount::sync::ignore::DEFAULT_FILE.as_bytes(),
+        "the default file MEGA's apps write"
+    );
+    let remote = p.remote_files().await;
+    let names: Vec<&str> = remote.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            ".config",
+            "art/.keep",
+            "art/.megaignore",
+            "art/small.bin",
+            "art/sub/raw/y",
+            "big.bin",
+            "code/main.rs",
+            "notes.txt",
+            "plain.txt",
+            "remote.tmp",
+        ]
+    );
+    assert_eq!(p.read("plain.txt").unwrap(), b"remote");
+    assert!(p.read(".config").is_none() && p.read("remote.tmp").is_none());
+
+    // A malformed line: the run stops before doing anything, naming the file and line.
+    p.write("code/.megaignore", b"-:*.o\nbuild/\n");
+    p.write("code/new.rs", b"new");
+    let home = env.dir.path().join("megaignore-home");
+    let local = p.local.display().to_string();
+    let args = ["sync", "--two-way", &local, "mega:/synced"];
+    let out = run_bin(&env, &home, "megaignore@example.com", &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("code/.megaignore, line 2"), "{err}");
+    assert!(!p.remote_files().await.contains_key("code/new.rs"));
+    p.write("code/.megaignore", b"-:*.o\n-d:build\n");
+    let out = run_bin(&env, &home, "megaignore@example.com", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote = p.remote_files().await;
+    assert!(remote.contains_key("code/new.rs") && !remote.contains_key("code/.megaignore"));
 }

@@ -255,7 +255,7 @@ fn sync_error(e: SyncError) -> CliError {
     match e {
         SyncError::TooManyDeletes { .. } => CliError::new(exit::GUARD, e.to_string()),
         SyncError::Client(c) => c.into(),
-        SyncError::Shadow(_) => CliError::new(exit::CONFIG, e.to_string()),
+        SyncError::Shadow(_) | SyncError::Ignore(_) => CliError::new(exit::CONFIG, e.to_string()),
         SyncError::Io { .. } | SyncError::Watch { .. } => CliError::new(exit::OTHER, e.to_string()),
     }
 }

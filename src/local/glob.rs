@@ -1,5 +1,6 @@
 //! Shell-style glob matching of one name (`*`, `?`, `[abc]`, `[a-z]`, `[!abc]`), used by
-//! megacmd for the last component of a remote path and by `.megaignore`. Pure functions.
+//! megacmd for the last component of a remote path and by `megacmd find`. Pure functions
+//! (`.megaignore` has its own, MEGA's wildcard: no classes).
 
 /// True if `s` contains a glob metacharacter.
 pub fn is_glob(s: &str) -> bool {

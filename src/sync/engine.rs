@@ -14,7 +14,7 @@ use crate::client::{Client, TreeEvent};
 use crate::error::Error;
 use crate::tree::NodeHandle;
 
-use super::ignore::{is_partial, Ignore, DEBRIS};
+use super::ignore::{is_partial, Exclusions, IgnoreError, DEBRIS};
 use super::plan::{self, Action, Local, Remote};
 use super::shadow::{ShadowDb, ShadowError};
 
@@ -118,6 +118,8 @@ pub enum SyncError {
     },
     #[error("watching {path}: {msg}")]
     Watch { path: String, msg: String },
+    #[error("exclusions: {0}")]
+    Ignore(#[from] IgnoreError),
 }
 
 pub(super) fn io_err(path: &Path, source: std::io::Error) -> SyncError {
@@ -189,7 +191,7 @@ impl Syncer {
         }
         self.remove_partials();
         for pass in 0..3 {
-            let ignore = Ignore::load(&self.local).map_err(|e| io_err(&self.local, e))?;
+            let ignore = Exclusions::open(&self.local, !self.opts.dry_run)?;
             let remote = self.scan_remote(&ignore)?;
             let mut local = self.scan_local(&ignore)?;
             let shadow = self.db.entries()?;

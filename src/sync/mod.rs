@@ -8,7 +8,7 @@
 //!
 //! * [`plan`]: the pure planner `(local, remote, shadow) -> actions` and its decision table.
 //! * [`shadow`]: the per-pair SQLite database of agreed states and the action journal.
-//! * [`ignore`]: `.megaignore` exclusions.
+//! * [`ignore`]: exclusions, MEGA's `.megaignore` read and applied as MEGA's apps do.
 //! * [`engine`]: a pair ([`Syncer`]): one reconciliation, or `--watch`.
 //! * [`scan`]: both sides as the planner sees them.
 //! * [`execute`]: running actions with the journal, debris, conflict copies.

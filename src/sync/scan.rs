@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use super::engine::{io_err, SyncError, Syncer};
-use super::ignore::{is_partial, Ignore, DEBRIS};
+use super::ignore::{is_partial, Exclusions, Kind, DEBRIS};
 use super::plan::{Local, Remote};
 use crate::local::files::mtime_of;
 use crate::local::names::escape_name;
@@ -27,11 +27,15 @@ pub(super) fn join_rel(parent: &str, name: &str) -> String {
 impl Syncer {
     /// The remote side; an error, never a short list, if the tree cache turned out damaged
     /// while it was read (a plan made from it could delete local files).
-    pub(super) fn scan_remote(&self, ignore: &Ignore) -> Result<Vec<Remote>, SyncError> {
-        Ok(self.client.checked(|tree| self.remote_of(tree, ignore))?)
+    pub(super) fn scan_remote(&self, ignore: &Exclusions) -> Result<Vec<Remote>, SyncError> {
+        self.client.checked(|tree| self.remote_of(tree, ignore))?
     }
 
-    fn remote_of(&self, tree: &crate::tree::NodeTree, ignore: &Ignore) -> Vec<Remote> {
+    fn remote_of(
+        &self,
+        tree: &crate::tree::NodeTree,
+        ignore: &Exclusions,
+    ) -> Result<Vec<Remote>, SyncError> {
         let mut out = Vec::new();
         let mut stack = vec![(self.remote.clone(), String::new())];
         while let Some((h, rel)) = stack.pop() {
@@ -44,7 +48,8 @@ impl Syncer {
                 }
                 let path = join_rel(&rel, &escape_name(&n.name));
                 let dir = n.kind.is_container();
-                if ignore.is_ignored(&path, dir) {
+                let kind = if dir { Kind::Folder } else { Kind::File };
+                if ignore.excluded(&path, kind, (!dir).then_some(n.size))? {
                     continue;
                 }
                 if dir {
@@ -63,10 +68,10 @@ impl Syncer {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         // MEGA allows duplicate names; the oldest is synced, the others are left alone.
         out.dedup_by(|b, a| a.path == b.path);
-        out
+        Ok(out)
     }
 
-    pub(super) fn scan_local(&self, ignore: &Ignore) -> Result<Vec<Local>, SyncError> {
+    pub(super) fn scan_local(&self, ignore: &Exclusions) -> Result<Vec<Local>, SyncError> {
         use std::os::unix::fs::MetadataExt;
         let settle_before = SystemTime::now()
             .checked_sub(self.opts.settle)
@@ -85,7 +90,12 @@ impl Syncer {
                 if !meta.is_dir() && !meta.is_file() {
                     continue; // symbolic links, sockets, devices are not synced
                 }
-                if ignore.is_ignored(&path, meta.is_dir()) {
+                let kind = if meta.is_dir() {
+                    Kind::Folder
+                } else {
+                    Kind::File
+                };
+                if ignore.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
                     continue;
                 }
                 if meta.is_dir() {
