@@ -855,6 +855,7 @@ async fn copies_need_read_access_to_the_source() {
         i: "copy-test",
         vb: None,
         cr: None,
+        vw: None,
     };
     let e = dave.api().run(&raw).await.unwrap_err();
     assert!(
@@ -901,6 +902,7 @@ async fn writable_folder_links_take_writes_with_their_key_only() {
             i: "wl-test",
             vb: None,
             cr: None,
+            vw: None,
         }
     }
     let refused = |r: Result<_, ApiError>| matches!(r, Err(ApiError::Mega(ErrorCode::Access)));

@@ -770,3 +770,175 @@ async fn megaignore_as_megas_apps_apply_it() {
     let remote = p.remote_files().await;
     assert!(remote.contains_key("code/new.rs") && !remote.contains_key("code/.megaignore"));
 }
+
+/// `megacmd backup` as MEGA's apps make backups: the Vault's "My backups/<device>/<name>",
+/// registered (type 5, this device, this path) and beating; local edits keep versions, local
+/// deletions and intruding remote files go to SyncDebris; the Vault refuses ordinary
+/// writes; a pause and a removal asked from a second session are honoured at the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_as_megas_apps_make_them() {
+    use mega_mount::client::backups::{self, beat, state, BackupKind};
+    use mega_mount::sync::backup::{request_state, Backup};
+    let env = Env::start().await;
+    let other = env.account("backup@example.com").await;
+    let client = Arc::new(env.login("backup@example.com").await);
+    let local = env.dir.path().join("Documents");
+    for (f, body) in [
+        ("a.txt", &b"first"[..]),
+        ("sub/b.txt", b"second"),
+        (".hidden", b"not by default"),
+        ("gone.txt", b"to be deleted"),
+    ] {
+        let p = local.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let mut b = Backup::create(client.clone(), &local, Some("Docs"))
+        .await
+        .unwrap();
+    let r = b.run_once().await.unwrap();
+    assert_eq!((r.uploaded, r.folders), (3, 1), "{r:?}");
+
+    // Registered as MEGA's apps register, seen from another session.
+    let records = other.backup_records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    let rec = &records[0];
+    let canonical = local.canonicalize().unwrap().display().to_string();
+    assert_eq!(rec.kind, BackupKind::Backup);
+    assert_eq!(
+        rec.device.as_deref(),
+        Some(backups::device_id().unwrap().as_str())
+    );
+    assert_eq!(rec.local.as_deref(), Some(canonical.as_str()));
+    assert_eq!(rec.name.as_deref(), Some("Docs"));
+    assert_eq!(rec.state, i64::from(state::ACTIVE));
+    let hb = rec.heartbeat.as_ref().expect("a heartbeat");
+    assert_eq!(
+        (hb.status, hb.progress),
+        (i64::from(beat::UP_TO_DATE), Some(100))
+    );
+    let names = other.device_names().await.unwrap();
+    assert!(names.iter().any(|(d, _)| Some(d) == rec.device.as_ref()));
+
+    // In the Vault: My backups (named by ^!bak) / device folder (dev-id) / Docs.
+    other.fetch().await.unwrap();
+    let my = other
+        .my_backups()
+        .await
+        .unwrap()
+        .expect("^!bak names My backups");
+    assert_eq!(other.path_of(&my.handle), "//Inbox/My backups");
+    let dev = &other.children(&my.handle).unwrap()[0];
+    assert_eq!(
+        dev.attrs().unwrap()["dev-id"].as_str(),
+        rec.device.as_deref()
+    );
+    let root = NodeHandle(rec.root.clone().unwrap());
+    assert_eq!(
+        other.path_of(&root),
+        format!("{}/Docs", other.path_of(&dev.handle))
+    );
+    let in_root = |c: &Client, name: &str| {
+        c.children(&root)
+            .unwrap()
+            .into_iter()
+            .find(|n| n.name == name)
+    };
+    assert!(
+        in_root(&other, ".hidden").is_none(),
+        "the default .megaignore applies"
+    );
+    let a = in_root(&other, "a.txt").unwrap();
+    assert_eq!(other.download_to_vec(&a.handle).await.unwrap(), b"first");
+
+    // Ordinary writes into the Vault are refused by the server.
+    assert!(other.mkdir(&root, "x").await.is_err(), "mkdir in the Vault");
+    assert!(
+        other.trash(&a.handle).await.is_err(),
+        "trash from the Vault"
+    );
+    assert!(
+        other.rename(&a.handle, "b").await.is_err(),
+        "rename in the Vault"
+    );
+    assert!(
+        other.delete(&a.handle).await.is_err(),
+        "delete in the Vault"
+    );
+
+    // Local edit and deletion; a remote intruder (a client allowed to write the Vault).
+    std::fs::write(local.join("a.txt"), b"edited").unwrap();
+    std::fs::remove_file(local.join("gone.txt")).unwrap();
+    let intruder = Client::login(env.api_config(), "backup@example.com", PASSWORD, None)
+        .await
+        .unwrap();
+    intruder.allow_vault_writes();
+    intruder
+        .upload(&root, "intruder.txt", &mut &b"x"[..], 1, 0, None)
+        .await
+        .unwrap();
+    client.fetch().await.unwrap();
+    let r = b.run_once().await.unwrap();
+    assert_eq!((r.uploaded, r.removed), (1, 2), "{r:?}");
+    assert!(!local.join("intruder.txt").exists(), "never pulled down");
+    other.fetch().await.unwrap();
+    let a = in_root(&other, "a.txt").unwrap();
+    assert_eq!(other.download_to_vec(&a.handle).await.unwrap(), b"edited");
+    assert_eq!(
+        other.read_tree().versions(&a.handle).len(),
+        1,
+        "the old one is a version"
+    );
+    assert!(in_root(&other, "gone.txt").is_none() && in_root(&other, "intruder.txt").is_none());
+    let bin = other.rubbish().unwrap().handle;
+    let debris = other
+        .read_tree()
+        .child_by_name(&bin, "SyncDebris")
+        .unwrap()
+        .clone();
+    let days = other.children(&debris.handle).unwrap();
+    let moved: Vec<String> = other
+        .children(&days[0].handle)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert!(moved.contains(&"gone.txt".to_string()) && moved.contains(&"intruder.txt".to_string()));
+
+    // Paused from the other session: nothing is uploaded until it is resumed.
+    request_state(&other, &rec.id, state::PAUSED).await.unwrap();
+    std::fs::write(local.join("new.txt"), b"new").unwrap();
+    client.fetch().await.unwrap();
+    let r = b.run_once().await.unwrap();
+    assert!(r.paused && r.uploaded == 0, "{r:?}");
+    let rec2 = other.backup_records().await.unwrap().remove(0);
+    assert_eq!(rec2.state, i64::from(state::PAUSED));
+    other.fetch().await.unwrap();
+    let sds = other
+        .read_tree()
+        .get(&root)
+        .unwrap()
+        .attrs()
+        .unwrap()
+        .get("sds")
+        .cloned();
+    assert!(sds.is_none(), "the request is acknowledged: {sds:?}");
+    request_state(&other, &rec.id, state::ACTIVE).await.unwrap();
+    client.fetch().await.unwrap();
+    let r = b.run_once().await.unwrap();
+    assert_eq!(r.uploaded, 1, "{r:?}");
+
+    // Removed from the other session: the next pass ends the backup; the folder stays.
+    request_state(&other, &rec.id, state::DELETED)
+        .await
+        .unwrap();
+    client.fetch().await.unwrap();
+    let r = b.run_once().await.unwrap();
+    assert!(r.ended, "{r:?}");
+    assert!(other.backup_records().await.unwrap().is_empty());
+    other.fetch().await.unwrap();
+    assert!(
+        other.read_tree().get(&root).is_some(),
+        "a stopped backup keeps its folder"
+    );
+}

@@ -372,6 +372,9 @@ pub struct PutNodes<'a> {
     pub vb: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cr: Option<ShareKeys>,
+    /// 1: a write into the Vault (backups; never a user's own action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vw: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +393,9 @@ pub struct SetAttributes<'a> {
     pub n: &'a str,
     pub at: &'a str,
     pub i: &'a str,
+    /// 1: a write into the Vault (backups; never a user's own action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vw: Option<u8>,
 }
 
 impl Command for SetAttributes<'_> {
@@ -405,6 +411,9 @@ pub struct Move<'a> {
     pub i: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cr: Option<ShareKeys>,
+    /// 1: a write into the Vault (backups; never a user's own action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vw: Option<u8>,
 }
 
 impl Command for Move<'_> {
@@ -420,6 +429,9 @@ pub struct Delete<'a> {
     /// 1: remove only this version of a file and keep the others (re-linked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub v: Option<u8>,
+    /// 1: a write into the Vault (backups; never a user's own action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vw: Option<u8>,
 }
 
 impl Command for Delete<'_> {
@@ -684,11 +696,34 @@ mod tests {
                 n: "N",
                 t: "T",
                 i: "E",
-                cr: Some(cr)
+                cr: Some(cr),
+                vw: None,
             })
             .unwrap(),
             json!({"a": "m", "n": "N", "t": "T", "i": "E", "cr": [["S"], ["N"], [0, 0, "K"]]})
         );
+        // A backup's write into the Vault says so; `sp` sends only what it has.
+        assert_eq!(
+            serde_json::to_value(Delete {
+                n: "N",
+                i: "E",
+                v: None,
+                vw: Some(1)
+            })
+            .unwrap(),
+            json!({"a": "d", "n": "N", "i": "E", "vw": 1})
+        );
+        assert_eq!(
+            serde_json::to_value(BackupPut {
+                id: Some("I"),
+                s: Some(3),
+                ..BackupPut::default()
+            })
+            .unwrap(),
+            json!({"a": "sp", "id": "I", "s": 3})
+        );
+        let id: BackupId = serde_json::from_value(json!(["st", "pQ0xxYz1RfE"])).unwrap();
+        assert_eq!(id.0, "pQ0xxYz1RfE");
         assert_eq!(
             serde_json::to_value(Login {
                 user: "u",
@@ -710,4 +745,129 @@ mod tests {
         assert!(serde_json::from_value::<Ack>(json!(0)).is_ok());
         assert!(serde_json::from_value::<Ack>(json!({"x": [1]})).is_ok());
     }
+}
+
+// ---- backups and syncs (Backup Centre) ----
+
+/// `sp`: registers a backup or sync (no `id`) or updates one; `l` and `e` are `*`-TLV
+/// containers under the master key.
+#[derive(Debug, Default, Serialize)]
+#[serde(tag = "a", rename = "sp")]
+pub struct BackupPut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub t: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ss: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+}
+
+/// The id `sp` answers: a string, or with sequence tags `[tag, id]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupId(pub String);
+
+impl<'de> Deserialize<'de> for BackupId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(BackupId(s)),
+            serde_json::Value::Array(a) => match a.last() {
+                Some(serde_json::Value::String(s)) => Ok(BackupId(s.clone())),
+                _ => Err(serde::de::Error::custom("sp reply without an id")),
+            },
+            _ => Err(serde::de::Error::custom("sp reply without an id")),
+        }
+    }
+}
+
+impl Command for BackupPut<'_> {
+    type Reply = BackupId;
+}
+
+/// `sphb`: a heartbeat: status, progress (only when up to date or syncing), pending
+/// transfers, last activity.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "sphb")]
+pub struct BackupHeartbeat<'a> {
+    pub id: &'a str,
+    pub s: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<u8>,
+    pub qu: u32,
+    pub qd: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lh: Option<&'a str>,
+}
+
+impl Command for BackupHeartbeat<'_> {
+    type Reply = Ack;
+}
+
+/// `sr`: removes a registration (the Vault folders stay).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "sr")]
+pub struct BackupRemove<'a> {
+    pub id: &'a str,
+}
+
+impl Command for BackupRemove<'_> {
+    type Reply = Ack;
+}
+
+/// `sf`: every registration of the account, all devices.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "sf")]
+pub struct BackupFetch {}
+
+/// One registration as `sf` lists it (unknown fields skipped).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawBackup {
+    pub id: String,
+    #[serde(default)]
+    pub t: i64,
+    #[serde(default)]
+    pub h: Option<String>,
+    #[serde(default)]
+    pub l: Option<String>,
+    #[serde(default)]
+    pub d: Option<String>,
+    #[serde(default)]
+    pub s: i64,
+    #[serde(default)]
+    pub ss: i64,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub hb: Option<RawHeartbeat>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawHeartbeat {
+    #[serde(default)]
+    pub ts: i64,
+    #[serde(default)]
+    pub s: i64,
+    #[serde(default)]
+    pub p: Option<i64>,
+    #[serde(default)]
+    pub qu: i64,
+    #[serde(default)]
+    pub qd: i64,
+    #[serde(default)]
+    pub lts: Option<i64>,
+}
+
+impl Command for BackupFetch {
+    type Reply = Vec<RawBackup>;
 }

@@ -12,6 +12,7 @@
 //! Nothing in the library imports this module.
 
 mod account;
+mod backup;
 pub mod exit;
 mod find;
 pub mod install;
@@ -170,6 +171,35 @@ pub enum Command {
         /// on them (and exiting non-zero)
         #[arg(long, value_name = "SECS", default_value_t = 60, requires = "two_way")]
         settle_wait: u64,
+    },
+    /// Back a folder up as MEGA's apps do (read-only in the Vault, listed in the Backup
+    /// Centre): `backup ~/Documents [--watch]`; `backup --list`; `backup --remove PATH|ID`
+    Backup {
+        /// The local folder (created as a backup the first time, then kept current)
+        #[arg(required_unless_present_any = ["list", "remove", "pause", "resume"])]
+        local: Option<String>,
+        /// The backup's name (default: the folder's name)
+        #[arg(long, requires = "local")]
+        name: Option<String>,
+        /// Keep running, uploading local changes as they happen
+        #[arg(long, requires = "local")]
+        watch: bool,
+        /// List every backup and sync registered on the account (all devices)
+        #[arg(long, conflicts_with_all = ["local", "remove", "pause", "resume"])]
+        list: bool,
+        /// Stop a backup (this device's by its folder, any device's by its id)
+        #[arg(long, value_name = "PATH|ID", conflicts_with_all = ["local", "pause", "resume"])]
+        remove: Option<String>,
+        /// With --remove: move the backup's remote copy to the Rubbish Bin (default: it stays
+        /// in the Vault)
+        #[arg(long, requires = "remove")]
+        delete_remote: bool,
+        /// Ask the device running backup or sync ID to pause it
+        #[arg(long, value_name = "ID", conflicts_with_all = ["local", "resume"])]
+        pause: Option<String>,
+        /// Ask the device running backup or sync ID to resume it
+        #[arg(long, value_name = "ID", conflicts_with = "local")]
+        resume: Option<String>,
     },
     /// Log in and save the session (password prompt without echo)
     Login {
@@ -412,6 +442,40 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             .await
         }
         Command::Sync { source, target, .. } => sync::one_way(ctx, source, target).await,
+        Command::Backup {
+            local,
+            name,
+            watch,
+            list,
+            remove,
+            delete_remote,
+            pause,
+            resume,
+        } => {
+            use crate::client::backups::state;
+            let cmd = match (local, remove, pause, resume) {
+                _ if *list => backup::BackupCmd::List,
+                (_, Some(what), _, _) => backup::BackupCmd::Remove {
+                    what,
+                    delete_remote: *delete_remote,
+                },
+                (_, _, Some(id), _) => backup::BackupCmd::Request {
+                    id,
+                    want: state::PAUSED,
+                },
+                (_, _, _, Some(id)) => backup::BackupCmd::Request {
+                    id,
+                    want: state::ACTIVE,
+                },
+                (Some(local), _, _, _) => backup::BackupCmd::Run {
+                    local,
+                    name: name.as_deref(),
+                    watch: *watch,
+                },
+                (None, ..) => return Err(CliError::new(exit::USAGE, "backup: which folder?")),
+            };
+            backup::backup(ctx, cmd).await
+        }
         Command::Login { email, mfa } => {
             account::login(ctx, email.as_deref(), mfa.as_deref()).await
         }

@@ -1,5 +1,5 @@
 //! Command-line locations: `mega:/path` (Cloud Drive), `mega://Rubbish/path` (Rubbish Bin),
-//! `mega://Inbox/path`, `mega://Shared/<owner e-mail>/<folder>/path` (folders other users
+//! `mega://Inbox/path` (the Vault), `mega://Backups/path` (its "My backups"), `mega://Shared/<owner e-mail>/<folder>/path` (folders other users
 //! shared with us), public links, and local paths. A trailing `/` means "into this folder".
 //! The last component of a remote path may be a glob (`*`, `?`, `[a-z]`, `[!x]`).
 
@@ -11,6 +11,8 @@ pub enum RootKind {
     Drive,
     Rubbish,
     Inbox,
+    /// "My backups" in the Vault (read-only: backups change it).
+    Backups,
     /// Folders shared with us: the first part is the owner's e-mail, the second the folder.
     Shared,
 }
@@ -47,6 +49,7 @@ impl RemotePath {
             RootKind::Drive => "mega:/",
             RootKind::Rubbish => "mega://Rubbish/",
             RootKind::Inbox => "mega://Inbox/",
+            RootKind::Backups => "mega://Backups/",
             RootKind::Shared => "mega://Shared/",
         };
         format!("{prefix}{}", self.parts.join("/"))
@@ -107,6 +110,7 @@ pub fn parse(arg: &str) -> Result<Location, PathError> {
         let root = match root_name.to_ascii_lowercase().as_str() {
             "rubbish" | "rubbish bin" | "trash" => RootKind::Rubbish,
             "inbox" | "vault" => RootKind::Inbox,
+            "backups" | "my backups" => RootKind::Backups,
             "shared" | "shared with me" | "incoming" => RootKind::Shared,
             "drive" | "cloud drive" | "root" => RootKind::Drive,
             _ => return Err(PathError::UnknownRoot(arg.to_string())),
@@ -168,6 +172,7 @@ mod tests {
         assert_eq!(r.display(), "mega://Rubbish/x/y");
         assert_eq!(remote("mega://rubbish bin/").root, RootKind::Rubbish);
         assert_eq!(remote("mega://Inbox").root, RootKind::Inbox);
+        assert_eq!(remote("mega://Backups/dev/x").root, RootKind::Backups);
         assert!(matches!(
             parse("mega://Nope/x"),
             Err(PathError::UnknownRoot(_))

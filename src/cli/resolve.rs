@@ -40,6 +40,14 @@ pub(super) fn root_handle(client: &Client, kind: RootKind) -> Result<NodeHandle,
         RootKind::Drive => client.view(|t| t.root().map(|n| n.handle.clone())),
         RootKind::Rubbish => client.view(|t| t.rubbish().map(|n| n.handle.clone())),
         RootKind::Inbox => client.view(|t| t.inbox().map(|n| n.handle.clone())),
+        RootKind::Backups => {
+            return client.my_backups_cached().ok_or_else(|| {
+                CliError::new(
+                    exit::NOT_FOUND,
+                    "mega://Backups/: this account has no backups yet (megacmd backup FOLDER makes one)",
+                )
+            })
+        }
         RootKind::Shared => {
             return Err(CliError::new(
                 exit::USAGE,

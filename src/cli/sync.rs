@@ -109,6 +109,7 @@ fn execution(ctx: &Ctx, t: &Arc<Transfers>, verb: &'static str) -> Execution {
     Execution {
         parallel: ctx.parallel(),
         permanent: ctx.cli.force,
+        sync_debris: false,
         progress: Some(t.progress()),
         copied: Arc::new(move |from: &str, to: &str| t2.done(|| format!("{verb} {from} -> {to}"))),
     }
@@ -251,7 +252,7 @@ pub(super) struct TwoWay<'a> {
     pub settle_wait: u64,
 }
 
-fn sync_error(e: SyncError) -> CliError {
+pub(super) fn sync_error(e: SyncError) -> CliError {
     match e {
         SyncError::TooManyDeletes { .. } => CliError::new(exit::GUARD, e.to_string()),
         SyncError::Client(c) => c.into(),

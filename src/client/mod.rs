@@ -21,6 +21,7 @@
 //! through [`Client::view`] / [`Client::checked`] so that the cache file is read with the lock
 //! let go.
 
+pub mod backups;
 mod cached;
 pub mod connect;
 pub mod contacts;
@@ -86,6 +87,11 @@ pub struct Client {
     /// Held across each read of `^!keys` and each whole commit, so this client's reads and
     /// writes of it never interleave.
     keys_io: tokio::sync::Mutex<()>,
+    /// Writes carry `vw:1` (the Vault's backups may be changed): set only by the backup
+    /// engine, on its own client; a user's own commands never carry it.
+    vault_writes: AtomicBool,
+    /// "My backups" in the Vault (`^!bak`), as read at login or created since.
+    my_backups: std::sync::Mutex<Option<NodeHandle>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -173,6 +179,8 @@ impl Client {
             key_manager: AtomicBool::new(false),
             keys_state: tokio::sync::Mutex::new(keys::KeyManager::default()),
             keys_io: tokio::sync::Mutex::new(()),
+            vault_writes: AtomicBool::new(false),
+            my_backups: std::sync::Mutex::new(None),
         };
         // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
         // only asked to refresh one that an action packet says changed.
@@ -196,6 +204,7 @@ impl Client {
             }
         }
         client.set_versions_setting(user.attr("^!dv").as_ref());
+        client.remember_my_backups(user.attr("^!bak").as_ref());
         Ok(client)
     }
 

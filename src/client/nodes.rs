@@ -103,7 +103,7 @@ fn kept_as_version(old: Option<(&NodeHandle, OldVersions)>) -> Option<String> {
 }
 
 impl Client {
-    fn container(&self, h: &NodeHandle) -> Result<Node> {
+    pub(super) fn container(&self, h: &NodeHandle) -> Result<Node> {
         let n = self.node(h)?;
         if !n.kind.is_container() {
             return Err(Error::NotAFolder {
@@ -125,7 +125,7 @@ impl Client {
         Ok(n)
     }
 
-    fn wrap_key(&self, key: &NodeKey) -> String {
+    pub(super) fn wrap_key(&self, key: &NodeKey) -> String {
         b64::encode(&self.session.master_key.0.wrap(&key.raw()))
     }
 
@@ -211,7 +211,12 @@ impl Client {
 
     /// Creates one node with `p` under `parent` and returns it (see
     /// [`put_nodes`](Self::put_nodes)).
-    async fn put_node(&self, parent: &NodeHandle, node: NewNode, key: &NodeKey) -> Result<Node> {
+    pub(super) async fn put_node(
+        &self,
+        parent: &NodeHandle,
+        node: NewNode,
+        key: &NodeKey,
+    ) -> Result<Node> {
         self.put_nodes(parent, vec![node], vec![key.clone()]).await
     }
 
@@ -244,6 +249,7 @@ impl Client {
                 i: self.api.echo_id(),
                 vb: ov.as_ref().map(|_| 1),
                 cr,
+                vw: self.vw(),
             })
             .await?;
         let created = self.insert_created(reply)?;
@@ -278,20 +284,7 @@ impl Client {
 
     /// Creates a folder.
     pub async fn mkdir(&self, parent: &NodeHandle, name: &str) -> Result<Node> {
-        self.container(parent)?;
-        let key = NodeKey::Folder(FolderKey(Key128::random()));
-        let mut attrs = Map::new();
-        attrs.insert("n".into(), json!(name));
-        let node = NewNode {
-            h: "xxxxxxxx".into(),
-            t: 1,
-            a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
-            k: self.wrap_key(&key),
-            ov: None,
-            p: None,
-            ph: None,
-        };
-        self.put_node(parent, node, &key).await
+        self.mkdir_with(parent, name, Map::new()).await
     }
 
     /// Uploads `size` bytes from `reader` as `name` in `parent`, keeping `mtime`.
@@ -630,7 +623,18 @@ impl Client {
     }
 
     /// Encrypts a node's full attribute set, sends it (`a`), and updates the tree.
-    async fn put_attrs(&self, n: &Node, attrs: Map<String, Value>) -> Result<()> {
+    pub(super) async fn put_attrs(&self, n: &Node, attrs: Map<String, Value>) -> Result<()> {
+        self.put_attrs_vw(n, attrs, self.vw()).await
+    }
+
+    /// [`put_attrs`](Self::put_attrs) with `vw` given (a backup's desired state is written
+    /// with `vw:1` from any device, as MEGA's apps do).
+    pub(super) async fn put_attrs_vw(
+        &self,
+        n: &Node,
+        attrs: Map<String, Value>,
+        vw: Option<u8>,
+    ) -> Result<()> {
         let key = n.key.clone().ok_or_else(|| Error::Undecryptable {
             what: n.name.clone(),
         })?;
@@ -641,6 +645,7 @@ impl Client {
                 n: &n.handle.0,
                 at: &at,
                 i: self.api.echo_id(),
+                vw,
             })
             .await?;
         self.store.edit(
@@ -687,6 +692,7 @@ impl Client {
                     t: &new_parent.0,
                     i: self.api.echo_id(),
                     cr: self.subtree_cr(h, new_parent),
+                    vw: self.vw(),
                 })
                 .await?;
             self.reparent(h, new_parent);
@@ -734,6 +740,7 @@ impl Client {
                 n: &h.0,
                 i: self.api.echo_id(),
                 v: None,
+                vw: self.vw(),
             })
             .await?;
         self.remove_local(h);
@@ -760,6 +767,7 @@ impl Client {
                 n: &newest.0,
                 i: self.api.echo_id(),
                 v: None,
+                vw: self.vw(),
             })
             .await?;
         self.remove_local(newest);

@@ -339,6 +339,7 @@ impl Client {
                     n: &root.handle.0,
                     i: self.api.echo_id(),
                     v: None,
+                    vw: None,
                 })
                 .await?;
             self.remove_local(&root.handle);

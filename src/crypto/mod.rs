@@ -26,6 +26,7 @@ pub mod keymgr;
 pub mod keys;
 pub mod mac;
 pub mod rsa;
+pub mod tlv;
 
 #[cfg(test)]
 mod tests;

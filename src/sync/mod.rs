@@ -13,8 +13,12 @@
 //! * [`scan`]: both sides as the planner sees them.
 //! * [`execute`]: running actions with the journal, debris, conflict copies.
 //!
+//! Backups (`megacmd backup`): [`backup`] keeps a local folder copied one way into the Vault,
+//! registered with the account's Backup Centre.
+//!
 //! Must not touch FUSE or the command line.
 
+pub mod backup;
 pub mod engine;
 pub mod execute;
 pub mod ignore;

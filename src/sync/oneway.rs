@@ -222,6 +222,9 @@ pub struct Execution {
     /// Remote deletions and replaced remote files: deleted for good instead of to the
     /// Rubbish Bin.
     pub permanent: bool,
+    /// Remote deletions go to the Rubbish Bin's `SyncDebris/YYYY-MM-DD` folder, as MEGA's
+    /// apps move what a sync or backup removes (not with `permanent`).
+    pub sync_debris: bool,
     /// Bytes transferred, as they complete.
     pub progress: Option<Progress>,
     /// Called with `(from, to)` after each file transferred.
@@ -320,6 +323,8 @@ pub async fn upload_tree(
                 if let Some(h) = remote.handles.get(path) {
                     if how.permanent {
                         client.delete(h).await?;
+                    } else if how.sync_debris {
+                        client.to_sync_debris(h).await?;
                     } else {
                         client.trash(h).await?;
                     }

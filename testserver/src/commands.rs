@@ -231,6 +231,10 @@ impl Ctx<'_> {
             "up" | "up2" => self.up2(cmd, sess),
             "upv" => self.upv(cmd, sess),
             "dv" => self.dv(cmd, sess),
+            "sp" => self.sp(cmd, sess),
+            "sphb" => self.sphb(cmd, sess),
+            "sr" => self.sr(cmd, sess),
+            "sf" => self.sf(sess),
             _ => Err(err::EARGS),
         }
     }
@@ -580,6 +584,7 @@ impl Ctx<'_> {
         if parent.kind == FILE {
             return Err(err::EACCESS);
         }
+        self.vault_guard(cmd, &[&parent])?;
         let list = cmd.get("n").and_then(Value::as_array).ok_or(err::EARGS)?;
         if list.is_empty() {
             return Err(err::EARGS);
@@ -769,6 +774,7 @@ impl Ctx<'_> {
     fn m(&self, cmd: &Value, sess: &Session) -> CmdResult {
         let node = self.node_for(sess, s(cmd, "n"), shares::FULL)?;
         let target = self.node_for(sess, s(cmd, "t"), shares::WRITE)?;
+        self.vault_guard(cmd, &[&node, &target])?;
         // Within one account's tree only (into or out of another user's share would move
         // storage between accounts); never the root of a share we received.
         if node.kind > FOLDER || node.owner != target.owner {
@@ -827,6 +833,7 @@ impl Ctx<'_> {
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
+        self.vault_guard(cmd, &[&node])?;
         // `v: 1` on a file: that version only, the others stay.
         if node.kind == FILE && i(cmd, "v") == Some(1) {
             return self.delete_one_version(cmd, sess, &node);
@@ -849,6 +856,7 @@ impl Ctx<'_> {
         if node.kind > FOLDER {
             return Err(err::EACCESS);
         }
+        self.vault_guard(cmd, &[&node])?;
         // The official name is `at`; rclone/go-mega, mega.py and mega-rs send `attr` (+ `key`,
         // which is ignored: keys cannot be changed this way).
         let at = s(cmd, "at").or_else(|| s(cmd, "attr")).ok_or(err::EARGS)?;

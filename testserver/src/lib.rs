@@ -24,6 +24,7 @@ pub mod stats;
 pub mod store;
 
 mod attrs;
+mod backups;
 mod commands;
 mod contacts;
 mod events;

@@ -199,6 +199,8 @@ CREATE TABLE IF NOT EXISTS pending_keys (
 CREATE TABLE IF NOT EXISTS user_attrs (
   user TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, version TEXT NOT NULL,
   PRIMARY KEY (user, name));
+CREATE TABLE IF NOT EXISTS backups (
+  user TEXT NOT NULL, id TEXT NOT NULL, rec TEXT NOT NULL, PRIMARY KEY (user, id));
 CREATE TABLE IF NOT EXISTS share_keys (
   node TEXT NOT NULL, share TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (node, share));
 CREATE INDEX IF NOT EXISTS share_keys_share ON share_keys(share);

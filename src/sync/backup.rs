@@ -1,0 +1,494 @@
+//! Backups as MEGA's apps make them (`MEGA-BACKUPS-TRUST.md` §1.10–1.16): a local folder kept
+//! copied, one way, into the Vault under "My backups/<device>/<name>", registered with the
+//! account (type 5) so that the Backup Centre of MEGA's apps lists it, with heartbeats.
+//!
+//! * A pass makes the remote copy look like the local folder: new and changed files are
+//!   uploaded (a replaced file becomes the new one's previous version); what the local folder
+//!   no longer has is moved to the Rubbish Bin's `SyncDebris/YYYY-MM-DD`, never deleted; a
+//!   remote change inside the backup is overwritten, never pulled down.
+//! * `.megaignore` rules apply as in a sync (the default file is written if the folder has
+//!   none); excluded remote items are left alone.
+//! * Every pass first reads the desired state another device may have set on the backup's
+//!   root (`sds`): pause (3) stops uploads and reports the state with `sp`, resume (1)
+//!   restarts, remove (8) unregisters and stops; each request is acknowledged by removing
+//!   its entry, as the SDK does. A root deleted by someone else also removes the backup.
+//! * All writes carry `vw:1`: the engine's client is the only one allowed to change the Vault.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::engine::{io_err, SyncError};
+use super::ignore::{Exclusions, Kind};
+use super::oneway::{self, Entry, Execution, PlanOptions};
+use crate::client::backups::{self, beat, state, BackupKind, BackupRecord, Registration};
+use crate::client::{Client, TreeEvent};
+use crate::error::Error;
+use crate::tree::{NodeHandle, NodeKind};
+
+/// A heartbeat is sent at least this often while a backup runs (MEGA's apps show a backup
+/// offline after 30 minutes without one).
+const BEAT_EVERY: Duration = Duration::from_secs(25 * 60);
+
+/// One backup of this device.
+pub struct Backup {
+    client: Arc<Client>,
+    local: PathBuf,
+    root: NodeHandle,
+    id: String,
+    name: String,
+    parallel: usize,
+    paused: bool,
+    last_beat: Option<(Instant, u8, u32)>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    pub uploaded: usize,
+    pub folders: usize,
+    /// Moved to the Rubbish Bin's SyncDebris (gone locally, or not in the local folder).
+    pub removed: usize,
+    pub unchanged: usize,
+    pub failed: Vec<String>,
+    /// Paused from another device: nothing was uploaded.
+    pub paused: bool,
+    /// Removed from another device (or its remote folder was): the backup has ended.
+    pub ended: bool,
+}
+
+/// A local folder as a listing, with exclusions applied (excluded folders are not entered;
+/// symbolic links, sockets and devices are not backed up).
+fn local_listing(root: &Path, ex: &Exclusions) -> Result<Vec<Entry>, SyncError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        for ent in entries {
+            let ent = ent.map_err(|e| io_err(&dir, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let path = super::scan::join_rel(&rel, &name);
+            let Ok(meta) = std::fs::symlink_metadata(ent.path()) else {
+                continue; // gone meanwhile
+            };
+            let kind = if meta.is_dir() {
+                Kind::Folder
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                continue;
+            };
+            if ex.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push((ent.path(), path.clone()));
+            }
+            out.push(Entry {
+                path,
+                size: if meta.is_dir() { 0 } else { meta.len() },
+                mtime: if meta.is_dir() {
+                    0
+                } else {
+                    crate::local::files::mtime_of(&meta)
+                },
+                dir: meta.is_dir(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn exists(msg: String) -> SyncError {
+    SyncError::Client(Error::AlreadyExists { what: msg })
+}
+
+impl Backup {
+    /// Creates a backup of `local` named `name` (default: the folder's name): this device
+    /// named in `*!dn` if it has no name, "My backups" and the device folder created in the
+    /// Vault if missing, the backup's folder, its registration. A registration that fails
+    /// removes the folder again.
+    pub async fn create(
+        client: Arc<Client>,
+        local: &Path,
+        name: Option<&str>,
+    ) -> Result<Backup, SyncError> {
+        client.allow_vault_writes();
+        let local = local.canonicalize().map_err(|e| io_err(local, e))?;
+        if !local.is_dir() {
+            return Err(io_err(&local, std::io::Error::other("not a folder")));
+        }
+        let device = backups::device_id()?;
+        let path = local.display().to_string();
+        if let Some(r) = Self::record_for(&client, &device, &path).await? {
+            return Err(exists(format!(
+                "{path} (already backed up as {:?}, id {})",
+                r.name.unwrap_or_default(),
+                r.id
+            )));
+        }
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "Backup".into()),
+        };
+        client
+            .ensure_device_name(&device, &backups::host_name())
+            .await?;
+        let my_backups = client.ensure_my_backups().await?;
+        let dev = client
+            .ensure_device_folder(&my_backups.handle, &device)
+            .await?;
+        if client.view(|t| t.child_by_name(&dev.handle, &name).is_some()) {
+            return Err(exists(format!(
+                "a backup named {name:?} on this device (choose another with --name)"
+            )));
+        }
+        let root = client.mkdir(&dev.handle, &name).await?.handle;
+        let reg = Registration {
+            kind: BackupKind::Backup,
+            root: &root,
+            local: &path,
+            name: &name,
+            device: &device,
+        };
+        let id = match client.register_backup(&reg).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let Err(undo) = client.delete(&root).await {
+                    tracing::warn!("the backup's folder stays after a failed registration: {undo}");
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(Backup {
+            client,
+            local,
+            root,
+            id,
+            name,
+            parallel: 4,
+            paused: false,
+            last_beat: None,
+        })
+    }
+
+    /// The backup of `local` this device registered.
+    pub async fn open(client: Arc<Client>, local: &Path) -> Result<Backup, SyncError> {
+        client.allow_vault_writes();
+        let local = local.canonicalize().map_err(|e| io_err(local, e))?;
+        let device = backups::device_id()?;
+        let path = local.display().to_string();
+        let r = Self::record_for(&client, &device, &path)
+            .await?
+            .ok_or_else(|| {
+                SyncError::Client(Error::NotFound {
+                    what: format!("{path}: a backup of this device (megacmd backup --list)"),
+                })
+            })?;
+        let root = NodeHandle(r.root.clone().unwrap_or_default());
+        Ok(Backup {
+            client,
+            local,
+            root,
+            paused: r.state == i64::from(state::PAUSED),
+            id: r.id,
+            name: r.name.unwrap_or_default(),
+            parallel: 4,
+            last_beat: None,
+        })
+    }
+
+    async fn record_for(
+        client: &Client,
+        device: &str,
+        path: &str,
+    ) -> Result<Option<BackupRecord>, SyncError> {
+        Ok(client.backup_records().await?.into_iter().find(|r| {
+            r.kind == BackupKind::Backup
+                && r.device.as_deref() == Some(device)
+                && r.local.as_deref() == Some(path)
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root(&self) -> &NodeHandle {
+        &self.root
+    }
+
+    pub fn set_parallel(&mut self, n: usize) {
+        self.parallel = n.max(1);
+    }
+
+    /// Sends a heartbeat if the status or the pending count changed, or the last one is
+    /// old; a failed heartbeat is logged, never fatal.
+    async fn beat(&mut self, status: u8, progress: u8, pending: u32) {
+        let due = match self.last_beat {
+            None => true,
+            Some((at, s, q)) => s != status || q != pending || at.elapsed() >= BEAT_EVERY,
+        };
+        if !due {
+            return;
+        }
+        let lts = Some(crate::local::time::now());
+        match self
+            .client
+            .backup_heartbeat(&self.id, status, progress, (pending, 0), lts)
+            .await
+        {
+            Ok(()) => self.last_beat = Some((Instant::now(), status, pending)),
+            Err(e) => tracing::warn!("backup heartbeat not sent: {e}"),
+        }
+    }
+
+    /// Applies what another device asked for (the root's `sds`); `false` if the backup ended.
+    async fn follow_desired_state(&mut self) -> Result<bool, SyncError> {
+        let root = self.client.view(|t| {
+            let n = t.get(&self.root).cloned()?;
+            let in_bin = t
+                .top_of(&self.root)
+                .is_some_and(|t| t.kind == NodeKind::Rubbish);
+            Some((n, in_bin))
+        });
+        let Some((node, in_bin)) = root else {
+            tracing::warn!("the backup's remote folder is gone: removing the backup");
+            self.unregister().await;
+            return Ok(false);
+        };
+        if in_bin {
+            tracing::warn!("the backup's remote folder is in the Rubbish Bin: removing the backup");
+            self.unregister().await;
+            return Ok(false);
+        }
+        let sds = node
+            .attrs()
+            .and_then(|a| a.get("sds").and_then(|v| v.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let Some(want) = backups::desired_state(&sds, &self.id) else {
+            return Ok(true);
+        };
+        match want {
+            state::DELETED => {
+                tracing::info!("backup {} removed from another device", self.id);
+                self.unregister().await;
+                // The entry goes with the registration; the folder is the remover's to handle.
+                let _ = self
+                    .client
+                    .set_desired_state(&self.root, &self.id, None)
+                    .await;
+                return Ok(false);
+            }
+            state::PAUSED => {
+                self.paused = true;
+                self.client
+                    .set_backup_state(&self.id, state::PAUSED, 0)
+                    .await?;
+            }
+            state::ACTIVE => {
+                self.paused = false;
+                self.client
+                    .set_backup_state(&self.id, state::ACTIVE, 0)
+                    .await?;
+            }
+            other => tracing::warn!("unknown desired state {other} for backup {}", self.id),
+        }
+        // Acknowledged: the request is taken off the root.
+        self.client
+            .set_desired_state(&self.root, &self.id, None)
+            .await?;
+        Ok(true)
+    }
+
+    async fn unregister(&self) {
+        if let Err(e) = self.client.remove_backup(&self.id).await {
+            tracing::warn!("backup {}: unregistering failed: {e}", self.id);
+        }
+    }
+
+    /// One pass (see the module documentation).
+    pub async fn run_once(&mut self) -> Result<PassReport, SyncError> {
+        let mut report = PassReport::default();
+        if !self.follow_desired_state().await? {
+            report.ended = true;
+            return Ok(report);
+        }
+        if self.paused {
+            report.paused = true;
+            self.beat(beat::INACTIVE, 0, 0).await;
+            return Ok(report);
+        }
+        if self.last_beat.is_none() {
+            self.beat(beat::PENDING, 0, 0).await;
+        }
+        let ex = Exclusions::open(&self.local, true)?;
+        let local = local_listing(&self.local, &ex)?;
+        let mut remote = oneway::remote_listing(&self.client, &self.root)?;
+        // Excluded remote items are left alone (not removed, not listed).
+        let mut kept = Vec::with_capacity(remote.entries.len());
+        for e in remote.entries.drain(..) {
+            let kind = if e.dir { Kind::Folder } else { Kind::File };
+            if !ex.excluded(&e.path, kind, (!e.dir).then_some(e.size))? {
+                kept.push(e);
+            }
+        }
+        remote.entries = kept;
+        let plan = oneway::plan(
+            &local,
+            &remote.entries,
+            PlanOptions {
+                ignore_same_size: false,
+                delete: true,
+            },
+        );
+        report.unchanged = plan.unchanged;
+        let uploads = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, oneway::Action::Copy { .. }))
+            .count();
+        report.folders = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, oneway::Action::Mkdir(_)))
+            .count();
+        if !plan.actions.is_empty() {
+            self.beat(beat::SYNCING, 0, uploads as u32).await;
+        }
+        let how = Execution {
+            parallel: self.parallel,
+            permanent: false,
+            sync_debris: true,
+            progress: None,
+            copied: Arc::new(|_: &str, _: &str| {}),
+        };
+        let done = oneway::upload_tree(&self.client, &plan, &remote, &self.root, &self.local, &how)
+            .await?;
+        report.uploaded = done.copied;
+        report.removed = done.deleted;
+        report.failed = done.failed.iter().map(ToString::to_string).collect();
+        let status = if report.failed.is_empty() {
+            beat::UP_TO_DATE
+        } else {
+            beat::SYNCING
+        };
+        self.beat(status, 100, report.failed.len() as u32).await;
+        Ok(report)
+    }
+
+    /// Runs until stopped or removed: a pass now, then after local changes, remote changes
+    /// (a pause or removal from another device arrives as one), or a heartbeat's time.
+    pub async fn watch(
+        &mut self,
+        done: &mut (dyn FnMut(&PassReport) + Send),
+    ) -> Result<(), SyncError> {
+        use notify::Watcher;
+        let werr = |e: notify::Error| SyncError::Watch {
+            path: self.local.display().to_string(),
+            msg: e.to_string(),
+        };
+        let (tx, mut local_events) = tokio::sync::mpsc::channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        })
+        .map_err(werr)?;
+        watcher
+            .watch(&self.local, notify::RecursiveMode::Recursive)
+            .map_err(werr)?;
+        let mut remote_events = self.client.watch()?;
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.run_once().await {
+                Ok(r) => {
+                    failures = 0;
+                    done(&r);
+                    if r.ended {
+                        return Ok(());
+                    }
+                    if r.failed.is_empty() {
+                        BEAT_EVERY
+                    } else {
+                        Duration::from_secs(30)
+                    }
+                }
+                Err(e @ SyncError::Ignore(_)) => {
+                    // Waits for the file to be fixed (a local change wakes it).
+                    tracing::warn!("backup pass stopped: {e}");
+                    BEAT_EVERY
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    tracing::warn!(
+                        "backup pass failed ({e}); trying again in {} s",
+                        pause.as_secs()
+                    );
+                    pause
+                }
+            };
+            tokio::select! {
+                _ = local_events.recv() => {}
+                ev = remote_events.events.recv() => match ev {
+                    Some(TreeEvent::Changed(_)) | Some(TreeEvent::Reloaded) => {}
+                    Some(TreeEvent::Stopped(why)) => {
+                        return Err(SyncError::Client(Error::Network {
+                            detail: format!("remote changes are no longer followed: {why}"),
+                            code: None,
+                            attempts: 1,
+                        }))
+                    }
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while local_events.try_recv().is_ok() {}
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::ZERO, remote_events.events.recv()).await
+            {
+            }
+        }
+    }
+
+    /// Unregisters the backup; with `delete_remote`, its folder goes to the Rubbish Bin too
+    /// (otherwise it stays in the Vault, where MEGA's apps list it as a stopped backup).
+    pub async fn remove(self, delete_remote: bool) -> Result<(), SyncError> {
+        self.client.remove_backup(&self.id).await?;
+        if delete_remote && self.client.view(|t| t.get(&self.root).is_some()) {
+            self.client.to_sync_debris(&self.root).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks, from any device, for a registration to be paused, resumed or removed: the state
+/// recorded with `sp` (or `sr` for a removal) and the desired state set on its root, which
+/// the owning device follows at its next check and then clears.
+pub async fn request_state(client: &Client, id: &str, want: u8) -> Result<(), SyncError> {
+    let records = client.backup_records().await?;
+    let r = records.iter().find(|r| r.id == id).ok_or_else(|| {
+        SyncError::Client(Error::NotFound {
+            what: format!("backup {id}"),
+        })
+    })?;
+    match want {
+        state::DELETED => client.remove_backup(id).await?,
+        s => client.set_backup_state(id, s, 0).await?,
+    }
+    if let Some(root) = r.root.clone() {
+        let root = NodeHandle(root);
+        if client.view(|t| t.get(&root).is_some()) {
+            client.set_desired_state(&root, id, Some(want)).await?;
+        }
+    }
+    Ok(())
+}
