@@ -778,7 +778,8 @@ async fn megaignore_as_megas_apps_apply_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_as_megas_apps_make_them() {
     use mega_mount::client::backups::{self, beat, state, BackupKind};
-    use mega_mount::sync::backup::{request_state, Backup};
+    use mega_mount::sync::backup::Backup;
+    use mega_mount::sync::registry::request_state;
     let env = Env::start().await;
     let other = env.account("backup@example.com").await;
     let client = Arc::new(env.login("backup@example.com").await);
@@ -941,4 +942,97 @@ async fn backups_as_megas_apps_make_them() {
         other.read_tree().get(&root).is_some(),
         "a stopped backup keeps its folder"
     );
+}
+
+/// A two-way sync registers with the Backup Centre on its first run (type two-way, its local
+/// path, its remote folder) and beats; a pause asked from another session stops it until
+/// resumed, a removal ends it, and the next run registers anew; a sync of the whole Cloud
+/// Drive takes its requests from `*!sds`; `--remove` unregisters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_syncs_are_registered_and_follow_other_devices() {
+    use mega_mount::client::backups::{beat, state, BackupKind};
+    use mega_mount::sync::registry::request_state;
+    let env = Env::start().await;
+    let p = Pair::new(&env, "registered@example.com").await;
+    p.write("a.txt", b"a");
+    p.run().await;
+    let records = p.other.backup_records().await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let rec = &records[0];
+    let path = p.local.canonicalize().unwrap().display().to_string();
+    assert_eq!(rec.kind, BackupKind::TwoWay);
+    assert_eq!(rec.local.as_deref(), Some(path.as_str()));
+    assert_eq!(
+        rec.name.as_deref(),
+        Some(path.as_str()),
+        "named by its path"
+    );
+    assert_eq!(rec.root.as_deref(), Some(p.remote.0.as_str()));
+    assert_eq!(
+        rec.heartbeat.as_ref().map(|h| h.status),
+        Some(i64::from(beat::UP_TO_DATE))
+    );
+
+    // Paused from elsewhere: nothing moves until it is resumed.
+    request_state(&p.other, &rec.id, state::PAUSED)
+        .await
+        .unwrap();
+    p.write("b.txt", b"b");
+    let r = p.run().await;
+    assert!(r.paused && r.uploaded == 0, "{r:?}");
+    assert!(!p.remote_files().await.contains_key("b.txt"));
+    request_state(&p.other, &rec.id, state::ACTIVE)
+        .await
+        .unwrap();
+    let r = p.run().await;
+    assert_eq!(r.uploaded, 1, "{r:?}");
+
+    // Removed from elsewhere: the run ends with that error; the next registers anew.
+    request_state(&p.other, &rec.id, state::DELETED)
+        .await
+        .unwrap();
+    match p.run_with(p.opts()).await {
+        Err(SyncError::Removed) => {}
+        other => panic!("expected the removal: {other:?}"),
+    }
+    assert!(p.other.backup_records().await.unwrap().is_empty());
+    p.run().await;
+    let again = p.other.backup_records().await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].id, rec.id);
+
+    // A sync of the whole Cloud Drive: its requests live in *!sds.
+    let whole = env.dir.path().join("whole");
+    std::fs::create_dir_all(&whole).unwrap();
+    let root = p.client.root().unwrap().handle;
+    let mut opts = p.opts();
+    opts.state_dir = env.dir.path().join("whole-state");
+    let mut s = Syncer::open(p.client.clone(), &whole, root.clone(), opts.clone()).unwrap();
+    s.run_once(&mut |_| {}).await.unwrap();
+    let id = s.registration().unwrap().to_string();
+    request_state(&p.other, &id, state::PAUSED).await.unwrap();
+    assert_eq!(
+        p.other.desired_states_of_account().await.unwrap(),
+        Some(vec![(id.clone(), "3".to_string())])
+    );
+    p.client.fetch().await.unwrap();
+    let r = s.run_once(&mut |_| {}).await.unwrap();
+    assert!(r.paused, "{r:?}");
+    assert_eq!(
+        p.other.desired_states_of_account().await.unwrap(),
+        Some(vec![]),
+        "acknowledged"
+    );
+
+    // --remove unregisters.
+    s.remove().await.unwrap();
+    let left: Vec<String> = p
+        .other
+        .backup_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(!left.contains(&id), "{left:?}");
 }

@@ -16,7 +16,8 @@ use super::sync::sync_error;
 use super::Ctx;
 use crate::client::backups::{self, beat, state, BackupRecord};
 use crate::local::time::fmt_time;
-use crate::sync::backup::{request_state, Backup, PassReport};
+use crate::sync::backup::{Backup, PassReport};
+use crate::sync::registry::request_state;
 
 /// What `megacmd backup` was asked to do.
 pub(super) enum BackupCmd<'a> {
@@ -115,9 +116,7 @@ pub(super) async fn backup(ctx: &Ctx, cmd: BackupCmd<'_>) -> Result<(), CliError
             let records = client.backup_records().await?;
             if let Some(r) = records.iter().find(|r| r.id == what) {
                 // Any device's, by id: unregistered, and its device told to stop.
-                request_state(&client, &r.id, state::DELETED)
-                    .await
-                    .map_err(sync_error)?;
+                request_state(&client, &r.id, state::DELETED).await?;
                 if delete_remote {
                     if let Some(root) = &r.root {
                         let root = crate::tree::NodeHandle(root.clone());
@@ -146,7 +145,7 @@ pub(super) async fn backup(ctx: &Ctx, cmd: BackupCmd<'_>) -> Result<(), CliError
             Ok(())
         }
         BackupCmd::Request { id, want } => {
-            request_state(&client, id, want).await.map_err(sync_error)?;
+            request_state(&client, id, want).await?;
             Ok(())
         }
     }

@@ -171,6 +171,10 @@ pub enum Command {
         /// on them (and exiting non-zero)
         #[arg(long, value_name = "SECS", default_value_t = 60, requires = "two_way")]
         settle_wait: u64,
+        /// Two-way: unregister the pair from the account's Backup Centre (nothing is synced;
+        /// a later run registers it again)
+        #[arg(long, requires = "two_way", conflicts_with = "watch")]
+        remove: bool,
     },
     /// Back a folder up as MEGA's apps do (read-only in the Vault, listed in the Backup
     /// Centre): `backup ~/Documents [--watch]`; `backup --list`; `backup --remove PATH|ID`
@@ -427,6 +431,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             max_delete,
             settle,
             settle_wait,
+            remove,
         } => {
             sync::two_way(
                 ctx,
@@ -437,6 +442,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
                     max_delete: *max_delete,
                     settle: *settle,
                     settle_wait: *settle_wait,
+                    remove: *remove,
                 },
             )
             .await

@@ -250,6 +250,7 @@ pub(super) struct TwoWay<'a> {
     pub max_delete: Option<usize>,
     pub settle: u64,
     pub settle_wait: u64,
+    pub remove: bool,
 }
 
 pub(super) fn sync_error(e: SyncError) -> CliError {
@@ -257,7 +258,9 @@ pub(super) fn sync_error(e: SyncError) -> CliError {
         SyncError::TooManyDeletes { .. } => CliError::new(exit::GUARD, e.to_string()),
         SyncError::Client(c) => c.into(),
         SyncError::Shadow(_) | SyncError::Ignore(_) => CliError::new(exit::CONFIG, e.to_string()),
-        SyncError::Io { .. } | SyncError::Watch { .. } => CliError::new(exit::OTHER, e.to_string()),
+        SyncError::Io { .. } | SyncError::Watch { .. } | SyncError::Removed => {
+            CliError::new(exit::OTHER, e.to_string())
+        }
     }
 }
 
@@ -282,6 +285,10 @@ pub(super) fn describe(a: &TwoWayAction) -> String {
 fn summary(ctx: &Ctx, r: &Report) {
     if ctx.cli.json {
         println!("{}", json!(r));
+        return;
+    }
+    if r.paused {
+        eprintln!("two-way sync: paused from another device (megacmd backup --resume ID)");
         return;
     }
     eprintln!(
@@ -328,6 +335,18 @@ pub(super) async fn two_way(ctx: &Ctx, args: TwoWay<'_>) -> Result<(), CliError>
     };
     let mut syncer =
         Syncer::open(Arc::clone(&client), &local, remote_h, opts).map_err(sync_error)?;
+    if args.remove {
+        let id = syncer.registration().map(str::to_string);
+        syncer.remove().await.map_err(sync_error)?;
+        eprintln!(
+            "{}",
+            match id {
+                Some(id) => format!("sync {id} unregistered from the Backup Centre"),
+                None => "this pair was not registered".to_string(),
+            }
+        );
+        return Ok(());
+    }
     let dry = ctx.cli.dry_run;
     let verbose = ctx.cli.verbose >= 1;
     let mut show = |a: &TwoWayAction| {

@@ -25,6 +25,8 @@ use crate::tree::{Node, NodeHandle};
 const MY_BACKUPS_ATTR: &str = "^!bak";
 /// The attribute of device (and drive) names.
 const DEVICE_NAMES_ATTR: &str = "*!dn";
+/// Desired states of syncs of the whole Cloud Drive.
+const DESIRED_STATES_ATTR: &str = "*!sds";
 /// The name "My backups" gets when this client creates it (MEGA's apps localise it).
 pub const MY_BACKUPS_NAME: &str = "My backups";
 
@@ -500,6 +502,51 @@ impl Client {
         let parts = ["SyncDebris".to_string(), day[..10].to_string()];
         let debris = self.ensure_path(&rubbish, &parts).await?;
         self.move_to(h, &debris).await
+    }
+
+    /// The desired states in `*!sds` (for syncs of the whole Cloud Drive, whose root cannot
+    /// carry attributes): `(id, state)`; `None` if the attribute is not set.
+    pub async fn desired_states_of_account(&self) -> Result<Option<Vec<(String, String)>>> {
+        let mk = &self.session.master_key;
+        let Some((raw, _)) = self.own_attr(DESIRED_STATES_ATTR).await? else {
+            return Ok(None);
+        };
+        let records = tlv::open(mk, &raw)
+            .map_err(|e| Error::Protocol(format!("{DESIRED_STATES_ATTR}: {e}")))?;
+        Ok(Some(
+            records
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+        ))
+    }
+
+    /// Sets or clears one registration's desired state in `*!sds`, keeping the others.
+    pub async fn set_account_desired_state(&self, id: &str, s: Option<u8>) -> Result<()> {
+        let mk = &self.session.master_key;
+        let (mut records, version) = match self.own_attr(DESIRED_STATES_ATTR).await? {
+            Some((raw, v)) => (
+                tlv::open(mk, &raw)
+                    .map_err(|e| Error::Protocol(format!("{DESIRED_STATES_ATTR}: {e}")))?,
+                Some(v),
+            ),
+            None => (Vec::new(), None),
+        };
+        let before = records.len();
+        records.retain(|(k, _)| k != id);
+        if let Some(s) = s {
+            records.push((id.to_string(), s.to_string().into_bytes()));
+        } else if records.len() == before {
+            return Ok(());
+        }
+        self.api
+            .run(&PutVersionedAttribute {
+                name: DESIRED_STATES_ATTR,
+                value: b64::encode(&tlv::seal(mk, &records, None)),
+                version: version.as_deref(),
+            })
+            .await?;
+        Ok(())
     }
 
     /// Creates a folder with attributes beyond its name.

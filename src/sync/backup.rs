@@ -16,30 +16,24 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::engine::{io_err, SyncError};
 use super::ignore::{Exclusions, Kind};
 use super::oneway::{self, Entry, Execution, PlanOptions};
+use super::registry::{Desired, Registered, BEAT_EVERY};
 use crate::client::backups::{self, beat, state, BackupKind, BackupRecord, Registration};
 use crate::client::{Client, TreeEvent};
 use crate::error::Error;
-use crate::tree::{NodeHandle, NodeKind};
-
-/// A heartbeat is sent at least this often while a backup runs (MEGA's apps show a backup
-/// offline after 30 minutes without one).
-const BEAT_EVERY: Duration = Duration::from_secs(25 * 60);
+use crate::tree::NodeHandle;
 
 /// One backup of this device.
 pub struct Backup {
     client: Arc<Client>,
     local: PathBuf,
-    root: NodeHandle,
-    id: String,
+    reg: Registered,
     name: String,
     parallel: usize,
-    paused: bool,
-    last_beat: Option<(Instant, u8, u32)>,
 }
 
 /// What one pass did.
@@ -167,12 +161,9 @@ impl Backup {
         Ok(Backup {
             client,
             local,
-            root,
-            id,
+            reg: Registered::new(id, root, false),
             name,
             parallel: 4,
-            paused: false,
-            last_beat: None,
         })
     }
 
@@ -193,12 +184,9 @@ impl Backup {
         Ok(Backup {
             client,
             local,
-            root,
-            paused: r.state == i64::from(state::PAUSED),
-            id: r.id,
+            reg: Registered::new(r.id, root, r.state == i64::from(state::PAUSED)),
             name: r.name.unwrap_or_default(),
             parallel: 4,
-            last_beat: None,
         })
     }
 
@@ -215,7 +203,7 @@ impl Backup {
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        &self.reg.id
     }
 
     pub fn name(&self) -> &str {
@@ -223,116 +211,35 @@ impl Backup {
     }
 
     pub fn root(&self) -> &NodeHandle {
-        &self.root
+        &self.reg.root
     }
 
     pub fn set_parallel(&mut self, n: usize) {
         self.parallel = n.max(1);
     }
 
-    /// Sends a heartbeat if the status or the pending count changed, or the last one is
-    /// old; a failed heartbeat is logged, never fatal.
-    async fn beat(&mut self, status: u8, progress: u8, pending: u32) {
-        let due = match self.last_beat {
-            None => true,
-            Some((at, s, q)) => s != status || q != pending || at.elapsed() >= BEAT_EVERY,
-        };
-        if !due {
-            return;
-        }
-        let lts = Some(crate::local::time::now());
-        match self
-            .client
-            .backup_heartbeat(&self.id, status, progress, (pending, 0), lts)
-            .await
-        {
-            Ok(()) => self.last_beat = Some((Instant::now(), status, pending)),
-            Err(e) => tracing::warn!("backup heartbeat not sent: {e}"),
-        }
-    }
-
-    /// Applies what another device asked for (the root's `sds`); `false` if the backup ended.
-    async fn follow_desired_state(&mut self) -> Result<bool, SyncError> {
-        let root = self.client.view(|t| {
-            let n = t.get(&self.root).cloned()?;
-            let in_bin = t
-                .top_of(&self.root)
-                .is_some_and(|t| t.kind == NodeKind::Rubbish);
-            Some((n, in_bin))
-        });
-        let Some((node, in_bin)) = root else {
-            tracing::warn!("the backup's remote folder is gone: removing the backup");
-            self.unregister().await;
-            return Ok(false);
-        };
-        if in_bin {
-            tracing::warn!("the backup's remote folder is in the Rubbish Bin: removing the backup");
-            self.unregister().await;
-            return Ok(false);
-        }
-        let sds = node
-            .attrs()
-            .and_then(|a| a.get("sds").and_then(|v| v.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        let Some(want) = backups::desired_state(&sds, &self.id) else {
-            return Ok(true);
-        };
-        match want {
-            state::DELETED => {
-                tracing::info!("backup {} removed from another device", self.id);
-                self.unregister().await;
-                // The entry goes with the registration; the folder is the remover's to handle.
-                let _ = self
-                    .client
-                    .set_desired_state(&self.root, &self.id, None)
-                    .await;
-                return Ok(false);
-            }
-            state::PAUSED => {
-                self.paused = true;
-                self.client
-                    .set_backup_state(&self.id, state::PAUSED, 0)
-                    .await?;
-            }
-            state::ACTIVE => {
-                self.paused = false;
-                self.client
-                    .set_backup_state(&self.id, state::ACTIVE, 0)
-                    .await?;
-            }
-            other => tracing::warn!("unknown desired state {other} for backup {}", self.id),
-        }
-        // Acknowledged: the request is taken off the root.
-        self.client
-            .set_desired_state(&self.root, &self.id, None)
-            .await?;
-        Ok(true)
-    }
-
-    async fn unregister(&self) {
-        if let Err(e) = self.client.remove_backup(&self.id).await {
-            tracing::warn!("backup {}: unregistering failed: {e}", self.id);
-        }
-    }
-
     /// One pass (see the module documentation).
     pub async fn run_once(&mut self) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
-        if !self.follow_desired_state().await? {
-            report.ended = true;
-            return Ok(report);
+        let client = Arc::clone(&self.client);
+        match self.reg.check(&client).await? {
+            Desired::Removed => {
+                report.ended = true;
+                return Ok(report);
+            }
+            Desired::Paused => {
+                report.paused = true;
+                self.reg.beat_paused(&client).await;
+                return Ok(report);
+            }
+            Desired::Run => {}
         }
-        if self.paused {
-            report.paused = true;
-            self.beat(beat::INACTIVE, 0, 0).await;
-            return Ok(report);
-        }
-        if self.last_beat.is_none() {
-            self.beat(beat::PENDING, 0, 0).await;
+        if self.reg.first_beat() {
+            self.reg.beat(&client, beat::PENDING, 0, 0).await;
         }
         let ex = Exclusions::open(&self.local, true)?;
         let local = local_listing(&self.local, &ex)?;
-        let mut remote = oneway::remote_listing(&self.client, &self.root)?;
+        let mut remote = oneway::remote_listing(&self.client, &self.reg.root)?;
         // Excluded remote items are left alone (not removed, not listed).
         let mut kept = Vec::with_capacity(remote.entries.len());
         for e in remote.entries.drain(..) {
@@ -362,7 +269,9 @@ impl Backup {
             .filter(|a| matches!(a, oneway::Action::Mkdir(_)))
             .count();
         if !plan.actions.is_empty() {
-            self.beat(beat::SYNCING, 0, uploads as u32).await;
+            self.reg
+                .beat(&client, beat::SYNCING, 0, uploads as u32)
+                .await;
         }
         let how = Execution {
             parallel: self.parallel,
@@ -371,8 +280,15 @@ impl Backup {
             progress: None,
             copied: Arc::new(|_: &str, _: &str| {}),
         };
-        let done = oneway::upload_tree(&self.client, &plan, &remote, &self.root, &self.local, &how)
-            .await?;
+        let done = oneway::upload_tree(
+            &self.client,
+            &plan,
+            &remote,
+            &self.reg.root,
+            &self.local,
+            &how,
+        )
+        .await?;
         report.uploaded = done.copied;
         report.removed = done.deleted;
         report.failed = done.failed.iter().map(ToString::to_string).collect();
@@ -381,7 +297,9 @@ impl Backup {
         } else {
             beat::SYNCING
         };
-        self.beat(status, 100, report.failed.len() as u32).await;
+        self.reg
+            .beat(&client, status, 100, report.failed.len() as u32)
+            .await;
         Ok(report)
     }
 
@@ -462,33 +380,11 @@ impl Backup {
     /// Unregisters the backup; with `delete_remote`, its folder goes to the Rubbish Bin too
     /// (otherwise it stays in the Vault, where MEGA's apps list it as a stopped backup).
     pub async fn remove(self, delete_remote: bool) -> Result<(), SyncError> {
-        self.client.remove_backup(&self.id).await?;
-        if delete_remote && self.client.view(|t| t.get(&self.root).is_some()) {
-            self.client.to_sync_debris(&self.root).await?;
+        self.client.remove_backup(&self.reg.id).await?;
+        let root = &self.reg.root;
+        if delete_remote && self.client.view(|t| t.get(root).is_some()) {
+            self.client.to_sync_debris(root).await?;
         }
         Ok(())
     }
-}
-
-/// Asks, from any device, for a registration to be paused, resumed or removed: the state
-/// recorded with `sp` (or `sr` for a removal) and the desired state set on its root, which
-/// the owning device follows at its next check and then clears.
-pub async fn request_state(client: &Client, id: &str, want: u8) -> Result<(), SyncError> {
-    let records = client.backup_records().await?;
-    let r = records.iter().find(|r| r.id == id).ok_or_else(|| {
-        SyncError::Client(Error::NotFound {
-            what: format!("backup {id}"),
-        })
-    })?;
-    match want {
-        state::DELETED => client.remove_backup(id).await?,
-        s => client.set_backup_state(id, s, 0).await?,
-    }
-    if let Some(root) = r.root.clone() {
-        let root = NodeHandle(root);
-        if client.view(|t| t.get(&root).is_some()) {
-            client.set_desired_state(&root, id, Some(want)).await?;
-        }
-    }
-    Ok(())
 }

@@ -16,7 +16,12 @@ use crate::tree::NodeHandle;
 
 use super::ignore::{is_partial, Exclusions, IgnoreError, DEBRIS};
 use super::plan::{self, Action, Local, Remote};
+use super::registry::{Desired, Registered};
 use super::shadow::{ShadowDb, ShadowError};
+use crate::client::backups::{self, beat, BackupKind, Registration};
+
+/// The shadow database's key for the pair's Backup Centre id.
+const REGISTRATION: &str = "backup_id";
 
 /// How a pair runs.
 #[derive(Debug, Clone)]
@@ -53,6 +58,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Actions a previous run journaled and never finished (it was killed).
     pub interrupted: Vec<String>,
+    /// Paused from another device (MEGA's Backup Centre): nothing was done.
+    pub paused: bool,
 }
 
 impl Report {
@@ -72,6 +79,7 @@ impl Report {
         self.waiting = later.waiting;
         self.errors.extend(later.errors);
         self.interrupted.extend(later.interrupted);
+        self.paused = later.paused;
     }
 
     /// Counts an action that succeeded.
@@ -120,6 +128,8 @@ pub enum SyncError {
     Watch { path: String, msg: String },
     #[error("exclusions: {0}")]
     Ignore(#[from] IgnoreError),
+    #[error("this sync was removed from another device (MEGA's Backup Centre), or its remote folder is gone; run it again to register it anew")]
+    Removed,
 }
 
 pub(super) fn io_err(path: &Path, source: std::io::Error) -> SyncError {
@@ -136,6 +146,9 @@ pub struct Syncer {
     pub(super) remote: NodeHandle,
     pub(super) db: ShadowDb,
     pub(super) opts: SyncOptions,
+    /// The pair's registration with the Backup Centre (none until the first run, or where
+    /// the server or the machine cannot register it).
+    reg: Option<Registered>,
 }
 
 /// Where a pair's shadow database lives: one file per (account, local folder, remote folder).
@@ -163,12 +176,16 @@ impl Syncer {
         let db = ShadowDb::open(&shadow_path(&opts.state_dir, &account, &local, &remote))?;
         db.set_meta("local", &local.display().to_string())?;
         db.set_meta("remote", &remote.0)?;
+        let reg = db
+            .meta(REGISTRATION)?
+            .map(|id| Registered::new(id, remote.clone(), false));
         Ok(Syncer {
             client,
             local,
             remote,
             db,
             opts,
+            reg,
         })
     }
 
@@ -188,6 +205,20 @@ impl Syncer {
                 "resuming after an interrupted run ({} action(s) were in progress)",
                 report.interrupted.len()
             );
+        }
+        if !self.opts.dry_run {
+            match self.check_registration().await? {
+                Desired::Run => {}
+                Desired::Paused => {
+                    report.paused = true;
+                    return Ok(report);
+                }
+                Desired::Removed => {
+                    self.db.delete_meta(REGISTRATION)?;
+                    self.reg = None;
+                    return Err(SyncError::Removed);
+                }
+            }
         }
         self.remove_partials();
         for pass in 0..3 {
@@ -266,7 +297,76 @@ impl Syncer {
                 break;
             }
         }
+        if let Some(reg) = self.reg.as_mut() {
+            let (status, pending) = if report.errors.is_empty() && report.deferred == 0 {
+                (beat::UP_TO_DATE, 0)
+            } else {
+                (
+                    beat::SYNCING,
+                    (report.errors.len() + report.deferred) as u32,
+                )
+            };
+            reg.beat(&self.client, status, 100, pending).await;
+        }
         Ok(report)
+    }
+
+    /// Registers the pair with the Backup Centre on its first run (type two-way, named by
+    /// its local path, as MEGA's apps name syncs), then follows what other devices ask.
+    /// A server or machine that cannot register it leaves the sync running unregistered.
+    async fn check_registration(&mut self) -> Result<Desired, SyncError> {
+        if self.reg.is_none() {
+            let path = self.local.display().to_string();
+            let registered = match backups::device_id() {
+                Ok(device) => {
+                    self.client
+                        .register_backup(&Registration {
+                            kind: BackupKind::TwoWay,
+                            root: &self.remote,
+                            local: &path,
+                            name: &path,
+                            device: &device,
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match registered {
+                Ok(id) => {
+                    self.db.set_meta(REGISTRATION, &id)?;
+                    self.reg = Some(Registered::new(id, self.remote.clone(), false));
+                }
+                Err(e) => {
+                    tracing::warn!("the sync is not registered with the Backup Centre: {e}");
+                    return Ok(Desired::Run);
+                }
+            }
+        }
+        let Some(reg) = self.reg.as_mut() else {
+            return Ok(Desired::Run);
+        };
+        let desired = reg.check(&self.client).await?;
+        match desired {
+            Desired::Paused => reg.beat_paused(&self.client).await,
+            Desired::Run if reg.first_beat() => reg.beat(&self.client, beat::PENDING, 0, 0).await,
+            _ => {}
+        }
+        Ok(desired)
+    }
+
+    /// The pair's Backup Centre id, if it is registered.
+    pub fn registration(&self) -> Option<&str> {
+        self.reg.as_ref().map(|r| r.id.as_str())
+    }
+
+    /// Unregisters the pair from the Backup Centre (a later run registers it anew; the
+    /// shadow state stays, so nothing is transferred again).
+    pub async fn remove(self) -> Result<(), SyncError> {
+        if let Some(reg) = &self.reg {
+            self.client.remove_backup(&reg.id).await?;
+        }
+        self.db.delete_meta(REGISTRATION)?;
+        Ok(())
     }
 
     /// A one-shot reconciliation that also syncs files still being written: while some wait
@@ -341,9 +441,11 @@ impl Syncer {
                 }
                 // The guard and a broken state database stop the watch; anything else (a
                 // network outage, a folder busy) is retried with a growing pause.
-                Err(e @ (SyncError::TooManyDeletes { .. } | SyncError::Shadow(_))) => {
-                    return Err(e)
-                }
+                Err(
+                    e @ (SyncError::TooManyDeletes { .. }
+                    | SyncError::Shadow(_)
+                    | SyncError::Removed),
+                ) => return Err(e),
                 Err(e) => {
                     failures += 1;
                     let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));

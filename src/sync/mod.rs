@@ -13,6 +13,9 @@
 //! * [`scan`]: both sides as the planner sees them.
 //! * [`execute`]: running actions with the journal, debris, conflict copies.
 //!
+//! Both register with the account's Backup Centre ([`registry`]: heartbeats, pause and
+//! removal asked from other devices).
+//!
 //! Backups (`megacmd backup`): [`backup`] keeps a local folder copied one way into the Vault,
 //! registered with the account's Backup Centre.
 //!
@@ -24,6 +27,7 @@ pub mod execute;
 pub mod ignore;
 pub mod oneway;
 pub mod plan;
+pub mod registry;
 pub mod scan;
 pub mod shadow;
 

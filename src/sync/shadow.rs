@@ -200,6 +200,13 @@ impl ShadowDb {
             .map_err(|e| self.err(e))
     }
 
+    pub fn delete_meta(&self, key: &str) -> Result<(), ShadowError> {
+        self.db()
+            .execute("DELETE FROM meta WHERE key = ?1", [key])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), ShadowError> {
         self.db()
             .execute(
