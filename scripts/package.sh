@@ -55,6 +55,7 @@ for prog in megacmd mega-mount; do
 done
 
 install -D -m 0644 dist/systemd/mega-mount@.service "$pkg/usr/lib/systemd/user/mega-mount@.service"
+install -D -m 0644 dist/systemd/mega-backup@.service "$pkg/usr/lib/systemd/user/mega-backup@.service"
 install -D -m 0644 README.md "$pkg/usr/share/doc/mega-mount/README.md"
 cat > "$pkg/usr/share/doc/mega-mount/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/

@@ -57,10 +57,13 @@ words=$(bash -c 'source /usr/share/bash-completion/completions/megacmd
   _megacmd megacmd sh megacmd; printf "%s\n" "${COMPREPLY[@]}"')
 echo "$words" | grep -qx "share" || fail "bash completion of 'megacmd sh' lacks share: $words"
 
-# The systemd unit, as an instance for a mountpoint.
+# The systemd units, as instances for a mountpoint and a folder to back up.
 unit="$work/mega-mount@$(systemd-escape --path "$work/m1").service"
 cp /usr/lib/systemd/user/mega-mount@.service "$unit"
-systemd-analyze verify "$unit" || fail "systemd-analyze verify"
+systemd-analyze verify "$unit" || fail "systemd-analyze verify mega-mount@"
+unit="$work/mega-backup@$(systemd-escape --path "$work/docs").service"
+cp /usr/lib/systemd/user/mega-backup@.service "$unit"
+systemd-analyze verify "$unit" || fail "systemd-analyze verify mega-backup@"
 
 # A server and an account, and a config file that names them (0600: it holds a password).
 mega-testserver() { target/debug/mega-testserver "$@"; }
@@ -89,6 +92,15 @@ t sh -c "echo 'through fstab' > '$work/m1/hello.txt'" || fail "write on the moun
 # The other mount sees the file (after the event channel delivers it).
 for _ in $(seq 100); do [ -f "$work/m2/hello.txt" ] && break; sleep 0.1; done
 [ "$(t cat "$work/m2/hello.txt")" = "through fstab" ] || fail "the second mount does not read the file"
+# A backup made by the installed megacmd, as the unit runs it (one pass here), shows on the
+# mount as "My backups/<device>/docs".
+mkdir -p "$work/docs" && echo "backed up" > "$work/docs/report.txt"
+t megacmd --conf "$work/config.toml" backup "$work/docs" || fail "megacmd backup"
+t megacmd --conf "$work/config.toml" backup --list | grep -q "backup .*$work/docs" \
+  || fail "backup --list does not show the backup"
+for _ in $(seq 100); do [ -d "$work/m1/My backups" ] && break; sleep 0.1; done
+[ "$(t sh -c "cat '$work/m1/My backups'/*/docs/report.txt")" = "backed up" ] \
+  || fail "the backup is not readable on the mount"
 for mp in "$work/m1" "$work/m2"; do
   t umount "$mp" || fail "umount $mp"
 done
@@ -96,7 +108,8 @@ done
 # Removal leaves nothing of the package behind.
 dpkg --purge mega-mount >/dev/null
 for f in /usr/bin/megacmd /usr/bin/mega-mount /sbin/mount.mega /sbin/mount.fuse.mega-mount \
-         /usr/lib/systemd/user/mega-mount@.service /usr/share/man/man1/megacmd.1.gz; do
+         /usr/lib/systemd/user/mega-mount@.service /usr/lib/systemd/user/mega-backup@.service \
+         /usr/share/man/man1/megacmd.1.gz; do
   [ ! -e "$f" ] && [ ! -L "$f" ] || fail "$f is still there after removal"
 done
 echo "test-package: ok"

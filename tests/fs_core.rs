@@ -165,6 +165,7 @@ async fn reads_use_the_configured_transfer_settings() {
                     shares_dir: None,
                     rubbish_dir: None,
                     versions_dir: None,
+                    backups_dir: None,
                     list_special: false,
                     xattr: false,
                     writeback: None,
@@ -890,4 +891,61 @@ async fn write_back_queues_closes_and_drains_them() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let done: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
     assert_eq!(done["waiting"], 0, "{done}");
+}
+
+/// The Vault's "My backups" in the root once the account has backups: listed, readable
+/// (every byte verified as anywhere), read-only (EACCES, nothing sent); `backups=` hides it
+/// and a real folder of that name wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_backups_is_a_read_only_folder_in_the_root() {
+    use mega_mount::fs::ROOT_INO;
+    use mega_mount::sync::backup::Backup;
+    let env = Env::start().await;
+    let c = std::sync::Arc::new(env.account("vaultfs@example.com").await);
+    let (before, _) = fs_core(&env, "vaultfs@example.com").await;
+    assert!(
+        before.lookup(ROOT_INO, "My backups").is_err(),
+        "no backups yet"
+    );
+    let local = env.dir.path().join("Pictures");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join("cat.jpg"), b"meow").unwrap();
+    let mut b = Backup::create(c.clone(), &local, None).await.unwrap();
+    b.run_once().await.unwrap();
+
+    let (fs, client) = fs_core(&env, "vaultfs@example.com").await;
+    let fh = fs.opendir(ROOT_INO).unwrap();
+    let listed: Vec<String> = fs
+        .dir_entries(ROOT_INO, fh, 0)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    fs.releasedir(fh);
+    assert!(listed.contains(&"My backups".to_string()), "{listed:?}");
+    let my = fs.lookup(ROOT_INO, "My backups").unwrap();
+    assert_eq!(my.perm & 0o222, 0, "no write bits");
+    let device = mega_mount::client::backups::device_id().unwrap();
+    let dev = fs.lookup(my.ino, &device).unwrap();
+    let pics = fs.lookup(dev.ino, "Pictures").unwrap();
+    let cat = fs.lookup(pics.ino, "cat.jpg").unwrap();
+    assert_eq!(read_all(&fs, cat.ino).await.unwrap(), b"meow");
+    let denied = |r: Result<(), mega_mount::fs::FsError>| {
+        assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES))
+    };
+    denied(fs.create(pics.ino, "dog.jpg").await.map(drop));
+    denied(fs.mkdir(pics.ino, "more").await.map(drop));
+    denied(fs.unlink(pics.ino, "cat.jpg").await);
+    denied(fs.open(cat.ino, true, false).await.map(drop));
+    let backup_root = client.my_backups_cached().unwrap();
+    assert_eq!(client.children(&backup_root).unwrap().len(), 1);
+
+    let (hidden, _) = fs_core_with(&env, "vaultfs@example.com", |cfg| cfg.backups_dir = None).await;
+    assert!(hidden.lookup(ROOT_INO, "My backups").is_err());
+    let root = c.root().unwrap().handle;
+    c.mkdir(&root, "My backups").await.unwrap();
+    let (fs2, _) = fs_core(&env, "vaultfs@example.com").await;
+    let real = fs2.lookup(ROOT_INO, "My backups").unwrap();
+    assert_ne!(real.perm & 0o200, 0, "the real folder of that name wins");
+    assert!(fs2.lookup(ROOT_INO, "My backups (vault)").is_ok());
 }

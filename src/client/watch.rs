@@ -67,6 +67,12 @@ impl Client {
         if named("^!dv").is_some() {
             self.read_versions_setting().await;
         }
+        if named("^!bak").is_some() {
+            // "My backups" was created (on any device): the mount and megacmd show it.
+            if let Err(e) = self.my_backups().await {
+                tracing::warn!("\"My backups\" changed but could not be read: {e}");
+            }
+        }
         let mut new_keys = false;
         if let Some(version) = named(super::keys::KEYS_ATTR) {
             match self.refresh_keys(version.as_deref()).await {

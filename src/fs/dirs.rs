@@ -146,6 +146,9 @@ impl MegaFs {
             });
         }
         drop(inodes);
+        if ino == ROOT_INO {
+            out.extend(self.backups_entry());
+        }
         if ino == ROOT_INO && self.cfg.list_special {
             out.extend(self.special_entries());
         }

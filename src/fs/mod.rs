@@ -82,6 +82,8 @@ pub struct FsConfig {
     pub rubbish_dir: Option<String>,
     /// The previous versions' folder's name in the root; `None` hides it.
     pub versions_dir: Option<String>,
+    /// The name of the Vault's "My backups" in the root (read-only); `None` hides it.
+    pub backups_dir: Option<String>,
     /// The root's listing names the Rubbish Bin and the versions folder (else they are
     /// reached by name only).
     pub list_special: bool,

@@ -10,7 +10,12 @@
 //!   was saved (UTC), newest first in time: `.versions/docs/report.txt/report (2026-12-05
 //!   101500).txt`. They read like any file (verified against their own MACs).
 //!
-//! Both are reached by name (`cd ~/Mega/.versions`) but not listed in the root unless
+//! * The Vault's "My backups" (backups made by MEGA's apps and `megacmd backup`), the real
+//!   node, shown and listed in the root as `My backups` once the account has one
+//!   (`backups=NAME` renames it, `backups=` hides it; a real folder of that name wins and it
+//!   is then `NAME (vault)`). It is read-only: only backups change it.
+//!
+//! The bin and the versions are reached by name (`cd ~/Mega/.versions`) but not listed in the root unless
 //! `list_special` is given, as ZFS does with `.zfs`: `rsync -a ~/Mega/ backup/` then copies
 //! neither the bin nor every old version, `du` counts neither, and `rsync --delete` onto the
 //! mount does not try to empty them. A real folder of the same name in the root wins.
@@ -27,6 +32,8 @@ use crate::tree::{Node, NodeHandle, NodeKind};
 pub const DEFAULT_RUBBISH_DIR: &str = ".Rubbish Bin";
 /// The default name of the previous versions' folder in the root.
 pub const DEFAULT_VERSIONS_DIR: &str = ".versions";
+/// The default name of the Vault's "My backups" in the root.
+pub const DEFAULT_BACKUPS_DIR: &str = "My backups";
 
 /// Where a node lies, for what may be done to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +42,8 @@ pub(super) enum Frozen {
     Rubbish,
     /// A previous version of a file.
     Version,
+    /// In the Vault (backups).
+    Vault,
 }
 
 impl MegaFs {
@@ -50,6 +59,23 @@ impl MegaFs {
     fn rubbish_entry(&self) -> Option<(String, Node)> {
         let name = self.special_name(self.cfg.rubbish_dir.as_deref())?;
         Some((name, self.client.rubbish().ok()?))
+    }
+
+    /// "My backups" as shown in the root, if the account has it and it is not hidden.
+    pub(super) fn backups_entry(&self) -> Option<DirEntry> {
+        let name = self.cfg.backups_dir.as_deref().filter(|n| !n.is_empty())?;
+        let h = self.client.my_backups_cached()?;
+        let root = self.client.root().ok()?;
+        let taken = self.dir_view(&root.handle).is_ok_and(|v| v.has(name));
+        Some(DirEntry {
+            ino: self.inodes().ino_of(&h),
+            name: if taken {
+                format!("{name} (vault)")
+            } else {
+                name.to_string()
+            },
+            kind: Kind::Dir,
+        })
     }
 
     fn versions_name(&self) -> Option<String> {
@@ -71,6 +97,10 @@ impl MegaFs {
     fn specials(&self, only: Option<&str>) -> Vec<DirEntry> {
         let wanted = |n: &str| only.is_none_or(|o| o == n);
         let mut out = Vec::new();
+        // Listed with the Cloud Drive's own entries (see `readdir`); here for lookups.
+        if only.is_some() {
+            out.extend(self.backups_entry().filter(|e| wanted(&e.name)));
+        }
         if let Some((name, bin)) = self.rubbish_entry().filter(|(n, _)| wanted(n)) {
             out.push(DirEntry {
                 ino: self.inodes().ino_of(&bin.handle),
@@ -96,9 +126,11 @@ impl MegaFs {
             if tree.is_version(h) {
                 return Some(Frozen::Version);
             }
-            tree.top_of(h)
-                .is_some_and(|t| t.kind == NodeKind::Rubbish)
-                .then_some(Frozen::Rubbish)
+            match tree.top_of(h).map(|t| t.kind) {
+                Some(NodeKind::Rubbish) => Some(Frozen::Rubbish),
+                Some(NodeKind::Inbox) => Some(Frozen::Vault),
+                _ => None,
+            }
         })
     }
 
@@ -112,6 +144,9 @@ impl MegaFs {
             )),
             Some(Frozen::Version) => Err(FsError::AccessDenied(
                 "a previous version, which is read-only".into(),
+            )),
+            Some(Frozen::Vault) => Err(FsError::AccessDenied(
+                "in the Vault, where backups are read-only (megacmd backup changes them)".into(),
             )),
         }
     }

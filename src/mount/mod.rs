@@ -143,6 +143,13 @@ impl Settings {
                     .unwrap_or_else(|| crate::fs::special::DEFAULT_VERSIONS_DIR.to_string()),
             )
             .filter(|n| !n.is_empty()),
+            backups_dir: Some(
+                options
+                    .backups_dir
+                    .clone()
+                    .unwrap_or_else(|| crate::fs::special::DEFAULT_BACKUPS_DIR.to_string()),
+            )
+            .filter(|n| !n.is_empty()),
             list_special: options.list_special,
             xattr: options.xattr,
             writeback: options

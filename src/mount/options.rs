@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub rubbish_dir: Option<String>,
     /// `versions=NAME`: the previous versions' folder in the root (`versions=` hides it).
     pub versions_dir: Option<String>,
+    /// `backups=NAME`: the Vault's "My backups" in the root (`backups=` hides it).
+    pub backups_dir: Option<String>,
     /// `list_special`: the root's listing names the Rubbish Bin and the versions folder.
     pub list_special: bool,
     /// `xattr`: the `user.mega.*` extended attributes.
@@ -127,6 +129,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "shares" => o.shares_dir = Some(folder_name(k, v)?),
             "rubbish" => o.rubbish_dir = Some(folder_name(k, v)?),
             "versions" => o.versions_dir = Some(folder_name(k, v)?),
+            "backups" => o.backups_dir = Some(folder_name(k, v)?),
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
             "writeback" => o.writeback = true,

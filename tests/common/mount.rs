@@ -227,6 +227,7 @@ pub async fn fs_core_with(
         shares_dir: Some("Shared with me".into()),
         rubbish_dir: Some(".Rubbish Bin".into()),
         versions_dir: Some(".versions".into()),
+        backups_dir: Some("My backups".into()),
         list_special: false,
         xattr: false,
         writeback: None,
