@@ -1433,3 +1433,90 @@ async fn contact_requests() {
     ann.fails(&["contacts", "remove", "ben@example.com"], 5)
         .await;
 }
+
+/// `megacmd backup` from the command line: created once then brought up to date, listed
+/// with its device, state and status (text and JSON), reachable as `mega://Backups/`,
+/// read-only to other commands, paused and resumed by id, removed with its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_from_the_command_line() {
+    let env = Env::start().await;
+    account(&env, "cli-backup@example.com").await;
+    let c = Cmd::new(&env, "cli-backup@example.com");
+    let local = env.dir.path().join("Projects");
+    write(&local.join("plan.txt"), b"plan", 1_700_000_000);
+    let o = c.ok(&["backup", &s(&local)]).await;
+    assert!(
+        o.stderr.contains("backup \"Projects\" created"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("1 uploaded"), "{}", o.stderr);
+    let o = c.ok(&["backup", &s(&local)]).await;
+    assert!(
+        o.stderr.contains("0 uploaded") && !o.stderr.contains("\"Projects\" created"),
+        "{}",
+        o.stderr
+    );
+    // Twice under another name is refused: it is the same folder of this device.
+    c.fails(&["backup", "--name", "Again", &s(&local)], 6).await;
+
+    let o = c.ok(&["backup", "--list"]).await;
+    let canonical = s(&local.canonicalize().unwrap());
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains(&canonical))
+        .expect("listed");
+    assert!(
+        line.contains("backup") && line.contains("active") && line.contains("up-to-date"),
+        "{line}"
+    );
+    assert!(line.contains("(this device)"), "{line}");
+    let o = c.ok(&["--json", "backup", "--list"]).await;
+    let list: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["kind"], "backup");
+    assert_eq!(list[0]["local"], canonical.as_str());
+
+    let device = mega_mount::client::backups::device_id().unwrap();
+    let o = c.ok(&["ls", "-r", "mega://Backups/"]).await;
+    assert!(
+        o.stdout.contains(&device) && o.stdout.contains("plan.txt"),
+        "{}",
+        o.stdout
+    );
+    let o = c
+        .ok(&["cat", &format!("mega://Backups/{device}/Projects/plan.txt")])
+        .await;
+    assert_eq!(o.stdout, "plan");
+    // Read-only to everything but the backup: the server refuses.
+    let denied = c
+        .run(&["rm", &format!("mega://Backups/{device}/Projects/plan.txt")])
+        .await;
+    assert_ne!(denied.code, 0, "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("permission denied"),
+        "{}",
+        denied.stderr
+    );
+
+    c.ok(&["backup", "--pause", &id]).await;
+    write(&local.join("more.txt"), b"more", 1_700_000_000);
+    let o = c.ok(&["backup", &s(&local)]).await;
+    assert!(
+        o.stderr.contains("paused from another device"),
+        "{}",
+        o.stderr
+    );
+    c.ok(&["backup", "--resume", &id]).await;
+    let o = c.ok(&["backup", &s(&local)]).await;
+    assert!(o.stderr.contains("1 uploaded"), "{}", o.stderr);
+
+    c.ok(&["backup", "--remove", &s(&local), "--delete-remote"])
+        .await;
+    let o = c.ok(&["--json", "backup", "--list"]).await;
+    assert_eq!(o.stdout.trim(), "[]");
+    let o = c.ok(&["ls", "-r", "mega://Rubbish/SyncDebris/"]).await;
+    assert!(o.stdout.contains("Projects"), "{}", o.stdout);
+    c.fails(&["backup", "--remove", &s(&local)], 5).await;
+}

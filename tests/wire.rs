@@ -362,3 +362,111 @@ async fn a_blocked_account_is_told_why() {
     admin(0).await;
     c.fetch().await.unwrap();
 }
+
+/// The Backup Centre's commands as the SDK and the web use them, with hostile inputs refused
+/// and records kept per account: `sp` (register, update, arguments checked), `sphb`, `sf`,
+/// `sr`; another account's id is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_centre_records_per_account() {
+    use mega_mount::api::{ApiError, ErrorCode};
+    let (env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let dir = c.mkdir(&root, "synced").await.unwrap().handle;
+    let code = |r: Result<Value, ApiError>| match r {
+        Err(ApiError::Mega(code)) => code,
+        other => panic!("expected an error code: {other:?}"),
+    };
+    let call = |v: Value| c.api().call(v);
+    let dev = "PrG9Q5lH63YpmOVmzMLgmceREYsvQFecxPfaK1Bht_k";
+    // Missing fields, bad types and values, a node that is not a folder of ours.
+    for bad in [
+        json!({"a": "sp", "t": 0, "h": dir.0}),
+        json!({"a": "sp", "t": 9, "h": dir.0, "d": dev}),
+        json!({"a": "sp", "t": "x", "h": dir.0, "d": dev}),
+        json!({"a": "sp", "t": 0, "h": dir.0, "d": dev, "l": "not base64!"}),
+        json!({"a": "sp", "t": 0, "h": dir.0, "d": dev, "s": 99}),
+        json!({"a": "sp", "t": 0, "h": dir.0, "d": "", "e": "AA"}),
+        json!({"a": "sp", "t": 0, "h": 5, "d": dev}),
+    ] {
+        assert_eq!(code(call(bad.clone()).await), ErrorCode::Args, "{bad}");
+    }
+    assert_eq!(
+        code(call(json!({"a": "sp", "t": 0, "h": "AAAAAAAA", "d": dev})).await),
+        ErrorCode::NotFound
+    );
+    let id = call(
+        json!({"a": "sp", "t": 0, "h": dir.0, "d": dev, "s": 1, "ss": 0, "l": "AAAA", "e": "AAAA"}),
+    )
+    .await
+    .unwrap();
+    let id = id.as_str().unwrap().to_string();
+    assert_eq!(id.len(), 11, "an 8-byte id: {id}");
+    assert_eq!(
+        call(json!({"a": "sp", "id": id, "s": 3})).await.unwrap(),
+        json!(id)
+    );
+    assert_eq!(
+        call(json!({"a": "sphb", "id": id, "s": 2, "p": 40, "qu": 3, "qd": 0, "lts": 1765000000}))
+            .await
+            .unwrap(),
+        json!(0)
+    );
+    assert_eq!(
+        code(call(json!({"a": "sphb", "id": id, "s": 2, "p": 101})).await),
+        ErrorCode::Args
+    );
+    let all = call(json!({"a": "sf"})).await.unwrap();
+    let rec = &all.as_array().unwrap()[0];
+    assert_eq!(
+        (&rec["t"], &rec["h"], &rec["d"], &rec["s"], &rec["l"]),
+        (
+            &json!(0),
+            &json!(dir.0),
+            &json!(dev),
+            &json!(3),
+            &json!("AAAA")
+        )
+    );
+    assert_eq!(
+        (&rec["hb"]["s"], &rec["hb"]["p"], &rec["hb"]["qu"]),
+        (&json!(2), &json!(40), &json!(3))
+    );
+    assert!(
+        rec["hb"]["ts"].as_i64().unwrap() > 1_700_000_000,
+        "the server's receive time"
+    );
+
+    // Another account sees nothing of it and cannot touch it.
+    let other = env.account("wire2@example.com").await;
+    assert_eq!(
+        other.api().call(json!({"a": "sf"})).await.unwrap(),
+        json!([])
+    );
+    for v in [
+        json!({"a": "sp", "id": id, "s": 1}),
+        json!({"a": "sphb", "id": id, "s": 1}),
+        json!({"a": "sr", "id": id}),
+    ] {
+        assert_eq!(
+            code(other.api().call(v.clone()).await),
+            ErrorCode::NotFound,
+            "{v}"
+        );
+    }
+    // Nor register a folder of ours.
+    assert_eq!(
+        code(
+            other
+                .api()
+                .call(json!({"a": "sp", "t": 0, "h": dir.0, "d": dev}))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(call(json!({"a": "sr", "id": id})).await.unwrap(), json!(0));
+    assert_eq!(
+        code(call(json!({"a": "sr", "id": id})).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(call(json!({"a": "sf"})).await.unwrap(), json!([]));
+}

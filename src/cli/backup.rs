@@ -71,6 +71,17 @@ pub(super) async fn backup(ctx: &Ctx, cmd: BackupCmd<'_>) -> Result<(), CliError
         BackupCmd::Run { local, name, watch } => {
             let local = std::path::Path::new(local);
             let mut b = match Backup::open(Arc::clone(&client), local).await {
+                Ok(b) if name.is_some_and(|n| n != b.name()) => {
+                    return Err(CliError::new(
+                        exit::EXISTS,
+                        format!(
+                            "{}: already backed up as {:?} (id {}); megacmd backup --remove it first to rename",
+                            local.display(),
+                            b.name(),
+                            b.id()
+                        ),
+                    ))
+                }
                 Ok(b) => b,
                 Err(crate::sync::SyncError::Client(crate::error::Error::NotFound { .. })) => {
                     let b = Backup::create(Arc::clone(&client), local, name)
