@@ -435,6 +435,11 @@ async fn backup_centre_records_per_account() {
         rec["hb"]["ts"].as_i64().unwrap() > 1_700_000_000,
         "the server's receive time"
     );
+    assert!(
+        rec["dua"].as_str().unwrap().starts_with("mega-mount/"),
+        "the registering client's user agent: {}",
+        rec["dua"]
+    );
 
     // Another account sees nothing of it and cannot touch it.
     let other = env.account("wire2@example.com").await;

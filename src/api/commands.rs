@@ -850,6 +850,9 @@ pub struct RawBackup {
     pub e: Option<String>,
     #[serde(default)]
     pub hb: Option<RawHeartbeat>,
+    /// The registering client's user agent (server-side).
+    #[serde(default)]
+    pub dua: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -126,6 +126,8 @@ pub struct BackupRecord {
     pub local: Option<String>,
     pub name: Option<String>,
     pub device: Option<String>,
+    /// The registering client, as the server recorded its user agent.
+    pub agent: Option<String>,
     pub state: i64,
     pub substate: i64,
     /// The last heartbeat: `(received, status, progress, pending up, pending down, last activity)`.
@@ -219,6 +221,7 @@ impl Client {
                 local: r.l.and_then(|l| tlv::open_text(mk, &l, "lf").ok()),
                 name: r.e.and_then(|e| tlv::open_text(mk, &e, "bn").ok()),
                 device: r.d,
+                agent: r.dua,
                 state: r.s,
                 substate: r.ss,
                 heartbeat: r.hb.map(|h| Heartbeat {

@@ -15,13 +15,14 @@
 //! * All writes carry `vw:1`: the engine's client is the only one allowed to change the Vault.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::engine::{io_err, SyncError};
 use super::ignore::{Exclusions, Kind};
 use super::oneway::{self, Entry, Execution, PlanOptions};
-use super::registry::{Desired, Registered, BEAT_EVERY};
+use super::registry::{Desired, Registered, BEAT_CHANGE, BEAT_EVERY};
 use crate::client::backups::{self, beat, state, BackupKind, BackupRecord, Registration};
 use crate::client::{Client, TreeEvent};
 use crate::error::Error;
@@ -273,22 +274,50 @@ impl Backup {
                 .beat(&client, beat::SYNCING, 0, uploads as u32)
                 .await;
         }
+        // Progress for the heartbeats: bytes uploaded of the bytes to upload.
+        let total: u64 = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                oneway::Action::Copy { size, .. } => Some(*size),
+                _ => None,
+            })
+            .sum();
+        let sent = Arc::new(AtomicU64::new(0));
+        let files_done = Arc::new(AtomicUsize::new(0));
         let how = Execution {
             parallel: self.parallel,
             permanent: false,
             sync_debris: true,
-            progress: None,
-            copied: Arc::new(|_: &str, _: &str| {}),
+            progress: Some({
+                let sent = sent.clone();
+                Arc::new(move |n: u64| {
+                    sent.fetch_add(n, Ordering::Relaxed);
+                })
+            }),
+            copied: {
+                let files_done = files_done.clone();
+                Arc::new(move |_: &str, _: &str| {
+                    files_done.fetch_add(1, Ordering::Relaxed);
+                })
+            },
         };
-        let done = oneway::upload_tree(
-            &self.client,
-            &plan,
-            &remote,
-            &self.reg.root,
-            &self.local,
-            &how,
-        )
-        .await?;
+        let root = self.reg.root.clone();
+        let upload = oneway::upload_tree(&client, &plan, &remote, &root, &self.local, &how);
+        tokio::pin!(upload);
+        // A long pass keeps beating (MEGA's apps show a backup silent for 30 minutes offline).
+        let mut tick = tokio::time::interval(BEAT_CHANGE);
+        tick.tick().await;
+        let done = loop {
+            tokio::select! {
+                r = &mut upload => break r?,
+                _ = tick.tick() => {
+                    let pct = (sent.load(Ordering::Relaxed).saturating_mul(100) / total.max(1)).min(99);
+                    let left = uploads.saturating_sub(files_done.load(Ordering::Relaxed));
+                    self.reg.beat(&client, beat::SYNCING, pct as u8, left as u32).await;
+                }
+            }
+        };
         report.uploaded = done.copied;
         report.removed = done.deleted;
         report.failed = done.failed.iter().map(ToString::to_string).collect();

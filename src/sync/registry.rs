@@ -13,6 +13,19 @@ use crate::tree::{NodeHandle, NodeKind};
 /// A heartbeat is sent at least this often while a backup or sync runs (MEGA's apps show it
 /// offline after 30 minutes without one).
 pub const BEAT_EVERY: Duration = Duration::from_secs(25 * 60);
+/// A change of status, progress or pending count is reported at most this often (the SDK's
+/// 30 s), except that a pass's end ("up to date", "inactive") is reported at once.
+pub const BEAT_CHANGE: Duration = Duration::from_secs(30);
+
+/// Whether a heartbeat `(status, progress, pending)` is due, given how long ago the last went
+/// and what it said.
+fn beat_due(last: Option<(Duration, (u8, u8, u32))>, now: (u8, u8, u32)) -> bool {
+    let Some((ago, then)) = last else {
+        return true;
+    };
+    let settled = matches!(now.0, beat::UP_TO_DATE | beat::INACTIVE) && then.0 != now.0;
+    ago >= BEAT_EVERY || (then != now && (settled || ago >= BEAT_CHANGE))
+}
 
 /// What the account wants of a registration at this check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +42,8 @@ pub struct Registered {
     pub id: String,
     pub root: NodeHandle,
     paused: bool,
-    last_beat: Option<(Instant, u8, u32)>,
+    /// When the last heartbeat went, and its status, progress and pending count.
+    last_beat: Option<(Instant, u8, u8, u32)>,
 }
 
 impl Registered {
@@ -47,14 +61,14 @@ impl Registered {
         self.last_beat.is_none()
     }
 
-    /// Sends a heartbeat if the status or the pending count changed, or the last one is
-    /// old; a failed heartbeat is logged, never fatal.
+    /// Sends a heartbeat when it is due: the first, one whose status, progress or pending
+    /// count changed (at most every 30 s, but a pass's end at once), or one 25 minutes after
+    /// the last. A failed heartbeat is logged, never fatal.
     pub async fn beat(&mut self, client: &Client, status: u8, progress: u8, pending: u32) {
-        let due = match self.last_beat {
-            None => true,
-            Some((at, s, q)) => s != status || q != pending || at.elapsed() >= BEAT_EVERY,
-        };
-        if !due {
+        let last = self
+            .last_beat
+            .map(|(at, s, p, q)| (at.elapsed(), (s, p, q)));
+        if !beat_due(last, (status, progress, pending)) {
             return;
         }
         let lts = Some(crate::local::time::now());
@@ -62,7 +76,7 @@ impl Registered {
             .backup_heartbeat(&self.id, status, progress, (pending, 0), lts)
             .await
         {
-            Ok(()) => self.last_beat = Some((Instant::now(), status, pending)),
+            Ok(()) => self.last_beat = Some((Instant::now(), status, progress, pending)),
             Err(e) => tracing::warn!("heartbeat of {} not sent: {e}", self.id),
         }
     }
@@ -178,4 +192,29 @@ pub async fn request_state(client: &Client, id: &str, want: u8) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_at_the_sdks_pace() {
+        let s = Duration::from_secs;
+        let syncing = (beat::SYNCING, 10, 5);
+        assert!(beat_due(None, syncing), "the first");
+        assert!(!beat_due(Some((s(10), syncing)), syncing), "nothing new");
+        assert!(
+            !beat_due(Some((s(10), syncing)), (beat::SYNCING, 20, 4)),
+            "progress, but within 30 s"
+        );
+        assert!(beat_due(Some((s(31), syncing)), (beat::SYNCING, 20, 4)));
+        assert!(
+            beat_due(Some((s(1), syncing)), (beat::UP_TO_DATE, 100, 0)),
+            "the end of a pass at once"
+        );
+        let done = (beat::UP_TO_DATE, 100, 0);
+        assert!(!beat_due(Some((s(600), done)), done));
+        assert!(beat_due(Some((s(25 * 60), done)), done), "still alive");
+    }
 }

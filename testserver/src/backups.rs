@@ -100,7 +100,8 @@ impl Ctx<'_> {
                     return Err(err::ETOOMANY);
                 }
                 let id = crypto::b64e(&crypto::random_bytes::<8>());
-                json!({"id": id, "s": 0, "ss": 0})
+                // `dua`: the registering client's user agent, as the real service lists it.
+                json!({"id": id, "s": 0, "ss": 0, "dua": sess.agent})
             }
         };
         if let Some(t) = int_in(cmd, "t", 0, 5)? {

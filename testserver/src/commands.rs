@@ -40,6 +40,8 @@ pub(crate) struct Session {
     pub sid: String,
     pub user: User,
     pub sek: String,
+    /// The request's User-Agent (at most 256 characters).
+    pub agent: String,
 }
 
 pub(crate) struct Ctx<'a> {
@@ -1005,6 +1007,7 @@ impl Ctx<'_> {
             sid: format!("link:{ph}"),
             user: owner,
             sek: String::new(),
+            agent: String::new(),
         };
         match a {
             "u" => self.u(cmd, &sess),

@@ -141,7 +141,15 @@ async fn cs(
         _ => {}
     }
     let st = state.clone();
-    let reply = tokio::task::spawn_blocking(move || request(&st, &q, &body, peer))
+    // The client's own name for itself (kept as `dua` with the backups it registers).
+    let agent: String = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
+    let reply = tokio::task::spawn_blocking(move || request(&st, &q, &body, peer, agent))
         .await
         .unwrap_or_else(|_| b"-1".to_vec());
     let delay = state.faults.reply_delay();
@@ -159,7 +167,13 @@ async fn cs(
 /// request answered before), then the reply cache (authenticated requests only: those are
 /// the ones that change things; a visitor's reply is never handed to anyone else), then the
 /// batch.
-fn request(state: &State, q: &HashMap<String, String>, body: &[u8], peer: SocketAddr) -> Vec<u8> {
+fn request(
+    state: &State,
+    q: &HashMap<String, String>,
+    body: &[u8],
+    peer: SocketAddr,
+    agent: String,
+) -> Vec<u8> {
     let limits = &state.config.limits;
     let session = match q.get("sid") {
         Some(sid) => {
@@ -179,6 +193,7 @@ fn request(state: &State, q: &HashMap<String, String>, body: &[u8], peer: Socket
                     sid: sid.clone(),
                     user,
                     sek,
+                    agent,
                 }),
                 Ok(None) => return b"-15".to_vec(),
                 Err(e) => {
