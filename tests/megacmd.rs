@@ -1519,4 +1519,20 @@ async fn backups_from_the_command_line() {
     let o = c.ok(&["ls", "-r", "mega://Rubbish/SyncDebris/"]).await;
     assert!(o.stdout.contains("Projects"), "{}", o.stdout);
     c.fails(&["backup", "--remove", &s(&local)], 5).await;
+
+    // Or moved out of the Vault into the Cloud Drive, where it can be changed again.
+    let other = env.dir.path().join("Other");
+    write(&other.join("x.txt"), b"x", 1_700_000_000);
+    c.ok(&["backup", &s(&other)]).await;
+    c.ok(&[
+        "backup",
+        "--remove",
+        &s(&other),
+        "--move-remote",
+        "mega:/Restored",
+    ])
+    .await;
+    let o = c.ok(&["cat", "mega:/Restored/Other/x.txt"]).await;
+    assert_eq!(o.stdout, "x");
+    c.ok(&["rm", "mega:/Restored/Other/x.txt"]).await;
 }

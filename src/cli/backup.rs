@@ -12,11 +12,13 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::exit::{self, CliError};
+use super::path::{self, Location};
+use super::resolve::ensure_path;
 use super::sync::sync_error;
 use super::Ctx;
 use crate::client::backups::{self, beat, state, BackupRecord};
 use crate::local::time::fmt_time;
-use crate::sync::backup::{Backup, PassReport};
+use crate::sync::backup::{dispose, Backup, PassReport, RemoteCopy};
 use crate::sync::registry::request_state;
 
 /// What `megacmd backup` was asked to do.
@@ -30,6 +32,7 @@ pub(super) enum BackupCmd<'a> {
     Remove {
         what: &'a str,
         delete_remote: bool,
+        move_remote: Option<&'a str>,
     },
     Request {
         id: &'a str,
@@ -123,35 +126,46 @@ pub(super) async fn backup(ctx: &Ctx, cmd: BackupCmd<'_>) -> Result<(), CliError
         BackupCmd::Remove {
             what,
             delete_remote,
+            move_remote,
         } => {
+            let copy = match (delete_remote, move_remote) {
+                (true, _) => RemoteCopy::Delete,
+                (false, Some(target)) => {
+                    let rp = match path::parse(target)? {
+                        Location::Remote(rp) => rp,
+                        _ => {
+                            return Err(CliError::new(
+                                exit::USAGE,
+                                "--move-remote needs a mega:/ folder",
+                            ))
+                        }
+                    };
+                    RemoteCopy::MoveTo(ensure_path(&client, &rp).await?)
+                }
+                (false, None) => RemoteCopy::Keep,
+            };
+            let shown = match &copy {
+                RemoteCopy::Keep => "; its remote copy stays in the Vault (mega://Backups/)",
+                RemoteCopy::Delete => "; its remote copy is in the Rubbish Bin (SyncDebris)",
+                RemoteCopy::MoveTo(_) => "; its remote copy was moved out of the Vault",
+            };
             let records = client.backup_records().await?;
             if let Some(r) = records.iter().find(|r| r.id == what) {
                 // Any device's, by id: unregistered, and its device told to stop.
                 request_state(&client, &r.id, state::DELETED).await?;
-                if delete_remote {
-                    if let Some(root) = &r.root {
-                        let root = crate::tree::NodeHandle(root.clone());
-                        if client.view(|t| t.get(&root).is_some()) {
-                            client.allow_vault_writes();
-                            client.to_sync_debris(&root).await?;
-                        }
-                    }
+                if let Some(root) = &r.root {
+                    dispose(&client, &crate::tree::NodeHandle(root.clone()), copy)
+                        .await
+                        .map_err(sync_error)?;
                 }
             } else {
                 let b = Backup::open(Arc::clone(&client), std::path::Path::new(what))
                     .await
                     .map_err(sync_error)?;
-                b.remove(delete_remote).await.map_err(sync_error)?;
+                b.remove(copy).await.map_err(sync_error)?;
             }
             if !ctx.cli.json {
-                eprintln!(
-                    "backup removed{}",
-                    if delete_remote {
-                        "; its remote copy is in the Rubbish Bin (SyncDebris)"
-                    } else {
-                        "; its remote copy stays in the Vault (mega://Backups/)"
-                    }
-                );
+                eprintln!("backup removed{shown}");
             }
             Ok(())
         }

@@ -198,6 +198,15 @@ pub enum Command {
         /// in the Vault)
         #[arg(long, requires = "remove")]
         delete_remote: bool,
+        /// With --remove: move the backup's remote copy out of the Vault into this mega:/
+        /// folder (created if missing), where it can be changed
+        #[arg(
+            long,
+            value_name = "FOLDER",
+            requires = "remove",
+            conflicts_with = "delete_remote"
+        )]
+        move_remote: Option<String>,
         /// Ask the device running backup or sync ID to pause it
         #[arg(long, value_name = "ID", conflicts_with_all = ["local", "resume"])]
         pause: Option<String>,
@@ -455,6 +464,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             list,
             remove,
             delete_remote,
+            move_remote,
             pause,
             resume,
         } => {
@@ -464,6 +474,7 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
                 (_, Some(what), _, _) => backup::BackupCmd::Remove {
                     what,
                     delete_remote: *delete_remote,
+                    move_remote: move_remote.as_deref(),
                 },
                 (_, _, Some(id), _) => backup::BackupCmd::Request {
                     id,

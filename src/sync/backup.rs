@@ -406,14 +406,38 @@ impl Backup {
         }
     }
 
-    /// Unregisters the backup; with `delete_remote`, its folder goes to the Rubbish Bin too
-    /// (otherwise it stays in the Vault, where MEGA's apps list it as a stopped backup).
-    pub async fn remove(self, delete_remote: bool) -> Result<(), SyncError> {
+    /// Unregisters the backup and does what `copy` says with its folder.
+    pub async fn remove(self, copy: RemoteCopy) -> Result<(), SyncError> {
         self.client.remove_backup(&self.reg.id).await?;
-        let root = &self.reg.root;
-        if delete_remote && self.client.view(|t| t.get(root).is_some()) {
-            self.client.to_sync_debris(root).await?;
-        }
-        Ok(())
+        dispose(&self.client, &self.reg.root, copy).await
     }
+}
+
+/// What becomes of a removed backup's folder, as MEGA's apps offer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteCopy {
+    /// It stays in the Vault (MEGA's apps list it as a stopped backup).
+    Keep,
+    /// To the Rubbish Bin's SyncDebris.
+    Delete,
+    /// Out of the Vault into this folder of the Cloud Drive, where it can be changed.
+    MoveTo(NodeHandle),
+}
+
+/// Disposes of a backup's folder (`vw:1`: it leaves the Vault).
+pub async fn dispose(
+    client: &Client,
+    root: &NodeHandle,
+    copy: RemoteCopy,
+) -> Result<(), SyncError> {
+    if copy == RemoteCopy::Keep || client.view(|t| t.get(root).is_none()) {
+        return Ok(());
+    }
+    client.allow_vault_writes();
+    match copy {
+        RemoteCopy::Keep => {}
+        RemoteCopy::Delete => client.to_sync_debris(root).await?,
+        RemoteCopy::MoveTo(to) => client.move_to(root, &to).await?,
+    }
+    Ok(())
 }
