@@ -16,7 +16,7 @@ use crate::tree::NodeHandle;
 
 use super::ignore::{is_partial, Exclusions, IgnoreError, DEBRIS};
 use super::plan::{self, Action, Local, Remote};
-use super::registry::{Desired, Registered};
+use super::registry::{Desired, Registered, BEAT_CHANGE};
 use super::shadow::{ShadowDb, ShadowError};
 use crate::client::backups::{self, beat, BackupKind, Registration};
 
@@ -267,6 +267,10 @@ impl Syncer {
                 // A hand-rolled pool (no closures: keeps the future `Send` for callers that
                 // spawn it).
                 let mut results = Vec::with_capacity(batch.len());
+                // Out of `self` while the pool borrows it: a long batch keeps beating.
+                let mut reg = self.reg.take();
+                let mut tick = tokio::time::interval(BEAT_CHANGE);
+                tick.tick().await;
                 let mut pending = futures::stream::FuturesUnordered::new();
                 let mut queue = batch.iter();
                 loop {
@@ -276,11 +280,23 @@ impl Syncer {
                             None => break,
                         }
                     }
-                    match pending.next().await {
-                        Some(done) => results.push(done),
-                        None => break,
+                    tokio::select! {
+                        done = pending.next() => match done {
+                            Some(done) => results.push(done),
+                            None => break,
+                        },
+                        _ = tick.tick(), if reg.is_some() => {
+                            if let Some(reg) = reg.as_mut() {
+                                let pct = results.len() * 100 / batch.len().max(1);
+                                let left = batch.len() - results.len();
+                                reg.beat(&self.client, beat::SYNCING, pct as u8, left as u32)
+                                    .await;
+                            }
+                        }
                     }
                 }
+                drop(pending);
+                self.reg = reg;
                 for (a, res) in results {
                     match res {
                         Ok(()) => {
