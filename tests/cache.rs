@@ -390,6 +390,10 @@ async fn shares_both_ways_survive_the_cache() {
     env.user("alice@example.com", UserOptions::default()).await;
     env.user("bob@example.com", UserOptions::default()).await;
     let alice = env.login("alice@example.com").await;
+    {
+        let bob = env.login("bob@example.com").await;
+        befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
+    }
     let root = alice.root().unwrap().handle;
     let team = alice.mkdir(&root, "Team plans").await.unwrap();
     let body = data(1200, 3);

@@ -65,6 +65,7 @@ async fn mega_rs_reads_a_key_manager_account_and_a_share() {
     let env = Env::start().await;
     let alice = env.account("alice@example.com").await;
     let bob = env.account("bob@example.com").await;
+    common::befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
     // bob's own file.
     let root = bob.root().unwrap().handle;
     let mut body: &[u8] = b"bob's own";

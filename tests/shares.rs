@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, Env};
+use common::{befriend, eventually, Env};
+use mega_mount::client::contacts::Answer;
 use mega_mount::client::TreeEvent;
 use mega_mount::tree::{Access, NodeHandle};
 use mega_mount::{Client, Error};
@@ -37,8 +38,10 @@ async fn project(owner: &Client) -> (NodeHandle, NodeHandle) {
 /// alice, her `Project` shared read-write with bob and read-only with carol.
 async fn alice_shares_with_bob_and_carol(env: &Env) -> (Client, NodeHandle) {
     let alice = env.account("alice@example.com").await;
-    env.account("bob@example.com").await;
-    env.account("carol@example.com").await;
+    let bob = env.account("bob@example.com").await;
+    let carol = env.account("carol@example.com").await;
+    befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
+    befriend(&alice, "alice@example.com", &carol, "carol@example.com").await;
     let (folder, _) = project(&alice).await;
     alice
         .share(&folder, "bob@example.com", Access::ReadWrite)
@@ -141,6 +144,7 @@ async fn legacy_and_key_manager_accounts_share_both_ways() {
     let old = legacy(&env, "old@example.com").await;
     let km = env.account("km@example.com").await;
     // legacy -> key manager: the key comes RSA-encrypted (sk) and is recorded in ^!keys.
+    befriend(&old, "old@example.com", &km, "km@example.com").await;
     let (folder, _) = project(&old).await;
     old.share(&folder, "km@example.com", Access::Read)
         .await
@@ -198,6 +202,7 @@ async fn a_share_appears_changes_and_ends_while_the_recipient_runs() {
     let env = Env::start().await;
     let alice = env.account("a@example.com").await;
     let bob = Arc::new(env.account("b@example.com").await);
+    befriend(&alice, "a@example.com", &bob, "b@example.com").await;
     let mut watch = bob.watch().unwrap();
     let (folder, _) = project(&alice).await;
     alice
@@ -268,6 +273,11 @@ async fn megacmd_shares_lists_reads_writes_and_syncs_incoming_shares() {
             "mega:/",
         ])
         .await;
+    // Contacts first (sharing with anyone else only invites them).
+    for (c, email) in [(&bob, "bob@example.com"), (&carol, "carol@example.com")] {
+        alice.ok(&["contacts", "invite", email]).await;
+        c.ok(&["contacts", "accept", "alice@example.com"]).await;
+    }
     alice
         .ok(&[
             "share",
@@ -510,6 +520,7 @@ async fn the_shares_folder_can_be_renamed_hidden_and_yields_to_a_real_folder() {
     let env = Env::start().await;
     let alice = env.account("alice@example.com").await;
     let bob = env.account("bob@example.com").await;
+    befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
     let (folder, _) = project(&alice).await;
     alice
         .share(&folder, "bob@example.com", Access::Read)
@@ -552,7 +563,9 @@ async fn the_shares_folder_comes_with_the_first_share_and_goes_with_the_last() {
     use common::mount::{eventually_on_mount, Mount};
     let env = Env::start().await;
     let alice = env.account("alice@example.com").await;
-    env.account("bob@example.com").await;
+    let bob = env.account("bob@example.com").await;
+    befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
+    drop(bob);
     let m = Mount::start(&env, "bob@example.com", &[], true);
     let names = {
         let d = m.dir.clone();
@@ -602,11 +615,24 @@ async fn a_folder_shared_before_its_recipient_has_an_account() {
     assert_eq!(again.shares().0[0].user, "newbie@example.com");
     drop(again);
 
-    // The address gets an account; alice's running client sends the key (pending keys) and
+    // The address gets an account and finds alice's contact request; nothing is shared
+    // before it accepts. Then alice's running client sends the key (pending keys) and
     // forgets the pending record; the newcomer reads the folder.
     env.user("newbie@example.com", UserOptions::default()).await;
     let newbie = Arc::new(env.login("newbie@example.com").await);
+    assert!(
+        newbie.shares().1.is_empty(),
+        "not before the request is accepted"
+    );
+    assert!(newbie
+        .requests()
+        .iter()
+        .any(|r| !r.outgoing && r.email == "alice@example.com"));
     let _newbie_watch = newbie.watch().unwrap();
+    newbie
+        .answer_invitation("alice@example.com", Answer::Accept)
+        .await
+        .unwrap();
     eventually(10, "the share decrypts for the newcomer", || {
         let t = newbie.read_tree();
         t.inshares().first().is_some_and(|r| r.name == "Project")
@@ -643,6 +669,7 @@ async fn a_key_committed_by_another_session_reaches_a_running_one() {
     let env = Env::start().await;
     let alice = env.account("alice@example.com").await;
     let running = Arc::new(env.account("bob@example.com").await);
+    befriend(&alice, "alice@example.com", &running, "bob@example.com").await;
     let (folder, _) = project(&alice).await;
     alice
         .share(&folder, "bob@example.com", Access::Read)
@@ -681,7 +708,9 @@ async fn a_contacts_changed_key_refuses_the_share_until_it_is_verified() {
     use mega_mount::crypto::keymgr::{tag, KeysContainer};
     let env = Env::start().await;
     let alice = env.account("alice@example.com").await;
-    env.account("bob@example.com").await;
+    let bob = env.account("bob@example.com").await;
+    befriend(&alice, "alice@example.com", &bob, "bob@example.com").await;
+    drop(bob);
     let keys_of = |c: &Client| {
         let (api, user, mk) = (
             c.api().clone(),
@@ -930,4 +959,60 @@ async fn writable_folder_links_take_writes_with_their_key_only() {
         .view(|t| t.child_by_name(&folder, "plan.txt").cloned())
         .unwrap();
     assert!(alice.export_writable(&plan.handle, None).await.is_err());
+}
+
+/// Sharing with an account that is not a contact works as MEGA's apps do it: a contact
+/// request goes out and the share is pending; the other side sees nothing of the folder
+/// until it accepts; then the share appears and its key comes from the owner's running
+/// client, to the new contact only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_with_a_non_contact_invites_them_first() {
+    use mega_mount::client::shares::Shared;
+    let env = Env::start().await;
+    let alice = Arc::new(env.account("alice@example.com").await);
+    let _alice_watch = alice.watch().unwrap();
+    let bob = Arc::new(env.account("bob@example.com").await);
+    let (folder, _) = project(&alice).await;
+    let done = alice
+        .share(&folder, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    assert_eq!(done, Shared::Pending);
+    bob.fetch().await.unwrap();
+    assert!(bob.shares().1.is_empty(), "nothing before accepting");
+    assert!(bob
+        .requests()
+        .iter()
+        .any(|r| !r.outgoing && r.email == "alice@example.com"));
+    // The key is not sent to someone who has not accepted.
+    assert_eq!(alice.complete_pending_outshares().await.unwrap(), 0);
+
+    let _bob_watch = bob.watch().unwrap();
+    bob.answer_invitation("alice@example.com", Answer::Accept)
+        .await
+        .unwrap();
+    eventually(10, "the share decrypts for bob", || {
+        let t = bob.read_tree();
+        t.inshares().first().is_some_and(|r| r.name == "Project")
+            && t.undecryptable().next().is_none()
+    })
+    .await;
+    let root = inshare(&bob).unwrap();
+    let plan = bob
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        bob.download_to_vec(&plan.handle).await.unwrap(),
+        b"the plan"
+    );
+    // Now a contact: a second share is at once.
+    let root = alice.root().unwrap().handle;
+    let second = alice.mkdir(&root, "Second").await.unwrap().handle;
+    let done = alice
+        .share(&second, "bob@example.com", Access::Read)
+        .await
+        .unwrap();
+    assert_eq!(done, Shared::Now);
 }

@@ -112,6 +112,7 @@ async fn soak() {
     let mut env = Env::start().await;
     let alice = env.account("alice@example.com").await;
     let bob = Arc::new(env.account("bob@example.com").await);
+    common::befriend(&bob, "bob@example.com", &alice, "alice@example.com").await;
     let root = bob.root().unwrap().handle;
     let team = bob.mkdir(&root, "Team").await.unwrap().handle;
     bob.share(&team, "alice@example.com", Access::ReadWrite)

@@ -56,8 +56,13 @@ pub(super) async fn share(
 ) -> Result<(), CliError> {
     let client = ctx.client().await?;
     let n = own_folder(&client, path)?;
-    client.share(&n.handle, user, access.into()).await?;
-    if ctx.cli.verbose >= 1 {
+    let done = client.share(&n.handle, user, access.into()).await?;
+    if done == crate::client::shares::Shared::Pending {
+        eprintln!(
+            "{user} is not a contact: they were sent a contact request, and see {} once they accept it",
+            client.path_of(&n.handle)
+        );
+    } else if ctx.cli.verbose >= 1 {
         eprintln!(
             "shared {} with {user} ({})",
             client.path_of(&n.handle),

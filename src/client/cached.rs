@@ -70,6 +70,7 @@ impl Client {
         while let Some(packets) = poller.pending().await? {
             let refetch = self.follow_settings(&packets).await;
             self.store.apply(&packets, None, poller.sn());
+            self.after_packets(&packets).await;
             if refetch {
                 // New keys for nodes we could not decrypt: the whole tree, decrypted again.
                 return self

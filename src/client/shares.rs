@@ -76,8 +76,9 @@ impl Client {
     }
 
     /// Shares one of our folders with a user (e-mail or handle) at `access`; sharing it
-    /// again changes the access.
-    pub async fn share(&self, h: &NodeHandle, who: &str, access: Access) -> Result<()> {
+    /// again changes the access. With someone who is not a contact the share is pending
+    /// until they accept the contact request it sends.
+    pub async fn share(&self, h: &NodeHandle, who: &str, access: Access) -> Result<Shared> {
         let n = self.node(h)?;
         if n.kind != crate::tree::NodeKind::Folder {
             return Err(Error::NotAFolder {
@@ -94,7 +95,10 @@ impl Client {
             Ok(p) => p,
             // An address without an account: a pending share, completed when it has one.
             Err(ApiError::Mega(ErrorCode::NotFound)) if who.contains('@') => {
-                return self.share_pending(h, who, access).await
+                return self
+                    .share_pending(h, who, access)
+                    .await
+                    .map(|()| Shared::Pending)
             }
             Err(ApiError::Mega(ErrorCode::NotFound)) => {
                 return Err(Error::NotFound {
@@ -108,6 +112,31 @@ impl Client {
                 what: "a folder cannot be shared with its owner".into(),
                 code: None,
             });
+        }
+        // Someone who is not a contact is invited first, as MEGA's apps do it: the share is
+        // pending until they accept, and its key goes to them only then.
+        let (contact, shared) = self.view(|t| {
+            (
+                is_contact(t, &peer.u),
+                t.outshares()
+                    .iter()
+                    .any(|s| s.node == *h && s.user == peer.u),
+            )
+        });
+        if !contact && !shared {
+            let email = match who.contains('@') {
+                true => who.to_string(),
+                false => self
+                    .view(|t| t.email_of(&peer.u).map(str::to_string))
+                    .ok_or_else(|| Error::Invalid {
+                        what: format!("{who}: not a contact; share with their e-mail address"),
+                        code: None,
+                    })?,
+            };
+            return self
+                .share_pending(h, &email, access)
+                .await
+                .map(|()| Shared::Pending);
         }
         let (key, fresh) = self.share_key_of(h);
         let mut rsa_key = None;
@@ -132,16 +161,8 @@ impl Client {
             rsa_key = Some(self.rsa_wrap(&peer.pubk, &key)?);
         }
         self.send_share(h, &peer.u, access, &key, fresh, rsa_key)
-            .await?;
-        if who.contains('@') {
-            self.write_tree()
-                .learn_users(&[crate::api::commands::RawUser {
-                    u: Some(peer.u.clone()),
-                    m: Some(who.to_string()),
-                    c: Some(1),
-                }]);
-        }
-        Ok(())
+            .await
+            .map(|()| Shared::Now)
     }
 
     /// The folder's share key (a folder link's or an earlier share's), or a new one; and
@@ -187,16 +208,18 @@ impl Client {
         Ok(())
     }
 
-    /// Shares a folder with an e-mail address that has no MEGA account yet: the key goes into
-    /// `^!keys` with a pending-outshare record (tag 64) naming the address, then `s2`. Once the
-    /// address has an account, [`Client::complete_pending_outshares`] sends the key. Only a
-    /// key-manager account can do this (a legacy one would have no way to send the key later).
+    /// Shares a folder with someone who is not a contact (an account, or an address without
+    /// one): the key goes into `^!keys` with a pending-outshare record (tag 64) naming the
+    /// address, then `s2` to the address, which the server makes a pending share on a
+    /// contact request to them. Once they accept (and have an account),
+    /// [`Client::complete_pending_outshares`] sends the key. Only a key-manager account can
+    /// do this (a legacy one would have no way to send the key later).
     async fn share_pending(&self, h: &NodeHandle, email: &str, access: Access) -> Result<()> {
         if !self.has_key_manager() {
             return Err(Error::NotFound {
                 what: format!(
-                    "{email}: no MEGA account (sharing with an address before it has one needs \
-                     an account with MEGA's key manager)"
+                    "{email}: not a contact (sharing with someone before they accept a contact \
+                     request needs an account with MEGA's key manager; invite them first)"
                 ),
             });
         }
@@ -216,9 +239,9 @@ impl Client {
     }
 
     /// Sends the keys of pending outshares (tag 64) whose recipients can now take them (the
-    /// address has an account with a verified Cu25519 key), then drops those records. At
-    /// login and when a share or contact packet arrives while some are pending. Returns how
-    /// many keys went out.
+    /// address has an account, is a contact — the request was accepted — and has a trusted
+    /// Cu25519 key), then drops those records. At login and when a share or contact packet
+    /// arrives while some are pending. Returns how many keys went out.
     pub async fn complete_pending_outshares(&self) -> Result<usize> {
         if !self.has_key_manager() {
             return Ok(0);
@@ -243,6 +266,10 @@ impl Client {
                     Err(e) => return Err(e.into()),
                 },
             };
+            // Keys go to contacts only: until the request is accepted the share waits.
+            if !self.view(|t| is_contact(t, &user)) {
+                continue;
+            }
             let Some(key) = keys.iter().find(|k| k.node == p.node) else {
                 continue;
             };
@@ -510,4 +537,19 @@ pub(super) fn new_share_key() -> Key128 {
             return k;
         }
     }
+}
+
+/// Whether `user` is a contact: known with an address, not hidden (removed).
+fn is_contact(t: &crate::tree::NodeTree, user: &str) -> bool {
+    t.email_of(user).is_some() && !t.is_hidden(user)
+}
+
+/// What sharing a folder did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// Shared with a contact: they see it now.
+    Now,
+    /// Shared with someone who is not a contact (or has no account yet): they were sent a
+    /// contact request, and see the folder once they accept it.
+    Pending,
 }

@@ -34,6 +34,20 @@ pub struct Watcher {
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Client {
+    /// After packets were applied: a pending share's recipient may have accepted our contact
+    /// request (a share or contact packet for us): the keys that waited for it go out.
+    pub(super) async fn after_packets(&self, packets: &[ActionPacket]) {
+        let recipients_changed = packets.iter().any(|p| {
+            matches!(p, ActionPacket::Share { owner, .. } if *owner == self.session.user)
+                || matches!(p, ActionPacket::Contacts { .. })
+        });
+        if recipients_changed && self.has_pending_outshares().await {
+            if let Err(e) = self.complete_pending_outshares().await {
+                tracing::warn!("keys of shared folders not sent: {e}");
+            }
+        }
+    }
+
     /// Applies action packets to the tree (own echoes skipped); returns what changed.
     pub fn apply_packets(&self, packets: &[ActionPacket], sn: &str) -> Vec<Change> {
         self.store.apply(packets, Some(self.api.echo_id()), sn)
@@ -90,16 +104,6 @@ impl Client {
                 Err(e) => tracing::warn!("keys of folders shared with you not accepted: {e}"),
             }
         }
-        // A pending share's recipient got an account (a share or contact packet for us).
-        let recipients_changed = packets.iter().any(|p| {
-            matches!(p, ActionPacket::Share { owner, .. } if *owner == self.session.user)
-                || matches!(p, ActionPacket::Contacts { .. })
-        });
-        if recipients_changed && self.has_pending_outshares().await {
-            if let Err(e) = self.complete_pending_outshares().await {
-                tracing::warn!("keys of shared folders not sent: {e}");
-            }
-        }
         new_keys && self.read_tree().undecryptable().next().is_some()
     }
 
@@ -138,6 +142,7 @@ impl Client {
                     Ok(packets) => {
                         let refetch = client.follow_settings(&packets).await;
                         let changes = client.apply_packets(&packets, poller.sn());
+                        client.after_packets(&packets).await;
                         client.commit_cache().await;
                         if !changes.is_empty()
                             && tx.send(TreeEvent::Changed(changes)).await.is_err()

@@ -178,3 +178,15 @@ pub fn file_holding(dir: &std::path::Path, marker: &[u8]) -> Option<std::path::P
     }
     None
 }
+
+/// Makes two accounts contacts as MEGA's apps do: `a` invites `b`, `b` accepts; both trees
+/// then know it. Sharing a folder with someone who is not a contact only invites them.
+pub async fn befriend(a: &Client, a_email: &str, b: &Client, b_email: &str) {
+    a.invite(b_email, None).await.expect("invite");
+    b.fetch().await.expect("fetch the invitation");
+    b.answer_invitation(a_email, mega_mount::client::contacts::Answer::Accept)
+        .await
+        .expect("accept");
+    a.fetch().await.expect("fetch the new contact");
+    b.fetch().await.expect("fetch the new contact");
+}

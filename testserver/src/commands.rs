@@ -483,6 +483,8 @@ impl Ctx<'_> {
         s.extend(user_shares);
         let (ps, mut opc) = self.f_pending(sess)?;
         let (invited, ipc) = self.f_invitations(sess)?;
+        // A pending share's contact request is listed once (from the invitations).
+        opc.retain(|o| !invited.iter().any(|i| i["p"] == o["p"]));
         opc.extend(invited);
         let mut users = users;
         for (other, c) in self.f_contacts(sess)? {

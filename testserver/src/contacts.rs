@@ -4,8 +4,9 @@
 //! invitee, also one whose account is created later) and in packets (`opc`, `ipc`, `upco`,
 //! `upci`, `c`); accepted ones make both users contacts (`c: 1` in each other's `u` list).
 //!
-//! As everywhere in this server, sharing with an account also makes the two users contacts
-//! (`shares`), so clients that share without inviting first keep working.
+//! Sharing a folder with someone who is not a contact (an account or just an address) invites
+//! them and makes the share pending on that request (`pending`): accepting it turns the
+//! share into a real one, denying or cancelling it ends the share.
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
@@ -132,19 +133,7 @@ impl Ctx<'_> {
                 if msg.len() > 4096 {
                     return Err(err::EARGS);
                 }
-                let i = Invitation {
-                    id: crypto::b64e(&crypto::random_bytes::<8>()),
-                    from: me.handle.clone(),
-                    from_email: me.email.clone(),
-                    to_email: email.clone(),
-                    msg: msg.to_string(),
-                    ts: crate::store::now(),
-                };
-                db(self.db.put_invitation(&i))?;
-                self.emit(&me.handle, Self::packet("opc", cmd, opc(&i)))?;
-                if let Some(u) = db(self.db.user_by_email(&email))? {
-                    self.emit(&u.handle, Self::packet("ipc", cmd, ipc(&i)))?;
-                }
+                let i = self.new_invitation(cmd, me, &email, msg)?;
                 let mut reply = opc(&i);
                 reply.as_object_mut().map(|m| m.remove("rts"));
                 Ok(reply)
@@ -153,6 +142,7 @@ impl Ctx<'_> {
             "d" => {
                 let i = existing.ok_or(err::ENOENT)?;
                 db(self.db.delete_invitation(&i.id))?;
+                self.drop_pending_shares_of(cmd, &i)?;
                 let now = crate::store::now();
                 let mut p = opc(&i);
                 p["dts"] = json!(now);
@@ -166,6 +156,46 @@ impl Ctx<'_> {
                 Ok(json!(0))
             }
             _ => Err(err::EARGS),
+        }
+    }
+
+    /// A new contact request from `me` to `email` (`opc` to the sender, `ipc` to the
+    /// invitee if it has an account).
+    fn new_invitation(
+        &self,
+        cmd: &Value,
+        me: &crate::store::User,
+        email: &str,
+        msg: &str,
+    ) -> std::result::Result<Invitation, i64> {
+        let i = Invitation {
+            id: crypto::b64e(&crypto::random_bytes::<8>()),
+            from: me.handle.clone(),
+            from_email: me.email.clone(),
+            to_email: email.to_string(),
+            msg: msg.to_string(),
+            ts: crate::store::now(),
+        };
+        db(self.db.put_invitation(&i))?;
+        self.emit(&me.handle, Self::packet("opc", cmd, opc(&i)))?;
+        if let Some(u) = db(self.db.user_by_email(email))? {
+            self.emit(&u.handle, Self::packet("ipc", cmd, ipc(&i)))?;
+        }
+        Ok(i)
+    }
+
+    /// The contact request a pending share to `email` waits on: the one `me` already sent,
+    /// else a new one (sharing with someone who is not a contact invites them).
+    pub(crate) fn invitation_for_share(
+        &self,
+        cmd: &Value,
+        me: &crate::store::User,
+        email: &str,
+    ) -> std::result::Result<Invitation, i64> {
+        let mine = db(self.db.invitations_where("sender = ?1", &me.handle))?;
+        match mine.into_iter().find(|i| i.to_email == email) {
+            Some(i) => Ok(i),
+            None => self.new_invitation(cmd, me, email, ""),
         }
     }
 
@@ -214,6 +244,10 @@ impl Ctx<'_> {
                 &from.handle,
                 Self::packet("c", cmd, json!({"u": [obj(me)], "ou": me.handle})),
             )?;
+            // The folders shared while the request was pending become shares.
+            self.activate_pending_shares(cmd, &from, me, &i.id)?;
+        } else {
+            self.drop_pending_shares_of(cmd, &i)?;
         }
         Ok(json!(0))
     }

@@ -201,8 +201,8 @@ pub fn add_user(
         for (name, value) in &attrs {
             db.put_attr(&user.handle, name, value)?;
         }
-        // Folders already shared with this address become its shares.
-        pending::accept_for_new_user(db, &user)?;
+        // Folders shared with this address wait for it to accept the contact request
+        // (it finds the request in its `ipc`).
         Ok::<_, store::StoreError>(())
     })?;
     Ok(user)

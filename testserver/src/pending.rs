@@ -1,20 +1,19 @@
-//! Pending shares (`MEGA-KEYS-SHARES-VERSIONS.md` §3.4, §4.4, §4.6): a folder shared with an
-//! e-mail address that has no account yet. The owner's `f` lists it in `ps` (with the
-//! pending contact in `opc`), its packets carry `p` (the pending contact's handle) instead of
-//! `u`; when an account with that address is created, every pending share for it becomes a
-//! real share: the owner gets an `s` packet with `u` and `op` (the pending share it replaces)
-//! and a `c` packet, the new user finds the share in its first `f` (its key still has to come
-//! from the owner, by pending keys).
-//!
-//! Chosen here: creating the account is what accepts the invitation (contact requests are not
-//! modelled, see `shares`); a pending share is ended like any other (`s2` without `r`, naming
-//! the e-mail address).
+//! Pending shares (`MEGA-KEYS-SHARES-VERSIONS.md` §3.4, §4.4, §4.6): a folder shared with
+//! someone who is not a contact (an account, or an address without one), which waits on the
+//! contact request the share sent (its `p` is that request's handle). The owner's `f` lists it
+//! in `ps` (with the request in `opc`), its packets carry `p` instead of `u`. When the invitee
+//! accepts the request (`upca`, after making an account if needed), every pending share on it
+//! becomes a share: the owner gets an `s` packet with `u` and `op` (the pending share it
+//! replaces), the invitee the share and its subtree (the key still has to come from the
+//! owner, by pending keys). Denied or cancelled, the pending shares end (`s2` to the owner
+//! without `r`). A pending share is ended like any other (`s2` without `r`, naming the
+//! address).
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use serde_json::{json, Value};
 
 use crate::commands::{db, err, Ctx, Session};
-use crate::shares::{user_object, ShareQueries, UserShare, FULL, READ};
+use crate::shares::{ShareQueries, UserShare, FULL, READ};
 use crate::store::{Node, Queries, Result, User};
 
 /// One pending share.
@@ -70,31 +69,6 @@ pub(crate) trait PendingQueries: Queries {
 
 impl<T: Queries + ?Sized> PendingQueries for T {}
 
-/// A new account accepts the pending shares made to its address: they become shares, and
-/// each owner is told. Runs in the account's creating transaction; returns whether packets
-/// were appended.
-pub(crate) fn accept_for_new_user(db: &Connection, user: &User) -> Result<bool> {
-    let pending = db.pending_shares_where("email = ?1", &user.email)?;
-    for p in &pending {
-        db.put_user_share(&UserShare {
-            node: p.node.clone(),
-            owner: p.owner.clone(),
-            target: user.handle.clone(),
-            access: p.access,
-            ts: p.ts,
-            key: String::new(),
-        })?;
-        db.delete_pending_share(&p.node, &p.email)?;
-        let packets = [
-            json!({"a": "c", "u": [user_object(user)], "ou": user.handle}),
-            json!({"a": "s", "n": p.node, "o": p.owner, "u": user.handle, "r": p.access,
-                   "op": p.id, "ts": p.ts, "ou": user.handle}),
-        ];
-        db.append_events(&p.owner, &packets)?;
-    }
-    Ok(!pending.is_empty())
-}
-
 impl Ctx<'_> {
     /// `s2` to an e-mail address without an account: a pending share (or, without `r`, its
     /// end).
@@ -126,11 +100,12 @@ impl Ctx<'_> {
         if !(READ..=FULL).contains(&r) {
             return Err(err::EARGS);
         }
+        let id = match &existing {
+            Some(e) => e.id.clone(),
+            None => self.invitation_for_share(cmd, &sess.user, &email)?.id,
+        };
         let p = PendingShare {
-            id: existing.as_ref().map_or_else(
-                || crate::crypto::b64e(&crate::crypto::random_bytes::<8>()),
-                |e| e.id.clone(),
-            ),
+            id,
             node: node.handle.clone(),
             owner: me.clone(),
             email,
@@ -169,5 +144,62 @@ impl Ctx<'_> {
             }
         }
         Ok((ps, opc))
+    }
+
+    /// The invitee accepted request `id` of `owner`: its pending shares become shares.
+    pub(crate) fn activate_pending_shares(
+        &self,
+        cmd: &Value,
+        owner: &User,
+        target: &User,
+        id: &str,
+    ) -> std::result::Result<(), i64> {
+        let pending = db(self.db.pending_shares_where("owner = ?1", &owner.handle))?;
+        for p in pending
+            .iter()
+            .filter(|p| p.id == id && p.email == target.email)
+        {
+            db(self.db.put_user_share(&UserShare {
+                node: p.node.clone(),
+                owner: owner.handle.clone(),
+                target: target.handle.clone(),
+                access: p.access,
+                ts: p.ts,
+                key: String::new(),
+            }))?;
+            db(self.db.delete_pending_share(&p.node, &p.email))?;
+            self.emit(
+                &owner.handle,
+                Self::packet(
+                    "s",
+                    cmd,
+                    json!({"n": p.node, "o": owner.handle, "u": target.handle, "r": p.access,
+                           "op": p.id, "ts": p.ts, "ou": target.handle}),
+                ),
+            )?;
+            self.deliver_share(cmd, owner, target, &p.node, p.access, p.ts, "")?;
+        }
+        Ok(())
+    }
+
+    /// A request denied, ignored or cancelled: the shares pending on it end.
+    pub(crate) fn drop_pending_shares_of(
+        &self,
+        cmd: &Value,
+        i: &crate::contacts::Invitation,
+    ) -> std::result::Result<(), i64> {
+        let pending = db(self.db.pending_shares_where("owner = ?1", &i.from))?;
+        for p in pending.iter().filter(|p| p.id == i.id) {
+            db(self.db.delete_pending_share(&p.node, &p.email))?;
+            self.emit(
+                &i.from,
+                Self::packet(
+                    "s2",
+                    cmd,
+                    json!({"n": p.node, "o": i.from, "p": p.id, "ou": i.from}),
+                ),
+            )?;
+        }
+        Ok(())
     }
 }

@@ -4,9 +4,9 @@
 //! keys (`pk`) and public keys (`uk`).
 //!
 //! Chosen where the sources are silent, and recorded in the client's `doc/SEMANTICS.md`:
-//! * Contact requests are not modelled: sharing with an existing account makes the two users
-//!   contacts (`c: 1` in each other's `u` list, and a `c` packet), as if an invitation had been
-//!   accepted. Sharing with an e-mail that has no account answers ENOENT.
+//! * Sharing with a contact shares at once. Sharing with anyone else (an account that is not a
+//!   contact, or an address without one) invites them (a contact request) and makes a pending
+//!   share on it (`pending`), which their accepting turns into a share.
 //! * Access levels (§4.1): 0 read-only (download only), 1 read-write (create, rename, new
 //!   versions), 2 full (also move and delete); the owner has 3. A recipient may always leave a
 //!   share (`d` of its root).
@@ -23,6 +23,7 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Map, Value};
 
 use crate::commands::{db, err, s, CmdResult, Ctx, Session};
+use crate::contacts::ContactQueries;
 use crate::crypto;
 use crate::store::{Node, Queries, Result, User, FOLDER};
 
@@ -352,7 +353,7 @@ impl Ctx<'_> {
         };
         let user = match self.user_by_handle_or_email(to)? {
             Some(u) => u,
-            // An address without an account: a pending share until one is made.
+            // An address without an account: a pending share on a contact request.
             None if to.contains('@') => return self.s2_pending(cmd, sess, node, to, access),
             None => return Err(err::ENOENT),
         };
@@ -362,6 +363,10 @@ impl Ctx<'_> {
         let existing = db(self.db.shares_on(&node.handle))?
             .into_iter()
             .find(|s| s.target == user.handle);
+        // Someone who is not a contact is invited; the share waits for the answer.
+        if existing.is_none() && !db(self.db.is_contact(me, &user.handle))? {
+            return self.s2_pending(cmd, sess, node, &user.email, access);
+        }
         let ts = crate::store::now();
         let Some(r) = access else {
             if existing.is_none() {
@@ -399,32 +404,49 @@ impl Ctx<'_> {
             to_owner["ha"] = json!(ha);
         }
         self.emit(me, Self::packet("s2", cmd, to_owner))?;
+        if existing.is_some() {
+            let mut p =
+                json!({"n": node.handle, "o": me, "u": user.handle, "r": r, "ts": ts, "ou": me});
+            if !key.is_empty() {
+                p["k"] = json!(key);
+            }
+            return self.emit(&user.handle, Self::packet("s", cmd, p));
+        }
+        self.deliver_share(cmd, &sess.user, &user, &node.handle, r, ts, &key)
+    }
+
+    /// A new share reaches its recipient: an `s` packet, then the subtree in a `t` (with
+    /// the owner in its `u`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn deliver_share(
+        &self,
+        cmd: &Value,
+        owner: &User,
+        target: &User,
+        node: &str,
+        r: i64,
+        ts: i64,
+        key: &str,
+    ) -> std::result::Result<(), i64> {
+        let me = &owner.handle;
         let mut to_target =
-            json!({"n": node.handle, "o": me, "u": user.handle, "r": r, "ts": ts, "ou": me});
+            json!({"n": node, "o": me, "u": target.handle, "r": r, "ts": ts, "ou": me});
         if !key.is_empty() {
             to_target["k"] = json!(key);
         }
         let share_packet = Self::packet("s", cmd, to_target);
-        if existing.is_some() {
-            return self.emit(&user.handle, share_packet);
-        }
-        let nodes = db(self.db.subtree(&node.handle))?;
-        let (f, f2) = self.split_versions_for(&nodes, &user.handle)?;
-        let mut t = json!({"f": f, "u": [user_object(&sess.user)]});
+        let nodes = db(self.db.subtree(node))?;
+        let (f, f2) = self.split_versions_for(&nodes, &target.handle)?;
+        let mut t = json!({"f": f, "u": [user_object(owner)]});
         if !f2.is_empty() {
             t["f2"] = json!(f2);
         }
         self.emit_all(
-            &user.handle,
+            &target.handle,
             &[
-                Self::packet("c", cmd, json!({"u": [user_object(&sess.user)], "ou": me})),
                 share_packet,
                 Self::packet("t", cmd, json!({"t": t, "ou": me})),
             ],
-        )?;
-        self.emit(
-            me,
-            Self::packet("c", cmd, json!({"u": [user_object(&user)], "ou": me})),
         )
     }
 

@@ -62,6 +62,8 @@ async fn setup() -> Users {
         env.handle_of(&carol).await,
         env.handle_of(&dave).await,
     ];
+    env.befriend(&alice, &bob, "bob@x.example").await;
+    env.befriend(&alice, &carol, "carol@x.example").await;
     let root = env.root(&alice).await;
     let folder = env.mkdir(&alice, &root).await;
     let file = env.put_file(&alice, &folder, b"content", None).await["f"][0]["h"]
@@ -333,10 +335,21 @@ async fn a_share_with_an_address_without_an_account_waits_for_it() {
     assert_eq!(fa["opc"][0]["m"], json!("newbie@x.example"));
     assert_eq!(fa["opc"][0]["p"], json!(p));
 
-    // The account is created: the pending share becomes a share, and alice is told.
-    let sn = env.sn(&u.alice).await;
+    // The account is created and finds the contact request, not the share; accepting the
+    // request turns the pending share into a share, and alice is told.
     let newbie = env.account("newbie@x.example", 1 << 30).await;
     let newbie_h = env.handle_of(&newbie).await;
+    let fnew = env.fetch(&newbie).await;
+    assert!(
+        node(&fnew, &u.folder).is_none(),
+        "not shared before accepting"
+    );
+    assert_eq!(fnew["ipc"][0]["p"], json!(p));
+    let sn = env.sn(&u.alice).await;
+    let r = env
+        .run(&newbie, json!({"a": "upca", "p": p, "aa": "a"}))
+        .await;
+    assert_eq!(r, json!(0));
     let packets = env.sc(&u.alice, &sn).await;
     assert!(
         packets.iter().any(|x| x["a"] == json!("s")
@@ -468,6 +481,8 @@ async fn every_mutating_command_at_every_access_level() {
     for (name, _) in &levels {
         let sid = env.account(&format!("{name}@x.example"), 1 << 30).await;
         let h = env.handle_of(&sid).await;
+        env.befriend(&alice, &sid, &format!("{name}@x.example"))
+            .await;
         members.push((sid, h));
     }
     let root = env.root(&alice).await;
@@ -591,4 +606,90 @@ async fn every_mutating_command_at_every_access_level() {
         .find(|n| n["h"] == json!(g))
         .unwrap();
     assert_eq!(gnode["p"], json!(o));
+}
+
+/// Sharing with an account that is not a contact invites it (an `ipc` it sees) and makes the
+/// share pending on that request, as MEGA's apps work: nothing is visible to it until it
+/// accepts; accepting turns the pending share into a share (the owner's `s` names the pending
+/// one in `op`); a denied request ends the pending share.
+#[tokio::test]
+async fn a_share_with_a_non_contact_waits_for_the_contact_request() {
+    let u = setup().await;
+    let env = &u.env;
+    let dave_h = &u.handles[3];
+    let share = |to: &str| {
+        json!({"a": "s2", "n": u.folder, "ok": "AAAAAAAAAAAAAAAAAAAAAA", "ha": "AAAAAAAAAAAAAAAAAAAAAA",
+               "s": [{"u": to, "r": 0}]})
+    };
+    // By handle or by address: the same pending share, on one request.
+    assert_eq!(env.run(&u.alice, share(dave_h)).await, json!(0));
+    let fa = env.fetch(&u.alice).await;
+    let ps = fa["ps"].as_array().unwrap();
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    let p = ps[0]["p"].as_str().unwrap().to_string();
+    let opc: Vec<&Value> = fa["opc"].as_array().unwrap().iter().collect();
+    assert_eq!(opc.len(), 1, "one request, listed once: {opc:?}");
+    assert_eq!(
+        (&opc[0]["p"], &opc[0]["m"]),
+        (&json!(p), &json!("dave@x.example"))
+    );
+    let fd = env.fetch(&u.dave).await;
+    assert!(node(&fd, &u.folder).is_none(), "nothing shared yet");
+    assert_eq!(fd["ipc"][0]["p"], json!(p));
+    // dave cannot reach the folder meanwhile.
+    let g = env
+        .run(&u.dave, json!({"a": "g", "n": u.file, "g": 1}))
+        .await;
+    assert_eq!(g, json!(-9));
+
+    let sn = env.sn(&u.alice).await;
+    let dsn = env.sn(&u.dave).await;
+    let r = env
+        .run(&u.dave, json!({"a": "upca", "p": p, "aa": "a"}))
+        .await;
+    assert_eq!(r, json!(0));
+    let packets = env.sc(&u.alice, &sn).await;
+    assert!(
+        packets.iter().any(|x| x["a"] == json!("s")
+            && x["op"] == json!(p)
+            && x["u"] == json!(dave_h)
+            && x["r"] == json!(0)),
+        "{packets:?}"
+    );
+    let dpackets = env.sc(&u.dave, &dsn).await;
+    assert!(
+        dpackets.iter().any(|x| x["a"] == json!("t")),
+        "the subtree arrives: {dpackets:?}"
+    );
+    let fd = env.fetch(&u.dave).await;
+    assert_eq!(node(&fd, &u.folder).unwrap()["r"], json!(0));
+    assert!(env.fetch(&u.alice).await["ps"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A denied request ends the share that waited on it.
+    let erin = env.account("erin@x.example", 1 << 30).await;
+    assert_eq!(env.run(&u.alice, share("erin@x.example")).await, json!(0));
+    let p = env.fetch(&erin).await["ipc"][0]["p"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sn = env.sn(&u.alice).await;
+    let r = env
+        .run(&erin, json!({"a": "upca", "p": p, "aa": "d"}))
+        .await;
+    assert_eq!(r, json!(0));
+    assert!(env.fetch(&u.alice).await["ps"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let packets = env.sc(&u.alice, &sn).await;
+    assert!(
+        packets
+            .iter()
+            .any(|x| x["a"] == json!("s2") && x["p"] == json!(p) && x.get("r").is_none()),
+        "{packets:?}"
+    );
+    assert!(node(&env.fetch(&erin).await, &u.folder).is_none());
 }

@@ -82,6 +82,19 @@ impl Env {
     }
 
     /// One command with a session; its result.
+    /// Makes two accounts contacts: `a` invites `b_email`, `b` accepts (sharing with anyone
+    /// else only invites them).
+    pub async fn befriend(&self, a: &str, b: &str, b_email: &str) {
+        let r = self
+            .run(a, serde_json::json!({"a": "upc", "u": b_email, "aa": "a"}))
+            .await;
+        let p = r["p"].as_str().expect("an invitation").to_string();
+        let r = self
+            .run(b, serde_json::json!({"a": "upca", "p": p, "aa": "a"}))
+            .await;
+        assert_eq!(r, serde_json::json!(0));
+    }
+
     pub async fn run(&self, sid: &str, cmd: Value) -> Value {
         let q = format!("id={}&sid={sid}", rand_id());
         let r: Value = serde_json::from_str(&self.cs_raw(&q, &json!([cmd])).await).unwrap();
