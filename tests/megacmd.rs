@@ -1536,3 +1536,126 @@ async fn backups_from_the_command_line() {
     assert_eq!(o.stdout, "x");
     c.ok(&["rm", "mega:/Restored/Other/x.txt"]).await;
 }
+
+/// `check` proves local files equal to remote ones by their MACs, downloading nothing:
+/// differences (same size, other bytes) and files on one side only are reported with exit
+/// 13, equal ones are not; `-r` goes into subfolders; `--adopt` writes the local fingerprint
+/// onto a remote file proved equal that has none, and onto no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_proves_equality_without_downloading() {
+    use mega_mount::api::commands::SetAttributes;
+    use mega_mount::crypto::{attr, b64};
+    let env = Env::start().await;
+    account(&env, "check@example.com").await;
+    let c = Cmd::new(&env, "check@example.com");
+    let local = env.dir.path().join("photos");
+    write(&local.join("a.jpg"), &data(300_000, 1), 1_700_000_000);
+    write(&local.join("b.jpg"), &data(5000, 2), 1_700_000_000);
+    write(&local.join("sub/c.jpg"), &data(2_000_000, 3), 1_700_000_000);
+    c.ok(&["put", "-r", &s(&local), "mega:/"]).await;
+    write(
+        &env.dir.path().join("other.jpg"),
+        b"remote only",
+        1_700_000_000,
+    );
+    c.ok(&[
+        "put",
+        &s(&env.dir.path().join("other.jpg")),
+        "mega:/photos/",
+    ])
+    .await;
+    // Same size, other content; and a file only here.
+    let mut b = data(5000, 2);
+    b[4000] ^= 0xff;
+    write(&local.join("b.jpg"), &b, 1_700_000_000);
+    write(&local.join("new.jpg"), b"only local", 1_700_000_000);
+    write(&local.join("sub/d.jpg"), b"deep", 1_700_000_000);
+
+    let downloads = env.server.stats().commands("g");
+    let o = c
+        .fails(&["check", &s(&local), "mega:/photos", "-r"], 13)
+        .await;
+    assert_eq!(
+        o.stdout.lines().collect::<Vec<_>>(),
+        [
+            "different    b.jpg",
+            "only-local   new.jpg",
+            "only-remote  other.jpg",
+            "only-local   sub/d.jpg"
+        ],
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("2 equal"), "{}", o.stderr);
+    assert_eq!(
+        env.server.stats().commands("g"),
+        downloads,
+        "nothing downloaded"
+    );
+    // Without -r, the top level only; as JSON.
+    let o = c
+        .fails(&["--json", "check", &s(&local), "mega:/photos"], 13)
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (v["equal"].as_u64(), v["different"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(!o.stdout.contains("sub/"), "{}", o.stdout);
+    // One file against one node.
+    c.ok(&["check", &s(&local.join("a.jpg")), "mega:/photos/a.jpg"])
+        .await;
+    c.fails(
+        &["check", &s(&local.join("b.jpg")), "mega:/photos/b.jpg"],
+        13,
+    )
+    .await;
+
+    // A remote file without a fingerprint (as some clients upload): --adopt writes ours.
+    let client = env.login("check@example.com").await;
+    let a = client.resolve("/photos/a.jpg").unwrap();
+    let b_node = client.resolve("/photos/b.jpg").unwrap();
+    let strip = |n: &mega_mount::tree::Node| {
+        let key = n.key.clone().unwrap();
+        let plain = serde_json::json!({"n": n.name});
+        b64::encode(&attr::encrypt(&key.attr_key(), plain.as_object().unwrap()))
+    };
+    for n in [&a, &b_node] {
+        let at = strip(n);
+        client
+            .api()
+            .run(&SetAttributes {
+                n: &n.handle.0,
+                at: &at,
+                i: "check-test",
+                vw: None,
+            })
+            .await
+            .unwrap();
+    }
+    let o = c
+        .fails(&["check", &s(&local), "mega:/photos", "--adopt"], 13)
+        .await;
+    assert!(
+        o.stderr.contains("fingerprints written to 1"),
+        "{}",
+        o.stderr
+    );
+    client.fetch().await.unwrap();
+    let fp = client
+        .resolve("/photos/a.jpg")
+        .unwrap()
+        .fingerprint
+        .unwrap();
+    assert_eq!(fp.mtime, 1_700_000_000);
+    let want = mega_mount::crypto::fingerprint::Fingerprint::of_bytes(&data(300_000, 1), 0);
+    assert_eq!(fp.crc, want.crc);
+    assert!(
+        client
+            .resolve("/photos/b.jpg")
+            .unwrap()
+            .fingerprint
+            .is_none(),
+        "never onto a file that differs"
+    );
+}

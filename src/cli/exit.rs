@@ -20,6 +20,8 @@ pub const CONFIG: i32 = 10;
 pub const GUARD: i32 = 11;
 /// A contact's key is not the one this account recorded: nothing was shared.
 pub const KEY_CHANGED: i32 = 12;
+/// `check`: some files differ, or are on one side only.
+pub const DIFFERENT: i32 = 13;
 pub const INTERRUPTED: i32 = 130;
 
 /// Every exit code with what it means (for `--help` and the man page).
@@ -54,6 +56,10 @@ pub const MEANINGS: &[(i32, &str)] = &[
     (
         KEY_CHANGED,
         "a contact's key is not the one recorded for them (nothing was shared)",
+    ),
+    (
+        DIFFERENT,
+        "check: some files differ or exist on one side only",
     ),
     (INTERRUPTED, "interrupted (partial downloads are removed)"),
 ];

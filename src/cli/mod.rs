@@ -13,6 +13,7 @@
 
 mod account;
 mod backup;
+mod check;
 pub mod exit;
 mod find;
 pub mod install;
@@ -269,6 +270,16 @@ pub enum Command {
         #[arg(long = "type", value_enum, value_name = "f|d")]
         kind: Option<find::FindType>,
     },
+    /// Prove local files equal remote ones without downloading them (their MACs under each
+    /// node's key): `check ~/Photos mega:/Photos -r`; exit 13 if anything differs
+    Check {
+        local: String,
+        remote: String,
+        /// Write the local fingerprint (checksum and mtime) onto remote files proved equal
+        /// whose own is missing or different, so that syncs see them as equal
+        #[arg(long)]
+        adopt: bool,
+    },
     /// Sizes of a folder and every folder below it (files' previous versions counted apart):
     /// `du mega:/photos --max-depth 1`
     Du {
@@ -519,6 +530,11 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             account::link(ctx, path, how).await
         }
         Command::Tree { path } => list::tree(ctx, path.as_deref().unwrap_or("mega:/")).await,
+        Command::Check {
+            local,
+            remote,
+            adopt,
+        } => check::check(ctx, local, remote, *adopt).await,
         Command::Find {
             path,
             name,

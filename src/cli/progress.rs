@@ -76,6 +76,11 @@ impl Transfers {
         }
     }
 
+    /// Clears the bar (before printing results of our own).
+    pub(super) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
     /// Prints the summary (stderr, or JSON on stdout).
     pub(super) fn summary(&self, ctx: &Ctx, verb: &str, extra: serde_json::Value) {
         self.bar.finish_and_clear();

@@ -657,6 +657,17 @@ impl Client {
         Ok(())
     }
 
+    /// Writes a file's fingerprint (`c`: content checksum and mtime), for content the caller
+    /// proved equal to the node's (`megacmd check --adopt`). No content is transferred.
+    pub async fn set_fingerprint(&self, h: &NodeHandle, fp: Fingerprint) -> Result<()> {
+        let n = self.mutable(h)?;
+        let mut attrs = n.attrs().ok_or_else(|| Error::Undecryptable {
+            what: n.name.clone(),
+        })?;
+        attrs.insert("c".into(), json!(fp.encode()));
+        self.put_attrs(&n, attrs).await
+    }
+
     /// Sets a file's modification time: rewrites the fingerprint (`c`) attribute with the new
     /// mtime, keeping its content checksum. No content is transferred.
     pub async fn set_mtime(&self, h: &NodeHandle, mtime: i64) -> Result<()> {

@@ -150,6 +150,68 @@ pub fn crc<R: ReadAt>(r: &mut R, size: u64) -> std::io::Result<[u8; 16]> {
     Ok(s.crc())
 }
 
+/// Files above this size may carry a CRC written by SDK builds with the 32-bit sparse-offset
+/// bug (`MEGA-FILES-TRANSFERS.md` §2.2): `0xFFFFFFFF / 127 + 64`.
+pub const LEGACY_OVERFLOW_MIN_SIZE: u64 = 0xFFFF_FFFF / (4 * SPARSE_BLOCKS - 1) + SPARSE_WINDOW;
+
+/// Where a buggy 32-bit SDK build started sparse window `k`: the product wrapped modulo 2^32.
+fn legacy_offset(size: u64, k: u64) -> u64 {
+    let total = 4 * SPARSE_BLOCKS - 1;
+    let wrapped = (size as u32)
+        .wrapping_sub(SPARSE_WINDOW as u32)
+        .wrapping_mul(k as u32);
+    (u64::from(wrapped) / total).min(size - SPARSE_WINDOW)
+}
+
+/// The CRCs SDK builds with the 32-bit sparse-offset bug wrote for `size` bytes of `r`: the
+/// random-access variant and, if it stays inside the file, the forward-only one (the SDK's
+/// `computeLegacyBuggySparseCrcFA`/`IA`). Empty for files the bug cannot touch.
+pub fn legacy_crcs<R: ReadAt>(r: &mut R, size: u64) -> std::io::Result<Vec<[u8; 16]>> {
+    if size <= LEGACY_OVERFLOW_MIN_SIZE {
+        return Ok(Vec::new());
+    }
+    let offsets: Vec<u64> = (0..4 * SPARSE_BLOCKS)
+        .map(|k| legacy_offset(size, k))
+        .collect();
+    let mut window = [0u8; SPARSE_WINDOW as usize];
+    let mut lanes = |positions: &[u64], r: &mut R| -> std::io::Result<[u8; 16]> {
+        let mut out = [0u8; 16];
+        for (lane, group) in positions.chunks(SPARSE_BLOCKS as usize).enumerate() {
+            let mut h = crc32fast::Hasher::new();
+            for &p in group {
+                r.read_at(p, &mut window)?;
+                h.update(&window);
+            }
+            out[lane * 4..lane * 4 + 4].copy_from_slice(&h.finalize().to_be_bytes());
+        }
+        Ok(out)
+    };
+    let mut out = vec![lanes(&offsets, r)?];
+    // Forward-only: the stream never seeks back; a window "behind" is read where it stands.
+    let (mut pos, mut cur) = (0u64, 0u64);
+    let mut forward = Vec::with_capacity(offsets.len());
+    for &off in &offsets {
+        pos += off.saturating_sub(cur);
+        cur = off;
+        forward.push(pos);
+        pos += SPARSE_WINDOW;
+        cur += SPARSE_WINDOW;
+    }
+    if forward.iter().all(|&p| p + SPARSE_WINDOW <= size) {
+        out.push(lanes(&forward, r)?);
+    }
+    Ok(out)
+}
+
+/// Whether `crc` is the fingerprint CRC of `size` bytes of `r`: the correct form, or one of
+/// the forms buggy 32-bit SDK builds wrote for large files (which the SDK now accepts).
+pub fn crc_matches<R: ReadAt>(r: &mut R, size: u64, crc: &[u8; 16]) -> std::io::Result<bool> {
+    if &self::crc(r, size)? == crc {
+        return Ok(true);
+    }
+    Ok(legacy_crcs(r, size)?.iter().any(|c| c == crc))
+}
+
 impl Fingerprint {
     /// Fingerprint of in-memory content.
     pub fn of_bytes(data: &[u8], mtime: i64) -> Self {
@@ -207,5 +269,49 @@ mod tests {
                 assert_eq!(s.crc(), direct, "size {size} piece {piece}");
             }
         }
+    }
+
+    #[test]
+    fn the_32_bit_sparse_offset_bug() {
+        // The documented offsets for a 100,000,000-byte file.
+        assert_eq!(legacy_offset(100_000_000, 42), 33_070_844);
+        assert_eq!(legacy_offset(100_000_000, 43), 39_605);
+        assert_eq!(legacy_offset(100_000_000, 127), 32_362_655);
+        assert_eq!(LEGACY_OVERFLOW_MIN_SIZE, 33_818_704);
+        // Below the threshold every offset is the correct one.
+        let small = LEGACY_OVERFLOW_MIN_SIZE;
+        assert!((0..128).all(|k| legacy_offset(small, k) == (small - 64) * k / 127));
+        let data: Vec<u8> = (0..small as usize).map(|i| (i % 253) as u8).collect();
+        assert!(legacy_crcs(&mut data.as_slice(), small).unwrap().is_empty());
+
+        // Above it: the legacy forms differ from the correct one, and all three match.
+        let size = 40_000_000usize;
+        let mut x = 0x1234_5678u32;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let mut r = data.as_slice();
+        let correct = crc(&mut r, size as u64).unwrap();
+        let legacy = legacy_crcs(&mut r, size as u64).unwrap();
+        assert_eq!(legacy.len(), 2, "both variants stay inside the file");
+        for l in &legacy {
+            assert_ne!(*l, correct);
+            assert!(crc_matches(&mut r, size as u64, l).unwrap());
+        }
+        assert_ne!(
+            legacy[0], legacy[1],
+            "random access and forward-only differ"
+        );
+        assert!(crc_matches(&mut r, size as u64, &correct).unwrap());
+        assert!(!crc_matches(&mut r, size as u64, &[7; 16]).unwrap());
+        // The forward-only variant reads windows in order: the one of a wrapped offset
+        // lies right after the previous window.
+        let fa0 = legacy_offset(size as u64, 108);
+        assert!(fa0 < legacy_offset(size as u64, 107));
     }
 }

@@ -239,6 +239,44 @@ pub fn verify(
     megajs_variant(c, nonce, size, macs).as_ref() == Some(expected)
 }
 
+/// Whether `size` bytes read from `r` are the content a file key vouches for: their chunk MACs
+/// condensed equal the key's meta-MAC (the SDK's or megajs' form). Nothing is encrypted or
+/// sent: this proves a local file equals a node without downloading it. Content shorter or
+/// longer than `size` does not match.
+pub fn content_matches<R: std::io::Read>(
+    r: &mut R,
+    size: u64,
+    key: &super::keys::FileKey,
+) -> std::io::Result<bool> {
+    let c = cipher(&key.aes);
+    let mut macs = Vec::with_capacity(chunk_count(size) as usize);
+    // Eight chunks at a time (at most 8 MiB), so that the lanes run side by side.
+    let spans: Vec<(u64, u64)> = chunks(size).collect();
+    let mut buf = Vec::new();
+    for group in spans.chunks(LANES) {
+        let len: u64 = group.iter().map(|(_, l)| l).sum();
+        buf.resize(len as usize, 0);
+        match r.read_exact(&mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let mut views = Vec::with_capacity(group.len());
+        let mut rest = buf.as_slice();
+        for (_, l) in group {
+            let (head, tail) = rest.split_at(*l as usize);
+            views.push(head);
+            rest = tail;
+        }
+        macs.extend(chunk_macs(&c, &key.nonce, &views));
+    }
+    let mut probe = [0u8; 1];
+    if r.read(&mut probe)? != 0 {
+        return Ok(false);
+    }
+    Ok(verify(&c, &key.nonce, size, &macs, &key.meta_mac))
+}
+
 /// Reference meta-MAC of a whole plaintext buffer (the SDK algorithm).
 pub fn meta_mac(key: &[u8; 16], nonce: &[u8; 8], plain: &[u8]) -> [u8; 8] {
     let c = cipher(key);

@@ -399,3 +399,45 @@ fn interleaved_lanes_equal_one_chain_at_a_time() {
         assert_eq!(&st, m);
     }
 }
+
+/// A local file is proved equal to a node by its MAC alone: same content matches, any
+/// change, a shorter or a longer file does not; megajs' MAC form counts too.
+#[test]
+fn content_matches_a_file_key_without_downloading() {
+    use super::aes::cipher;
+    use super::keys::FileKey;
+    use super::mac::{chunks, content_matches, megajs_variant, meta_mac};
+    for size in [0usize, 1, 131_072, 1_000_000, 3 * 1_048_576 + 17] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 255) as u8).collect();
+        let (aes, nonce) = ([7u8; 16], [9u8; 8]);
+        let key = FileKey {
+            aes,
+            nonce,
+            meta_mac: meta_mac(&aes, &nonce, &data),
+        };
+        let m = |d: &[u8], s: u64| content_matches(&mut &d[..], s, &key).unwrap();
+        assert!(m(&data, size as u64), "{size}");
+        if size > 0 {
+            let mut other = data.clone();
+            other[size / 2] ^= 1;
+            assert!(!m(&other, size as u64), "changed, {size}");
+            assert!(!m(&data[..size - 1], size as u64), "shorter, {size}");
+        }
+        let mut longer = data.clone();
+        longer.push(0);
+        assert!(!m(&longer, size as u64), "longer, {size}");
+        // megajs' form, for sizes that end on a chunk boundary.
+        let c = cipher(&aes);
+        let macs: Vec<[u8; 16]> = chunks(size as u64)
+            .map(|(s, l)| super::mac::chunk_mac(&c, &nonce, &data[s as usize..(s + l) as usize]))
+            .collect();
+        if let Some(mj) = megajs_variant(&c, &nonce, size as u64, &macs) {
+            let key = FileKey {
+                aes,
+                nonce,
+                meta_mac: mj,
+            };
+            assert!(content_matches(&mut &data[..], size as u64, &key).unwrap());
+        }
+    }
+}

@@ -227,8 +227,13 @@ impl Syncer {
             let mut local = self.scan_local(&ignore)?;
             let shadow = self.db.entries()?;
             let need = plan::needs_fingerprint(&local, &remote, &shadow);
+            let remote_crc: std::collections::HashMap<&str, &str> = remote
+                .iter()
+                .filter_map(|r| Some((r.path.as_str(), r.crc.as_deref()?)))
+                .collect();
             for l in local.iter_mut().filter(|l| need.contains(&l.path)) {
-                l.crc = self.local_crc(&l.path, l.size).ok();
+                let theirs = remote_crc.get(l.path.as_str()).copied();
+                l.crc = self.local_crc(&l.path, l.size, theirs).ok();
             }
             let actions = plan::plan(&local, &remote, &shadow);
             let deletes = actions.iter().filter(|a| a.is_delete()).count();

@@ -116,9 +116,25 @@ impl Syncer {
         Ok(out)
     }
 
-    pub(super) fn local_crc(&self, rel: &str, size: u64) -> std::io::Result<String> {
+    /// A local file's fingerprint CRC (hex). Where the remote file's CRC differs, one written
+    /// by an SDK build with the 32-bit sparse-CRC bug for this same content counts as equal
+    /// (its form is returned), as MEGA's SDK now accepts it.
+    pub(super) fn local_crc(
+        &self,
+        rel: &str,
+        size: u64,
+        remote: Option<&str>,
+    ) -> std::io::Result<String> {
+        use crate::crypto::fingerprint::{crc, legacy_crcs};
         let mut f = std::fs::File::open(self.local.join(rel))?;
-        Ok(hex(&crate::crypto::fingerprint::crc(&mut f, size)?))
+        let ours = hex(&crc(&mut f, size)?);
+        if let Some(theirs) = remote.filter(|t| *t != ours) {
+            if legacy_crcs(&mut f, size)?.iter().any(|l| hex(l) == theirs) {
+                tracing::debug!("{rel}: the remote fingerprint has the legacy 32-bit CRC");
+                return Ok(theirs.to_string());
+            }
+        }
+        Ok(ours)
     }
 
     /// Removes partial downloads a killed run left behind (ours only).
