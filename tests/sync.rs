@@ -1036,3 +1036,27 @@ async fn two_way_syncs_are_registered_and_follow_other_devices() {
         .collect();
     assert!(!left.contains(&id), "{left:?}");
 }
+
+/// A remote file whose fingerprint was written by an SDK build with the 32-bit sparse-CRC
+/// bug (files over 33.8 MB) is the same file as the local one with the same content and
+/// mtime: recorded as in sync, not a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_32_bit_fingerprint_counts_as_the_same_file() {
+    use mega_mount::crypto::fingerprint::{legacy_crcs, Fingerprint, LEGACY_OVERFLOW_MIN_SIZE};
+    let env = Env::start().await;
+    let p = Pair::new(&env, "legacycrc@example.com").await;
+    let size = LEGACY_OVERFLOW_MIN_SIZE as usize + 5_000_000;
+    let body = data(size, 9);
+    p.write("big.bin", &body);
+    let mtime = std::fs::metadata(p.local.join("big.bin")).unwrap().mtime();
+    p.put_remote("big.bin", &body).await;
+    let h = p.remote_handle("big.bin").await;
+    let legacy = legacy_crcs(&mut body.as_slice(), size as u64).unwrap()[0];
+    assert_ne!(legacy, Fingerprint::of_bytes(&body, 0).crc);
+    p.other
+        .set_fingerprint(&h, Fingerprint { crc: legacy, mtime })
+        .await
+        .unwrap();
+    let r = p.run().await;
+    assert_eq!((r.conflicts, r.uploaded, r.recorded), (0, 0, 1), "{r:?}");
+}
