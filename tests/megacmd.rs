@@ -1659,3 +1659,90 @@ async fn check_proves_equality_without_downloading() {
         "never onto a file that differs"
     );
 }
+
+/// What MEGA's apps let a person set (label, favourite, sensitive, description, tags):
+/// `attr` sets and shows it, `list -l`/`--json` show it, a new version (`put --force`)
+/// keeps it as MEGA's SDK carries it over, and a label or favourite change reaches the
+/// previous versions too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_set_in_megas_apps_survive_new_versions() {
+    use mega_mount::client::marks::Marks;
+    let env = Env::start().await;
+    account(&env, "marks@example.com").await;
+    let c = Cmd::new(&env, "marks@example.com");
+    let f = env.dir.path().join("trip.txt");
+    write(&f, b"first", 1_700_000_000);
+    c.ok(&["put", &s(&f), "mega:/"]).await;
+    c.ok(&[
+        "attr",
+        "mega:/trip.txt",
+        "--label",
+        "red",
+        "--favourite",
+        "--tag",
+        "holiday",
+        "--tag",
+        "x",
+        "--description",
+        "Rome, day 1",
+    ])
+    .await;
+    let o = c.ok(&["list", "-l", "mega:/"]).await;
+    assert!(
+        o.stdout.contains("[red] ★ #holiday #x \"Rome, day 1\""),
+        "{}",
+        o.stdout
+    );
+    c.fails(&["attr", "mega:/trip.txt", "--label", "pink"], 2)
+        .await;
+    c.fails(&["attr", "mega:/trip.txt", "--tag", "a,b"], 2)
+        .await;
+
+    // A new version through put --force keeps them.
+    write(&f, b"second", 1_700_000_100);
+    c.ok(&["put", "--force", &s(&f), "mega:/"]).await;
+    let o = c.ok(&["--json", "list", "mega:/"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let row = &v[0];
+    assert_eq!(row["size"], 6, "the new version");
+    assert_eq!(
+        (
+            &row["label"],
+            &row["favourite"],
+            &row["tags"],
+            &row["description"]
+        ),
+        (
+            &serde_json::json!("red"),
+            &serde_json::json!(true),
+            &serde_json::json!(["holiday", "x"]),
+            &serde_json::json!("Rome, day 1")
+        )
+    );
+
+    // Unmarking reaches the previous version too (label, favourite).
+    c.ok(&[
+        "attr",
+        "mega:/trip.txt",
+        "--favourite=false",
+        "--label",
+        "none",
+        "--untag",
+        "x",
+    ])
+    .await;
+    let client = env.login("marks@example.com").await;
+    let cur = client.resolve("/trip.txt").unwrap();
+    let marks = Marks::of(&cur.attrs().unwrap());
+    assert_eq!((marks.label, marks.favourite), (None, false));
+    assert_eq!(marks.tags, ["holiday"]);
+    let old = client.read_tree().versions(&cur.handle)[0].clone();
+    let old_marks = Marks::of(&old.attrs().unwrap());
+    assert_eq!(
+        (old_marks.label, old_marks.favourite),
+        (None, false),
+        "{old_marks:?}"
+    );
+    let o = c.ok(&["attr", "mega:/trip.txt"]).await;
+    assert!(o.stdout.contains("tags [holiday]"), "{}", o.stdout);
+}

@@ -9,6 +9,7 @@ use super::path::{unescape_name, RemotePath};
 use super::progress::human;
 use super::resolve::{expand, remote_arg, resolve};
 use super::Ctx;
+use crate::client::marks::Marks;
 use crate::client::Client;
 use crate::local::time::fmt_time;
 use crate::sync::oneway::{remote_children, remote_listing, Entry, RemoteListing};
@@ -21,9 +22,30 @@ struct Row {
     entry: Entry,
     handle: Option<NodeHandle>,
     versions: Vec<Node>,
+    /// What was set on it in MEGA's apps (label, favourite, description, tags).
+    marks: Marks,
 }
 
-pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), CliError> {
+/// Marks as `--long` shows them: `[red] ★ sensitive #tag "description"`.
+fn show_marks(m: &Marks) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = m.label {
+        parts.push(format!("[{l}]"));
+    }
+    if m.favourite {
+        parts.push("★".to_string());
+    }
+    if m.sensitive {
+        parts.push("sensitive".to_string());
+    }
+    parts.extend(m.tags.iter().map(|t| format!("#{t}")));
+    if let Some(d) = &m.description {
+        parts.push(format!("{d:?}"));
+    }
+    parts.join(" ")
+}
+
+pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
     if let Some(lines) = super::share::list_virtual(&client, &rp) {
@@ -74,11 +96,17 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
                 (Some(h), true) => client.view(|t| t.versions(h).into_iter().cloned().collect()),
                 _ => Vec::new(),
             };
+            let marks = handle
+                .as_ref()
+                .and_then(|h| client.view(|t| t.get(h).and_then(Node::attrs)))
+                .map(|a| Marks::of(&a))
+                .unwrap_or_default();
             Row {
                 path,
                 entry,
                 handle,
                 versions,
+                marks,
             }
         })
         .collect();
@@ -91,6 +119,9 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
                     "path": p.display(), "name": p.parts.last().cloned().unwrap_or_default(),
                     "type": if e.dir { "folder" } else { "file" }, "size": e.size, "mtime": e.mtime,
                     "handle": r.handle.as_ref().map(|h| h.0.clone()),
+                    "label": r.marks.label, "favourite": r.marks.favourite,
+                    "sensitive": r.marks.sensitive, "description": r.marks.description,
+                    "tags": r.marks.tags,
                 });
                 if versions && !e.dir {
                     o["versions"] = r
@@ -112,11 +143,15 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool) -> Result<(), Cli
     let mut out = std::io::stdout().lock();
     for r in rows {
         let (p, e) = (&r.path, &r.entry);
-        let mut lines = vec![if e.dir {
+        let mut first = if e.dir {
             format!("{:>16}  {:>12}  {}/", "", "DIR", p.display())
         } else {
             format!("{}  {:>12}  {}", fmt_time(e.mtime), e.size, p.display())
-        }];
+        };
+        if long && !r.marks.is_empty() {
+            first = format!("{first}  {}", show_marks(&r.marks));
+        }
+        let mut lines = vec![first];
         for (i, v) in r.versions.iter().enumerate() {
             lines.push(format!(
                 "{}  {:>12}  {}  (version {})",

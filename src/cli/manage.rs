@@ -305,3 +305,61 @@ pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result
     }
     Ok(())
 }
+
+/// `attr`: changes (or with no change, shows) what MEGA's apps show on a node: label,
+/// favourite, sensitive, description, tags. Globs apply to every match.
+pub(super) async fn attr(
+    ctx: &Ctx,
+    path: &str,
+    c: &crate::client::marks::MarkChanges,
+) -> Result<(), CliError> {
+    use crate::client::marks::Marks;
+    let rp = remote_arg(path)?;
+    let client = ctx.client().await?;
+    let nothing = c.label.is_none()
+        && c.favourite.is_none()
+        && c.sensitive.is_none()
+        && c.description.is_none()
+        && c.add_tags.is_empty()
+        && c.remove_tags.is_empty();
+    let mut shown = Vec::new();
+    for (name, node) in expand(&client, &rp)? {
+        let marks = if nothing {
+            node.attrs().map(|a| Marks::of(&a)).unwrap_or_default()
+        } else {
+            client
+                .set_marks(&node.handle, c)
+                .await
+                .map_err(|e| match e {
+                    crate::error::Error::Invalid { what, .. } => CliError::new(exit::USAGE, what),
+                    e => e.into(),
+                })?
+        };
+        shown.push((name.display(), marks));
+    }
+    if ctx.cli.json {
+        let v: Vec<_> = shown
+            .iter()
+            .map(|(p, m)| {
+                let mut o = json!(m);
+                o["path"] = json!(p);
+                o
+            })
+            .collect();
+        println!("{}", json!(v));
+    } else if nothing || ctx.cli.verbose >= 1 {
+        for (p, m) in shown {
+            println!(
+                "{p}: label {}, favourite {}, sensitive {}, tags [{}], description {}",
+                m.label.unwrap_or("none"),
+                m.favourite,
+                m.sensitive,
+                m.tags.join(", "),
+                m.description
+                    .as_deref()
+                    .map_or("none".to_string(), |d| format!("{d:?}"))
+            );
+        }
+    }
+    Ok(())
+}

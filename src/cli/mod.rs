@@ -97,6 +97,33 @@ pub enum Command {
         /// Also list each file's previous versions (1 = the newest previous one)
         #[arg(long)]
         versions: bool,
+        /// Also show what was set in MEGA's apps: label, favourite, sensitive, tags,
+        /// description
+        #[arg(long, short = 'l')]
+        long: bool,
+    },
+    /// Set what MEGA's apps show on a file or folder: `attr mega:/a.jpg --label red
+    /// --favourite --tag holiday --description "…"`; without options, show it
+    Attr {
+        path: String,
+        /// red, orange, yellow, green, blue, purple, grey, or none
+        #[arg(long, value_name = "COLOUR")]
+        label: Option<String>,
+        /// Mark as favourite (--favourite=false unmarks)
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        favourite: Option<bool>,
+        /// Mark as sensitive, hidden in MEGA's apps (--sensitive=false unmarks)
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        sensitive: Option<bool>,
+        /// Set the description ("" removes it)
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Add a tag (repeatable)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Remove a tag (repeatable)
+        #[arg(long = "untag", value_name = "TAG")]
+        untags: Vec<String>,
     },
     /// Download files or folders (--recursive), or a public link: `get mega:/a.txt /tmp/`
     #[command(disable_version_flag = true)]
@@ -424,8 +451,31 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
 
 async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
     match &ctx.cli.command {
-        Command::List { path, versions } => {
-            list::list(ctx, path.as_deref().unwrap_or("mega:/"), *versions).await
+        Command::List {
+            path,
+            versions,
+            long,
+        } => list::list(ctx, path.as_deref().unwrap_or("mega:/"), *versions, *long).await,
+        Command::Attr {
+            path,
+            label,
+            favourite,
+            sensitive,
+            description,
+            tags,
+            untags,
+        } => {
+            let changes = crate::client::marks::MarkChanges {
+                label: label
+                    .as_ref()
+                    .map(|l| (!l.eq_ignore_ascii_case("none")).then(|| l.clone())),
+                favourite: *favourite,
+                sensitive: *sensitive,
+                description: description.clone(),
+                add_tags: tags.clone(),
+                remove_tags: untags.clone(),
+            };
+            manage::attr(ctx, path, &changes).await
         }
         Command::Get {
             source,

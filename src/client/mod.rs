@@ -28,6 +28,7 @@ pub mod contacts;
 pub mod content;
 pub mod keys;
 pub mod links;
+pub mod marks;
 pub mod nodes;
 pub mod shares;
 pub mod watch;

@@ -114,7 +114,7 @@ impl Client {
     }
 
     /// A node that may be changed (not one of the roots).
-    fn mutable(&self, h: &NodeHandle) -> Result<Node> {
+    pub(super) fn mutable(&self, h: &NodeHandle) -> Result<Node> {
         let n = self.node(h)?;
         if !matches!(n.kind, NodeKind::File | NodeKind::Folder) {
             return Err(Error::PermissionDenied {
@@ -399,6 +399,12 @@ impl Client {
     ) -> Result<Node> {
         attrs.insert("n".into(), json!(target.name));
         let old = self.superseding(&target);
+        if let Some((old, _)) = old {
+            // What a person set on the file in MEGA's apps stays with its new version.
+            for (k, v) in self.carried_to_new_version(old) {
+                attrs.entry(k).or_insert(v);
+            }
+        }
         let node = NewNode {
             h,
             t: 0,
@@ -411,6 +417,23 @@ impl Client {
         let created = self.put_node(target.parent, node, &key).await?;
         self.retire(&created, old).await;
         Ok(created)
+    }
+
+    /// The attributes MEGA's SDK copies from a file to its new version (label, favourite,
+    /// sensitive, description, tags: `Node::attributesToCopyIntoPreviousVersions`); a numeric
+    /// `t` is a legacy mtime, not tags, and stays behind.
+    fn carried_to_new_version(&self, old: &NodeHandle) -> Map<String, Value> {
+        let attrs = self
+            .view(|t| t.get(old).and_then(Node::attrs))
+            .unwrap_or_default();
+        attrs
+            .into_iter()
+            .filter(|(k, v)| match k.as_str() {
+                "fav" | "lbl" | "sen" | "des" => true,
+                "t" => v.is_string(),
+                _ => false,
+            })
+            .collect()
     }
 
     /// What becomes of the file a new node replaces: `None` if it replaces nothing, or a file
