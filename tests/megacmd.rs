@@ -1745,4 +1745,12 @@ async fn marks_set_in_megas_apps_survive_new_versions() {
     );
     let o = c.ok(&["attr", "mega:/trip.txt"]).await;
     assert!(o.stdout.contains("tags [holiday]"), "{}", o.stdout);
+    // A rename keeps every attribute.
+    c.ok(&["mv", "mega:/trip.txt", "mega:/rome.txt"]).await;
+    let o = c.ok(&["list", "-l", "mega:/"]).await;
+    assert!(
+        o.stdout.contains("rome.txt  #holiday \"Rome, day 1\""),
+        "{}",
+        o.stdout
+    );
 }
