@@ -1060,3 +1060,49 @@ async fn a_legacy_32_bit_fingerprint_counts_as_the_same_file() {
     let r = p.run().await;
     assert_eq!((r.conflicts, r.uploaded, r.recorded), (0, 0, 1), "{r:?}");
 }
+
+/// `backup --watch`: a local change is uploaded within seconds, and a removal asked from
+/// another session (through the event channel) ends the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_backup_follows_changes_and_ends_when_removed() {
+    use mega_mount::client::backups::state;
+    use mega_mount::sync::backup::Backup;
+    use mega_mount::sync::registry::request_state;
+    let env = Env::start().await;
+    let other = env.account("watchbackup@example.com").await;
+    let client = Arc::new(env.login("watchbackup@example.com").await);
+    let local = env.dir.path().join("Watched");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join("a.txt"), b"a").unwrap();
+    let mut b = Backup::create(client.clone(), &local, None).await.unwrap();
+    let (id, root) = (b.id().to_string(), b.root().clone());
+    let task = tokio::spawn(async move { b.watch(&mut |_| {}).await });
+    let has = |name: &'static str| {
+        let (other, root) = (&other, root.clone());
+        async move {
+            other.fetch().await.unwrap();
+            other
+                .children(&root)
+                .unwrap()
+                .iter()
+                .any(|n| n.name == name)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !has("a.txt").await {
+        assert!(tokio::time::Instant::now() < deadline, "first pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(local.join("b.txt"), b"b").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !has("b.txt").await {
+        assert!(tokio::time::Instant::now() < deadline, "the local change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    request_state(&other, &id, state::DELETED).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the watch ends after the removal")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}

@@ -23,8 +23,9 @@ use super::engine::{io_err, SyncError};
 use super::ignore::{Exclusions, Kind};
 use super::oneway::{self, Entry, Execution, PlanOptions};
 use super::registry::{Desired, Registered, BEAT_CHANGE, BEAT_EVERY};
+use super::wake::{backoff, Wakeups};
 use crate::client::backups::{self, beat, state, BackupKind, BackupRecord, Registration};
-use crate::client::{Client, TreeEvent};
+use crate::client::Client;
 use crate::error::Error;
 use crate::tree::NodeHandle;
 
@@ -338,20 +339,7 @@ impl Backup {
         &mut self,
         done: &mut (dyn FnMut(&PassReport) + Send),
     ) -> Result<(), SyncError> {
-        use notify::Watcher;
-        let werr = |e: notify::Error| SyncError::Watch {
-            path: self.local.display().to_string(),
-            msg: e.to_string(),
-        };
-        let (tx, mut local_events) = tokio::sync::mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
-        })
-        .map_err(werr)?;
-        watcher
-            .watch(&self.local, notify::RecursiveMode::Recursive)
-            .map_err(werr)?;
-        let mut remote_events = self.client.watch()?;
+        let mut wake = Wakeups::new(&self.client, &self.local)?;
         let mut failures = 0u32;
         loop {
             let wait = match self.run_once().await {
@@ -374,7 +362,7 @@ impl Backup {
                 }
                 Err(e) => {
                     failures += 1;
-                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    let pause = backoff(failures);
                     tracing::warn!(
                         "backup pass failed ({e}); trying again in {} s",
                         pause.as_secs()
@@ -382,26 +370,8 @@ impl Backup {
                     pause
                 }
             };
-            tokio::select! {
-                _ = local_events.recv() => {}
-                ev = remote_events.events.recv() => match ev {
-                    Some(TreeEvent::Changed(_)) | Some(TreeEvent::Reloaded) => {}
-                    Some(TreeEvent::Stopped(why)) => {
-                        return Err(SyncError::Client(Error::Network {
-                            detail: format!("remote changes are no longer followed: {why}"),
-                            code: None,
-                            attempts: 1,
-                        }))
-                    }
-                    None => return Ok(()),
-                },
-                _ = tokio::time::sleep(wait) => {}
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            while local_events.try_recv().is_ok() {}
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::ZERO, remote_events.events.recv()).await
-            {
+            if !wake.next(wait).await? {
+                return Ok(());
             }
         }
     }

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::{Client, TreeEvent};
+use crate::client::Client;
 use crate::error::Error;
 use crate::tree::NodeHandle;
 
-use super::ignore::{is_partial, Exclusions, IgnoreError, DEBRIS};
+use super::ignore::{Exclusions, IgnoreError};
 use super::plan::{self, Action, Local, Remote};
 use super::registry::{Desired, Registered, BEAT_CHANGE};
 use super::shadow::{ShadowDb, ShadowError};
+use super::wake::{backoff, Wakeups};
 use crate::client::backups::{self, beat, BackupKind, Registration};
 
 /// The shadow database's key for the pair's Backup Centre id.
@@ -424,30 +425,7 @@ impl Syncer {
         show: &mut (dyn FnMut(&Action) + Send),
         done: &mut (dyn FnMut(&Report) + Send),
     ) -> Result<(), SyncError> {
-        use notify::Watcher;
-        let werr = |e: notify::Error| SyncError::Watch {
-            path: self.local.display().to_string(),
-            msg: e.to_string(),
-        };
-        let (tx, mut local_events) = tokio::sync::mpsc::channel::<()>(1);
-        let debris = self.local.join(DEBRIS);
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            let ours = ev.as_ref().is_ok_and(|ev| {
-                ev.paths.iter().all(|p| {
-                    p.starts_with(&debris)
-                        || p.file_name()
-                            .is_some_and(|n| is_partial(&n.to_string_lossy()))
-                })
-            });
-            if !ours {
-                let _ = tx.try_send(());
-            }
-        })
-        .map_err(werr)?;
-        watcher
-            .watch(&self.local, notify::RecursiveMode::Recursive)
-            .map_err(werr)?;
-        let mut remote_events = self.client.watch()?;
+        let mut wake = Wakeups::new(&self.client, &self.local)?;
         let mut failures = 0u32;
         loop {
             let wait = match self.run_once(show).await {
@@ -469,7 +447,7 @@ impl Syncer {
                 ) => return Err(e),
                 Err(e) => {
                     failures += 1;
-                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    let pause = backoff(failures);
                     tracing::warn!(
                         "sync pass failed ({e}); trying again in {} s",
                         pause.as_secs()
@@ -477,27 +455,8 @@ impl Syncer {
                     pause
                 }
             };
-            tokio::select! {
-                _ = local_events.recv() => {}
-                ev = remote_events.events.recv() => match ev {
-                    Some(TreeEvent::Changed(_)) | Some(TreeEvent::Reloaded) => {}
-                    Some(TreeEvent::Stopped(why)) => {
-                        return Err(SyncError::Client(Error::Network {
-                            detail: format!("remote changes are no longer followed: {why}"),
-                            code: None,
-                            attempts: 1,
-                        }))
-                    }
-                    None => return Ok(()),
-                },
-                _ = tokio::time::sleep(wait) => {}
-            }
-            // Let a burst of changes (a copy, an editor's save) arrive, then run once.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            while local_events.try_recv().is_ok() {}
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::ZERO, remote_events.events.recv()).await
-            {
+            if !wake.next(wait).await? {
+                return Ok(());
             }
         }
     }

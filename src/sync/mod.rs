@@ -30,5 +30,6 @@ pub mod plan;
 pub mod registry;
 pub mod scan;
 pub mod shadow;
+pub mod wake;
 
 pub use engine::{Report, SyncError, SyncOptions, Syncer};
