@@ -10,6 +10,24 @@ use aes::cipher::{
 use aes::Aes128;
 
 /// Builds an AES-128 cipher from a raw key.
+/// AES-128-GCM (12-byte IV, 16-byte tag) of a buffer: ciphertext ‖ tag. MEGA's encrypted
+/// containers (`^!keys`, `*`-TLV attributes) use it.
+pub fn gcm_seal(key: &[u8; 16], iv: &[u8; 12], plain: &[u8]) -> Vec<u8> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    // Encryption of an in-memory buffer cannot fail.
+    aes_gcm::Aes128Gcm::new(key.into())
+        .encrypt(aes_gcm::Nonce::from_slice(iv), plain)
+        .unwrap_or_default()
+}
+
+/// Opens what [`gcm_seal`] made; `None` if it does not authenticate.
+pub fn gcm_open(key: &[u8; 16], iv: &[u8; 12], sealed: &[u8]) -> Option<Vec<u8>> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    aes_gcm::Aes128Gcm::new(key.into())
+        .decrypt(aes_gcm::Nonce::from_slice(iv), sealed)
+        .ok()
+}
+
 pub fn cipher(key: &[u8; 16]) -> Aes128 {
     Aes128::new(GenericArray::from_slice(key))
 }

@@ -7,8 +7,6 @@
 //! byte (§2.9). Also the pairwise key of two Cu25519 key pairs that wraps share keys sent by
 //! pending keys (§5.2).
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes128Gcm, Nonce};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -113,11 +111,10 @@ impl KeysContainer {
         if blob.len() <= 14 + 16 || blob[0] != 0x14 {
             return Err(bad("^!keys header"));
         }
-        let cipher = Aes128Gcm::new(&container_key(mk).0.into());
+        let iv: &[u8; 12] = blob[2..14].try_into().map_err(|_| bad("^!keys IV"))?;
         let plain = Zeroizing::new(
-            cipher
-                .decrypt(Nonce::from_slice(&blob[2..14]), &blob[14..])
-                .map_err(|_| CryptoError::BadAttributes)?,
+            super::aes::gcm_open(&container_key(mk).0, iv, &blob[14..])
+                .ok_or(CryptoError::BadAttributes)?,
         );
         let mut records = Vec::new();
         let mut rest: &[u8] = &plain;
@@ -172,15 +169,9 @@ impl KeysContainer {
             plain.extend(&(v.len() as u32).to_be_bytes()[1..]);
             plain.extend(v.iter());
         }
-        let cipher = Aes128Gcm::new(&container_key(mk).0.into());
         let mut out = vec![0x14, 0x00];
         out.extend(iv);
-        // AES-GCM encryption of an in-memory buffer of this size cannot fail.
-        out.extend(
-            cipher
-                .encrypt(Nonce::from_slice(&iv), plain.as_slice())
-                .unwrap_or_default(),
-        );
+        out.extend(super::aes::gcm_seal(&container_key(mk).0, &iv, &plain));
         out
     }
 

@@ -3,8 +3,7 @@
 //! the local path, `e` the name). Records `name ‖ 0x00 ‖ len (u16 BE) ‖ value`, sealed as
 //! `0x10 ‖ IV(12) ‖ AES-128-GCM(master key, IV, records) ‖ tag(16)`.
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes128Gcm, Nonce};
+use super::aes::{gcm_open, gcm_seal};
 
 use super::keys::MasterKey;
 use super::CryptoError;
@@ -27,15 +26,9 @@ pub fn seal(mk: &MasterKey, records: &[(String, Vec<u8>)], iv: Option<[u8; 12]>)
         plain.extend((value.len() as u16).to_be_bytes());
         plain.extend(value);
     }
-    let cipher = Aes128Gcm::new(&mk.0 .0.into());
     let mut out = vec![AES_GCM_12_16];
     out.extend(iv);
-    // AES-GCM encryption of an in-memory buffer cannot fail.
-    out.extend(
-        cipher
-            .encrypt(Nonce::from_slice(&iv), plain.as_slice())
-            .unwrap_or_default(),
-    );
+    out.extend(gcm_seal(&mk.0 .0, &iv, &plain));
     out
 }
 
@@ -46,10 +39,9 @@ pub fn open(mk: &MasterKey, blob: &[u8]) -> Result<Vec<(String, Vec<u8>)>, Crypt
         return Err(bad("TLV container of an unknown kind"));
     }
     let (iv, sealed) = rest.split_at(12);
+    let iv: &[u8; 12] = iv.try_into().map_err(|_| bad("TLV container IV"))?;
     let plain = zeroize::Zeroizing::new(
-        Aes128Gcm::new(&mk.0 .0.into())
-            .decrypt(Nonce::from_slice(iv), sealed)
-            .map_err(|_| bad("TLV container does not authenticate"))?,
+        gcm_open(&mk.0 .0, iv, sealed).ok_or(bad("TLV container does not authenticate"))?,
     );
     let mut d = plain.as_slice();
     let mut out = Vec::new();

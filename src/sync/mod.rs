@@ -14,7 +14,7 @@
 //! * [`execute`]: running actions with the journal, debris, conflict copies.
 //!
 //! Both register with the account's Backup Centre ([`registry`]: heartbeats, pause and
-//! removal asked from other devices).
+//! removal asked from other devices), and watch the same way ([`wake`]).
 //!
 //! Backups (`megacmd backup`): [`backup`] keeps a local folder copied one way into the Vault,
 //! registered with the account's Backup Centre.
