@@ -54,6 +54,24 @@ async fn alice_shares_with_bob_and_carol(env: &Env) -> (Client, NodeHandle) {
     (alice, folder)
 }
 
+/// The recipient's (running) client comes to read `Project/plan.txt` of the share: the
+/// share arrives, its key too, and the file downloads and verifies.
+async fn reads_the_plan(c: &Client) {
+    eventually(10, "the share decrypts", || {
+        let t = c.read_tree();
+        t.inshares().first().is_some_and(|r| r.name == "Project")
+            && t.undecryptable().next().is_none()
+    })
+    .await;
+    let root = inshare(c).unwrap();
+    let plan = c
+        .read_tree()
+        .child_by_name(&root.handle, "plan.txt")
+        .cloned()
+        .unwrap();
+    assert_eq!(c.download_to_vec(&plan.handle).await.unwrap(), b"the plan");
+}
+
 /// The share root `recipient` got from `owner_email`, after a fresh fetch.
 fn inshare(c: &Client) -> Option<mega_mount::tree::Node> {
     c.shares().1.into_iter().next()
@@ -633,22 +651,7 @@ async fn a_folder_shared_before_its_recipient_has_an_account() {
         .answer_invitation("alice@example.com", Answer::Accept)
         .await
         .unwrap();
-    eventually(10, "the share decrypts for the newcomer", || {
-        let t = newbie.read_tree();
-        t.inshares().first().is_some_and(|r| r.name == "Project")
-            && t.undecryptable().next().is_none()
-    })
-    .await;
-    let root = inshare(&newbie).unwrap();
-    let plan = newbie
-        .read_tree()
-        .child_by_name(&root.handle, "plan.txt")
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        newbie.download_to_vec(&plan.handle).await.unwrap(),
-        b"the plan"
-    );
+    reads_the_plan(&newbie).await;
     eventually(10, "alice lists the user, not the address", || {
         let (out, _) = alice.shares();
         out.len() == 1 && !out[0].user.contains('@')
@@ -991,22 +994,7 @@ async fn sharing_with_a_non_contact_invites_them_first() {
     bob.answer_invitation("alice@example.com", Answer::Accept)
         .await
         .unwrap();
-    eventually(10, "the share decrypts for bob", || {
-        let t = bob.read_tree();
-        t.inshares().first().is_some_and(|r| r.name == "Project")
-            && t.undecryptable().next().is_none()
-    })
-    .await;
-    let root = inshare(&bob).unwrap();
-    let plan = bob
-        .read_tree()
-        .child_by_name(&root.handle, "plan.txt")
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        bob.download_to_vec(&plan.handle).await.unwrap(),
-        b"the plan"
-    );
+    reads_the_plan(&bob).await;
     // Now a contact: a second share is at once.
     let root = alice.root().unwrap().handle;
     let second = alice.mkdir(&root, "Second").await.unwrap().handle;
