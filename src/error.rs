@@ -53,6 +53,10 @@ pub enum Error {
     },
     #[error("over quota ({code})")]
     Quota { code: ErrorCode },
+    /// Over MEGA's transfer quota (free accounts: per address, over six hours): downloads
+    /// may go on in `wait` seconds. Uploads are not limited by it.
+    #[error("{}", transfer_quota_message(*.wait))]
+    TransferQuota { wait: u64 },
     /// Content that does not match its MAC: corrupt or tampered. Nothing was verified.
     #[error("{}content failed MAC verification (corrupt or tampered data)", subject(.what))]
     Integrity { what: String },
@@ -126,6 +130,7 @@ impl Error {
                 }
             }
             Error::Quota { .. }
+            | Error::TransferQuota { .. }
             | Error::Auth(_)
             | Error::Network { .. }
             | Error::Protocol(_)
@@ -224,6 +229,7 @@ impl From<ApiError> for Error {
             ApiError::Http(s) => Error::Protocol(format!("unexpected HTTP status {s}")),
             ApiError::BadResponse(m) => Error::Protocol(m),
             ApiError::Crypto(c) => Error::Protocol(format!("undecodable server data: {c}")),
+            ApiError::TransferQuota { wait } => Error::TransferQuota { wait },
             ApiError::RetriesExhausted { attempts, last } => match Error::from(*last) {
                 Error::Network { detail, code, .. } => Error::Network {
                     detail,
@@ -370,4 +376,14 @@ mod tests {
         .about("second");
         assert_eq!(e.to_string(), "first: no such file or folder");
     }
+}
+
+/// "transfer quota exceeded: downloads can go on in about 42 min (at 2026-12-07 15:04 UTC)".
+fn transfer_quota_message(wait: u64) -> String {
+    let at = crate::local::time::fmt_time(crate::local::time::now() + wait as i64);
+    let minutes = wait.div_ceil(60);
+    format!(
+        "transfer quota exceeded (MEGA limits how much an address may download in six hours): \
+         downloads can go on in about {minutes} min (at {at} UTC)"
+    )
 }

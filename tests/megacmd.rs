@@ -1754,3 +1754,47 @@ async fn marks_set_in_megas_apps_survive_new_versions() {
         o.stdout
     );
 }
+
+/// The test server's transfer quota, as MEGA's answers it: over it, `g` gives no URL but
+/// `e: -17` and the seconds left, and a storage server answers 509 with `X-MEGA-Time-Left`
+/// mid-download; megacmd says so with the time it resets (exit 7) and keeps uploading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transfer_quota_stops_downloads_not_uploads() {
+    let env = Env::start_with(|cfg| cfg.limits.transfer_quota = 3 << 20).await;
+    account(&env, "xfer@example.com").await;
+    let c = Cmd::new(&env, "xfer@example.com");
+    let src = env.dir.path().join("xfer-src");
+    write(&src.join("small.bin"), &data(1 << 20, 1), 1_700_000_000);
+    write(&src.join("big.bin"), &data(8 << 20, 2), 1_700_000_000);
+    c.ok(&[
+        "put",
+        &s(&src.join("small.bin")),
+        &s(&src.join("big.bin")),
+        "mega:/",
+    ])
+    .await;
+    let dst = env.dir.path().join("xfer-dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    // Within the quota.
+    c.ok(&["get", "mega:/small.bin", &s(&dst)]).await;
+    // The big one starts (the quota is not used up when it asks) and meets the 509.
+    let o = c.fails(&["get", "mega:/big.bin", &s(&dst)], 7).await;
+    assert!(o.stderr.contains("transfer quota exceeded"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("UTC)"),
+        "the time it resets: {}",
+        o.stderr
+    );
+    assert!(
+        !dst.join("big.bin").exists(),
+        "nothing half-written is left"
+    );
+    // Now `g` itself refuses.
+    let o = c
+        .fails(&["get", "mega:/small.bin", &s(&dst.join("again.bin"))], 7)
+        .await;
+    assert!(o.stderr.contains("transfer quota exceeded"), "{}", o.stderr);
+    // Uploads go on.
+    write(&src.join("later.bin"), &data(1 << 20, 3), 1_700_000_000);
+    c.ok(&["put", &s(&src.join("later.bin")), "mega:/"]).await;
+}

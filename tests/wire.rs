@@ -475,3 +475,37 @@ async fn backup_centre_records_per_account() {
     );
     assert_eq!(call(json!({"a": "sf"})).await.unwrap(), json!([]));
 }
+
+/// `uq` as MEGA answers a free account under the transfer quota (`tah`, six hourly buckets,
+/// `bt`, `tar`; no `mxfer`), and a server without one an allowance no one reaches; `g`
+/// always says `tl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uq_and_g_carry_the_transfer_quota_fields() {
+    let env = Env::start_with(|cfg| cfg.limits.transfer_quota = 1 << 30).await;
+    let c = env.account("uq@example.com").await;
+    let r = c
+        .api()
+        .call(json!({"a": "uq", "strg": 1, "xfer": 1, "pro": 1, "v": 2}))
+        .await
+        .unwrap();
+    assert_eq!(r["tah"].as_array().map(Vec::len), Some(6), "{r}");
+    assert!(
+        r.get("bt").is_some() && r.get("tar").is_some() && r.get("mxfer").is_none(),
+        "{r}"
+    );
+    let (_env, c) = setup().await;
+    let r = c.api().call(json!({"a": "uq", "xfer": 1})).await.unwrap();
+    assert!(
+        r["mxfer"].as_i64().unwrap() > 0 && r.get("tah").is_none(),
+        "{r}"
+    );
+    let root = c.root().unwrap().handle;
+    let mut body: &[u8] = b"x";
+    let f = c.upload(&root, "x", &mut body, 1, 0, None).await.unwrap();
+    let g = c
+        .api()
+        .call(json!({"a": "g", "n": f.handle.0, "g": 1}))
+        .await
+        .unwrap();
+    assert_eq!(g["tl"], json!(0));
+}

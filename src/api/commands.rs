@@ -483,7 +483,15 @@ impl<'a> GetDownloadUrl<'a> {
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadUrlReply {
-    pub g: String,
+    /// The URL; absent when `e` says why not.
+    #[serde(default)]
+    pub g: Option<String>,
+    /// An error instead of a URL: `-17` over the transfer quota (with `tl`).
+    #[serde(default)]
+    pub e: Option<i64>,
+    /// Seconds until there is transfer quota again (0 when there is).
+    #[serde(default)]
+    pub tl: Option<i64>,
     /// The size of the content behind the URL.
     pub s: Option<u64>,
     /// Encrypted attributes (public handles only).
@@ -492,6 +500,22 @@ pub struct DownloadUrlReply {
 
 impl Command for GetDownloadUrl<'_> {
     type Reply = DownloadUrlReply;
+}
+
+impl DownloadUrlReply {
+    /// The download URL, or why there is none: over the transfer quota (`e: -17`; a `tl`
+    /// that is not positive means an hour, as the SDK takes it), another error code, or a
+    /// malformed reply.
+    pub fn url(&self) -> Result<String, super::ApiError> {
+        match (self.e, &self.g) {
+            (Some(-17), _) => Err(super::ApiError::TransferQuota {
+                wait: self.tl.filter(|t| *t > 0).map_or(3600, |t| t as u64),
+            }),
+            (Some(e), _) if e < 0 => Err(super::ApiError::Mega(super::ErrorCode::from_code(e))),
+            (_, Some(g)) => Ok(g.clone()),
+            (_, None) => Err(super::ApiError::BadResponse("g without a URL".into())),
+        }
+    }
 }
 
 /// `u`: an upload URL for `s` bytes (`v: 2`: a raw 36-byte completion token).
@@ -741,7 +765,19 @@ mod tests {
         let r: FetchReply = serde_json::from_value(json!({"f": [{"h": "A", "t": 2}]})).unwrap();
         assert_eq!(r.f[0].h, "A");
         assert!(r.ok.is_empty() && r.sn.is_none());
-        assert!(serde_json::from_value::<DownloadUrlReply>(json!({"s": 1})).is_err());
+        let no_url: DownloadUrlReply = serde_json::from_value(json!({"s": 1})).unwrap();
+        assert!(matches!(
+            no_url.url(),
+            Err(super::super::ApiError::BadResponse(_))
+        ));
+        // Over the transfer quota: the wait it says, or an hour when it says nothing useful.
+        for (tl, wait) in [(json!(1234), 1234), (json!(0), 3600), (json!(-5), 3600)] {
+            let r: DownloadUrlReply =
+                serde_json::from_value(json!({"s": 1, "at": "x", "e": -17, "tl": tl})).unwrap();
+            assert!(
+                matches!(r.url(), Err(super::super::ApiError::TransferQuota { wait: w }) if w == wait)
+            );
+        }
         assert!(serde_json::from_value::<Ack>(json!(0)).is_ok());
         assert!(serde_json::from_value::<Ack>(json!({"x": [1]})).is_ok());
     }

@@ -267,6 +267,10 @@ pub enum ApiError {
     /// Transient failures went on past the retry budget.
     #[error("giving up after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: Box<ApiError> },
+    /// Over the transfer quota (`g` with `e: -17`, or HTTP 509 from a storage server):
+    /// downloads may go on in `wait` seconds. Not retried at once.
+    #[error("transfer quota exceeded; more in {wait} s")]
+    TransferQuota { wait: u64 },
 }
 
 impl ApiError {
@@ -283,7 +287,8 @@ impl ApiError {
             | ApiError::Blocked(_)
             | ApiError::BadResponse(_)
             | ApiError::Crypto(_)
-            | ApiError::RetriesExhausted { .. } => Failure::Permanent,
+            | ApiError::RetriesExhausted { .. }
+            | ApiError::TransferQuota { .. } => Failure::Permanent,
         }
     }
 

@@ -39,7 +39,10 @@ pub const MEANINGS: &[(i32, &str)] = &[
         EXISTS,
         "already exists (without --force), or sync conflicts",
     ),
-    (QUOTA, "over quota"),
+    (
+        QUOTA,
+        "over quota (storage, or MEGA's transfer quota for downloads)",
+    ),
     (NETWORK, "network failure after retries"),
     (
         INTEGRITY,
@@ -106,7 +109,7 @@ pub fn code_of(e: &Error) -> i32 {
     match e {
         Error::NotFound { .. } => NOT_FOUND,
         Error::AlreadyExists { .. } => EXISTS,
-        Error::Quota { .. } => QUOTA,
+        Error::Quota { .. } | Error::TransferQuota { .. } => QUOTA,
         Error::Integrity { .. } => INTEGRITY,
         Error::Auth(
             AuthError::WrongPassword

@@ -45,7 +45,7 @@ impl Client {
             let handle = handle.clone();
             Box::pin(async move {
                 let r = api.run(&GetDownloadUrl::node(&handle, https)).await?;
-                checked_url(r.g, https)
+                checked_url(r.url()?, https)
             })
         });
         Ok(Source {

@@ -206,7 +206,7 @@ pub async fn public_file(api: &ApiClient, url: &str, https: bool) -> Result<Publ
         attrs,
         size,
         source: Source {
-            url: Some(checked_url(r.g, https)?),
+            url: Some(checked_url(r.url()?, https)?),
             size,
             key,
             refresh: None,
@@ -333,7 +333,7 @@ impl PublicFolder {
             .await?;
         let src = Source {
             size: checked_size(r.s, node.size)?,
-            url: Some(checked_url(r.g, cfg.https)?),
+            url: Some(checked_url(r.url()?, cfg.https)?),
             key,
             refresh: None,
         };

@@ -157,9 +157,10 @@ impl From<Error> for FsError {
                 | AuthError::MfaRejected,
             ) => FsError::AccessDenied(e.to_string()),
             e @ Error::KeyChanged { .. } => FsError::AccessDenied(e.to_string()),
-            e @ (Error::Network { .. } | Error::Protocol(_) | Error::Server { .. }) => {
-                FsError::Remote(e.to_string())
-            }
+            e @ (Error::Network { .. }
+            | Error::Protocol(_)
+            | Error::Server { .. }
+            | Error::TransferQuota { .. }) => FsError::Remote(e.to_string()),
             Error::Invalid { .. } => FsError::Invalid,
             e @ (Error::ShortRead { .. } | Error::Config(_) | Error::CacheDamaged { .. }) => {
                 FsError::Local(e.to_string())

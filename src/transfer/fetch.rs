@@ -111,6 +111,17 @@ impl Fetcher {
         match status {
             200 | 206 => {}
             403 | 404 | 410 => return Err(FetchError::Expired),
+            // Over the transfer quota: the storage server says how long until there is more.
+            509 => {
+                let wait = resp
+                    .headers()
+                    .get("x-mega-time-left")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .filter(|t| *t > 0)
+                    .map_or(3600, |t| t as u64);
+                return Err(FetchError::Other(ApiError::TransferQuota { wait }.into()));
+            }
             s => return Err(FetchError::Other(ApiError::Http(s).into())),
         }
         let body = read_body(resp, len)

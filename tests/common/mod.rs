@@ -50,9 +50,15 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 impl Env {
     pub async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `edit` changed first (limits, quotas).
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = Config::new(dir.path().join("server"));
         cfg.wait_timeout = Duration::from_secs(5);
+        edit(&mut cfg);
         let server = TestServer::start(cfg).await.expect("server starts");
         Env { server, dir }
     }

@@ -408,11 +408,24 @@ impl Ctx<'_> {
 
     fn uq(&self, sess: &Session) -> CmdResult {
         let (used, per_root) = db(self.db.usage(&sess.user))?;
-        Ok(json!({
+        let mut r = json!({
             "mstrg": sess.user.quota, "cstrg": used, "cstrgn": per_root,
-            "mxfer": 10_i64 * 1024 * 1024 * 1024 * 1024 * 1024, "caxfer": 0, "csxfer": 0,
-            "srvratio": 0, "utype": 0,
-        }))
+            "caxfer": 0, "csxfer": 0, "srvratio": 0, "utype": 0,
+        });
+        match (self.state.meter.enabled(), self.peer) {
+            // A free account under the transfer quota: its address's hourly buckets.
+            (true, Some(ip)) => {
+                if let (Some(m), Value::Object(f)) = (
+                    r.as_object_mut(),
+                    self.state.meter.uq_fields(ip, store::now() as u64),
+                ) {
+                    m.extend(f);
+                }
+            }
+            // No limit: a transfer allowance no one reaches.
+            _ => r["mxfer"] = json!(10_i64 * 1024 * 1024 * 1024 * 1024 * 1024),
+        }
+        Ok(r)
     }
 
     // ---- tree ----
@@ -539,6 +552,14 @@ impl Ctx<'_> {
     fn g_node(&self, node: &Node, cmd: &Value, issuer: &str) -> CmdResult {
         if node.kind != FILE {
             return Err(err::EACCESS);
+        }
+        // Over the transfer quota: no URL, and the seconds until there is quota again.
+        if let Some(ip) = self.peer {
+            if let Some(wait) = self.state.meter.over(ip, store::now() as u64) {
+                return Ok(
+                    json!({"s": node.size, "at": node.attrs, "e": err::EOVERQUOTA, "tl": wait}),
+                );
+            }
         }
         let mut r = json!({"s": node.size, "at": node.attrs, "msd": 1, "tl": 0});
         if i(cmd, "g") == Some(1) {

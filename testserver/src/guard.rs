@@ -40,6 +40,9 @@ pub struct Limits {
     /// kept is told `-6` on `sc` ("too many pending updates") and must fetch the tree again,
     /// as the real service does for a client that was away too long.
     pub event_log: i64,
+    /// Bytes a client address may download in six hours (MEGA's free transfer quota);
+    /// 0: no limit.
+    pub transfer_quota: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             session_idle: Duration::from_secs(30 * 24 * 3600),
             url_lifetime: Duration::from_secs(12 * 3600),
             event_log: 100_000,
+            transfer_quota: 0,
         }
     }
 }

@@ -30,6 +30,7 @@ mod contacts;
 mod events;
 mod http;
 mod pending;
+mod quota;
 mod shares;
 mod transfer;
 mod versions;
@@ -258,6 +259,8 @@ pub(crate) struct State {
     /// Serializes upload range bookkeeping (data writes happen outside it).
     pub upload_lock: tokio::sync::Mutex<()>,
     pub stats: stats::Stats,
+    /// Downloads per client address, against the transfer quota.
+    pub meter: quota::TransferMeter,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -275,6 +278,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 impl TestServer {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(config: Config) -> Result<TestServer, ServerError> {
+        let transfer_quota = config.limits.transfer_quota;
         let store = Store::open(&config.data_dir)?;
         let secret = store.secret()?;
         {
@@ -308,6 +312,7 @@ impl TestServer {
             events: tokio::sync::Notify::new(),
             upload_lock: tokio::sync::Mutex::new(()),
             stats: stats::Stats::default(),
+            meter: quota::TransferMeter::new(transfer_quota),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = http::router(state.clone());

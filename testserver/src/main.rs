@@ -3,6 +3,7 @@
 //! ```text
 //! mega-testserver --data DIR [--listen 127.0.0.1:PORT] [--fault NAME=N]... [--wait-timeout SECS]
 //!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
+//!                 [--transfer-quota BYTES]
 //!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
 //!                 [--blocked CODE]
@@ -18,6 +19,7 @@ use mega_testserver::{add_user, faults, Config, Limits, Store, TestServer, UserO
 const USAGE: &str = "usage:
   mega-testserver --data DIR [--listen ADDR:PORT] [--fault NAME=N]... [--wait-timeout SECS]
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
+                  [--transfer-quota BYTES]
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
@@ -234,6 +236,9 @@ fn serve(args: &[String]) -> Result<(), String> {
             }
             "--session-idle" => {
                 limits.session_idle = secs(number(args, &mut i, "--session-idle", "seconds")?)
+            }
+            "--transfer-quota" => {
+                limits.transfer_quota = number(args, &mut i, "--transfer-quota", "bytes")?
             }
             "--url-lifetime" => {
                 limits.url_lifetime = secs(number(args, &mut i, "--url-lifetime", "seconds")?)

@@ -10,11 +10,12 @@
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{ConnectInfo, Path, Query, State as AxState};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
@@ -34,24 +35,34 @@ fn text(status: StatusCode, body: impl Into<Body>) -> Response {
     r
 }
 
-pub(crate) async fn download(state: AxState<Arc<State>>, Path(id): Path<String>) -> Response {
-    serve_download(state.0, id, None).await
+pub(crate) async fn download(
+    state: AxState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    serve_download(state.0, id, None, peer.ip()).await
 }
 
 pub(crate) async fn download_range(
     state: AxState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((id, range)): Path<(String, String)>,
 ) -> Response {
     let parsed = range
         .split_once('-')
         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
     match parsed {
-        Some(r) => serve_download(state.0, id, Some(r)).await,
+        Some(r) => serve_download(state.0, id, Some(r), peer.ip()).await,
         None => text(StatusCode::BAD_REQUEST, ""),
     }
 }
 
-async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>) -> Response {
+async fn serve_download(
+    state: Arc<State>,
+    id: String,
+    range: Option<(u64, u64)>,
+    ip: IpAddr,
+) -> Response {
     let _counted = state.stats.downloads.enter();
     state.stats.count_download();
     let latency = state.faults.latency();
@@ -77,6 +88,20 @@ async fn serve_download(state: Arc<State>, id: String, range: Option<(u64, u64)>
     if start > end || (start == end && size > 0 && start >= size) {
         return text(StatusCode::RANGE_NOT_SATISFIABLE, "");
     }
+    // Over the transfer quota: 509 with the seconds until there is quota again, as MEGA's
+    // storage servers answer. Otherwise what is served counts against it.
+    let now = crate::store::now() as u64;
+    if let Some(wait) = state.meter.over(ip, now) {
+        let mut r = text(
+            StatusCode::from_u16(509).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            "",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert("x-mega-time-left", v);
+        }
+        return r;
+    }
+    state.meter.record(ip, end - start, now);
     let fault = state.faults.next_download();
     match fault {
         Fault::Http500 => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
