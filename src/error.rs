@@ -306,6 +306,16 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// "transfer quota exceeded: downloads can go on in about 42 min (at 2026-12-07 15:04 UTC)".
+fn transfer_quota_message(wait: u64) -> String {
+    let at = crate::local::time::fmt_time(crate::local::time::now() + wait as i64);
+    let minutes = wait.div_ceil(60);
+    format!(
+        "transfer quota exceeded (MEGA limits how much an address may download in six hours): \
+         downloads can go on in about {minutes} min (at {at} UTC)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,14 +386,4 @@ mod tests {
         .about("second");
         assert_eq!(e.to_string(), "first: no such file or folder");
     }
-}
-
-/// "transfer quota exceeded: downloads can go on in about 42 min (at 2026-12-07 15:04 UTC)".
-fn transfer_quota_message(wait: u64) -> String {
-    let at = crate::local::time::fmt_time(crate::local::time::now() + wait as i64);
-    let minutes = wait.div_ceil(60);
-    format!(
-        "transfer quota exceeded (MEGA limits how much an address may download in six hours): \
-         downloads can go on in about {minutes} min (at {at} UTC)"
-    )
 }
