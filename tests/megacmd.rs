@@ -352,6 +352,10 @@ async fn login_session_logout_whoami_df_and_permissions() {
     assert_eq!(who["email"], "li@example.com");
     let df = bare.ok(&["df", "--json"]).await.json();
     assert!(df["total"].as_u64().unwrap() > 0);
+    assert!(
+        df["transfer_max"].as_u64().unwrap() > 0,
+        "no transfer quota here: {df}"
+    );
     assert!(bare.ok(&["quota"]).await.stdout.contains("used "));
     // A session file others can read is refused.
     std::fs::set_permissions(&session, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1797,4 +1801,19 @@ async fn the_transfer_quota_stops_downloads_not_uploads() {
     // Uploads go on.
     write(&src.join("later.bin"), &data(1 << 20, 3), 1_700_000_000);
     c.ok(&["put", &s(&src.join("later.bin")), "mega:/"]).await;
+    // df shows what this address downloaded in the window (the free quota has no maximum
+    // to show: MEGA does not publish it).
+    let df = c.ok(&["df", "--json"]).await.json();
+    assert!(df["transfer_used"].as_u64().unwrap() >= 3 << 20, "{df}");
+    assert_eq!(
+        (df["transfer_max"].is_null(), df["transfer_hours"].as_u64()),
+        (true, Some(6))
+    );
+    let o = c.ok(&["df"]).await;
+    assert!(
+        o.stdout
+            .contains("downloaded from this address in the last 6 h"),
+        "{}",
+        o.stdout
+    );
 }

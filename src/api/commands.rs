@@ -125,6 +125,17 @@ pub struct QuotaReply {
     pub mstrg: Option<u64>,
     /// Storage used in bytes.
     pub cstrg: Option<u64>,
+    /// The transfer allowance (paid accounts; absent for free ones).
+    #[serde(default)]
+    pub mxfer: Option<u64>,
+    /// Transfer used by the account itself, and served to others (paid accounts).
+    #[serde(default)]
+    pub caxfer: Option<u64>,
+    #[serde(default)]
+    pub csxfer: Option<u64>,
+    /// Free accounts: bytes downloaded from this address per hour, the last hours.
+    #[serde(default)]
+    pub tah: Option<Vec<i64>>,
 }
 
 impl Command for GetQuota {

@@ -117,7 +117,9 @@ pub(super) async fn df(ctx: &Ctx) -> Result<(), CliError> {
     if ctx.cli.json {
         println!(
             "{}",
-            json!({"used": q.used, "total": q.total, "free": q.total.saturating_sub(q.used)})
+            json!({"used": q.used, "total": q.total, "free": q.total.saturating_sub(q.used),
+                   "transfer_used": q.transfer_used, "transfer_max": q.transfer_max,
+                   "transfer_hours": q.transfer_hours})
         );
     } else {
         let pct = if q.total > 0 {
@@ -131,6 +133,14 @@ pub(super) async fn df(ctx: &Ctx) -> Result<(), CliError> {
             human(q.total),
             human(q.total.saturating_sub(q.used))
         );
+        match q.transfer_max {
+            Some(max) => println!("transfer: used {} of {}", human(q.transfer_used), human(max)),
+            None => println!(
+                "transfer: {} downloaded from this address in the last {} h (MEGA's free transfer quota)",
+                human(q.transfer_used),
+                q.transfer_hours
+            ),
+        }
     }
     Ok(())
 }

@@ -59,6 +59,13 @@ pub use watch::{TreeEvent, Watcher};
 pub struct Quota {
     pub total: u64,
     pub used: u64,
+    /// Transfer used: the account's and what it served (paid accounts) plus this address's
+    /// recent downloads (free accounts), capped at the allowance, as MEGA's apps count it.
+    pub transfer_used: u64,
+    /// The transfer allowance of a paid account; `None` for a free one (per address).
+    pub transfer_max: Option<u64>,
+    /// Hours the free quota's history covers (the window the downloads count in).
+    pub transfer_hours: usize,
 }
 
 /// How a client starts.
@@ -399,9 +406,25 @@ impl Client {
     /// Storage quota.
     pub async fn quota(&self) -> Result<Quota> {
         let r = self.api.run(&GetQuota { strg: 1, xfer: 1 }).await?;
+        // The hourly history stops at its first -1 (as the SDK reads it).
+        let hours: Vec<u64> = r
+            .tah
+            .unwrap_or_default()
+            .into_iter()
+            .take_while(|b| *b >= 0)
+            .map(|b| b as u64)
+            .collect();
+        let mut transfer_used =
+            r.caxfer.unwrap_or(0) + r.csxfer.unwrap_or(0) + hours.iter().sum::<u64>();
+        if let Some(max) = r.mxfer {
+            transfer_used = transfer_used.min(max);
+        }
         Ok(Quota {
             total: r.mstrg.unwrap_or(0),
             used: r.cstrg.unwrap_or(0),
+            transfer_used,
+            transfer_max: r.mxfer,
+            transfer_hours: hours.len(),
         })
     }
 
