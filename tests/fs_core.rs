@@ -949,3 +949,44 @@ async fn my_backups_is_a_read_only_folder_in_the_root() {
     assert_ne!(real.perm & 0o200, 0, "the real folder of that name wins");
     assert!(fs2.lookup(ROOT_INO, "My backups (vault)").is_ok());
 }
+
+/// What a person set in MEGA's apps (label, favourite, tags, description) stays when the
+/// file is edited through the mount: the new version carries it, as MEGA's SDK does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_through_the_mount_keeps_the_marks() {
+    use mega_mount::client::marks::{MarkChanges, Marks};
+    let env = Env::start().await;
+    let c = env.account("markfs@example.com").await;
+    let root = c.root().unwrap().handle;
+    let f = c
+        .upload(&root, "notes.txt", &mut &b"v1"[..], 2, 0, None)
+        .await
+        .unwrap();
+    c.set_marks(
+        &f.handle,
+        &MarkChanges {
+            label: Some(Some("green".into())),
+            favourite: Some(true),
+            description: Some("keep me".into()),
+            add_tags: vec!["work".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (fs, client) = fs_core(&env, "markfs@example.com").await;
+    write_version(&fs, "notes.txt", b"v2 edited").await;
+    client.fetch().await.unwrap();
+    let now = client.resolve("/notes.txt").unwrap();
+    assert_eq!(now.size, 9, "the new version");
+    let m = Marks::of(&now.attrs().unwrap());
+    assert_eq!(
+        (m.label, m.favourite, m.tags, m.description.as_deref()),
+        (
+            Some("green"),
+            true,
+            vec!["work".to_string()],
+            Some("keep me")
+        )
+    );
+}
