@@ -96,8 +96,10 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 (Some(h), true) => client.view(|t| t.versions(h).into_iter().cloned().collect()),
                 _ => Vec::new(),
             };
+            // Decrypted only where shown (`-l`, `--json`): a plain listing needs none.
             let marks = handle
                 .as_ref()
+                .filter(|_| long || ctx.cli.json)
                 .and_then(|h| client.view(|t| t.get(h).and_then(Node::attrs)))
                 .map(|a| Marks::of(&a))
                 .unwrap_or_default();

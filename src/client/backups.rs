@@ -130,7 +130,7 @@ pub struct BackupRecord {
     pub agent: Option<String>,
     pub state: i64,
     pub substate: i64,
-    /// The last heartbeat: `(received, status, progress, pending up, pending down, last activity)`.
+    /// The last heartbeat, if one came.
     pub heartbeat: Option<Heartbeat>,
 }
 
@@ -339,10 +339,11 @@ impl Client {
         self.view(|t| t.get(&h).is_some()).then_some(h)
     }
 
-    /// "My backups" in the Vault, if the account has one (`^!bak` names it and it exists).
-    pub async fn my_backups(&self) -> Result<Option<Node>> {
-        let Some((raw, _)) = self.own_attr(MY_BACKUPS_ATTR).await? else {
-            return Ok(None);
+    /// `^!bak` as stored: the "My backups" folder it names (if that exists), and the
+    /// attribute's version (`None`: never set).
+    async fn read_my_backups(&self) -> Result<(Option<Node>, Option<String>)> {
+        let Some((raw, version)) = self.own_attr(MY_BACKUPS_ATTR).await? else {
+            return Ok((None, None));
         };
         if raw.len() != 6 {
             return Err(Error::Protocol(format!(
@@ -352,12 +353,18 @@ impl Client {
         }
         let h = NodeHandle(b64::encode(&raw));
         *self.my_backups.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
-        Ok(self.view(|t| t.get(&h).cloned()))
+        Ok((self.view(|t| t.get(&h).cloned()), Some(version)))
+    }
+
+    /// "My backups" in the Vault, if the account has one (`^!bak` names it and it exists).
+    pub async fn my_backups(&self) -> Result<Option<Node>> {
+        Ok(self.read_my_backups().await?.0)
     }
 
     /// "My backups", created in the Vault (and named by `^!bak`) if missing.
     pub async fn ensure_my_backups(&self) -> Result<Node> {
-        if let Some(n) = self.my_backups().await? {
+        let (existing, version) = self.read_my_backups().await?;
+        if let Some(n) = existing {
             return Ok(n);
         }
         let vault = self
@@ -368,7 +375,6 @@ impl Client {
             .await?;
         let raw = b64::decode(&folder.handle.0, "node handle")
             .map_err(|e| Error::Protocol(format!("new folder handle: {e}")))?;
-        let version = self.own_attr(MY_BACKUPS_ATTR).await?.map(|(_, v)| v);
         self.api
             .run(&PutVersionedAttribute {
                 name: MY_BACKUPS_ATTR,

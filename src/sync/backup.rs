@@ -57,41 +57,19 @@ pub struct PassReport {
 /// symbolic links, sockets and devices are not backed up).
 fn local_listing(root: &Path, ex: &Exclusions) -> Result<Vec<Entry>, SyncError> {
     let mut out = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
-        for ent in entries {
-            let ent = ent.map_err(|e| io_err(&dir, e))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let path = super::scan::join_rel(&rel, &name);
-            let Ok(meta) = std::fs::symlink_metadata(ent.path()) else {
-                continue; // gone meanwhile
-            };
-            let kind = if meta.is_dir() {
-                Kind::Folder
-            } else if meta.is_file() {
-                Kind::File
+    super::scan::walk_included(root, ex, |path, meta| {
+        let dir = meta.is_dir();
+        out.push(Entry {
+            path,
+            size: if dir { 0 } else { meta.len() },
+            mtime: if dir {
+                0
             } else {
-                continue;
-            };
-            if ex.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
-                continue;
-            }
-            if meta.is_dir() {
-                stack.push((ent.path(), path.clone()));
-            }
-            out.push(Entry {
-                path,
-                size: if meta.is_dir() { 0 } else { meta.len() },
-                mtime: if meta.is_dir() {
-                    0
-                } else {
-                    crate::local::files::mtime_of(&meta)
-                },
-                dir: meta.is_dir(),
-            });
-        }
-    }
+                crate::local::files::mtime_of(meta)
+            },
+            dir,
+        })
+    })?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }

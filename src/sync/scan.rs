@@ -24,6 +24,43 @@ pub(super) fn join_rel(parent: &str, name: &str) -> String {
     }
 }
 
+/// Walks a local folder, calling `visit` with the relative path and metadata of every file
+/// and folder the exclusions keep (excluded folders are not entered; symbolic links,
+/// sockets and devices are skipped).
+pub(super) fn walk_included(
+    root: &std::path::Path,
+    ignore: &Exclusions,
+    mut visit: impl FnMut(String, &std::fs::Metadata),
+) -> Result<(), SyncError> {
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        for ent in entries {
+            let ent = ent.map_err(|e| io_err(&dir, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let path = join_rel(&rel, &name);
+            let Ok(meta) = std::fs::symlink_metadata(ent.path()) else {
+                continue; // gone meanwhile
+            };
+            let kind = if meta.is_dir() {
+                Kind::Folder
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                continue; // symbolic links, sockets, devices are not synced
+            };
+            if ignore.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push((ent.path(), path.clone()));
+            }
+            visit(path, &meta);
+        }
+    }
+    Ok(())
+}
+
 impl Syncer {
     /// The remote side; an error, never a short list, if the tree cache turned out damaged
     /// while it was read (a plan made from it could delete local files).
@@ -77,41 +114,17 @@ impl Syncer {
             .checked_sub(self.opts.settle)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut out = Vec::new();
-        let mut stack = vec![(self.local.clone(), String::new())];
-        while let Some((dir, rel)) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
-            for ent in entries {
-                let ent = ent.map_err(|e| io_err(&dir, e))?;
-                let name = ent.file_name().to_string_lossy().into_owned();
-                let path = join_rel(&rel, &name);
-                let Ok(meta) = std::fs::symlink_metadata(ent.path()) else {
-                    continue; // gone meanwhile
-                };
-                if !meta.is_dir() && !meta.is_file() {
-                    continue; // symbolic links, sockets, devices are not synced
-                }
-                let kind = if meta.is_dir() {
-                    Kind::Folder
-                } else {
-                    Kind::File
-                };
-                if ignore.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
-                    continue;
-                }
-                if meta.is_dir() {
-                    stack.push((ent.path(), path.clone()));
-                }
-                out.push(Local {
-                    path,
-                    dir: meta.is_dir(),
-                    size: if meta.is_dir() { 0 } else { meta.len() },
-                    mtime: mtime_of(&meta),
-                    inode: meta.ino(),
-                    settled: meta.is_dir() || meta.modified().is_ok_and(|t| t <= settle_before),
-                    crc: None,
-                });
-            }
-        }
+        walk_included(&self.local, ignore, |path, meta| {
+            out.push(Local {
+                path,
+                dir: meta.is_dir(),
+                size: if meta.is_dir() { 0 } else { meta.len() },
+                mtime: mtime_of(meta),
+                inode: meta.ino(),
+                settled: meta.is_dir() || meta.modified().is_ok_and(|t| t <= settle_before),
+                crc: None,
+            })
+        })?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }

@@ -193,10 +193,12 @@ impl Ctx<'_> {
         Ok(Value::Array(db(self.db.backups_of(&sess.user.handle))?))
     }
 
-    /// Whether `n` is in the account's Vault (or is it).
+    /// Whether `n` is in its account's Vault (or is it): its top ancestor is a Vault root.
     pub(crate) fn in_vault(&self, n: &Node) -> std::result::Result<bool, i64> {
-        let owner = db(self.db.user(&n.owner))?.ok_or(err::EINTERNAL)?;
-        Ok(self.lineage(n)?.iter().any(|a| a.handle == owner.inbox))
+        Ok(self
+            .lineage(n)?
+            .last()
+            .is_some_and(|top| top.kind == crate::store::INBOX))
     }
 
     /// The Vault is read-only to ordinary writes: a `p`, `m`, `d` or `a` touching a node in
