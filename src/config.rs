@@ -57,6 +57,9 @@ pub struct Config {
     /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
     /// `~/.local/state/megacmd/sync` (beside the config directory if neither is set).
     pub state_dir: PathBuf,
+    /// Where interrupted transfers are recorded for the next run to resume:
+    /// `$XDG_STATE_HOME/megacmd/transfers`, else `~/.local/state/megacmd/transfers`.
+    pub transfers_dir: PathBuf,
     /// Where the tree cache lives (`$XDG_CACHE_HOME/mega-mount/trees`, else
     /// `~/.cache/mega-mount/trees`); `None`: no cache (`tree_cache = false`, `--no-cache`).
     pub tree_cache: Option<PathBuf>,
@@ -80,6 +83,7 @@ impl std::fmt::Debug for Config {
             .field("max_retries", &self.max_retries)
             .field("https_transfers", &self.https_transfers)
             .field("state_dir", &self.state_dir)
+            .field("transfers_dir", &self.transfers_dir)
             .field("tree_cache", &self.tree_cache)
             .field("tree_nodes", &self.tree_nodes)
             .field("writeback", &self.writeback)
@@ -213,6 +217,11 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
             (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),
             (None, None) => dir.join("sync-state"),
+        },
+        transfers_dir: match (&env.xdg_state_home, &env.home) {
+            (Some(x), _) => PathBuf::from(x).join("megacmd/transfers"),
+            (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/transfers"),
+            (None, None) => dir.join("transfers"),
         },
         tree_cache: match file.tree_cache {
             Some(false) => None,

@@ -255,6 +255,10 @@ impl From<TransferError> for Error {
                 Error::Protocol("the upload finished without a completion token".into())
             }
             TransferError::ShortRead { got, expected } => Error::ShortRead { got, expected },
+            TransferError::ResumeRefused(why) => Error::Local {
+                path: None,
+                source: std::io::Error::other(format!("cannot resume: {why}")),
+            },
         }
     }
 }

@@ -169,6 +169,7 @@ async fn reads_use_the_configured_transfer_settings() {
                     list_special: false,
                     xattr: false,
                     writeback: None,
+                    quota_wait: mega_mount::fs::DEFAULT_QUOTA_WAIT,
                 },
             )
             .unwrap(),
@@ -989,4 +990,64 @@ async fn an_edit_through_the_mount_keeps_the_marks() {
             Some("keep me")
         )
     );
+}
+
+/// Issue 21 §1: over MEGA's transfer quota, content already cached reads on; a read that
+/// needs the network waits for the quota when it comes back within `quota_wait`, and
+/// otherwise fails at once with EDQUOT, without asking MEGA again (no spinning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_transfer_quota_reads_wait_within_a_bound_then_fail_with_edquot() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start_with(|cfg| {
+        cfg.limits.transfer_quota = 3 << 20;
+        cfg.limits.transfer_bucket = Duration::from_secs(2);
+    })
+    .await;
+    let client = env.account("fsquota@example.com").await;
+    let root = client.root().unwrap().handle;
+    for (name, seed) in [("a.bin", 1u8), ("b.bin", 2), ("c.bin", 3)] {
+        let body = data(2 << 20, seed);
+        client
+            .upload(&root, name, &mut &body[..], body.len() as u64, 0, None)
+            .await
+            .unwrap();
+    }
+    // Patient enough for the window (six buckets of 2 s).
+    let (fs, _c) = fs_core_with(&env, "fsquota@example.com", |c| {
+        c.cache_size = 64 << 20;
+        c.quota_wait = Duration::from_secs(20);
+    })
+    .await;
+    let a = fs.lookup(ROOT_INO, "a.bin").unwrap().ino;
+    let b = fs.lookup(ROOT_INO, "b.bin").unwrap().ino;
+    assert!(read_all(&fs, a).await.unwrap() == data(2 << 20, 1));
+    // 2 MiB of 3 used: b's first request passes, then the quota is gone; the read waits for
+    // it and completes.
+    let t = std::time::Instant::now();
+    assert!(read_all(&fs, b).await.unwrap() == data(2 << 20, 2));
+    eprintln!("b read in {:?}", t.elapsed());
+    // Impatient: over the quota, a read of content not cached fails with EDQUOT at once.
+    let (fs2, _c) = fs_core_with(&env, "fsquota@example.com", |c| {
+        c.quota_wait = Duration::ZERO;
+    })
+    .await;
+    // b's 2 MiB are in the window: a's request passes (and uses it up), c's meets the quota.
+    let a2 = fs2.lookup(ROOT_INO, "a.bin").unwrap().ino;
+    let c2 = fs2.lookup(ROOT_INO, "c.bin").unwrap().ino;
+    assert!(read_all(&fs2, a2).await.unwrap() == data(2 << 20, 1));
+    assert_eq!(read_all(&fs2, c2).await.map(|v| v.len()), Err(libc::EDQUOT));
+    let requests = env.server.stats().download_requests();
+    let t = std::time::Instant::now();
+    assert_eq!(read_all(&fs2, c2).await.map(|v| v.len()), Err(libc::EDQUOT));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "no waiting: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        env.server.stats().download_requests() == requests,
+        "the second read did not ask MEGA again"
+    );
+    // The first mount's cache still serves what it read.
+    assert!(read_all(&fs, b).await.unwrap() == data(2 << 20, 2));
 }

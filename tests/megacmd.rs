@@ -800,8 +800,10 @@ async fn login_prompts_for_the_password_without_echo() {
     assert_eq!(std::fs::read(&out).unwrap(), data(3_000_000, 1));
 }
 
+/// Ctrl-C leaves nothing under the real name, only the private partial download, which
+/// `transfers` lists and a second `get` resumes; `transfers --cancel` removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_download_leaves_nothing_behind() {
+async fn an_interrupted_download_leaves_only_its_resumable_part() {
     let env = Env::start().await;
     account(&env, "int@example.com").await;
     let m = Cmd::new(&env, "int@example.com");
@@ -848,10 +850,49 @@ async fn interrupted_download_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(!dst.exists(), "nothing unverified under the real name");
+    let part = part_of(&dst_dir, "big.bin").expect("the partial download is kept");
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listed = m.ok(&["transfers", "--json"]).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["direction"], "download");
+    assert_eq!(listed[0]["state"], "interrupted");
+    assert_eq!(listed[0]["local"], s(&dst));
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let text = m.ok(&["transfers"]).await;
+    assert!(text.stdout.contains(&id), "{}", text.stdout);
+    // Resumed from here.
+    m.ok(&["transfers", "--resume", &id]).await;
+    assert_eq!(std::fs::read(&dst).unwrap(), data(4_000_000, 5));
+    assert!(part_of(&dst_dir, "big.bin").is_none());
+    assert_eq!(
+        m.ok(&["transfers", "--json"]).await.json(),
+        serde_json::json!([])
+    );
+    // Interrupted again, then cancelled: nothing is left.
+    std::fs::remove_file(&dst).unwrap();
+    env.server.faults().update(|c| c.bandwidth_bps = 1_000_000);
+    let mut child = m
+        .command(&["get", "mega:/big.bin", &s(&dst)])
+        .spawn()
+        .unwrap();
+    kill_when(&mut child, "the download started", || {
+        part_of(&dst_dir, "big.bin").is_some()
+    })
+    .await;
+    env.server.faults().update(|c| c.bandwidth_bps = 0);
+    m.ok(&["transfers", "--cancel", "all"]).await;
     assert!(
-        walk_names(&dst_dir).is_empty(),
+        walk_names(&dst_dir).is_empty() && part_of(&dst_dir, "big.bin").is_none(),
         "left behind: {:?}",
-        walk_names(&dst_dir)
+        std::fs::read_dir(&dst_dir).unwrap().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        m.ok(&["transfers", "--json"]).await.json(),
+        serde_json::json!([])
     );
 }
 
@@ -1782,7 +1823,9 @@ async fn the_transfer_quota_stops_downloads_not_uploads() {
     // Within the quota.
     c.ok(&["get", "mega:/small.bin", &s(&dst)]).await;
     // The big one starts (the quota is not used up when it asks) and meets the 509.
-    let o = c.fails(&["get", "mega:/big.bin", &s(&dst)], 7).await;
+    let o = c
+        .fails(&["get", "--no-wait", "mega:/big.bin", &s(&dst)], 7)
+        .await;
     assert!(o.stderr.contains("transfer quota exceeded"), "{}", o.stderr);
     assert!(
         o.stderr.contains("UTC)"),
@@ -1795,7 +1838,15 @@ async fn the_transfer_quota_stops_downloads_not_uploads() {
     );
     // Now `g` itself refuses.
     let o = c
-        .fails(&["get", "mega:/small.bin", &s(&dst.join("again.bin"))], 7)
+        .fails(
+            &[
+                "get",
+                "--no-wait",
+                "mega:/small.bin",
+                &s(&dst.join("again.bin")),
+            ],
+            7,
+        )
         .await;
     assert!(o.stderr.contains("transfer quota exceeded"), "{}", o.stderr);
     // Uploads go on.
@@ -1815,5 +1866,240 @@ async fn the_transfer_quota_stops_downloads_not_uploads() {
             .contains("downloaded from this address in the last 6 h"),
         "{}",
         o.stdout
+    );
+}
+
+/// Kills (SIGKILL) `child` once `ready` says so; fails if it ended first.
+async fn kill_when(child: &mut tokio::process::Child, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if ready() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            return;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("megacmd ended ({st}) before {what}");
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Bytes the test server received on its upload URLs.
+fn received(env: &Env) -> i64 {
+    env.server
+        .uploads()
+        .unwrap()
+        .iter()
+        .map(|u| u.received)
+        .sum()
+}
+
+/// Issue 21 §2: `put` killed (-9) at about half resumes at the next run from the chunks the
+/// server acknowledged: the same upload URL, only the remainder sent, and the file verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_put_sends_only_the_remainder() {
+    const SIZE: usize = 200 << 20;
+    let env = Env::start().await;
+    account(&env, "resume-put@example.com").await;
+    let c = Cmd::new(&env, "resume-put@example.com");
+    let src = env.dir.path().join("resume-put/big.bin");
+    let content = data(SIZE, 21);
+    write(&src, &content, 1_700_000_000);
+    // Slow enough to be caught in the middle.
+    env.server.faults().update(|f| f.latency_ms = 100);
+    let mut child = c.command(&["put", &s(&src), "mega:/"]).spawn().unwrap();
+    kill_when(&mut child, "half was sent", || {
+        received(&env) >= (SIZE / 2) as i64
+    })
+    .await;
+    env.server.faults().update(|f| f.latency_ms = 0);
+    let at_kill = received(&env);
+    assert!(at_kill < SIZE as i64, "killed before the end");
+    let journals = std::fs::read_dir(c.home.join(".local/state/megacmd/transfers"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 1, "the interrupted upload is recorded");
+
+    c.ok(&["put", &s(&src), "mega:/"]).await;
+    let ups = env.server.uploads().unwrap();
+    assert_eq!(
+        ups.len(),
+        1,
+        "the second run used the first one's URL: {ups:?}"
+    );
+    let second = ups[0].received - at_kill;
+    eprintln!("put: {at_kill} bytes before the kill, {second} after, of {SIZE}");
+    // What was acknowledged is not sent again; pieces in flight at the kill may be (four of
+    // 4 MiB at most).
+    assert!(
+        second <= SIZE as i64 - at_kill + (16 << 20),
+        "the second run sent {second} bytes after {at_kill} of {SIZE}"
+    );
+    let dst = env.dir.path().join("resume-put/back.bin");
+    c.ok(&["get", "mega:/big.bin", &s(&dst)]).await;
+    assert!(std::fs::read(&dst).unwrap() == content, "the file verifies");
+    let journals = std::fs::read_dir(c.home.join(".local/state/megacmd/transfers"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 0, "nothing is left to resume");
+}
+
+/// Issue 21 §2: a file that changed since its upload was interrupted is not resumed (the
+/// earlier key must not encrypt other bytes): it is uploaded afresh, under a new URL and key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_uploaded_afresh_not_resumed() {
+    const SIZE: usize = 48 << 20;
+    let env = Env::start().await;
+    account(&env, "resume-changed@example.com").await;
+    let c = Cmd::new(&env, "resume-changed@example.com");
+    let src = env.dir.path().join("resume-changed/f.bin");
+    let mut content = data(SIZE, 22);
+    write(&src, &content, 1_700_000_000);
+    env.server.faults().update(|f| f.latency_ms = 100);
+    let mut child = c.command(&["put", &s(&src), "mega:/"]).spawn().unwrap();
+    kill_when(&mut child, "some was sent", || received(&env) >= (8 << 20)).await;
+    env.server.faults().update(|f| f.latency_ms = 0);
+    // A change inside what was sent, the size and mtime kept.
+    content[1 << 20] ^= 0xff;
+    write(&src, &content, 1_700_000_000);
+    c.ok(&["put", &s(&src), "mega:/"]).await;
+    let ups = env.server.uploads().unwrap();
+    assert_eq!(ups.len(), 2, "a new upload URL: {ups:?}");
+    assert!(ups[1].received >= SIZE as i64, "all of it sent again");
+    let dst = env.dir.path().join("resume-changed/back.bin");
+    c.ok(&["get", "mega:/f.bin", &s(&dst)]).await;
+    assert!(std::fs::read(&dst).unwrap() == content, "the new content");
+    // (`Env`'s drop checks that no two uploads share a key and nonce.)
+}
+
+/// The partial download megacmd keeps beside `dir/name`, if any.
+fn part_of(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!(".{name}.megacmd-")) && n.ends_with(".part")
+        })
+}
+
+/// Issue 21 §2: `get` killed (-9) at about half resumes from the chunks of its `.part` file
+/// that still match the MACs recorded with it: a chunk damaged on disk since is fetched
+/// again, with everything after it; the file is renamed into place only once whole and
+/// verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_get_resumes_from_its_verified_part() {
+    const SIZE: usize = 200 << 20;
+    let env = Env::start().await;
+    account(&env, "resume-get@example.com").await;
+    let c = Cmd::new(&env, "resume-get@example.com");
+    let src = env.dir.path().join("resume-get/src.bin");
+    let content = data(SIZE, 23);
+    write(&src, &content, 1_700_000_000);
+    c.ok(&["put", &s(&src), "mega:/big.bin"]).await;
+    let dir = env.dir.path().join("resume-get/dst");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = dir.join("big.bin");
+    // Slow enough to be caught in the middle (per response; four run at once).
+    env.server.faults().update(|f| f.bandwidth_bps = 10 << 20);
+    let mut child = c
+        .command(&["get", "mega:/big.bin", &s(&dst)])
+        .spawn()
+        .unwrap();
+    kill_when(&mut child, "half was written", || {
+        part_of(&dir, "big.bin")
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() >= (SIZE / 2) as u64)
+    })
+    .await;
+    env.server.faults().update(|f| f.bandwidth_bps = 0);
+    assert!(!dst.exists(), "nothing unverified under the real name");
+    let part = part_of(&dir, "big.bin").expect("the part is kept");
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Damage it at 40 MiB: from that chunk on it must be fetched again.
+    let damaged = 40u64 << 20;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+        f.write_all_at(&[content[damaged as usize] ^ 1], damaged)
+            .unwrap();
+    }
+    let before = env.server.stats().download_bytes();
+    c.ok(&["get", "mega:/big.bin", &s(&dst)]).await;
+    let second = env.server.stats().download_bytes() - before;
+    eprintln!("get: part of {kept} bytes at the kill, damaged at {damaged}, {second} fetched after, of {SIZE}");
+    assert!(std::fs::read(&dst).unwrap() == content, "the file verifies");
+    assert!(
+        second <= SIZE as u64 - damaged + (1 << 20),
+        "the second run fetched {second} bytes (part of {kept}, damaged at {damaged})"
+    );
+    assert!(
+        second >= SIZE as u64 - damaged - (1 << 20),
+        "the damaged chunk was fetched again: {second}"
+    );
+    assert!(part_of(&dir, "big.bin").is_none(), "the part is gone");
+}
+
+/// Issue 21 §1: a download that meets the transfer quota says so once, waits with a
+/// countdown until MEGA allows more, and resumes where it stopped (here the buckets are a
+/// second long, so the wait is a few seconds); `--json` reports it as an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_waits_out_the_transfer_quota_and_resumes() {
+    let env = Env::start_with(|cfg| {
+        cfg.limits.transfer_quota = 3 << 20;
+        cfg.limits.transfer_bucket = Duration::from_secs(1);
+    })
+    .await;
+    account(&env, "wait@example.com").await;
+    let c = Cmd::new(&env, "wait@example.com");
+    let src = env.dir.path().join("wait/src.bin");
+    let content = data(8 << 20, 24);
+    write(&src, &content, 1_700_000_000);
+    c.ok(&["put", &s(&src), "mega:/big.bin"]).await;
+    let dst = env.dir.path().join("wait/big.bin");
+    let before = env.server.stats().download_bytes();
+    let o = c
+        .ok(&[
+            "get",
+            "--json",
+            "--parallel",
+            "1",
+            "mega:/big.bin",
+            &s(&dst),
+        ])
+        .await;
+    assert!(std::fs::read(&dst).unwrap() == content, "the file verifies");
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let waits: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "transfer_quota")
+        .collect();
+    assert!(!waits.is_empty(), "a quota event: {}", o.stdout);
+    let secs = waits[0]["wait_seconds"].as_u64().unwrap();
+    assert!((1..=6).contains(&secs), "{}", o.stdout);
+    assert_eq!(lines.last().unwrap()["operation"], "downloaded");
+    let fetched = env.server.stats().download_bytes() - before;
+    assert!(
+        fetched < 12 << 20,
+        "resumed, not started over: {fetched} bytes for 8 MiB"
+    );
+    // Without --json, the wait is said on stderr.
+    let dst2 = env.dir.path().join("wait/again.bin");
+    let o = c.ok(&["get", "mega:/big.bin", &s(&dst2)]).await;
+    assert!(
+        o.stderr.contains("transfer quota exceeded") && o.stderr.contains("waiting"),
+        "{}",
+        o.stderr
     );
 }

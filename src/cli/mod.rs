@@ -25,6 +25,7 @@ mod resolve;
 mod share;
 mod sync;
 mod transfer;
+mod transfers;
 mod tty;
 
 use std::path::PathBuf;
@@ -80,6 +81,10 @@ pub struct Cli {
     /// Never show a progress bar
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Over MEGA's transfer quota, stop at once (exit 7) instead of waiting for it to
+    /// reset; the download resumes where it stopped at the next run
+    #[arg(long, global = true)]
+    pub no_wait: bool,
     /// Fetch the whole tree instead of loading the local tree cache
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -257,6 +262,16 @@ pub enum Command {
     /// Show storage quota
     #[command(alias = "quota")]
     Df,
+    /// Interrupted uploads and downloads (resumed by running the same command again, or
+    /// here): `transfers`, `transfers --resume all`, `transfers --cancel ID`
+    Transfers {
+        /// Carry on an interrupted transfer (its ID from the listing), or `all`
+        #[arg(long, value_name = "ID", conflicts_with = "cancel")]
+        resume: Option<String>,
+        /// Forget an interrupted transfer and remove its partial download, or `all`
+        #[arg(long, value_name = "ID")]
+        cancel: Option<String>,
+    },
     /// Export a public link to a file or folder (or remove it): `link mega:/a.txt [--password]`
     Link {
         path: String,
@@ -405,10 +420,17 @@ impl Ctx {
     pub async fn client(&self) -> Result<Arc<Client>, CliError> {
         self.client
             .get_or_try_init(|| async {
-                connect(&self.cfg, self.api_config())
+                let client = connect(&self.cfg, self.api_config())
                     .await
-                    .map(Arc::new)
-                    .map_err(CliError::from)
+                    .map_err(CliError::from)?;
+                // Interrupted transfers resume at the next run of the same command.
+                if let Err(e) = client.keep_transfer_state(&self.cfg.transfers_dir) {
+                    tracing::warn!(
+                        "{}: {e}; interrupted transfers will not resume",
+                        self.cfg.transfers_dir.display()
+                    );
+                }
+                Ok::<_, CliError>(Arc::new(client))
             })
             .await
             .cloned()
@@ -560,6 +582,9 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
         Command::Logout => account::logout(ctx).await,
         Command::Whoami => account::whoami(ctx).await,
         Command::Df => account::df(ctx).await,
+        Command::Transfers { resume, cancel } => {
+            transfers::run(ctx, resume.as_deref(), cancel.as_deref()).await
+        }
         Command::Link {
             path,
             password,

@@ -29,6 +29,18 @@ pub(super) fn human(bytes: u64) -> String {
     }
 }
 
+/// `1 h 02 min`, `5 min 03 s`, `42 s`.
+pub(super) fn duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h} h {m:02} min")
+    } else if m > 0 {
+        format!("{m} min {s:02} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
 /// Byte and file counters, and the progress bar (only on a terminal).
 pub(super) struct Transfers {
     pub(super) bar: indicatif::ProgressBar,
@@ -36,6 +48,11 @@ pub(super) struct Transfers {
     bytes: AtomicU64,
     started: Instant,
     verbose: u8,
+    json: bool,
+    no_wait: bool,
+    /// Until when the transfer quota is known to be used up (so that it is reported once
+    /// per window, however many downloads meet it).
+    quota_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Transfers {
@@ -58,7 +75,85 @@ impl Transfers {
             bytes: AtomicU64::new(0),
             started: Instant::now(),
             verbose: ctx.cli.verbose,
+            json: ctx.cli.json,
+            no_wait: ctx.cli.no_wait,
+            quota_until: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Runs a download, waiting out MEGA's transfer quota when it runs out (unless
+    /// `--no-wait`): said once per window, with a countdown on the bar (a JSON event line with
+    /// `--json`); then the download is run again and resumes where it stopped.
+    /// `run` is given the progress callback of this download: what an attempt counted is
+    /// taken back before the next one (which counts what it resumes from again).
+    pub(super) async fn patient<T, F, Fut>(
+        self: &Arc<Self>,
+        mut run: F,
+    ) -> Result<T, crate::error::Error>
+    where
+        F: FnMut(Progress) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::error::Error>>,
+    {
+        loop {
+            let mine = Arc::new(AtomicU64::new(0));
+            let (me, counted) = (self.clone(), mine.clone());
+            let progress: Progress = Arc::new(move |n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+                me.bar.inc(n);
+                me.bytes.fetch_add(n, Ordering::Relaxed);
+            });
+            match run(progress).await {
+                Err(crate::error::Error::TransferQuota { wait }) if !self.no_wait => {
+                    let n = mine.load(Ordering::Relaxed);
+                    self.bytes.fetch_sub(n, Ordering::Relaxed);
+                    self.bar.set_position(self.bar.position().saturating_sub(n));
+                    self.wait_for_quota(wait).await
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn wait_for_quota(&self, wait: u64) {
+        let now = Instant::now();
+        let until = now + std::time::Duration::from_secs(wait.max(1));
+        let fresh = {
+            let mut q = self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = q.is_none_or(|u| u <= now);
+            if fresh || q.is_some_and(|u| u < until) {
+                *q = Some(until);
+            }
+            fresh
+        };
+        if fresh {
+            let at = crate::local::time::now() + wait as i64;
+            if self.json {
+                println!(
+                    "{}",
+                    json!({"event": "transfer_quota", "wait_seconds": wait, "resumes_at": at})
+                );
+            } else {
+                self.bar.suspend(|| {
+                    eprintln!(
+                        "transfer quota exceeded: MEGA allows more in {}; waiting (--no-wait to stop instead)",
+                        duration(wait)
+                    )
+                });
+            }
+        }
+        // The countdown: never below zero, and the wait ends when it says so.
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.bar.set_message(format!(
+                "transfer quota: resuming in {}",
+                duration(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+            ));
+            tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
+        }
+        self.bar.set_message("");
     }
 
     pub(super) fn progress(self: &Arc<Self>) -> Progress {
@@ -135,6 +230,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0), "0 s");
+        assert_eq!(duration(42), "42 s");
+        assert_eq!(duration(303), "5 min 03 s");
+        assert_eq!(duration(3725), "1 h 02 min");
+    }
 
     #[test]
     fn size_formatting() {

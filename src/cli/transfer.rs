@@ -138,8 +138,7 @@ pub(super) async fn get_version(
         }
     }
     let t = Transfers::new(ctx, version.size);
-    client
-        .download_to_path(&version.handle, &dst, "megacmd", Some(t.progress()))
+    t.patient(|p| client.download_to_path(&version.handle, &dst, "megacmd", Some(p)))
         .await?;
     t.done(|| {
         format!(
@@ -201,12 +200,19 @@ async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliE
                 if dst.exists() && !force {
                     return Err(exists(&dst.display().to_string()));
                 }
-                let (tmp, file) = TempFile::create_for(&dst).map_err(|e| io_err(&dst, e))?;
-                let mut f = tokio::fs::File::from_std(file);
-                folder
-                    .download(&api, &node.handle, &mut f, &cfg, Some(t.progress()))
+                // Over the transfer quota it waits and starts again (a link's download
+                // is not recorded for resuming: there is no account to keep it under).
+                let tmp = t
+                    .patient(|p| async {
+                        let (tmp, file) =
+                            TempFile::create_for(&dst).map_err(|e| Error::local(&dst, e))?;
+                        let mut f = tokio::fs::File::from_std(file);
+                        folder
+                            .download(&api, &node.handle, &mut f, &cfg, Some(p))
+                            .await?;
+                        Ok(tmp)
+                    })
                     .await?;
-                drop(f);
                 tmp.persist(&dst, node.mtime).map_err(|e| io_err(&dst, e))?;
                 t.done(|| format!("downloaded {} -> {}", node.name, dst.display()));
                 Ok(())
@@ -224,12 +230,16 @@ async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliE
         return Err(exists(&dst.display().to_string()));
     }
     t.bar.set_length(info.size);
-    let (tmp, file) = TempFile::create_for(&dst).map_err(|e| io_err(&dst, e))?;
-    let mut f = tokio::fs::File::from_std(file);
-    download::download(api.http(), &info.source, &mut f, &cfg, Some(t.progress()))
-        .await
-        .map_err(|e| Error::from(e).about(info.name.clone()))?;
-    drop(f);
+    let tmp = t
+        .patient(|p| async {
+            let (tmp, file) = TempFile::create_for(&dst).map_err(|e| Error::local(&dst, e))?;
+            let mut f = tokio::fs::File::from_std(file);
+            download::download(api.http(), &info.source, &mut f, &cfg, Some(p))
+                .await
+                .map_err(|e| Error::from(e).about(info.name.clone()))?;
+            Ok(tmp)
+        })
+        .await?;
     tmp.persist(&dst, now()).map_err(|e| io_err(&dst, e))?;
     t.done(|| format!("downloaded {} -> {}", info.name, dst.display()));
     t.summary(ctx, "downloaded", json!({}));
@@ -237,7 +247,7 @@ async fn get_link(ctx: &Ctx, url: &str, target: Option<&str>) -> Result<(), CliE
 }
 
 /// Downloads a file node to `target` through a temporary file (MAC-verified before rename).
-async fn download_node(
+pub(super) async fn download_node(
     client: &Client,
     node: &Node,
     target: &Path,
@@ -249,8 +259,7 @@ async fn download_node(
             return Err(exists(&target.display().to_string()));
         }
     }
-    client
-        .download_to_path(&node.handle, target, "megacmd", Some(t.progress()))
+    t.patient(|p| client.download_to_path(&node.handle, target, "megacmd", Some(p)))
         .await?;
     t.done(|| {
         format!(
@@ -264,7 +273,7 @@ async fn download_node(
 
 /// One upload: a local file to `name` in `parent`; with --force it replaces an existing file
 /// (the new version is in place before the old one goes to the Rubbish Bin).
-async fn upload_one(
+pub(super) async fn upload_one(
     client: &Client,
     local: &Path,
     parent: &NodeHandle,

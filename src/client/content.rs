@@ -5,14 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncSeekExt, AsyncWrite};
 
+use super::resume::{intact_prefix, DownloadJournal};
 use super::{Client, Error, Result};
 use crate::api::commands::GetDownloadUrl;
 use crate::crypto::fingerprint::Sampler;
 use crate::local::files::TempFile;
-use crate::transfer::download::download_content;
-use crate::transfer::{checked_url, Content, Progress, Source, UrlRefresher};
+use crate::transfer::download::{download_content, download_content_from};
+use crate::transfer::{checked_url, Content, Progress, Source, TransferError, UrlRefresher};
 use crate::tree::{Node, NodeHandle, NodeKind};
 
 impl Client {
@@ -97,6 +98,24 @@ impl Client {
         tag: &str,
         progress: Option<Progress>,
     ) -> Result<TempFile> {
+        if let Some(state) = self.transfers.get() {
+            let (node, key) = self.readable(h)?;
+            let (state, user, handle) = (state.clone(), self.session.user.clone(), h.0.clone());
+            let (target_buf, tag_buf) = (target.to_path_buf(), tag.to_string());
+            let size = node.size;
+            let k = key.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                state.download(&user, &handle, size, &k, &target_buf, &tag_buf)
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some((journal, part, file, macs)) = opened {
+                return self
+                    .resume_download(h, &key, size, journal, part, file, macs, progress)
+                    .await;
+            }
+        }
         let (tmp, file) =
             TempFile::create_tagged(target, tag).map_err(|e| Error::local(target, e))?;
         let mut f = tokio::fs::File::from_std(file);
@@ -105,6 +124,74 @@ impl Client {
             .await
             .map_err(|e| Error::local(tmp.path(), e))?;
         Ok(tmp)
+    }
+
+    /// A download into a part file an earlier run may have begun: the chunks of the part that
+    /// still match the MACs the journal recorded are kept, the rest is fetched. On an error,
+    /// or when the command is interrupted, the part and journal stay for the next run, unless
+    /// the content is bad.
+    #[allow(clippy::too_many_arguments)]
+    async fn resume_download(
+        &self,
+        h: &NodeHandle,
+        key: &crate::crypto::FileKey,
+        size: u64,
+        journal: DownloadJournal,
+        part: TempFile,
+        file: std::fs::File,
+        macs: Vec<[u8; 16]>,
+        progress: Option<Progress>,
+    ) -> Result<TempFile> {
+        let local = |e| Error::local(part.path(), e);
+        let (file, intact) = {
+            let k = key.clone();
+            tokio::task::spawn_blocking(move || {
+                let n = intact_prefix(&file, &k, size, &macs)?;
+                let keep = crate::crypto::mac::chunk_start(n as u64).min(size);
+                file.set_len(keep)?;
+                Ok::<_, std::io::Error>((file, macs[..n].to_vec()))
+            })
+            .await
+            .map_err(|e| local(std::io::Error::other(e)))?
+            .map_err(local)?
+        };
+        let content = self.content(h)?;
+        content.preload(0, &intact).map_err(Error::from)?;
+        let first = intact.len() as u64;
+        if first > 0 {
+            tracing::info!(
+                "{}: resuming the download at chunk {first} of {}",
+                self.path_of(h),
+                content.chunk_count()
+            );
+        }
+        let done = crate::crypto::mac::chunk_start(first).min(size);
+        if let (Some(p), true) = (&progress, done > 0) {
+            p(done);
+        }
+        let mut f = tokio::fs::File::from_std(file);
+        f.seek(std::io::SeekFrom::Start(done))
+            .await
+            .map_err(local)?;
+        let r = download_content_from(&content, &mut f, &self.transfer, progress, first, |p| {
+            journal.written(p.first, &content.recorded(p.first, p.last()));
+        })
+        .await;
+        match r {
+            Ok(()) => {
+                f.sync_all().await.map_err(local)?;
+                journal.finish();
+                Ok(part)
+            }
+            Err(e) => {
+                if matches!(e, TransferError::MacMismatch) {
+                    // Nothing of it can be trusted: the next run starts over.
+                    journal.finish();
+                    part.discard();
+                }
+                Err(Error::from(e).about(self.path_of(h)))
+            }
+        }
     }
 
     /// Downloads a file to `target` through a temporary file beside it (see

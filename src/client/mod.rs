@@ -12,6 +12,7 @@
 //! * `cached`: the network side of the tree cache (a warm start catching up from the
 //!   event channel); the file's life is [`TreeStore`]'s;
 //! * [`watch`]: following remote changes;
+//! * [`resume`]: journals of interrupted transfers, for the next run to resume;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
 //! Every operation returns the engine's [`Error`], by meaning.
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod links;
 pub mod marks;
 pub mod nodes;
+pub mod resume;
 pub mod shares;
 pub mod watch;
 
@@ -100,6 +102,9 @@ pub struct Client {
     vault_writes: AtomicBool,
     /// "My backups" in the Vault (`^!bak`), as read at login or created since.
     my_backups: std::sync::Mutex<Option<NodeHandle>>,
+    /// Where interrupted uploads of local files and downloads to local files are recorded
+    /// for the next run to resume (see [`resume`]); unset: transfers do not resume.
+    transfers: std::sync::OnceLock<resume::TransferState>,
 }
 
 impl std::fmt::Debug for Client {
@@ -116,6 +121,20 @@ fn task_failed(e: tokio::task::JoinError) -> Error {
 }
 
 impl Client {
+    /// Records interrupted transfers in `dir` (created 0700) so that the next run of the
+    /// same upload or download resumes it (see [`resume`]). Set once; later calls do nothing.
+    pub fn keep_transfer_state(&self, dir: &Path) -> std::io::Result<()> {
+        if self.transfers.get().is_none() {
+            let _ = self.transfers.set(resume::TransferState::open(dir)?);
+        }
+        Ok(())
+    }
+
+    /// The journals of interrupted transfers, if they are kept.
+    pub fn transfer_state(&self) -> Option<&resume::TransferState> {
+        self.transfers.get()
+    }
+
     /// Logs in and fetches the tree.
     pub async fn login(
         cfg: ApiConfig,
@@ -189,6 +208,7 @@ impl Client {
             keys_io: tokio::sync::Mutex::new(()),
             vault_writes: AtomicBool::new(false),
             my_backups: std::sync::Mutex::new(None),
+            transfers: std::sync::OnceLock::new(),
         };
         // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
         // only asked to refresh one that an action packet says changed.

@@ -598,15 +598,84 @@ impl Client {
         path: &Path,
         progress: Option<Progress>,
     ) -> Result<Node> {
-        let meta = tokio::fs::metadata(path)
+        self.check_target(&target)?;
+        let (file, meta) = {
+            let p = path.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&p)?;
+                let m = f.metadata()?;
+                Ok::<_, std::io::Error>((f, m))
+            })
             .await
-            .map_err(|e| Error::local(path, e))?;
+            .map_err(|e| Error::local(path, std::io::Error::other(e)))?
+            .map_err(|e| Error::local(path, e))?
+        };
         let mtime = crate::local::files::mtime_of(&meta);
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::local(path, e))?;
-        self.upload_to(target, &mut f, meta.len(), mtime, progress)
-            .await
+        let size = meta.len();
+        let file = Arc::new(file);
+        // The journal (and what an interrupted run left) is read on a blocking thread: it
+        // samples the file for its fingerprint.
+        let journal = match self.transfers.get() {
+            Some(state) if size > 0 => {
+                let (user, master) = (self.session.user.clone(), self.session.master_key.clone());
+                let (path, f, state) = (path.to_path_buf(), file.clone(), state.clone());
+                let (parent, name) = (target.parent.0.clone(), target.name.to_string());
+                let replace = target.replaces.is_some();
+                tokio::task::spawn_blocking(move || {
+                    let dest = (parent.as_str(), name.as_str(), replace);
+                    state.upload(&user, &master, &path, &meta, &f, dest)
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+            _ => None,
+        };
+        let (mut journal, resume) = match journal {
+            Some((j, r)) => (Some(j), r),
+            None => (None, None),
+        };
+        let cfg = &self.transfer;
+        fn log(j: &Option<super::resume::UploadJournal>) -> Option<&dyn upload::UploadLog> {
+            j.as_ref().map(|j| j as &dyn upload::UploadLog)
+        }
+        let first = upload::upload_file(
+            &self.api,
+            file.clone(),
+            size,
+            mtime,
+            cfg,
+            progress.clone(),
+            resume,
+            log(&journal),
+        )
+        .await;
+        let up = match first {
+            Err(e) if journal.as_ref().is_some_and(|j| j.resumed) && resume_failed(&e) => {
+                tracing::info!("{}: {e}; starting the upload over", path.display());
+                if let Some(j) = journal.as_mut() {
+                    j.restart();
+                }
+                upload::upload_file(
+                    &self.api,
+                    file,
+                    size,
+                    mtime,
+                    cfg,
+                    progress,
+                    None,
+                    log(&journal),
+                )
+                .await
+            }
+            r => r,
+        }
+        .map_err(|e| Error::from(e).about(path.display().to_string()))?;
+        let node = self.create_file(target, up).await?;
+        if let Some(j) = journal {
+            j.finish();
+        }
+        Ok(node)
     }
 
     /// Uploads a local file, keeping its name (unless `name` is given) and mtime.
@@ -807,4 +876,17 @@ impl Client {
         self.remove_local(newest);
         Ok(versions.len())
     }
+}
+
+/// Whether a resumed upload failed because it cannot be resumed (the local file changed,
+/// the upload URL is gone): it must start over under a fresh key and URL.
+fn resume_failed(e: &crate::transfer::TransferError) -> bool {
+    use crate::api::{ApiError, ErrorCode};
+    use crate::transfer::TransferError as T;
+    matches!(
+        e,
+        T::ResumeRefused(_)
+            | T::Server(ErrorCode::Expired | ErrorCode::NotFound | ErrorCode::Failed)
+            | T::Api(ApiError::Http(403 | 404 | 410))
+    )
 }

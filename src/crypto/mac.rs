@@ -147,44 +147,39 @@ pub fn chunk_macs(c: &Aes128, nonce: &[u8; 8], chunks: &[&[u8]]) -> Vec<[u8; 16]
     out
 }
 
-/// Splits a piece that starts on a chunk boundary into its chunks (the last may be short).
-fn piece_chunks(start: u64, data: &mut [u8]) -> Vec<&mut [u8]> {
-    debug_assert!(
-        is_chunk_boundary(start),
-        "invariant: pieces start on chunk boundaries"
-    );
-    let mut out = Vec::new();
-    let mut rest = data;
-    let mut idx = chunk_index(start);
-    while !rest.is_empty() {
-        let len = ((chunk_start(idx + 1) - chunk_start(idx)) as usize).min(rest.len());
-        let (head, tail) = rest.split_at_mut(len);
-        out.push(head);
-        rest = tail;
-        idx += 1;
-    }
-    out
-}
-
 /// Decrypts (AES-CTR) a piece of whole chunks starting at chunk boundary `start` in place and
 /// returns the MAC of each chunk's plaintext, in order.
 pub fn decrypt_piece(c: &Aes128, nonce: &[u8; 8], start: u64, data: &mut [u8]) -> Vec<[u8; 16]> {
     ctr_apply(c, nonce, start, data);
-    let chunks = piece_chunks(start, data);
-    let views: Vec<&[u8]> = chunks.iter().map(|c| &**c).collect();
-    chunk_macs(c, nonce, &views)
+    piece_macs(c, nonce, start, data)
 }
 
 /// Computes the MAC of each chunk of a piece (starting at chunk boundary `start`), then
 /// encrypts the piece (AES-CTR) in place.
 pub fn encrypt_piece(c: &Aes128, nonce: &[u8; 8], start: u64, data: &mut [u8]) -> Vec<[u8; 16]> {
-    let macs = {
-        let chunks = piece_chunks(start, data);
-        let views: Vec<&[u8]> = chunks.iter().map(|c| &**c).collect();
-        chunk_macs(c, nonce, &views)
-    };
+    let macs = piece_macs(c, nonce, start, data);
     ctr_apply(c, nonce, start, data);
     macs
+}
+
+/// The MAC of each chunk of a plaintext piece starting at chunk boundary `start` (a local
+/// copy checked against MACs recorded earlier, when a transfer resumes).
+pub fn piece_macs(c: &Aes128, nonce: &[u8; 8], start: u64, data: &[u8]) -> Vec<[u8; 16]> {
+    debug_assert!(
+        is_chunk_boundary(start),
+        "invariant: pieces start on chunk boundaries"
+    );
+    let mut views = Vec::new();
+    let mut rest = data;
+    let mut idx = chunk_index(start);
+    while !rest.is_empty() {
+        let len = ((chunk_start(idx + 1) - chunk_start(idx)) as usize).min(rest.len());
+        let (head, tail) = rest.split_at(len);
+        views.push(head);
+        rest = tail;
+        idx += 1;
+    }
+    chunk_macs(c, nonce, &views)
 }
 
 /// Condenses chunk MACs (in file order) into the 8-byte meta-MAC, as the official SDK does.

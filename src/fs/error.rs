@@ -50,6 +50,10 @@ pub enum FsError {
     /// users' shares): MEGA cannot move it, so `mv` copies and deletes instead (EXDEV).
     #[error("not movable between different accounts' folders")]
     CrossDevice,
+    /// MEGA's transfer quota is used up for longer than a read waits (logged once per
+    /// window by the reader, with the time it comes back).
+    #[error("MEGA's transfer quota is used up for another {wait} s")]
+    TransferQuota { wait: u64 },
     /// MEGA could not be reached or answered with an error (after retries).
     #[error("{0}")]
     Remote(String),
@@ -100,6 +104,7 @@ impl FsError {
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::NoAttr => libc::ENODATA,
             FsError::CrossDevice => libc::EXDEV,
+            FsError::TransferQuota { .. } => libc::EDQUOT,
             FsError::Remote(_) => libc::EIO,
             FsError::Local(_) => libc::EIO,
             FsError::Unsaved { source, .. } => source.errno(),
@@ -117,7 +122,8 @@ impl FsError {
             | FsError::NameTooLong
             | FsError::NoAttr
             | FsError::CrossDevice
-            | FsError::Integrity { first: false, .. } => Level::Debug,
+            | FsError::Integrity { first: false, .. }
+            | FsError::TransferQuota { .. } => Level::Debug,
             FsError::ReadOnly
             | FsError::NotPermitted
             | FsError::AccessDenied(_)
@@ -157,10 +163,10 @@ impl From<Error> for FsError {
                 | AuthError::MfaRejected,
             ) => FsError::AccessDenied(e.to_string()),
             e @ Error::KeyChanged { .. } => FsError::AccessDenied(e.to_string()),
-            e @ (Error::Network { .. }
-            | Error::Protocol(_)
-            | Error::Server { .. }
-            | Error::TransferQuota { .. }) => FsError::Remote(e.to_string()),
+            Error::TransferQuota { wait } => FsError::TransferQuota { wait },
+            e @ (Error::Network { .. } | Error::Protocol(_) | Error::Server { .. }) => {
+                FsError::Remote(e.to_string())
+            }
             Error::Invalid { .. } => FsError::Invalid,
             e @ (Error::ShortRead { .. } | Error::Config(_) | Error::CacheDamaged { .. }) => {
                 FsError::Local(e.to_string())

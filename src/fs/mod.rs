@@ -93,7 +93,14 @@ pub struct FsConfig {
     /// Write-back: `close()` returns once the writes are staged and synced locally; this
     /// many uploads run at once in the background (`None`: off, every close uploads).
     pub writeback: Option<usize>,
+    /// Over MEGA's transfer quota, a read that needs the network waits for it to come back
+    /// if that is at most this long, and otherwise fails at once with EDQUOT
+    /// (`-o quota_wait=SECS`; default [`DEFAULT_QUOTA_WAIT`]).
+    pub quota_wait: std::time::Duration,
 }
+
+/// How long a read waits for MEGA's transfer quota to come back before it fails.
+pub const DEFAULT_QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An open file handle.
 struct OpenFile {
@@ -132,6 +139,8 @@ pub struct MegaFs {
     dir_handles: Mutex<HashMap<u64, dirs::DirHandle>>,
     /// The write-back queue, if write-back is on.
     wb: Option<writeback::WriteBack>,
+    /// When MEGA's transfer quota comes back, once a read met it (see [`read`]).
+    quota_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl MegaFs {
@@ -153,6 +162,7 @@ impl MegaFs {
             running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             dir_handles: Mutex::new(HashMap::new()),
+            quota_until: Mutex::new(None),
             wb: cfg
                 .writeback
                 .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),

@@ -13,6 +13,7 @@
 //! staging file.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::Shared;
@@ -403,17 +404,61 @@ impl MegaFs {
     /// be awaited by many reads, or by none (read-ahead), so the read that sees the failure
     /// first reports it ([`Reader::reported`]).
     async fn fetch_piece(&self, r: &Arc<Reader>, a: u64, b: u64) -> Result<Bytes> {
-        match r.content.piece(a, b).await {
-            Ok(piece) => {
-                self.cache.insert(&r.handle, a, piece.clone());
-                Ok(piece)
+        loop {
+            self.quota_gate().await?;
+            match r.content.piece(a, b).await {
+                Ok(piece) => {
+                    self.cache.insert(&r.handle, a, piece.clone());
+                    return Ok(piece);
+                }
+                Err(TransferError::MacMismatch) => {
+                    self.cache.purge(&r.handle);
+                    return Err(integrity(&r.handle, false));
+                }
+                Err(e) => match crate::Error::from(e) {
+                    crate::Error::TransferQuota { wait } => self.quota_met(wait),
+                    e => return Err(e.into()),
+                },
             }
-            Err(TransferError::MacMismatch) => {
-                self.cache.purge(&r.handle);
-                Err(integrity(&r.handle, false))
-            }
-            Err(e) => Err(crate::Error::from(e).into()),
         }
+    }
+
+    /// MEGA's transfer quota ran out: it comes back in `wait` seconds. Logged once per
+    /// window, with the time.
+    fn quota_met(&self, wait: u64) {
+        let until = Instant::now() + std::time::Duration::from_secs(wait.max(1));
+        let mut q = self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = q.is_none_or(|u| u <= Instant::now());
+        if fresh || q.is_some_and(|u| u < until) {
+            *q = Some(until);
+        }
+        if fresh {
+            tracing::warn!(
+                "MEGA's transfer quota is used up until {} (in {wait} s): reads of content not cached here wait up to {} s for it, else fail with EDQUOT",
+                crate::local::time::fmt_time_secs(crate::local::time::now() + wait as i64),
+                self.cfg.quota_wait.as_secs()
+            );
+        }
+    }
+
+    /// Before a fetch: over the transfer quota, wait for it to come back if that is within
+    /// `quota_wait`, else fail at once (without asking MEGA again: it would only say no).
+    async fn quota_gate(&self) -> Result<()> {
+        let until = *self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(until) = until else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        if left > self.cfg.quota_wait {
+            return Err(FsError::TransferQuota {
+                wait: left.as_secs().max(1),
+            });
+        }
+        tokio::time::sleep(left).await;
+        Ok(())
     }
 }
 

@@ -52,6 +52,51 @@ impl TempFile {
         Err(std::io::Error::other("cannot create a temporary file"))
     }
 
+    /// The partial download `.<name>.<tag>-<id>.part` beside `target`, where `id` names the
+    /// transfer (the same one on every run, so that a later run finds it): opened as it is
+    /// if an interrupted run left it, else created (0600). Unlike the other temporary
+    /// files it stays on drop (an interrupted command leaves it for the next run); only
+    /// [`TempFile::discard`] removes it.
+    pub fn resumable(
+        target: &Path,
+        tag: &str,
+        id: &str,
+    ) -> std::io::Result<(TempFile, std::fs::File)> {
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "download".into());
+        let room = super::names::NAME_MAX.saturating_sub(tag.len() + id.len() + 8);
+        let name = super::names::truncate_at_char(&name, room);
+        let path = dir.join(format!(".{name}.{tag}-{id}.part"));
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a symbolic link someone left under that name.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{}: not a regular file",
+                path.display()
+            )));
+        }
+        Ok((TempFile { path, done: true }, file))
+    }
+
+    /// Removes the file now (a partial download that cannot be resumed).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -155,6 +155,10 @@ impl Settings {
             writeback: options
                 .writeback
                 .then_some(crate::config::DEFAULT_PARALLEL_FILES),
+            quota_wait: options.quota_wait.map_or(
+                crate::fs::DEFAULT_QUOTA_WAIT,
+                std::time::Duration::from_secs,
+            ),
         };
         Ok(Settings {
             tree_cache: !(options.no_cache || req.no_cache),

@@ -39,6 +39,8 @@ pub struct MountOptions {
     pub xattr: bool,
     /// `writeback`: `close()` returns once the writes are staged; uploads run behind.
     pub writeback: bool,
+    /// `quota_wait=SECS`: how long a read waits for MEGA's transfer quota to come back.
+    pub quota_wait: Option<u64>,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -133,6 +135,11 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
             "writeback" => o.writeback = true,
+            "quota_wait" => {
+                o.quota_wait = Some(need(k, v)?.parse().map_err(|_| {
+                    format!("quota_wait={}: not a number of seconds", v.unwrap_or(""))
+                })?)
+            }
             "https" => o.https = true,
             "verify" => {
                 o.verify_full = Some(match need(k, v)? {

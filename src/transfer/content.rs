@@ -150,6 +150,26 @@ impl Content {
         Ok(Bytes::from(data))
     }
 
+    /// Takes the MACs of chunks `first..` from a local copy already checked against the MACs
+    /// an earlier run recorded (a resumed download): they count as fetched.
+    pub fn preload(&self, first: u64, macs: &[[u8; 16]]) -> Result<(), TransferError> {
+        if first + macs.len() as u64 > self.chunks {
+            return Err(TransferError::ResumeRefused(
+                "the partial download has more chunks than the file".into(),
+            ));
+        }
+        self.record(first, macs)
+    }
+
+    /// The recorded MACs of chunks `first..=last` (those known), in order.
+    pub fn recorded(&self, first: u64, last: u64) -> Vec<[u8; 16]> {
+        self.lock()
+            .seen
+            .range(first..=last)
+            .map(|(_, m)| *m)
+            .collect()
+    }
+
     /// Records chunk MACs, or compares them with the ones recorded by an earlier fetch of the
     /// same chunks; checks the file once every chunk's MAC is known. A chunk whose MAC differs
     /// from its recorded one makes the file bad: its content changed between two fetches.

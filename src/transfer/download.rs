@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::content::Content;
 use super::fetch::Source;
-use super::{join_error, pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
+use super::{join_error, pieces_from, AbortOnDrop, Piece, Progress, TransferConfig, TransferError};
 
 /// Downloads and decrypts a whole file from `src` into `out`, verifying its MAC.
 pub async fn download<W: AsyncWrite + Unpin>(
@@ -33,16 +33,31 @@ pub async fn download_content<W: AsyncWrite + Unpin>(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<(), TransferError> {
-    let tasks = pieces(content.size(), cfg.piece_size).map(|p| {
+    download_content_from(content, out, cfg, progress, 0, |_| {}).await
+}
+
+/// Reads `content` from chunk `first` on into `out` (which holds the chunks before it,
+/// whose MACs `content` already has: a resumed download), in order. `written` hears of each
+/// piece once it is in `out`.
+pub async fn download_content_from<W: AsyncWrite + Unpin>(
+    content: &Arc<Content>,
+    out: &mut W,
+    cfg: &TransferConfig,
+    progress: Option<Progress>,
+    first: u64,
+    mut written: impl FnMut(Piece),
+) -> Result<(), TransferError> {
+    let tasks = pieces_from(content.size(), cfg.piece_size, first).map(|p| {
         let content = content.clone();
         AbortOnDrop(tokio::spawn(async move {
-            content.piece(p.first, p.last()).await
+            content.piece(p.first, p.last()).await.map(|d| (p, d))
         }))
     });
     let mut stream = futures::stream::iter(tasks).buffered(cfg.parallel.max(1));
     while let Some(joined) = stream.next().await {
-        let data = joined.map_err(join_error)??;
+        let (piece, data) = joined.map_err(join_error)??;
         out.write_all(&data).await?;
+        written(piece);
         if let Some(p) = &progress {
             p(data.len() as u64);
         }

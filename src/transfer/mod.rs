@@ -83,6 +83,10 @@ pub enum TransferError {
     NoToken,
     #[error("the reader ended after {got} of {expected} bytes")]
     ShortRead { got: u64, expected: u64 },
+    /// An interrupted transfer cannot be resumed (the local file changed, the record does
+    /// not fit): it must start over.
+    #[error("cannot resume: {0}")]
+    ResumeRefused(String),
 }
 
 impl TransferError {
@@ -97,7 +101,8 @@ impl TransferError {
             | TransferError::MacMismatch
             | TransferError::Io(_)
             | TransferError::NoToken
-            | TransferError::ShortRead { .. } => Failure::Permanent,
+            | TransferError::ShortRead { .. }
+            | TransferError::ResumeRefused(_) => Failure::Permanent,
         }
     }
 
@@ -151,8 +156,16 @@ impl Piece {
 /// Groups a file's MAC chunks into request pieces of about `target` bytes, lazily: the size
 /// comes from the server, and the pieces of even the largest file cost nothing up front.
 pub fn pieces(size: u64, target: u64) -> impl Iterator<Item = Piece> {
-    let mut chunks = crate::crypto::mac::chunks(size).peekable();
-    let mut index = 0u64;
+    pieces_from(size, target, 0)
+}
+
+/// The pieces from chunk `first` on (a transfer resumed after its first chunks).
+pub fn pieces_from(size: u64, target: u64, first: u64) -> impl Iterator<Item = Piece> {
+    let start = crate::crypto::mac::chunk_start(first);
+    let mut chunks = crate::crypto::mac::chunks(size)
+        .skip_while(move |&(s, _)| s < start)
+        .peekable();
+    let mut index = first;
     std::iter::from_fn(move || {
         let (start, first_len) = chunks.next()?;
         let mut p = Piece {

@@ -5,6 +5,14 @@
 //! token. The fingerprint (`c` attribute) is sampled from the bytes as they pass.
 //!
 //! The caller then creates the node with `p` (see [`crate::client`]).
+//!
+//! An upload from a file can be resumed by a later run ([`upload_file`] with a [`Resume`]):
+//! the same URL, key and nonce, only the pieces the server did not acknowledge, as MEGA's SDK
+//! does (`MEGA-FILES-TRANSFERS.md` §4.2). What a later run needs is told to an [`UploadLog`]
+//! as it happens. Before anything is sent on a resumed upload, every acknowledged chunk of the
+//! local file is read again and its MAC compared with the recorded one: a file that changed
+//! is refused ([`TransferError::ResumeRefused`]) and must start over under a fresh key, so a
+//! keystream never covers two different plaintexts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +23,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::staged::StagedFile;
-use super::{join_error, pieces, AbortOnDrop, Progress, TransferConfig, TransferError};
+use super::{join_error, pieces, AbortOnDrop, Piece, Progress, TransferConfig, TransferError};
 use crate::api::commands::GetUploadUrl;
 use crate::api::{network_error, read_body, ApiClient, ApiError, ErrorCode, Repeat};
 use crate::crypto::aes::cipher;
@@ -112,6 +120,43 @@ pub async fn upload_url(api: &ApiClient, size: u64, https: bool) -> Result<Strin
     super::checked_url(r.p, https)
 }
 
+/// Told what an upload does, as it happens, so that a later run can resume it. Calls come
+/// from the upload's task, in order; a log that cannot keep up must not block it.
+pub trait UploadLog: Send + Sync {
+    /// The upload URL and key, before the first byte of ciphertext is sent under them.
+    fn started(&self, url: &str, key: &FileKey);
+    /// The server acknowledged the chunks from `first` on, whose plaintext MACs are `macs`.
+    fn acknowledged(&self, first: u64, macs: &[[u8; 16]]);
+    /// The completion token (the file is whole on the server; `p` may still be missing).
+    fn completed(&self, token: &[u8]);
+}
+
+/// What an earlier run of an upload left: its URL and key, and the chunks the server
+/// acknowledged with their plaintext MACs.
+pub struct Resume {
+    pub url: String,
+    /// The key and nonce of the earlier run (the meta-MAC is not used).
+    pub key: FileKey,
+    /// Chunk index → plaintext MAC, for every acknowledged chunk.
+    pub acked: BTreeMap<u64, [u8; 16]>,
+    /// The completion token, if the earlier run received it.
+    pub token: Option<Vec<u8>>,
+    /// The fingerprint of the local file (checked by the caller before resuming).
+    pub fingerprint: Fingerprint,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume")
+            .field("acked", &self.acked.len())
+            .field("token", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One POST's outcome: its reply, and which piece it carried with that piece's MACs.
+type Posted = (Result<PostReply, TransferError>, Piece, Vec<[u8; 16]>);
+
 /// Chunk POSTs of one upload in flight, `parallel` at a time, and the completion token
 /// once the server answers it.
 struct Sender<'a> {
@@ -119,8 +164,9 @@ struct Sender<'a> {
     url: Arc<String>,
     cfg: &'a TransferConfig,
     progress: Option<Progress>,
-    in_flight: FuturesUnordered<AbortOnDrop<(Result<PostReply, TransferError>, u64)>>,
+    in_flight: FuturesUnordered<AbortOnDrop<Posted>>,
     token: Option<Vec<u8>>,
+    log: Option<&'a dyn UploadLog>,
 }
 
 impl<'a> Sender<'a> {
@@ -130,48 +176,76 @@ impl<'a> Sender<'a> {
         cfg: &'a TransferConfig,
         progress: Option<Progress>,
     ) -> Result<Sender<'a>, TransferError> {
-        let url = Arc::new(upload_url(api, size, cfg.https).await?);
-        let mut s = Sender {
+        let url = upload_url(api, size, cfg.https).await?;
+        let mut s = Sender::at(api, url, cfg, progress, None);
+        if size == 0 {
+            // An empty file is one empty POST, which answers the token.
+            let empty = Piece {
+                start: 0,
+                len: 0,
+                first: 0,
+                chunks: 0,
+            };
+            s.send(empty, Vec::new(), Vec::new()).await?;
+        }
+        Ok(s)
+    }
+
+    /// A sender to a URL already at hand (a fresh one, or a resumed upload's).
+    fn at(
+        api: &'a ApiClient,
+        url: String,
+        cfg: &'a TransferConfig,
+        progress: Option<Progress>,
+        log: Option<&'a dyn UploadLog>,
+    ) -> Sender<'a> {
+        Sender {
             api,
-            url,
+            url: Arc::new(url),
             cfg,
             progress,
             in_flight: FuturesUnordered::new(),
             token: None,
-        };
-        if size == 0 {
-            // An empty file is one empty POST, which answers the token.
-            s.send(0, Vec::new()).await?;
+            log,
         }
-        Ok(s)
     }
 
     /// Waits for one POST in flight to end.
     async fn one_done(&mut self) -> Result<(), TransferError> {
         if let Some(r) = self.in_flight.next().await {
-            let (r, n) = r.map_err(join_error)?;
-            if let PostReply::Token(t) = r? {
+            let (r, piece, macs) = r.map_err(join_error)?;
+            let reply = r?;
+            if let Some(log) = self.log.filter(|_| !macs.is_empty()) {
+                log.acknowledged(piece.first, &macs);
+            }
+            if let PostReply::Token(t) = reply {
+                if let Some(log) = self.log {
+                    log.completed(&t);
+                }
                 self.token = Some(t);
             }
             if let Some(p) = &self.progress {
-                p(n);
+                p(piece.len);
             }
         }
         Ok(())
     }
 
-    /// Sends the ciphertext of the piece at `start` (waiting while `parallel` are in flight).
-    async fn send(&mut self, start: u64, data: Vec<u8>) -> Result<(), TransferError> {
+    /// Sends the ciphertext of `piece` (waiting while `parallel` are in flight); `macs` are
+    /// its chunks' plaintext MACs, for the log (empty when the caller has none).
+    async fn send(
+        &mut self,
+        piece: Piece,
+        data: Vec<u8>,
+        macs: Vec<[u8; 16]>,
+    ) -> Result<(), TransferError> {
         while self.in_flight.len() >= self.cfg.parallel.max(1) {
             self.one_done().await?;
         }
         let (http, url, cfg) = (self.api.http().clone(), self.url.clone(), self.cfg.clone());
-        let len = data.len() as u64;
         self.in_flight.push(AbortOnDrop(tokio::spawn(async move {
-            (
-                post_piece(http, url, start, Bytes::from(data), cfg).await,
-                len,
-            )
+            let r = post_piece(http, url, piece.start, Bytes::from(data), cfg).await;
+            (r, piece, macs)
         })));
         Ok(())
     }
@@ -196,10 +270,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
     progress: Option<Progress>,
 ) -> Result<Uploaded, TransferError> {
     let mut sender = Sender::new(api, size, cfg, progress).await?;
-    let mut key = FileKey::random();
-    while key.is_zero_key() {
-        key = FileKey::random();
-    }
+    let mut key = fresh_key();
     let c = cipher(&key.aes);
     let mut sampler = Sampler::new(size);
     let mut macs: BTreeMap<usize, [u8; 16]> = BTreeMap::new();
@@ -223,7 +294,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         for (i, m) in macs_of_piece.into_iter().enumerate() {
             macs.insert(first + i, m);
         }
-        sender.send(start, data).await?;
+        sender.send(piece, data, Vec::new()).await?;
     }
     // The reader must not hold more than it promised.
     let mut probe = [0u8; 1];
@@ -264,7 +335,178 @@ pub async fn send_staged(
         let data = tokio::task::spawn_blocking(move || s.ciphertext(piece.start, piece.len))
             .await
             .map_err(join_error)??;
-        sender.send(piece.start, data).await?;
+        sender.send(piece, data, Vec::new()).await?;
     }
     sender.finish().await
+}
+
+/// A fresh key for an upload (never the all-zero AES key, which MEGA refuses).
+fn fresh_key() -> FileKey {
+    let mut key = FileKey::random();
+    while key.is_zero_key() {
+        key = FileKey::random();
+    }
+    key
+}
+
+/// Reads `len` bytes at `start` of `file` on a blocking thread.
+async fn read_piece(
+    file: &Arc<std::fs::File>,
+    start: u64,
+    len: u64,
+    size: u64,
+) -> Result<Vec<u8>, TransferError> {
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut data = vec![0u8; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut data, start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                TransferError::ShortRead {
+                    got: start,
+                    expected: size,
+                }
+            } else {
+                TransferError::Io(e)
+            }
+        })?;
+        Ok(data)
+    })
+    .await
+    .map_err(join_error)?
+}
+
+/// Checks, before anything is sent, that the local file still holds what the earlier run
+/// sent: each acknowledged chunk's MAC, recomputed from the file, equals the recorded one.
+async fn check_acknowledged(
+    file: &Arc<std::fs::File>,
+    size: u64,
+    resume: &Resume,
+    cfg: &TransferConfig,
+) -> Result<(), TransferError> {
+    let c = cipher(&resume.key.aes);
+    for piece in pieces(size, cfg.piece_size) {
+        let chunks: Vec<u64> = (piece.first..=piece.last())
+            .filter(|i| resume.acked.contains_key(i))
+            .collect();
+        if chunks.is_empty() {
+            continue;
+        }
+        let data = read_piece(file, piece.start, piece.len, size).await?;
+        let (c, nonce) = (c.clone(), resume.key.nonce);
+        let start = piece.start;
+        let now = tokio::task::spawn_blocking(move || mac::piece_macs(&c, &nonce, start, &data))
+            .await
+            .map_err(join_error)?;
+        for i in chunks {
+            if now.get((i - piece.first) as usize) != resume.acked.get(&i) {
+                return Err(TransferError::ResumeRefused(format!(
+                    "the file changed at byte {} since the interrupted upload",
+                    mac::chunk_start(i)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Uploads `size` bytes of a local file, fresh or resumed (see the module docs): `log` hears
+/// what a later run needs. A resumed upload sends only the pieces not acknowledged; a
+/// piece is skipped only if all its chunks were.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_file(
+    api: &ApiClient,
+    file: Arc<std::fs::File>,
+    size: u64,
+    mtime: i64,
+    cfg: &TransferConfig,
+    progress: Option<Progress>,
+    resume: Option<Resume>,
+    log: Option<&dyn UploadLog>,
+) -> Result<Uploaded, TransferError> {
+    let Some(resume) = resume.filter(|_| size > 0) else {
+        if size == 0 {
+            return upload(api, &mut tokio::io::empty(), 0, mtime, cfg, progress).await;
+        }
+        let key = fresh_key();
+        let url = upload_url(api, size, cfg.https).await?;
+        if let Some(log) = log {
+            log.started(&url, &key);
+        }
+        let sender = Sender::at(api, url, cfg, progress, log);
+        return send_file(sender, &file, size, mtime, key, BTreeMap::new(), None).await;
+    };
+    check_acknowledged(&file, size, &resume, cfg).await?;
+    let Resume {
+        url,
+        key,
+        acked,
+        token,
+        fingerprint,
+    } = resume;
+    if let Some(p) = &progress {
+        p(acked.keys().map(|&i| chunk_len(i, size)).sum());
+    }
+    let mut sender = Sender::at(api, url, cfg, progress, log);
+    if let Some(t) = token {
+        // The file is whole on the server already; only `p` is missing.
+        sender.token = Some(t);
+    }
+    send_file(sender, &file, size, mtime, key, acked, Some(fingerprint)).await
+}
+
+/// The length of chunk `i` of a file of `size` bytes.
+fn chunk_len(i: u64, size: u64) -> u64 {
+    mac::chunk_start(i + 1).min(size) - mac::chunk_start(i).min(size)
+}
+
+/// Reads, encrypts and sends the pieces of `file` not all of whose chunks are in `acked`;
+/// the key's meta-MAC from all chunk MACs. The fingerprint is sampled as the file passes
+/// unless it is given (a resumed upload does not read every piece).
+async fn send_file(
+    mut sender: Sender<'_>,
+    file: &Arc<std::fs::File>,
+    size: u64,
+    mtime: i64,
+    mut key: FileKey,
+    mut macs: BTreeMap<u64, [u8; 16]>,
+    fingerprint: Option<Fingerprint>,
+) -> Result<Uploaded, TransferError> {
+    let c = cipher(&key.aes);
+    // The fingerprint as given, or sampled from the pieces as they pass.
+    let mut fingerprint = fingerprint.ok_or_else(|| Sampler::new(size));
+    let done = sender.token.is_some();
+    for piece in pieces(size, sender.cfg.piece_size) {
+        if done || (piece.first..=piece.last()).all(|i| macs.contains_key(&i)) {
+            continue;
+        }
+        let mut data = read_piece(file, piece.start, piece.len, size).await?;
+        if let Err(sampler) = &mut fingerprint {
+            sampler.feed(piece.start, &data);
+        }
+        let (c2, nonce, start) = (c.clone(), key.nonce, piece.start);
+        let (data, piece_macs) = tokio::task::spawn_blocking(move || {
+            let m = mac::encrypt_piece(&c2, &nonce, start, &mut data);
+            (data, m)
+        })
+        .await
+        .map_err(join_error)?;
+        for (i, m) in piece_macs.iter().enumerate() {
+            macs.insert(piece.first + i as u64, *m);
+        }
+        sender.send(piece, data, piece_macs).await?;
+    }
+    let token = sender.finish().await?;
+    if macs.len() as u64 != mac::chunk_count(size) {
+        return Err(TransferError::ResumeRefused(
+            "the interrupted upload's record does not cover the file".into(),
+        ));
+    }
+    key.meta_mac = mac::condense(&c, macs.values());
+    let fingerprint = fingerprint.unwrap_or_else(|s| s.finish(mtime));
+    Ok(Uploaded {
+        token,
+        key,
+        fingerprint,
+        size,
+    })
 }

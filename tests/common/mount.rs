@@ -231,6 +231,7 @@ pub async fn fs_core_with(
         list_special: false,
         xattr: false,
         writeback: None,
+        quota_wait: mega_mount::fs::DEFAULT_QUOTA_WAIT,
     };
     edit(&mut cfg);
     let fs = mega_mount::fs::MegaFs::new(client.clone(), cfg).unwrap();

@@ -33,9 +33,13 @@ pub struct Limits {
     pub login_window: Duration,
     /// A session unused for this long ends (`-15`).
     pub session_idle: Duration,
-    /// Download and upload URLs stop working this long after they were issued (and when what
-    /// issued them — a session, a link — ends); unfinished upload slots are then removed.
+    /// Download URLs stop working this long after they were issued (and when what issued
+    /// them — a session, a link — ends).
     pub url_lifetime: Duration,
+    /// An unfinished upload URL keeps what it received (across restarts too) and takes more
+    /// for this long after its last activity, as MEGA's storage servers do for 48 hours;
+    /// then it answers `-8` and its data is removed.
+    pub upload_lifetime: Duration,
     /// Action packets kept per account. A client whose cursor points before the oldest one
     /// kept is told `-6` on `sc` ("too many pending updates") and must fetch the tree again,
     /// as the real service does for a client that was away too long.
@@ -43,6 +47,9 @@ pub struct Limits {
     /// Bytes a client address may download in six hours (MEGA's free transfer quota);
     /// 0: no limit.
     pub transfer_quota: u64,
+    /// Length of one of the quota's six buckets (MEGA's: an hour); shorter makes a test
+    /// wait less for the quota to come back.
+    pub transfer_bucket: Duration,
 }
 
 impl Default for Limits {
@@ -56,8 +63,10 @@ impl Default for Limits {
             login_window: Duration::from_secs(600),
             session_idle: Duration::from_secs(30 * 24 * 3600),
             url_lifetime: Duration::from_secs(12 * 3600),
+            upload_lifetime: Duration::from_secs(48 * 3600),
             event_log: 100_000,
             transfer_quota: 0,
+            transfer_bucket: Duration::from_secs(3600),
         }
     }
 }
@@ -274,7 +283,7 @@ pub(crate) fn sweep(state: &State) -> usize {
     }
     state
         .store
-        .remove_stale_uploads(lifetime)
+        .remove_stale_uploads(limits.upload_lifetime.as_secs() as i64)
         .unwrap_or_else(|e| {
             tracing::warn!("removing stale uploads: {e}");
             0

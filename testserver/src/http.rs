@@ -39,6 +39,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route("/__admin/faults", get(get_faults).post(set_faults))
         .route("/__admin/quota", post(set_quota))
+        .route("/__admin/uploads", get(get_uploads))
         .route("/__admin/block", post(set_blocked))
         .layer(DefaultBodyLimit::max(MAX_CS_BODY))
         .with_state(state)
@@ -327,6 +328,18 @@ async fn get_faults(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> 
         return unauthorized();
     }
     Json(state.faults.get()).into_response()
+}
+
+/// The upload URLs and the bytes each received (tests of resumed uploads).
+async fn get_uploads(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    let report = state.store.lock().upload_report();
+    match report {
+        Ok(r) => Json(r).into_response(),
+        Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR),
+    }
 }
 
 async fn set_faults(

@@ -279,6 +279,7 @@ impl TestServer {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(config: Config) -> Result<TestServer, ServerError> {
         let transfer_quota = config.limits.transfer_quota;
+        let transfer_bucket = config.limits.transfer_bucket.as_secs();
         let store = Store::open(&config.data_dir)?;
         let secret = store.secret()?;
         {
@@ -312,7 +313,7 @@ impl TestServer {
             events: tokio::sync::Notify::new(),
             upload_lock: tokio::sync::Mutex::new(()),
             stats: stats::Stats::default(),
-            meter: quota::TransferMeter::new(transfer_quota),
+            meter: quota::TransferMeter::new(transfer_quota, transfer_bucket),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = http::router(state.clone());
@@ -440,6 +441,11 @@ impl TestServer {
     /// Run-time fault control.
     pub fn faults(&self) -> &Faults {
         &self.state.faults
+    }
+
+    /// Every upload URL issued (and not swept yet), with the bytes it received.
+    pub fn uploads(&self) -> Result<Vec<store::UploadReport>, ServerError> {
+        Ok(self.state.store.lock().upload_report()?)
     }
 
     pub fn store(&self) -> &Store {

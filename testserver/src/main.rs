@@ -3,7 +3,7 @@
 //! ```text
 //! mega-testserver --data DIR [--listen 127.0.0.1:PORT] [--fault NAME=N]... [--wait-timeout SECS]
 //!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
-//!                 [--transfer-quota BYTES]
+//!                 [--upload-lifetime SECS] [--transfer-quota BYTES] [--transfer-bucket SECS]
 //!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
 //! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
 //!                 [--blocked CODE]
@@ -19,7 +19,7 @@ use mega_testserver::{add_user, faults, Config, Limits, Store, TestServer, UserO
 const USAGE: &str = "usage:
   mega-testserver --data DIR [--listen ADDR:PORT] [--fault NAME=N]... [--wait-timeout SECS]
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
-                  [--transfer-quota BYTES]
+                  [--upload-lifetime SECS] [--transfer-quota BYTES] [--transfer-bucket SECS]
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
   mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
@@ -239,6 +239,12 @@ fn serve(args: &[String]) -> Result<(), String> {
             }
             "--transfer-quota" => {
                 limits.transfer_quota = number(args, &mut i, "--transfer-quota", "bytes")?
+            }
+            "--transfer-bucket" => {
+                limits.transfer_bucket = secs(number(args, &mut i, "--transfer-bucket", "seconds")?)
+            }
+            "--upload-lifetime" => {
+                limits.upload_lifetime = secs(number(args, &mut i, "--upload-lifetime", "seconds")?)
             }
             "--url-lifetime" => {
                 limits.url_lifetime = secs(number(args, &mut i, "--url-lifetime", "seconds")?)

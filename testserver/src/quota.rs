@@ -9,23 +9,25 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// Hours in the window, and seconds in a bucket.
+/// Buckets in the window. Each is an hour at MEGA (`--transfer-bucket` may shorten it).
 const BUCKETS: u64 = 6;
-const HOUR: u64 = 3600;
 
 /// Bytes served per client address, by hour.
 #[derive(Default)]
 pub(crate) struct TransferMeter {
     /// 0: no quota.
     quota: u64,
+    /// Seconds per bucket (an hour).
+    bucket: u64,
     /// address → (hour number, bytes) for the hours in the window, oldest first.
     used: Mutex<HashMap<IpAddr, Vec<(u64, u64)>>>,
 }
 
 impl TransferMeter {
-    pub(crate) fn new(quota: u64) -> Self {
+    pub(crate) fn new(quota: u64, bucket: u64) -> Self {
         TransferMeter {
             quota,
+            bucket: bucket.max(1),
             used: Mutex::default(),
         }
     }
@@ -40,7 +42,7 @@ impl TransferMeter {
 
     /// The buckets of `ip` still in the window at `now` (Unix seconds).
     fn window(&self, ip: IpAddr, now: u64) -> Vec<(u64, u64)> {
-        let hour = now / HOUR;
+        let hour = now / self.bucket;
         let mut map = self.lock();
         let v = map.entry(ip).or_default();
         v.retain(|(h, _)| h + BUCKETS > hour);
@@ -61,10 +63,10 @@ impl TransferMeter {
         for (h, b) in &w {
             total -= b;
             if total < self.quota {
-                return Some(((h + BUCKETS) * HOUR).saturating_sub(now).max(1));
+                return Some(((h + BUCKETS) * self.bucket).saturating_sub(now).max(1));
             }
         }
-        Some(BUCKETS * HOUR)
+        Some(BUCKETS * self.bucket)
     }
 
     /// Counts `bytes` served to `ip`.
@@ -72,7 +74,7 @@ impl TransferMeter {
         if !self.enabled() || bytes == 0 {
             return;
         }
-        let hour = now / HOUR;
+        let hour = now / self.bucket;
         let mut map = self.lock();
         let v = map.entry(ip).or_default();
         match v.last_mut() {
@@ -84,7 +86,7 @@ impl TransferMeter {
     /// `uq`'s fields for `ip`: `tah` (six hourly buckets, oldest first), `bt` (seconds into
     /// the current bucket), `tar` (reserved: none).
     pub(crate) fn uq_fields(&self, ip: IpAddr, now: u64) -> serde_json::Value {
-        let hour = now / HOUR;
+        let hour = now / self.bucket;
         let w = self.window(ip, now);
         let tah: Vec<u64> = (0..BUCKETS)
             .map(|i| {
@@ -92,17 +94,18 @@ impl TransferMeter {
                 w.iter().find(|(x, _)| *x == h).map_or(0, |(_, b)| *b)
             })
             .collect();
-        serde_json::json!({"tah": tah, "bt": now % HOUR, "tar": 0})
+        serde_json::json!({"tah": tah, "bt": now % self.bucket, "tar": 0})
     }
 }
 
 #[cfg(test)]
 mod tests {
+    const HOUR: u64 = 3600;
     use super::*;
 
     #[test]
     fn a_sliding_six_hour_window_per_address() {
-        let m = TransferMeter::new(1000);
+        let m = TransferMeter::new(1000, HOUR);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = 100 * HOUR + 10;
         m.record(a, 600, t0);
@@ -119,6 +122,6 @@ mod tests {
             None,
             "the first hour left the window"
         );
-        assert_eq!(TransferMeter::new(0).over(a, t0), None, "off");
+        assert_eq!(TransferMeter::new(0, HOUR).over(a, t0), None, "off");
     }
 }

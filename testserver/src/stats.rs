@@ -56,6 +56,8 @@ pub struct Stats {
     commands: Mutex<HashMap<String, u64>>,
     /// Download requests (ranged or whole) since the start.
     download_requests: AtomicU64,
+    /// Ciphertext bytes streamed to downloads since the start.
+    download_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -73,6 +75,17 @@ impl Stats {
     /// Counts one download request.
     pub(crate) fn count_download(&self) {
         self.download_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts bytes streamed to a download.
+    pub(crate) fn count_download_bytes(&self, n: u64) {
+        self.download_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How many content bytes downloads were sent since the start (tests of resumed
+    /// downloads count what a second run fetched).
+    pub fn download_bytes(&self) -> u64 {
+        self.download_bytes.load(Ordering::Relaxed)
     }
 
     /// How many download requests (`/dl/...`, ranged or whole) arrived since the start.

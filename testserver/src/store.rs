@@ -127,6 +127,20 @@ pub struct Upload {
     pub issuer: String,
 }
 
+/// One upload URL as the admin report shows it (tests count the bytes a resumed upload
+/// sends).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UploadReport {
+    pub id: String,
+    pub user: String,
+    pub size: i64,
+    /// Body bytes POSTed to it, duplicates included.
+    pub received: i64,
+    /// Distinct bytes stored (before completion).
+    pub stored: i64,
+    pub complete: bool,
+}
+
 /// A download slot: the blob, its size, when it was issued and to whom (a session hash, or
 /// `link:<ph>` for a public handle, `folder:<ph>` for a folder link).
 #[derive(Debug, Clone)]
@@ -174,7 +188,8 @@ CREATE TABLE IF NOT EXISTS links (ph TEXT PRIMARY KEY, node TEXT UNIQUE NOT NULL
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, user TEXT NOT NULL, size INTEGER NOT NULL, version INTEGER NOT NULL,
   ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0,
-  created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
+  created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '',
+  received INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS downloads (
   id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL,
   created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
@@ -229,6 +244,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("users", "blocked", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "issuer", "TEXT NOT NULL DEFAULT ''"),
+    ("uploads", "received", "INTEGER NOT NULL DEFAULT 0"),
     ("downloads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("downloads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("nodes", "creator", "TEXT NOT NULL DEFAULT ''"),
@@ -1040,6 +1056,37 @@ pub trait Queries {
             [user],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?)
+    }
+
+    /// Counts `n` more bytes received for an upload URL (duplicates included); its last
+    /// activity (`created`, from which its lifetime runs) is now.
+    fn add_received(&self, id: &str, n: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE uploads SET received = received + ?1, created = ?2 WHERE id = ?3",
+            params![n, now(), id],
+        )?;
+        Ok(())
+    }
+
+    /// Every upload URL issued and not swept: what it was for and what it received.
+    fn upload_report(&self) -> Result<Vec<UploadReport>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, user, size, received, ranges, token IS NOT NULL FROM uploads ORDER BY created, id",
+        )?;
+        let rows = st.query_map([], |r| {
+            let ranges: String = r.get(4)?;
+            let ranges: Vec<(i64, i64)> = serde_json::from_str(&ranges).unwrap_or_default();
+            Ok(UploadReport {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                size: r.get(2)?,
+                received: r.get(3)?,
+                stored: ranges.iter().map(|(a, b)| b - a).sum(),
+                complete: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn set_upload_ranges(&self, id: &str, ranges: &[(i64, i64)]) -> Result<()> {

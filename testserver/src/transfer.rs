@@ -129,25 +129,30 @@ async fn serve_download(
     // The byte (of this response) whose bit is flipped, if any: the client's MAC check must
     // catch it.
     let flip = state.faults.corruption(len);
-    let stream = futures::stream::unfold((file, 0u64), move |(mut file, sent)| async move {
-        if sent >= len {
-            return None;
+    let counter = state.clone();
+    let stream = futures::stream::unfold((file, 0u64), move |(mut file, sent)| {
+        let counter = counter.clone();
+        async move {
+            if sent >= len {
+                return None;
+            }
+            let n = (len - sent).min(DL_PIECE as u64) as usize;
+            let mut buf = vec![0u8; n];
+            if let Err(e) = file.read_exact(&mut buf).await {
+                return Some((Err(e), (file, len)));
+            }
+            if let Some(at) = flip.filter(|at| (sent..sent + n as u64).contains(at)) {
+                buf[(at - sent) as usize] ^= 0x01;
+            }
+            if bandwidth > 0 {
+                tokio::time::sleep(Duration::from_secs_f64(n as f64 / bandwidth as f64)).await;
+            }
+            counter.stats.count_download_bytes(n as u64);
+            Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
+                (file, sent + n as u64),
+            ))
         }
-        let n = (len - sent).min(DL_PIECE as u64) as usize;
-        let mut buf = vec![0u8; n];
-        if let Err(e) = file.read_exact(&mut buf).await {
-            return Some((Err(e), (file, len)));
-        }
-        if let Some(at) = flip.filter(|at| (sent..sent + n as u64).contains(at)) {
-            buf[(at - sent) as usize] ^= 0x01;
-        }
-        if bandwidth > 0 {
-            tokio::time::sleep(Duration::from_secs_f64(n as f64 / bandwidth as f64)).await;
-        }
-        Some((
-            Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
-            (file, sent + n as u64),
-        ))
     });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut()
@@ -179,9 +184,9 @@ fn download_valid(state: &State, d: &crate::store::Download) -> bool {
     ok.unwrap_or(false)
 }
 
-/// Whether an upload slot still takes data: within its lifetime, its session live.
+/// Whether an upload slot still takes data: active within its lifetime, its session live.
 fn upload_valid(state: &State, u: &Upload) -> bool {
-    let lifetime = state.config.limits.url_lifetime.as_secs() as i64;
+    let lifetime = state.config.limits.upload_lifetime.as_secs() as i64;
     crate::store::now() - u.created <= lifetime
         && state.store.lock().session_live(&u.issuer).unwrap_or(false)
 }
@@ -283,6 +288,7 @@ pub(crate) async fn upload(
         return error_body(-3);
     }
     drop(file);
+    let _ = state.store.lock().add_received(&id, written);
     if fault == Fault::Drop {
         // Throw the data away (the range is not recorded) and break the connection.
         return dropped_response(b"-3".to_vec(), 0);

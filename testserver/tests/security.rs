@@ -250,7 +250,7 @@ async fn the_data_directory_is_private_and_holds_no_session_id() {
 #[tokio::test]
 async fn uploads_are_held_to_the_quota() {
     let env = start(Limits {
-        url_lifetime: Duration::from_secs(1),
+        upload_lifetime: Duration::from_secs(1),
         max_open_uploads: 3,
         ..Default::default()
     })
