@@ -2103,3 +2103,32 @@ async fn a_download_waits_out_the_transfer_quota_and_resumes() {
         o.stderr
     );
 }
+
+/// Issue 21 §2: the test server keeps a partial upload across its own restart, as MEGA's
+/// storage servers keep one for 48 hours: the next `put` resumes on the same URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_upload_survives_a_server_restart() {
+    const SIZE: usize = 48 << 20;
+    let mut env = Env::start().await;
+    account(&env, "resume-restart@example.com").await;
+    let src = env.dir.path().join("resume-restart/f.bin");
+    let content = data(SIZE, 25);
+    write(&src, &content, 1_700_000_000);
+    {
+        let c = Cmd::new(&env, "resume-restart@example.com");
+        env.server.faults().update(|f| f.latency_ms = 100);
+        let mut child = c.command(&["put", &s(&src), "mega:/"]).spawn().unwrap();
+        kill_when(&mut child, "some was sent", || received(&env) >= (16 << 20)).await;
+    }
+    env.server.restart().await.unwrap();
+    let at_restart = received(&env);
+    assert!(at_restart >= 16 << 20, "kept across the restart");
+    let c = Cmd::new(&env, "resume-restart@example.com");
+    c.ok(&["put", &s(&src), "mega:/"]).await;
+    let ups = env.server.uploads().unwrap();
+    assert_eq!(ups.len(), 1, "the same URL after the restart: {ups:?}");
+    assert!(ups[0].received - at_restart <= SIZE as i64 - at_restart + (16 << 20));
+    let dst = env.dir.path().join("resume-restart/back.bin");
+    c.ok(&["get", "mega:/f.bin", &s(&dst)]).await;
+    assert!(std::fs::read(&dst).unwrap() == content);
+}

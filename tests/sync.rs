@@ -52,6 +52,7 @@ impl Pair {
             settle: Duration::ZERO,
             state_dir: self.state.clone(),
             parallel: 4,
+            wait_for_quota: true,
         }
     }
 
@@ -1105,4 +1106,64 @@ async fn a_watched_backup_follows_changes_and_ends_when_removed() {
         .expect("the watch ends after the removal")
         .unwrap();
     assert!(ended.is_ok(), "{ended:?}");
+}
+
+/// Issue 21 §1: over MEGA's transfer quota a two-way sync holds its downloads back until the
+/// quota comes back, uploads meanwhile, and finishes; told not to wait, it uploads and
+/// reports the downloads as failed with the quota error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_transfer_quota_downloads_wait_and_uploads_go_on() {
+    let env = Env::start_with(|cfg| {
+        cfg.limits.transfer_quota = 3 << 20;
+        cfg.limits.transfer_bucket = Duration::from_secs(1);
+    })
+    .await;
+    let p = Pair::new(&env, "syncquota@example.com").await;
+    // Downloads resume where the quota stopped them (as megacmd's client does): without it,
+    // a file larger than what a window allows would start over every time.
+    p.client
+        .keep_transfer_state(&env.dir.path().join("transfers-1"))
+        .unwrap();
+    p.put_remote("one.bin", &data(4 << 20, 1)).await;
+    p.put_remote("two.bin", &data(4 << 20, 2)).await;
+    p.write("up.bin", &data(1 << 20, 3));
+    let t = std::time::Instant::now();
+    let (r, _) = p
+        .run_with(SyncOptions {
+            parallel: 1,
+            ..p.opts()
+        })
+        .await
+        .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!((r.downloaded, r.uploaded), (2, 1), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_secs(1), "it waited");
+    assert!(p.read("one.bin").unwrap() == data(4 << 20, 1));
+    assert!(p.read("two.bin").unwrap() == data(4 << 20, 2));
+    // (Not downloaded to check: that would meet the quota too.)
+    let up = p.remote_handle("up.bin").await;
+    assert_eq!(p.other.node(&up).unwrap().size, 1 << 20);
+
+    // Not waiting: the upload goes, the download fails with the quota.
+    let q = Pair::new(&env, "syncquota2@example.com").await;
+    q.client
+        .keep_transfer_state(&env.dir.path().join("transfers-2"))
+        .unwrap();
+    q.put_remote("three.bin", &data(4 << 20, 4)).await;
+    q.put_remote("four.bin", &data(4 << 20, 5)).await;
+    q.write("up2.bin", &data(1 << 20, 6));
+    let (r, _) = q
+        .run_with(SyncOptions {
+            parallel: 1,
+            wait_for_quota: false,
+            ..q.opts()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.uploaded, 1, "{r:?}");
+    assert!(
+        r.errors.iter().any(|e| e.contains("transfer quota")),
+        "{:?}",
+        r.errors
+    );
 }

@@ -49,10 +49,9 @@ pub(super) struct Transfers {
     started: Instant,
     verbose: u8,
     json: bool,
-    no_wait: bool,
-    /// Until when the transfer quota is known to be used up (so that it is reported once
-    /// per window, however many downloads meet it).
-    quota_until: std::sync::Mutex<Option<Instant>>,
+    /// The transfer quota as these transfers met it (reported once per window, however
+    /// many downloads meet it).
+    quota: crate::jobs::QuotaPause,
 }
 
 impl Transfers {
@@ -76,8 +75,7 @@ impl Transfers {
             started: Instant::now(),
             verbose: ctx.cli.verbose,
             json: ctx.cli.json,
-            no_wait: ctx.cli.no_wait,
-            quota_until: std::sync::Mutex::new(None),
+            quota: crate::jobs::QuotaPause::new(!ctx.cli.no_wait),
         })
     }
 
@@ -103,7 +101,7 @@ impl Transfers {
                 me.bytes.fetch_add(n, Ordering::Relaxed);
             });
             match run(progress).await {
-                Err(crate::error::Error::TransferQuota { wait }) if !self.no_wait => {
+                Err(crate::error::Error::TransferQuota { wait }) if self.quota.wait => {
                     let n = mine.load(Ordering::Relaxed);
                     self.bytes.fetch_sub(n, Ordering::Relaxed);
                     self.bar.set_position(self.bar.position().saturating_sub(n));
@@ -115,17 +113,7 @@ impl Transfers {
     }
 
     async fn wait_for_quota(&self, wait: u64) {
-        let now = Instant::now();
-        let until = now + std::time::Duration::from_secs(wait.max(1));
-        let fresh = {
-            let mut q = self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = q.is_none_or(|u| u <= now);
-            if fresh || q.is_some_and(|u| u < until) {
-                *q = Some(until);
-            }
-            fresh
-        };
-        if fresh {
+        if self.quota.met(wait, true) {
             let at = crate::local::time::now() + wait as i64;
             if self.json {
                 println!(
@@ -142,16 +130,13 @@ impl Transfers {
             }
         }
         // The countdown: never below zero, and the wait ends when it says so.
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
+        while let Some(until) = self.quota.until() {
             self.bar.set_message(format!(
                 "transfer quota: resuming in {}",
-                duration(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                duration(self.quota.left())
             ));
-            tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
+            let step = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(step.min(std::time::Duration::from_secs(1))).await;
         }
         self.bar.set_message("");
     }

@@ -112,6 +112,7 @@ fn execution(ctx: &Ctx, t: &Arc<Transfers>, verb: &'static str) -> Execution {
         sync_debris: false,
         progress: Some(t.progress()),
         copied: Arc::new(move |from: &str, to: &str| t2.done(|| format!("{verb} {from} -> {to}"))),
+        quota: Arc::new(crate::jobs::QuotaPause::new(!ctx.cli.no_wait)),
     }
 }
 
@@ -332,6 +333,7 @@ pub(super) async fn two_way(ctx: &Ctx, args: TwoWay<'_>) -> Result<(), CliError>
         settle: Duration::from_secs(args.settle),
         state_dir: ctx.cfg.state_dir.clone(),
         parallel: ctx.parallel(),
+        wait_for_quota: !ctx.cli.no_wait,
     };
     let mut syncer =
         Syncer::open(Arc::clone(&client), &local, remote_h, opts).map_err(sync_error)?;

@@ -612,6 +612,7 @@ impl Client {
         };
         let mtime = crate::local::files::mtime_of(&meta);
         let size = meta.len();
+        let meta_before = meta.clone();
         let file = Arc::new(file);
         // The journal (and what an interrupted run left) is read on a blocking thread: it
         // samples the file for its fingerprint.
@@ -658,7 +659,7 @@ impl Client {
                 }
                 upload::upload_file(
                     &self.api,
-                    file,
+                    file.clone(),
                     size,
                     mtime,
                     cfg,
@@ -671,6 +672,15 @@ impl Client {
             r => r,
         }
         .map_err(|e| Error::from(e).about(path.display().to_string()))?;
+        // What was sent must be one state of the file: written meanwhile, it is not created
+        // (the next run starts over under a fresh key: its identity changed).
+        let now = file.metadata().map_err(|e| Error::local(path, e))?;
+        if !same_file_state(&meta_before, &now) {
+            return Err(Error::local(
+                path,
+                std::io::Error::other("the file changed while it was uploaded; try again"),
+            ));
+        }
         let node = self.create_file(target, up).await?;
         if let Some(j) = journal {
             j.finish();
@@ -888,5 +898,24 @@ fn resume_failed(e: &crate::transfer::TransferError) -> bool {
         T::ResumeRefused(_)
             | T::Server(ErrorCode::Expired | ErrorCode::NotFound | ErrorCode::Failed)
             | T::Api(ApiError::Http(403 | 404 | 410))
+    )
+}
+
+/// Whether two looks at a file saw the same content state (size, mtime and ctime to the
+/// nanosecond: any write changes the ctime).
+fn same_file_state(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (
+        a.len(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.len(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
     )
 }

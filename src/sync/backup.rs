@@ -268,6 +268,8 @@ impl Backup {
             parallel: self.parallel,
             permanent: false,
             sync_debris: true,
+            // A backup never downloads.
+            quota: Arc::new(crate::jobs::QuotaPause::new(false)),
             progress: Some({
                 let sent = sent.clone();
                 Arc::new(move |n: u64| {

@@ -16,7 +16,7 @@ use crate::tree::NodeHandle;
 
 use super::ignore::{Exclusions, IgnoreError};
 use super::plan::{self, Action, Local, Remote};
-use super::registry::{Desired, Registered, BEAT_CHANGE};
+use super::registry::{Desired, Registered, BEAT_CHANGE, BEAT_EVERY};
 use super::shadow::{ShadowDb, ShadowError};
 use super::wake::{backoff, Wakeups};
 use crate::client::backups::{self, beat, BackupKind, Registration};
@@ -37,6 +37,9 @@ pub struct SyncOptions {
     pub state_dir: PathBuf,
     /// Transfers run at once.
     pub parallel: usize,
+    /// Over MEGA's transfer quota, downloads wait for it to come back while the rest goes on
+    /// (else they fail with the quota error once the rest is done).
+    pub wait_for_quota: bool,
 }
 
 /// What a run did.
@@ -104,6 +107,11 @@ impl Report {
 }
 
 /// Transfers run in parallel with each other.
+/// Whether an action downloads (and so waits for MEGA's transfer quota).
+fn downloads(a: &Action) -> bool {
+    matches!(a, Action::Download { .. } | Action::Conflict { .. })
+}
+
 fn is_transfer(a: &Action) -> bool {
     matches!(
         a,
@@ -278,18 +286,54 @@ impl Syncer {
                 let mut tick = tokio::time::interval(BEAT_CHANGE);
                 tick.tick().await;
                 let mut pending = futures::stream::FuturesUnordered::new();
-                let mut queue = batch.iter();
+                let mut queue: std::collections::VecDeque<&Action> = batch.iter().collect();
+                // Downloads held back by MEGA's transfer quota, while uploads go on.
+                let mut held: Vec<&Action> = Vec::new();
+                let quota = crate::jobs::QuotaPause::new(self.opts.wait_for_quota);
                 loop {
                     while pending.len() < self.opts.parallel.max(1) {
-                        match queue.next() {
-                            Some(a) => pending.push(self.execute_tagged(a, &l, &r)),
-                            None => break,
+                        let Some(a) = queue.pop_front() else { break };
+                        if downloads(a) && quota.until().is_some() {
+                            held.push(a);
+                        } else {
+                            pending.push(self.execute_tagged(a, &l, &r));
                         }
+                    }
+                    if pending.is_empty() {
+                        if held.is_empty() {
+                            break;
+                        }
+                        // Only downloads waiting for the quota are left.
+                        if quota.wait || quota.until().is_none() {
+                            // Beating while it waits: the Backup Centre sees a live sync.
+                            while let Some(until) = quota.until() {
+                                if let Some(reg) = reg.as_mut() {
+                                    let left = held.len() as u32;
+                                    reg.beat(&self.client, beat::SYNCING, 0, left).await;
+                                }
+                                let step = until.min(std::time::Instant::now() + BEAT_EVERY);
+                                tokio::time::sleep_until(step.into()).await;
+                            }
+                            queue.extend(held.drain(..));
+                            continue;
+                        }
+                        let wait = quota.left();
+                        for a in held.drain(..) {
+                            let e = SyncError::Client(Error::TransferQuota { wait });
+                            results.push((a, Err(e)));
+                        }
+                        break;
                     }
                     tokio::select! {
                         done = pending.next() => match done {
+                            Some((a, Err(SyncError::Client(Error::TransferQuota { wait }))))
+                                if downloads(a) =>
+                            {
+                                quota.met(wait, false);
+                                held.push(a);
+                            }
                             Some(done) => results.push(done),
-                            None => break,
+                            None => {}
                         },
                         _ = tick.tick(), if reg.is_some() => {
                             if let Some(reg) = reg.as_mut() {

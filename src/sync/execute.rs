@@ -135,7 +135,6 @@ impl Syncer {
         if scanned.is_some_and(|l| (l.size, l.mtime) != (size, mtime)) {
             return Err(changed_meanwhile(&p));
         }
-        let mut f = tokio::fs::File::open(&p).await.map_err(|e| io_err(&p, e))?;
         let old = replaces.map(|h| NodeHandle(h.to_string()));
         let name = self.client.view(|t| t.remote_name(&parent, name));
         let target = Target {
@@ -143,10 +142,8 @@ impl Syncer {
             name: &name,
             replaces: old.as_ref().map(|h| (h, OldVersions::Keep)),
         };
-        let node = self
-            .client
-            .upload_to(target, &mut f, size, mtime, None)
-            .await?;
+        // From the path: an upload an interrupted run began resumes (see `client::resume`).
+        let node = self.client.upload_path_to(target, &p, None).await?;
         Ok(file_shadow(rel, &node, (size, mtime, inode)))
     }
 

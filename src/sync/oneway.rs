@@ -229,6 +229,9 @@ pub struct Execution {
     pub progress: Option<Progress>,
     /// Called with `(from, to)` after each file transferred.
     pub copied: Copied,
+    /// Downloads that meet MEGA's transfer quota wait for it here (or fail, if it says not
+    /// to wait); uploads go on.
+    pub quota: Arc<crate::jobs::QuotaPause>,
 }
 
 /// What carrying out a plan did.
@@ -282,8 +285,8 @@ pub async fn download_tree(
     out.failed = crate::jobs::run(how.parallel, jobs, |(h, dst): (NodeHandle, PathBuf)| {
         let (client, how) = (client.clone(), how.clone());
         async move {
-            client
-                .download_to_path(&h, &dst, "megacmd", how.progress.clone())
+            how.quota
+                .run(|| client.download_to_path(&h, &dst, "megacmd", how.progress.clone()))
                 .await?;
             (how.copied)(&client.path_of(&h), &dst.display().to_string());
             Ok(())
