@@ -1051,3 +1051,75 @@ async fn over_the_transfer_quota_reads_wait_within_a_bound_then_fail_with_edquot
     // The first mount's cache still serves what it read.
     assert!(read_all(&fs, b).await.unwrap() == data(2 << 20, 2));
 }
+
+/// Issue 21 §2: the mount dies while a commit uploads; the next start carries that upload on
+/// (the same ciphertext to the same URL, only what the server did not acknowledge) instead
+/// of sending the whole file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_carries_on_an_upload_the_crash_interrupted() {
+    use mega_mount::fs::{Recovered, ROOT_INO};
+    const SIZE: usize = 48 << 20;
+    let env = Env::start().await;
+    let other = env.account("carry@example.com").await;
+    let cache = env.dir.path().join("carry-cache");
+    let (fs, _client) =
+        fs_core_with(&env, "carry@example.com", |c| c.cache_dir = cache.clone()).await;
+    let body = data(SIZE, 9);
+    let (_, fh) = fs.create(ROOT_INO, "big.bin").await.unwrap();
+    for (i, piece) in body.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i << 20) as u64, piece).await.unwrap();
+    }
+    env.server.faults().update(|f| f.latency_ms = 100);
+    let committing = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.release(fh).await })
+    };
+    let received = || -> i64 {
+        env.server
+            .uploads()
+            .unwrap()
+            .iter()
+            .map(|u| u.received)
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while received() < 16 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The daemon dies here.
+    committing.abort();
+    let _ = committing.await;
+    drop(fs);
+    env.server.faults().update(|f| f.latency_ms = 0);
+    let at_crash = received();
+    assert!(at_crash < SIZE as i64);
+
+    let (fs, _client) =
+        fs_core_with(&env, "carry@example.com", |c| c.cache_dir = cache.clone()).await;
+    let recovered = fs.recover_unsaved().await;
+    assert!(
+        matches!(recovered.as_slice(), [Recovered::Saved { origin, .. }] if origin == "/big.bin"),
+        "{recovered:?}"
+    );
+    let ups = env.server.uploads().unwrap();
+    let sized: Vec<_> = ups.iter().filter(|u| u.size == SIZE as i64).collect();
+    assert_eq!(sized.len(), 1, "one upload URL for it, carried on: {ups:?}");
+    let after = sized[0].received - at_crash;
+    eprintln!("mount recovery: {at_crash} bytes before the crash, {after} after, of {SIZE}");
+    assert!(after <= SIZE as i64 - at_crash + (16 << 20), "{after}");
+    assert_eq!(staging_files(&fs), 0, "recovered and removed");
+    other.fetch().await.unwrap();
+    let root = other.root().unwrap().handle;
+    let saved = other
+        .children(&root)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name.starts_with("big (unsaved "))
+        .expect("the recovered copy");
+    assert!(other.download_to_vec(&saved.handle).await.unwrap() == body);
+    assert_eq!(env.assert_fresh_keystreams().checked, 1);
+}

@@ -332,6 +332,31 @@ impl Client {
         mtime: i64,
         progress: Option<Progress>,
     ) -> Result<Node> {
+        self.send_staged_to(target, staged, mtime, progress, None)
+            .await
+    }
+
+    /// Finishes the upload of a staging file an earlier run began (see
+    /// [`upload::resume_staged`]) and creates its node at `target`.
+    pub async fn resume_staged(
+        &self,
+        target: Target<'_>,
+        staged: &Arc<StagedFile>,
+        mtime: i64,
+        record: &crate::transfer::staged::UploadRecord,
+    ) -> Result<Node> {
+        self.send_staged_to(target, staged, mtime, None, Some(record))
+            .await
+    }
+
+    async fn send_staged_to(
+        &self,
+        target: Target<'_>,
+        staged: &Arc<StagedFile>,
+        mtime: i64,
+        progress: Option<Progress>,
+        resume: Option<&crate::transfer::staged::UploadRecord>,
+    ) -> Result<Node> {
         self.check_target(&target)?;
         let size = staged.len().map_err(|e| Error::local(staged.path(), e))?;
         // The ciphertext is sent while the MACs and the fingerprint are computed from the
@@ -347,9 +372,16 @@ impl Client {
                 .map_err(|e| Error::local(staged.path(), e))
         };
         let send = async {
-            upload::send_staged(&self.api, staged, size, &self.transfer, progress)
-                .await
-                .map_err(Error::from)
+            match resume {
+                None => {
+                    upload::send_staged(&self.api, staged, size, &self.transfer, progress).await
+                }
+                Some(r) => {
+                    upload::resume_staged(&self.api, staged, size, &self.transfer, progress, r)
+                        .await
+                }
+            }
+            .map_err(Error::from)
         };
         let (sealed, token) = tokio::try_join!(seal, send)?;
         if sealed.size != size {

@@ -219,9 +219,11 @@ impl UploadLog for UploadJournal {
         self.journal.reset(&header);
     }
 
-    fn acknowledged(&self, first: u64, macs: &[[u8; 16]]) {
-        self.journal
-            .append(&json!({"c": first, "m": b64::encode(&macs.concat())}));
+    fn acknowledged(&self, piece: crate::transfer::Piece, macs: &[[u8; 16]]) {
+        if !macs.is_empty() {
+            self.journal
+                .append(&json!({"c": piece.first, "m": b64::encode(&macs.concat())}));
+        }
     }
 
     fn completed(&self, token: &[u8]) {

@@ -830,6 +830,25 @@ impl MegaFs {
     ) -> Result<crate::tree::Node> {
         Ok(match staged {
             Some(s) => {
+                // An upload of this very file the earlier run began (and did not finish) is
+                // carried on: the same ciphertext to the same URL, only what the server did
+                // not acknowledge. Anything else is sent afresh under a new key.
+                let record = StagedFile::upload_record(s.path()).filter(|r| {
+                    !r.complete
+                        && crate::local::time::now() - r.at
+                            < crate::client::resume::URL_LIFETIME_SECS
+                        && s.len().ok() == Some(r.size)
+                });
+                let s = Arc::new(s);
+                if let Some(r) = record {
+                    match self.client.resume_staged(target, &s, mtime, &r).await {
+                        Ok(node) => return Ok(node),
+                        Err(e) => tracing::info!(
+                            "{}: the interrupted upload cannot be carried on ({e}); sending it afresh",
+                            s.path().display()
+                        ),
+                    }
+                }
                 let fresh = Arc::new(s.rekey(&self.client.session().master_key)?);
                 *now_at = fresh.path().to_path_buf();
                 self.client

@@ -61,6 +61,53 @@ fn unsaved_marker(staging: &Path) -> PathBuf {
     staging.with_extension("unsaved")
 }
 
+/// Beside a spent staging file while its upload runs (`<staging>.upload`): the URL, then a
+/// line per acknowledged piece — what the next run needs to finish that upload.
+fn upload_record(staging: &Path) -> PathBuf {
+    staging.with_extension("upload")
+}
+
+/// The upload of a spent staging file as an earlier run left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub url: String,
+    /// Unix seconds when it began.
+    pub at: i64,
+    /// The size it was for.
+    pub size: u64,
+    /// Chunks the server acknowledged.
+    pub acked: std::collections::BTreeSet<u64>,
+    /// The server answered the completion token: the file may already be a node, so it is
+    /// not carried on (only re-keyed and sent afresh).
+    pub complete: bool,
+}
+
+/// Appends to a staging file's upload record as the upload goes.
+pub struct UploadLogFile(Mutex<std::fs::File>);
+
+impl super::upload::UploadLog for UploadLogFile {
+    fn started(&self, _url: &str, _key: &FileKey) {}
+
+    fn acknowledged(&self, piece: super::Piece, _macs: &[[u8; 16]]) {
+        self.line(&json!({"c": piece.first, "n": piece.chunks}));
+    }
+
+    fn completed(&self, _token: &[u8]) {
+        self.line(&json!({"t": true}));
+    }
+}
+
+impl UploadLogFile {
+    fn line(&self, v: &Value) {
+        use std::io::Write;
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // One write per line: a crash tears only the last one, which is then ignored.
+        if let Err(e) = f.write_all(format!("{v}\n").as_bytes()) {
+            tracing::warn!("cannot record an upload's progress: {e}");
+        }
+    }
+}
+
 fn io_other(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::other(msg.into())
 }
@@ -339,6 +386,57 @@ impl StagedFile {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Starts the record of this (spent) file's upload to `url` (see [`UploadRecord`]).
+    pub fn record_upload(&self, url: &str) -> std::io::Result<UploadLogFile> {
+        use std::io::Write;
+        let path = upload_record(&self.path);
+        let _ = std::fs::remove_file(&path);
+        let mut f = create_private(&path)?;
+        let head = json!({"url": url, "at": crate::local::time::now(), "size": self.len()?});
+        f.write_all(format!("{head}\n").as_bytes())?;
+        Ok(UploadLogFile(Mutex::new(f)))
+    }
+
+    /// Appends to the record an earlier run began (a resumed upload).
+    pub fn continue_record(&self) -> std::io::Result<UploadLogFile> {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(upload_record(&self.path))?;
+        Ok(UploadLogFile(Mutex::new(f)))
+    }
+
+    /// The record of the upload an earlier run began with the staging file at `path`, if
+    /// it left one that reads.
+    pub fn upload_record(path: &Path) -> Option<UploadRecord> {
+        let text = std::fs::read_to_string(upload_record(path)).ok()?;
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        // The last line is torn unless the text ends with a newline.
+        lines.pop();
+        let mut it = lines.into_iter();
+        let head: Value = serde_json::from_str(it.next()?).ok()?;
+        let mut r = UploadRecord {
+            url: head["url"].as_str()?.to_string(),
+            at: head["at"].as_i64()?,
+            size: head["size"].as_u64()?,
+            acked: Default::default(),
+            complete: false,
+        };
+        let chunks = mac::chunk_count(r.size);
+        for l in it {
+            let v: Value = serde_json::from_str(l).ok()?;
+            if v["t"].as_bool() == Some(true) {
+                r.complete = true;
+                continue;
+            }
+            let (c, n) = (v["c"].as_u64()?, v["n"].as_u64()?);
+            if c.checked_add(n)? > chunks {
+                return None;
+            }
+            r.acked.extend(c..c + n);
+        }
+        Some(r)
+    }
+
     /// Whether a staging file an earlier run left holds writes that were never committed
     /// (plaintext staging files of older versions always count as such).
     pub fn is_unsaved(path: &Path) -> bool {
@@ -359,6 +457,7 @@ impl StagedFile {
         let _ = std::fs::remove_file(path);
         let _ = std::fs::remove_file(key_file(path));
         let _ = std::fs::remove_file(unsaved_marker(path));
+        let _ = std::fs::remove_file(upload_record(path));
         // Notes of older versions (plaintext paths).
         let _ = std::fs::remove_file(path.with_extension("path"));
     }

@@ -14,7 +14,7 @@
 //! is refused ([`TransferError::ResumeRefused`]) and must start over under a fresh key, so a
 //! keystream never covers two different plaintexts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -125,8 +125,9 @@ pub async fn upload_url(api: &ApiClient, size: u64, https: bool) -> Result<Strin
 pub trait UploadLog: Send + Sync {
     /// The upload URL and key, before the first byte of ciphertext is sent under them.
     fn started(&self, url: &str, key: &FileKey);
-    /// The server acknowledged the chunks from `first` on, whose plaintext MACs are `macs`.
-    fn acknowledged(&self, first: u64, macs: &[[u8; 16]]);
+    /// The server acknowledged `piece`, whose chunks' plaintext MACs are `macs` (empty when
+    /// the sender does not know them: a staged file's are computed apart).
+    fn acknowledged(&self, piece: Piece, macs: &[[u8; 16]]);
     /// The completion token (the file is whole on the server; `p` may still be missing).
     fn completed(&self, token: &[u8]);
 }
@@ -215,8 +216,8 @@ impl<'a> Sender<'a> {
         if let Some(r) = self.in_flight.next().await {
             let (r, piece, macs) = r.map_err(join_error)?;
             let reply = r?;
-            if let Some(log) = self.log.filter(|_| !macs.is_empty()) {
-                log.acknowledged(piece.first, &macs);
+            if let Some(log) = self.log.filter(|_| piece.chunks > 0) {
+                log.acknowledged(piece, &macs);
             }
             if let PostReply::Token(t) = reply {
                 if let Some(log) = self.log {
@@ -318,6 +319,10 @@ pub async fn upload<R: AsyncRead + Unpin>(
 /// condensed MAC and the fingerprint come from [`StagedFile::seal`], which needs none of this
 /// and can run at the same time. The staged file's key is claimed first: a file whose key an
 /// earlier upload used is refused (it must be re-keyed), so no two uploads share a keystream.
+///
+/// The upload is recorded beside the staging file as it goes (see
+/// [`StagedFile::record_upload`]): a run that dies in the middle leaves what the next one
+/// needs to finish it ([`resume_staged`]).
 pub async fn send_staged(
     api: &ApiClient,
     staged: &Arc<StagedFile>,
@@ -325,12 +330,74 @@ pub async fn send_staged(
     cfg: &TransferConfig,
     progress: Option<Progress>,
 ) -> Result<String, TransferError> {
-    let mut sender = Sender::new(api, size, cfg, progress).await?;
+    if size == 0 {
+        let sender = Sender::new(api, size, cfg, progress).await?;
+        staged.spend()?;
+        return sender.finish().await;
+    }
+    let url = upload_url(api, size, cfg.https).await?;
     // Claimed once the upload URL is there (an account over quota is refused before that,
-    // and nothing was sent), before the first byte of ciphertext goes out. An empty file
-    // sends none.
+    // and nothing was sent), before the first byte of ciphertext goes out.
     staged.spend()?;
-    for piece in pieces(size, cfg.piece_size) {
+    let record = staged
+        .record_upload(&url)
+        .map_err(|e| {
+            tracing::warn!(
+                "{}: {e}; this upload cannot resume",
+                staged.path().display()
+            )
+        })
+        .ok();
+    let log = record.as_ref().map(|r| r as &dyn UploadLog);
+    let sender = Sender::at(api, url, cfg, progress, log);
+    send_ciphertext(sender, staged, size, &BTreeSet::new()).await
+}
+
+/// Finishes the upload of a staging file an earlier run began and recorded (`record`): the
+/// same ciphertext to the same URL, the pieces the server acknowledged skipped. The file is
+/// spent (its key served that upload) and unchanged since: a spent staging file is never
+/// written.
+pub async fn resume_staged(
+    api: &ApiClient,
+    staged: &Arc<StagedFile>,
+    size: u64,
+    cfg: &TransferConfig,
+    progress: Option<Progress>,
+    record: &super::staged::UploadRecord,
+) -> Result<String, TransferError> {
+    if !staged.is_spent() || size == 0 {
+        return Err(TransferError::ResumeRefused(
+            "only a spent staging file's upload can be carried on".into(),
+        ));
+    }
+    let log = staged
+        .continue_record()
+        .map_err(|e| tracing::warn!("{}: {e}", staged.path().display()))
+        .ok();
+    if let Some(p) = &progress {
+        p(record.acked.iter().map(|&i| chunk_len(i, size)).sum());
+    }
+    let sender = Sender::at(
+        api,
+        record.url.clone(),
+        cfg,
+        progress,
+        log.as_ref().map(|r| r as &dyn UploadLog),
+    );
+    send_ciphertext(sender, staged, size, &record.acked).await
+}
+
+/// Sends the staged ciphertext of every piece not all of whose chunks are in `acked`.
+async fn send_ciphertext(
+    mut sender: Sender<'_>,
+    staged: &Arc<StagedFile>,
+    size: u64,
+    acked: &BTreeSet<u64>,
+) -> Result<String, TransferError> {
+    for piece in pieces(size, sender.cfg.piece_size) {
+        if (piece.first..=piece.last()).all(|i| acked.contains(&i)) {
+            continue;
+        }
         let s = staged.clone();
         let data = tokio::task::spawn_blocking(move || s.ciphertext(piece.start, piece.len))
             .await
