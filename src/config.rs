@@ -18,6 +18,19 @@ pub const DEFAULT_PARALLEL_FILES: usize = 4;
 /// The tree cache's directory inside the cache directory (shared by megacmd and the mount).
 pub const TREE_CACHE_DIR: &str = "trees";
 
+/// A bandwidth limit as written (`None` or `off`: none).
+pub fn bwlimit(
+    s: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<std::sync::Arc<crate::transfer::limit::Bandwidth>>, ConfigError> {
+    let Some(s) = s else { return Ok(None) };
+    let b = crate::transfer::limit::Bandwidth::parse(s).map_err(|msg| ConfigError::File {
+        path: file.map(Path::to_path_buf).unwrap_or_default(),
+        msg: format!("bwlimit: {msg}"),
+    })?;
+    Ok(b.is_limited().then(|| std::sync::Arc::new(b)))
+}
+
 /// The settings file, as written by the user.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +47,10 @@ pub struct FileConfig {
     /// Ask for HTTPS transfer URLs and refuse plain HTTP ones (default false: the content is
     /// encrypted either way, as in MEGA's own clients).
     pub https_transfers: Option<bool>,
+    /// Bandwidth limit: `RATE` for both directions or `UP:DOWN` (`512K`, `10M`, `off`).
+    pub bwlimit: Option<String>,
+    /// Requests in flight per file transferred (default 4).
+    pub connections: Option<usize>,
     /// Keep the account's tree in a local cache between runs (default true); `false` fetches
     /// it whole every time, as `--no-cache` does.
     pub tree_cache: Option<bool>,
@@ -54,6 +71,10 @@ pub struct Config {
     pub session_file: PathBuf,
     pub max_retries: u32,
     pub https_transfers: bool,
+    /// Bandwidth limits (upload, download), shared by every transfer.
+    pub bwlimit: Option<std::sync::Arc<crate::transfer::limit::Bandwidth>>,
+    /// Requests in flight per file transferred.
+    pub connections: usize,
     /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
     /// `~/.local/state/megacmd/sync` (beside the config directory if neither is set).
     pub state_dir: PathBuf,
@@ -82,6 +103,8 @@ impl std::fmt::Debug for Config {
             .field("session_file", &self.session_file)
             .field("max_retries", &self.max_retries)
             .field("https_transfers", &self.https_transfers)
+            .field("bwlimit", &self.bwlimit)
+            .field("connections", &self.connections)
             .field("state_dir", &self.state_dir)
             .field("transfers_dir", &self.transfers_dir)
             .field("tree_cache", &self.tree_cache)
@@ -213,6 +236,11 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             .max_retries
             .unwrap_or(crate::api::RetryConfig::default().max_retries),
         https_transfers: file.https_transfers.unwrap_or(false),
+        bwlimit: bwlimit(file.bwlimit.as_deref(), source.as_deref())?,
+        connections: file
+            .connections
+            .unwrap_or(crate::transfer::TransferConfig::default().parallel)
+            .max(1),
         state_dir: match (&env.xdg_state_home, &env.home) {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
             (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),

@@ -2132,3 +2132,112 @@ async fn a_partial_upload_survives_a_server_restart() {
     c.ok(&["get", "mega:/f.bin", &s(&dst)]).await;
     assert!(std::fs::read(&dst).unwrap() == content);
 }
+
+/// Issue 21 §3: `--bwlimit UP:DOWN` paces uploads and downloads (here a lower bound only:
+/// the precision over 30 s is measured by `scripts/bench.sh`), `--connections` is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bwlimit_paces_each_direction() {
+    let env = Env::start().await;
+    account(&env, "bw@example.com").await;
+    let c = Cmd::new(&env, "bw@example.com");
+    let src = env.dir.path().join("bw/f.bin");
+    let content = data(3 << 20, 26);
+    write(&src, &content, 1_700_000_000);
+    let t = std::time::Instant::now();
+    c.ok(&[
+        "put",
+        "--bwlimit",
+        "1M:off",
+        "--connections",
+        "2",
+        &s(&src),
+        "mega:/",
+    ])
+    .await;
+    let up = t.elapsed();
+    assert!(
+        up >= Duration::from_millis(2900),
+        "3 MiB at 1 MiB/s took {up:?}"
+    );
+    let dst = env.dir.path().join("bw/back.bin");
+    let t = std::time::Instant::now();
+    c.ok(&["get", "--bwlimit", "off:1M", "mega:/f.bin", &s(&dst)])
+        .await;
+    let down = t.elapsed();
+    assert!(
+        down >= Duration::from_millis(2900),
+        "3 MiB at 1 MiB/s took {down:?}"
+    );
+    assert!(std::fs::read(&dst).unwrap() == content);
+    // Unlimited the other way round: well under the limit's time.
+    let t = std::time::Instant::now();
+    c.ok(&[
+        "get",
+        "--bwlimit",
+        "1M:off",
+        "mega:/f.bin",
+        &s(&dst.with_extension("2")),
+    ])
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    c.fails(&["ls", "--bwlimit", "fast"], 2).await;
+}
+
+/// Issue 21 §3: an HTTP proxy from the environment (`http_proxy`) carries the API and the
+/// transfers (a local relay here, counting what passes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_go_through_an_http_proxy_from_the_environment() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = Env::start().await;
+    account(&env, "proxy@example.com").await;
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let server = env.server.addr();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = relay.accept().await else {
+                break;
+            };
+            seen2.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                // An HTTP/1.1 server takes the absolute-form target a proxy is sent.
+                if let Ok(mut out) = tokio::net::TcpStream::connect(server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let c = Cmd::new(&env, "proxy@example.com");
+    let src = env.dir.path().join("proxy/f.bin");
+    let content = data(1 << 20, 27);
+    write(&src, &content, 1_700_000_000);
+    let run = |args: Vec<String>| {
+        let mut cmd = c.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        cmd.env("http_proxy", format!("http://{relay_addr}"));
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    run(vec!["put".into(), s(&src), "mega:/".into()]).await;
+    let after_put = seen.load(Ordering::Relaxed);
+    assert!(after_put > 0, "the proxy carried the upload's requests");
+    let dst = env.dir.path().join("proxy/back.bin");
+    run(vec!["get".into(), "mega:/f.bin".into(), s(&dst)]).await;
+    assert!(seen.load(Ordering::Relaxed) > after_put);
+    assert!(std::fs::read(&dst).unwrap() == content);
+    task.abort();
+}

@@ -81,6 +81,13 @@ pub struct Cli {
     /// Never show a progress bar
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Bandwidth limit: RATE for both directions, or UP:DOWN (512K, 10M, off); shared by
+    /// all transfers of the command
+    #[arg(long, global = true, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+    /// Requests in flight per file transferred (default from the config file, else 4)
+    #[arg(long, global = true, value_name = "N")]
+    pub connections: Option<usize>,
     /// Over MEGA's transfer quota, stop at once (exit 7) instead of waiting for it to
     /// reset; the download resumes where it stopped at the next run
     #[arg(long, global = true)]
@@ -456,6 +463,17 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
     let mut cfg = config::load(cli.conf.as_deref(), env)?;
     if cli.no_cache {
         cfg.tree_cache = None;
+    }
+    if let Some(b) = &cli.bwlimit {
+        cfg.bwlimit = config::bwlimit(Some(b), None).map_err(|_| {
+            CliError::new(
+                exit::USAGE,
+                format!("--bwlimit {b}: not a rate (e.g. 512K, 10M, 1M:10M, off)"),
+            )
+        })?;
+    }
+    if let Some(n) = cli.connections {
+        cfg.connections = n.max(1);
     }
     let ctx = Ctx {
         cli,

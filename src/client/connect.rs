@@ -23,6 +23,8 @@ pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
     let transfer = TransferConfig {
         retry: api.retry.clone(),
         https: cfg.https_transfers,
+        parallel: cfg.connections,
+        limit: cfg.bwlimit.clone(),
         ..Default::default()
     };
     let mut c = connect_inner(cfg, api).await?;

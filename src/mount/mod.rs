@@ -285,6 +285,13 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     if let Some(n) = settings.options.tree_nodes {
         cfg.tree_nodes = Some(n);
     }
+    if let Some(b) = &settings.options.bwlimit {
+        cfg.bwlimit =
+            crate::config::bwlimit(Some(b), None).map_err(|e| MountError::Usage(e.to_string()))?;
+    }
+    if let Some(n) = settings.options.connections {
+        cfg.connections = n;
+    }
     if settings.options.writeback || cfg.writeback {
         settings.fs.writeback = Some(cfg.parallel);
     }

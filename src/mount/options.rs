@@ -41,6 +41,10 @@ pub struct MountOptions {
     pub writeback: bool,
     /// `quota_wait=SECS`: how long a read waits for MEGA's transfer quota to come back.
     pub quota_wait: Option<u64>,
+    /// `bwlimit=RATE` or `bwlimit=UP:DOWN`.
+    pub bwlimit: Option<String>,
+    /// `connections=N`: requests in flight per file transferred.
+    pub connections: Option<usize>,
     /// Options accepted for fstab compatibility but without effect here.
     pub ignored: Vec<String>,
 }
@@ -135,6 +139,21 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
             "writeback" => o.writeback = true,
+            "bwlimit" => {
+                let v = need(k, v)?;
+                crate::transfer::limit::Bandwidth::parse(v)
+                    .map_err(|e| format!("bwlimit={v}: {e}"))?;
+                o.bwlimit = Some(v.to_string());
+            }
+            "connections" => {
+                o.connections = Some(
+                    need(k, v)?
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("connections={}: not a number", v.unwrap_or("")))?,
+                )
+            }
             "quota_wait" => {
                 o.quota_wait = Some(need(k, v)?.parse().map_err(|_| {
                     format!("quota_wait={}: not a number of seconds", v.unwrap_or(""))
@@ -199,6 +218,11 @@ mod tests {
         assert_eq!(o.ignored, vec!["_netdev".to_string()]);
         assert!(parse_options(&["ro".into()]).unwrap().read_only);
         assert!(parse_options(&["bogus".into()]).is_err());
+        let o = parse_options(&["bwlimit=1M:10M,connections=8,quota_wait=5".into()]).unwrap();
+        assert_eq!(o.bwlimit.as_deref(), Some("1M:10M"));
+        assert_eq!((o.connections, o.quota_wait), (Some(8), Some(5)));
+        assert!(parse_options(&["bwlimit=fast".into()]).is_err());
+        assert!(parse_options(&["connections=0".into()]).is_err());
         assert!(parse_options(&["uid=abc".into()]).is_err());
         assert!(parse_options(&["umask=9".into()]).is_err());
         assert_eq!(

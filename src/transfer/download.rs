@@ -47,7 +47,7 @@ pub async fn download_content_from<W: AsyncWrite + Unpin>(
     first: u64,
     mut written: impl FnMut(Piece),
 ) -> Result<(), TransferError> {
-    let tasks = pieces_from(content.size(), cfg.piece_size, first).map(|p| {
+    let tasks = pieces_from(content.size(), cfg.down_piece(), first).map(|p| {
         let content = content.clone();
         AbortOnDrop(tokio::spawn(async move {
             content.piece(p.first, p.last()).await.map(|d| (p, d))

@@ -99,6 +99,9 @@ impl Fetcher {
     }
 
     async fn fetch_once(&self, url: &str, start: u64, len: u64) -> Result<Vec<u8>, FetchError> {
+        if let Some(l) = &self.cfg.limit {
+            l.fetch(len).await;
+        }
         let range_url = format!("{}/{}-{}", url, start, start + len - 1);
         let resp = self
             .http

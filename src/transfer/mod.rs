@@ -12,12 +12,14 @@
 //! * [`spool`]: content held until it verified whole, encrypted under a key only memory holds
 //!   when it goes to disk.
 //! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
+//! * [`limit`]: bandwidth limits, per direction, shared by a client's transfers.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
 
 pub mod content;
 pub mod download;
 pub mod fetch;
+pub mod limit;
 pub mod spool;
 pub mod staged;
 pub mod upload;
@@ -49,6 +51,29 @@ pub struct TransferConfig {
     /// Ask for `https://` transfer URLs and refuse any other (content is encrypted either
     /// way; this hides which blobs are fetched from the network path).
     pub https: bool,
+    /// Bandwidth limits shared by every transfer using this configuration.
+    pub limit: Option<std::sync::Arc<limit::Bandwidth>>,
+}
+
+impl TransferConfig {
+    /// The bytes per request in `direction`'s limit: about a second's worth when limited
+    /// (at least one chunk), so that the pace is smooth; else `piece_size`.
+    pub fn piece_for(&self, rate: Option<u64>) -> u64 {
+        match rate {
+            Some(r) => r.clamp(128 << 10, self.piece_size),
+            None => self.piece_size,
+        }
+    }
+
+    /// Piece size of uploads.
+    pub fn up_piece(&self) -> u64 {
+        self.piece_for(self.limit.as_ref().and_then(|l| l.up_rate()))
+    }
+
+    /// Piece size of downloads.
+    pub fn down_piece(&self) -> u64 {
+        self.piece_for(self.limit.as_ref().and_then(|l| l.down_rate()))
+    }
 }
 
 impl Default for TransferConfig {
@@ -59,6 +84,7 @@ impl Default for TransferConfig {
             retry: RetryConfig::default(),
             request_timeout: std::time::Duration::from_secs(120),
             https: false,
+            limit: None,
         }
     }
 }

@@ -58,6 +58,9 @@ async fn post_once(
     body: &Bytes,
     cfg: &TransferConfig,
 ) -> Result<PostReply, TransferError> {
+    if let Some(l) = &cfg.limit {
+        l.send(body.len() as u64).await;
+    }
     let checksum = b64::encode(&upload_checksum(body));
     let resp = http
         .post(format!("{url}/{offset}?c={checksum}"))
@@ -275,9 +278,9 @@ pub async fn upload<R: AsyncRead + Unpin>(
     let c = cipher(&key.aes);
     let mut sampler = Sampler::new(size);
     let mut macs: BTreeMap<usize, [u8; 16]> = BTreeMap::new();
-    for piece in pieces(size, cfg.piece_size) {
+    for piece in pieces(size, cfg.up_piece()) {
         let (start, len, first) = (piece.start, piece.len, piece.first as usize);
-        // `len` is at most `piece_size`: the buffer is bounded by our config, not by `size`.
+        // `len` is at most the piece size: the buffer is bounded by our config, not by `size`.
         let mut data = vec![0u8; len as usize];
         let mut got = 0usize;
         while got < data.len() {
@@ -394,7 +397,7 @@ async fn send_ciphertext(
     size: u64,
     acked: &BTreeSet<u64>,
 ) -> Result<String, TransferError> {
-    for piece in pieces(size, sender.cfg.piece_size) {
+    for piece in pieces(size, sender.cfg.up_piece()) {
         if (piece.first..=piece.last()).all(|i| acked.contains(&i)) {
             continue;
         }
@@ -451,7 +454,7 @@ async fn check_acknowledged(
     cfg: &TransferConfig,
 ) -> Result<(), TransferError> {
     let c = cipher(&resume.key.aes);
-    for piece in pieces(size, cfg.piece_size) {
+    for piece in pieces(size, cfg.up_piece()) {
         let chunks: Vec<u64> = (piece.first..=piece.last())
             .filter(|i| resume.acked.contains_key(i))
             .collect();
@@ -542,7 +545,7 @@ async fn send_file(
     // The fingerprint as given, or sampled from the pieces as they pass.
     let mut fingerprint = fingerprint.ok_or_else(|| Sampler::new(size));
     let done = sender.token.is_some();
-    for piece in pieces(size, sender.cfg.piece_size) {
+    for piece in pieces(size, sender.cfg.up_piece()) {
         if done || (piece.first..=piece.last()).all(|i| macs.contains_key(&i)) {
             continue;
         }
