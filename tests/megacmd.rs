@@ -2241,3 +2241,90 @@ async fn transfers_go_through_an_http_proxy_from_the_environment() {
     assert!(std::fs::read(&dst).unwrap() == content);
     task.abort();
 }
+
+/// Issue 21 §3: `put --queue` returns at once; queued transfers run one after another in the
+/// background, `transfers` lists the waiting ones, and `--cancel` takes one out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_transfers_run_in_turn_and_can_be_cancelled() {
+    let env = Env::start().await;
+    account(&env, "queue@example.com").await;
+    let c = Cmd::new(&env, "queue@example.com");
+    let dir = env.dir.path().join("queue");
+    for (name, seed) in [("a.bin", 1u8), ("b.bin", 2), ("c.bin", 3)] {
+        write(&dir.join(name), &data(1 << 20, seed), 1_700_000_000);
+    }
+    // Uploads are held: the first queued transfer runs and waits, the others queue.
+    env.server.faults().update(|f| f.ul_hold = true);
+    let t = std::time::Instant::now();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        let o = c
+            .ok(&["put", "--queue", &s(&dir.join(name)), "mega:/"])
+            .await;
+        assert!(o.stderr.contains("queued as q-"), "{}", o.stderr);
+    }
+    assert!(t.elapsed() < Duration::from_secs(30), "returned at once");
+    let mut queued = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while queued.len() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never two waiting: {queued:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queued = c
+            .ok(&["transfers", "--json"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "queued")
+            .cloned()
+            .collect::<Vec<_>>();
+    }
+    // The last one is taken out.
+    let last = queued
+        .iter()
+        .find(|q| q["command"].to_string().contains("c.bin"))
+        .expect("c.bin waits");
+    c.ok(&["transfers", "--cancel", last["id"].as_str().unwrap()])
+        .await;
+    env.server.faults().update(|f| f.ul_hold = false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = c
+            .ok(&["ls", "--json", "mega:/"])
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(String::from))
+            .collect();
+        if names.contains(&"a.bin".to_string()) && names.contains(&"b.bin".to_string()) {
+            assert!(
+                !names.contains(&"c.bin".to_string()),
+                "cancelled: {names:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never ran: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing is left waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !c
+        .ok(&["transfers", "--json"])
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "transfers left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

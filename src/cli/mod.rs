@@ -21,6 +21,7 @@ mod list;
 mod manage;
 pub mod path;
 mod progress;
+mod queue;
 mod resolve;
 mod share;
 mod sync;
@@ -88,6 +89,10 @@ pub struct Cli {
     /// Requests in flight per file transferred (default from the config file, else 4)
     #[arg(long, global = true, value_name = "N")]
     pub connections: Option<usize>,
+    /// (put, get) Hand the transfer to a background megacmd and return at once; queued
+    /// transfers run one after another (see `transfers`)
+    #[arg(long, global = true)]
+    pub queue: bool,
     /// Over MEGA's transfer quota, stop at once (exit 7) instead of waiting for it to
     /// reset; the download resumes where it stopped at the next run
     #[arg(long, global = true)]
@@ -480,6 +485,15 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
         cfg,
         client: tokio::sync::OnceCell::new(),
     };
+    if ctx.cli.queue {
+        if !matches!(ctx.cli.command, Command::Put { .. } | Command::Get { .. }) {
+            return Err(CliError::new(exit::USAGE, "--queue is for put and get"));
+        }
+        return queue::enqueue(&ctx);
+    }
+    if let Some(entry) = std::env::var_os(queue::ENTRY_VAR) {
+        queue::take_turn(&ctx.cfg.transfers_dir, std::path::Path::new(&entry)).await?;
+    }
     let r = dispatch(&ctx).await;
     if let Some(c) = ctx.client.get() {
         // A first run writes the tree cache while the command works; the next run needs it.

@@ -39,8 +39,22 @@ pub(super) async fn run(
         }
         Ok(picked)
     };
+    let queued = super::queue::waiting(&ctx.cfg.transfers_dir);
     if let Some(id) = cancel {
         let mut errors = Vec::new();
+        let waiting: Vec<_> = queued
+            .iter()
+            .filter(|q| id == "all" || q.id == id)
+            .collect();
+        for q in &waiting {
+            match super::queue::cancel(&ctx.cfg.transfers_dir, q) {
+                Ok(()) => eprintln!("cancelled {} (megacmd {})", q.id, q.args.join(" ")),
+                Err(e) => errors.push(CliError::new(exit::OTHER, format!("{}: {e}", q.id))),
+            }
+        }
+        if !waiting.is_empty() && id != "all" {
+            return outcome(waiting.len(), errors);
+        }
         let picked = chosen(id)?;
         for t in &picked {
             match state.cancel(t) {
@@ -48,7 +62,7 @@ pub(super) async fn run(
                 Err(e) => errors.push(CliError::new(exit::OTHER, format!("{}: {e}", t.id))),
             }
         }
-        return outcome(picked.len(), errors);
+        return outcome(picked.len() + waiting.len(), errors);
     }
     if let Some(id) = resume {
         let picked: Vec<Interrupted> = chosen(id)?.into_iter().filter(|t| !t.running).collect();
@@ -66,7 +80,7 @@ pub(super) async fn run(
         return r;
     }
     if ctx.cli.json {
-        let v: Vec<_> = all
+        let mut v: Vec<_> = all
             .iter()
             .map(|t| {
                 json!({"id": t.id, "direction": if t.upload { "upload" } else { "download" },
@@ -74,8 +88,15 @@ pub(super) async fn run(
                        "state": if t.running { "running" } else { "interrupted" }})
             })
             .collect();
+        v.extend(queued.iter().map(|q| {
+            json!({"id": q.id, "state": "queued", "command": q.args, "log": q.log,
+                   "started": q.queued})
+        }));
         println!("{}", serde_json::Value::Array(v));
         return Ok(());
+    }
+    for q in &queued {
+        println!("{}  queued   megacmd {}", q.id, q.args.join(" "));
     }
     for t in &all {
         let pct = if t.size > 0 {
