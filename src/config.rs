@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::api::DEFAULT_API_URL;
 
+/// Requests in flight per file transferred unless configured otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
 /// Files transferred at once unless configured otherwise.
 pub const DEFAULT_PARALLEL_FILES: usize = 4;
 
@@ -22,13 +25,14 @@ pub const TREE_CACHE_DIR: &str = "trees";
 pub fn bwlimit(
     s: Option<&str>,
     file: Option<&Path>,
-) -> Result<Option<std::sync::Arc<crate::transfer::limit::Bandwidth>>, ConfigError> {
-    let Some(s) = s else { return Ok(None) };
-    let b = crate::transfer::limit::Bandwidth::parse(s).map_err(|msg| ConfigError::File {
+) -> Result<(Option<u64>, Option<u64>), ConfigError> {
+    let Some(s) = s else {
+        return Ok((None, None));
+    };
+    crate::local::units::parse_rates(s).map_err(|msg| ConfigError::File {
         path: file.map(Path::to_path_buf).unwrap_or_default(),
         msg: format!("bwlimit: {msg}"),
-    })?;
-    Ok(b.is_limited().then(|| std::sync::Arc::new(b)))
+    })
 }
 
 /// The settings file, as written by the user.
@@ -71,8 +75,9 @@ pub struct Config {
     pub session_file: PathBuf,
     pub max_retries: u32,
     pub https_transfers: bool,
-    /// Bandwidth limits (upload, download), shared by every transfer.
-    pub bwlimit: Option<std::sync::Arc<crate::transfer::limit::Bandwidth>>,
+    /// Bandwidth limits in bytes per second (upload, download; `None`: unlimited), shared by
+    /// every transfer.
+    pub bwlimit: (Option<u64>, Option<u64>),
     /// Requests in flight per file transferred.
     pub connections: usize,
     /// Where two-way sync keeps its state databases: `$XDG_STATE_HOME/megacmd/sync`, else
@@ -239,7 +244,7 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
         bwlimit: bwlimit(file.bwlimit.as_deref(), source.as_deref())?,
         connections: file
             .connections
-            .unwrap_or(crate::transfer::TransferConfig::default().parallel)
+            .unwrap_or(DEFAULT_CONNECTIONS)
             .max(1),
         state_dir: match (&env.xdg_state_home, &env.home) {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),

@@ -51,7 +51,7 @@ pub(super) struct Transfers {
     json: bool,
     /// The transfer quota as these transfers met it (reported once per window, however
     /// many downloads meet it).
-    quota: crate::jobs::QuotaPause,
+    quota: crate::client::quota::QuotaPause,
 }
 
 impl Transfers {
@@ -75,7 +75,7 @@ impl Transfers {
             started: Instant::now(),
             verbose: ctx.cli.verbose,
             json: ctx.cli.json,
-            quota: crate::jobs::QuotaPause::new(!ctx.cli.no_wait),
+            quota: crate::client::quota::QuotaPause::new(!ctx.cli.no_wait),
         })
     }
 

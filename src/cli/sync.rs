@@ -112,7 +112,7 @@ fn execution(ctx: &Ctx, t: &Arc<Transfers>, verb: &'static str) -> Execution {
         sync_debris: false,
         progress: Some(t.progress()),
         copied: Arc::new(move |from: &str, to: &str| t2.done(|| format!("{verb} {from} -> {to}"))),
-        quota: Arc::new(crate::jobs::QuotaPause::new(!ctx.cli.no_wait)),
+        quota: Arc::new(crate::client::quota::QuotaPause::new(!ctx.cli.no_wait)),
     }
 }
 

@@ -24,7 +24,12 @@ pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
         retry: api.retry.clone(),
         https: cfg.https_transfers,
         parallel: cfg.connections,
-        limit: cfg.bwlimit.clone(),
+        limit: match cfg.bwlimit {
+            (None, None) => None,
+            (up, down) => Some(std::sync::Arc::new(crate::transfer::limit::Bandwidth::new(
+                up, down,
+            ))),
+        },
         ..Default::default()
     };
     let mut c = connect_inner(cfg, api).await?;

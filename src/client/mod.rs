@@ -13,6 +13,7 @@
 //!   event channel); the file's life is [`TreeStore`]'s;
 //! * [`watch`]: following remote changes;
 //! * [`resume`]: journals of interrupted transfers, for the next run to resume;
+//! * [`quota`]: one transfer-quota clock per run of transfers;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
 //! Every operation returns the engine's [`Error`], by meaning.
@@ -31,6 +32,7 @@ pub mod keys;
 pub mod links;
 pub mod marks;
 pub mod nodes;
+pub mod quota;
 pub mod resume;
 pub mod shares;
 pub mod watch;

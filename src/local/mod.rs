@@ -4,8 +4,10 @@
 //! * [`files`]: temporary files renamed into place, local tree listings, mtimes, the umask.
 //! * [`time`]: Unix seconds formatted in UTC.
 //! * [`glob`]: shell-style matching of one name.
+//! * [`units`]: sizes and rates as people write them.
 
 pub mod files;
 pub mod glob;
 pub mod names;
 pub mod time;
+pub mod units;

@@ -49,22 +49,7 @@ pub struct MountOptions {
     pub ignored: Vec<String>,
 }
 
-/// Parses a size like `512M`, `2G`, `1048576`, `256MiB`.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
+pub use crate::local::units::parse_size;
 
 /// The value of an option naming a folder in the root (empty: hidden).
 fn folder_name(k: &str, v: Option<&str>) -> Result<String, String> {
@@ -141,8 +126,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "writeback" => o.writeback = true,
             "bwlimit" => {
                 let v = need(k, v)?;
-                crate::transfer::limit::Bandwidth::parse(v)
-                    .map_err(|e| format!("bwlimit={v}: {e}"))?;
+                crate::local::units::parse_rates(v).map_err(|e| format!("bwlimit={v}: {e}"))?;
                 o.bwlimit = Some(v.to_string());
             }
             "connections" => {

@@ -269,7 +269,7 @@ impl Backup {
             permanent: false,
             sync_debris: true,
             // A backup never downloads.
-            quota: Arc::new(crate::jobs::QuotaPause::new(false)),
+            quota: Arc::new(crate::client::quota::QuotaPause::new(false)),
             progress: Some({
                 let sent = sent.clone();
                 Arc::new(move |n: u64| {

@@ -289,7 +289,7 @@ impl Syncer {
                 let mut queue: std::collections::VecDeque<&Action> = batch.iter().collect();
                 // Downloads held back by MEGA's transfer quota, while uploads go on.
                 let mut held: Vec<&Action> = Vec::new();
-                let quota = crate::jobs::QuotaPause::new(self.opts.wait_for_quota);
+                let quota = crate::client::quota::QuotaPause::new(self.opts.wait_for_quota);
                 loop {
                     while pending.len() < self.opts.parallel.max(1) {
                         let Some(a) = queue.pop_front() else { break };

@@ -231,7 +231,7 @@ pub struct Execution {
     pub copied: Copied,
     /// Downloads that meet MEGA's transfer quota wait for it here (or fail, if it says not
     /// to wait); uploads go on.
-    pub quota: Arc<crate::jobs::QuotaPause>,
+    pub quota: Arc<crate::client::quota::QuotaPause>,
 }
 
 /// What carrying out a plan did.

@@ -49,27 +49,9 @@ impl Bandwidth {
         }
     }
 
-    /// Parses `RATE` (both directions) or `UP:DOWN`, each a size per second such as `512K`,
-    /// `10M` or `off`.
+    /// Parses `RATE` (both directions) or `UP:DOWN` (see [`crate::local::units::parse_rates`]).
     pub fn parse(s: &str) -> Result<Bandwidth, String> {
-        let one = |v: &str| -> Result<Option<u64>, String> {
-            let v = v.trim();
-            if v.is_empty() || v.eq_ignore_ascii_case("off") {
-                return Ok(None);
-            }
-            let v = v.strip_suffix("/s").unwrap_or(v);
-            crate::mount::options::parse_size(v)
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| format!("{v}: not a rate (e.g. 512K, 10M, off)"))
-        };
-        let (up, down) = match s.split_once(':') {
-            Some((u, d)) => (one(u)?, one(d)?),
-            None => {
-                let r = one(s)?;
-                (r, r)
-            }
-        };
+        let (up, down) = crate::local::units::parse_rates(s)?;
         Ok(Bandwidth::new(up, down))
     }
 
@@ -105,19 +87,6 @@ impl Bandwidth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        let b = Bandwidth::parse("1M").unwrap();
-        assert_eq!((b.up_rate(), b.down_rate()), (Some(1 << 20), Some(1 << 20)));
-        let b = Bandwidth::parse("512K:off").unwrap();
-        assert_eq!((b.up_rate(), b.down_rate()), (Some(512 << 10), None));
-        let b = Bandwidth::parse(":10M/s").unwrap();
-        assert_eq!((b.up_rate(), b.down_rate()), (None, Some(10 << 20)));
-        assert!(!Bandwidth::parse("off").unwrap().is_limited());
-        assert!(Bandwidth::parse("fast").is_err());
-        assert!(Bandwidth::parse("0").is_err());
-    }
 
     #[test]
     fn requests_take_turns_at_the_rate() {

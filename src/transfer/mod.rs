@@ -79,7 +79,7 @@ impl TransferConfig {
 impl Default for TransferConfig {
     fn default() -> Self {
         TransferConfig {
-            parallel: 4,
+            parallel: crate::config::DEFAULT_CONNECTIONS,
             piece_size: 4 * 1024 * 1024,
             retry: RetryConfig::default(),
             request_timeout: std::time::Duration::from_secs(120),
