@@ -8,8 +8,10 @@
 #  - large accounts (10k, 100k, 1M nodes): cold and warm starts of megacmd and the mount, RSS,
 #    beside rclone mount at 100k; and `cargo bench --bench tree` (client-side work per node).
 #  - many small files (tar x, git clone) with and without -o writeback.
-# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large`, `listing` or
-# `writeback` runs one part.
+#  - resuming and bandwidth limits: the journal's cost on a 1 GiB put, a killed put resumed,
+#    --bwlimit over 30 s.
+# `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large`, `listing`,
+# `writeback` or `resume` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -481,6 +483,41 @@ writeback_bench() {
   kill "$srv"; wait "$srv" 2>/dev/null || true
 }
 
+# Resuming and limits (issue 21): the cost of the resume journal on a 1 GiB put (the same
+# binary with journals on, A, and off, B: XDG_STATE_HOME unwritable), pair by pair; a put killed
+# at about half and resumed; --bwlimit over a 30-second transfer each way.
+resume_bench() {
+  build_release
+  local d; d=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  start_server "$d"
+  local m=$PWD/target/release/megacmd
+  export XDG_STATE_HOME="$d/state"
+  $m login >/dev/null 2>&1
+  head -c $((1024 * 1024 * 1024)) /dev/urandom > "$d/big.bin"
+  settle "$d/big.bin"
+  echo "== 1 GiB put + rm: with the resume journal (A) / without (B)"
+  farm-bench -n 5 --timeout 900 \
+    --vs "sh -c 'XDG_STATE_HOME=/proc/none $m put $d/big.bin mega:/b.bin 2>/dev/null && $m rm --force mega:/b.bin'" \
+    -- sh -c "$m put $d/big.bin mega:/a.bin && $m rm --force mega:/a.bin"
+  echo "== 1 GiB put killed (-9) after 1.5 s, then resumed"
+  timeout -s KILL 1.5 $m put "$d/big.bin" mega:/k.bin || true
+  ls "$d/state/megacmd/transfers/"
+  timed "resumed put (re-reads and checks the acknowledged part)" $m put "$d/big.bin" mega:/k.bin
+  timed "full put, for comparison" $m put "$d/big.bin" mega:/k2.bin
+  $m rm --force mega:/k.bin mega:/k2.bin >/dev/null
+  rm -f "$d/big.bin"
+  echo "== --bwlimit 4M over 120 MiB (30 s at the limit)"
+  head -c $((120 * 1024 * 1024)) /dev/urandom > "$d/mid.bin"
+  local t0 secs
+  t0=$(date +%s%N); $m put --bwlimit 4M:off "$d/mid.bin" mega:/mid.bin >/dev/null; secs=$(since "$t0")
+  echo "put  --bwlimit 4M:off  $secs s  $(awk -v s="$secs" 'BEGIN { printf "%.2f MiB/s = %.3f of the limit", 120 / s, 30 / s }')"
+  t0=$(date +%s%N); $m get --bwlimit off:4M mega:/mid.bin "$d/mid.out" >/dev/null; secs=$(since "$t0")
+  echo "get  --bwlimit off:4M  $secs s  $(awk -v s="$secs" 'BEGIN { printf "%.2f MiB/s = %.3f of the limit", 120 / s, 30 / s }')"
+  cmp "$d/mid.bin" "$d/mid.out" && echo "bytes equal"
+}
+
+if [ "$part" = resume ]; then resume_bench; exit 0; fi
 if [ "$part" = listing ]; then listing; exit 0; fi
 if [ "$part" = writeback ]; then writeback_bench; exit 0; fi
 if [ "$part" = large ]; then large; exit 0; fi
@@ -505,4 +542,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; writeback_bench; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; writeback_bench; resume_bench; fi

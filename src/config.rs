@@ -242,10 +242,7 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
             .unwrap_or(crate::api::RetryConfig::default().max_retries),
         https_transfers: file.https_transfers.unwrap_or(false),
         bwlimit: bwlimit(file.bwlimit.as_deref(), source.as_deref())?,
-        connections: file
-            .connections
-            .unwrap_or(DEFAULT_CONNECTIONS)
-            .max(1),
+        connections: file.connections.unwrap_or(DEFAULT_CONNECTIONS).max(1),
         state_dir: match (&env.xdg_state_home, &env.home) {
             (Some(x), _) => PathBuf::from(x).join("megacmd/sync"),
             (None, Some(h)) => PathBuf::from(h).join(".local/state/megacmd/sync"),

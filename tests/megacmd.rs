@@ -2328,3 +2328,40 @@ async fn queued_transfers_run_in_turn_and_can_be_cancelled() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 21 §1: an account with its own transfer allowance (as a paid plan has,
+/// `useradd --transfer-quota`) is limited by it, not by its address; `df` shows the allowance
+/// and its use, and another account at the same address downloads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_allowance_limits_that_account_only() {
+    let env = Env::start().await;
+    env.user(
+        "pro@example.com",
+        UserOptions {
+            transfer_quota: 3 << 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    account(&env, "free@example.com").await;
+    let pro = Cmd::new(&env, "pro@example.com");
+    let free = Cmd::new(&env, "free@example.com");
+    let dir = env.dir.path().join("allowance");
+    write(&dir.join("f.bin"), &data(8 << 20, 28), 1_700_000_000);
+    pro.ok(&["put", &s(&dir.join("f.bin")), "mega:/"]).await;
+    free.ok(&["put", &s(&dir.join("f.bin")), "mega:/"]).await;
+    let o = pro
+        .fails(
+            &["get", "--no-wait", "mega:/f.bin", &s(&dir.join("pro.bin"))],
+            7,
+        )
+        .await;
+    assert!(o.stderr.contains("transfer quota exceeded"), "{}", o.stderr);
+    let df = pro.ok(&["df", "--json"]).await.json();
+    assert_eq!(df["transfer_max"].as_u64(), Some(3 << 20), "{df}");
+    assert!(df["transfer_used"].as_u64().unwrap() >= 3 << 20, "{df}");
+    // The same address, another account: not limited by it.
+    free.ok(&["get", "mega:/f.bin", &s(&dir.join("free.bin"))])
+        .await;
+    assert!(std::fs::read(dir.join("free.bin")).unwrap() == data(8 << 20, 28));
+}

@@ -412,7 +412,18 @@ impl Ctx<'_> {
             "mstrg": sess.user.quota, "cstrg": used, "cstrgn": per_root,
             "caxfer": 0, "csxfer": 0, "srvratio": 0, "utype": 0,
         });
+        let own = sess.user.xfer_quota;
         match (self.state.meter.enabled(), self.peer) {
+            // An account with its own allowance (a paid plan): the allowance and its use.
+            _ if own > 0 => {
+                let used = self
+                    .state
+                    .meter
+                    .account_used(&sess.user.handle, store::now() as u64);
+                r["mxfer"] = json!(own);
+                r["caxfer"] = json!(used);
+                r["utype"] = json!(1);
+            }
             // A free account under the transfer quota: its address's hourly buckets.
             (true, Some(ip)) => {
                 if let (Some(m), Value::Object(f)) = (
@@ -547,25 +558,39 @@ impl Ctx<'_> {
         self.g_node(&node, cmd, &issuer)
     }
 
+    /// The account a download counts against, when it has its own allowance.
+    fn metered_account(&self) -> Option<(String, u64)> {
+        self.session
+            .filter(|s| s.user.xfer_quota > 0)
+            .map(|s| (s.user.handle.clone(), s.user.xfer_quota as u64))
+    }
+
     /// File info, and a download URL when `g` is 1; the URL works while `issuer` (a session
     /// hash, `link:<ph>` or `folder:<ph>`) does, for the configured URL lifetime.
     fn g_node(&self, node: &Node, cmd: &Value, issuer: &str) -> CmdResult {
         if node.kind != FILE {
             return Err(err::EACCESS);
         }
-        // Over the transfer quota: no URL, and the seconds until there is quota again.
-        if let Some(ip) = self.peer {
-            if let Some(wait) = self.state.meter.over(ip, store::now() as u64) {
-                return Ok(
-                    json!({"s": node.size, "at": node.attrs, "e": err::EOVERQUOTA, "tl": wait}),
-                );
-            }
+        // Over the transfer quota (the account's own, else the address's): no URL, and the
+        // seconds until there is quota again.
+        let now = store::now() as u64;
+        let account = self.metered_account();
+        let over = match (&account, self.peer) {
+            (Some((who, allowance)), _) => self.state.meter.over_account(who, *allowance, now),
+            (None, Some(ip)) => self.state.meter.over(ip, now),
+            (None, None) => None,
+        };
+        if let Some(wait) = over {
+            return Ok(json!({"s": node.size, "at": node.attrs, "e": err::EOVERQUOTA, "tl": wait}));
         }
         let mut r = json!({"s": node.size, "at": node.attrs, "msd": 1, "tl": 0});
         if i(cmd, "g") == Some(1) {
             let id = crypto::b64e(&crypto::random_bytes::<18>());
             let blob = node.blob.clone().ok_or(err::EINTERNAL)?;
             db(self.db.insert_download(&id, &blob, node.size, issuer))?;
+            if let Some((who, allowance)) = &account {
+                self.state.meter.bind(&id, who, *allowance);
+            }
             r["g"] = json!(format!("{}dl/{}", self.state.base_url, id));
         }
         Ok(r)

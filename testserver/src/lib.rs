@@ -101,6 +101,8 @@ pub struct UserOptions {
     /// An account as MEGA made them before late 2022: no Ed25519/Cu25519 keys and no key
     /// manager (`^!keys`), only the RSA key pair.
     pub legacy: bool,
+    /// Its own transfer allowance (bytes per six hours), as a paid plan has; 0: none.
+    pub transfer_quota: i64,
 }
 
 impl Default for UserOptions {
@@ -112,6 +114,7 @@ impl Default for UserOptions {
             name: "Test User".into(),
             blocked: 0,
             legacy: false,
+            transfer_quota: 0,
         }
     }
 }
@@ -180,6 +183,7 @@ pub fn add_user(
         rubbish: new_node_handle(),
         since: store::now(),
         blocked: opts.blocked,
+        xfer_quota: opts.transfer_quota,
     };
     let attrs = if opts.legacy {
         Vec::new()

@@ -5,7 +5,7 @@
 //!                 [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
 //!                 [--upload-lifetime SECS] [--transfer-quota BYTES] [--transfer-bucket SECS]
 //!                 [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
-//! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--name NAME]
+//! mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret S] [--quota BYTES] [--transfer-quota BYTES] [--name NAME]
 //!                 [--blocked CODE]
 //! mega-testserver audit --data DIR EMAIL PASSWORD [EMAIL PASSWORD]...
 //! ```
@@ -21,7 +21,7 @@ const USAGE: &str = "usage:
                   [--admin-token TOKEN] [--session-idle SECS] [--url-lifetime SECS]
                   [--upload-lifetime SECS] [--transfer-quota BYTES] [--transfer-bucket SECS]
                   [--max-commands N] [--max-open-uploads N] [--login-failures N] [--login-window SECS] [--event-log N]
-  mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--name NAME]
+  mega-testserver useradd --data DIR EMAIL PASSWORD [--v1] [--totp-secret BASE32] [--quota BYTES] [--transfer-quota BYTES] [--name NAME]
                   [--blocked CODE] [--legacy]
   mega-testserver seed --data DIR EMAIL PASSWORD --folders N --files M [--depth D]
   mega-testserver audit --data DIR EMAIL PASSWORD [EMAIL PASSWORD]...
@@ -96,6 +96,11 @@ fn useradd(args: &[String]) -> Result<(), String> {
                 opts.quota = value(args, &mut i, "--quota")?
                     .parse()
                     .map_err(|_| "--quota takes a number of bytes".to_string())?
+            }
+            "--transfer-quota" => {
+                opts.transfer_quota = value(args, &mut i, "--transfer-quota")?
+                    .parse()
+                    .map_err(|_| "--transfer-quota takes a number of bytes".to_string())?
             }
             "--name" => opts.name = value(args, &mut i, "--name")?.into(),
             "--blocked" => {

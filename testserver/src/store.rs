@@ -61,6 +61,9 @@ pub struct User {
     pub since: i64,
     /// Why the service blocked the account (`whyamiblocked`'s answer), 0 if it is not.
     pub blocked: i64,
+    /// Its own transfer allowance in bytes per six hours, as a paid plan has (its downloads
+    /// do not count against its address); 0: none (a free account, limited by address).
+    pub xfer_quota: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +245,7 @@ INSERT INTO usage (owner, bytes) SELECT owner, SUM(size) FROM nodes WHERE kind =
 const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("users", "totp_last", "INTEGER NOT NULL DEFAULT 0"),
     ("users", "blocked", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "xfer_quota", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "created", "INTEGER NOT NULL DEFAULT 0"),
     ("uploads", "issuer", "TEXT NOT NULL DEFAULT ''"),
     ("uploads", "received", "INTEGER NOT NULL DEFAULT 0"),
@@ -287,11 +291,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         rubbish: r.get(14)?,
         since: r.get(15)?,
         blocked: r.get(16)?,
+        xfer_quota: r.get(17)?,
     })
 }
 
 const USER_COLS: &str = "handle, email, version, verifier, salt, k, privk, pubk, ts, name, \
-                         totp_secret, quota, root, inbox, rubbish, since, blocked";
+                         totp_secret, quota, root, inbox, rubbish, since, blocked, xfer_quota";
 const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob, creator";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
@@ -515,10 +520,10 @@ pub trait Queries {
     fn insert_user(&self, u: &User) -> Result<()> {
         let c = self.conn();
         c.execute(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
+            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
             params![u.handle, u.email, u.version, u.verifier, u.salt, u.k, u.privk, u.pubk, u.ts,
                     u.name, u.totp_secret, u.quota, u.root, u.inbox, u.rubbish, u.since,
-                    u.blocked],
+                    u.blocked, u.xfer_quota],
         )?;
         for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
             c.execute(
@@ -1226,6 +1231,7 @@ mod tests {
             rubbish: "B".into(),
             since: 0,
             blocked: 0,
+            xfer_quota: 0,
         };
         db.insert_user(&user).unwrap();
         let node = |h: &str, p: &str, kind: i64, size: i64| node(h, "U", p, kind, size);

@@ -91,7 +91,12 @@ async fn serve_download(
     // Over the transfer quota: 509 with the seconds until there is quota again, as MEGA's
     // storage servers answer. Otherwise what is served counts against it.
     let now = crate::store::now() as u64;
-    if let Some(wait) = state.meter.over(ip, now) {
+    let account = state.meter.bound(&id);
+    let over = match &account {
+        Some((who, allowance)) => state.meter.over_account(who, *allowance, now),
+        None => state.meter.over(ip, now),
+    };
+    if let Some(wait) = over {
         let mut r = text(
             StatusCode::from_u16(509).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
             "",
@@ -101,7 +106,10 @@ async fn serve_download(
         }
         return r;
     }
-    state.meter.record(ip, end - start, now);
+    match &account {
+        Some((who, _)) => state.meter.record_account(who, end - start, now),
+        None => state.meter.record(ip, end - start, now),
+    }
     let fault = state.faults.next_download();
     match fault {
         Fault::Http500 => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
