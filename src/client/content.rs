@@ -100,6 +100,9 @@ impl Client {
     ) -> Result<TempFile> {
         if let Some(state) = self.transfers.get() {
             let (node, key) = self.readable(h)?;
+            if node.size < super::resume::RESUME_MIN {
+                return self.download_fresh(h, target, tag, progress).await;
+            }
             let (state, user, handle) = (state.clone(), self.session.user.clone(), h.0.clone());
             let (target_buf, tag_buf) = (target.to_path_buf(), tag.to_string());
             let size = node.size;
@@ -116,6 +119,17 @@ impl Client {
                     .await;
             }
         }
+        self.download_fresh(h, target, tag, progress).await
+    }
+
+    /// A download into a new temporary file beside `target`, not recorded for resuming.
+    async fn download_fresh(
+        &self,
+        h: &NodeHandle,
+        target: &Path,
+        tag: &str,
+        progress: Option<Progress>,
+    ) -> Result<TempFile> {
         let (tmp, file) =
             TempFile::create_tagged(target, tag).map_err(|e| Error::local(target, e))?;
         let mut f = tokio::fs::File::from_std(file);
@@ -156,7 +170,12 @@ impl Client {
             .map_err(local)?
         };
         let content = self.content(h)?;
-        content.preload(0, &intact).map_err(Error::from)?;
+        if let Err(e) = content.preload(0, &intact) {
+            // The whole file was in the part and it does not verify: nothing of it is kept.
+            journal.finish();
+            part.discard();
+            return Err(Error::from(e).about(self.path_of(h)));
+        }
         let first = intact.len() as u64;
         if first > 0 {
             tracing::info!(

@@ -649,7 +649,7 @@ impl Client {
         // The journal (and what an interrupted run left) is read on a blocking thread: it
         // samples the file for its fingerprint.
         let journal = match self.transfers.get() {
-            Some(state) if size > 0 => {
+            Some(state) if size >= super::resume::RESUME_MIN => {
                 let (user, master) = (self.session.user.clone(), self.session.master_key.clone());
                 let (path, f, state) = (path.to_path_buf(), file.clone(), state.clone());
                 let (parent, name) = (target.parent.0.clone(), target.name.to_string());

@@ -37,6 +37,10 @@ use crate::transfer::upload::{Resume, UploadLog};
 /// How long an upload URL takes data: the SDK's `TEMPURL_TIMEOUT_TS` (172,500 s).
 pub const URL_LIFETIME_SECS: i64 = 172_500;
 
+/// Transfers smaller than this are not recorded: resuming them would save less than the
+/// record costs.
+pub const RESUME_MIN: u64 = 1 << 20;
+
 /// Journal format version.
 const VERSION: i64 = 1;
 
