@@ -2365,3 +2365,39 @@ async fn an_account_allowance_limits_that_account_only() {
         .await;
     assert!(std::fs::read(dir.join("free.bin")).unwrap() == data(8 << 20, 28));
 }
+
+/// Issue 21 §1: a one-way sync from MEGA waits out the transfer quota (said once) and
+/// finishes; with `--no-wait` it stops the downloads (exit 7) and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_sync_waits_out_the_transfer_quota() {
+    let env = Env::start_with(|cfg| {
+        cfg.limits.transfer_quota = 3 << 20;
+        cfg.limits.transfer_bucket = Duration::from_secs(1);
+    })
+    .await;
+    account(&env, "onewayq@example.com").await;
+    let c = Cmd::new(&env, "onewayq@example.com");
+    let src = env.dir.path().join("onewayq/src");
+    write(&src.join("one.bin"), &data(4 << 20, 31), 1_700_000_000);
+    write(&src.join("two.bin"), &data(4 << 20, 32), 1_700_000_000);
+    c.ok(&["put", "-r", &s(&src), "mega:/"]).await;
+    let dst = env.dir.path().join("onewayq/dst");
+    let o = c
+        .ok(&["sync", "--parallel", "1", "mega:/src/", &s(&dst)])
+        .await;
+    assert!(o.stderr.contains("transfer quota"), "{}", o.stderr);
+    assert!(std::fs::read(dst.join("one.bin")).unwrap() == data(4 << 20, 31));
+    assert!(std::fs::read(dst.join("two.bin")).unwrap() == data(4 << 20, 32));
+    let dst2 = env.dir.path().join("onewayq/dst2");
+    let o = c
+        .run(&[
+            "sync",
+            "--no-wait",
+            "--parallel",
+            "1",
+            "mega:/src/",
+            &s(&dst2),
+        ])
+        .await;
+    assert_eq!(o.code, 7, "{}{}", o.stdout, o.stderr);
+}
