@@ -282,6 +282,21 @@ impl TransferState {
         &self.dir
     }
 
+    /// Opens and locks the journal `name`; `None` if another run holds it or it cannot be
+    /// opened (logged).
+    fn open_journal(&self, name: &str) -> Option<(Journal, String)> {
+        match Journal::open(self.dir.join(name)) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open a transfer journal in {}: {e}",
+                    self.dir.display()
+                );
+                None
+            }
+        }
+    }
+
     fn name(kind: &str, parts: &[&[u8]]) -> String {
         let mut h = Sha256::new();
         for p in parts {
@@ -307,18 +322,7 @@ impl TransferState {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let local = abs.to_string_lossy().into_owned();
         let name = Self::name("up", &[user.as_bytes(), local.as_bytes()]);
-        let opened = Journal::open(self.dir.join(&name));
-        let (journal, text) = match opened {
-            Ok(Some(j)) => j,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot open a transfer journal in {}: {e}",
-                    self.dir.display()
-                );
-                return None;
-            }
-        };
+        let (journal, text) = self.open_journal(&name)?;
         let mut f = file;
         let crc = match fingerprint::crc(&mut f, meta.len()) {
             Ok(c) => c,
@@ -378,18 +382,7 @@ impl TransferState {
         let abs = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
         let local = abs.to_string_lossy().into_owned();
         let name = Self::name("dl", &[user.as_bytes(), node.as_bytes(), local.as_bytes()]);
-        let opened = Journal::open(self.dir.join(&name));
-        let (journal, text) = match opened {
-            Ok(Some(j)) => j,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(
-                    "cannot open a transfer journal in {}: {e}",
-                    self.dir.display()
-                );
-                return None;
-            }
-        };
+        let (journal, text) = self.open_journal(&name)?;
         let id = &name[3..11];
         let (part, file) = match crate::local::files::TempFile::resumable(target, tag, id) {
             Ok(p) => p,

@@ -29,18 +29,8 @@ impl TempFile {
 
     /// Creates `.<name>.<tag>-<random>.part` beside `target` (mode 0600).
     pub fn create_tagged(target: &Path, tag: &str) -> std::io::Result<(TempFile, std::fs::File)> {
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "download".into());
-        // `.` + name + `.` + tag + `-` + 8 hex + `.part` must fit one file name: a long name
-        // is cut (the random part keeps temp names apart).
-        let room = super::names::NAME_MAX.saturating_sub(tag.len() + 16);
-        let name = super::names::truncate_at_char(&name, room);
+        // The random part keeps temp names apart.
+        let (dir, name) = part_base(target, tag.len() + 8);
         for _ in 0..16 {
             let path = dir.join(format!(".{name}.{tag}-{:08x}.part", rand::random::<u32>()));
             match super::names::create_private(&path) {
@@ -62,16 +52,7 @@ impl TempFile {
         tag: &str,
         id: &str,
     ) -> std::io::Result<(TempFile, std::fs::File)> {
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "download".into());
-        let room = super::names::NAME_MAX.saturating_sub(tag.len() + id.len() + 8);
-        let name = super::names::truncate_at_char(&name, room);
+        let (dir, name) = part_base(target, tag.len() + id.len());
         let path = dir.join(format!(".{name}.{tag}-{id}.part"));
         use std::os::unix::fs::OpenOptionsExt;
         // Not through a symbolic link someone left under that name.
@@ -114,6 +95,21 @@ impl TempFile {
         self.done = true;
         Ok(())
     }
+}
+
+/// Where a partial download of `target` goes, and the name it starts with: `.` + name + `.`
+/// + `suffix` bytes of tag and id + `.part` must fit one file name, so a long name is cut.
+fn part_base(target: &Path, suffix: usize) -> (&Path, String) {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let room = super::names::NAME_MAX.saturating_sub(suffix + 8);
+    (dir, super::names::truncate_at_char(&name, room).to_string())
 }
 
 impl Drop for TempFile {

@@ -1073,11 +1073,12 @@ pub trait Queries {
         Ok(())
     }
 
-    /// Every upload URL issued and not swept: what it was for and what it received.
+    /// Every upload URL issued and not swept, in the order they were issued: what each was
+    /// for and what it received.
     fn upload_report(&self) -> Result<Vec<UploadReport>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, user, size, received, ranges, token IS NOT NULL FROM uploads ORDER BY created, id",
+            "SELECT id, user, size, received, ranges, token IS NOT NULL FROM uploads ORDER BY rowid",
         )?;
         let rows = st.query_map([], |r| {
             let ranges: String = r.get(4)?;
