@@ -509,3 +509,26 @@ async fn uq_and_g_carry_the_transfer_quota_fields() {
         .unwrap();
     assert_eq!(g["tl"], json!(0));
 }
+
+/// Today's `p` (`MEGA-FILES-TRANSFERS.md` §6.1): `v:4`, `sm:1` and a pitag (`p`, five
+/// characters) are accepted (and ignored) as the real service takes them from MEGA's SDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_nodes_as_todays_sdk_sends_it() {
+    let (env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let key: [u8; 16] = rand::random();
+    let a = b64::encode(&attr::encrypt(
+        &key,
+        json!({"n": "via-sdk-p"}).as_object().unwrap(),
+    ));
+    let k = b64::encode(&c.session().master_key.0.wrap(&key));
+    let r: Value = c
+        .api()
+        .call(json!({"a": "p", "v": 4, "sm": 1, "p": "F.FD.", "t": root.0,
+                     "n": [{"h": "xxxxxxxx", "t": 1, "a": a, "k": k}], "i": "0123456789"}))
+        .await
+        .unwrap();
+    assert_eq!(r["f"].as_array().map(Vec::len), Some(1), "{r}");
+    let fresh = env.login("wire@example.com").await;
+    assert!(fresh.resolve("/via-sdk-p").is_ok());
+}

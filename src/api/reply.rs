@@ -134,6 +134,29 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// Today's `f` carries sets and albums (`aesp`) and chats (`mcf`, `mcna`, `mcpna`,
+    /// `mcsm`) beside the nodes (`MEGA-FILES-TRANSFERS.md` §6.2), and `p` with `v:4` answers
+    /// file ids (`fh`): read past, the rest of the reply as it is.
+    #[test]
+    fn todays_additions_to_f_and_p_are_read_past() {
+        use crate::api::commands::{FetchReply, PutNodesReply};
+        let f = br#"[{"f": [{"h": "ROOT0000", "p": "", "u": "U1", "t": 2, "a": "", "ts": 1}],
+            "aesp": {"s": [{"id": "SET1", "at": "x", "k": "y", "u": "U1", "ts": 1, "cts": 1}],
+                     "e": [{"id": "EL1", "s": "SET1", "h": "ROOT0000", "o": 1, "ts": 1, "k": "z"}],
+                     "p": [{"s": "SET1", "ph": "PH", "ts": 1}]},
+            "mcf": {"c": [{"id": "CHAT", "u": [{"u": "U1", "p": 3}]}], "pc": []},
+            "mcna": [], "mcpna": [], "mcsm": [{"id": "M"}], "ok": [], "s": [], "u": [],
+            "sn": "SN000001"}]"#;
+        let r = parse_typed::<FetchReply>(f, 1, "f").unwrap();
+        let reply = r.into_iter().next().unwrap().unwrap();
+        assert_eq!(reply.f.len(), 1);
+        assert_eq!(reply.sn.as_deref(), Some("SN000001"));
+        let p = br#"[{"f": [{"h": "NODE0001", "p": "ROOT0000", "u": "U1", "t": 1, "a": "", "k": "U1:AAAA", "ts": 2}],
+            "fh": ["NODE0001:FILEID01"]}]"#;
+        let r = parse_typed::<PutNodesReply>(p, 1, "p").unwrap();
+        assert_eq!(r.into_iter().next().unwrap().unwrap().f.len(), 1);
+    }
+
     #[test]
     fn results_errors_and_shapes() {
         let r = parse_typed::<Value>(br#"[0, -9, {"x": 1}, "s", [1]]"#, 5, "t").unwrap();
