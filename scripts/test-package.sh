@@ -69,7 +69,9 @@ systemd-analyze verify "$unit" || fail "systemd-analyze verify mega-backup@"
 mega-testserver() { target/debug/mega-testserver "$@"; }
 [ -x target/debug/mega-testserver ] || cargo build --quiet -p mega-testserver
 mega-testserver useradd --data "$work/server" pkg@example.com 'package test' >/dev/null
-mega-testserver --data "$work/server" --listen 127.0.0.1:0 > "$work/url" 2> "$work/server.log" &
+# The binary itself in the background (not the shell function above: `$!` would then be a
+# subshell, and killing it would leave the server running after the test).
+target/debug/mega-testserver --data "$work/server" --listen 127.0.0.1:0 > "$work/url" 2> "$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do [ -s "$work/url" ] && break; sleep 0.1; done
 url=$(head -n1 "$work/url")
