@@ -169,6 +169,8 @@ impl Client {
             .map_err(|e| local(std::io::Error::other(e)))?
             .map_err(local)?
         };
+        // What follows is recorded after the intact chunks, never after stale ones.
+        journal.keep(&intact);
         let content = self.content(h)?;
         if let Err(e) = content.preload(0, &intact) {
             // The whole file was in the part and it does not verify: nothing of it is kept.

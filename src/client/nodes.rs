@@ -664,7 +664,7 @@ impl Client {
             }
             _ => None,
         };
-        let (mut journal, resume) = match journal {
+        let (journal, resume) = match journal {
             Some((j, r)) => (Some(j), r),
             None => (None, None),
         };
@@ -685,10 +685,8 @@ impl Client {
         .await;
         let up = match first {
             Err(e) if journal.as_ref().is_some_and(|j| j.resumed) && resume_failed(&e) => {
+                // A fresh key and URL; `started` writes the journal's new header.
                 tracing::info!("{}: {e}; starting the upload over", path.display());
-                if let Some(j) = journal.as_mut() {
-                    j.restart();
-                }
                 upload::upload_file(
                     &self.api,
                     file.clone(),

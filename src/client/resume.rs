@@ -21,7 +21,6 @@
 //! and the transfer goes on without it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -92,17 +91,7 @@ fn lock(file: &std::fs::File) -> Option<()> {
 /// A journal's lines: the header and the records after it. A torn last line is dropped; a
 /// malformed line before it makes the whole journal unusable (`None`).
 fn parse(text: &str) -> Option<(Value, Vec<Value>)> {
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    if text.ends_with('\n') {
-        lines.pop();
-    } else if lines.len() > 1 {
-        lines.pop(); // torn in mid-write
-    }
-    let mut values = Vec::with_capacity(lines.len());
-    for l in lines {
-        values.push(serde_json::from_str::<Value>(l).ok()?);
-    }
-    let mut it = values.into_iter();
+    let mut it = crate::local::jsonl::read(text)?.into_iter();
     let header = it.next().filter(|h| h["v"].as_i64() == Some(VERSION))?;
     Some((header, it.collect()))
 }
@@ -159,7 +148,7 @@ impl Journal {
         let r = f.set_len(0).and_then(|()| {
             use std::io::Seek;
             f.seek(std::io::SeekFrom::Start(0))?;
-            writeln!(f, "{header}")
+            crate::local::jsonl::append(&mut f, header)
         });
         if let Err(e) = r {
             self.failed(e);
@@ -171,8 +160,7 @@ impl Journal {
             return;
         }
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        // One write per line: a kill can tear only the last line.
-        if let Err(e) = f.write_all(format!("{record}\n").as_bytes()) {
+        if let Err(e) = crate::local::jsonl::append(&mut f, record) {
             self.failed(e);
         }
     }
@@ -240,19 +228,23 @@ impl UploadJournal {
     pub fn finish(self) {
         self.journal.remove();
     }
-
-    /// The earlier run cannot be resumed: the next `started` writes a new header.
-    pub fn restart(&mut self) {
-        self.resumed = false;
-    }
 }
 
 /// A download's journal: the MACs of the chunks in its part file, in order.
 pub struct DownloadJournal {
     journal: Journal,
+    header: Value,
 }
 
 impl DownloadJournal {
+    /// Starts the journal over with the chunks of the part found intact (from chunk 0).
+    pub fn keep(&self, intact: &[[u8; 16]]) {
+        self.journal.reset(&self.header);
+        for (i, m) in intact.chunks(64).enumerate() {
+            self.written(i as u64 * 64, m);
+        }
+    }
+
     /// Chunks `first..` with these MACs are in the part file.
     pub fn written(&self, first: u64, macs: &[[u8; 16]]) {
         if !macs.is_empty() {
@@ -403,12 +395,15 @@ impl TransferState {
             "part": part.path().to_string_lossy(),
             "at": now(),
         });
+        let mut header = header;
         let mut macs = Vec::new();
         if let Some((h, records)) = parse(&text) {
             let same = ["kind", "user", "node", "size", "key", "local"]
                 .iter()
                 .all(|k| h[*k] == header[*k]);
             if same {
+                // The same download: it keeps its start time.
+                header["at"] = h["at"].clone();
                 for r in &records {
                     match chunk_record(r) {
                         Some((first, m)) if first == macs.len() as u64 => macs.extend(m),
@@ -418,34 +413,12 @@ impl TransferState {
                 macs.truncate(mac::chunk_count(size) as usize);
             }
         }
-        let journal = DownloadJournal { journal };
+        let journal = DownloadJournal { journal, header };
         if macs.is_empty() {
-            journal.journal.reset(&header);
+            journal.keep(&[]);
             if let Err(e) = file.set_len(0) {
                 tracing::warn!("{}: {e}", part.path().display());
                 return None;
-            }
-        } else {
-            // Keep the header (its start time); new records go after the old ones.
-            let mut header = header;
-            header["at"] = parse(&text).map_or(json!(now()), |(h, _)| h["at"].clone());
-            let mut text = format!("{header}\n");
-            for (i, m) in macs.chunks(64).enumerate() {
-                let rec = json!({"c": i * 64, "m": b64::encode(&m.concat())});
-                text.push_str(&format!("{rec}\n"));
-            }
-            let f = journal
-                .journal
-                .file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let r = f.set_len(0).and_then(|()| {
-                use std::os::unix::fs::FileExt;
-                f.write_all_at(text.as_bytes(), 0)
-            });
-            drop(f);
-            if let Err(e) = r {
-                journal.journal.failed(e);
             }
         }
         Some((journal, part, file, macs))
@@ -481,7 +454,7 @@ impl TransferState {
                 .iter()
                 .filter_map(chunk_record)
                 .flat_map(|(first, m)| first..first + m.len() as u64)
-                .map(|i| mac::chunk_start(i + 1).min(size) - mac::chunk_start(i).min(size))
+                .map(|i| mac::chunk_len(i, size))
                 .sum();
             out.push(Interrupted {
                 id,
@@ -528,33 +501,13 @@ pub fn intact_prefix(
     size: u64,
     macs: &[[u8; 16]],
 ) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
     let have = file.metadata()?.len();
-    let c = crate::crypto::aes::cipher(&key.aes);
-    let mut i = 0usize;
-    // About 8 MiB per read.
-    while i < macs.len() {
-        let start = mac::chunk_start(i as u64);
-        let mut j = i;
-        while j < macs.len() && mac::chunk_start(j as u64 + 1) - start < 8 << 20 {
-            j += 1;
-        }
-        let j = j.max(i + 1).min(macs.len());
-        let end = mac::chunk_start(j as u64).min(size);
-        if end > have {
-            break;
-        }
-        let mut data = vec![0u8; (end - start) as usize];
-        file.read_exact_at(&mut data, start)?;
-        let now = mac::piece_macs(&c, &key.nonce, start, &data);
-        for (k, m) in now.iter().enumerate() {
-            if macs[i + k] != *m {
-                return Ok(i + k);
-            }
-        }
-        i = j;
-    }
-    Ok(i.min(macs.len()))
+    // Only chunks the part holds whole are compared.
+    let whole = (0..macs.len() as u64)
+        .take_while(|&i| mac::chunk_start(i + 1).min(size) <= have)
+        .count();
+    let now = mac::file_chunk_macs(file, key, size, 0, whole as u64)?;
+    Ok(now.iter().zip(macs).take_while(|(a, b)| a == b).count())
 }
 
 /// What an earlier run of this upload left, if it may be resumed: the same account, file

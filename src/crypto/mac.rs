@@ -59,6 +59,11 @@ pub fn chunks(size: u64) -> impl Iterator<Item = (u64, u64)> {
     })
 }
 
+/// The length of chunk `index` of a file of `size` bytes (0 past its end).
+pub fn chunk_len(index: u64, size: u64) -> u64 {
+    chunk_start(index + 1).min(size) - chunk_start(index).min(size)
+}
+
 /// Number of chunks of a file of `size` bytes.
 pub fn chunk_count(size: u64) -> u64 {
     if size == 0 {
@@ -270,6 +275,33 @@ pub fn content_matches<R: std::io::Read>(
         return Ok(false);
     }
     Ok(verify(&c, &key.nonce, size, &macs, &key.meta_mac))
+}
+
+/// The MACs under `key` of chunks `first..first + count` of a local plaintext copy of a file
+/// of `size` bytes, read at their offsets: a copy checked against MACs recorded earlier (a
+/// resumed transfer). A file shorter than those chunks is an `UnexpectedEof` error.
+pub fn file_chunk_macs(
+    file: &std::fs::File,
+    key: &super::keys::FileKey,
+    size: u64,
+    first: u64,
+    count: u64,
+) -> std::io::Result<Vec<[u8; 16]>> {
+    use std::os::unix::fs::FileExt;
+    let c = cipher(&key.aes);
+    let mut out = Vec::with_capacity(count.min(1 << 16) as usize);
+    let mut buf = Vec::new();
+    let mut i = first;
+    // Eight chunks at a time (at most 8 MiB), so that the lanes run side by side.
+    while i < first + count {
+        let next = (i + LANES as u64).min(first + count);
+        let (start, end) = (chunk_start(i).min(size), chunk_start(next).min(size));
+        buf.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut buf, start)?;
+        out.extend(piece_macs(&c, &key.nonce, start, &buf));
+        i = next;
+    }
+    Ok(out)
 }
 
 /// Reference meta-MAC of a whole plaintext buffer (the SDK algorithm).

@@ -140,7 +140,7 @@ pub struct MegaFs {
     /// The write-back queue, if write-back is on.
     wb: Option<writeback::WriteBack>,
     /// When MEGA's transfer quota comes back, once a read met it (see [`read`]).
-    quota_until: Mutex<Option<std::time::Instant>>,
+    quota: crate::client::quota::QuotaPause,
 }
 
 impl MegaFs {
@@ -162,7 +162,7 @@ impl MegaFs {
             running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             dir_handles: Mutex::new(HashMap::new()),
-            quota_until: Mutex::new(None),
+            quota: crate::client::quota::QuotaPause::new(true),
             wb: cfg
                 .writeback
                 .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),

@@ -426,13 +426,7 @@ impl MegaFs {
     /// MEGA's transfer quota ran out: it comes back in `wait` seconds. Logged once per
     /// window, with the time.
     fn quota_met(&self, wait: u64) {
-        let until = Instant::now() + std::time::Duration::from_secs(wait.max(1));
-        let mut q = self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = q.is_none_or(|u| u <= Instant::now());
-        if fresh || q.is_some_and(|u| u < until) {
-            *q = Some(until);
-        }
-        if fresh {
+        if self.quota.met(wait, true) {
             tracing::warn!(
                 "MEGA's transfer quota is used up until {} (in {wait} s): reads of content not cached here wait up to {} s for it, else fail with EDQUOT",
                 crate::local::time::fmt_time_secs(crate::local::time::now() + wait as i64),
@@ -444,14 +438,10 @@ impl MegaFs {
     /// Before a fetch: over the transfer quota, wait for it to come back if that is within
     /// `quota_wait`, else fail at once (without asking MEGA again: it would only say no).
     async fn quota_gate(&self) -> Result<()> {
-        let until = *self.quota_until.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(until) = until else {
+        let Some(until) = self.quota.until() else {
             return Ok(());
         };
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
         if left > self.cfg.quota_wait {
             return Err(FsError::TransferQuota {
                 wait: left.as_secs().max(1),

@@ -5,9 +5,11 @@
 //! * [`time`]: Unix seconds formatted in UTC.
 //! * [`glob`]: shell-style matching of one name.
 //! * [`units`]: sizes and rates as people write them.
+//! * [`jsonl`]: append-only records as JSON lines.
 
 pub mod files;
 pub mod glob;
+pub mod jsonl;
 pub mod names;
 pub mod time;
 pub mod units;

@@ -49,16 +49,6 @@ impl Bandwidth {
         }
     }
 
-    /// Parses `RATE` (both directions) or `UP:DOWN` (see [`crate::local::units::parse_rates`]).
-    pub fn parse(s: &str) -> Result<Bandwidth, String> {
-        let (up, down) = crate::local::units::parse_rates(s)?;
-        Ok(Bandwidth::new(up, down))
-    }
-
-    pub fn is_limited(&self) -> bool {
-        self.up.is_some() || self.down.is_some()
-    }
-
     /// The upload rate, if limited.
     pub fn up_rate(&self) -> Option<u64> {
         self.up.as_ref().map(|p| p.rate)

@@ -99,10 +99,8 @@ impl super::upload::UploadLog for UploadLogFile {
 
 impl UploadLogFile {
     fn line(&self, v: &Value) {
-        use std::io::Write;
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // One write per line: a crash tears only the last one, which is then ignored.
-        if let Err(e) = f.write_all(format!("{v}\n").as_bytes()) {
+        if let Err(e) = crate::local::jsonl::append(&mut f, v) {
             tracing::warn!("cannot record an upload's progress: {e}");
         }
     }
@@ -388,12 +386,11 @@ impl StagedFile {
 
     /// Starts the record of this (spent) file's upload to `url` (see [`UploadRecord`]).
     pub fn record_upload(&self, url: &str) -> std::io::Result<UploadLogFile> {
-        use std::io::Write;
         let path = upload_record(&self.path);
         let _ = std::fs::remove_file(&path);
         let mut f = create_private(&path)?;
         let head = json!({"url": url, "at": crate::local::time::now(), "size": self.len()?});
-        f.write_all(format!("{head}\n").as_bytes())?;
+        crate::local::jsonl::append(&mut f, &head)?;
         Ok(UploadLogFile(Mutex::new(f)))
     }
 
@@ -409,11 +406,8 @@ impl StagedFile {
     /// it left one that reads.
     pub fn upload_record(path: &Path) -> Option<UploadRecord> {
         let text = std::fs::read_to_string(upload_record(path)).ok()?;
-        let mut lines: Vec<&str> = text.split('\n').collect();
-        // The last line is torn unless the text ends with a newline.
-        lines.pop();
-        let mut it = lines.into_iter();
-        let head: Value = serde_json::from_str(it.next()?).ok()?;
+        let mut it = crate::local::jsonl::read(&text)?.into_iter();
+        let head = it.next()?;
         let mut r = UploadRecord {
             url: head["url"].as_str()?.to_string(),
             at: head["at"].as_i64()?,
@@ -422,8 +416,7 @@ impl StagedFile {
             complete: false,
         };
         let chunks = mac::chunk_count(r.size);
-        for l in it {
-            let v: Value = serde_json::from_str(l).ok()?;
+        for v in it {
             if v["t"].as_bool() == Some(true) {
                 r.complete = true;
                 continue;

@@ -274,31 +274,22 @@ pub async fn upload<R: AsyncRead + Unpin>(
     progress: Option<Progress>,
 ) -> Result<Uploaded, TransferError> {
     let mut sender = Sender::new(api, size, cfg, progress).await?;
-    let mut key = fresh_key();
-    let c = cipher(&key.aes);
-    let mut sampler = Sampler::new(size);
-    let mut macs: BTreeMap<usize, [u8; 16]> = BTreeMap::new();
+    let mut enc = Encryptor::new(fresh_key(), size, BTreeMap::new(), None);
     for piece in pieces(size, cfg.up_piece()) {
-        let (start, len, first) = (piece.start, piece.len, piece.first as usize);
         // `len` is at most the piece size: the buffer is bounded by our config, not by `size`.
-        let mut data = vec![0u8; len as usize];
+        let mut data = vec![0u8; piece.len as usize];
         let mut got = 0usize;
         while got < data.len() {
             let n = reader.read(&mut data[got..]).await?;
             if n == 0 {
                 return Err(TransferError::ShortRead {
-                    got: start + got as u64,
+                    got: piece.start + got as u64,
                     expected: size,
                 });
             }
             got += n;
         }
-        sampler.feed(start, &data);
-        let macs_of_piece = mac::encrypt_piece(&c, &key.nonce, start, &mut data);
-        for (i, m) in macs_of_piece.into_iter().enumerate() {
-            macs.insert(first + i, m);
-        }
-        sender.send(piece, data, Vec::new()).await?;
+        enc.send(&mut sender, piece, data).await?;
     }
     // The reader must not hold more than it promised.
     let mut probe = [0u8; 1];
@@ -307,14 +298,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
             "the file grew while it was being uploaded",
         )));
     }
-    let token = sender.finish().await?;
-    key.meta_mac = mac::condense(&c, macs.values());
-    Ok(Uploaded {
-        token,
-        key,
-        fingerprint: sampler.finish(mtime),
-        size,
-    })
+    enc.finish(sender, mtime).await
 }
 
 /// Sends the `size` bytes of a staged file as they are on disk (already encrypted with the
@@ -378,7 +362,7 @@ pub async fn resume_staged(
         .map_err(|e| tracing::warn!("{}: {e}", staged.path().display()))
         .ok();
     if let Some(p) = &progress {
-        p(record.acked.iter().map(|&i| chunk_len(i, size)).sum());
+        p(record.acked.iter().map(|&i| mac::chunk_len(i, size)).sum());
     }
     let sender = Sender::at(
         api,
@@ -451,32 +435,32 @@ async fn check_acknowledged(
     file: &Arc<std::fs::File>,
     size: u64,
     resume: &Resume,
-    cfg: &TransferConfig,
 ) -> Result<(), TransferError> {
-    let c = cipher(&resume.key.aes);
-    for piece in pieces(size, cfg.up_piece()) {
-        let chunks: Vec<u64> = (piece.first..=piece.last())
-            .filter(|i| resume.acked.contains_key(i))
-            .collect();
-        if chunks.is_empty() {
-            continue;
-        }
-        let data = read_piece(file, piece.start, piece.len, size).await?;
-        let (c, nonce) = (c.clone(), resume.key.nonce);
-        let start = piece.start;
-        let now = tokio::task::spawn_blocking(move || mac::piece_macs(&c, &nonce, start, &data))
-            .await
-            .map_err(join_error)?;
-        for i in chunks {
-            if now.get((i - piece.first) as usize) != resume.acked.get(&i) {
+    let (f, key, acked) = (file.clone(), resume.key.clone(), resume.acked.clone());
+    tokio::task::spawn_blocking(move || {
+        // Runs of consecutive acknowledged chunks, each read and MACed in one go.
+        let mut chunks = acked.iter().peekable();
+        while let Some((&first, _)) = chunks.peek() {
+            let mut run = Vec::new();
+            while let Some((&i, m)) = chunks.peek() {
+                if i != first + run.len() as u64 {
+                    break;
+                }
+                run.push(**m);
+                chunks.next();
+            }
+            let now = mac::file_chunk_macs(&f, &key, size, first, run.len() as u64)?;
+            if let Some(k) = (0..run.len()).find(|&k| now[k] != run[k]) {
                 return Err(TransferError::ResumeRefused(format!(
                     "the file changed at byte {} since the interrupted upload",
-                    mac::chunk_start(i)
+                    mac::chunk_start(first + k as u64)
                 )));
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .map_err(join_error)?
 }
 
 /// Uploads `size` bytes of a local file, fresh or resumed (see the module docs): `log` hears
@@ -503,9 +487,10 @@ pub async fn upload_file(
             log.started(&url, &key);
         }
         let sender = Sender::at(api, url, cfg, progress, log);
-        return send_file(sender, &file, size, mtime, key, BTreeMap::new(), None).await;
+        let enc = Encryptor::new(key, size, BTreeMap::new(), None);
+        return send_file(sender, &file, mtime, enc).await;
     };
-    check_acknowledged(&file, size, &resume, cfg).await?;
+    check_acknowledged(&file, size, &resume).await?;
     let Resume {
         url,
         key,
@@ -514,69 +499,109 @@ pub async fn upload_file(
         fingerprint,
     } = resume;
     if let Some(p) = &progress {
-        p(acked.keys().map(|&i| chunk_len(i, size)).sum());
+        p(acked.keys().map(|&i| mac::chunk_len(i, size)).sum());
     }
     let mut sender = Sender::at(api, url, cfg, progress, log);
     if let Some(t) = token {
         // The file is whole on the server already; only `p` is missing.
         sender.token = Some(t);
     }
-    send_file(sender, &file, size, mtime, key, acked, Some(fingerprint)).await
+    let enc = Encryptor::new(key, size, acked, Some(fingerprint));
+    send_file(sender, &file, mtime, enc).await
 }
 
-/// The length of chunk `i` of a file of `size` bytes.
-fn chunk_len(i: u64, size: u64) -> u64 {
-    mac::chunk_start(i + 1).min(size) - mac::chunk_start(i).min(size)
-}
-
-/// Reads, encrypts and sends the pieces of `file` not all of whose chunks are in `acked`;
-/// the key's meta-MAC from all chunk MACs. The fingerprint is sampled as the file passes
-/// unless it is given (a resumed upload does not read every piece).
-async fn send_file(
-    mut sender: Sender<'_>,
-    file: &Arc<std::fs::File>,
+/// The encrypting side of one upload: its key, the chunk MACs and the fingerprint as the
+/// pieces pass (or the fingerprint given), then what `p` needs.
+struct Encryptor {
+    key: FileKey,
+    cipher: aes::Aes128,
+    macs: BTreeMap<u64, [u8; 16]>,
+    /// The fingerprint as given, or sampled from the pieces as they pass.
+    fingerprint: Result<Fingerprint, Sampler>,
     size: u64,
-    mtime: i64,
-    mut key: FileKey,
-    mut macs: BTreeMap<u64, [u8; 16]>,
-    fingerprint: Option<Fingerprint>,
-) -> Result<Uploaded, TransferError> {
-    let c = cipher(&key.aes);
-    // The fingerprint as given, or sampled from the pieces as they pass.
-    let mut fingerprint = fingerprint.ok_or_else(|| Sampler::new(size));
-    let done = sender.token.is_some();
-    for piece in pieces(size, sender.cfg.up_piece()) {
-        if done || (piece.first..=piece.last()).all(|i| macs.contains_key(&i)) {
-            continue;
+}
+
+impl Encryptor {
+    /// `macs`: the chunks already sent (a resumed upload), whose pieces are not sent again.
+    fn new(
+        key: FileKey,
+        size: u64,
+        macs: BTreeMap<u64, [u8; 16]>,
+        fingerprint: Option<Fingerprint>,
+    ) -> Self {
+        Encryptor {
+            cipher: cipher(&key.aes),
+            key,
+            macs,
+            fingerprint: fingerprint.ok_or_else(|| Sampler::new(size)),
+            size,
         }
-        let mut data = read_piece(file, piece.start, piece.len, size).await?;
-        if let Err(sampler) = &mut fingerprint {
+    }
+
+    /// Whether every chunk of `piece` was sent already.
+    fn has(&self, piece: &Piece) -> bool {
+        (piece.first..=piece.last()).all(|i| self.macs.contains_key(&i))
+    }
+
+    /// Encrypts the plaintext of `piece` (on a blocking thread: it is CPU work), records its
+    /// chunk MACs and hands it to `sender`.
+    async fn send(
+        &mut self,
+        sender: &mut Sender<'_>,
+        piece: Piece,
+        mut data: Vec<u8>,
+    ) -> Result<(), TransferError> {
+        if let Err(sampler) = &mut self.fingerprint {
             sampler.feed(piece.start, &data);
         }
-        let (c2, nonce, start) = (c.clone(), key.nonce, piece.start);
+        let (c, nonce) = (self.cipher.clone(), self.key.nonce);
         let (data, piece_macs) = tokio::task::spawn_blocking(move || {
-            let m = mac::encrypt_piece(&c2, &nonce, start, &mut data);
+            let m = mac::encrypt_piece(&c, &nonce, piece.start, &mut data);
             (data, m)
         })
         .await
         .map_err(join_error)?;
         for (i, m) in piece_macs.iter().enumerate() {
-            macs.insert(piece.first + i as u64, *m);
+            self.macs.insert(piece.first + i as u64, *m);
         }
-        sender.send(piece, data, piece_macs).await?;
+        sender.send(piece, data, piece_macs).await
     }
-    let token = sender.finish().await?;
-    if macs.len() as u64 != mac::chunk_count(size) {
-        return Err(TransferError::ResumeRefused(
-            "the interrupted upload's record does not cover the file".into(),
-        ));
+
+    /// What `p` needs, once every chunk was sent and `sender` has the token.
+    async fn finish(self, sender: Sender<'_>, mtime: i64) -> Result<Uploaded, TransferError> {
+        let token = sender.finish().await?;
+        if self.macs.len() as u64 != mac::chunk_count(self.size) {
+            return Err(TransferError::ResumeRefused(
+                "the interrupted upload's record does not cover the file".into(),
+            ));
+        }
+        let mut key = self.key;
+        key.meta_mac = mac::condense(&self.cipher, self.macs.values());
+        Ok(Uploaded {
+            token,
+            key,
+            fingerprint: self.fingerprint.unwrap_or_else(|s| s.finish(mtime)),
+            size: self.size,
+        })
     }
-    key.meta_mac = mac::condense(&c, macs.values());
-    let fingerprint = fingerprint.unwrap_or_else(|s| s.finish(mtime));
-    Ok(Uploaded {
-        token,
-        key,
-        fingerprint,
-        size,
-    })
+}
+
+/// Reads, encrypts and sends the pieces of `file` not all of whose chunks were sent.
+async fn send_file(
+    mut sender: Sender<'_>,
+    file: &Arc<std::fs::File>,
+    mtime: i64,
+    mut enc: Encryptor,
+) -> Result<Uploaded, TransferError> {
+    let size = enc.size;
+    if sender.token.is_none() {
+        for piece in pieces(size, sender.cfg.up_piece()) {
+            if enc.has(&piece) {
+                continue;
+            }
+            let data = read_piece(file, piece.start, piece.len, size).await?;
+            enc.send(&mut sender, piece, data).await?;
+        }
+    }
+    enc.finish(sender, mtime).await
 }
