@@ -333,6 +333,11 @@ async fn a_mount_killed_during_a_burst_leaves_a_cache_that_warms_to_the_same_tre
     let root = writer.root().unwrap().handle;
     let m = Mount::start(&env, "a@example.com", &[], true);
     let cache_dir = m.home.join("cache/mega-mount/trees");
+    // The first start writes the cache file in the background while the tree is in use.
+    common::eventually(30, "the mount wrote its cache at start", || {
+        stored_sn(&cache_dir).is_some()
+    })
+    .await;
     let initial = stored_sn(&cache_dir);
     assert!(initial.is_some(), "the mount wrote no cache at start");
     // A burst of remote changes, the mount following them, killed in the middle.
