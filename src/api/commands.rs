@@ -228,6 +228,13 @@ pub struct RawNode {
         skip_serializing_if = "Option::is_none"
     )]
     pub sk: Option<String>,
+    /// File attributes: `<cluster>:<type>*<handle>` entries joined by `/`.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fa: Option<String>,
     /// Incoming share: our access level (0 read-only, 1 read-write, 2 full).
     #[serde(
         default,
@@ -342,6 +349,9 @@ pub struct NewNode {
     /// into (a tree copied in one `p`); absent, it goes into the request's `t`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p: Option<String>,
+    /// File attributes stored beforehand (`0*<handle>/1*<handle>`: thumbnail, preview).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fa: Option<String>,
 }
 
 /// `cr`: node keys wrapped with share keys, as `[share handles, node handles, triples]`
@@ -545,6 +555,52 @@ pub struct UploadUrlReply {
 
 impl Command for GetUploadUrl {
     type Reply = UploadUrlReply;
+}
+
+// ---- file attributes (thumbnails, previews) ----
+
+/// `ufa` with `s`: a URL to store one file attribute of `s` bytes (encrypted, padded).
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "ufa")]
+pub struct PutFileAttrUrl {
+    pub s: u64,
+    pub ssl: u8,
+}
+
+impl Command for PutFileAttrUrl {
+    type Reply = FileAttrUrlReply;
+}
+
+/// `ufa` with `fah`: a URL to fetch file attributes from the cluster holding `fah` (the
+/// batch's first handle); `r: 1` asks for the streamed record form.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "ufa")]
+pub struct GetFileAttrUrl<'a> {
+    pub fah: &'a str,
+    pub ssl: u8,
+    pub r: u8,
+}
+
+impl Command for GetFileAttrUrl<'_> {
+    type Reply = FileAttrUrlReply;
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileAttrUrlReply {
+    pub p: String,
+}
+
+/// `pfa`: attaches stored file attributes (`<type>*<handle>[/…]`) to a node; the reply is
+/// the node's whole new `fa`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "pfa")]
+pub struct AttachFileAttr<'a> {
+    pub n: &'a str,
+    pub fa: &'a str,
+}
+
+impl Command for AttachFileAttr<'_> {
+    type Reply = String;
 }
 
 // ---- sharing ----

@@ -576,6 +576,7 @@ impl Client {
             ov: None,
             p: None,
             ph: None,
+            fa: None,
         };
         self.put_node(parent, node, &key).await
     }

@@ -14,6 +14,7 @@
 //! * [`watch`]: following remote changes;
 //! * [`resume`]: journals of interrupted transfers, for the next run to resume;
 //! * [`quota`]: one transfer-quota clock per run of transfers;
+//! * [`pictures`]: thumbnails and previews of uploaded images, and reading them back;
 //! * [`connect`]: a client from the configuration (saved session or credentials).
 //!
 //! Every operation returns the engine's [`Error`], by meaning.
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod links;
 pub mod marks;
 pub mod nodes;
+pub mod pictures;
 pub mod quota;
 pub mod resume;
 pub mod shares;
@@ -107,6 +109,8 @@ pub struct Client {
     /// Where interrupted uploads of local files and downloads to local files are recorded
     /// for the next run to resume (see [`resume`]); unset: transfers do not resume.
     transfers: std::sync::OnceLock<resume::TransferState>,
+    /// Limits for making thumbnails and previews on upload; `None`: not made.
+    graphics: std::sync::Mutex<Option<crate::transfer::graphics::Limits>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -211,6 +215,7 @@ impl Client {
             vault_writes: AtomicBool::new(false),
             my_backups: std::sync::Mutex::new(None),
             transfers: std::sync::OnceLock::new(),
+            graphics: std::sync::Mutex::new(Some(Default::default())),
         };
         // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
         // only asked to refresh one that an action packet says changed.

@@ -320,7 +320,8 @@ impl Client {
     ) -> Result<Node> {
         self.check_target(&target)?;
         let up = upload::upload(&self.api, reader, size, mtime, &self.transfer, progress).await?;
-        self.create_file(target, up).await
+        // A stream cannot be read again for a thumbnail.
+        self.create_file(target, up, None).await
     }
 
     /// Uploads a staged file (already encrypted, see [`StagedFile`]) to `target`, as
@@ -383,7 +384,14 @@ impl Client {
             }
             .map_err(Error::from)
         };
-        let (sealed, token) = tokio::try_join!(seal, send)?;
+        // Its thumbnail and preview are made meanwhile from the staged plaintext.
+        let s = staged.clone();
+        let pictures = self.make_graphics(target.name, size, move || {
+            let len = usize::try_from(size).map_err(std::io::Error::other)?;
+            s.read_at(0, len)
+        });
+        let (sent, pictures) = tokio::join!(async { tokio::try_join!(seal, send) }, pictures);
+        let (sealed, token) = sent?;
         if sealed.size != size {
             let e = std::io::Error::other("the staging file changed while it was uploaded");
             return Err(Error::local(staged.path(), e));
@@ -394,7 +402,7 @@ impl Client {
             fingerprint: sealed.fingerprint,
             size,
         };
-        self.create_file(target, up).await
+        self.create_file(target, up, pictures).await
     }
 
     /// The parent must be a folder; a file being replaced must be one that can change.
@@ -411,11 +419,22 @@ impl Client {
     /// Creates the node of uploaded content: as the new version of the file it replaces
     /// (which becomes its previous version in the same `p`), or beside it, then retiring the
     /// old one as the target says.
-    async fn create_file(&self, target: Target<'_>, up: upload::Uploaded) -> Result<Node> {
+    /// `pictures` (a thumbnail and a preview) are stored first and attached in the same
+    /// `p`; a failure to store them leaves the file without them.
+    async fn create_file(
+        &self,
+        target: Target<'_>,
+        up: upload::Uploaded,
+        pictures: Option<crate::transfer::graphics::Made>,
+    ) -> Result<Node> {
         let mut attrs = Map::new();
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
+        let fa = match pictures {
+            Some(made) => self.store_graphics(&up.key, &made).await,
+            None => None,
+        };
         let key = NodeKey::File(up.key.clone());
-        self.put_file(target, key, attrs, up.token, None).await
+        self.put_file(target, key, attrs, up.token, None, fa).await
     }
 
     /// Makes a file node called `target.name` with `p`: its content named by an upload
@@ -428,6 +447,7 @@ impl Client {
         mut attrs: Map<String, Value>,
         h: String,
         ph: Option<String>,
+        fa: Option<String>,
     ) -> Result<Node> {
         attrs.insert("n".into(), json!(target.name));
         let old = self.superseding(&target);
@@ -445,6 +465,7 @@ impl Client {
             ov: kept_as_version(old),
             p: None,
             ph,
+            fa,
         };
         let created = self.put_node(target.parent, node, &key).await?;
         self.retire(&created, old).await;
@@ -523,7 +544,9 @@ impl Client {
                 let mut attrs = file.attrs.clone();
                 attrs.remove("rr");
                 let key = NodeKey::File(key.clone());
-                self.put_file(target, key, attrs, String::new(), Some(handle.clone()))
+                // The server keeps the linked file's attributes.
+                let ph = Some(handle.clone());
+                self.put_file(target, key, attrs, String::new(), ph, None)
                     .await
             }
             Linked::Folder(pf) => {
@@ -600,6 +623,8 @@ impl Client {
                     .then(|| c.parent.as_ref().map(|p| p.0.clone()))
                     .flatten(),
                 ph,
+                // The server keeps the source's file attributes.
+                fa: None,
             });
             keys.push(key);
         }
@@ -672,6 +697,14 @@ impl Client {
         fn log(j: &Option<super::resume::UploadJournal>) -> Option<&dyn upload::UploadLog> {
             j.as_ref().map(|j| j as &dyn upload::UploadLog)
         }
+        // Its thumbnail and preview are made meanwhile, from the same open file.
+        let f = file.clone();
+        let pictures = self.make_graphics(target.name, size, move || {
+            use std::os::unix::fs::FileExt;
+            let mut data = vec![0u8; usize::try_from(size).map_err(std::io::Error::other)?];
+            f.read_exact_at(&mut data, 0)?;
+            Ok(data)
+        });
         let first = upload::upload_file(
             &self.api,
             file.clone(),
@@ -681,8 +714,8 @@ impl Client {
             progress.clone(),
             resume,
             log(&journal),
-        )
-        .await;
+        );
+        let (first, pictures) = tokio::join!(first, pictures);
         let up = match first {
             Err(e) if journal.as_ref().is_some_and(|j| j.resumed) && resume_failed(&e) => {
                 // A fresh key and URL; `started` writes the journal's new header.
@@ -711,7 +744,7 @@ impl Client {
                 std::io::Error::other("the file changed while it was uploaded; try again"),
             ));
         }
-        let node = self.create_file(target, up).await?;
+        let node = self.create_file(target, up, pictures).await?;
         if let Some(j) = journal {
             j.finish();
         }

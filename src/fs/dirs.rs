@@ -458,6 +458,7 @@ mod tests {
             undecryptable: None,
             wrapped_key: None,
             inshare: None,
+            fa: None,
         }
     }
 

@@ -250,6 +250,7 @@ mod tests {
             undecryptable: None,
             wrapped_key: None,
             inshare: None,
+            fa: None,
         }
     }
 

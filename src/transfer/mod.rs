@@ -13,12 +13,16 @@
 //!   when it goes to disk.
 //! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
 //! * [`limit`]: bandwidth limits, per direction, shared by a client's transfers.
+//! * [`graphics`]: thumbnails and previews of images, made as MEGA's SDK makes them;
+//!   [`fileattr`]: storing and fetching them (file attributes) encrypted under the file's key.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
 
 pub mod content;
 pub mod download;
 pub mod fetch;
+pub mod fileattr;
+pub mod graphics;
 pub mod limit;
 pub mod spool;
 pub mod staged;

@@ -35,7 +35,7 @@ use crate::crypto::b64;
 use crate::tree::keys::KeyRing;
 
 /// Written into every cache file; another value means another layout (the file is rebuilt).
-const FORMAT: &str = "mega-mount tree cache 3";
+const FORMAT: &str = "mega-mount tree cache 4";
 
 /// The block the check value encrypts with the master key (16 bytes).
 const CHECK_BLOCK: &[u8; 16] = b"mega-mount cache";
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   h TEXT PRIMARY KEY, p TEXT, t INTEGER NOT NULL, u TEXT NOT NULL, a TEXT NOT NULL,
   k TEXT NOT NULL, s INTEGER NOT NULL, ts INTEGER NOT NULL, su TEXT, r INTEGER,
-  c INTEGER NOT NULL);
+  c INTEGER NOT NULL, fa TEXT);
 CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 ";
 
@@ -97,6 +97,7 @@ pub struct Row {
     ts: i64,
     su: Option<String>,
     r: Option<i64>,
+    fa: Option<String>,
 }
 
 impl Row {
@@ -133,6 +134,12 @@ impl Row {
             b.extend_from_slice(&n.to_le_bytes());
         }
         b.push(u8::from(self.r.is_some()));
+        // File attributes, only where there are any (tagged 2 and ended with 0).
+        if let Some(fa) = &self.fa {
+            b.push(2);
+            b.extend_from_slice(fa.as_bytes());
+            b.push(0);
+        }
         crc32fast::hash(&b)
     }
 
@@ -149,6 +156,7 @@ impl Row {
             ts: r.get(7)?,
             su: r.get(8)?,
             r: r.get(9)?,
+            fa: r.get(11)?,
         };
         let stored: i64 = r.get(10)?;
         let ok = stored == i64::from(row.crc());
@@ -169,6 +177,7 @@ impl Row {
             su: self.su,
             sk: None,
             r: self.r,
+            fa: self.fa,
         }
     }
 }
@@ -177,7 +186,7 @@ impl Row {
 /// are made once, by `concat!`).
 macro_rules! columns {
     () => {
-        "h, p, t, u, a, k, s, ts, su, r, c"
+        "h, p, t, u, a, k, s, ts, su, r, c, fa"
     };
 }
 
@@ -244,6 +253,7 @@ fn row_of(n: &Node, keys: &KeyRing) -> Row {
         ts: n.ctime,
         su: n.inshare.as_ref().map(|s| s.owner.clone()),
         r: n.inshare.as_ref().map(|s| i64::from(s.access.level())),
+        fa: n.fa.clone(),
     }
 }
 
@@ -939,7 +949,7 @@ impl TreeCache {
                     .prepare(concat!(
                         "INSERT INTO nodes (",
                         columns!(),
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                     ))
                     .map_err(|e| bad(&e))?;
                 // The file's checksum: the sum of its rows' (so a commit updates it row by row).
@@ -958,7 +968,8 @@ impl TreeCache {
                         r.ts,
                         r.su,
                         r.r,
-                        i64::from(crc)
+                        i64::from(crc),
+                        r.fa
                     ])
                     .map_err(|e| bad(&e))?;
                 }
@@ -1059,16 +1070,16 @@ fn write_state(
             del.execute([h])?;
         }
         let mut put = tx.prepare_cached(
-            "INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r, c) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+            "INSERT INTO nodes (h, p, t, u, a, k, s, ts, su, r, c, fa) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
              ON CONFLICT(h) DO UPDATE SET p = excluded.p, t = excluded.t, u = excluded.u, \
              a = excluded.a, k = excluded.k, s = excluded.s, ts = excluded.ts, \
-             su = excluded.su, r = excluded.r, c = excluded.c",
+             su = excluded.su, r = excluded.r, c = excluded.c, fa = excluded.fa",
         )?;
         for r in upserts {
             let c = i64::from(r.crc());
             put.execute(params![
-                r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r, c
+                r.h, r.p, r.t, r.u, r.a, r.k, r.s, r.ts, r.su, r.r, c, r.fa
             ])?;
         }
     }
@@ -1124,6 +1135,11 @@ mod tests {
                 c.update(&n.to_le_bytes());
             }
             c.update(&[u8::from(r.r.is_some())]);
+            if let Some(fa) = &r.fa {
+                c.update(&[2]);
+                c.update(fa.as_bytes());
+                c.update(&[0]);
+            }
             c.finalize()
         }
         let plain = row("AAAAAAAA");
@@ -1134,7 +1150,12 @@ mod tests {
             s: 1 << 40,
             ..row("BBBBBBBB")
         };
-        for r in [&plain, &shared] {
+        let pictured = Row {
+            fa: Some("7:0*AAAAAAAAAAA/7:1*BBBBBBBBBBB".into()),
+            ..row("AAAAAAAA")
+        };
+        assert_ne!(plain.crc(), pictured.crc());
+        for r in [&plain, &shared, &pictured] {
             assert_eq!(r.crc(), reference(r));
         }
         assert_ne!(plain.crc(), shared.crc());
@@ -1154,6 +1175,7 @@ mod tests {
             ts: 5,
             su: None,
             r: None,
+            fa: None,
         }
     }
 

@@ -1032,6 +1032,21 @@ impl NodeTree {
     }
 
     /// Re-decrypts a node's attributes from an encrypted blob (after `a` or a `u` packet).
+    pub fn set_file_attrs(&mut self, h: &NodeHandle, fa: &str) -> bool {
+        if self.node(h).is_none() {
+            return false;
+        }
+        self.generation += 1;
+        self.touch(h);
+        let Some(n) = self.nodes.get_mut(h) else {
+            return false;
+        };
+        n.fa = Some(fa.to_string()).filter(|fa| !fa.is_empty());
+        true
+    }
+
+    /// Replaces a node's encrypted attributes (`u` packet, `a` command); false if the node
+    /// is unknown.
     pub fn set_encrypted_attrs(&mut self, h: &NodeHandle, at: &str) -> bool {
         if self.node(h).is_none() {
             return false;

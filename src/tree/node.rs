@@ -100,6 +100,8 @@ pub struct Node {
     pub wrapped_key: Option<String>,
     /// On the root of a folder another user shared with us: who, and our access.
     pub inshare: Option<InShare>,
+    /// File attributes (`fa`: thumbnail, preview, media), as the server lists them.
+    pub fa: Option<String>,
 }
 
 /// What a folder shared with us says about the share.
@@ -240,6 +242,7 @@ pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeErro
         k,
         su,
         r,
+        fa,
         ..
     } = v;
     let parent = p.filter(|p| !p.is_empty()).map(NodeHandle);
@@ -258,6 +261,7 @@ pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeErro
         undecryptable: None,
         wrapped_key: None,
         inshare: None,
+        fa: fa.filter(|fa| !fa.is_empty()),
     };
     match kind {
         NodeKind::Root => node.name = "Cloud Drive".into(),

@@ -52,6 +52,12 @@ pub enum ActionPacket {
         attrs: String,
         echo: Option<String>,
     },
+    /// `fa`: a file's attributes (thumbnail, preview…) changed; `fa` is the whole new list.
+    FileAttributes {
+        handle: NodeHandle,
+        fa: String,
+        echo: Option<String>,
+    },
     /// `d`: a subtree was removed; `is_move` when a `t` with the same nodes follows.
     Delete {
         handle: NodeHandle,
@@ -138,6 +144,11 @@ impl ActionPacket {
                 attrs: s("at")?.to_string(),
                 echo,
             },
+            "fa" => ActionPacket::FileAttributes {
+                handle: NodeHandle::from(s("n")?),
+                fa: s("fa")?.to_string(),
+                echo,
+            },
             "d" => ActionPacket::Delete {
                 handle: NodeHandle::from(s("n")?),
                 is_move: v.get("m").and_then(Value::as_i64) == Some(1),
@@ -171,6 +182,7 @@ impl ActionPacket {
         match self {
             ActionPacket::NewNodes { echo, .. }
             | ActionPacket::Update { echo, .. }
+            | ActionPacket::FileAttributes { echo, .. }
             | ActionPacket::Delete { echo, .. }
             | ActionPacket::UserAttributes { echo, .. }
             | ActionPacket::Share { echo, .. }
@@ -251,6 +263,11 @@ impl NodeTree {
                 }
                 ActionPacket::Update { handle, attrs, .. } => {
                     if self.set_encrypted_attrs(handle, attrs) {
+                        changes.push(Change::Updated(handle.clone()));
+                    }
+                }
+                ActionPacket::FileAttributes { handle, fa, .. } => {
+                    if self.set_file_attrs(handle, fa) {
                         changes.push(Change::Updated(handle.clone()));
                     }
                 }

@@ -853,7 +853,8 @@ impl NodeTree {
                         }
                     }
                 }
-                ActionPacket::Update { handle, .. } => {
+                ActionPacket::Update { handle, .. }
+                | ActionPacket::FileAttributes { handle, .. } => {
                     self.node(handle);
                 }
                 ActionPacket::Delete { handle, .. } => self.prefetch_remove_joined(handle, &joined),

@@ -141,6 +141,7 @@ mod tests {
             size: 10,
             ts: 0,
             blob: Some(blob.into()),
+            fa: String::new(),
         }
     }
 

@@ -190,6 +190,8 @@ impl Ctx<'_> {
         };
         match a {
             "f" | "g" if self.folder_link.is_some() => self.folder_link_cmd(a, cmd),
+            // A folder link's visitors fetch thumbnails too (never store them).
+            "ufa" if self.folder_link.is_some() => self.ufa(cmd, None),
             "u" | "p" if self.folder_link.is_some() => self.link_write(a, cmd),
             "us0" => self.us0(cmd),
             "us" => self.us(cmd),
@@ -227,8 +229,10 @@ impl Ctx<'_> {
             "upca" => self.upca(cmd, sess),
             "ur2" => self.ur2(cmd, sess),
             "uk" => self.uk(cmd),
-            // Accepted and ignored: key maintenance, file attributes.
-            "k" | "pfa" => Ok(json!(0)),
+            // Accepted and ignored: key maintenance.
+            "k" => Ok(json!(0)),
+            "ufa" => self.ufa(cmd, Some(sess)),
+            "pfa" => self.pfa(cmd, sess),
             "uga" => self.uga(cmd, sess),
             "up" | "up2" => self.up2(cmd, sess),
             "upv" => self.upv(cmd, sess),
@@ -652,6 +656,9 @@ impl Ctx<'_> {
             if !valid_b64(attrs, crate::crypto::MAX_ATTR_B64) || !valid_b64(key, 64) {
                 return Err(err::EARGS);
             }
+            // A copy or an import keeps its source's file attributes; an upload names its
+            // own (`fa`).
+            let mut fa = String::new();
             let source = match kind {
                 FOLDER => None,
                 FILE => {
@@ -660,6 +667,7 @@ impl Ctx<'_> {
                         if src.kind != FILE {
                             return Err(err::EACCESS);
                         }
+                        fa = src.fa.clone();
                         quota_needed += src.size;
                         Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                     } else {
@@ -670,6 +678,7 @@ impl Ctx<'_> {
                             if src.kind != FILE {
                                 return Err(err::EACCESS);
                             }
+                            fa = src.fa.clone();
                             quota_needed += src.size;
                             Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                         } else {
@@ -679,6 +688,12 @@ impl Ctx<'_> {
                 }
                 _ => return Err(err::EARGS),
             };
+            if let Some(given) = s(n, "fa") {
+                if kind != FILE {
+                    return Err(err::EARGS);
+                }
+                fa = self.merge_fa(&fa, given, &sess.user.handle)?;
+            }
             // `p`: the parent is an earlier element of this request (a folder).
             let nested = match s(n, "p") {
                 None => None,
@@ -707,6 +722,7 @@ impl Ctx<'_> {
                 source,
                 old,
                 nested,
+                fa,
             ));
         }
         let keep_versions = self.versioning_on(cmd, sess, &parent)?;
@@ -721,7 +737,7 @@ impl Ctx<'_> {
         let mut names: Vec<(String, String)> = Vec::new();
         let mut new_nodes = Vec::new();
         let mut removals = Vec::new();
-        for (i, (kind, attrs, key, source, old, nested)) in planned.into_iter().enumerate() {
+        for (i, (kind, attrs, key, source, old, nested, fa)) in planned.into_iter().enumerate() {
             let (blob, size) = match source {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
@@ -759,6 +775,7 @@ impl Ctx<'_> {
                 size,
                 ts: store::now(),
                 blob,
+                fa,
             };
             db(self.db.insert_node(&node))?;
             if let Some(old) = old {

@@ -280,6 +280,7 @@ pub(crate) fn sweep(state: &State) -> usize {
             [now - idle],
         );
         let _ = db.execute("DELETE FROM downloads WHERE created < ?1", [now - lifetime]);
+        crate::fileattrs::sweep(&db, lifetime, limits.upload_lifetime.as_secs() as i64);
     }
     state
         .store

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::faults::{Fault, FaultConfig};
 use crate::guard::{ct_eq, ReplyKey};
 use crate::store::{sid_hash, Queries};
-use crate::{commands, crypto, events, transfer, State};
+use crate::{commands, crypto, events, fileattrs, transfer, State};
 
 /// Largest `/cs` request body accepted (the real API also caps batches).
 const MAX_CS_BODY: usize = 16 * 1024 * 1024;
@@ -37,6 +37,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             "/ul/:id/:offset",
             post(transfer::upload).layer(DefaultBodyLimit::disable()),
         )
+        .route("/fa/:id", post(fileattrs::post))
+        .route("/fa/:id/:kind", post(fileattrs::post_typed))
         .route("/__admin/faults", get(get_faults).post(set_faults))
         .route("/__admin/quota", post(set_quota))
         .route("/__admin/uploads", get(get_uploads))

@@ -28,6 +28,7 @@ mod backups;
 mod commands;
 mod contacts;
 mod events;
+mod fileattrs;
 mod http;
 mod pending;
 mod quota;

@@ -81,6 +81,8 @@ pub struct Node {
     pub size: i64,
     pub ts: i64,
     pub blob: Option<String>,
+    /// File attributes as listed (`<cluster>:<type>*<handle>` joined by `/`), or empty.
+    pub fa: String,
 }
 
 impl Node {
@@ -113,6 +115,9 @@ impl Node {
             m.insert("s".into(), json!(self.size));
         }
         m.insert("ts".into(), json!(self.ts));
+        if !self.fa.is_empty() {
+            m.insert("fa".into(), json!(self.fa));
+        }
         Value::Object(m)
     }
 }
@@ -178,8 +183,16 @@ CREATE TABLE IF NOT EXISTS login_sessions (
 CREATE TABLE IF NOT EXISTS nodes (
   handle TEXT PRIMARY KEY, owner TEXT NOT NULL, parent TEXT NOT NULL, kind INTEGER NOT NULL,
   attrs TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, ts INTEGER NOT NULL, blob TEXT,
-  creator TEXT NOT NULL DEFAULT '');
+  creator TEXT NOT NULL DEFAULT '', fa TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS nodes_owner ON nodes(owner);
+-- File attributes (thumbnails, previews): encrypted blobs, content-blind; `fa_slots` are
+-- the URLs `ufa` issued (to store one of `size` bytes, or, with size -1, to fetch).
+CREATE TABLE IF NOT EXISTS file_attrs (
+  handle TEXT PRIMARY KEY, owner TEXT NOT NULL, data BLOB NOT NULL, created INTEGER NOT NULL,
+  attached INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS fa_slots (
+  id TEXT PRIMARY KEY, user TEXT NOT NULL, size INTEGER NOT NULL, streamed INTEGER NOT NULL,
+  created INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 -- Whether a blob is still used, when nodes are deleted (without it, deleting a folder of
 -- 3,000 files in a 100,000-node store took 22 s).
@@ -255,6 +268,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("user_shares", "key", "TEXT NOT NULL DEFAULT ''"),
     ("links", "ets", "INTEGER NOT NULL DEFAULT 0"),
     ("links", "w", "TEXT NOT NULL DEFAULT ''"),
+    ("nodes", "fa", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 pub fn now() -> i64 {
@@ -297,7 +311,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 
 const USER_COLS: &str = "handle, email, version, verifier, salt, k, privk, pubk, ts, name, \
                          totp_secret, quota, root, inbox, rubbish, since, blocked, xfer_quota";
-const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob, creator";
+const NODE_COLS: &str = "handle, owner, parent, kind, attrs, key, size, ts, blob, creator, fa";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -311,6 +325,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         ts: r.get(7)?,
         blob: r.get(8)?,
         creator: r.get(9)?,
+        fa: r.get(10)?,
     })
 }
 
@@ -527,7 +542,9 @@ pub trait Queries {
         )?;
         for (h, kind) in [(&u.root, ROOT), (&u.inbox, INBOX), (&u.rubbish, RUBBISH)] {
             c.execute(
-                &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL,'')"),
+                &format!(
+                    "INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,'',?3,'','',0,?4,NULL,'','')"
+                ),
                 params![h, u.handle, kind, u.since],
             )?;
         }
@@ -719,10 +736,10 @@ pub trait Queries {
 
     fn insert_node(&self, n: &Node) -> Result<()> {
         self.conn().execute(
-            &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            &format!("INSERT INTO nodes ({NODE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
             params![
                 n.handle, n.owner, n.parent, n.kind, n.attrs, n.key, n.size, n.ts, n.blob,
-                n.creator
+                n.creator, n.fa
             ],
         )?;
         Ok(())
@@ -1206,6 +1223,7 @@ mod tests {
             ts: 0,
             blob: None,
             creator: String::new(),
+            fa: String::new(),
         }
     }
 
