@@ -60,6 +60,13 @@ pub struct FileConfig {
     pub tree_cache: Option<bool>,
     /// How many unchanged nodes of the cached tree to keep in memory (default 50,000).
     pub tree_nodes: Option<usize>,
+    /// Make thumbnails and previews of images on upload (default true; MEGAcmd's
+    /// `graphics off` is `false`).
+    pub graphics: Option<bool>,
+    /// Images larger than this (bytes, or `100M`) get no thumbnail (default 100M).
+    pub graphics_max_size: Option<String>,
+    /// Images with more pixels than this get no thumbnail (default 100,000,000).
+    pub graphics_max_pixels: Option<u64>,
     /// The mount writes back: `close()` returns once the writes are staged locally and the
     /// upload runs in the background (default false; `-o writeback` does the same).
     pub writeback: Option<bool>,
@@ -94,6 +101,9 @@ pub struct Config {
     pub tree_nodes: Option<usize>,
     /// The mount writes back (see [`FileConfig::writeback`]).
     pub writeback: bool,
+    /// Thumbnails and previews on upload: off, or on within (bytes, pixels) limits, each
+    /// `None` for the default.
+    pub graphics: Option<(Option<u64>, Option<u64>)>,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -115,6 +125,7 @@ impl std::fmt::Debug for Config {
             .field("tree_cache", &self.tree_cache)
             .field("tree_nodes", &self.tree_nodes)
             .field("writeback", &self.writeback)
+            .field("graphics", &self.graphics)
             .finish()
     }
 }
@@ -259,6 +270,21 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
         },
         tree_nodes: file.tree_nodes,
         writeback: file.writeback.unwrap_or(false),
+        graphics: match file.graphics {
+            Some(false) => None,
+            _ => {
+                let size = match file.graphics_max_size.as_deref() {
+                    None => None,
+                    Some(s) => Some(crate::local::units::parse_size(s).ok_or_else(|| {
+                        ConfigError::File {
+                            path: source.clone().unwrap_or_default(),
+                            msg: format!("graphics_max_size: {s:?} is not a size"),
+                        }
+                    })?),
+                };
+                Some((size, file.graphics_max_pixels))
+            }
+        },
         source,
     })
 }

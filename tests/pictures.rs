@@ -115,3 +115,103 @@ async fn files_that_are_not_images_or_cannot_be_decoded_upload_without_them() {
         ["thumbnail", "preview"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megacmd_saves_thumbnails_and_previews_and_lists_them() {
+    use common::megacmd::Cmd;
+    let env = Env::start().await;
+    env.user("cli@example.com", Default::default()).await;
+    let m = Cmd::new(&env, "cli@example.com");
+    let dir = env.dir.path().join("w");
+    std::fs::create_dir_all(dir.join("album")).unwrap();
+    std::fs::write(dir.join("album/a.png"), picture(640, 480, ImageFormat::Png)).unwrap();
+    std::fs::write(
+        dir.join("album/b.webp"),
+        picture(300, 900, ImageFormat::WebP),
+    )
+    .unwrap();
+    std::fs::write(dir.join("album/c.txt"), b"text").unwrap();
+    let album = dir.join("album").to_string_lossy().into_owned();
+    m.ok(&["put", "-r", &album, "mega:/"]).await;
+
+    let listed = m.ok(&["ls", "--json", "mega:/album"]).await.json();
+    let attrs = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["attributes"].clone())
+            .unwrap()
+    };
+    assert_eq!(attrs("a.png"), serde_json::json!(["thumbnail", "preview"]));
+    assert_eq!(attrs("b.webp"), serde_json::json!(["thumbnail", "preview"]));
+    assert_eq!(attrs("c.txt"), serde_json::json!([]));
+    let long = m.ok(&["ls", "-l", "mega:/album"]).await.stdout;
+    assert!(long.contains("a.png  (thumbnail, preview)"), "{long}");
+
+    let out = dir.join("t.jpg");
+    m.ok(&["thumbnail", "mega:/album/a.png", &out.to_string_lossy()])
+        .await;
+    assert_eq!(
+        decoded(&std::fs::read(&out).unwrap()),
+        (200, 200, ImageFormat::Jpeg)
+    );
+    // Into a folder: NAME.preview.jpg.
+    m.ok(&["preview", "mega:/album/b.webp", &dir.to_string_lossy()])
+        .await;
+    let p = std::fs::read(dir.join("b.webp.preview.jpg")).unwrap();
+    assert_eq!(decoded(&p), (300, 900, ImageFormat::Jpeg));
+    m.fails(
+        &["thumbnail", "mega:/album/c.txt", &out.to_string_lossy()],
+        5,
+    )
+    .await;
+
+    // `--no-graphics` (MEGAcmd's `graphics off`).
+    std::fs::write(dir.join("d.png"), picture(64, 64, ImageFormat::Png)).unwrap();
+    let d = dir.join("d.png").to_string_lossy().into_owned();
+    m.ok(&["put", "--no-graphics", &d, "mega:/"]).await;
+    let listed = m.ok(&["ls", "--json", "mega:/d.png"]).await.json();
+    assert_eq!(listed[0]["attributes"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thumbnail_damaged_on_the_server_is_an_integrity_error() {
+    let env = Env::start().await;
+    let c = env.account("tamper@example.com").await;
+    let root = c.root().unwrap().handle;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.jpg");
+    std::fs::write(&p, picture(500, 400, ImageFormat::Jpeg)).unwrap();
+    let n = c.upload_path(&root, &p, None, None).await.unwrap();
+    let e = fileattr::find(n.fa.as_deref().unwrap(), THUMBNAIL).unwrap();
+    let h = mega_mount::crypto::b64::encode(&e.handle);
+    // Flip one bit in the stored ciphertext's first block (CBC: the first block of the
+    // image, its JPEG header, decrypts to noise).
+    {
+        let db = env.server.store().lock();
+        let mut data: Vec<u8> = db
+            .query_row("SELECT data FROM file_attrs WHERE handle = ?1", [&h], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        data[3] ^= 1;
+        db.execute(
+            "UPDATE file_attrs SET data = ?1 WHERE handle = ?2",
+            rusqlite::params![data, h],
+        )
+        .unwrap();
+    }
+    let r = c.file_attribute(&n.handle, THUMBNAIL).await;
+    assert!(
+        matches!(r, Err(mega_mount::Error::Integrity { .. })),
+        "{r:?}"
+    );
+    // The preview is untouched.
+    assert!(c
+        .file_attribute(&n.handle, PREVIEW)
+        .await
+        .unwrap()
+        .is_some());
+}

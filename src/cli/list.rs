@@ -13,6 +13,7 @@ use crate::client::marks::Marks;
 use crate::client::Client;
 use crate::local::time::fmt_time;
 use crate::sync::oneway::{remote_children, remote_listing, Entry, RemoteListing};
+use crate::transfer::fileattr;
 use crate::tree::{Node, NodeHandle};
 
 /// One listed file or folder, and (with `--versions`) a file's previous versions, newest
@@ -24,6 +25,8 @@ struct Row {
     versions: Vec<Node>,
     /// What was set on it in MEGA's apps (label, favourite, description, tags).
     marks: Marks,
+    /// Its file attributes: "thumbnail", "preview", "media".
+    pictures: Vec<&'static str>,
 }
 
 /// Marks as `--long` shows them: `[red] ★ sensitive #tag "description"`.
@@ -103,12 +106,18 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 .and_then(|h| client.view(|t| t.get(h).and_then(Node::attrs)))
                 .map(|a| Marks::of(&a))
                 .unwrap_or_default();
+            let pictures = handle
+                .as_ref()
+                .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.fa.clone())))
+                .map(|fa| fileattr::kinds(&fa))
+                .unwrap_or_default();
             Row {
                 path,
                 entry,
                 handle,
                 versions,
                 marks,
+                pictures,
             }
         })
         .collect();
@@ -123,7 +132,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                     "handle": r.handle.as_ref().map(|h| h.0.clone()),
                     "label": r.marks.label, "favourite": r.marks.favourite,
                     "sensitive": r.marks.sensitive, "description": r.marks.description,
-                    "tags": r.marks.tags,
+                    "tags": r.marks.tags, "attributes": r.pictures,
                 });
                 if versions && !e.dir {
                     o["versions"] = r
@@ -152,6 +161,9 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
         };
         if long && !r.marks.is_empty() {
             first = format!("{first}  {}", show_marks(&r.marks));
+        }
+        if long && !r.pictures.is_empty() {
+            first = format!("{first}  ({})", r.pictures.join(", "));
         }
         let mut lines = vec![first];
         for (i, v) in r.versions.iter().enumerate() {

@@ -37,6 +37,7 @@ use clap::{Parser, Subcommand};
 use crate::api::ApiConfig;
 use crate::client::{connect, Client};
 use crate::config::{self, Config};
+use crate::transfer::fileattr;
 
 pub use exit::CliError;
 
@@ -89,6 +90,9 @@ pub struct Cli {
     /// Requests in flight per file transferred (default from the config file, else 4)
     #[arg(long, global = true, value_name = "N")]
     pub connections: Option<usize>,
+    /// (put, sync) Make no thumbnails or previews of images (config `graphics = false`)
+    #[arg(long, global = true)]
+    pub no_graphics: bool,
     /// (put, get) Hand the transfer to a background megacmd and return at once; queued
     /// transfers run one after another (see `transfers`)
     #[arg(long, global = true)]
@@ -345,6 +349,12 @@ pub enum Command {
     },
     /// Write a file to stdout (after its MAC verified)
     Cat { path: String },
+    /// Save a file's thumbnail (200×200, as MEGA's apps show it): `thumbnail mega:/a.jpg a-thumb.jpg`
+    /// (OUT `-`: stdout; default: NAME.thumbnail.jpg here)
+    Thumbnail { path: String, out: Option<PathBuf> },
+    /// Save a file's preview (at most 1000×1000): `preview mega:/a.jpg a-preview.jpg`
+    /// (OUT `-`: stdout; default: NAME.preview.jpg here)
+    Preview { path: String, out: Option<PathBuf> },
     /// Share a folder with another MEGA user: `share mega:/Project bob@example.com --access readwrite`
     Share {
         path: String,
@@ -479,6 +489,9 @@ pub async fn run(cli: Cli, env: &config::Env) -> Result<(), CliError> {
     }
     if let Some(n) = cli.connections {
         cfg.connections = n.max(1);
+    }
+    if cli.no_graphics {
+        cfg.graphics = None;
     }
     let ctx = Ctx {
         cli,
@@ -662,6 +675,12 @@ async fn dispatch(ctx: &Ctx) -> Result<(), CliError> {
             find::du(ctx, path.as_deref().unwrap_or("mega:/"), *max_depth).await
         }
         Command::Cat { path } => transfer::cat(ctx, path).await,
+        Command::Thumbnail { path, out } => {
+            transfer::picture(ctx, path, out.as_deref(), fileattr::THUMBNAIL).await
+        }
+        Command::Preview { path, out } => {
+            transfer::picture(ctx, path, out.as_deref(), fileattr::PREVIEW).await
+        }
         Command::Share { path, user, access } => share::share(ctx, path, user, *access).await,
         Command::Unshare { path, user } => share::unshare(ctx, path, user.as_deref()).await,
         Command::Shares => share::shares(ctx).await,

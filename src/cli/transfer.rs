@@ -408,6 +408,61 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     r
 }
 
+/// `thumbnail`/`preview`: a file's picture, decrypted, checked to be an image, written to
+/// `out` (`-`: stdout) or beside us as `NAME.thumbnail.jpg`/`NAME.preview.jpg`.
+pub(super) async fn picture(
+    ctx: &Ctx,
+    arg: &str,
+    out: Option<&Path>,
+    kind: u32,
+) -> Result<(), CliError> {
+    let what = if kind == crate::transfer::fileattr::THUMBNAIL {
+        "thumbnail"
+    } else {
+        "preview"
+    };
+    let rp = remote_arg(arg)?;
+    let client = ctx.client().await?;
+    let node = resolve(&client, &rp)?;
+    if node.kind != NodeKind::File {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{}: is a folder", rp.display()),
+        ));
+    }
+    let Some(image) = client.file_attribute(&node.handle, kind).await? else {
+        return Err(CliError::new(
+            exit::NOT_FOUND,
+            format!("{}: has no {what}", rp.display()),
+        ));
+    };
+    let ext = if image.starts_with(b"\x89PNG") {
+        "png"
+    } else {
+        "jpg"
+    };
+    let dst = match out {
+        Some(p) if p == Path::new("-") => {
+            let mut o = std::io::stdout().lock();
+            return match o.write_all(&image).and_then(|()| o.flush()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(CliError::new(exit::OTHER, format!("stdout: {e}"))),
+            };
+        }
+        Some(p) if p.is_dir() => p.join(format!("{}.{what}.{ext}", escape_name(&node.name))),
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from(format!("{}.{what}.{ext}", escape_name(&node.name))),
+    };
+    let (tmp, mut file) = TempFile::create_for(&dst).map_err(|e| Error::local(&dst, e))?;
+    file.write_all(&image)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::local(&dst, e))?;
+    tmp.persist(&dst, now())
+        .map_err(|e| Error::local(&dst, e))?;
+    Ok(())
+}
+
 pub(super) async fn cat(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;

@@ -34,6 +34,13 @@ pub async fn connect(cfg: &Config, api: ApiConfig) -> Result<Client> {
     };
     let mut c = connect_inner(cfg, api).await?;
     c.set_transfer_config(transfer);
+    c.set_graphics(cfg.graphics.map(|(bytes, pixels)| {
+        let d = crate::transfer::graphics::Limits::default();
+        crate::transfer::graphics::Limits {
+            max_bytes: bytes.unwrap_or(d.max_bytes),
+            max_pixels: pixels.unwrap_or(d.max_pixels),
+        }
+    }));
     Ok(c)
 }
 

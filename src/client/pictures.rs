@@ -70,6 +70,29 @@ impl Client {
         let (Some(NodeKey::File(key)), Some(fa)) = (key, fa) else {
             return Ok(None);
         };
-        Ok(fileattr::fetch(&self.api, &self.transfer, &key, &fa, kind).await?)
+        let Some(image) = fileattr::fetch(&self.api, &self.transfer, &key, &fa, kind).await? else {
+            return Ok(None);
+        };
+        // No MAC covers it: it must at least be a whole image (decoded on a blocking thread).
+        let (image, checked) = tokio::task::spawn_blocking(move || {
+            let r = graphics::check(&image);
+            (image, r)
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("checking a file attribute: {e}")))?;
+        match checked {
+            Ok(_) => Ok(Some(image)),
+            Err(e) => Err(Error::Integrity {
+                what: format!(
+                    "{}: its {} does not decrypt to an image ({e})",
+                    self.path_of(h),
+                    if kind == fileattr::THUMBNAIL {
+                        "thumbnail"
+                    } else {
+                        "preview"
+                    }
+                ),
+            }),
+        }
     }
 }

@@ -19,7 +19,7 @@ pub struct MountArgs {
     /// Mount options, comma-separated: ro, rw, allow_other, allow_root, uid=, gid=, umask=,
     /// config=FILE, cache_dir=DIR, cache_size=SIZE, hard_delete, https, verify=stream|full,
     /// shares=NAME, rubbish=NAME, versions=NAME, backups=NAME, list_special, xattr, writeback, no_cache,
-    /// tree_nodes=N (fstab ones such as _netdev, noauto, user are accepted)
+    /// tree_nodes=N, no_graphics (fstab ones such as _netdev, noauto, user are accepted)
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Stay in the foreground (otherwise: detach once mounted)

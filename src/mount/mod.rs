@@ -292,6 +292,9 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     if let Some(n) = settings.options.connections {
         cfg.connections = n;
     }
+    if settings.options.no_graphics {
+        cfg.graphics = None;
+    }
     if settings.options.writeback || cfg.writeback {
         settings.fs.writeback = Some(cfg.parallel);
     }

@@ -39,6 +39,8 @@ pub struct MountOptions {
     pub xattr: bool,
     /// `writeback`: `close()` returns once the writes are staged; uploads run behind.
     pub writeback: bool,
+    /// `no_graphics`: no thumbnails or previews of images on upload.
+    pub no_graphics: bool,
     /// `quota_wait=SECS`: how long a read waits for MEGA's transfer quota to come back.
     pub quota_wait: Option<u64>,
     /// `bwlimit=RATE` or `bwlimit=UP:DOWN`.
@@ -124,6 +126,7 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
             "writeback" => o.writeback = true,
+            "no_graphics" => o.no_graphics = true,
             "bwlimit" => {
                 let v = need(k, v)?;
                 crate::local::units::parse_rates(v).map_err(|e| format!("bwlimit={v}: {e}"))?;

@@ -105,6 +105,29 @@ pub fn make_from_path(path: &Path, limits: &Limits) -> Result<Made, GraphicsErro
     make(&std::fs::read(path)?, limits)
 }
 
+/// Checks that `data` is a whole image this module could have made (JPEG or PNG, at most
+/// [`PREVIEW_SIDE`] on a side) and decodes; returns its size. File attributes carry no MAC
+/// in MEGA's format: a blob damaged or swapped on the server decrypts to noise, which this
+/// refuses rather than hands out.
+pub fn check(data: &[u8]) -> Result<(u32, u32), GraphicsError> {
+    let fmt = image::guess_format(data)?;
+    if !matches!(fmt, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
+        return Err(GraphicsError::Decode(image::ImageError::Unsupported(
+            image::error::UnsupportedError::from(image::error::ImageFormatHint::Exact(fmt)),
+        )));
+    }
+    let limits = Limits {
+        max_bytes: 16 * 1024 * 1024,
+        // Other producers (the webclient: 240×240, ≤ 1000 on the long side) stay inside too.
+        max_pixels: u64::from(PREVIEW_SIDE) * u64::from(PREVIEW_SIDE),
+    };
+    if data.len() as u64 > limits.max_bytes {
+        return Err(GraphicsError::TooLarge(data.len() as u64));
+    }
+    let img = decode(data, &limits)?;
+    Ok(img.dimensions())
+}
+
 /// Decodes with the pixel limit checked on the header, the allocation capped, and the EXIF
 /// orientation applied.
 fn decode(data: &[u8], limits: &Limits) -> Result<DynamicImage, GraphicsError> {
