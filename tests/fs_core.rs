@@ -992,6 +992,61 @@ async fn an_edit_through_the_mount_keeps_the_marks() {
     );
 }
 
+/// An image edited through the mount (staged, then uploaded) gets the thumbnail and preview
+/// of its new content; its previous version keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_written_through_the_mount_gets_its_own_pictures() {
+    use image::ImageFormat;
+    use mega_mount::transfer::fileattr::{kinds, THUMBNAIL};
+    let env = Env::start().await;
+    let c = env.account("picfs@example.com").await;
+    let root = c.root().unwrap().handle;
+    let v1 = common::picture(400, 300, ImageFormat::Png);
+    let old = c
+        .upload_path(&root, &write_temp(&env, "photo.png", &v1), None, None)
+        .await
+        .unwrap();
+    let old_fa = old.fa.clone().unwrap();
+    let (fs, client) = fs_core(&env, "picfs@example.com").await;
+    write_version(
+        &fs,
+        "photo.png",
+        &common::picture(900, 1200, ImageFormat::Jpeg),
+    )
+    .await;
+    write_version(
+        &fs,
+        "new.jpg",
+        &common::picture(250, 250, ImageFormat::Jpeg),
+    )
+    .await;
+    client.fetch().await.unwrap();
+    let now = client.resolve("/photo.png").unwrap();
+    let fa = now.fa.clone().expect("the new version has pictures");
+    assert_ne!(fa, old_fa);
+    assert_eq!(kinds(&fa), ["thumbnail", "preview"]);
+    let thumb = client.file_attribute(&now.handle, THUMBNAIL).await.unwrap();
+    assert_eq!(
+        image::load_from_memory(&thumb.unwrap()).unwrap().width(),
+        200
+    );
+    let previous = client.view(|t| {
+        t.versions(&now.handle)
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(previous[0].fa.as_deref(), Some(old_fa.as_str()));
+    let new = client.resolve("/new.jpg").unwrap();
+    assert_eq!(kinds(new.fa.as_deref().unwrap()), ["thumbnail", "preview"]);
+}
+
+fn write_temp(env: &Env, name: &str, body: &[u8]) -> std::path::PathBuf {
+    let p = env.dir.path().join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
 /// Three files of 2 MiB at the test server's root of `email`.
 async fn three_files(env: &Env, email: &str) {
     let client = env.account(email).await;

@@ -6,22 +6,10 @@
 
 mod common;
 
-use std::io::Cursor;
-
-use common::Env;
-use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use common::{picture, Env};
+use image::ImageFormat;
 use mega_mount::client::nodes::Target;
 use mega_mount::transfer::fileattr::{self, PREVIEW, THUMBNAIL};
-
-/// An encoded picture of `w`×`h` (a gradient, so the JPEG encoder has work to do).
-pub fn picture(w: u32, h: u32, fmt: ImageFormat) -> Vec<u8> {
-    let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
-    let mut out = Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, fmt)
-        .unwrap();
-    out.into_inner()
-}
 
 fn decoded(data: &[u8]) -> (u32, u32, ImageFormat) {
     let fmt = image::guess_format(data).unwrap();

@@ -139,6 +139,18 @@ pub fn fast_retry() -> RetryConfig {
 }
 
 /// Deterministic, non-repeating-looking content.
+/// An encoded picture of `w`×`h` (a gradient, so encoders have work to do).
+pub fn picture(w: u32, h: u32, fmt: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, fmt)
+        .expect("encoding a test picture");
+    out.into_inner()
+}
+
 pub fn data(size: usize, seed: u8) -> Vec<u8> {
     let mut x: u32 = 0x9E37_79B9 ^ seed as u32;
     (0..size)
