@@ -233,3 +233,55 @@ async fn megajs_logs_in_to_v1_accounts() {
     assert_eq!(out["listing"][0]["name"].as_str(), Some("made-by-rust"));
     assert_eq!(out["listing"][0]["directory"].as_bool(), Some(true));
 }
+
+/// File attributes written by megajs (an upload with `thumbnailImage`/`previewImage`, and
+/// `uploadAttribute` on a file we uploaded) are read back by our client, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_reads_the_thumbnails_megajs_writes() {
+    use image::ImageFormat;
+    use mega_mount::transfer::fileattr::{PREVIEW, THUMBNAIL};
+    let env = Env::start().await;
+    let c = env.account("pics-interop@example.com").await;
+    let root = c.root().unwrap().handle;
+    // No pictures of our own for this one: megajs adds the thumbnail.
+    c.set_graphics(None);
+    let body = interop_content(1000, 1);
+    c.upload(&root, "from-rust-plain.jpg", &mut &body[..], 1000, 0, None)
+        .await
+        .unwrap();
+    let thumb = common::picture(200, 200, ImageFormat::Jpeg);
+    let preview = common::picture(640, 400, ImageFormat::Jpeg);
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, pp) = (dir.path().join("t.jpg"), dir.path().join("p.jpg"));
+    std::fs::write(&tp, &thumb).unwrap();
+    std::fs::write(&pp, &preview).unwrap();
+    let (tp, pp) = (tp.to_string_lossy(), pp.to_string_lossy());
+    run_driver_with(
+        &env,
+        "pics-interop@example.com",
+        "pictures",
+        &[("THUMB_PATH", &tp), ("PREVIEW_PATH", &pp)],
+    )
+    .await;
+    c.fetch().await.unwrap();
+    let js = c.resolve("/js-pic.jpg").unwrap();
+    assert_eq!(
+        c.file_attribute(&js.handle, THUMBNAIL).await.unwrap(),
+        Some(thumb.clone())
+    );
+    assert_eq!(
+        c.file_attribute(&js.handle, PREVIEW).await.unwrap(),
+        Some(preview)
+    );
+    assert_eq!(
+        c.download_to_vec(&js.handle).await.unwrap(),
+        interop_content(5000, 9)
+    );
+    // `pfa` on our file: the new list reached our tree.
+    let plain = c.resolve("/from-rust-plain.jpg").unwrap();
+    assert_eq!(
+        c.file_attribute(&plain.handle, THUMBNAIL).await.unwrap(),
+        Some(thumb)
+    );
+    assert_eq!(c.file_attribute(&plain.handle, PREVIEW).await.unwrap(), None);
+}

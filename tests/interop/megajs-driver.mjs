@@ -54,6 +54,7 @@ async function main () {
     out.listing.push({ name: f.name, size: f.size || 0, directory: f.directory })
   }
   if (mode === 'list') return out
+  if (mode === 'pictures') return pictures(storage, out)
 
   // Download and MAC-verify (megajs verifies whole-file downloads) what the Rust client uploaded.
   for (const f of storage.root.children || []) {
@@ -85,6 +86,23 @@ async function main () {
   const shared = await storage.mkdir('js-shared')
   await shared.upload({ name: 'in-share.txt', size: 8 }, Buffer.from('shared!!')).complete
   out.folder_link = await shared.shareFolder({})
+  await storage.close()
+  return out
+}
+
+// File attributes: an upload with a thumbnail and a preview (attached in `p`), and a
+// thumbnail added to a file the Rust client uploaded (`pfa`). The images come from files the
+// Rust test wrote (THUMB_PATH, PREVIEW_PATH).
+async function pictures (storage, out) {
+  const fs = await import('node:fs')
+  // Read for each use: megajs encrypts an image buffer in place.
+  const thumbnailImage = fs.readFileSync(process.env.THUMB_PATH)
+  const previewImage = fs.readFileSync(process.env.PREVIEW_PATH)
+  const body = content(5000, 9)
+  const file = await storage.upload({ name: 'js-pic.jpg', size: body.length, thumbnailImage, previewImage }, body).complete
+  out.uploads['js-pic.jpg'] = { handle: file.nodeId }
+  const plain = storage.root.children.find(f => f.name === 'from-rust-plain.jpg')
+  await plain.uploadAttribute('thumbnail', fs.readFileSync(process.env.THUMB_PATH))
   await storage.close()
   return out
 }
