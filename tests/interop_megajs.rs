@@ -283,5 +283,8 @@ async fn our_client_reads_the_thumbnails_megajs_writes() {
         c.file_attribute(&plain.handle, THUMBNAIL).await.unwrap(),
         Some(thumb)
     );
-    assert_eq!(c.file_attribute(&plain.handle, PREVIEW).await.unwrap(), None);
+    assert_eq!(
+        c.file_attribute(&plain.handle, PREVIEW).await.unwrap(),
+        None
+    );
 }

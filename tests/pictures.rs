@@ -203,3 +203,100 @@ async fn a_thumbnail_damaged_on_the_server_is_an_integrity_error() {
         .unwrap()
         .is_some());
 }
+
+/// `pfa` from another session reaches a watching client (the `fa` action packet), and the
+/// tree cache keeps file attributes: a warm start (no `f`) still lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_pictures_reach_other_sessions_and_survive_the_tree_cache() {
+    use mega_mount::api::commands::AttachFileAttr;
+    use mega_mount::client::Options;
+    use mega_mount::crypto::NodeKey;
+    use mega_mount::transfer::TransferConfig;
+    use std::sync::Arc;
+    let env = Env::start().await;
+    env.user("fa-ev@example.com", Default::default()).await;
+    let cache = env.dir.path().join("cache");
+    let cached = || async {
+        mega_mount::Client::login_with(
+            env.api_config(),
+            "fa-ev@example.com",
+            common::PASSWORD,
+            None,
+            Options {
+                tree_cache: Some(cache.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let a = Arc::new(cached().await);
+    let _watching = a.watch().unwrap();
+    let b = env.login("fa-ev@example.com").await;
+    b.set_graphics(None);
+    let root = b.root().unwrap().handle;
+    let n = b
+        .upload(&root, "later.jpg", &mut &b"xyz"[..], 3, 0, None)
+        .await
+        .unwrap();
+    let Some(NodeKey::File(key)) = n.key.clone() else {
+        panic!("a file key")
+    };
+    let thumb = picture(200, 200, ImageFormat::Jpeg);
+    let h = fileattr::store(b.api(), &TransferConfig::default(), &key, &thumb)
+        .await
+        .unwrap();
+    let fa = format!("0*{}", mega_mount::crypto::b64::encode(&h));
+    let listed: String = b
+        .api()
+        .run(&AttachFileAttr {
+            n: &n.handle.0,
+            fa: &fa,
+        })
+        .await
+        .unwrap();
+    assert!(listed.ends_with(&fa) && listed.contains(':'), "{listed}");
+    let a2 = a.clone();
+    let want = listed.clone();
+    common::eventually(5, "the fa packet applied", move || {
+        a2.resolve("/later.jpg")
+            .is_ok_and(|n| n.fa.as_deref() == Some(want.as_str()))
+    })
+    .await;
+    assert_eq!(
+        a.file_attribute(&n.handle, THUMBNAIL).await.unwrap(),
+        Some(thumb)
+    );
+    // Another account's attribute handle cannot be attached here.
+    env.user("other@example.com", Default::default()).await;
+    let o = env.login("other@example.com").await;
+    let r = o
+        .api()
+        .run(&AttachFileAttr {
+            n: &o
+                .upload(
+                    &o.root().unwrap().handle,
+                    "o.jpg",
+                    &mut &b"o"[..],
+                    1,
+                    0,
+                    None,
+                )
+                .await
+                .unwrap()
+                .handle
+                .0,
+            fa: &fa,
+        })
+        .await;
+    assert!(r.is_err(), "{r:?}");
+
+    // Warm start: no `f`, and the list is still there.
+    drop(_watching);
+    a.finish_cache_write().await;
+    drop(a);
+    let fetches = env.server.stats().commands("f");
+    let warm = cached().await;
+    assert_eq!(env.server.stats().commands("f"), fetches, "a warm start");
+    assert_eq!(warm.resolve("/later.jpg").unwrap().fa, Some(listed));
+}
