@@ -532,3 +532,80 @@ async fn put_nodes_as_todays_sdk_sends_it() {
     let fresh = env.login("wire@example.com").await;
     assert!(fresh.resolve("/via-sdk-p").is_ok());
 }
+
+/// File attributes on the wire (`MEGA-FILES-TRANSFERS.md` §1.5, §1.8): `ufa` sizes are
+/// checked; a store POST goes to the URL as is (the SDK) or with `/<type>` (webclient,
+/// megajs), must carry exactly the announced bytes and answers 8 raw bytes; a fetch answers
+/// `handle ‖ len ‖ blob` records with `r:1`, else the index form, skipping unknown handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_attributes_are_stored_and_fetched_in_both_forms() {
+    let (_env, c) = setup().await;
+    let http = c.api().http();
+    for bad in [json!(15), json!(0), json!(16 * 1024 * 1024 + 16)] {
+        let r = c.api().call(json!({"a": "ufa", "s": bad, "ssl": 0})).await;
+        assert!(r.is_err(), "ufa s={bad}: {r:?}");
+    }
+    let mut handles = Vec::new();
+    for (i, suffix) in ["", "/0"].iter().enumerate() {
+        let blob = vec![i as u8 + 1; 32 * (i + 1)];
+        let u = c
+            .api()
+            .call(json!({"a": "ufa", "s": blob.len(), "ssl": 0}))
+            .await
+            .unwrap();
+        let url = format!("{}{suffix}", u["p"].as_str().unwrap());
+        // The wrong length is refused (an error number, not a handle) and stores nothing.
+        let r = http.post(&url).body(vec![0u8; 16]).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"-2");
+        let r = http.post(&url).body(blob.clone()).send().await.unwrap();
+        let h = r.bytes().await.unwrap();
+        assert_eq!(h.len(), 8, "8 raw bytes");
+        // The slot is used up.
+        let again = http.post(&url).body(blob.clone()).send().await.unwrap();
+        assert_eq!(again.status().as_u16(), 404);
+        handles.push((h.to_vec(), blob));
+    }
+    let unknown = vec![9u8; 8];
+    let body: Vec<u8> = [&handles[1].0[..], &unknown, &handles[0].0].concat();
+    let fah = b64::encode(&handles[0].0);
+    // Streamed records.
+    let u = c
+        .api()
+        .call(json!({"a": "ufa", "fah": fah, "ssl": 0, "r": 1}))
+        .await
+        .unwrap();
+    let got = http
+        .post(u["p"].as_str().unwrap())
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let records = mega_mount::transfer::fileattr::records(&got);
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0].0.to_vec(), records[0].1.to_vec()), handles[1]);
+    assert_eq!((records[1].0.to_vec(), records[1].1.to_vec()), handles[0]);
+    // The index form: 12-byte entries (handle, absolute offset), then the blobs.
+    let u = c
+        .api()
+        .call(json!({"a": "ufa", "fah": fah, "ssl": 0}))
+        .await
+        .unwrap();
+    let got = http
+        .post(u["p"].as_str().unwrap())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let off = |i: usize| u32::from_le_bytes(got[i * 12 + 8..i * 12 + 12].try_into().unwrap());
+    assert_eq!(&got[..8], &handles[1].0[..]);
+    assert_eq!(off(0), 24, "the first blob follows the index");
+    assert_eq!(&got[12..20], &handles[0].0[..]);
+    assert_eq!(&got[24..off(1) as usize], &handles[1].1[..]);
+    assert_eq!(&got[off(1) as usize..], &handles[0].1[..]);
+}
