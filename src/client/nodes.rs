@@ -387,8 +387,10 @@ impl Client {
         // Its thumbnail and preview are made meanwhile from the staged plaintext.
         let s = staged.clone();
         let pictures = self.make_graphics(target.name, size, move || {
-            let len = usize::try_from(size).map_err(std::io::Error::other)?;
-            s.read_at(0, len)
+            Ok(std::io::BufReader::with_capacity(
+                256 * 1024,
+                crate::transfer::graphics::ByOffset::new(s, size),
+            ))
         });
         let (sent, pictures) = tokio::join!(async { tokio::try_join!(seal, send) }, pictures);
         let (sealed, token) = sent?;
@@ -700,10 +702,10 @@ impl Client {
         // Its thumbnail and preview are made meanwhile, from the same open file.
         let f = file.clone();
         let pictures = self.make_graphics(target.name, size, move || {
-            use std::os::unix::fs::FileExt;
-            let mut data = vec![0u8; usize::try_from(size).map_err(std::io::Error::other)?];
-            f.read_exact_at(&mut data, 0)?;
-            Ok(data)
+            Ok(std::io::BufReader::with_capacity(
+                256 * 1024,
+                crate::transfer::graphics::ByOffset::new(f, size),
+            ))
         });
         let first = upload::upload_file(
             &self.api,

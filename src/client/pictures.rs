@@ -22,23 +22,20 @@ impl Client {
     }
 
     /// The thumbnail and preview of a file called `name` of `size` bytes, made on a blocking
-    /// thread from what `read` returns (the whole plaintext); `None` if it is not an image,
+    /// thread from the plaintext `open` gives a reader of; `None` if it is not an image,
     /// graphics are off, or it cannot be made.
-    pub(super) async fn make_graphics(
+    pub(super) async fn make_graphics<S: graphics::Source + 'static>(
         &self,
         name: &str,
         size: u64,
-        read: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+        open: impl FnOnce() -> std::io::Result<S> + Send + 'static,
     ) -> Option<Made> {
         let limits = self.graphics()?;
         if !graphics::is_image(name) || size == 0 || size > limits.max_bytes {
             return None;
         }
-        let made = tokio::task::spawn_blocking(move || {
-            let data = read()?;
-            graphics::make(&data, &limits)
-        })
-        .await;
+        let made =
+            tokio::task::spawn_blocking(move || graphics::make_from(open()?, size, &limits)).await;
         match made {
             Ok(Ok(m)) => Some(m),
             Ok(Err(e)) => {

@@ -42,6 +42,12 @@ impl ReadAt for &std::fs::File {
     }
 }
 
+impl ReadAt for std::sync::Arc<std::fs::File> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&**self, buf, offset)
+    }
+}
+
 impl ReadAt for std::fs::File {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)

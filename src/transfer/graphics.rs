@@ -14,8 +14,9 @@
 //! is decoded at a time per process (the peak memory of a large photo is then paid once).
 //! Everything here blocks: callers run it on a blocking thread.
 
-use std::io::Cursor;
-use std::path::Path;
+use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
+
+use crate::crypto::fingerprint::ReadAt;
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView, ImageDecoder, ImageReader};
@@ -86,23 +87,58 @@ fn extension(name: &str) -> Option<String> {
 /// One decode at a time in this process.
 static DECODING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Makes a thumbnail and a preview of the image in `data`.
-pub fn make(data: &[u8], limits: &Limits) -> Result<Made, GraphicsError> {
-    if data.len() as u64 > limits.max_bytes {
-        return Err(GraphicsError::TooLarge(data.len() as u64));
-    }
-    let _one = DECODING.lock().unwrap_or_else(|p| p.into_inner());
-    let img = decode(data, limits)?;
-    Ok(from_image(&img)?)
+/// Where an image is read from: read as the decoder goes, never held whole.
+pub trait Source: BufRead + Seek + Send {}
+impl<T: BufRead + Seek + Send> Source for T {}
+
+/// A `Read + Seek` view of the first `len` bytes of something read by offset: a file an
+/// upload reads by offset at the same time (no shared position), a staged file's plaintext.
+pub struct ByOffset<T> {
+    src: T,
+    pos: u64,
+    len: u64,
 }
 
-/// Makes them from the local file at `path`.
-pub fn make_from_path(path: &Path, limits: &Limits) -> Result<Made, GraphicsError> {
-    let len = std::fs::metadata(path)?.len();
+impl<T: ReadAt> ByOffset<T> {
+    pub fn new(src: T, len: u64) -> Self {
+        ByOffset { src, pos: 0, len }
+    }
+}
+
+impl<T: ReadAt> Read for ByOffset<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.len.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        self.src.read_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T> Seek for ByOffset<T> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.pos)
+    }
+}
+
+/// Makes a thumbnail and a preview of the image in `data`.
+pub fn make(data: &[u8], limits: &Limits) -> Result<Made, GraphicsError> {
+    make_from(Cursor::new(data), data.len() as u64, limits)
+}
+
+/// Makes them from `len` bytes read from `src`.
+pub fn make_from(src: impl Source, len: u64, limits: &Limits) -> Result<Made, GraphicsError> {
     if len > limits.max_bytes {
         return Err(GraphicsError::TooLarge(len));
     }
-    make(&std::fs::read(path)?, limits)
+    let _one = DECODING.lock().unwrap_or_else(|p| p.into_inner());
+    let img = decode(src, limits)?;
+    Ok(from_image(&img)?)
 }
 
 /// Checks that `data` is a whole image this module could have made (JPEG or PNG, at most
@@ -124,14 +160,14 @@ pub fn check(data: &[u8]) -> Result<(u32, u32), GraphicsError> {
     if data.len() as u64 > limits.max_bytes {
         return Err(GraphicsError::TooLarge(data.len() as u64));
     }
-    let img = decode(data, &limits)?;
+    let img = decode(Cursor::new(data), &limits)?;
     Ok(img.dimensions())
 }
 
 /// Decodes with the pixel limit checked on the header, the allocation capped, and the EXIF
 /// orientation applied.
-fn decode(data: &[u8], limits: &Limits) -> Result<DynamicImage, GraphicsError> {
-    let reader = ImageReader::new(Cursor::new(data)).with_guessed_format()?;
+fn decode(src: impl Source, limits: &Limits) -> Result<DynamicImage, GraphicsError> {
+    let reader = ImageReader::new(src).with_guessed_format()?;
     let mut decoder = reader.into_decoder()?;
     let (w, h) = decoder.dimensions();
     if u64::from(w) * u64::from(h) > limits.max_pixels || w == 0 || h == 0 {

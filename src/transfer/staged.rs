@@ -907,3 +907,15 @@ mod tests {
         );
     }
 }
+
+/// A staged file's plaintext by offset (thumbnails are made from it while it uploads).
+impl crate::crypto::fingerprint::ReadAt for std::sync::Arc<StagedFile> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let plain = StagedFile::read_at(self, offset, buf.len())?;
+        if plain.len() != buf.len() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&plain);
+        Ok(())
+    }
+}
