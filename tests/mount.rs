@@ -1644,3 +1644,86 @@ async fn bwlimit_paces_the_mounts_reads() {
         "3 MiB at 1 MiB/s in {took:?}"
     );
 }
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Images copied onto the mount get a thumbnail and a preview; a decompression bomb (a small
+/// PNG declaring 64 megapixels, over the configured 4-megapixel limit) is stored without
+/// them and never decoded: the daemon's peak RSS does not grow by what decoding it would
+/// take (64 MB as grey, 256 MB as RGBA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_on_the_mount_costs_no_memory() {
+    use image::ImageFormat;
+    use mega_mount::transfer::fileattr::kinds;
+    let env = Env::start().await;
+    env.user("bomb@example.com", UserOptions::default()).await;
+    let home = env.dir.path().join("bomb-home");
+    std::fs::create_dir_all(home.join("config/megacmd")).unwrap();
+    std::fs::write(
+        home.join("config/megacmd/config.toml"),
+        "graphics_max_pixels = 4000000\n",
+    )
+    .unwrap();
+    let m = Mount::start_in(&env, "bomb@example.com", &home, &[], true);
+    let pid = m.child.as_ref().unwrap().id();
+    let photo = common::picture(1200, 900, ImageFormat::Jpeg);
+    let p = m.path("photo.jpg");
+    op("write photo", move || std::fs::write(p, photo).unwrap()).await;
+    let before = peak_rss(pid);
+    let bomb = bomb_png(8000, 8000);
+    let p = m.path("bomb.png");
+    let b = bomb.clone();
+    op("write bomb", move || std::fs::write(p, b).unwrap()).await;
+    let c = env.login("bomb@example.com").await;
+    let photo = c.resolve("/photo.jpg").unwrap();
+    assert_eq!(
+        kinds(photo.fa.as_deref().unwrap()),
+        ["thumbnail", "preview"]
+    );
+    let stored = c.resolve("/bomb.png").unwrap();
+    assert_eq!(stored.fa, None);
+    assert!(c.download_to_vec(&stored.handle).await.unwrap() == bomb);
+    let grew = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grew < 48 << 20,
+        "the daemon's peak RSS grew by {grew} bytes"
+    );
+}
+
+/// A valid greyscale PNG of `w`×`h` black pixels, deflated to a few hundred KB.
+fn bomb_png(w: u32, h: u32) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut c = crc32fast::Hasher::new();
+        c.update(kind);
+        c.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&c.finalize().to_be_bytes());
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let row = vec![0u8; w as usize + 1];
+    for _ in 0..h {
+        z.write_all(&row).unwrap();
+    }
+    let idat = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &idat);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
