@@ -10,8 +10,9 @@
 #  - many small files (tar x, git clone) with and without -o writeback.
 #  - resuming and bandwidth limits: the journal's cost on a 1 GiB put, a killed put resumed,
 #    --bwlimit over 30 s.
+#  - thumbnails and previews: put -r of 200 photos with and without them.
 # `scripts/bench.sh crypto`, `transfers`, `mount`, `sync`, `compare`, `large`, `listing`,
-# `writeback` or `resume` runs one part.
+# `writeback`, `resume` or `graphics` runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -517,6 +518,31 @@ resume_bench() {
   cmp "$d/mid.bin" "$d/mid.out" && echo "bytes equal"
 }
 
+# Thumbnails and previews (issue 20): `put -r` of 200 photos (12 MP JPEGs, examples/photos)
+# with graphics (A) and with --no-graphics (B), pair by pair; megacmd's CPU per photo.
+graphics_bench() {
+  build_release
+  cargo build --release --quiet --example photos
+  local d; d=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$d"' RETURN
+  start_server "$d"
+  local m=$PWD/target/release/megacmd
+  $m login >/dev/null 2>&1
+  target/release/examples/photos "$d/photos" 200
+  du -sh "$d/photos"
+  settle "$d/photos"/*.jpg
+  echo "== put -r of 200 photos + rm: with thumbnails and previews (A) / --no-graphics (B)"
+  farm-bench -n 3 --timeout 900 \
+    --vs "sh -c '$m put -r --no-graphics $d/photos mega:/b && $m rm -r --force mega:/b'" \
+    -- sh -c "$m put -r $d/photos mega:/a && $m rm -r --force mega:/a"
+  echo "== megacmd CPU seconds for the same put (user+sys), with and without"
+  for flag in "" --no-graphics; do
+    /usr/bin/time -f "put -r $flag: %e s wall, %U s user, %S s sys" $m put -r $flag "$d/photos" mega:/c >/dev/null
+    $m rm -r --force mega:/c >/dev/null
+  done
+}
+
+if [ "$part" = graphics ]; then graphics_bench; exit 0; fi
 if [ "$part" = resume ]; then resume_bench; exit 0; fi
 if [ "$part" = listing ]; then listing; exit 0; fi
 if [ "$part" = writeback ]; then writeback_bench; exit 0; fi
@@ -542,4 +568,4 @@ openssl speed -seconds 3 -evp aes-128-cbc 2>/dev/null | tail -3
 echo "== openssl speed -evp aes-128-ctr"
 openssl speed -seconds 3 -evp aes-128-ctr 2>/dev/null | tail -1
 
-if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; writeback_bench; resume_bench; fi
+if [ "$part" = all ]; then transfers; mount_bench; sync_bench; compare; large; listing; writeback_bench; resume_bench; graphics_bench; fi
