@@ -25,9 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ((i * 37) as u8).wrapping_add(noise),
             ])
         });
-        let mut out = std::io::BufWriter::new(std::fs::File::create(
-            dir.join(format!("IMG_{i:04}.jpg")),
-        )?);
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("IMG_{i:04}.jpg")))?);
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).write_image(
             img.as_raw(),
             w,

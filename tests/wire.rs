@@ -609,3 +609,58 @@ async fn file_attributes_are_stored_and_fetched_in_both_forms() {
     assert_eq!(&got[24..off(1) as usize], &handles[1].1[..]);
     assert_eq!(&got[off(1) as usize..], &handles[0].1[..]);
 }
+
+/// The owner's view of a node's key after its folder was exported (`MEGA-FILES-TRANSFERS.md`
+/// §6.5): its own pair first, then `<share handle>:<key under the share key>` — clients derived
+/// from mega.py read an exported folder's key from that pair. Our client reads both forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_sees_one_key_pair_per_holder_after_an_export() {
+    let (env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let dir = c.mkdir(&root, "exported").await.unwrap().handle;
+    let inner = c
+        .upload(&dir, "in.txt", &mut &b"inside"[..], 6, 0, None)
+        .await
+        .unwrap();
+    let outside = c
+        .upload(&root, "out.txt", &mut &b"outside"[..], 7, 0, None)
+        .await
+        .unwrap();
+    let before = c
+        .api()
+        .call(json!({"a": "f", "c": 1, "r": 1}))
+        .await
+        .unwrap();
+    let k_of = |f: &Value, h: &str| -> String {
+        f["f"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["h"] == h)
+            .map(|n| n["k"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let me = c.session().user.clone();
+    assert_eq!(k_of(&before, &inner.handle.0).split('/').count(), 1);
+    c.export(&dir).await.unwrap();
+    let after = c
+        .api()
+        .call(json!({"a": "f", "c": 1, "r": 1}))
+        .await
+        .unwrap();
+    for h in [&inner.handle.0, &dir.0] {
+        let k = k_of(&after, h);
+        let pairs: Vec<&str> = k.split('/').collect();
+        assert_eq!(pairs.len(), 2, "{h}: {k}");
+        assert!(pairs[0].starts_with(&format!("{me}:")), "owner first: {k}");
+        assert!(
+            pairs[1].starts_with(&format!("{}:", dir.0)),
+            "then the share: {k}"
+        );
+    }
+    assert_eq!(k_of(&after, &outside.handle.0).split('/').count(), 1);
+    // A fresh session decrypts everything from the multi-pair form.
+    let again = env.login("wire@example.com").await;
+    let n = again.resolve("/exported/in.txt").unwrap();
+    assert_eq!(again.download_to_vec(&n.handle).await.unwrap(), b"inside");
+}

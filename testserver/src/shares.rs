@@ -234,16 +234,33 @@ impl Ctx<'_> {
 
     /// A node object as `viewer` gets it: `k` with the pairs it can use, and on a share root
     /// it received, the sharer (`su`), the access (`r`) and since when (`sts`).
+    ///
+    /// The owner sees, after its own pair, one `share:key` pair per share or export above the
+    /// node whose key a `cr` supplied, as the real service lists them (`MEGA-FILES-TRANSFERS.md`
+    /// §6.5: clients derived from mega.py read an exported folder's key from that pair).
     pub(crate) fn render(&self, n: &Node, viewer: &str) -> std::result::Result<Value, i64> {
+        self.render_known(n, viewer, None)
+    }
+
+    /// [`render`](Self::render), told whether the node has share keys at all (`f` looks that
+    /// up once for the whole tree).
+    pub(crate) fn render_known(
+        &self,
+        n: &Node,
+        viewer: &str,
+        has_share_keys: Option<bool>,
+    ) -> std::result::Result<Value, i64> {
         let mut pairs = Vec::new();
         if n.user() == viewer {
             pairs.push(format!("{viewer}:{}", n.key));
         }
-        let shares = if n.owner == viewer && n.user() == viewer {
-            Vec::new()
-        } else {
-            self.lineage(n)?
+        let own = n.owner == viewer && n.user() == viewer;
+        let keyed = match has_share_keys {
+            Some(k) => k,
+            None if own => db(self.db.has_share_keys(&n.handle))?,
+            None => true,
         };
+        let shares = if keyed { self.lineage(n)? } else { Vec::new() };
         for a in &shares {
             let visible = a.owner == viewer
                 || db(self.db.shares_on(&a.handle))?

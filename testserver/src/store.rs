@@ -1016,6 +1016,26 @@ pub trait Queries {
         Ok(())
     }
 
+    /// Whether any share key of `node` was supplied (`cr`).
+    fn has_share_keys(&self, node: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM share_keys WHERE node = ?1)")?
+            .query_row([node], |r| r.get(0))?)
+    }
+
+    /// The nodes of `owner` that have share keys (few: those inside shared folders).
+    fn nodes_with_share_keys(&self, owner: &str) -> Result<std::collections::HashSet<String>> {
+        let mut st = self.conn().prepare(
+            "SELECT DISTINCT sk.node FROM share_keys sk JOIN nodes n ON n.handle = sk.node \
+             WHERE n.owner = ?1",
+        )?;
+        let v = st
+            .query_map([owner], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
     fn share_key(&self, node: &str, share: &str) -> Result<Option<String>> {
         Ok(self
             .conn()

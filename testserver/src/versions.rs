@@ -72,8 +72,10 @@ impl Ctx<'_> {
         viewer: &str,
         mut each: impl FnMut(Value, bool),
     ) -> Result<(), i64> {
+        let keyed = db(self.db.nodes_with_share_keys(viewer))?;
         for (n, version) in nodes.iter().zip(self.version_flags(nodes)?) {
-            each(self.render(n, viewer)?, version);
+            let known = (n.owner == viewer).then(|| keyed.contains(&n.handle));
+            each(self.render_known(n, viewer, known)?, version);
         }
         Ok(())
     }
