@@ -33,6 +33,7 @@ command -v git >/dev/null 2>&1 || need+=(git)            # git commit inside the
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v man >/dev/null 2>&1 || need+=(man-db)                  # the package test reads the man pages
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)     # ... and verifies the unit
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)               # videos' thumbnails and media attributes
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -300,3 +300,103 @@ async fn attached_pictures_reach_other_sessions_and_survive_the_tree_cache() {
     assert_eq!(env.server.stats().commands("f"), fetches, "a warm start");
     assert_eq!(warm.resolve("/later.jpg").unwrap().fa, Some(listed));
 }
+
+/// A test video made by FFmpeg (which the CI installs; the test fails without it).
+fn video(dir: &std::path::Path, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(st.success());
+    out
+}
+
+/// Videos get a thumbnail and a preview of a frame and MEGA's media attributes (what the
+/// web player needs), read by path (`put`) and through a pipe (the mount's staged file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn videos_get_a_frame_and_media_attributes() {
+    let env = Env::start().await;
+    let c = env.account("video@example.com").await;
+    let root = c.root().unwrap().handle;
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = video(
+        dir.path(),
+        "clip.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=3:size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    );
+    let webm = video(
+        dir.path(),
+        "clip.webm",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=160x120:rate=24",
+            "-c:v",
+            "libvpx-vp9",
+            "-b:v",
+            "100k",
+        ],
+    );
+    let n = c.upload_path(&root, &mp4, None, None).await.unwrap();
+    let fa = n.fa.clone().expect("file attributes");
+    assert_eq!(
+        fileattr::kinds(&fa),
+        ["thumbnail", "preview", "media"],
+        "{fa}"
+    );
+    let m = c.media_properties(&n.handle).unwrap();
+    assert_eq!(
+        (m.width, m.height, m.fps, m.playtime, m.shortformat),
+        (320, 240, 25, 3, 2),
+        "{m:?}"
+    );
+    let thumb = c.file_attribute(&n.handle, THUMBNAIL).await.unwrap();
+    assert_eq!(decoded(&thumb.unwrap()), (200, 200, ImageFormat::Jpeg));
+    let preview = c.file_attribute(&n.handle, PREVIEW).await.unwrap();
+    assert_eq!(decoded(&preview.unwrap()).0, 320);
+    assert_eq!(env.server.stats().commands("mc"), 1);
+
+    // Through the mount: the staged plaintext goes to FFmpeg through a pipe.
+    let (fs, client) = common::mount::fs_core(&env, "video@example.com").await;
+    let fh = fs
+        .create(mega_mount::fs::ROOT_INO, "mounted.webm")
+        .await
+        .unwrap()
+        .1;
+    fs.write(fh, 0, &std::fs::read(&webm).unwrap())
+        .await
+        .unwrap();
+    fs.release(fh).await.unwrap();
+    client.fetch().await.unwrap();
+    let w = client.resolve("/mounted.webm").unwrap();
+    assert_eq!(
+        fileattr::kinds(w.fa.as_deref().unwrap()),
+        ["thumbnail", "preview", "media"]
+    );
+    let m = client.media_properties(&w.handle).unwrap();
+    assert_eq!(
+        (m.width, m.height, m.fps, m.playtime, m.shortformat),
+        (160, 120, 24, 2, 6),
+        "{m:?}"
+    );
+}

@@ -603,6 +603,15 @@ impl Command for AttachFileAttr<'_> {
     type Reply = String;
 }
 
+/// `mc`: MEGA's media codec list, `[version, [containers, video, audio, short formats]]`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "a", rename = "mc")]
+pub struct MediaCodecs {}
+
+impl Command for MediaCodecs {
+    type Reply = serde_json::Value;
+}
+
 // ---- sharing ----
 
 /// `l`: a public handle for a node (a link).

@@ -111,6 +111,8 @@ pub struct Client {
     transfers: std::sync::OnceLock<resume::TransferState>,
     /// Limits for making thumbnails and previews on upload; `None`: not made.
     graphics: std::sync::Mutex<Option<crate::transfer::graphics::Limits>>,
+    /// MEGA's media codec list (`mc`), asked the first time a video is uploaded.
+    media_codecs: tokio::sync::OnceCell<Option<crate::transfer::media::Codecs>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -216,6 +218,7 @@ impl Client {
             my_backups: std::sync::Mutex::new(None),
             transfers: std::sync::OnceLock::new(),
             graphics: std::sync::Mutex::new(Some(Default::default())),
+            media_codecs: tokio::sync::OnceCell::new(),
         };
         // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
         // only asked to refresh one that an action packet says changed.

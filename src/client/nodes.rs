@@ -386,10 +386,10 @@ impl Client {
         };
         // Its thumbnail and preview are made meanwhile from the staged plaintext.
         let s = staged.clone();
-        let pictures = self.make_graphics(target.name, size, move || {
+        let pictures = self.make_graphics(target.name, size, None, move || {
             Ok(std::io::BufReader::with_capacity(
                 256 * 1024,
-                crate::transfer::graphics::ByOffset::new(s, size),
+                crate::transfer::graphics::ByOffset::new(s.clone(), size),
             ))
         });
         let (sent, pictures) = tokio::join!(async { tokio::try_join!(seal, send) }, pictures);
@@ -427,12 +427,12 @@ impl Client {
         &self,
         target: Target<'_>,
         up: upload::Uploaded,
-        pictures: Option<crate::transfer::graphics::Made>,
+        pictures: Option<super::pictures::Pictures>,
     ) -> Result<Node> {
         let mut attrs = Map::new();
         attrs.insert("c".into(), json!(up.fingerprint.encode()));
         let fa = match pictures {
-            Some(made) => self.store_graphics(&up.key, &made).await,
+            Some(p) => self.store_graphics(&up.key, &p).await,
             None => None,
         };
         let key = NodeKey::File(up.key.clone());
@@ -701,10 +701,10 @@ impl Client {
         }
         // Its thumbnail and preview are made meanwhile, from the same open file.
         let f = file.clone();
-        let pictures = self.make_graphics(target.name, size, move || {
+        let pictures = self.make_graphics(target.name, size, Some(path.to_path_buf()), move || {
             Ok(std::io::BufReader::with_capacity(
                 256 * 1024,
-                crate::transfer::graphics::ByOffset::new(f, size),
+                crate::transfer::graphics::ByOffset::new(f.clone(), size),
             ))
         });
         let first = upload::upload_file(

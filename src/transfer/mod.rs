@@ -14,7 +14,8 @@
 //! * [`schedule`]: MEGA's chunk schedule, for callers that cache by chunk.
 //! * [`limit`]: bandwidth limits, per direction, shared by a client's transfers.
 //! * [`graphics`]: thumbnails and previews of images, made as MEGA's SDK makes them;
-//!   [`fileattr`]: storing and fetching them (file attributes) encrypted under the file's key.
+//!   [`fileattr`]: storing and fetching them (file attributes) encrypted under the file's key;
+//!   [`media`]: a video's frame and media attributes, through FFmpeg when it is installed.
 //!
 //! Must not know about FUSE or paths; it works on URLs, keys and byte streams.
 
@@ -24,6 +25,7 @@ pub mod fetch;
 pub mod fileattr;
 pub mod graphics;
 pub mod limit;
+pub mod media;
 pub mod spool;
 pub mod staged;
 pub mod upload;

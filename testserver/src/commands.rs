@@ -197,6 +197,7 @@ impl Ctx<'_> {
             "us" => self.us(cmd),
             "g" => self.g(cmd),
             "log" => Ok(json!(0)),
+            "mc" => Ok(crate::fileattrs::media_codecs()),
             "mfag" => self.mfag(cmd),
             _ => match self.session {
                 None => Err(err::EACCESS),

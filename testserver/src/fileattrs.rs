@@ -183,6 +183,87 @@ impl Ctx<'_> {
     }
 }
 
+/// `mc`: the media codec list, `[version, [containers, video codecs, audio codecs, short
+/// formats]]`, names as MediaInfo gives them (codec ids and format names). The ids are this
+/// server's own (the real list's are not published); clients use whatever the list says.
+/// It holds the `mp42:avc1:mp4a-40-2` row the webclient checks for.
+pub(crate) fn media_codecs() -> Value {
+    json!([
+        3,
+        [
+            [
+                [1, "mp42"],
+                [2, "isom"],
+                [3, "qt  "],
+                [4, "M4V "],
+                [5, "MPEG-4"],
+                [6, "Matroska"],
+                [7, "WebM"],
+                [8, "AVI"],
+                [9, "MPEG-TS"],
+                [10, "Ogg"],
+                [11, "3gp4"],
+                [12, "3gp5"],
+                [13, "iso5"],
+                [14, "avc1"],
+                [15, "Wave"],
+                [16, "FLAC"],
+                [17, "MPEG Audio"],
+                [18, "M4A "]
+            ],
+            [
+                [1, "avc1"],
+                [2, "hvc1"],
+                [3, "hev1"],
+                [4, "av01"],
+                [5, "vp09"],
+                [6, "V_MPEG4/ISO/AVC"],
+                [7, "V_MPEGH/ISO/HEVC"],
+                [8, "V_VP8"],
+                [9, "V_VP9"],
+                [10, "V_AV1"],
+                [11, "AVC"],
+                [12, "HEVC"],
+                [13, "VP8"],
+                [14, "VP9"],
+                [15, "AV1"],
+                [16, "MPEG-4 Visual"],
+                [17, "mp4v-20"]
+            ],
+            [
+                [1, "mp4a-40-2"],
+                [2, "mp4a-40-5"],
+                [3, "mp4a-40-29"],
+                [4, "mp4a-6B"],
+                [5, "Opus"],
+                [6, "A_OPUS"],
+                [7, "A_VORBIS"],
+                [8, "A_AAC-2"],
+                [9, "AAC"],
+                [10, "Vorbis"],
+                [11, "MPEG Audio"],
+                [12, "ac-3"],
+                [13, "AC-3"],
+                [14, "FLAC"],
+                [15, "PCM"]
+            ],
+            [
+                ["1", "1", "1", "1"],
+                ["2", "2", "1", "1"],
+                ["3", "1", "1", "0"],
+                ["4", "2", "1", "0"],
+                ["5", "7", "9", "6"],
+                ["6", "7", "9", "0"],
+                ["7", "7", "8", "7"],
+                ["8", "3", "1", "1"],
+                ["9", "13", "1", "1"],
+                ["10", "2", "2", "1"],
+                ["11", "18", "0", "1"]
+            ]
+        ]
+    ])
+}
+
 /// What a slot is for.
 struct Slot {
     user: String,
