@@ -52,7 +52,7 @@ impl Client {
         let video = media::is_video(name)
             && (path.is_some() || size <= limits.max_bytes)
             && media::available();
-        if !(image && size <= limits.max_bytes) && !video {
+        if !(video || image && size <= limits.max_bytes) {
             return None;
         }
         let label = name.to_string();

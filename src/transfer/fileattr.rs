@@ -288,7 +288,7 @@ mod tests {
         for (h, len) in [([2u8; 8], 32u32), ([1u8; 8], 16)] {
             body.extend_from_slice(&h);
             body.extend_from_slice(&len.to_le_bytes());
-            body.extend(std::iter::repeat(h[0]).take(len as usize));
+            body.extend(std::iter::repeat_n(h[0], len as usize));
         }
         body.extend_from_slice(&[3u8; 8]);
         body.extend_from_slice(&100u32.to_le_bytes());

@@ -706,6 +706,18 @@ fn io_other_err(e: impl std::fmt::Display) -> std::io::Error {
     io_other(e.to_string())
 }
 
+/// A staged file's plaintext by offset (thumbnails are made from it while it uploads).
+impl crate::crypto::fingerprint::ReadAt for std::sync::Arc<StagedFile> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let plain = StagedFile::read_at(self, offset, buf.len())?;
+        if plain.len() != buf.len() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&plain);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -905,17 +917,5 @@ mod tests {
             sealed.key.meta_mac,
             mac::meta_mac(&s.key.aes, &s.key.nonce, &[])
         );
-    }
-}
-
-/// A staged file's plaintext by offset (thumbnails are made from it while it uploads).
-impl crate::crypto::fingerprint::ReadAt for std::sync::Arc<StagedFile> {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let plain = StagedFile::read_at(self, offset, buf.len())?;
-        if plain.len() != buf.len() {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.copy_from_slice(&plain);
-        Ok(())
     }
 }
