@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut state = 0x9E37_79B9u32.wrapping_mul(i + 1);
         let img = RgbImage::from_fn(w, h, |x, y| {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let noise = (state >> 27) as u8;
+            let noise = (state >> 28) as u8;
             Rgb([
                 ((x * 255 / w) as u8).wrapping_add(noise),
                 ((y * 255 / h) as u8).wrapping_add(noise / 2),

@@ -10,8 +10,10 @@
 //! EXIF orientation is applied first and no metadata is carried over (the encoders write
 //! none). Decoding is bounded: a file over [`Limits::max_bytes`] is not read, an image over
 //! [`Limits::max_pixels`] is refused from its header before any pixel is decoded, and the
-//! decoder's allocations are capped, so a decompression bomb costs a header read. One image
-//! is decoded at a time per process (the peak memory of a large photo is then paid once).
+//! decoder's allocations are capped, so a decompression bomb costs a header read. JPEGs are
+//! decoded at the smallest DCT scale that still gives full-size pictures (1/2, 1/4, 1/8),
+//! several at once (one per core); any other image is decoded whole, alone (the peak memory
+//! of a large image is then paid once).
 //! Everything here blocks: callers run it on a blocking thread.
 
 use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
@@ -84,9 +86,6 @@ fn extension(name: &str) -> Option<String> {
     (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
 }
 
-/// One decode at a time in this process.
-static DECODING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Where an image is read from: read as the decoder goes, never held whole.
 pub trait Source: BufRead + Seek + Send {}
 impl<T: BufRead + Seek + Send> Source for T {}
@@ -132,13 +131,141 @@ pub fn make(data: &[u8], limits: &Limits) -> Result<Made, GraphicsError> {
 }
 
 /// Makes them from `len` bytes read from `src`.
-pub fn make_from(src: impl Source, len: u64, limits: &Limits) -> Result<Made, GraphicsError> {
+pub fn make_from(mut src: impl Source, len: u64, limits: &Limits) -> Result<Made, GraphicsError> {
     if len > limits.max_bytes {
         return Err(GraphicsError::TooLarge(len));
     }
-    let _one = DECODING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut magic = [0u8; 3];
+    let is_jpeg = src.read_exact(&mut magic).is_ok() && magic == [0xFF, 0xD8, 0xFF];
+    src.seek(SeekFrom::Start(0))?;
+    if is_jpeg {
+        // A scaled JPEG holds a preview's worth of pixels: one of several at a time.
+        let _one = Gate::global().enter(1);
+        if let Some(img) = decode_jpeg_scaled(&mut src, limits)? {
+            return Ok(from_image(&img)?);
+        }
+        src.seek(SeekFrom::Start(0))?;
+    }
+    // A whole image decoded at full size: alone.
+    let _all = Gate::global().enter(Gate::global().size);
     let img = decode(src, limits)?;
     Ok(from_image(&img)?)
+}
+
+/// Bounds the decoding done at once in this process: `size` slots, one per core (at most
+/// four); a small decode takes one, a full-size one all of them, so that the memory of
+/// one large image is never paid twice at once.
+struct Gate {
+    size: usize,
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct Entered<'a>(&'a Gate, usize);
+
+impl Gate {
+    fn global() -> &'static Gate {
+        static GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
+        GATE.get_or_init(|| {
+            let size = std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .clamp(1, 4);
+            Gate {
+                size,
+                free: std::sync::Mutex::new(size),
+                freed: std::sync::Condvar::new(),
+            }
+        })
+    }
+
+    fn enter(&self, n: usize) -> Entered<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free < n {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= n;
+        Entered(self, n)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += self.1;
+        self.0.freed.notify_all();
+    }
+}
+
+/// The scale (1, 2, 4 or 8) a JPEG of `w`×`h` can be decoded at and still give a full
+/// preview (its long side at least [`PREVIEW_SIDE`], or whole) and thumbnail (its short side
+/// at least [`THUMBNAIL_SIDE`]).
+fn jpeg_scale(w: u32, h: u32) -> u32 {
+    [8, 4, 2]
+        .into_iter()
+        .find(|s| w.max(h) / s >= PREVIEW_SIDE && w.min(h) / s >= THUMBNAIL_SIDE)
+        .unwrap_or(1)
+}
+
+/// Decodes a JPEG at the smallest DCT scale that still gives full-size pictures (a quarter
+/// of the work, or less, for a camera's photo), with the pixel limit checked on the header
+/// and EXIF orientation applied; `None` for what this decoder does not turn into RGB or
+/// grey (CMYK, 16-bit), which the general decoder then takes.
+fn decode_jpeg_scaled(
+    src: &mut impl Source,
+    limits: &Limits,
+) -> Result<Option<DynamicImage>, GraphicsError> {
+    let decode_err = |e: jpeg_decoder::Error| {
+        GraphicsError::Decode(image::ImageError::IoError(std::io::Error::other(e)))
+    };
+    // The decoder panics on some malformed frames: contained here, and reported as such.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut d = jpeg_decoder::Decoder::new(&mut *src);
+        d.read_info().map_err(decode_err)?;
+        let Some(info) = d.info() else {
+            return Ok(None);
+        };
+        let (w, h) = (u32::from(info.width), u32::from(info.height));
+        if u64::from(w) * u64::from(h) > limits.max_pixels || w == 0 || h == 0 {
+            return Err(GraphicsError::TooManyPixels(w, h));
+        }
+        let s = jpeg_scale(w, h);
+        let (sw, sh) = d
+            .scale(
+                u16::try_from(w.div_ceil(s)).unwrap_or(u16::MAX),
+                u16::try_from(h.div_ceil(s)).unwrap_or(u16::MAX),
+            )
+            .map_err(decode_err)?;
+        d.set_max_decoding_buffer_size(
+            usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+        );
+        let pixels = d.decode().map_err(decode_err)?;
+        let (sw, sh) = (u32::from(sw), u32::from(sh));
+        let img = match info.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => {
+                image::RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8)
+            }
+            jpeg_decoder::PixelFormat::L8 => {
+                image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8)
+            }
+            _ => None,
+        };
+        let Some(mut img) = img else {
+            return Ok(None);
+        };
+        if let Some(o) = d
+            .exif_data()
+            .and_then(image::metadata::Orientation::from_exif_chunk)
+        {
+            img.apply_orientation(o);
+        }
+        Ok(Some(img))
+    }));
+    match run {
+        Ok(r) => r,
+        Err(_) => Err(GraphicsError::Decode(image::ImageError::IoError(
+            std::io::Error::other("the JPEG decoder failed on this file"),
+        ))),
+    }
 }
 
 /// Checks that `data` is a whole image this module could have made (JPEG or PNG, at most
