@@ -6,7 +6,8 @@
 //! FFmpeg is optional: without `ffmpeg` and `ffprobe` on the `PATH`, videos upload without
 //! any of this. Both run as child processes with a time limit and bounded output, reading
 //! the local file by path (with `file:`, so no name is taken for a protocol) or, for the
-//! mount's staged files, the plaintext through a pipe (never a plaintext copy on disk).
+//! mount's staged files, the plaintext through a pipe (never a plaintext copy on disk); no
+//! other protocol is allowed (a playlist posing as a video cannot reach the network).
 //!
 //! Codec ids come from the server (`mc`): names are matched the way the SDK matches
 //! MediaInfo's, the codec id first (`avc1`, `mp4a-40-2`, `V_VP9`…), then the format name
@@ -142,6 +143,15 @@ fn run(mut cmd: Command, input: &Input<'_>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The only protocol a run may open: the file itself, or the pipe. A file that is really a
+/// playlist or a reference (HLS, concat…) then cannot make FFmpeg reach the network.
+fn protocols(input: &Input<'_>) -> [&'static str; 2] {
+    match input {
+        Input::Path(_) => ["-protocol_whitelist", "file"],
+        Input::Pipe(_) => ["-protocol_whitelist", "pipe"],
+    }
+}
+
 fn source_arg(input: &Input<'_>) -> std::ffi::OsString {
     match input {
         Input::Path(p) => {
@@ -164,6 +174,7 @@ pub fn probe(input: &Input<'_>, name: &str) -> std::io::Result<Probe> {
         "-show_format",
         "-show_streams",
     ])
+    .args(protocols(input))
     .arg(source_arg(input));
     let out = run(cmd, input)?;
     let v: Value = serde_json::from_slice(&out).map_err(std::io::Error::other)?;
@@ -177,7 +188,9 @@ pub fn frame(input: &Input<'_>, playtime: u32) -> std::io::Result<Vec<u8>> {
     if let Input::Path(_) = input {
         cmd.arg("-nostdin");
     }
-    cmd.args(["-v", "error", "-ss", &at, "-i"])
+    cmd.args(["-v", "error", "-ss", &at])
+        .args(protocols(input))
+        .arg("-i")
         .arg(source_arg(input))
         .args([
             "-frames:v",
