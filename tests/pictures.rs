@@ -375,6 +375,20 @@ async fn videos_get_a_frame_and_media_attributes() {
     let preview = c.file_attribute(&n.handle, PREVIEW).await.unwrap();
     assert_eq!(decoded(&preview.unwrap()).0, 320);
     assert_eq!(env.server.stats().commands("mc"), 1);
+    // `list -l`/`--json` show them.
+    env.user("video-cli@example.com", Default::default()).await;
+    let m = common::megacmd::Cmd::new(&env, "video-cli@example.com");
+    m.ok(&["put", &mp4.to_string_lossy(), "mega:/"]).await;
+    let listed = m.ok(&["ls", "--json", "mega:/clip.mp4"]).await.json();
+    assert_eq!(
+        listed[0]["media"],
+        serde_json::json!({"width": 320, "height": 240, "fps": 25, "duration": 3})
+    );
+    let long = m.ok(&["ls", "-l", "mega:/clip.mp4"]).await.stdout;
+    assert!(
+        long.contains("(thumbnail, preview, media 320×240 25 fps 3 s)"),
+        "{long}"
+    );
 
     // Through the mount: the staged plaintext goes to FFmpeg through a pipe.
     let (fs, client) = common::mount::fs_core(&env, "video@example.com").await;

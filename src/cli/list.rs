@@ -27,6 +27,8 @@ struct Row {
     marks: Marks,
     /// Its file attributes: "thumbnail", "preview", "media".
     pictures: Vec<&'static str>,
+    /// A video's or sound's properties (media attribute), decrypted.
+    media: Option<crate::transfer::media::MediaProps>,
 }
 
 /// Marks as `--long` shows them: `[red] ★ sensitive #tag "description"`.
@@ -111,6 +113,10 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.fa.clone())))
                 .map(|fa| fileattr::kinds(&fa))
                 .unwrap_or_default();
+            let media = handle
+                .as_ref()
+                .filter(|_| pictures.contains(&"media"))
+                .and_then(|h| client.media_properties(h));
             Row {
                 path,
                 entry,
@@ -118,6 +124,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 versions,
                 marks,
                 pictures,
+                media,
             }
         })
         .collect();
@@ -134,6 +141,10 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                     "sensitive": r.marks.sensitive, "description": r.marks.description,
                     "tags": r.marks.tags, "attributes": r.pictures,
                 });
+                if let Some(m) = &r.media {
+                    o["media"] = json!({"width": m.width, "height": m.height, "fps": m.fps,
+                                        "duration": m.playtime});
+                }
                 if versions && !e.dir {
                     o["versions"] = r
                         .versions
@@ -163,7 +174,14 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
             first = format!("{first}  {}", show_marks(&r.marks));
         }
         if long && !r.pictures.is_empty() {
-            first = format!("{first}  ({})", r.pictures.join(", "));
+            let mut shown: Vec<String> = r.pictures.iter().map(|p| p.to_string()).collect();
+            if let (Some(m), Some(last)) = (&r.media, shown.last_mut()) {
+                *last = format!(
+                    "media {}×{} {} fps {} s",
+                    m.width, m.height, m.fps, m.playtime
+                );
+            }
+            first = format!("{first}  ({})", shown.join(", "));
         }
         let mut lines = vec![first];
         for (i, v) in r.versions.iter().enumerate() {
