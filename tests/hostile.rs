@@ -339,7 +339,8 @@ fn template(which: usize) -> serde_json::Value {
         {"h": "FOLDER01", "p": "ROOTROOT", "u": "UUUUUUUUUUU", "t": 1, "a": "QUFBQQ",
          "k": format!("UUUUUUUUUUU:{folder_key}"), "ts": 2},
         {"h": "FILE0001", "p": "FOLDER01", "u": "UUUUUUUUUUU", "t": 0, "a": "QUFBQQ",
-         "k": format!("UUUUUUUUUUU:{file_key}"), "s": 1234, "ts": 3},
+         "k": format!("UUUUUUUUUUU:{file_key}"), "s": 1234, "ts": 3,
+         "fa": "901:0*AAAAAAAAAAA/901:1*BBBBBBBBBBB/901:8*COXwfdF5an8/901:9*CCCCCCCCCCC"},
         {"h": "SHARED01", "p": "XXXXXXXX", "u": "OOOOOOOOOOO", "su": "OOOOOOOOOOO", "r": 1,
          "t": 1, "a": "QUFBQQ", "k": format!("SHARED01:{folder_key}"), "ts": 4},
     ]);
@@ -358,6 +359,7 @@ fn template(which: usize) -> serde_json::Value {
                 {"a": "t", "i": "other", "ou": "OOOOOOOOOOO",
                  "t": {"f": [nodes[3].clone(), nodes[2].clone()]}},
                 {"a": "u", "n": "FILE0001", "u": "UUUUUUUUUUU", "at": "QkJCQg", "ts": 9},
+                {"a": "fa", "n": "FILE0001", "fa": "902:0*DDDDDDDDDDD/902:8*EEEEEEEEEEE"},
                 {"a": "d", "n": "FOLDER01", "i": "other"},
                 {"a": "s2", "n": "FOLDER01", "u": "OOOOOOOOOOO", "o": "UUUUUUUUUUU", "r": 1},
                 {"a": "ua", "u": "UUUUUUUUUUU", "ua": ["^!keys"], "v": ["v1"]},
@@ -368,6 +370,18 @@ fn template(which: usize) -> serde_json::Value {
         2 => json!({"g": "http://127.0.0.1:9/dl/x", "s": 1234, "at": "QUFBQQ"}),
         3 => json!({"mstrg": 1u64 << 40, "cstrg": 12345, "mxfer": 1u64 << 30, "caxfer": 5}),
         _ => json!({"u": "UUUUUUUUUUU", "email": "a@example.com", "privk": "QUFBQQ", "name": "A"}),
+    }
+}
+
+/// Reads a node's file attribute list as the listings and `thumbnail` do (whatever it holds).
+fn file_attributes(n: &mega_mount::tree::Node) {
+    use mega_mount::transfer::{fileattr, media};
+    if let Some(fa) = &n.fa {
+        let _ = fileattr::kinds(fa);
+        let _ = fileattr::find(fa, fileattr::THUMBNAIL);
+        if let Some(mega_mount::crypto::NodeKey::File(k)) = &n.key {
+            let _ = media::decode(fa, k);
+        }
     }
 }
 
@@ -457,6 +471,7 @@ fn generated_hostile_replies_are_errors_or_skips() {
                                     }
                                     let _ = tree.path_of(&n.handle);
                                     let _ = tree.children(&n.handle);
+                                    file_attributes(n);
                                 }
                                 let _ = tree.resolve("/a/b");
                             }
@@ -482,6 +497,7 @@ fn generated_hostile_replies_are_errors_or_skips() {
                                 .map_err(|e| format!("the good tree failed: {e}"))?;
                             let _ = tree.apply(&packets, Some("mine"));
                             for n in tree.iter() {
+                                file_attributes(n);
                                 if n.size > MAX_NODE_SIZE {
                                     return Err(format!("a node of {} bytes", n.size));
                                 }
