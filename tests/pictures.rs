@@ -414,3 +414,35 @@ async fn videos_get_a_frame_and_media_attributes() {
         "{m:?}"
     );
 }
+
+/// File attribute POSTs that fail transiently (HTTP 503) are retried: both pictures are
+/// stored and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_file_attribute_servers_are_retried() {
+    let env = Env::start().await;
+    let mut c = env.account("fa-busy@example.com").await;
+    c.set_transfer_config(mega_mount::transfer::TransferConfig {
+        retry: common::fast_retry(),
+        ..Default::default()
+    });
+    let root = c.root().unwrap().handle;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("busy.png");
+    std::fs::write(&p, picture(300, 300, ImageFormat::Png)).unwrap();
+    env.server.faults().set(mega_testserver::FaultConfig {
+        fa_http503: 3,
+        ..Default::default()
+    });
+    let n = c.upload_path(&root, &p, None, None).await.unwrap();
+    assert_eq!(env.server.faults().get().fa_http503, 0, "the fault fired");
+    assert_eq!(
+        fileattr::kinds(n.fa.as_deref().unwrap()),
+        ["thumbnail", "preview"]
+    );
+    env.server.faults().set(mega_testserver::FaultConfig {
+        fa_http503: 1,
+        ..Default::default()
+    });
+    let t = c.file_attribute(&n.handle, THUMBNAIL).await.unwrap();
+    assert_eq!(decoded(&t.unwrap()).0, 200);
+}

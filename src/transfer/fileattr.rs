@@ -14,7 +14,7 @@ use futures::future::join;
 
 use super::{checked_url, TransferConfig, TransferError};
 use crate::api::commands::{GetFileAttrUrl, PutFileAttrUrl};
-use crate::api::{read_body, ApiClient, ApiError};
+use crate::api::{read_body, ApiClient, ApiError, Repeat};
 use crate::crypto::{aes, b64, FileKey};
 
 /// File attribute type of a thumbnail.
@@ -120,6 +120,44 @@ fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
+/// POSTs `body` to a file attribute URL and reads at most `max` bytes of the answer,
+/// retrying transient failures as content transfers do.
+async fn post(
+    api: &ApiClient,
+    cfg: &TransferConfig,
+    url: &str,
+    body: Vec<u8>,
+    max: u64,
+) -> Result<Vec<u8>, TransferError> {
+    let body = bytes::Bytes::from(body);
+    let mut retry = cfg.retry.start("file attribute", Repeat::Safe);
+    loop {
+        let attempt = async {
+            let resp = api
+                .http()
+                .post(url)
+                .timeout(cfg.request_timeout)
+                .header("content-type", "application/octet-stream")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(crate::api::network_error)?;
+            let status = resp.status().as_u16();
+            if status != 200 {
+                return Err(ApiError::Http(status));
+            }
+            read_body(resp, max).await
+        };
+        match attempt.await {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                let failure = e.failure();
+                retry.after(TransferError::from(e), failure).await?;
+            }
+        }
+    }
+}
+
 /// Stores one attribute; returns its handle.
 pub async fn store(
     api: &ApiClient,
@@ -138,20 +176,7 @@ pub async fn store(
         })
         .await?;
     let url = checked_url(r.p, cfg.https)?;
-    let resp = api
-        .http()
-        .post(url)
-        .timeout(cfg.request_timeout)
-        .header("content-type", "application/octet-stream")
-        .body(blob)
-        .send()
-        .await
-        .map_err(crate::api::network_error)?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        return Err(ApiError::Http(status).into());
-    }
-    let body = read_body(resp, 64).await?;
+    let body = post(api, cfg, &url, blob, 64).await?;
     // Exactly 8 raw bytes; anything else (an error number) is a failure, as for the SDK.
     <[u8; 8]>::try_from(&body[..]).map_err(|_| {
         let text = String::from_utf8_lossy(&body).into_owned();
@@ -204,20 +229,14 @@ pub async fn fetch(
         })
         .await?;
     let url = checked_url(r.p, cfg.https)?;
-    let resp = api
-        .http()
-        .post(url)
-        .timeout(cfg.request_timeout)
-        .header("content-type", "application/octet-stream")
-        .body(entry.handle.to_vec())
-        .send()
-        .await
-        .map_err(crate::api::network_error)?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        return Err(ApiError::Http(status).into());
-    }
-    let body = read_body(resp, (MAX_BLOB + 12) as u64).await?;
+    let body = post(
+        api,
+        cfg,
+        &url,
+        entry.handle.to_vec(),
+        (MAX_BLOB + 12) as u64,
+    )
+    .await?;
     match records(&body).into_iter().find(|(h, _)| *h == entry.handle) {
         Some((_, blob)) => Ok(Some(open(key, blob)?)),
         None => Err(ApiError::BadResponse(format!(

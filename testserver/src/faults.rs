@@ -43,6 +43,8 @@ pub struct FaultConfig {
     pub ul_http503: u32,
     /// Uploads read the body, then drop the connection without storing it.
     pub ul_drop: u32,
+    /// File attribute POSTs (`/fa/…`, storing or fetching thumbnails) answer HTTP 503.
+    pub fa_http503: u32,
     /// Uploads wait (before reading the body) while this is set: a client's uploads are
     /// in flight for as long as a test needs.
     pub ul_hold: bool,
@@ -156,6 +158,14 @@ impl Faults {
             Fault::Http503
         } else if take(&mut c.ul_drop) {
             Fault::Drop
+        } else {
+            Fault::None
+        }
+    }
+
+    pub fn next_file_attr(&self) -> Fault {
+        if take(&mut self.lock().fa_http503) {
+            Fault::Http503
         } else {
             Fault::None
         }

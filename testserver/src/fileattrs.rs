@@ -297,6 +297,9 @@ pub(crate) async fn post_typed(
 }
 
 fn serve(state: &State, id: &str, body: &[u8]) -> Response {
+    if let crate::faults::Fault::Http503 = state.faults.next_file_attr() {
+        return crate::http::status_response(StatusCode::SERVICE_UNAVAILABLE);
+    }
     let db = state.store.lock();
     let slot = db
         .query_row(
