@@ -70,8 +70,13 @@ impl Client {
                 Some(p) => media::Input::Path(p),
                 None => media::Input::Pipe(&pipe),
             };
+            // FFmpeg's memory for a frame is its own business: one video at a time, and no
+            // image decoded beside it.
+            let alone = graphics::alone();
             let probe = media::probe(&input, &label)?;
-            let made = match media::frame(&input, probe.playtime) {
+            let frame = media::frame(&input, probe.playtime);
+            drop(alone);
+            let made = match frame {
                 Ok(png) => graphics::make(&png, &limits)
                     .map_err(|e| tracing::debug!("{label}: no thumbnail of its frame: {e}"))
                     .ok(),

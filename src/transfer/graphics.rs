@@ -152,6 +152,13 @@ pub fn make_from(mut src: impl Source, len: u64, limits: &Limits) -> Result<Made
     Ok(from_image(&img)?)
 }
 
+/// Waits until no other picture is being made in this process and holds that off until the
+/// guard drops: for work of unknown size outside this module (FFmpeg on a video).
+pub fn alone() -> impl Drop {
+    let g = Gate::global();
+    g.enter(g.size)
+}
+
 /// Bounds the decoding done at once in this process: `size` slots, one per core (at most
 /// four); a small decode takes one, a full-size one all of them, so that the memory of
 /// one large image is never paid twice at once.
@@ -541,6 +548,29 @@ mod tests {
         out.extend_from_slice(&seg);
         out.extend_from_slice(&jpg[2..]);
         out
+    }
+
+    /// Small (scaled JPEG) and whole (PNG) decodes and videos' exclusive holds from many
+    /// threads at once all finish (no deadlock between a held exclusive and a waiting one).
+    #[test]
+    fn the_decoding_gate_lets_every_mix_through() {
+        let jpg = encoded(
+            DynamicImage::ImageRgb8(picture(2400, 1600)),
+            ImageFormat::Jpeg,
+        );
+        let png = encoded(DynamicImage::ImageRgb8(picture(300, 200)), ImageFormat::Png);
+        std::thread::scope(|s| {
+            for i in 0..12 {
+                let (jpg, png) = (&jpg, &png);
+                s.spawn(move || match i % 3 {
+                    0 => assert!(make(jpg, &Limits::default()).is_ok()),
+                    1 => assert!(make(png, &Limits::default()).is_ok()),
+                    _ => drop(alone()),
+                });
+            }
+        });
+        // (The gate is shared with the other tests running beside this one: its count is
+        // not checked here, only that everyone got through.)
     }
 
     #[test]
