@@ -1242,3 +1242,44 @@ async fn a_new_file_unlinked_while_open_is_gone_before_its_release() {
         Err(FsError::NotFound)
     ));
 }
+
+/// A new file unlinked while its first commit is running (a flush from another descriptor):
+/// the unlink waits for the commit and then removes what it put on MEGA, so the name is gone
+/// for good. Deterministic: the server holds the upload until the unlink is under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinking_a_new_file_during_its_first_commit_leaves_no_file() {
+    use mega_mount::fs::{FsError, ROOT_INO};
+    let env = Env::start().await;
+    env.account("race@example.com").await;
+    let (fs, client) = fs_core(&env, "race@example.com").await;
+    let (_, fh) = fs.create(ROOT_INO, "gone.txt").await.unwrap();
+    fs.write(fh, 0, b"abc").await.unwrap();
+    env.server.faults().update(|f| f.ul_hold = true);
+    let flushing = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.flush(fh).await })
+    };
+    common::eventually(10, "the commit's upload reached the server", || {
+        env.server.stats().uploads.now() > 0
+    })
+    .await;
+    let unlinking = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.unlink(ROOT_INO, "gone.txt").await })
+    };
+    // Give the unlink every chance to finish before the commit does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.server.faults().update(|f| f.ul_hold = false);
+    flushing.await.unwrap().unwrap();
+    unlinking.await.unwrap().unwrap();
+    fs.release(fh).await.unwrap();
+    assert!(matches!(
+        fs.lookup(ROOT_INO, "gone.txt"),
+        Err(FsError::NotFound)
+    ));
+    client.fetch().await.unwrap();
+    assert!(
+        client.resolve("/gone.txt").is_err(),
+        "the committed file stayed"
+    );
+}

@@ -111,10 +111,15 @@ impl MegaFs {
         self.writable()?;
         let dir = self.dir_of(parent)?;
         if let Some(ino) = self.pending_child(&dir.handle, name) {
-            // Never uploaded: nothing to remove on MEGA.
-            self.unlinked(ino);
-            self.inodes().forget(ino);
-            return Ok(());
+            // Its first commit may be running (a flush from another descriptor): wait for it.
+            // Still not uploaded: nothing to remove on MEGA. Uploaded meanwhile: removed
+            // below like any file, or the name would come back once the commit ends.
+            let _file = self.lock_files(&[ino]).await;
+            if self.pending_child(&dir.handle, name) == Some(ino) {
+                self.unlinked(ino);
+                self.inodes().forget(ino);
+                return Ok(());
+            }
         }
         let (n, _file) = self.child_locked(&dir, name).await?;
         if n.kind.is_container() {
