@@ -108,8 +108,10 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 .and_then(|h| client.view(|t| t.get(h).and_then(Node::attrs)))
                 .map(|a| Marks::of(&a))
                 .unwrap_or_default();
+            // Also only where shown.
             let pictures = handle
                 .as_ref()
+                .filter(|_| long || ctx.cli.json)
                 .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.fa.clone())))
                 .map(|fa| fileattr::kinds(&fa))
                 .unwrap_or_default();

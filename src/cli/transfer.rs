@@ -408,6 +408,18 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
     r
 }
 
+/// The file at `rp`; a folder there is a usage error.
+fn resolve_file(client: &Client, rp: &super::path::RemotePath) -> Result<Node, CliError> {
+    let node = resolve(client, rp)?;
+    if node.kind != NodeKind::File {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{}: is a folder", rp.display()),
+        ));
+    }
+    Ok(node)
+}
+
 /// `thumbnail`/`preview`: a file's picture, decrypted, checked to be an image, written to
 /// `out` (`-`: stdout) or beside us as `NAME.thumbnail.jpg`/`NAME.preview.jpg`.
 pub(super) async fn picture(
@@ -423,13 +435,7 @@ pub(super) async fn picture(
     };
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
-    let node = resolve(&client, &rp)?;
-    if node.kind != NodeKind::File {
-        return Err(CliError::new(
-            exit::USAGE,
-            format!("{}: is a folder", rp.display()),
-        ));
-    }
+    let node = resolve_file(&client, &rp)?;
     let Some(image) = client.file_attribute(&node.handle, kind).await? else {
         return Err(CliError::new(
             exit::NOT_FOUND,
@@ -466,13 +472,7 @@ pub(super) async fn picture(
 pub(super) async fn cat(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
     let rp = remote_arg(arg)?;
     let client = ctx.client().await?;
-    let node = resolve(&client, &rp)?;
-    if node.kind != NodeKind::File {
-        return Err(CliError::new(
-            exit::USAGE,
-            format!("{}: is a folder", rp.display()),
-        ));
-    }
+    let node = resolve_file(&client, &rp)?;
     // Verified first, then written: nothing that failed its MAC reaches stdout. Meanwhile it
     // waits in memory, or (past 16 MiB) encrypted under a key only this process holds.
     let mut spool = Spool::new(&std::env::temp_dir(), 16 << 20);

@@ -91,17 +91,11 @@ impl Client {
             })
         })
         .await;
-        match made {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(e)) => {
-                tracing::debug!("{name}: no thumbnail: {e}");
-                None
-            }
-            Err(e) => {
-                tracing::debug!("{name}: no thumbnail: {e}");
-                None
-            }
-        }
+        let made = made
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        made.map_err(|e| tracing::debug!("{name}: no thumbnail: {e}"))
+            .ok()
     }
 
     /// Stores the pictures under the file's key (whose condensed MAC is known: the upload

@@ -81,7 +81,8 @@ pub fn is_image(name: &str) -> bool {
     extension(name).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
-fn extension(name: &str) -> Option<String> {
+/// A file name's extension, lower-case (none for `.hidden`).
+pub(crate) fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
     (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
 }

@@ -41,9 +41,7 @@ const VIDEO_EXTENSIONS: &[&str] = &[
 
 /// True if a file called `name` is a video (by extension, as the SDK decides).
 pub fn is_video(name: &str) -> bool {
-    name.rsplit_once('.').is_some_and(|(stem, ext)| {
-        !stem.is_empty() && VIDEO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
-    })
+    super::graphics::extension(name).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.as_str()))
 }
 
 /// Whether `ffmpeg` and `ffprobe` can be run (looked up once per process).

@@ -1031,29 +1031,28 @@ impl NodeTree {
         }
     }
 
-    /// Re-decrypts a node's attributes from an encrypted blob (after `a` or a `u` packet).
-    pub fn set_file_attrs(&mut self, h: &NodeHandle, fa: &str) -> bool {
-        if self.node(h).is_none() {
-            return false;
-        }
+    /// A node about to change in place: counted as a change of the tree and marked for the
+    /// cache; `None` if the node is unknown.
+    fn changing(&mut self, h: &NodeHandle) -> Option<&mut Node> {
+        self.node(h)?;
         self.generation += 1;
         self.touch(h);
-        let Some(n) = self.nodes.get_mut(h) else {
+        self.nodes.get_mut(h)
+    }
+
+    /// Replaces a file's attribute list (`fa` packet); false if the node is unknown.
+    pub fn set_file_attrs(&mut self, h: &NodeHandle, fa: &str) -> bool {
+        let Some(n) = self.changing(h) else {
             return false;
         };
         n.fa = Some(fa.to_string()).filter(|fa| !fa.is_empty());
         true
     }
 
-    /// Replaces a node's encrypted attributes (`u` packet, `a` command); false if the node
-    /// is unknown.
+    /// Re-decrypts a node's attributes from an encrypted blob (after `a` or a `u` packet);
+    /// false if the node is unknown.
     pub fn set_encrypted_attrs(&mut self, h: &NodeHandle, at: &str) -> bool {
-        if self.node(h).is_none() {
-            return false;
-        }
-        self.generation += 1;
-        self.touch(h);
-        let Some(n) = self.nodes.get_mut(h) else {
+        let Some(n) = self.changing(h) else {
             return false;
         };
         let Some(key) = n.key.clone() else {
