@@ -75,10 +75,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
@@ -89,6 +86,19 @@ fn file_attr(a: &Attr) -> FileAttr {
         blksize: 1024 * 1024,
         flags: 0,
     }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// The permission bits of a mode the kernel sent, less the umask it sent beside it.
+fn masked(mode: u32, umask: u32) -> u32 {
+    mode & !umask & 0o7777
 }
 
 /// Replies to an operation that returns nothing but success or an error.
@@ -156,14 +166,11 @@ fn listing(
         (ino, FileType::Directory, ".."),
     ];
     dots.into_iter()
-        .chain(entries.iter().map(|e| {
-            let kind = if e.kind == Kind::Dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
-            (e.ino, kind, e.name.as_str())
-        }))
+        .chain(
+            entries
+                .iter()
+                .map(|e| (e.ino, file_type(e.kind), e.name.as_str())),
+        )
         .enumerate()
         .map(|(i, e)| (i as u64 + 1, e))
 }
@@ -224,7 +231,7 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
@@ -238,12 +245,16 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // Modes and owners come from mount options; chmod/chown are accepted and ignored
-        // (see doc/SEMANTICS.md), so tools like `cp -p` and `rsync -a` keep working.
-        let r = self.rt.block_on(
+        // Modes are stored (see doc/SEMANTICS.md); owners come from mount options and chown
+        // is accepted and ignored, so tools like `cp -p` and `rsync -a` keep working.
+        let r = self.rt.block_on(async {
+            if let Some(m) = mode {
+                self.fs.chmod(ino.0, m & 0o7777).await?;
+            }
             self.fs
-                .setattr(ino.0, fh.map(|f| f.0), size, mtime.map(secs)),
-        );
+                .setattr(ino.0, fh.map(|f| f.0), size, mtime.map(secs))
+                .await
+        });
         match r {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(fail("setattr", &e)),
@@ -255,15 +266,16 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.fs.mkdir(parent.0, name)) {
+        let mode = Some(masked(mode, umask));
+        match self.rt.block_on(self.fs.mkdir(parent.0, name, mode)) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(fail("mkdir", &e)),
         }
@@ -545,8 +557,8 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    // Hard and symbolic links are not supported by MEGA; EPERM is what tools like git expect
-    // from a filesystem without them (git then falls back to rename).
+    // Hard links are not supported by MEGA; EPERM is what tools like git expect from a
+    // filesystem without them (git then falls back to rename).
     fn link(
         &self,
         _req: &Request,
@@ -561,12 +573,28 @@ impl Filesystem for FuseAdapter {
     fn symlink(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _target: &std::path::Path,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        use std::os::unix::ffi::OsStrExt;
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let to = target.as_os_str().as_bytes();
+        match self.rt.block_on(self.fs.symlink(parent.0, name, to)) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail("symlink", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.rt.block_on(self.fs.readlink(ino.0)) {
+            Ok(to) => reply.data(&to),
+            Err(e) => reply.error(fail("readlink", &e)),
+        }
     }
 
     fn create(
@@ -574,8 +602,8 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
@@ -583,7 +611,8 @@ impl Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.rt.block_on(self.fs.create(parent.0, name)) {
+        let mode = Some(masked(mode, umask));
+        match self.rt.block_on(self.fs.create(parent.0, name, mode)) {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &file_attr(&a),

@@ -130,7 +130,7 @@ impl Backend for Core {
                 Ok(CoreHandle { ino: a.ino, fh })
             }
             Err(e) if create && e.errno() == libc::ENOENT => {
-                let (a, fh) = self.fs.create(p, name).await.map_err(|e| e.errno())?;
+                let (a, fh) = self.fs.create(p, name, None).await.map_err(|e| e.errno())?;
                 Ok(CoreHandle { ino: a.ino, fh })
             }
             Err(e) => Err(e.errno()),
@@ -194,7 +194,7 @@ impl Backend for Core {
     async fn mkdir(&self, path: &str) -> Result<(), Errno> {
         let (parent, name) = split(path);
         let p = self.dir(parent)?;
-        self.fs.mkdir(p, name).await.map_err(|e| e.errno())?;
+        self.fs.mkdir(p, name, None).await.map_err(|e| e.errno())?;
         Ok(())
     }
 

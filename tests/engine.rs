@@ -631,6 +631,7 @@ async fn a_tree_larger_than_one_request_is_copied_whole() {
                 parent: &root,
                 name: "copy",
                 replaces: None,
+                mode: None,
             },
         )
         .await
@@ -675,6 +676,7 @@ async fn an_import_into_an_exported_folder_is_readable_through_its_link() {
                 parent: &public,
                 name: "gift.txt",
                 replaces: None,
+                mode: None,
             },
         )
         .await

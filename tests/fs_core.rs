@@ -57,7 +57,7 @@ async fn a_flush_in_the_middle_of_writing_loses_nothing() {
     let other = env.account("flush@example.com").await;
     let (fs, _client) = fs_core(&env, "flush@example.com").await;
     let body = data(3_000_000, 9);
-    let (_, fh) = fs.create(ROOT_INO, "x.bin").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "x.bin", None).await.unwrap();
     fs.write(fh, 0, &body[..1_000_000]).await.unwrap();
     // A stray flush starts, and the writer carries on meanwhile, then closes.
     let stray = {
@@ -101,7 +101,7 @@ async fn a_rename_during_a_commit_keeps_the_new_name() {
     let other = env.account("rn@example.com").await;
     let (fs, _client) = fs_core(&env, "rn@example.com").await;
     let body = data(4_000_000, 3);
-    let (attr, fh) = fs.create(ROOT_INO, ".f.tmp").await.unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, ".f.tmp", None).await.unwrap();
     fs.write(fh, 0, b"first").await.unwrap();
     fs.flush(fh).await.unwrap();
     fs.write(fh, 0, &body).await.unwrap();
@@ -196,7 +196,7 @@ async fn the_mtime_of_a_file_being_written_holds_still_until_it_is_saved() {
     let env = Env::start().await;
     env.account("still@example.com").await;
     let (fs, _client) = fs_core(&env, "still@example.com").await;
-    let (a, fh) = fs.create(ROOT_INO, "w.bin").await.unwrap();
+    let (a, fh) = fs.create(ROOT_INO, "w.bin", None).await.unwrap();
     fs.write(fh, 0, b"first").await.unwrap();
     let first = fs.getattr(a.ino).unwrap().mtime;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -227,7 +227,7 @@ async fn a_truncate_racing_the_release_of_a_writer_is_saved() {
     let env = Env::start().await;
     let other = env.account("tr@example.com").await;
     let (fs, _client) = fs_core(&env, "tr@example.com").await;
-    let (attr, fh) = fs.create(ROOT_INO, "f").await.unwrap();
+    let (attr, fh) = fs.create(ROOT_INO, "f", None).await.unwrap();
     fs.write(fh, 0, &data(12_345, 1)).await.unwrap();
     // The final commit takes a while: the truncate arrives in the middle of it.
     env.server.faults().update(|f| f.latency_ms = 300);
@@ -368,7 +368,7 @@ async fn every_commit_of_a_handle_has_its_own_key() {
     let other = env.account("rekey@example.com").await;
     let (fs, _client) = fs_core(&env, "rekey@example.com").await;
     let (a, b) = (vec![b'A'; 1 << 20], vec![b'B'; 1 << 20]);
-    let (_, fh) = fs.create(ROOT_INO, "f.bin").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "f.bin", None).await.unwrap();
     fs.write(fh, 0, &a).await.unwrap();
     fs.flush(fh).await.unwrap(); // fsync
     fs.write(fh, 0, &b).await.unwrap();
@@ -379,7 +379,7 @@ async fn every_commit_of_a_handle_has_its_own_key() {
     assert_eq!(report.checked, 2);
     // A commit that failed after sending (the key went out) and is retried without any
     // change in between also gets a fresh key.
-    let (_, fh) = fs.create(ROOT_INO, "g.bin").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "g.bin", None).await.unwrap();
     fs.write(fh, 0, &a).await.unwrap();
     env.server.faults().update(|f| f.cs_http500 = 1000);
     assert!(fs.flush(fh).await.is_err());
@@ -444,7 +444,7 @@ async fn recovery_after_a_crash_that_followed_a_commit_uses_a_fresh_key() {
     let (fs, _client) =
         fs_core_with(&env, "crash@example.com", |c| c.cache_dir = cache.clone()).await;
     let (a, b) = (vec![b'A'; 300_000], vec![b'B'; 300_000]);
-    let (_, fh) = fs.create(ROOT_INO, "db.bin").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "db.bin", None).await.unwrap();
     fs.write(fh, 0, &a).await.unwrap();
     fs.flush(fh).await.unwrap();
     fs.write(fh, 0, &b).await.unwrap();
@@ -556,7 +556,7 @@ async fn write_version(fs: &std::sync::Arc<mega_mount::fs::MegaFs>, name: &str, 
     use mega_mount::fs::ROOT_INO;
     let fh = match fs.lookup(ROOT_INO, name) {
         Ok(a) => fs.open(a.ino, true, true).await.unwrap(),
-        Err(_) => fs.create(ROOT_INO, name).await.unwrap().1,
+        Err(_) => fs.create(ROOT_INO, name, None).await.unwrap().1,
     };
     fs.write(fh, 0, body).await.unwrap();
     fs.release(fh).await.unwrap();
@@ -606,10 +606,10 @@ async fn the_rubbish_bin_is_read_only_and_a_move_out_restores() {
     // Nothing in it changes.
     let denied = |r: Result<(), FsError>| assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES));
     denied(fs.open(f.ino, true, false).await.map(drop));
-    denied(fs.create(bin.ino, "new.txt").await.map(drop));
+    denied(fs.create(bin.ino, "new.txt", None).await.map(drop));
     denied(fs.unlink(bin.ino, "old.txt").await);
     denied(fs.rename(bin.ino, "old.txt", bin.ino, "renamed.txt").await);
-    denied(fs.mkdir(bin.ino, "sub").await.map(drop));
+    denied(fs.mkdir(bin.ino, "sub", None).await.map(drop));
     denied(
         fs.rename(docs_ino, "missing", bin.ino, "x")
             .await
@@ -660,7 +660,7 @@ async fn previous_versions_are_files_under_the_versions_folder() {
         write_version(&fs, "report.txt", body).await;
         tokio::time::sleep(Duration::from_millis(1100)).await; // a second apart: distinct names
     }
-    let fs_mkdir = fs.mkdir(ROOT_INO, "empty").await.unwrap();
+    let fs_mkdir = fs.mkdir(ROOT_INO, "empty", None).await.unwrap();
     let v = fs.lookup(ROOT_INO, ".versions").unwrap();
     assert_eq!(v.perm & 0o222, 0);
     let list = |ino| -> Vec<(String, u64)> {
@@ -711,7 +711,7 @@ async fn previous_versions_are_files_under_the_versions_folder() {
         assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES))
     };
     denied(fs.open(a.ino, true, false).await.map(drop));
-    denied(fs.create(dir.ino, "x").await.map(drop));
+    denied(fs.create(dir.ino, "x", None).await.map(drop));
     denied(fs.unlink(dir.ino, &versions[1].0).await);
 
     // Extended attributes.
@@ -786,7 +786,7 @@ async fn write_back_queues_closes_and_drains_them() {
     let new_file = |name: &'static str, body: &'static [u8]| {
         let fs = fs.clone();
         async move {
-            let (a, fh) = fs.create(ROOT_INO, name).await.unwrap();
+            let (a, fh) = fs.create(ROOT_INO, name, None).await.unwrap();
             fs.write(fh, 0, body).await.unwrap();
             tokio::time::timeout(Duration::from_secs(10), fs.release(fh))
                 .await
@@ -934,8 +934,8 @@ async fn my_backups_is_a_read_only_folder_in_the_root() {
     let denied = |r: Result<(), mega_mount::fs::FsError>| {
         assert_eq!(r.map_err(|e| e.errno()), Err(libc::EACCES))
     };
-    denied(fs.create(pics.ino, "dog.jpg").await.map(drop));
-    denied(fs.mkdir(pics.ino, "more").await.map(drop));
+    denied(fs.create(pics.ino, "dog.jpg", None).await.map(drop));
+    denied(fs.mkdir(pics.ino, "more", None).await.map(drop));
     denied(fs.unlink(pics.ino, "cat.jpg").await);
     denied(fs.open(cat.ino, true, false).await.map(drop));
     let backup_root = client.my_backups_cached().unwrap();
@@ -1152,7 +1152,7 @@ async fn recovery_carries_on_an_upload_the_crash_interrupted() {
     let (fs, _client) =
         fs_core_with(&env, "carry@example.com", |c| c.cache_dir = cache.clone()).await;
     let body = data(SIZE, 9);
-    let (_, fh) = fs.create(ROOT_INO, "big.bin").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "big.bin", None).await.unwrap();
     for (i, piece) in body.chunks(1 << 20).enumerate() {
         fs.write(fh, (i << 20) as u64, piece).await.unwrap();
     }
@@ -1221,7 +1221,7 @@ async fn a_new_file_unlinked_while_open_is_gone_before_its_release() {
     let env = Env::start().await;
     env.account("gone@example.com").await;
     let (fs, _client) = fs_core(&env, "gone@example.com").await;
-    let (_, fh) = fs.create(ROOT_INO, "gone.txt").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "gone.txt", None).await.unwrap();
     fs.write(fh, 0, b"abc").await.unwrap();
     fs.unlink(ROOT_INO, "gone.txt").await.unwrap();
     assert!(matches!(
@@ -1252,7 +1252,7 @@ async fn unlinking_a_new_file_during_its_first_commit_leaves_no_file() {
     let env = Env::start().await;
     env.account("race@example.com").await;
     let (fs, client) = fs_core(&env, "race@example.com").await;
-    let (_, fh) = fs.create(ROOT_INO, "gone.txt").await.unwrap();
+    let (_, fh) = fs.create(ROOT_INO, "gone.txt", None).await.unwrap();
     fs.write(fh, 0, b"abc").await.unwrap();
     env.server.faults().update(|f| f.ul_hold = true);
     let flushing = {
@@ -1282,4 +1282,65 @@ async fn unlinking_a_new_file_during_its_first_commit_leaves_no_file() {
         client.resolve("/gone.txt").is_err(),
         "the committed file stayed"
     );
+}
+
+/// POSIX metadata through the filesystem core: the mode a file and a folder are created with,
+/// `chmod` of a file not uploaded yet and of one on MEGA, a new version keeping its mode,
+/// and a symbolic link made and read. Another session sees all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_and_symbolic_links_are_stored_on_the_nodes() {
+    use mega_mount::fs::{Kind, ROOT_INO};
+    let env = Env::start().await;
+    let other = env.account("posix@example.com").await;
+    let (fs, client) = fs_core(&env, "posix@example.com").await;
+
+    let (a, fh) = fs.create(ROOT_INO, "run.sh", Some(0o755)).await.unwrap();
+    assert_eq!(a.perm, 0o755);
+    fs.write(fh, 0, b"#!/bin/sh\necho hi\n").await.unwrap();
+    // chmod before the first commit: what the commit stores.
+    fs.chmod(a.ino, 0o700).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap().perm, 0o700);
+    let d = fs.mkdir(ROOT_INO, "private", Some(0o750)).await.unwrap();
+    assert_eq!(d.perm, 0o750);
+
+    // chmod of a file on MEGA, then a new version written through the mount.
+    fs.chmod(a.ino, 0o4711).await.unwrap();
+    let fh = fs.open(a.ino, true, false).await.unwrap();
+    fs.write(fh, 0, b"#!/bin/sh\necho ho\n").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, "run.sh").unwrap().perm, 0o4711);
+
+    let l = fs.symlink(ROOT_INO, "latest", b"run.sh").await.unwrap();
+    assert_eq!((l.kind, l.size, l.perm), (Kind::Symlink, 6, 0o777));
+    assert_eq!(fs.readlink(l.ino).await.unwrap(), b"run.sh");
+    assert!(fs.readlink(a.ino).await.is_err(), "a file is not a link");
+    assert!(fs.symlink(ROOT_INO, "latest", b"x").await.is_err());
+    let long = vec![b'a'; 4096];
+    assert!(fs.symlink(ROOT_INO, "long", &long).await.is_err());
+
+    other.fetch().await.unwrap();
+    let root = other.root().unwrap().handle;
+    let by_name = |name: &str| {
+        other
+            .children(&root)
+            .unwrap()
+            .into_iter()
+            .find(|n| n.name == name)
+            .unwrap()
+    };
+    assert_eq!(by_name("run.sh").mode, Some(0o104_711));
+    assert_eq!(by_name("private").mode, Some(0o040_750));
+    let link = by_name("latest");
+    assert!(link.is_symlink() && link.mode == Some(0o120_777));
+    assert_eq!(other.read_link(&link.handle).await.unwrap(), b"run.sh");
+    // The previous version is the node the chmod changed.
+    let versions = other.view(|t| {
+        t.versions(&by_name("run.sh").handle)
+            .into_iter()
+            .map(|n| n.mode)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(versions, vec![Some(0o104_711)]);
+    drop(client);
 }

@@ -242,7 +242,7 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     Err(libc::ENOENT)
                 };
                 let r = match real.dir_ino(&p) {
-                    Ok(d) => fs.create(d, Real::name(&p)).await.map_err(errno),
+                    Ok(d) => fs.create(d, Real::name(&p), None).await.map_err(errno),
                     Err(e) => Err(e),
                 };
                 if let Some((attr, fh)) = check(&at, r, want)? {
@@ -484,7 +484,11 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 } else {
                     Ok(())
                 };
-                let r = fs.mkdir(ROOT_INO, name).await.map(drop).map_err(errno);
+                let r = fs
+                    .mkdir(ROOT_INO, name, None)
+                    .await
+                    .map(drop)
+                    .map_err(errno);
                 if check(&at, r, want)?.is_some() {
                     m.dirs.insert(name.to_string());
                 }

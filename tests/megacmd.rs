@@ -2405,3 +2405,51 @@ async fn a_one_way_sync_waits_out_the_transfer_quota() {
         .await;
     assert_eq!(o.code, 7, "{}{}", o.stdout, o.stderr);
 }
+
+/// POSIX metadata through `put -r` and `get -r` (issue 20 §3): modes of files and folders,
+/// and symbolic links (to a file, to a folder, dangling) stored as links, not followed; `check`
+/// finds the tree equal, links included, and a changed link target different.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_and_get_recursive_keep_modes_and_symbolic_links() {
+    let env = Env::start().await;
+    account(&env, "pm@example.com").await;
+    let m = Cmd::new(&env, "pm@example.com");
+    let src = env.dir.path().join("tree");
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    write(&src.join("run.sh"), b"#!/bin/sh\necho hi\n", 1_600_000_000);
+    mode(&src.join("run.sh"), 0o755).unwrap();
+    write(&src.join("secret/key.txt"), b"k", 1_600_000_000);
+    mode(&src.join("secret/key.txt"), 0o600).unwrap();
+    mode(&src.join("secret"), 0o700).unwrap();
+    std::os::unix::fs::symlink("run.sh", src.join("to-file")).unwrap();
+    std::os::unix::fs::symlink("secret", src.join("to-dir")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    m.ok(&["put", "-r", &s(&src), "mega:/"]).await;
+
+    let out = env.dir.path().join("back");
+    m.ok(&["get", "-r", "mega:/tree", &s(&out)]).await;
+    let perm = |p: &str| std::fs::metadata(out.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(perm("run.sh"), 0o755);
+    assert_eq!(perm("secret/key.txt"), 0o600);
+    assert_eq!(perm("secret"), 0o700);
+    for (link, to) in [
+        ("to-file", "run.sh"),
+        ("to-dir", "secret"),
+        ("dangling", "/nowhere/at/all"),
+    ] {
+        let l = out.join(link);
+        assert!(
+            std::fs::symlink_metadata(&l).unwrap().is_symlink(),
+            "{link}"
+        );
+        assert_eq!(std::fs::read_link(&l).unwrap(), Path::new(to), "{link}");
+    }
+    // The link to a folder was not followed: it is one small node, not a second folder.
+    let l = m.ok(&["ls", "-r", "--json", "mega:/tree"]).await.json();
+    assert_eq!(l.as_array().unwrap().len(), 6, "{l}");
+    m.ok(&["check", "-r", &s(&src), "mega:/tree"]).await;
+    std::fs::remove_file(src.join("to-file")).unwrap();
+    std::os::unix::fs::symlink("run.sx", src.join("to-file")).unwrap();
+    let c = m.fails(&["check", "-r", &s(&src), "mega:/tree"], 13).await;
+    assert!(c.stdout.contains("to-file"), "{}", c.stdout);
+}

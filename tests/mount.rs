@@ -1580,6 +1580,7 @@ async fn write_back_survives_a_kill_with_the_queue_full() {
             parent: &root,
             name: "theirs.txt",
             replaces: Some((&theirs.handle, mega_mount::client::OldVersions::Keep)),
+            mode: None,
         },
         &mut &b"v2\n"[..],
         3,
@@ -1726,4 +1727,69 @@ fn bomb_png(w: u32, h: u32) -> Vec<u8> {
     chunk(&mut png, b"IDAT", &idat);
     chunk(&mut png, b"IEND", &[]);
     png
+}
+
+/// POSIX metadata on a real mount (issue 20 §3): an executable script, a private folder and a
+/// symbolic link made with the usual tools survive a new mount (a fresh daemon), where the
+/// script runs through the link and `ls -l` shows them; a file with no stored mode shows the
+/// mount's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executable_script_and_a_symlink_survive_a_remount() {
+    let env = Env::start().await;
+    let c = env.account("px@example.com").await;
+    let root = c.root().unwrap().handle;
+    c.upload(&root, "plain.txt", &mut &b"x"[..], 1, 1_600_000_000, None)
+        .await
+        .unwrap();
+    let m = Mount::start(&env, "px@example.com", &[], true);
+    let (s, l, d) = (m.path("run.sh"), m.path("run-link"), m.path("bin"));
+    op("make a script, a link and a folder", move || {
+        std::fs::write(&s, "#!/bin/sh\necho from-mega\n").unwrap();
+        let chmod = Command::new("chmod").arg("+x").arg(&s).status().unwrap();
+        assert!(chmod.success());
+        let ln = Command::new("ln")
+            .args(["-s", "run.sh"])
+            .arg(&l)
+            .status()
+            .unwrap();
+        assert!(ln.success());
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    })
+    .await;
+    drop(m);
+
+    let m = Mount::start(&env, "px@example.com", &[], true);
+    let dir = m.dir.clone();
+    op("the metadata after a remount", move || {
+        let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("run.sh"), 0o755, "the executable bit");
+        assert_eq!(mode("bin"), 0o700);
+        assert_eq!(mode("plain.txt"), 0o644, "no stored mode: the default");
+        let link = dir.join("run-link");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from("run.sh"));
+        let out = Command::new(&link).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from-mega\n");
+        let ls = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
+        let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+        assert!(ls.contains("run-link -> run.sh"), "{ls}");
+        assert!(
+            ls.lines()
+                .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("run.sh")),
+            "{ls}"
+        );
+        // chmod persists right away.
+        let s = dir.join("run.sh");
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(mode("run.sh"), 0o640);
+    })
+    .await;
+    c.fetch().await.unwrap();
+    let script = c.resolve("/run.sh").unwrap();
+    assert_eq!(script.mode, Some(0o100_640));
+    drop(m);
 }

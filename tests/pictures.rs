@@ -48,6 +48,7 @@ async fn an_uploaded_photo_has_a_thumbnail_and_a_preview_that_decrypt() {
         parent: &root,
         name: "copy.jpg",
         replaces: None,
+        mode: None,
     };
     let copy = other.copy(&seen.handle, target).await.unwrap();
     assert_eq!(copy.fa.as_deref(), Some(fa.as_str()));
@@ -393,7 +394,7 @@ async fn videos_get_a_frame_and_media_attributes() {
     // Through the mount: the staged plaintext goes to FFmpeg through a pipe.
     let (fs, client) = common::mount::fs_core(&env, "video@example.com").await;
     let fh = fs
-        .create(mega_mount::fs::ROOT_INO, "mounted.webm")
+        .create(mega_mount::fs::ROOT_INO, "mounted.webm", None)
         .await
         .unwrap()
         .1;

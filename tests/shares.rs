@@ -862,6 +862,7 @@ async fn copies_need_read_access_to_the_source() {
                 parent: &croot,
                 name: "mine.txt",
                 replaces: None,
+                mode: None,
             },
         )
         .await

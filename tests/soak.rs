@@ -323,6 +323,7 @@ async fn soak() {
                     parent: &team,
                     name: &name,
                     replaces: old.as_ref().map(|o| (&o.handle, OldVersions::Keep)),
+                    mode: None,
                 };
                 let mut r = &body[..];
                 match bob

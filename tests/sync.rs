@@ -1167,3 +1167,62 @@ async fn over_the_transfer_quota_downloads_wait_and_uploads_go_on() {
         r.errors
     );
 }
+
+/// POSIX metadata in two-way sync (issue 20 §3): a local executable and a local symbolic link
+/// reach MEGA with their mode and as a link; a link and an executable made by another session
+/// come down as a link and with their mode; the next run has nothing to do (links compare
+/// by their own size and mtime, not their target's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_and_symbolic_links_sync_both_ways() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start().await;
+    let p = Pair::new(&env, "sx@example.com").await;
+    p.write("run.sh", b"#!/bin/sh\n");
+    std::fs::set_permissions(
+        p.local.join("run.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("run.sh", p.local.join("up-link")).unwrap();
+    let r = p.run().await;
+    assert_eq!(r.uploaded, 2, "{r:?}");
+    p.other.fetch().await.unwrap();
+    let script = p.remote_handle("run.sh").await;
+    let link = p.remote_handle("up-link").await;
+    let node = |h: &NodeHandle| p.other.node(h).unwrap();
+    assert_eq!(node(&script).mode, Some(0o100_750));
+    assert!(node(&link).is_symlink());
+    assert_eq!(p.other.read_link(&link).await.unwrap(), b"run.sh");
+
+    let target = |name: &'static str| mega_mount::client::Target {
+        parent: &p.remote,
+        name,
+        replaces: None,
+        mode: None,
+    };
+    p.other
+        .symlink(target("down-link"), b"../elsewhere", 1_600_000_000)
+        .await
+        .unwrap();
+    let exe = mega_mount::client::Target {
+        mode: Some(0o100_700),
+        ..target("tool")
+    };
+    p.other
+        .upload_to(exe, &mut &b"bin"[..], 3, 1_600_000_000, None)
+        .await
+        .unwrap();
+    let r = p.run().await;
+    assert_eq!(r.downloaded, 2, "{r:?}");
+    let down = p.local.join("down-link");
+    assert!(std::fs::symlink_metadata(&down).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read_link(&down).unwrap(),
+        Path::new("../elsewhere")
+    );
+    let tool = std::fs::metadata(p.local.join("tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o700);
+
+    let r = p.run().await;
+    assert_eq!((r.uploaded, r.downloaded), (0, 0), "{r:?}");
+}

@@ -30,6 +30,7 @@ async fn replace(
         parent,
         name,
         replaces: old.as_ref().map(|o| (&o.handle, OldVersions::Keep)),
+        mode: None,
     };
     let mut r = body;
     client

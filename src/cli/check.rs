@@ -82,11 +82,19 @@ async fn proves_equal(p: &Pair, progress: Progress) -> Result<Verdict, CliError>
     };
     let (path, size) = (p.local.clone(), p.size);
     let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        let f = std::fs::File::open(&path)?;
-        let mut r = Counted {
-            inner: std::io::BufReader::with_capacity(1 << 20, f),
-            progress,
+        // A symbolic link's content is its target (as stored, see `client::posix`).
+        let inner: Box<dyn std::io::Read> = if std::fs::symlink_metadata(&path)?.is_symlink() {
+            use std::os::unix::ffi::OsStringExt;
+            Box::new(std::io::Cursor::new(
+                std::fs::read_link(&path)?.into_os_string().into_vec(),
+            ))
+        } else {
+            Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(&path)?,
+            ))
         };
+        let mut r = Counted { inner, progress };
         crate::crypto::mac::content_matches(&mut r, size, &key)
     })
     .await
@@ -101,6 +109,9 @@ async fn proves_equal(p: &Pair, progress: Progress) -> Result<Verdict, CliError>
 
 /// Writes the local fingerprint onto a node proved equal, if its own differs. True if written.
 async fn adopt(client: &crate::Client, p: &Pair) -> Result<bool, CliError> {
+    if client.view(|t| t.get(&p.handle).is_some_and(crate::tree::Node::is_symlink)) {
+        return Ok(false); // a link's fingerprint is made when it is stored
+    }
     let (path, size) = (p.local.clone(), p.size);
     let local = tokio::task::spawn_blocking(move || -> std::io::Result<Fingerprint> {
         let mut f = std::fs::File::open(&path)?;
@@ -181,7 +192,7 @@ pub(super) async fn check(
                         verdicts.insert(r.path, Verdict::OnlyRemote);
                     }
                     Some(l) if l.dir && r.dir => {}
-                    Some(l) if l.dir != r.dir || l.size != r.size => {
+                    Some(l) if l.dir != r.dir || l.link != r.link || l.size != r.size => {
                         verdicts.insert(r.path, Verdict::Different);
                     }
                     Some(_) => {

@@ -147,6 +147,7 @@ pub(super) async fn find(ctx: &Ctx, arg: &str, filter: &Filter) -> Result<(), Cl
             size: top.size,
             mtime: top.mtime,
             dir: false,
+            link: top.is_symlink(),
         };
         if filter.keeps(&top.name, &e) {
             vec![(rp.clone(), e, Some(top.handle.clone()))]
@@ -330,6 +331,7 @@ mod tests {
             size,
             mtime,
             dir,
+            link: false,
         }
     }
 

@@ -90,6 +90,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 size: node.size,
                 mtime: node.mtime,
                 dir: node.kind.is_container(),
+                link: node.is_symlink(),
             };
             rows.push((p, e, Some(node.handle.clone())));
         }

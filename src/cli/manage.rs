@@ -261,6 +261,7 @@ pub(super) async fn cp(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             parent: &parent,
             name: &name,
             replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
+            mode: None,
         };
         let copy = client.copy(&node.handle, target).await?;
         let to = dest.shown(&name).display();
@@ -295,6 +296,7 @@ pub(super) async fn import(ctx: &Ctx, url: &str, target: Option<&str>) -> Result
         parent: &parent,
         name: &name,
         replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
+        mode: None,
     };
     let made = client.import(&linked, t).await?;
     let path = dest.shown(&name).display();

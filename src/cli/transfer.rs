@@ -47,6 +47,9 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
     let many = matches.len() > 1;
     let t = Transfers::new(ctx, 0);
     let mut jobs: Vec<(Node, PathBuf)> = Vec::new();
+    // Folders' stored modes, set once their contents are in (a read-only folder would
+    // refuse them).
+    let mut folder_modes: Vec<(PathBuf, u32)> = Vec::new();
     for (_, node) in matches {
         if node.kind.is_container() {
             if !ctx.cli.recursive {
@@ -67,11 +70,20 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
                 dst
             };
             std::fs::create_dir_all(&local_root).map_err(|e| io_err(&local_root, e))?;
+            if let Some(m) = node.mode {
+                folder_modes.push((local_root.clone(), m));
+            }
             let RemoteListing { entries, handles } = remote_listing(&client, &node.handle)?;
             for e in entries {
                 let p = local_root.join(&e.path);
                 if e.dir {
                     std::fs::create_dir_all(&p).map_err(|err| io_err(&p, err))?;
+                    let mode = handles
+                        .get(&e.path)
+                        .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.mode)));
+                    if let Some(m) = mode {
+                        folder_modes.push((p, m));
+                    }
                 } else if let Some(n) = handles
                     .get(&e.path)
                     .and_then(|h| client.view(|t| t.get(h).cloned()))
@@ -95,6 +107,13 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
         async move { download_node(&client, &node, &dst, force, &t).await }
     })
     .await;
+    // Deepest first: a folder's mode never stands in the way of setting its children's.
+    folder_modes.sort_by(|a, b| b.0.cmp(&a.0));
+    for (p, m) in folder_modes {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m & 0o777))
+            .map_err(|e| io_err(&p, e))?;
+    }
     if r.is_ok() {
         t.summary(ctx, "downloaded", json!({}));
     }
@@ -291,6 +310,7 @@ pub(super) async fn upload_one(
         parent,
         name,
         replaces: old.as_ref().map(|o| (&o.handle, OldVersions::Keep)),
+        mode: None,
     };
     let node = client
         .upload_path_to(target, local, Some(t.progress()))
@@ -356,6 +376,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                     ensure_folder(&client, &p.handle, name).await?
                 }
             };
+            keep_mode(&client, &top, &local).await?;
             let mut folders: HashMap<String, NodeHandle> = HashMap::new();
             for e in walk(&local).map_err(|err| io_err(&local, err))? {
                 let (parent_rel, name) = e
@@ -372,6 +393,7 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
                 let name = client.view(|t| t.remote_name(&parent, name));
                 if e.dir {
                     let h = ensure_folder(&client, &parent, &name).await?;
+                    keep_mode(&client, &h, &local.join(&e.path)).await?;
                     folders.insert(e.path.clone(), h);
                 } else {
                     total += e.size;
@@ -380,6 +402,12 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
             }
         } else {
             total += meta.len();
+            // A link named on the command line is followed, as `cp` does (inside a folder
+            // put with --recursive, links are stored as links).
+            let local = match std::fs::symlink_metadata(&local) {
+                Ok(m) if m.is_symlink() => local.canonicalize().map_err(|e| io_err(&local, e))?,
+                _ => local,
+            };
             match &into_folder {
                 Some(f) => {
                     let name = client.view(|t| t.remote_name(f, &base));
@@ -406,6 +434,18 @@ pub(super) async fn put(ctx: &Ctx, paths: &[String]) -> Result<(), CliError> {
         t.summary(ctx, "uploaded", json!({}));
     }
     r
+}
+
+/// Stores a local folder's permission bits on the remote folder `put` made (or found) for it.
+/// Where that is not allowed (a folder shared with read-write access only), the folder keeps
+/// what it has and the upload goes on.
+async fn keep_mode(client: &Client, h: &NodeHandle, local: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(local).map_err(|e| io_err(local, e))?;
+    if let Err(e) = client.set_mode(h, m.permissions().mode()).await {
+        tracing::debug!("{}: mode not stored: {e}", local.display());
+    }
+    Ok(())
 }
 
 /// The file at `rp`; a folder there is a usage error.

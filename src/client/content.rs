@@ -217,7 +217,8 @@ impl Client {
 
     /// Downloads a file to `target` through a temporary file beside it (see
     /// [`download_beside`](Self::download_beside)), renamed into place with the node's mtime
-    /// and the usual permissions only after the MAC verified.
+    /// and its stored permission bits (else the usual ones) only after the MAC verified. A
+    /// symbolic link becomes one ([`download_link`](Self::download_link)).
     pub async fn download_to_path(
         &self,
         h: &NodeHandle,
@@ -225,9 +226,12 @@ impl Client {
         tag: &str,
         progress: Option<Progress>,
     ) -> Result<()> {
-        let mtime = self.node(h)?.mtime;
+        let n = self.node(h)?;
+        if n.is_symlink() {
+            return self.download_link(h, target).await;
+        }
         let tmp = self.download_beside(h, target, tag, progress).await?;
-        tmp.persist(target, mtime)
+        tmp.persist_mode(target, n.mtime, n.mode)
             .map_err(|e| Error::local(target, e))
     }
 

@@ -34,6 +34,7 @@ pub mod links;
 pub mod marks;
 pub mod nodes;
 pub mod pictures;
+pub mod posix;
 pub mod quota;
 pub mod resume;
 pub mod shares;

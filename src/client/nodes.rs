@@ -41,6 +41,10 @@ pub struct Target<'a> {
     pub parent: &'a NodeHandle,
     pub name: &'a str,
     pub replaces: Option<(&'a NodeHandle, OldVersions)>,
+    /// The POSIX mode to store on the new node (see [`crate::tree::posix`]); without one, a
+    /// new version keeps the one its previous version has. An upload from a local path
+    /// stores the file's own.
+    pub mode: Option<u32>,
 }
 
 /// What a public link holds, opened (no login needed) to be imported.
@@ -301,6 +305,7 @@ impl Client {
             parent,
             name,
             replaces: None,
+            mode: None,
         };
         self.upload_to(target, reader, size, mtime, progress).await
     }
@@ -452,6 +457,9 @@ impl Client {
         fa: Option<String>,
     ) -> Result<Node> {
         attrs.insert("n".into(), json!(target.name));
+        if let Some(m) = target.mode {
+            attrs.insert(attr::POSIX.into(), json!(crate::tree::posix::encode(m)));
+        }
         let old = self.superseding(&target);
         if let Some((old, _)) = old {
             // What a person set on the file in MEGA's apps stays with its new version.
@@ -475,8 +483,8 @@ impl Client {
     }
 
     /// The attributes MEGA's SDK copies from a file to its new version (label, favourite,
-    /// sensitive, description, tags: `Node::attributesToCopyIntoPreviousVersions`); a numeric
-    /// `t` is a legacy mtime, not tags, and stays behind.
+    /// sensitive, description, tags: `Node::attributesToCopyIntoPreviousVersions`), and our
+    /// own POSIX mode; a numeric `t` is a legacy mtime, not tags, and stays behind.
     fn carried_to_new_version(&self, old: &NodeHandle) -> Map<String, Value> {
         let attrs = self
             .view(|t| t.get(old).and_then(Node::attrs))
@@ -484,7 +492,7 @@ impl Client {
         attrs
             .into_iter()
             .filter(|(k, v)| match k.as_str() {
-                "fav" | "lbl" | "sen" | "des" => true,
+                "fav" | "lbl" | "sen" | "des" | attr::POSIX => true,
                 "t" => v.is_string(),
                 _ => false,
             })
@@ -643,6 +651,7 @@ impl Client {
                     parent: &created.handle,
                     name: &kid.name,
                     replaces: None,
+                    mode: None,
                 };
                 Box::pin(self.copy_from(from, &kid.handle, t)).await?;
             }
@@ -650,7 +659,8 @@ impl Client {
         Ok(created)
     }
 
-    /// Uploads a local file to `target`, keeping its mtime.
+    /// Uploads a local file to `target`, keeping its mtime and its mode (unless the target
+    /// states one). A symbolic link is stored as one (see [`Client::symlink`]), not followed.
     pub async fn upload_path_to(
         &self,
         target: Target<'_>,
@@ -658,6 +668,16 @@ impl Client {
         progress: Option<Progress>,
     ) -> Result<Node> {
         self.check_target(&target)?;
+        let lstat = std::fs::symlink_metadata(path).map_err(|e| Error::local(path, e))?;
+        if lstat.is_symlink() {
+            use std::os::unix::ffi::OsStrExt;
+            let to = std::fs::read_link(path).map_err(|e| Error::local(path, e))?;
+            let mtime = crate::local::files::mtime_of(&lstat);
+            return self
+                .symlink(target, to.as_os_str().as_bytes(), mtime)
+                .await
+                .map_err(|e| e.about(path.display().to_string()));
+        }
         let (file, meta) = {
             let p = path.to_path_buf();
             tokio::task::spawn_blocking(move || {
@@ -671,6 +691,17 @@ impl Client {
         };
         let mtime = crate::local::files::mtime_of(&meta);
         let size = meta.len();
+        let target = Target {
+            mode: target.mode.or_else(|| {
+                use std::os::unix::fs::PermissionsExt;
+                let m = meta.permissions().mode();
+                Some(crate::tree::posix::with_type(
+                    crate::tree::posix::S_IFREG,
+                    m,
+                ))
+            }),
+            ..target
+        };
         let meta_before = meta.clone();
         let file = Arc::new(file);
         // The journal (and what an interrupted run left) is read on a blocking thread: it
@@ -775,6 +806,7 @@ impl Client {
             parent,
             name: &name,
             replaces: None,
+            mode: None,
         };
         self.upload_path_to(target, path, progress).await
     }

@@ -29,18 +29,20 @@ pub fn decrypt(key: &[u8; 16], data: &[u8]) -> Result<Map<String, Value>, Crypto
     }
 }
 
-/// The two attributes a listing needs, name (`n`) and fingerprint (`c`), decrypted without
-/// building the whole object; a later duplicate wins, and one that is not a string counts as
-/// absent, as with [`decrypt`]. Fails exactly when [`decrypt`] does.
-pub fn decrypt_name(
-    key: &[u8; 16],
-    data: &[u8],
-) -> Result<(Option<String>, Option<String>), CryptoError> {
+/// The attributes a listing needs: name (`n`), fingerprint (`c`) and our POSIX metadata
+/// ([`POSIX`]), decrypted without building the whole object; a later duplicate wins, and one
+/// that is not a string counts as absent, as with [`decrypt`]. Fails exactly when [`decrypt`]
+/// does.
+pub fn decrypt_name(key: &[u8; 16], data: &[u8]) -> Result<Known, CryptoError> {
     let buf = decrypt_json(key, data)?;
-    let Known(n, c) =
-        serde_json::from_slice(json_of(&buf)).map_err(|_| CryptoError::BadAttributes)?;
-    Ok((n, c))
+    serde_json::from_slice(json_of(&buf)).map_err(|_| CryptoError::BadAttributes)
 }
+
+/// The attribute mega-mount keeps a node's POSIX metadata under: its `st_mode` in octal
+/// (`"100755"`, `"120777"` for a symbolic link). The leading `_` is the SDK's namespace for an
+/// application's own attributes (`setCustomNodeAttribute`), which MEGA's apps carry along
+/// and do not show.
+pub const POSIX: &str = "_posix";
 
 /// The decrypted blob, checked to start like an attribute object.
 fn decrypt_json(key: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -61,8 +63,13 @@ fn json_of(buf: &[u8]) -> &[u8] {
     &buf[4..end.max(4)]
 }
 
-/// `n` and `c` of an attribute object; every other member is skipped unread.
-struct Known(Option<String>, Option<String>);
+/// `n`, `c` and [`POSIX`] of an attribute object; every other member is skipped unread.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub name: Option<String>,
+    pub fingerprint: Option<String>,
+    pub posix: Option<String>,
+}
 
 impl<'de> serde::Deserialize<'de> for Known {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -73,17 +80,18 @@ impl<'de> serde::Deserialize<'de> for Known {
                 f.write_str("an attribute object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Known, A::Error> {
-                let (mut n, mut c) = (None, None);
+                let mut known = Known::default();
                 while let Some(k) = a.next_key::<std::borrow::Cow<'de, str>>()? {
                     match &*k {
-                        "n" => n = a.next_value::<Maybe<String>>()?.0,
-                        "c" => c = a.next_value::<Maybe<String>>()?.0,
+                        "n" => known.name = a.next_value::<Maybe<String>>()?.0,
+                        "c" => known.fingerprint = a.next_value::<Maybe<String>>()?.0,
+                        POSIX => known.posix = a.next_value::<Maybe<String>>()?.0,
                         _ => {
                             a.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(Known(n, c))
+                Ok(known)
             }
         }
         d.deserialize_map(V)

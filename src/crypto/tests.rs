@@ -248,11 +248,17 @@ fn name_decoder_agrees_with_the_full_decoder() {
         r#"{"n":"a"} trailing"#,
         r#"{"n":"a""#,
         r#"{"n":"a"}"#,
+        r#"{"n":"x","_posix":"100755","_posix2":"1"}"#,
+        r#"{"n":"x","_posix":7}"#,
     ] {
         let enc = raw(json);
         let full = attr::decrypt(&key, &enc).ok().map(|m| {
             let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
-            (s("n"), s("c"))
+            attr::Known {
+                name: s("n"),
+                fingerprint: s("c"),
+                posix: s(attr::POSIX),
+            }
         });
         assert_eq!(attr::decrypt_name(&key, &enc).ok(), full, "{json}");
     }

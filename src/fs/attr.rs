@@ -1,6 +1,7 @@
 //! What `getattr`, `readdir` and `statfs` report. Sizes and mtimes come from the node (the
 //! mtime from its fingerprint), or from the staging file while a file has unsaved writes;
-//! modes and owners come from the mount options (MEGA stores neither).
+//! modes from the node where mega-mount stored one (see [`super::posix`]), else from the
+//! mount options, as owners always do.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,8 @@ use crate::tree::Node;
 pub enum Kind {
     File,
     Dir,
+    /// A symbolic link (a file node marked as one).
+    Symlink,
 }
 
 /// What `getattr` reports.
@@ -54,6 +57,8 @@ impl Kind {
     pub(super) fn of(n: &Node) -> Kind {
         if n.kind.is_container() {
             Kind::Dir
+        } else if n.is_symlink() {
+            Kind::Symlink
         } else {
             Kind::File
         }
@@ -63,17 +68,24 @@ impl Kind {
 impl MegaFs {
     pub(super) fn attr_of(&self, ino: u64, n: &Node) -> Attr {
         let kind = Kind::of(n);
-        let mut base = if kind == Kind::Dir { 0o777 } else { 0o666 };
-        if self.read_only_share(&n.handle) || self.frozen(&n.handle).is_some() {
-            base &= 0o555;
+        // A stored mode is shown as it is; the mount's umask shapes only the defaults.
+        let mut perm = match n.mode {
+            Some(m) => m & crate::tree::posix::PERM,
+            None if kind == Kind::Dir => 0o777 & !self.cfg.umask,
+            None => 0o666 & !self.cfg.umask,
+        };
+        if kind != Kind::Symlink
+            && (self.read_only_share(&n.handle) || self.frozen(&n.handle).is_some())
+        {
+            perm &= !0o222;
         }
         Attr {
             ino,
-            size: if kind == Kind::File { n.size } else { 0 },
+            size: if kind == Kind::Dir { 0 } else { n.size },
             mtime: to_time(n.mtime),
             ctime: to_time(n.ctime),
             kind,
-            perm: (base & !self.cfg.umask) as u16,
+            perm: perm as u16,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             nlink: if kind == Kind::Dir { 2 } else { 1 },
@@ -96,7 +108,10 @@ impl MegaFs {
             mtime: t,
             ctime: t,
             kind: Kind::File,
-            perm: (0o666 & !self.cfg.umask) as u16,
+            perm: self
+                .pending_mode(ino)
+                .map_or(0o666 & !self.cfg.umask, |m| m & crate::tree::posix::PERM)
+                as u16,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             nlink,

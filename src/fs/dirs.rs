@@ -459,6 +459,7 @@ mod tests {
             wrapped_key: None,
             inshare: None,
             fa: None,
+            mode: None,
         }
     }
 

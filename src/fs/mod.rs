@@ -7,6 +7,7 @@
 //!   the name, the others are shown as `stem (HANDLE).ext`), lookups, and what the kernel
 //!   must forget after remote changes.
 //! * [`namespace`]: mkdir, unlink, rmdir, rename, and the per-file commit locks.
+//! * [`posix`]: modes (`chmod`, the mode of new files and folders) and symbolic links.
 //! * [`read`]: reads through the [`cache::BlockCache`] with a read-ahead window fetched in
 //!   the background; content comes verified from the client ([`crate::transfer::Content`]),
 //!   and a file whose MAC failed reads as EIO.
@@ -34,6 +35,7 @@ pub mod dirs;
 pub mod error;
 pub mod inodes;
 pub mod namespace;
+pub mod posix;
 pub mod read;
 pub mod shared;
 pub mod special;
@@ -141,6 +143,10 @@ pub struct MegaFs {
     wb: Option<writeback::WriteBack>,
     /// When MEGA's transfer quota comes back, once a read met it (see [`read`]).
     quota: crate::client::quota::QuotaPause,
+    /// Modes of files created here and not uploaded yet, by inode (see [`posix`]).
+    modes: Mutex<HashMap<u64, u32>>,
+    /// Symbolic link targets read or made (see [`posix`]).
+    links: Mutex<HashMap<NodeHandle, Vec<u8>>>,
 }
 
 impl MegaFs {
@@ -163,6 +169,8 @@ impl MegaFs {
             idle: tokio::sync::Notify::new(),
             dir_handles: Mutex::new(HashMap::new()),
             quota: crate::client::quota::QuotaPause::new(true),
+            modes: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             wb: cfg
                 .writeback
                 .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),

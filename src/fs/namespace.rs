@@ -79,7 +79,8 @@ impl MegaFs {
         }
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+    /// Creates a folder, stored with `mode`'s permission bits if given.
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: Option<u32>) -> Result<Attr> {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
@@ -87,7 +88,10 @@ impl MegaFs {
         if self.child(&dir, name)?.is_some() || self.pending_child(&dir.handle, name).is_some() {
             return Err(FsError::Exists);
         }
-        let n = self.client.mkdir(&dir.handle, &unescape_name(name)).await?;
+        let n = self
+            .client
+            .mkdir_mode(&dir.handle, &unescape_name(name), mode)
+            .await?;
         let ino = self.inodes().ino_of(&n.handle);
         self.entered(ino, parent, name);
         Ok(self.attr_of(ino, &n))
@@ -118,6 +122,7 @@ impl MegaFs {
             if self.pending_child(&dir.handle, name) == Some(ino) {
                 self.unlinked(ino);
                 self.inodes().forget(ino);
+                self.forget_pending_mode(ino);
                 return Ok(());
             }
         }

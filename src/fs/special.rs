@@ -251,6 +251,7 @@ mod tests {
             wrapped_key: None,
             inshare: None,
             fa: None,
+            mode: None,
         }
     }
 

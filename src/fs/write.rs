@@ -435,8 +435,9 @@ impl MegaFs {
         }
     }
 
-    /// Creates a file (not on MEGA until its first flush/release) and opens it for writing.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+    /// Creates a file (not on MEGA until its first flush/release) and opens it for writing;
+    /// a new file is stored with `mode`'s permission bits (an existing one keeps its own).
+    pub async fn create(&self, parent: u64, name: &str, mode: Option<u32>) -> Result<(Attr, u64)> {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
@@ -453,7 +454,13 @@ impl MegaFs {
         }
         let ino = match self.pending_child(&dir.handle, name) {
             Some(ino) => ino,
-            None => self.inodes().pending(dir.handle.clone(), name.to_string()),
+            None => {
+                let ino = self.inodes().pending(dir.handle.clone(), name.to_string());
+                if let Some(m) = mode {
+                    self.set_pending_mode(ino, m);
+                }
+                ino
+            }
         };
         let origin = self.pending_origin(&dir.handle, name);
         let writer = Writer::new(self.new_staging(&origin)?, true)?;
@@ -620,8 +627,10 @@ impl MegaFs {
 
     /// Uploads a staging file as the new version of `ino`.
     async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
-        let (parent, name, old) = match self.target(ino)? {
-            Target::Pending { parent, name } => (parent, unescape_name(&name), None),
+        let (parent, name, old, mode) = match self.target(ino)? {
+            Target::Pending { parent, name } => {
+                (parent, unescape_name(&name), None, self.pending_mode(ino))
+            }
             Target::Virtual(_) => return Err(FsError::NotPermitted),
             Target::Node(h) => {
                 let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
@@ -629,6 +638,7 @@ impl MegaFs {
                     n.parent.clone().ok_or(FsError::NotPermitted)?,
                     n.name.clone(),
                     Some(n.handle),
+                    None, // the new version keeps the mode of the one it replaces
                 )
             }
         };
@@ -640,6 +650,7 @@ impl MegaFs {
             parent: &parent,
             name: &name,
             replaces: old.as_ref().map(|h| (h, how)),
+            mode,
         };
         // An earlier commit of this handle (or a failed attempt) sent this key already.
         w.fresh_key(&self.client.session().master_key)?;
@@ -649,6 +660,7 @@ impl MegaFs {
             .await?;
         // The inode now means the new version.
         self.inodes().bind(ino, node.handle.clone());
+        self.forget_pending_mode(ino);
         if let Some(old) = &old {
             self.cache.purge(old);
         }
@@ -790,6 +802,7 @@ impl MegaFs {
                 parent: &parent,
                 name,
                 replaces: old.as_ref().map(|h| (h, how)),
+                mode: None,
             };
             let node = self
                 .upload_recovered(target, staged, &u.staging, now_at, when)
@@ -811,6 +824,7 @@ impl MegaFs {
             parent: &parent,
             name: &saved_as,
             replaces: None,
+            mode: None,
         };
         let node = self
             .upload_recovered(target, staged, &u.staging, now_at, when)

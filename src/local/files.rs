@@ -13,6 +13,8 @@ pub struct Entry {
     /// Unix seconds.
     pub mtime: i64,
     pub dir: bool,
+    /// A symbolic link (not followed: `size` and `mtime` are the link's own).
+    pub link: bool,
 }
 
 /// A partial download. Removed on drop unless [`TempFile::persist`] renamed it into place.
@@ -84,13 +86,22 @@ impl TempFile {
 
     /// Sets the mtime, gives the file the permissions a new file gets (0666 minus the
     /// umask; it was private while incomplete) and renames it to `target`.
-    pub fn persist(mut self, target: &Path, mtime: i64) -> std::io::Result<()> {
+    pub fn persist(self, target: &Path, mtime: i64) -> std::io::Result<()> {
+        self.persist_mode(target, mtime, None)
+    }
+
+    /// [`persist`](Self::persist) with the permission bits `mode` states, if it states
+    /// any (rwx only: set-user-ID, set-group-ID and sticky bits from the cloud are dropped).
+    pub fn persist_mode(
+        mut self,
+        target: &Path,
+        mtime: i64,
+        mode: Option<u32>,
+    ) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         set_mtime(&self.path, mtime)?;
-        std::fs::set_permissions(
-            &self.path,
-            std::fs::Permissions::from_mode(0o666 & !process_umask()),
-        )?;
+        let perm = mode.map_or(0o666 & !process_umask(), |m| m & 0o777);
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(perm))?;
         std::fs::rename(&self.path, target)?;
         self.done = true;
         Ok(())
@@ -144,6 +155,21 @@ pub fn set_mtime(path: &Path, mtime: i64) -> std::io::Result<()> {
         .set_modified(t)
 }
 
+/// Sets a symbolic link's own mtime (not its target's).
+pub fn set_link_mtime(path: &Path, mtime: i64) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    let t = Timespec {
+        tv_sec: mtime.max(0),
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
 /// A file's mtime in Unix seconds.
 pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
@@ -159,8 +185,30 @@ pub fn is_partial(name: &str) -> bool {
         && (name.contains(".megacmd-") || name.contains(".megasync-"))
 }
 
+/// Makes a symbolic link to `to` at `dest`: made under a temporary name beside it, then
+/// renamed over whatever `dest` is (a file or a link; a folder there is an error).
+/// The link gets `mtime` as its own modification time.
+pub fn place_symlink(to: &std::ffi::OsStr, dest: &Path, mtime: i64) -> std::io::Result<()> {
+    let (dir, name) = part_base(dest, 16);
+    for _ in 0..16 {
+        let tmp = dir.join(format!(".{name}.link-{:08x}.part", rand::random::<u32>()));
+        match std::os::unix::fs::symlink(to, &tmp) {
+            Ok(()) => {
+                let placed = set_link_mtime(&tmp, mtime).and_then(|()| std::fs::rename(&tmp, dest));
+                return placed.inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a temporary link"))
+}
+
 /// Lists a local tree (relative `/` paths, folders included), skipping our partial downloads.
-/// Symbolic links are followed for files and not for folders (no loops).
+/// Symbolic links are listed as links, never followed (no loops; a link to a folder is not
+/// its contents).
 pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -183,18 +231,20 @@ pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
                     size: 0,
                     mtime: 0,
                     dir: true,
+                    link: false,
                 });
                 stack.push((ent.path(), path));
             } else {
-                let meta = match std::fs::metadata(ent.path()) {
-                    Ok(m) if m.is_file() => m,
-                    _ => continue, // dangling links, sockets, links to folders
+                let meta = match std::fs::symlink_metadata(ent.path()) {
+                    Ok(m) if m.is_file() || m.is_symlink() => m,
+                    _ => continue, // sockets, devices, FIFOs; gone meanwhile
                 };
                 out.push(Entry {
                     path,
                     size: meta.len(),
                     mtime: mtime_of(&meta),
                     dir: false,
+                    link: meta.is_symlink(),
                 });
             }
         }

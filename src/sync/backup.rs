@@ -57,7 +57,7 @@ pub struct PassReport {
 /// symbolic links, sockets and devices are not backed up).
 fn local_listing(root: &Path, ex: &Exclusions) -> Result<Vec<Entry>, SyncError> {
     let mut out = Vec::new();
-    super::scan::walk_included(root, ex, |path, meta| {
+    super::scan::walk_included(root, ex, false, |path, meta| {
         let dir = meta.is_dir();
         out.push(Entry {
             path,
@@ -68,6 +68,7 @@ fn local_listing(root: &Path, ex: &Exclusions) -> Result<Vec<Entry>, SyncError> 
                 crate::local::files::mtime_of(meta)
             },
             dir,
+            link: false,
         })
     })?;
     out.sort_by(|a, b| a.path.cmp(&b.path));

@@ -141,6 +141,7 @@ impl Syncer {
             parent: &parent,
             name: &name,
             replaces: old.as_ref().map(|h| (h, OldVersions::Keep)),
+            mode: None,
         };
         // From the path: an upload an interrupted run began resumes (see `client::resume`).
         let node = self.client.upload_path_to(target, &p, None).await?;
@@ -159,10 +160,16 @@ impl Syncer {
         let target = self.local.join(rel);
         let dir = target.parent().unwrap_or(&self.local).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let partial = self
-            .client
-            .download_beside(&node.handle, &target, "megasync", None)
-            .await?;
+        // A link's target (verified) is fetched before anything local moves.
+        let (partial, link) = if node.is_symlink() {
+            (None, Some(self.client.read_link(&node.handle).await?))
+        } else {
+            let p = self
+                .client
+                .download_beside(&node.handle, &target, "megasync", None)
+                .await?;
+            (Some(p), None)
+        };
         if let Ok(m) = std::fs::symlink_metadata(&target) {
             // The file we are replacing must still be what the plan saw.
             if scanned.is_none_or(|l| (l.size, l.mtime) != (m.len(), mtime_of(&m))) {
@@ -172,9 +179,21 @@ impl Syncer {
         }
         // Renamed into place only now: the MAC verified (else `download` failed and the
         // partial file removed itself).
-        partial
-            .persist(&target, node.mtime)
-            .map_err(|e| io_err(&target, e))?;
+        match (partial, link) {
+            (Some(p), _) => p
+                .persist_mode(&target, node.mtime, node.mode)
+                .map_err(|e| io_err(&target, e))?,
+            (None, to) => {
+                use std::os::unix::ffi::OsStrExt;
+                let to = to.unwrap_or_default();
+                crate::local::files::place_symlink(
+                    std::ffi::OsStr::from_bytes(&to),
+                    &target,
+                    node.mtime,
+                )
+                .map_err(|e| io_err(&target, e))?
+            }
+        }
         Ok(file_shadow(rel, &node, self.local_state(rel)?))
     }
 

@@ -169,6 +169,7 @@ fn children_of(tree: &crate::tree::NodeTree, top: &NodeHandle) -> RemoteListing 
                 size: n.size,
                 mtime: n.mtime,
                 dir: n.kind.is_container(),
+                link: n.is_symlink(),
             }
         })
         .collect();
@@ -205,6 +206,7 @@ fn listing_of(tree: &crate::tree::NodeTree, top: &NodeHandle) -> RemoteListing {
             size: n.size,
             mtime: n.mtime,
             dir: n.kind.is_container(),
+            link: n.is_symlink(),
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -360,6 +362,7 @@ pub async fn upload_tree(
                     parent: &parent,
                     name: &name,
                     replaces: old.as_ref().map(|h| (h, OldVersions::Keep)),
+                    mode: None,
                 };
                 let node = client
                     .upload_path_to(target, &src, how.progress.clone())
@@ -384,6 +387,7 @@ mod tests {
             size,
             mtime,
             dir: false,
+            link: false,
         }
     }
     fn d(path: &str) -> Entry {
@@ -392,6 +396,7 @@ mod tests {
             size: 0,
             mtime: 0,
             dir: true,
+            link: false,
         }
     }
     fn copy(path: &str, size: u64, replace: bool) -> Action {

@@ -1,6 +1,6 @@
 //! Scanning both sides of a pair for the planner: the remote subtree from the tree (the
 //! oldest of duplicate names; undecryptable nodes skipped), the local folder from disk
-//! (regular files and folders only, with inodes for move detection and whether each file has
+//! (regular files, symbolic links and folders, with inodes for move detection and whether each file has
 //! settled), fingerprints where content decides, and removing partial downloads a killed run
 //! left behind.
 
@@ -25,11 +25,13 @@ pub(super) fn join_rel(parent: &str, name: &str) -> String {
 }
 
 /// Walks a local folder, calling `visit` with the relative path and metadata of every file
-/// and folder the exclusions keep (excluded folders are not entered; symbolic links,
-/// sockets and devices are skipped).
+/// and folder the exclusions keep (excluded folders are not entered; sockets and devices are
+/// skipped, and so are symbolic links unless `links`: then they count as files, with their
+/// own metadata, never followed).
 pub(super) fn walk_included(
     root: &std::path::Path,
     ignore: &Exclusions,
+    links: bool,
     mut visit: impl FnMut(String, &std::fs::Metadata),
 ) -> Result<(), SyncError> {
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -44,10 +46,10 @@ pub(super) fn walk_included(
             };
             let kind = if meta.is_dir() {
                 Kind::Folder
-            } else if meta.is_file() {
+            } else if meta.is_file() || (links && meta.is_symlink()) {
                 Kind::File
             } else {
-                continue; // symbolic links, sockets, devices are not synced
+                continue; // sockets, devices (and links where not wanted) are not synced
             };
             if ignore.excluded(&path, kind, meta.is_file().then_some(meta.len()))? {
                 continue;
@@ -114,7 +116,7 @@ impl Syncer {
             .checked_sub(self.opts.settle)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut out = Vec::new();
-        walk_included(&self.local, ignore, |path, meta| {
+        walk_included(&self.local, ignore, true, |path, meta| {
             out.push(Local {
                 path,
                 dir: meta.is_dir(),
@@ -139,7 +141,14 @@ impl Syncer {
         remote: Option<&str>,
     ) -> std::io::Result<String> {
         use crate::crypto::fingerprint::{crc, legacy_crcs};
-        let mut f = std::fs::File::open(self.local.join(rel))?;
+        let p = self.local.join(rel);
+        if std::fs::symlink_metadata(&p)?.is_symlink() {
+            // A link's content is its target (see `client::posix`).
+            use std::os::unix::ffi::OsStringExt;
+            let to = std::fs::read_link(&p)?.into_os_string().into_vec();
+            return Ok(hex(&crc(&mut to.as_slice(), to.len() as u64)?));
+        }
+        let mut f = std::fs::File::open(&p)?;
         let ours = hex(&crc(&mut f, size)?);
         if let Some(theirs) = remote.filter(|t| *t != ours) {
             if legacy_crcs(&mut f, size)?.iter().any(|l| hex(l) == theirs) {

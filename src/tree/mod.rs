@@ -16,6 +16,7 @@ pub mod cache;
 pub mod keys;
 pub mod node;
 pub mod packets;
+pub mod posix;
 mod resident;
 pub(crate) use resident::shrink_sparse;
 pub mod store;
@@ -1059,11 +1060,12 @@ impl NodeTree {
             return false;
         };
         match decode_attrs(&key, at) {
-            Some((name, fp)) => {
-                n.name = name;
+            Some(d) => {
+                n.name = d.name;
                 n.attrs = at.to_string();
-                n.mtime = fp.map_or(n.ctime, |f| f.mtime);
-                n.fingerprint = fp;
+                n.mtime = d.fingerprint.map_or(n.ctime, |f| f.mtime);
+                n.fingerprint = d.fingerprint;
+                n.mode = d.mode;
                 n.undecryptable = None;
                 true
             }

@@ -102,6 +102,9 @@ pub struct Node {
     pub inshare: Option<InShare>,
     /// File attributes (`fa`: thumbnail, preview, media), as the server lists them.
     pub fa: Option<String>,
+    /// The POSIX mode mega-mount stored on the node (type and permission bits, see
+    /// [`super::posix`]); `None` where no valid one is stored.
+    pub mode: Option<u32>,
 }
 
 /// What a folder shared with us says about the share.
@@ -157,6 +160,14 @@ impl Node {
         self.kind == NodeKind::File
     }
 
+    /// A file node mega-mount marked as a symbolic link (its content is the target).
+    pub fn is_symlink(&self) -> bool {
+        self.is_file()
+            && self
+                .mode
+                .is_some_and(|m| m & super::posix::S_IFMT == super::posix::S_IFLNK)
+    }
+
     /// All of the node's attributes, decrypted (`None` without a key or if they do not
     /// decrypt).
     pub fn attrs(&self) -> Option<Map<String, Value>> {
@@ -184,12 +195,23 @@ pub enum TreeError {
     NotAFolder(String),
 }
 
-/// Decrypts an attribute blob into (name, fingerprint).
-pub(crate) fn decode_attrs(key: &NodeKey, a: &str) -> Option<(String, Option<Fingerprint>)> {
+/// What a listing needs of a node's attributes.
+pub(crate) struct Decoded {
+    pub name: String,
+    pub fingerprint: Option<Fingerprint>,
+    pub mode: Option<u32>,
+}
+
+/// Decrypts an attribute blob into what a listing needs.
+pub(crate) fn decode_attrs(key: &NodeKey, a: &str) -> Option<Decoded> {
     let raw = b64::decode(a, "attributes").ok()?;
-    let (name, c) = attr::decrypt_name(&key.attr_key(), &raw).ok()?;
-    let fp = c.and_then(|c| Fingerprint::decode(&c).ok());
-    Some((name.unwrap_or_default(), fp))
+    let known = attr::decrypt_name(&key.attr_key(), &raw).ok()?;
+    let folder = matches!(key, NodeKey::Folder(_));
+    Some(Decoded {
+        name: known.name.unwrap_or_default(),
+        fingerprint: known.fingerprint.and_then(|c| Fingerprint::decode(&c).ok()),
+        mode: known.posix.and_then(|m| super::posix::parse(&m, folder)),
+    })
 }
 
 /// Decodes an untyped node object (from an action packet) into a [`RawNode`].
@@ -262,6 +284,7 @@ pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeErro
         wrapped_key: None,
         inshare: None,
         fa: fa.filter(|fa| !fa.is_empty()),
+        mode: None,
     };
     match kind {
         NodeKind::Root => node.name = "Cloud Drive".into(),
@@ -279,9 +302,10 @@ pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeErro
                 None => node.undecryptable = Some("no usable key".into()),
                 Some(key) => {
                     match decode_attrs(&key, &a) {
-                        Some((name, fp)) => {
-                            node.name = name;
-                            if let Some(fp) = fp {
+                        Some(d) => {
+                            node.name = d.name;
+                            node.mode = d.mode;
+                            if let Some(fp) = d.fingerprint {
                                 node.mtime = fp.mtime;
                                 node.fingerprint = Some(fp);
                             }
