@@ -123,3 +123,52 @@ async fn mega_rs_reads_a_key_manager_account_and_a_share() {
     .await;
     assert_eq!(std::fs::read(&out).unwrap(), b"bob's own");
 }
+
+/// POSIX metadata and another client (issue 20 §3): the crate `mega` rewrites a node's
+/// attributes from its name and fingerprint only when it renames, dropping every other one
+/// (labels and favourites too). The node then has no stored mode: a link becomes the plain
+/// file holding its target, an executable gets the defaults. Nothing of the content is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_by_the_mega_crate_drops_modes_and_keeps_the_content() {
+    use mega_mount::client::Target;
+    let Some(driver) = driver() else { return };
+    let env = Env::start().await;
+    let c = env.account("rsposix@example.com").await;
+    let root = c.root().unwrap().handle;
+    let exe = Target {
+        parent: &root,
+        name: "tool.sh",
+        replaces: None,
+        mode: Some(0o100_755),
+    };
+    let tool = c
+        .upload_to(exe, &mut &b"#!/bin/sh\n"[..], 10, 1_650_000_000, None)
+        .await
+        .unwrap();
+    let link = Target {
+        parent: &root,
+        name: "latest",
+        replaces: None,
+        mode: None,
+    };
+    let link = c.symlink(link, b"tool.sh", 1_650_000_000).await.unwrap();
+    assert!(link.is_symlink());
+    for (h, name) in [
+        (&tool.handle, "tool-renamed.sh"),
+        (&link.handle, "latest-renamed"),
+    ] {
+        run(
+            &driver,
+            &env,
+            "rsposix@example.com",
+            &["rename", &h.0, name],
+        )
+        .await;
+    }
+    c.fetch().await.unwrap();
+    let tool = c.resolve("/tool-renamed.sh").unwrap();
+    assert_eq!(tool.mode, None, "the crate dropped the attribute");
+    let link = c.resolve("/latest-renamed").unwrap();
+    assert!(!link.is_symlink());
+    assert_eq!(c.download_to_vec(&link.handle).await.unwrap(), b"tool.sh");
+}

@@ -288,3 +288,55 @@ async fn our_client_reads_the_thumbnails_megajs_writes() {
         None
     );
 }
+
+/// POSIX metadata and another client (issue 20 §3): megajs keeps every attribute when it
+/// renames (it re-encrypts the whole object it decrypted), so an executable stays executable
+/// and a symbolic link stays a link; to megajs the link is a small file holding its target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_by_megajs_keeps_modes_and_links() {
+    use mega_mount::client::Target;
+    let env = Env::start().await;
+    let c = env.account("jsposix@example.com").await;
+    let root = c.root().unwrap().handle;
+    let target = |name: &'static str, mode| Target {
+        parent: &root,
+        name,
+        replaces: None,
+        mode,
+    };
+    c.upload_to(
+        target("tool.sh", Some(0o100_755)),
+        &mut &b"#!/bin/sh\n"[..],
+        10,
+        1_650_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    c.symlink(target("latest", None), b"tool.sh", 1_650_000_000)
+        .await
+        .unwrap();
+    let out = run_driver_with(
+        &env,
+        "jsposix@example.com",
+        "rename",
+        &[("RENAME_FROM", "tool.sh,latest")],
+    )
+    .await;
+    let listed = |name: &str| {
+        out["listing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(listed("latest")["size"], 7, "a file holding the target");
+    c.fetch().await.unwrap();
+    let tool = c.resolve("/tool.sh-renamed").unwrap();
+    assert_eq!(tool.mode, Some(0o100_755));
+    let link = c.resolve("/latest-renamed").unwrap();
+    assert!(link.is_symlink());
+    assert_eq!(c.read_link(&link.handle).await.unwrap(), b"tool.sh");
+}

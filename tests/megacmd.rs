@@ -2447,6 +2447,29 @@ async fn put_and_get_recursive_keep_modes_and_symbolic_links() {
     // The link to a folder was not followed: it is one small node, not a second folder.
     let l = m.ok(&["ls", "-r", "--json", "mega:/tree"]).await.json();
     assert_eq!(l.as_array().unwrap().len(), 6, "{l}");
+    let entry = |name: &str| {
+        l.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            entry("to-dir")["type"].as_str(),
+            entry("to-dir")["mode"].as_str()
+        ),
+        (Some("link"), Some("0777"))
+    );
+    assert_eq!(entry("run.sh")["mode"], "0755");
+    assert_eq!(entry("secret")["mode"], "0700");
+    let long = m.ok(&["ls", "-l", "mega:/tree"]).await.stdout;
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("run.sh")),
+        "{long}"
+    );
     m.ok(&["check", "-r", &s(&src), "mega:/tree"]).await;
     std::fs::remove_file(src.join("to-file")).unwrap();
     std::os::unix::fs::symlink("run.sx", src.join("to-file")).unwrap();

@@ -29,6 +29,36 @@ struct Row {
     pictures: Vec<&'static str>,
     /// A video's or sound's properties (media attribute), decrypted.
     media: Option<crate::transfer::media::MediaProps>,
+    /// The POSIX mode mega-mount stored on it, if any.
+    mode: Option<u32>,
+}
+
+/// A mode as `ls -l` writes it (`-rwxr-xr-x`, `lrwxrwxrwx`, `drwx------`; `s`/`S`, `t`/`T`
+/// for the set-ID and sticky bits).
+fn mode_text(mode: u32) -> String {
+    use crate::tree::posix::{S_IFDIR, S_IFLNK, S_IFMT};
+    let mut s = String::with_capacity(10);
+    s.push(match mode & S_IFMT {
+        S_IFDIR => 'd',
+        S_IFLNK => 'l',
+        _ => '-',
+    });
+    for (shift, special, lower, upper) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => lower,
+            (false, true) => upper,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
 }
 
 /// Marks as `--long` shows them: `[red] ★ sensitive #tag "description"`.
@@ -120,6 +150,9 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 .as_ref()
                 .filter(|_| pictures.contains(&"media"))
                 .and_then(|h| client.media_properties(h));
+            let mode = handle
+                .as_ref()
+                .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.mode)));
             Row {
                 path,
                 entry,
@@ -128,6 +161,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 marks,
                 pictures,
                 media,
+                mode,
             }
         })
         .collect();
@@ -138,7 +172,9 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 let (p, e) = (&r.path, &r.entry);
                 let mut o = json!({
                     "path": p.display(), "name": p.parts.last().cloned().unwrap_or_default(),
-                    "type": if e.dir { "folder" } else { "file" }, "size": e.size, "mtime": e.mtime,
+                    "type": if e.dir { "folder" } else if e.link { "link" } else { "file" },
+                    "size": e.size, "mtime": e.mtime,
+                    "mode": r.mode.map(|m| format!("{:04o}", m & crate::tree::posix::PERM)),
                     "handle": r.handle.as_ref().map(|h| h.0.clone()),
                     "label": r.marks.label, "favourite": r.marks.favourite,
                     "sensitive": r.marks.sensitive, "description": r.marks.description,
@@ -173,6 +209,14 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
         } else {
             format!("{}  {:>12}  {}", fmt_time(e.mtime), e.size, p.display())
         };
+        if let Some(m) = r.mode.filter(|_| long) {
+            first = format!("{}  {first}", mode_text(m));
+        } else if long && e.link {
+            first = format!(
+                "{}  {first}",
+                mode_text(crate::tree::posix::S_IFLNK | 0o777)
+            );
+        }
         if long && !r.marks.is_empty() {
             first = format!("{first}  {}", show_marks(&r.marks));
         }
@@ -248,4 +292,18 @@ pub(super) async fn tree(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_ls_writes_them() {
+        assert_eq!(mode_text(0o100_755), "-rwxr-xr-x");
+        assert_eq!(mode_text(0o120_777), "lrwxrwxrwx");
+        assert_eq!(mode_text(0o040_700), "drwx------");
+        assert_eq!(mode_text(0o104_644), "-rwSr--r--");
+        assert_eq!(mode_text(0o041_777), "drwxrwxrwt");
+    }
 }

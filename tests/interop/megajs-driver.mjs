@@ -55,6 +55,15 @@ async function main () {
   }
   if (mode === 'list') return out
   if (mode === 'pictures') return pictures(storage, out)
+  if (mode === 'rename') {
+    // Renames every file named in RENAME_FROM (comma-separated) to its name + '-renamed'.
+    for (const name of process.env.RENAME_FROM.split(',')) {
+      const f = storage.root.children.find(f => f.name === name)
+      await f.rename(name + '-renamed')
+    }
+    await storage.close()
+    return out
+  }
 
   // Download and MAC-verify (megajs verifies whole-file downloads) what the Rust client uploaded.
   for (const f of storage.root.children || []) {

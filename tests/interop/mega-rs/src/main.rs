@@ -1,7 +1,8 @@
 //! `mega-rs-driver URL EMAIL PASSWORD list` prints every node the crate `mega` decrypts, one
 //! JSON object per line (`name`, `handle`, `parent`, `kind`, `size`);
-//! `mega-rs-driver URL EMAIL PASSWORD get HANDLE FILE` downloads a node into FILE. Errors go
-//! to stderr with a non-zero exit.
+//! `mega-rs-driver URL EMAIL PASSWORD get HANDLE FILE` downloads a node into FILE;
+//! `mega-rs-driver URL EMAIL PASSWORD rename HANDLE NAME` renames a node. Errors go to stderr
+//! with a non-zero exit.
 
 use std::process::ExitCode;
 
@@ -43,6 +44,14 @@ async fn run(args: &[String]) -> Result<(), String> {
             mega.download_node(node, out.compat_write())
                 .await
                 .map_err(|e| format!("download: {e}"))
+        }
+        ("rename", [handle, name]) => {
+            let node = nodes
+                .get_node_by_handle(handle)
+                .ok_or_else(|| format!("{handle}: not among the decrypted nodes"))?;
+            mega.rename_node(node, name)
+                .await
+                .map_err(|e| format!("rename: {e}"))
         }
         _ => Err(format!("unknown command {cmd}")),
     }
