@@ -1184,8 +1184,13 @@ async fn modes_and_symbolic_links_sync_both_ways() {
     )
     .unwrap();
     std::os::unix::fs::symlink("run.sh", p.local.join("up-link")).unwrap();
+    // `-s` rules of .megaignore apply to links (and not to files).
+    p.write(".megaignore", b"-s:skip*\n");
+    std::os::unix::fs::symlink("run.sh", p.local.join("skip-link")).unwrap();
+    p.write("skip-file", b"kept");
     let r = p.run().await;
-    assert_eq!(r.uploaded, 2, "{r:?}");
+    assert_eq!(r.uploaded, 3, "{r:?}");
+    assert!(p.remote_files().await.contains_key("skip-file"));
     p.other.fetch().await.unwrap();
     let script = p.remote_handle("run.sh").await;
     let link = p.remote_handle("up-link").await;

@@ -46,8 +46,10 @@ pub(super) fn walk_included(
             };
             let kind = if meta.is_dir() {
                 Kind::Folder
-            } else if meta.is_file() || (links && meta.is_symlink()) {
+            } else if meta.is_file() {
                 Kind::File
+            } else if links && meta.is_symlink() {
+                Kind::Symlink
             } else {
                 continue; // sockets, devices (and links where not wanted) are not synced
             };
@@ -87,7 +89,13 @@ impl Syncer {
                 }
                 let path = join_rel(&rel, &escape_name(&n.name));
                 let dir = n.kind.is_container();
-                let kind = if dir { Kind::Folder } else { Kind::File };
+                let kind = if dir {
+                    Kind::Folder
+                } else if n.is_symlink() {
+                    Kind::Symlink
+                } else {
+                    Kind::File
+                };
                 if ignore.excluded(&path, kind, (!dir).then_some(n.size))? {
                     continue;
                 }
