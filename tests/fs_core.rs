@@ -1344,3 +1344,48 @@ async fn modes_and_symbolic_links_are_stored_on_the_nodes() {
     assert_eq!(versions, vec![Some(0o104_711)]);
     drop(client);
 }
+
+/// Hostile link nodes (issue 20 §3): a link whose target holds a NUL byte, or is longer than a
+/// path may be, is refused with an error (never handed to the kernel or to `symlink(2)`); a
+/// mode attribute whose type does not fit the node counts as absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_links_and_modes_are_refused() {
+    use mega_mount::client::Target;
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("hostile-px@example.com").await;
+    let root = other.root().unwrap().handle;
+    let t = |name: &'static str, mode| Target {
+        parent: &root,
+        name,
+        replaces: None,
+        mode: Some(mode),
+    };
+    let nul = b"/etc\0passwd";
+    other
+        .upload_to(t("nul", 0o120_777), &mut &nul[..], 11, 0, None)
+        .await
+        .unwrap();
+    let long = vec![b'a'; 5000];
+    other
+        .upload_to(t("long", 0o120_777), &mut &long[..], 5000, 0, None)
+        .await
+        .unwrap();
+    // A folder's mode on a file: ignored.
+    other
+        .upload_to(t("odd", 0o040_755), &mut &b"x"[..], 1, 0, None)
+        .await
+        .unwrap();
+    let (fs, client) = fs_core(&env, "hostile-px@example.com").await;
+    for name in ["nul", "long"] {
+        let a = fs.lookup(ROOT_INO, name).unwrap();
+        let e = fs.readlink(a.ino).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{name}: {e}");
+    }
+    let odd = fs.lookup(ROOT_INO, "odd").unwrap();
+    assert_eq!((odd.kind, odd.perm), (mega_mount::fs::Kind::File, 0o644));
+    let dest = env.dir.path().join("nul-link");
+    let h = client.resolve("/nul").unwrap().handle;
+    assert!(client.download_link(&h, &dest).await.is_err());
+    assert!(dest.symlink_metadata().is_err());
+}

@@ -2476,3 +2476,27 @@ async fn put_and_get_recursive_keep_modes_and_symbolic_links() {
     let c = m.fails(&["check", "-r", &s(&src), "mega:/tree"], 13).await;
     assert!(c.stdout.contains("to-file"), "{}", c.stdout);
 }
+
+/// `get -r` never writes through a symbolic link already in the target folder (downloads make
+/// links now): a remote file below a path that is a local link fails with a clear error, and
+/// nothing lands where the link points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_recursive_does_not_write_through_a_local_link() {
+    let env = Env::start().await;
+    account(&env, "gl@example.com").await;
+    let m = Cmd::new(&env, "gl@example.com");
+    let src = env.dir.path().join("tree");
+    write(&src.join("docs/inside.txt"), b"remote", 1_600_000_000);
+    m.ok(&["put", "-r", &s(&src), "mega:/"]).await;
+    let out = env.dir.path().join("out");
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(out.join("tree")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("tree/docs")).unwrap();
+    let r = m
+        .run(&["get", "-r", "--force", "mega:/tree", &s(&out)])
+        .await;
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+}

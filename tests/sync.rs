@@ -1231,3 +1231,23 @@ async fn modes_and_symbolic_links_sync_both_ways() {
     let r = p.run().await;
     assert_eq!((r.uploaded, r.downloaded), (0, 0), "{r:?}");
 }
+
+/// A download never writes through a symbolic link (issue 20 §3: links are synced now): a
+/// local link where the remote has a folder is a conflict (the link is kept under a conflict
+/// name and uploaded as a link), the folder comes down as a folder, and nothing lands where
+/// the link pointed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_never_goes_through_a_local_link() {
+    let env = Env::start().await;
+    let p = Pair::new(&env, "nolink@example.com").await;
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    p.put_remote("docs/inside.txt", b"remote").await;
+    std::os::unix::fs::symlink(&outside, p.local.join("docs")).unwrap();
+    let r = p.run().await;
+    assert_eq!((r.conflicts, r.downloaded), (1, 1), "{r:?}");
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    let docs = std::fs::symlink_metadata(p.local.join("docs")).unwrap();
+    assert!(docs.is_dir());
+    assert_eq!(p.read("docs/inside.txt").unwrap(), b"remote");
+}

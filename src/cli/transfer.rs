@@ -76,6 +76,14 @@ pub(super) async fn get(ctx: &Ctx, source: &str, target: Option<&str>) -> Result
             let RemoteListing { entries, handles } = remote_listing(&client, &node.handle)?;
             for e in entries {
                 let p = local_root.join(&e.path);
+                // Never through a link (one this download made, or one already there).
+                let dir = if e.dir {
+                    e.path.as_str()
+                } else {
+                    e.path.rsplit_once('/').map_or("", |(d, _)| d)
+                };
+                crate::local::files::no_link_on_the_way(&local_root, dir)
+                    .map_err(|err| io_err(&p, err))?;
                 if e.dir {
                     std::fs::create_dir_all(&p).map_err(|err| io_err(&p, err))?;
                     let mode = handles

@@ -91,7 +91,14 @@ impl Client {
                 n.size
             )));
         }
-        self.download_to_vec(h).await
+        let to = self.download_to_vec(h).await?;
+        if to.contains(&0) {
+            return Err(Error::Protocol(format!(
+                "{}: a link target with a NUL byte",
+                self.path_of(h)
+            )));
+        }
+        Ok(to)
     }
 
     /// Makes the symbolic link `h` at the local path `dest` (through a temporary name beside

@@ -206,6 +206,29 @@ pub fn place_symlink(to: &std::ffi::OsStr, dest: &Path, mtime: i64) -> std::io::
     Err(std::io::Error::other("cannot create a temporary link"))
 }
 
+/// Refuses to go through a symbolic link: fails if any existing component of `rel` (a
+/// `/`-separated path below `root`) is one. Where downloads make links (see
+/// `client::posix`), a later download below a link's path must not write wherever the link
+/// points.
+pub fn no_link_on_the_way(root: &Path, rel: &str) -> std::io::Result<()> {
+    let mut p = root.to_path_buf();
+    for part in rel.split('/').filter(|s| !s.is_empty()) {
+        p.push(part);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "{}: a symbolic link where a folder should be (not followed)",
+                    p.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Lists a local tree (relative `/` paths, folders included), skipping our partial downloads.
 /// Symbolic links are listed as links, never followed (no loops; a link to a folder is not
 /// its contents).
@@ -256,6 +279,17 @@ pub fn walk(root: &Path) -> std::io::Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_on_the_way_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/tmp", d.path().join("a/l")).unwrap();
+        assert!(no_link_on_the_way(d.path(), "a/b").is_ok());
+        assert!(no_link_on_the_way(d.path(), "a/b/new/deeper").is_ok());
+        assert!(no_link_on_the_way(d.path(), "a/l").is_err());
+        assert!(no_link_on_the_way(d.path(), "a/l/x").is_err());
+    }
 
     #[test]
     fn temp_files_vanish_unless_persisted() {

@@ -81,6 +81,13 @@ impl Syncer {
         Ok(h)
     }
 
+    /// A folder on the way to `rel_dir` that is a symbolic link stops the action (see
+    /// [`crate::local::files::no_link_on_the_way`]).
+    fn no_link_on_the_way(&self, rel_dir: &str) -> Result<(), SyncError> {
+        crate::local::files::no_link_on_the_way(&self.local, rel_dir)
+            .map_err(|e| io_err(&self.local.join(rel_dir), e))
+    }
+
     fn local_state(&self, rel: &str) -> Result<(u64, i64, u64), SyncError> {
         use std::os::unix::fs::MetadataExt;
         let p = self.local.join(rel);
@@ -159,6 +166,7 @@ impl Syncer {
         let node = self.client.node(&NodeHandle(handle.to_string()))?;
         let target = self.local.join(rel);
         let dir = target.parent().unwrap_or(&self.local).to_path_buf();
+        self.no_link_on_the_way(split_rel(rel).0)?;
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         // A link's target (verified) is fetched before anything local moves.
         let (partial, link) = if node.is_symlink() {
@@ -238,6 +246,7 @@ impl Syncer {
         Ok(match a {
             Action::MoveLocal { from, to } => {
                 let (src, dst) = (self.local.join(from), self.local.join(to));
+                self.no_link_on_the_way(split_rel(to).0)?;
                 if let Some(dir) = dst.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
                 }
@@ -268,6 +277,7 @@ impl Syncer {
             }
             Action::MkdirLocal { path } => {
                 let p = self.local.join(path);
+                self.no_link_on_the_way(path)?;
                 std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
                 let (_, _, inode) = self.local_state(path)?;
                 match r.get(path) {

@@ -273,11 +273,17 @@ pub async fn download_tree(
             }
             Action::Mkdir(path) => {
                 let lp = local.join(path);
+                crate::local::files::no_link_on_the_way(local, path)
+                    .map_err(|e| Error::local(&lp, e))?;
                 std::fs::create_dir_all(&lp).map_err(|e| Error::local(&lp, e))?;
             }
             Action::Copy { path, .. } => {
                 if let Some(h) = remote.handles.get(path) {
-                    jobs.push((h.clone(), local.join(path)));
+                    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                    let lp = local.join(path);
+                    crate::local::files::no_link_on_the_way(local, dir)
+                        .map_err(|e| Error::local(&lp, e))?;
+                    jobs.push((h.clone(), lp));
                 }
             }
             Action::Conflict { path } => out.conflicts.push(path.clone()),
