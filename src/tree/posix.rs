@@ -17,7 +17,7 @@ pub const MAX_TARGET: u64 = 4095;
 
 /// The mode an attribute value states for a node of this kind (`folder`), if it is one.
 pub fn parse(v: &str, folder: bool) -> Option<u32> {
-    if v.is_empty() || v.len() > 7 {
+    if v.is_empty() || v.len() > 7 || !v.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return None;
     }
     let mode = u32::from_str_radix(v, 8).ok()?;
