@@ -480,7 +480,7 @@ async fn kill_9_during_transfers_then_restart_converges() {
     let out = run_bin(&env, &home, "kill@example.com", &args).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("0 uploaded, 0 downloaded, 0 moved, 0 deleted"),
+        err.contains("0 uploaded, 0 downloaded, 0 moved, 0 mode(s) carried, 0 deleted"),
         "{err}"
     );
 }
@@ -1229,7 +1229,24 @@ async fn modes_and_symbolic_links_sync_both_ways() {
     assert_eq!(tool.mode() & 0o7777, 0o700);
 
     let r = p.run().await;
-    assert_eq!((r.uploaded, r.downloaded), (0, 0), "{r:?}");
+    assert_eq!((r.uploaded, r.downloaded, r.modes), (0, 0, 0), "{r:?}");
+
+    // A chmod alone, on either side, is carried across (nothing transferred).
+    std::fs::set_permissions(
+        p.local.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let tool = p.remote_handle("tool").await;
+    p.other.set_mode(&tool, 0o750).await.unwrap();
+    let r = p.run().await;
+    assert_eq!((r.uploaded, r.downloaded, r.modes), (0, 0, 2), "{r:?}");
+    p.other.fetch().await.unwrap();
+    assert_eq!(p.other.node(&script).unwrap().mode, Some(0o100_755));
+    let tool = std::fs::metadata(p.local.join("tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o750);
+    let r = p.run().await;
+    assert_eq!(r.modes, 0, "{r:?}");
 }
 
 /// A download never writes through a symbolic link (issue 20 §3: links are synced now): a

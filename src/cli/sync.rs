@@ -293,10 +293,11 @@ fn summary(ctx: &Ctx, r: &Report) {
         return;
     }
     eprintln!(
-        "two-way sync: {} uploaded, {} downloaded, {} moved, {} deleted (remote {}, local {} into .debris), {} conflict(s), {} waiting to settle{}",
+        "two-way sync: {} uploaded, {} downloaded, {} moved, {} mode(s) carried, {} deleted (remote {}, local {} into .debris), {} conflict(s), {} waiting to settle{}",
         r.uploaded,
         r.downloaded,
         r.moved_local + r.moved_remote,
+        r.modes,
         r.deleted_remote + r.deleted_local,
         r.deleted_remote,
         r.deleted_local,

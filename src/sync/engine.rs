@@ -55,6 +55,8 @@ pub struct Report {
     pub deleted_local: usize,
     pub conflicts: usize,
     pub recorded: usize,
+    /// Paths whose permission bits were carried to the other side (a `chmod` alone).
+    pub modes: usize,
     pub deferred: usize,
     /// The files waiting to settle (changed too recently), after the last pass.
     pub waiting: Vec<String>,
@@ -79,6 +81,7 @@ impl Report {
         self.deleted_local += later.deleted_local;
         self.conflicts += later.conflicts;
         self.recorded += later.recorded;
+        self.modes += later.modes;
         self.deferred = later.deferred;
         self.waiting = later.waiting;
         self.errors.extend(later.errors);
@@ -363,6 +366,8 @@ impl Syncer {
                 break;
             }
         }
+        // A chmod alone is no change to the planner (see `modes`).
+        report.modes = self.sync_modes().await?;
         if let Some(reg) = self.reg.as_mut() {
             let (status, pending) = if report.errors.is_empty() && report.deferred == 0 {
                 (beat::UP_TO_DATE, 0)

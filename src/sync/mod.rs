@@ -25,6 +25,7 @@ pub mod backup;
 pub mod engine;
 pub mod execute;
 pub mod ignore;
+mod modes;
 pub mod oneway;
 pub mod plan;
 pub mod registry;

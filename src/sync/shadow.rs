@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS journal (
   id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, started INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modes (path TEXT PRIMARY KEY, mode INTEGER NOT NULL);
 "#;
 
 /// A change to the shadow, applied when an action finishes.
@@ -106,6 +107,39 @@ impl ShadowDb {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The permission bits both sides last agreed on, by path (see `sync::modes`).
+    pub fn modes(&self) -> Result<std::collections::HashMap<String, u32>, ShadowError> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT path, mode FROM modes")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records (or with `None` forgets) agreed modes, in one transaction.
+    pub fn set_modes(&self, modes: &[(String, Option<u32>)]) -> Result<(), ShadowError> {
+        if modes.is_empty() {
+            return Ok(());
+        }
+        let mut db = self.db();
+        let tx = db.transaction().map_err(|e| self.err(e))?;
+        for (path, mode) in modes {
+            match mode {
+                Some(m) => tx.execute(
+                    "INSERT INTO modes (path, mode) VALUES (?1, ?2) \
+                     ON CONFLICT(path) DO UPDATE SET mode = excluded.mode",
+                    params![path, m],
+                ),
+                None => tx.execute("DELETE FROM modes WHERE path = ?1", params![path]),
+            }
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Journals an action about to run; returns its journal id.
