@@ -589,6 +589,9 @@ async fn rsync_twice_and_git_commit() {
         std::fs::write(src.join(format!("f{i}")), data(i as usize * 70_000, i)).unwrap();
     }
     std::fs::write(src.join("sub/x.txt"), b"hi").unwrap();
+    // Modes and a symbolic link come across too, and the second run finds them equal.
+    std::fs::set_permissions(src.join("f3"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("f2", src.join("link")).unwrap();
     let old = std::time::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
     std::fs::File::options()
         .write(true)
@@ -620,9 +623,17 @@ async fn rsync_twice_and_git_commit() {
     );
     let second = op("rsync 2", rsync(src.clone(), m.path("dst"))).await;
     assert!(
-        second.contains("Number of regular files transferred: 0"),
+        second.contains("Number of regular files transferred: 0")
+            && second.contains("Number of created files: 0"),
         "second run transferred: {second}"
     );
+    let (l, f3) = (m.path("dst/link"), m.path("dst/f3"));
+    op("the link and the mode", move || {
+        assert_eq!(std::fs::read_link(&l).unwrap(), PathBuf::from("f2"));
+        let mode = std::fs::metadata(&f3).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    })
+    .await;
     let (a, b) = (src.clone(), m.path("dst"));
     let same = op("diff", move || {
         Command::new("diff")
@@ -665,10 +676,22 @@ async fn rsync_twice_and_git_commit() {
         };
         git(&["init", "-q", "."]);
         std::fs::write(r2.join("a.txt"), b"content\n").unwrap();
-        git(&["add", "a.txt"]);
+        // An executable and a link: git finds the mount keeps both (core.filemode and
+        // core.symlinks), and the tree it commits has them.
+        std::fs::write(r2.join("run.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(r2.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("a.txt", r2.join("a-link")).unwrap();
+        git(&["add", "a.txt", "run.sh", "a-link"]);
         git(&["commit", "-qm", "first"]);
+        let tree = git(&["ls-tree", "HEAD"]);
+        assert!(
+            tree.contains("100755 blob") && tree.contains("120000 blob"),
+            "{tree}"
+        );
         std::fs::write(r2.join("a.txt"), b"changed\n").unwrap();
         git(&["commit", "-qam", "second"]);
+        assert_eq!(git(&["status", "--porcelain"]), "");
         git(&["log", "--oneline"])
     })
     .await;
