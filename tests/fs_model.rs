@@ -61,6 +61,11 @@ enum Op {
     Unlink(usize),
     Mkdir(usize),
     Rmdir(usize),
+    /// `chmod`: the mode a file shows from then on, through commits, new versions, renames.
+    Chmod {
+        file: usize,
+        mode: u32,
+    },
 }
 
 /// File paths: 2 names in the root, 2 in `d`.
@@ -90,9 +95,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => h.clone().prop_map(Op::Fsync),
         2 => h.prop_map(Op::Close),
         1 => (file.clone(), file.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
-        1 => file.prop_map(Op::Unlink),
+        1 => file.clone().prop_map(Op::Unlink),
         1 => (0usize..2).prop_map(Op::Mkdir),
         1 => (0usize..2).prop_map(Op::Rmdir),
+        1 => (file, 0u32..0o1000).prop_map(|(file, mode)| Op::Chmod { file, mode }),
     ]
 }
 
@@ -107,6 +113,8 @@ struct Inode {
     dirty: bool,
     linked: bool,
     writer: bool,
+    /// Its permission bits: the mount's default (0666 less the umask 022) until a `chmod`.
+    mode: u32,
 }
 
 #[derive(Debug)]
@@ -251,6 +259,7 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                         None => {
                             m.inodes.push(Inode {
                                 linked: true,
+                                mode: 0o644,
                                 ..Default::default()
                             });
                             m.files.insert(p, m.inodes.len() - 1);
@@ -516,6 +525,36 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     m.dirs.remove(name);
                 }
             }
+            Op::Chmod { file, mode } => {
+                let p = path(file);
+                let Some(&inode) = m.files.get(&p) else {
+                    check(&at, real.ino(&p), Err(libc::ENOENT))?;
+                    continue;
+                };
+                let ino = real
+                    .ino(&p)
+                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
+                let r = fs.chmod(ino, mode).await.map_err(errno);
+                if let Some(a) = check(&at, r, Ok(()))? {
+                    m.inodes[inode].mode = mode;
+                    if u32::from(a.perm) != mode {
+                        return Err(TestCaseError::fail(format!("{at}: shows {:o}", a.perm)));
+                    }
+                }
+            }
+        }
+        // Every file shows the mode the model gives it.
+        for (p, &inode) in &m.files {
+            let shown = real.ino(p).and_then(|ino| fs.getattr(ino).map_err(errno));
+            match shown {
+                Ok(a) if u32::from(a.perm) == m.inodes[inode].mode => {}
+                other => {
+                    return Err(TestCaseError::fail(format!(
+                        "{at}: {p} shows {other:?}, the model mode {:o}",
+                        m.inodes[inode].mode
+                    )))
+                }
+            }
         }
     }
     // Everything closed: each writer's last changes are committed.
@@ -557,6 +596,14 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         )));
     }
     for (p, h) in seen_files {
+        // The mode on MEGA (none stored: the mount's default).
+        let stored = other.node(&h).unwrap().mode.map_or(0o644, |m| m & 0o7777);
+        let mode = m.inodes[m.files[&p]].mode;
+        if stored != mode {
+            return Err(TestCaseError::fail(format!(
+                "{p}: mode {stored:o} on MEGA, {mode:o} in the model"
+            )));
+        }
         let got = other.download_to_vec(&h).await.unwrap();
         let want = m.inodes[m.files[&p]].committed.clone().unwrap_or_default();
         if got != want {
