@@ -66,6 +66,9 @@ enum Op {
         file: usize,
         mode: u32,
     },
+    /// `symlink`: a link to `t<file>` at the file's path. The kernel follows links before
+    /// opening, truncating or chmod-ing, so those operations skip links here.
+    Symlink(usize),
 }
 
 /// File paths: 2 names in the root, 2 in `d`.
@@ -98,7 +101,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => file.clone().prop_map(Op::Unlink),
         1 => (0usize..2).prop_map(Op::Mkdir),
         1 => (0usize..2).prop_map(Op::Rmdir),
-        1 => (file, 0u32..0o1000).prop_map(|(file, mode)| Op::Chmod { file, mode }),
+        1 => (file.clone(), 0u32..0o1000).prop_map(|(file, mode)| Op::Chmod { file, mode }),
+        1 => file.prop_map(Op::Symlink),
     ]
 }
 
@@ -115,6 +119,8 @@ struct Inode {
     writer: bool,
     /// Its permission bits: the mount's default (0666 less the umask 022) until a `chmod`.
     mode: u32,
+    /// A symbolic link: its target (also its content on MEGA).
+    link: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -133,6 +139,13 @@ struct Model {
 }
 
 impl Model {
+    /// The path is a symbolic link (operations the kernel would apply to its target skip it).
+    fn is_link(&self, p: &str) -> bool {
+        self.files
+            .get(p)
+            .is_some_and(|&i| self.inodes[i].link.is_some())
+    }
+
     fn parent_exists(&self, p: &str) -> bool {
         match p.split_once('/') {
             Some((dir, _)) => self.dirs.contains(dir),
@@ -240,6 +253,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         match *op {
             Op::Create(f) => {
                 let p = path(f);
+                if m.is_link(&p) {
+                    continue;
+                }
                 let existing = m.files.get(&p).copied();
                 if existing.is_some_and(|i| m.inodes[i].writer) {
                     continue; // one writer per file
@@ -280,6 +296,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Open { file, truncate } => {
                 let p = path(file);
+                if m.is_link(&p) {
+                    continue;
+                }
                 let Some(&inode) = m.files.get(&p) else {
                     let r = real.ino(&p);
                     check(&at, r, Err(libc::ENOENT))?;
@@ -311,6 +330,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::OpenRead(file) => {
                 let p = path(file);
+                if m.is_link(&p) {
+                    continue;
+                }
                 let Some(&inode) = m.files.get(&p) else {
                     check(&at, real.ino(&p), Err(libc::ENOENT))?;
                     continue;
@@ -386,6 +408,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Truncate { file, size } => {
                 let p = path(file);
+                if m.is_link(&p) {
+                    continue;
+                }
                 let Some(&inode) = m.files.get(&p) else {
                     check(&at, real.ino(&p), Err(libc::ENOENT))?;
                     continue;
@@ -527,6 +552,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Chmod { file, mode } => {
                 let p = path(file);
+                if m.is_link(&p) {
+                    continue;
+                }
                 let Some(&inode) = m.files.get(&p) else {
                     check(&at, real.ino(&p), Err(libc::ENOENT))?;
                     continue;
@@ -542,8 +570,37 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Op::Symlink(f) => {
+                let p = path(f);
+                let to = format!("t{f}").into_bytes();
+                let want = if !m.parent_exists(&p) {
+                    Err(libc::ENOENT)
+                } else if m.files.contains_key(&p) {
+                    Err(libc::EEXIST)
+                } else {
+                    Ok(())
+                };
+                let r = match real.dir_ino(&p) {
+                    Ok(d) => fs.symlink(d, Real::name(&p), &to).await.map_err(errno),
+                    Err(e) => Err(e),
+                };
+                if let Some(a) = check(&at, r, want)? {
+                    let back = fs.readlink(a.ino).await.map_err(errno);
+                    if back.as_deref() != Ok(&to[..]) {
+                        return Err(TestCaseError::fail(format!("{at}: readlink {back:?}")));
+                    }
+                    m.inodes.push(Inode {
+                        committed: Some(to.clone()),
+                        linked: true,
+                        mode: 0o777,
+                        link: Some(to),
+                        ..Default::default()
+                    });
+                    m.files.insert(p, m.inodes.len() - 1);
+                }
+            }
         }
-        // Every file shows the mode the model gives it.
+        // Every file shows the mode the model gives it (a link: 0777).
         for (p, &inode) in &m.files {
             let shown = real.ino(p).and_then(|ino| fs.getattr(ino).map_err(errno));
             match shown {
@@ -597,11 +654,15 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
     }
     for (p, h) in seen_files {
         // The mode on MEGA (none stored: the mount's default).
-        let stored = other.node(&h).unwrap().mode.map_or(0o644, |m| m & 0o7777);
-        let mode = m.inodes[m.files[&p]].mode;
-        if stored != mode {
+        let n = other.node(&h).unwrap();
+        let stored = n.mode.map_or(0o644, |m| m & 0o7777);
+        let inode = &m.inodes[m.files[&p]];
+        if stored != inode.mode || n.is_symlink() != inode.link.is_some() {
             return Err(TestCaseError::fail(format!(
-                "{p}: mode {stored:o} on MEGA, {mode:o} in the model"
+                "{p}: mode {stored:o} (link: {}) on MEGA, {:o} (link: {}) in the model",
+                n.is_symlink(),
+                inode.mode,
+                inode.link.is_some()
             )));
         }
         let got = other.download_to_vec(&h).await.unwrap();
