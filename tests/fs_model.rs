@@ -224,6 +224,27 @@ impl Real {
     }
 }
 
+/// A regular file the model has at `p`, with its inode number: `None` for a link (the
+/// kernel would act on its target) and for a missing file (checked to be ENOENT).
+fn existing_file(
+    m: &Model,
+    real: &Real,
+    at: &str,
+    p: &str,
+) -> Result<Option<(usize, u64)>, TestCaseError> {
+    if m.is_link(p) {
+        return Ok(None);
+    }
+    let Some(&inode) = m.files.get(p) else {
+        check(at, real.ino(p), Err(libc::ENOENT))?;
+        return Ok(None);
+    };
+    let ino = real
+        .ino(p)
+        .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
+    Ok(Some((inode, ino)))
+}
+
 fn check<T: std::fmt::Debug>(
     what: &str,
     real: Result<T, i32>,
@@ -407,17 +428,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
             Op::Truncate { file, size } => {
-                let p = path(file);
-                if m.is_link(&p) {
-                    continue;
-                }
-                let Some(&inode) = m.files.get(&p) else {
-                    check(&at, real.ino(&p), Err(libc::ENOENT))?;
+                let Some((inode, ino)) = existing_file(&m, &real, &at, &path(file))? else {
                     continue;
                 };
-                let ino = real
-                    .ino(&p)
-                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
                 let r = fs
                     .setattr(ino, None, Some(size.into()), None)
                     .await
@@ -551,17 +564,9 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
             Op::Chmod { file, mode } => {
-                let p = path(file);
-                if m.is_link(&p) {
-                    continue;
-                }
-                let Some(&inode) = m.files.get(&p) else {
-                    check(&at, real.ino(&p), Err(libc::ENOENT))?;
+                let Some((inode, ino)) = existing_file(&m, &real, &at, &path(file))? else {
                     continue;
                 };
-                let ino = real
-                    .ino(&p)
-                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
                 let r = fs.chmod(ino, mode).await.map_err(errno);
                 if let Some(a) = check(&at, r, Ok(()))? {
                     m.inodes[inode].mode = mode;

@@ -84,10 +84,9 @@ async fn proves_equal(p: &Pair, progress: Progress) -> Result<Verdict, CliError>
     let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
         // A symbolic link's content is its target (as stored, see `client::posix`).
         let inner: Box<dyn std::io::Read> = if std::fs::symlink_metadata(&path)?.is_symlink() {
-            use std::os::unix::ffi::OsStringExt;
-            Box::new(std::io::Cursor::new(
-                std::fs::read_link(&path)?.into_os_string().into_vec(),
-            ))
+            Box::new(std::io::Cursor::new(crate::local::files::link_target(
+                &path,
+            )?))
         } else {
             Box::new(std::io::BufReader::with_capacity(
                 1 << 20,

@@ -152,6 +152,7 @@ pub(super) async fn list(ctx: &Ctx, arg: &str, versions: bool, long: bool) -> Re
                 .and_then(|h| client.media_properties(h));
             let mode = handle
                 .as_ref()
+                .filter(|_| long || ctx.cli.json)
                 .and_then(|h| client.view(|t| t.get(h).and_then(|n| n.mode)));
             Row {
                 path,

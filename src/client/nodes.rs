@@ -670,11 +670,10 @@ impl Client {
         self.check_target(&target)?;
         let lstat = std::fs::symlink_metadata(path).map_err(|e| Error::local(path, e))?;
         if lstat.is_symlink() {
-            use std::os::unix::ffi::OsStrExt;
-            let to = std::fs::read_link(path).map_err(|e| Error::local(path, e))?;
+            let to = crate::local::files::link_target(path).map_err(|e| Error::local(path, e))?;
             let mtime = crate::local::files::mtime_of(&lstat);
             return self
-                .symlink(target, to.as_os_str().as_bytes(), mtime)
+                .symlink(target, &to, mtime)
                 .await
                 .map_err(|e| e.about(path.display().to_string()));
         }

@@ -206,6 +206,12 @@ pub fn place_symlink(to: &std::ffi::OsStr, dest: &Path, mtime: i64) -> std::io::
     Err(std::io::Error::other("cannot create a temporary link"))
 }
 
+/// A symbolic link's target, as bytes (what a link node holds, see `client::posix`).
+pub fn link_target(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    Ok(std::fs::read_link(path)?.into_os_string().into_vec())
+}
+
 /// Refuses to go through a symbolic link: fails if any existing component of `rel` (a
 /// `/`-separated path below `root`) is one. Where downloads make links (see
 /// `client::posix`), a later download below a link's path must not write wherever the link

@@ -152,8 +152,7 @@ impl Syncer {
         let p = self.local.join(rel);
         if std::fs::symlink_metadata(&p)?.is_symlink() {
             // A link's content is its target (see `client::posix`).
-            use std::os::unix::ffi::OsStringExt;
-            let to = std::fs::read_link(&p)?.into_os_string().into_vec();
+            let to = crate::local::files::link_target(&p)?;
             return Ok(hex(&crc(&mut to.as_slice(), to.len() as u64)?));
         }
         let mut f = std::fs::File::open(&p)?;
