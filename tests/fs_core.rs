@@ -391,9 +391,16 @@ async fn every_commit_of_a_handle_has_its_own_key() {
     assert_eq!(staging_files(&fs), 0);
 }
 
+/// Files in the staging directory but spares (emptied staging files kept for reuse).
 fn staging_files(fs: &mega_mount::fs::MegaFs) -> usize {
     std::fs::read_dir(fs.config().cache_dir.join("staging"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.filter(|e| {
+                let p = e.as_ref().unwrap().path();
+                !mega_mount::transfer::StagedFile::is_blank(&p)
+            })
+            .count()
+        })
         .unwrap_or(0)
 }
 
@@ -887,11 +894,67 @@ async fn write_back_queues_closes_and_drains_them() {
     assert_eq!(versions.len(), 1, "each close is a version, in order");
     assert_eq!(other.download_to_vec(&versions[0]).await.unwrap(), b"first");
     assert!(other.resolve("/b.txt").is_err() && other.resolve("/d.txt").is_err());
-    let staging: Vec<_> = std::fs::read_dir(cache.join("staging")).unwrap().collect();
-    assert!(staging.is_empty(), "{staging:?}");
+    // What is left in the staging directory is spares: emptied, kept open for the next
+    // staging files, removed at unmount.
+    let staging = || -> Vec<std::path::PathBuf> {
+        let rd = std::fs::read_dir(cache.join("staging")).unwrap();
+        rd.map(|e| e.unwrap().path()).collect()
+    };
+    for p in staging() {
+        assert!(mega_mount::transfer::StagedFile::is_blank(&p), "{p:?}");
+    }
+    fs.clear_spares();
+    assert!(staging().is_empty(), "{:?}", staging());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let done: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
     assert_eq!(done["waiting"], 0, "{done}");
+}
+
+/// Write-back of `chmod` (tar sets each folder's mode after filling it): the call returns
+/// before MEGA answers, the new mode shows at once, two in a row leave the last one on MEGA,
+/// a chmod queued behind a new version's commit lands on the new version, and draining
+/// leaves every mode on MEGA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_sends_modes_in_the_background_and_the_last_one_wins() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("wbmode@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbmode@example.com", |c| {
+        c.writeback = Some(2);
+    })
+    .await;
+    let d = fs.mkdir(ROOT_INO, "dir", Some(0o700)).await.unwrap();
+    let (f, fh) = fs.create(ROOT_INO, "f.txt", Some(0o600)).await.unwrap();
+    fs.write(fh, 0, b"one").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+    // Every API reply now comes 1.5 s after the command ran.
+    env.server.faults().update(|f| f.cs_reply_delay_ms = 1500);
+    let t = std::time::Instant::now();
+    assert_eq!(fs.chmod(d.ino, 0o755).await.unwrap().perm, 0o755);
+    assert_eq!(fs.chmod(d.ino, 0o750).await.unwrap().perm, 0o750);
+    assert_eq!(fs.chmod(f.ino, 0o644).await.unwrap().perm, 0o644);
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "chmod waited for MEGA: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(fs.getattr(d.ino).unwrap().perm, 0o750);
+    assert_eq!(fs.lookup(ROOT_INO, "f.txt").unwrap().perm, 0o644);
+    // A new version of the file, then another chmod: it lands on the new version.
+    let fh = fs.open(f.ino, true, false).await.unwrap();
+    fs.write(fh, 3, b" two").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(fs.chmod(f.ino, 0o640).await.unwrap().perm, 0o640);
+    env.server.faults().update(|f| f.cs_reply_delay_ms = 0);
+    assert!(fs.drain(Duration::from_secs(60)).await.is_empty());
+    other.fetch().await.unwrap();
+    let mode = |p: &str| other.resolve(p).unwrap().mode.map(|m| m & 0o7777);
+    assert_eq!(mode("/dir"), Some(0o750), "the last chmod wins");
+    assert_eq!(mode("/f.txt"), Some(0o640));
+    let n = other.resolve("/f.txt").unwrap();
+    assert_eq!(other.download_to_vec(&n.handle).await.unwrap(), b"one two");
+    assert_eq!(fs.getattr(d.ino).unwrap().perm, 0o750);
 }
 
 /// The Vault's "My backups" in the root once the account has backups: listed, readable

@@ -726,9 +726,20 @@ async fn writing_past_the_quota_is_edquot_and_keeps_the_data() {
     let staging = staging_files(&m.home.join("cache/mega-mount/staging"));
     assert_eq!(staging.len(), 1, "{staging:?}");
     let raw = std::fs::read(&staging[0]).unwrap();
-    assert_eq!(raw.len(), body.len());
-    assert!(raw != body, "the staging file holds plaintext");
-    assert!(staging[0].with_extension("unsaved").exists());
+    assert_eq!(raw.len(), 4096 + body.len(), "a header, then the content");
+    assert!(
+        !raw.windows(64).any(|w| w == &body[..64]),
+        "the staging file holds plaintext"
+    );
+    assert!(mega_mount::transfer::staged::StagedFile::is_unsaved(
+        &staging[0]
+    ));
+    let all = std::fs::read_dir(m.home.join("cache/mega-mount/staging")).unwrap();
+    let beside = all
+        .map(|e| e.unwrap().path())
+        .filter(|p| !mega_mount::transfer::StagedFile::is_blank(p))
+        .count();
+    assert_eq!(beside, 1, "one file per staging file (spares aside)");
     let c = env.login("q@example.com").await;
     let (staged, origin) =
         mega_mount::transfer::staged::StagedFile::open(&staging[0], &c.session().master_key)
@@ -1019,12 +1030,15 @@ async fn sigterm_during_an_upload_loses_nothing_acknowledged() {
     }
 }
 
-/// The staging files (not the key files beside them) in a staging directory.
+/// The staging files (not an upload's record beside one, nor a spare: an emptied staging
+/// file kept for reuse) in a staging directory.
 fn staging_files(dir: &std::path::Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_none())
+                .filter(|p| {
+                    p.extension().is_none() && !mega_mount::transfer::StagedFile::is_blank(p)
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -69,7 +69,7 @@ impl MegaFs {
     pub(super) fn attr_of(&self, ino: u64, n: &Node) -> Attr {
         let kind = Kind::of(n);
         // A stored mode is shown as it is; the mount's umask shapes only the defaults.
-        let mut perm = match n.mode {
+        let mut perm = match self.queued_mode(ino).or(n.mode) {
             Some(m) => m & crate::tree::posix::PERM,
             None if kind == Kind::Dir => 0o777 & !self.cfg.umask,
             None => 0o666 & !self.cfg.umask,

@@ -49,6 +49,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::client::Client;
+use crate::transfer::StagingDir;
 use crate::tree::{Node, NodeHandle};
 use cache::BlockCache;
 use inodes::{Inodes, Target};
@@ -147,6 +148,8 @@ pub struct MegaFs {
     modes: Mutex<HashMap<u64, u32>>,
     /// Symbolic link targets read or made (see [`posix`]).
     links: Mutex<HashMap<NodeHandle, Vec<u8>>>,
+    /// The staging directory, with its spare files (see [`StagingDir`]).
+    staging: StagingDir,
 }
 
 impl MegaFs {
@@ -171,6 +174,7 @@ impl MegaFs {
             quota: crate::client::quota::QuotaPause::new(true),
             modes: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            staging: StagingDir::new(cfg.cache_dir.join(write::STAGING_DIR)),
             wb: cfg
                 .writeback
                 .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),

@@ -38,8 +38,9 @@ impl MegaFs {
     }
 
     /// `chmod`: the permission bits of a file, link or folder. Changing attributes takes full
-    /// access in a share (MEGA's rule).
-    pub async fn chmod(&self, ino: u64, mode: u32) -> Result<Attr> {
+    /// access in a share (MEGA's rule). With write-back, a node's new mode is sent in the
+    /// background (see [`super::writeback`]).
+    pub async fn chmod(self: &std::sync::Arc<Self>, ino: u64, mode: u32) -> Result<Attr> {
         self.writable()?;
         let _file = self.lock_files(&[ino]).await;
         match self.target(ino)? {
@@ -51,7 +52,10 @@ impl MegaFs {
                     return Err(FsError::NotPermitted); // a root
                 }
                 self.may_change(&h, Access::Full)?;
-                self.client.set_mode(&h, mode).await?;
+                let perm = mode & posix::PERM;
+                if !self.queue_mode(ino, perm) {
+                    self.client.set_mode(&h, perm).await?;
+                }
             }
         }
         self.getattr(ino)

@@ -306,19 +306,17 @@ impl MegaFs {
     }
 
     /// A new staging file (0600) for writes to the file at `origin` (its MEGA path), which is
-    /// noted beside it in `<staging>.path`, so that a staging file left by a crash or an
-    /// abandoned handle says what it was.
+    /// noted in its header, so that a staging file left by a crash or an abandoned handle
+    /// says what it was.
     fn new_staging(&self, origin: &str) -> Result<StagedFile> {
-        let path = self
-            .cfg
-            .cache_dir
-            .join(STAGING_DIR)
-            .join(format!("{:016x}", rand::random::<u64>()));
-        Ok(StagedFile::create(
-            &path,
-            &self.client.session().master_key,
-            origin,
-        )?)
+        Ok(self
+            .staging
+            .create(&self.client.session().master_key, origin)?)
+    }
+
+    /// Drops the spare staging files (at unmount: a clean exit leaves nothing behind).
+    pub fn clear_spares(&self) {
+        self.staging.clear();
     }
 
     fn unsaved(&self, staging: &Path) -> Unsaved {
@@ -719,6 +717,11 @@ impl MegaFs {
     pub async fn recover_unsaved(&self) -> Vec<Recovered> {
         let mut out = Vec::new();
         for u in self.leftover_staging() {
+            if StagedFile::is_blank(&u.staging) {
+                // A spare (or a header never written): nothing in it, nothing to say.
+                StagedFile::remove(&u.staging);
+                continue;
+            }
             if !StagedFile::is_unsaved(&u.staging) {
                 StagedFile::remove(&u.staging);
                 out.push(Recovered::Unchanged {
@@ -903,7 +906,14 @@ impl MegaFs {
         let staging = w.staged().path().to_path_buf();
         match r {
             Ok(()) => {
-                StagedFile::remove(&staging);
+                // Kept for the next staging file if nothing else holds it (a read of
+                // unsaved writes that began before the handle left the table).
+                match Arc::try_unwrap(w) {
+                    Ok(w) => self
+                        .staging
+                        .retire(w.staged.into_inner().unwrap_or_else(|e| e.into_inner())),
+                    Err(_) => StagedFile::remove(&staging),
+                }
                 Ok(())
             }
             Err(e) => Err(FsError::Unsaved {

@@ -17,6 +17,12 @@
 //! to `--grace`); `df` counts queued bytes as used, and a status file (`writeback.json` in
 //! the cache directory, rewritten at most four times a second) lists what is waiting, by
 //! inode number.
+//!
+//! A `chmod` of a node (tar sets every folder's mode after filling it) is written back too:
+//! it returns at once, the mount shows the new mode from then on, and a task per file sends
+//! the latest mode asked for (one after the other per file, to the node the file is then:
+//! after a new version, the new one). `fsync` of the file and the drain wait for it. A mode
+//! MEGA refuses after the last attempt is logged and no longer shown.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,6 +60,8 @@ struct State {
     status_due: bool,
     /// The last error of a handle whose upload failed and will be tried again.
     errors: HashMap<u64, (u32, String)>,
+    /// Modes (permission bits) asked for by `chmod` and not on MEGA yet, by inode.
+    modes: HashMap<u64, u32>,
 }
 
 #[derive(Default)]
@@ -220,10 +228,101 @@ impl MegaFs {
         self.status_changed();
     }
 
-    /// Waits until no close of `ino` is queued or uploading.
+    /// Waits until no close or mode change of `ino` is queued or being sent.
     pub(super) async fn wait_queued(&self, ino: u64) {
-        self.wait_queue(None, |st| !st.files.contains_key(&ino))
-            .await;
+        self.wait_queue(None, |st| {
+            !st.files.contains_key(&ino) && !st.modes.contains_key(&ino)
+        })
+        .await;
+    }
+
+    /// With write-back, queues `chmod` of the node `ino` (its permission bits): false (nothing
+    /// done) if write-back is off.
+    pub(super) fn queue_mode(self: &Arc<Self>, ino: u64, perm: u32) -> bool {
+        let Some(wb) = &self.wb else {
+            return false;
+        };
+        let start = {
+            let mut st = wb.state();
+            let start = st.modes.insert(ino, perm).is_none();
+            if start {
+                st.waiting += 1;
+            }
+            start
+        };
+        if start {
+            let fs = self.clone();
+            tokio::spawn(async move { fs.send_modes(ino).await });
+        }
+        self.status_changed();
+        true
+    }
+
+    /// The permission bits a queued `chmod` of `ino` set, until MEGA has them.
+    pub(super) fn queued_mode(&self, ino: u64) -> Option<u32> {
+        self.wb.as_ref()?.state().modes.get(&ino).copied()
+    }
+
+    /// Sends the queued mode of `ino` until the one on MEGA is the last one asked for.
+    async fn send_modes(self: Arc<Self>, ino: u64) {
+        let Some(wb) = &self.wb else {
+            return;
+        };
+        let mut attempt = 1;
+        loop {
+            let Some(perm) = wb.state().modes.get(&ino).copied() else {
+                return;
+            };
+            let sent = {
+                // After any commit of the file (it names the node the mode goes to).
+                let _file = self.lock_files(&[ino]).await;
+                match self.target(ino) {
+                    Ok(Target::Node(h)) => self
+                        .client
+                        .set_mode(&h, perm)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    // Unlinked meanwhile, or not a node (it was one when queued).
+                    _ => Ok(()),
+                }
+            };
+            let done = match sent {
+                Ok(()) => true,
+                Err(e) if attempt < ATTEMPTS => {
+                    let wait = Duration::from_secs((1u64 << attempt).min(60));
+                    tracing::warn!(
+                        "{}: changing the mode failed ({e}); trying again in {} s",
+                        self.shown_path(ino),
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "{}: the mode could not be changed after {attempt} attempts ({e})",
+                        self.shown_path(ino)
+                    );
+                    wb.state().modes.remove(&ino);
+                    true
+                }
+            };
+            if done {
+                let mut st = wb.state();
+                // A chmod that came meanwhile is sent next.
+                if st.modes.get(&ino) == Some(&perm) {
+                    st.modes.remove(&ino);
+                }
+                if !st.modes.contains_key(&ino) {
+                    st.waiting = st.waiting.saturating_sub(1);
+                    drop(st);
+                    self.status_changed();
+                    return;
+                }
+                attempt = 1;
+            }
+        }
     }
 
     /// Waits until the queue is empty, at most until `deadline`.
@@ -323,6 +422,14 @@ impl MegaFs {
                 }
             })
             .collect();
+        let modes: Vec<u64> = wb.state().modes.keys().copied().collect();
+        files.extend(modes.into_iter().map(|ino| StatusEntry {
+            ino,
+            bytes: 0,
+            state: "mode",
+            attempts: None,
+            error: None,
+        }));
         files.sort_by_key(|f| f.ino);
         let status = Status {
             waiting: files.len(),

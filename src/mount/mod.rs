@@ -406,6 +406,7 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     }
     let _ = session.join();
     report_unsaved(&rt.block_on(fs.drain(grace)), UNSAVED);
+    fs.clear_spares();
     // A tree cache still being written (a short first run) is finished, for a warm next start.
     rt.block_on(fs.client().finish_cache_write());
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -36,7 +36,7 @@ use crate::api::{ApiError, ErrorCode, Failure, GiveUp, RetryConfig};
 
 pub use content::Content;
 pub use fetch::{Source, UrlRefresher};
-pub use staged::{Closed, Sealed, StagedFile};
+pub use staged::{Closed, Sealed, StagedFile, StagingDir};
 
 /// MEGA's chunk schedule (chunks of 128 KiB growing to 1 MiB): where chunks start, which
 /// chunk holds an offset, how many a file has.

@@ -1,9 +1,17 @@
 //! A file's new content while it is being written (the mount's staging files), kept on local
 //! disk only as ciphertext: it is encrypted, as it is written, with the key of the version it
 //! will become (AES-CTR is seekable, so writes at any offset cost one keystream pass), and that
-//! key is stored beside it wrapped with the account's master key, together with the MEGA path
-//! it is for (encrypted with the same key). Nothing in the staging directory is readable
-//! without the account.
+//! key is stored in the file's header wrapped with the account's master key, together with the
+//! MEGA path it is for (encrypted with the same key). Nothing in the staging directory is
+//! readable without the account.
+//!
+//! One staging file is one file on disk (creating and deleting files is most of what a small
+//! file costs the mount, see `doc/BENCHMARKS.md`): a header — [`MAGIC`], the content's offset,
+//! the wrapped key and the note, and a state slot saying whether the file holds writes MEGA
+//! does not have ([`State`]), rewritten in place — then the content from a 4 KiB boundary.
+//! Staging files of earlier versions (content alone, the key in `<staging>.key` and the state
+//! in `<staging>.unsaved` beside it) are still read, for the crash recovery of the first start
+//! after an upgrade; they are never written.
 //!
 //! The chunk MACs of the content are kept per chunk: computed while the file is filled
 //! sequentially (the previous version's content when a file is opened for writing), marked
@@ -18,9 +26,9 @@
 //! may have been sent before the crash). So no two uploads share a (key, nonce), and no local
 //! ciphertext shares a key with content the server holds but the one upload it was made for.
 //!
-//! Invariants: the staging file and its key file are created 0600 and never over an existing
-//! file; a chunk MAC is either fresh (the chunk has not changed since) or absent; a spent file
-//! is not sent again.
+//! Invariants: a staging file is created 0600 and never over an existing file; its header is
+//! written before any content; a chunk MAC is either fresh (the chunk has not changed since)
+//! or absent; a spent file is not sent again; a state slot that does not read means unsaved.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -40,7 +48,16 @@ use crate::local::names::create_private;
 /// Bytes encrypted or read per step when filling or extending.
 const STEP: usize = 1 << 20;
 
-/// What is stored beside a staging file (`<staging>.key`).
+/// The first bytes of a staging file in the one-file layout.
+pub const MAGIC: &[u8; 8] = b"mmstage2";
+/// The content starts at a multiple of this, after the header.
+const ALIGN: u64 = 4096;
+/// The state slot: the header's last 512 bytes (one sector, rewritten in place).
+const SLOT: usize = 512;
+/// A header longer than this is damage, not a staging file.
+const MAX_HEADER: u64 = 1 << 20;
+
+/// The key record: in the header (`v` 2), or in `<staging>.key` of earlier versions (`v` 1).
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     v: u32,
@@ -50,15 +67,153 @@ struct KeyFile {
     note: String,
 }
 
+/// An earlier version's key file beside its staging file.
 fn key_file(staging: &Path) -> PathBuf {
     staging.with_extension("key")
 }
 
-/// Present beside a staging file while it holds writes MEGA does not have yet: empty while
-/// the file is open, a [`Closed`] record once its handle was closed with the upload still to
-/// come (write-back).
+/// An earlier version's marker beside a staging file holding writes MEGA does not have yet:
+/// empty while the file was open, a [`Closed`] record once its handle was closed.
 fn unsaved_marker(staging: &Path) -> PathBuf {
     staging.with_extension("unsaved")
+}
+
+/// What a staging file holds that MEGA does not have (its header's state slot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Nothing: never changed, or its last change was committed.
+    Saved,
+    /// Writes of a handle still open (also what a slot that does not read means).
+    Unsaved,
+    /// Writes of a closed handle whose upload was queued (write-back): final content.
+    Closed(Closed),
+}
+
+impl State {
+    /// The slot: a tag (0 saved, 1 unsaved, 2 closed), the record's length (u16 LE), the
+    /// record (JSON, closed only), a CRC-32 of all that.
+    fn encode(&self) -> std::io::Result<[u8; SLOT]> {
+        let (tag, record) = match self {
+            State::Saved => (0u8, Vec::new()),
+            State::Unsaved => (1, Vec::new()),
+            State::Closed(c) => (2, serde_json::to_vec(c).map_err(io_other_err)?),
+        };
+        if record.len() > SLOT - 7 {
+            return Err(io_other("a staging file's state does not fit its slot"));
+        }
+        let mut slot = [0u8; SLOT];
+        slot[0] = tag;
+        slot[1..3].copy_from_slice(&(record.len() as u16).to_le_bytes());
+        slot[3..3 + record.len()].copy_from_slice(&record);
+        let end = 3 + record.len();
+        let crc = crc32fast::hash(&slot[..end]);
+        slot[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        Ok(slot)
+    }
+
+    /// The state a slot says; one that does not read (a torn or damaged write) is unsaved:
+    /// recovered beside the original, never in place, never dropped.
+    fn decode(slot: &[u8]) -> State {
+        let read = || -> Option<State> {
+            let len = u16::from_le_bytes(slot.get(1..3)?.try_into().ok()?) as usize;
+            let end = 3 + len;
+            let crc = u32::from_le_bytes(slot.get(end..end + 4)?.try_into().ok()?);
+            if crc32fast::hash(slot.get(..end)?) != crc {
+                return None;
+            }
+            match (slot[0], len) {
+                (0, 0) => Some(State::Saved),
+                (1, 0) => Some(State::Unsaved),
+                (2, _) => serde_json::from_slice(&slot[3..end])
+                    .ok()
+                    .map(State::Closed),
+                _ => None,
+            }
+        };
+        read().unwrap_or(State::Unsaved)
+    }
+}
+
+/// What a file in the staging directory is, from its first bytes.
+enum Probe {
+    /// The one-file layout: the content's offset, the key record, the state.
+    Header {
+        data: u64,
+        kf: KeyFile,
+        state: State,
+    },
+    /// An earlier version's: content alone, key and state beside it.
+    Sidecars,
+    /// An older version's plaintext staging file (no key anywhere).
+    Plain,
+    /// Empty with no key: a staging file whose header was never written.
+    Empty,
+    /// Has the magic but not a readable header.
+    Damaged(String),
+}
+
+/// Reads until `buf` is full or the file ends; the count read.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
+
+fn probe(path: &Path) -> std::io::Result<Probe> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut head = [0u8; 16];
+    let got = read_full_at(&file, &mut head, 0)?;
+    if got >= MAGIC.len() && &head[..MAGIC.len()] == MAGIC {
+        return Ok(read_header(&file, &head[..got], size).unwrap_or_else(Probe::Damaged));
+    }
+    Ok(if key_file(path).exists() {
+        Probe::Sidecars
+    } else if size == 0 {
+        Probe::Empty
+    } else {
+        Probe::Plain
+    })
+}
+
+/// The header of a file that starts with the magic (`head`: its first 16 bytes).
+fn read_header(file: &std::fs::File, head: &[u8], size: u64) -> Result<Probe, String> {
+    let word = |at: usize| -> Result<u64, String> {
+        head.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_le_bytes(b) as u64)
+            .ok_or_else(|| "the staging file's header is cut short".to_string())
+    };
+    let (data, len) = (word(8)?, word(12)?);
+    if !(ALIGN..=MAX_HEADER).contains(&data) || data % ALIGN != 0 || data > size {
+        return Err(format!(
+            "the staging file's header says its content starts at {data}"
+        ));
+    }
+    if 16 + len + SLOT as u64 > data {
+        return Err("the staging file's key record does not fit its header".into());
+    }
+    let mut rec = vec![0u8; len as usize];
+    let mut slot = [0u8; SLOT];
+    let short = |e: std::io::Error| e.to_string();
+    if read_full_at(file, &mut rec, 16).map_err(short)? != rec.len()
+        || read_full_at(file, &mut slot, data - SLOT as u64).map_err(short)? != SLOT
+    {
+        return Err("the staging file's header is cut short".into());
+    }
+    let kf: KeyFile =
+        serde_json::from_slice(&rec).map_err(|_| "the staging file's key record is not valid")?;
+    Ok(Probe::Header {
+        data,
+        kf,
+        state: State::decode(&slot),
+    })
 }
 
 /// Beside a spent staging file while its upload runs (`<staging>.upload`): the URL, then a
@@ -156,10 +311,13 @@ pub struct StagedFile {
     /// Held while the length may change (writes, truncations), so that filling the gap a
     /// write past the end leaves never races another write.
     extent: Mutex<()>,
-    /// The MEGA path it is for (also in the key file, encrypted).
+    /// The MEGA path it is for (also in the header, encrypted).
     origin: String,
     /// An upload of it started: its key is not used for another.
     spent: AtomicBool,
+    /// Where the content starts in the file (after the header; 0 for an earlier version's
+    /// staging file, whose key and state are beside it).
+    data: u64,
 }
 
 impl std::fmt::Debug for StagedFile {
@@ -180,31 +338,67 @@ pub struct Sealed {
 
 impl StagedFile {
     /// A new, empty staging file at `path` (0600, failing if it exists) for the MEGA path
-    /// `origin`, with a fresh key wrapped by `master` beside it.
+    /// `origin`, with a fresh key wrapped by `master` in its header. Not synced: what makes
+    /// its content durable ([`set_closed`](Self::set_closed)) syncs the header with it.
     pub fn create(path: &Path, master: &MasterKey, origin: &str) -> std::io::Result<StagedFile> {
+        let (key, kf) = Self::new_key(master, origin);
+        let file = create_private(path)?;
+        Self::write_header(path, file, key, kf, origin).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
+    }
+
+    /// [`create`](Self::create) over an empty file of ours that is already open (a spare).
+    fn create_in(
+        path: &Path,
+        file: std::fs::File,
+        master: &MasterKey,
+        origin: &str,
+    ) -> std::io::Result<StagedFile> {
+        if file.metadata()?.len() != 0 {
+            return Err(io_other("a spare staging file is not empty"));
+        }
+        let (key, kf) = Self::new_key(master, origin);
+        Self::write_header(path, file, key, kf, origin)
+    }
+
+    /// A fresh key (never the all-zero one) and its record: wrapped, with the note.
+    fn new_key(master: &MasterKey, origin: &str) -> (FileKey, KeyFile) {
         let mut key = FileKey::random();
         while key.is_zero_key() {
             key = FileKey::random();
         }
-        let file = create_private(path)?;
         let mut attrs = Map::new();
         attrs.insert("path".into(), json!(origin));
         let kf = KeyFile {
-            v: 1,
+            v: 2,
             key: b64::encode(&master.0.wrap(&key.pack())),
             note: b64::encode(&attr::encrypt(&key.aes, &attrs)),
         };
-        let written = create_private(&key_file(path)).and_then(|mut f| {
-            let text = serde_json::to_vec(&kf).map_err(io_other_err)?;
-            std::io::Write::write_all(&mut f, &text)?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(path);
-            let _ = std::fs::remove_file(key_file(path));
-            return Err(e);
+        (key, kf)
+    }
+
+    /// Writes the header into an empty file: it becomes a staging file with no content.
+    fn write_header(
+        path: &Path,
+        file: std::fs::File,
+        key: FileKey,
+        kf: KeyFile,
+        origin: &str,
+    ) -> std::io::Result<StagedFile> {
+        let rec = serde_json::to_vec(&kf).map_err(io_other_err)?;
+        let data = (16 + rec.len() as u64 + SLOT as u64).div_ceil(ALIGN) * ALIGN;
+        if data > MAX_HEADER {
+            return Err(io_other("the file's path is too long for a staging file"));
         }
-        Ok(StagedFile::with(path, file, key, origin, false))
+        let mut head = vec![0u8; data as usize];
+        head[..8].copy_from_slice(MAGIC);
+        head[8..12].copy_from_slice(&(data as u32).to_le_bytes());
+        head[12..16].copy_from_slice(&(rec.len() as u32).to_le_bytes());
+        head[16..16 + rec.len()].copy_from_slice(&rec);
+        head[data as usize - SLOT..].copy_from_slice(&State::Saved.encode()?);
+        file.write_all_at(&head, 0)?;
+        Ok(StagedFile::with(path, file, key, origin, false, data))
     }
 
     fn with(
@@ -213,6 +407,7 @@ impl StagedFile {
         key: FileKey,
         origin: &str,
         spent: bool,
+        data: u64,
     ) -> StagedFile {
         StagedFile {
             path: path.to_path_buf(),
@@ -223,7 +418,48 @@ impl StagedFile {
             extent: Mutex::new(()),
             origin: origin.to_string(),
             spent: AtomicBool::new(spent),
+            data,
         }
+    }
+
+    /// Writes content bytes (ciphertext) at the content offset `at`.
+    fn put(&self, buf: &[u8], at: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, self.data + at)
+    }
+
+    /// Reads content bytes (ciphertext) at the content offset `at`, fewer at the end.
+    fn get(&self, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+        read_full_at(&self.file, buf, self.data + at)
+    }
+
+    /// What the file holds that MEGA does not have, as its state slot (or, for an earlier
+    /// version's file, the marker beside it) says.
+    fn state(&self) -> State {
+        if self.data == 0 {
+            return Self::closed(&self.path).map_or_else(
+                || match unsaved_marker(&self.path).exists() {
+                    true => State::Unsaved,
+                    false => State::Saved,
+                },
+                State::Closed,
+            );
+        }
+        let mut slot = [0u8; SLOT];
+        match read_full_at(&self.file, &mut slot, self.data - SLOT as u64) {
+            Ok(SLOT) => State::decode(&slot),
+            _ => State::Unsaved,
+        }
+    }
+
+    /// Rewrites the state slot in place (not synced).
+    fn set_state(&self, state: &State) -> std::io::Result<()> {
+        if self.data == 0 {
+            return Err(io_other(
+                "an earlier version's staging file is only read, never changed",
+            ));
+        }
+        self.file
+            .write_all_at(&state.encode()?, self.data - SLOT as u64)
     }
 
     /// Whether an upload of this file started: its key must not be used again.
@@ -263,7 +499,7 @@ impl StagedFile {
                     return Err(io_other("the staging file changed while it was re-keyed"));
                 }
                 let macs = mac::encrypt_piece(&fresh.cipher, &fresh.key.nonce, at, &mut buf);
-                fresh.file.write_all_at(&buf, at)?;
+                fresh.put(&buf, at)?;
                 let mut m = fresh.macs();
                 for (i, v) in macs.into_iter().enumerate() {
                     m.fresh.insert(first + i as u64, v);
@@ -273,13 +509,13 @@ impl StagedFile {
             if fresh.len()? != size {
                 return Err(io_other("the staging file changed while it was re-keyed"));
             }
-            fresh.file.sync_data()?;
-            let marker = unsaved_marker(&self.path);
-            if marker.exists() {
-                match Self::closed(&self.path) {
-                    Some(c) => fresh.set_closed(&c)?,
-                    None => fresh.set_unsaved(true)?,
+            match self.state() {
+                State::Saved => fresh.file.sync_data()?,
+                State::Unsaved => {
+                    fresh.set_unsaved(true)?;
+                    fresh.file.sync_data()?;
                 }
+                State::Closed(c) => fresh.set_closed(&c)?,
             }
             Ok(())
         })();
@@ -287,9 +523,8 @@ impl StagedFile {
             StagedFile::remove(&path);
             return Err(e);
         }
-        // The marker goes last: a crash before it leaves both files marked (recovered
+        // The old file goes last: a crash before it leaves both files marked (recovered
         // twice), never neither.
-        let _ = std::fs::remove_file(unsaved_marker(&self.path));
         StagedFile::remove(&self.path);
         Ok(fresh)
     }
@@ -303,11 +538,21 @@ impl StagedFile {
     /// returns it with the MEGA path it was for. It counts as spent: the run that left it may
     /// have sent it.
     pub fn open(path: &Path, master: &MasterKey) -> std::io::Result<(StagedFile, String)> {
-        let text = std::fs::read(key_file(path))?;
-        let kf: KeyFile = serde_json::from_slice(&text)
-            .map_err(|_| io_other("the staging key file is not valid"))?;
-        if kf.v != 1 {
-            return Err(io_other(format!("staging key file version {}", kf.v)));
+        let (kf, data) = match probe(path)? {
+            Probe::Header { data, kf, .. } => (kf, data),
+            Probe::Sidecars => {
+                let text = std::fs::read(key_file(path))?;
+                let kf: KeyFile = serde_json::from_slice(&text)
+                    .map_err(|_| io_other("the staging key file is not valid"))?;
+                (kf, 0)
+            }
+            Probe::Damaged(why) => return Err(io_other(why)),
+            Probe::Plain | Probe::Empty => {
+                return Err(io_other("the staging file has no key"));
+            }
+        };
+        if kf.v != if data == 0 { 1 } else { 2 } {
+            return Err(io_other(format!("staging key record version {}", kf.v)));
         }
         let wrapped = b64::decode(&kf.key, "staging key").map_err(io_other_err)?;
         let raw = master
@@ -328,7 +573,7 @@ impl StagedFile {
             .read(true)
             .write(true)
             .open(path)?;
-        let staged = StagedFile::with(path, file, key, &origin, true);
+        let staged = StagedFile::with(path, file, key, &origin, true, data);
         Ok((staged, origin))
     }
 
@@ -337,51 +582,56 @@ impl StagedFile {
         Self::open(path, master).ok().map(|(_, o)| o)
     }
 
-    /// Whether a staging file has its key beside it (older versions staged plaintext).
+    /// Whether a staging file has a key (in its header, or beside it for an earlier version;
+    /// older versions staged plaintext). A damaged header counts as having one: such a file
+    /// is never taken for plaintext.
     pub fn has_key(path: &Path) -> bool {
-        key_file(path).exists()
+        matches!(
+            probe(path),
+            Ok(Probe::Header { .. } | Probe::Sidecars | Probe::Damaged(_))
+        )
     }
 
-    /// Records on disk whether the staging file holds writes MEGA does not have yet, so that
-    /// after a crash only those are recovered (not a file that was merely open for writing,
-    /// or whose last change was already committed).
+    /// Records in the header whether the staging file holds writes MEGA does not have yet,
+    /// so that after a crash only those are recovered (not a file that was merely open for
+    /// writing, or whose last change was already committed).
     pub fn set_unsaved(&self, unsaved: bool) -> std::io::Result<()> {
-        let marker = unsaved_marker(&self.path);
-        if unsaved {
-            match create_private(&marker) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-                _ => Ok(()),
-            }
+        self.set_state(if unsaved {
+            &State::Unsaved
         } else {
-            match std::fs::remove_file(&marker) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        }
+            &State::Saved
+        })
     }
 
     /// Marks the staging file as holding unsaved writes of a closed handle (see [`Closed`]),
-    /// synced to disk with its content: what a crash leaves is then recovered as final.
+    /// synced to disk with its content: what a crash leaves is then recovered as final. The
+    /// content is synced before the state says so, so the state never runs ahead of it.
     ///
-    /// The marker is rewritten in place (no new file per close: creating and deleting files
-    /// is most of what a small file costs here): a crash half-way leaves it empty or
-    /// unreadable, which only means "unsaved", recovered beside the original.
+    /// The slot is rewritten in place (no new file per close: creating and deleting files is
+    /// most of what a small file costs here): a crash half-way leaves it unreadable, which
+    /// only means "unsaved", recovered beside the original.
     pub fn set_closed(&self, closed: &Closed) -> std::io::Result<()> {
         self.file.sync_data()?;
-        let text = serde_json::to_vec(closed).map_err(io_other_err)?;
-        let f = crate::local::names::open_private(&unsaved_marker(&self.path))?;
-        f.set_len(0)?;
-        f.write_all_at(&text, 0)?;
-        f.sync_all()
+        self.set_state(&State::Closed(closed.clone()))?;
+        self.file.sync_data()
     }
 
     /// The [`Closed`] record of a staging file an earlier run left, if its handle was closed.
     pub fn closed(path: &Path) -> Option<Closed> {
-        let text = std::fs::read(unsaved_marker(path)).ok()?;
-        if text.is_empty() {
-            return None;
+        match probe(path).ok()? {
+            Probe::Header {
+                state: State::Closed(c),
+                ..
+            } => Some(c),
+            Probe::Sidecars => {
+                let text = std::fs::read(unsaved_marker(path)).ok()?;
+                if text.is_empty() {
+                    return None;
+                }
+                serde_json::from_slice(&text).ok()
+            }
+            _ => None,
         }
-        serde_json::from_slice(&text).ok()
     }
 
     /// Starts the record of this (spent) file's upload to `url` (see [`UploadRecord`]).
@@ -431,9 +681,22 @@ impl StagedFile {
     }
 
     /// Whether a staging file an earlier run left holds writes that were never committed
-    /// (plaintext staging files of older versions always count as such).
+    /// (plaintext staging files of older versions always count as such, and so does a file
+    /// whose header or state does not read; an empty one whose header was never written does
+    /// not).
     pub fn is_unsaved(path: &Path) -> bool {
-        !Self::has_key(path) || unsaved_marker(path).exists()
+        match probe(path) {
+            Ok(Probe::Header { state, .. }) => state != State::Saved,
+            Ok(Probe::Sidecars) => unsaved_marker(path).exists(),
+            Ok(Probe::Empty) => false,
+            Ok(Probe::Plain | Probe::Damaged(_)) | Err(_) => true,
+        }
+    }
+
+    /// Whether a file in the staging directory is empty with no key: a spare a crash left,
+    /// or a staging file whose header was never written. It holds nothing.
+    pub fn is_blank(path: &Path) -> bool {
+        matches!(probe(path), Ok(Probe::Empty))
     }
 
     /// Whether `path` is a staging file (not one of the files beside one).
@@ -445,7 +708,7 @@ impl StagedFile {
         &self.path
     }
 
-    /// Removes the staging file and the key beside it.
+    /// Removes the staging file and what may be beside it.
     pub fn remove(path: &Path) {
         let _ = std::fs::remove_file(path);
         let _ = std::fs::remove_file(key_file(path));
@@ -455,8 +718,9 @@ impl StagedFile {
         let _ = std::fs::remove_file(path.with_extension("path"));
     }
 
+    /// The content's length.
     pub fn len(&self) -> std::io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.file.metadata()?.len().saturating_sub(self.data))
     }
 
     pub fn is_empty(&self) -> std::io::Result<bool> {
@@ -482,7 +746,7 @@ impl StagedFile {
             self.zero_fill(len, offset)?;
         }
         self.macs().stale(offset, offset + buf.len() as u64);
-        self.file.write_all_at(&buf, offset)
+        self.put(&buf, offset)
     }
 
     /// Writes encrypted zeros over `[from, to)`.
@@ -493,7 +757,7 @@ impl StagedFile {
             let n = ((to - at) as usize).min(STEP);
             let mut buf = zeros[..n].to_vec();
             ctr_apply(&self.cipher, &self.key.nonce, at, &mut buf);
-            self.file.write_all_at(&buf, at)?;
+            self.put(&buf, at)?;
             at += n as u64;
         }
         // The chunk that was the last one may have grown.
@@ -504,14 +768,7 @@ impl StagedFile {
     /// Reads up to `len` bytes of plaintext at `offset` (fewer at the end).
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            let n = self.file.read_at(&mut buf[got..], offset + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
+        let got = self.get(&mut buf, offset)?;
         buf.truncate(got);
         ctr_apply(&self.cipher, &self.key.nonce, offset, &mut buf);
         Ok(buf)
@@ -522,7 +779,7 @@ impl StagedFile {
         let _extent = self.extent();
         let old = self.len()?;
         if size <= old {
-            self.file.set_len(size)?;
+            self.file.set_len(self.data + size)?;
             // The chunk now cut short changed; the ones past the end are gone.
             self.macs().stale(size.saturating_sub(1), old);
             return Ok(());
@@ -564,7 +821,7 @@ impl StagedFile {
     fn fill_chunk(&self, start: u64, mut chunk: Vec<u8>) -> std::io::Result<()> {
         let m = mac::chunk_mac(&self.cipher, &self.key.nonce, &chunk);
         ctr_apply(&self.cipher, &self.key.nonce, start, &mut chunk);
-        self.file.write_all_at(&chunk, start)?;
+        self.put(&chunk, start)?;
         self.macs().fresh.insert(mac::chunk_index(start), m);
         Ok(())
     }
@@ -572,7 +829,7 @@ impl StagedFile {
     /// The ciphertext of `[start, start + len)` as it will be uploaded.
     pub fn ciphertext(&self, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut buf, start)?;
+        self.file.read_exact_at(&mut buf, self.data + start)?;
         Ok(buf)
     }
 
@@ -647,6 +904,78 @@ impl StagedFile {
         }
         let crc = crate::crypto::fingerprint::crc(&mut Plain(self), size)?;
         Ok(Fingerprint { crc, mtime })
+    }
+}
+
+/// Spare staging files kept per staging directory.
+const SPARES: usize = 64;
+
+/// A staging directory, and the emptied staging files it keeps for the next ones.
+///
+/// Creating and deleting a file per small file written is most of what it costs here (the
+/// filesystem allocates and frees an inode each time; on ext4 without a journal, each new
+/// inode is checked against every recently deleted one), so a staging file whose upload is
+/// done and that nobody else holds is emptied (`ftruncate` to 0: its ciphertext is gone) and
+/// kept open, up to [`SPARES`] of them, for the next new staging file, which writes a fresh
+/// header with a fresh key over it. An empty file with no header is what a spare looks like
+/// after a crash: [`StagedFile::is_blank`], removed at the next start.
+pub struct StagingDir {
+    dir: PathBuf,
+    spares: Mutex<Vec<(PathBuf, std::fs::File)>>,
+}
+
+impl StagingDir {
+    pub fn new(dir: PathBuf) -> StagingDir {
+        StagingDir {
+            dir,
+            spares: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, std::fs::File)>> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new, empty staging file for the MEGA path `origin` (see [`StagedFile::create`]): a
+    /// spare one if there is one, else a new file with a random name.
+    pub fn create(&self, master: &MasterKey, origin: &str) -> std::io::Result<StagedFile> {
+        let spare = self.spares().pop();
+        if let Some((path, file)) = spare {
+            match StagedFile::create_in(&path, file, master, origin) {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::debug!("a spare staging file could not be reused: {e}");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let path = self.dir.join(format!("{:016x}", rand::random::<u64>()));
+        StagedFile::create(&path, master, origin)
+    }
+
+    /// Takes back a staging file whose writes are on MEGA (or discarded): kept as a spare if
+    /// nobody else holds it and there is room, else removed.
+    pub fn retire(&self, staged: std::sync::Arc<StagedFile>) {
+        let staged = match std::sync::Arc::try_unwrap(staged) {
+            Ok(s) if s.data != 0 => s,
+            Ok(s) => return StagedFile::remove(&s.path),
+            // Someone still reads it: removed, their descriptor keeps the content.
+            Err(shared) => return StagedFile::remove(&shared.path),
+        };
+        let _ = std::fs::remove_file(upload_record(&staged.path));
+        let mut spares = self.spares();
+        if spares.len() >= SPARES || staged.file.set_len(0).is_err() {
+            drop(spares);
+            return StagedFile::remove(&staged.path);
+        }
+        spares.push((staged.path, staged.file));
+    }
+
+    /// Removes the spare files (at unmount).
+    pub fn clear(&self) {
+        for (path, _) in self.spares().drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -852,15 +1181,94 @@ mod tests {
         s.set_closed(&c).unwrap();
         s.set_closed(&c).unwrap(); // rewritten in place
         assert_eq!(StagedFile::closed(&p), Some(c.clone()));
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "one file on disk: key and state are in its header"
+        );
         let fresh = s.rekey(&master()).unwrap();
         assert_eq!(StagedFile::closed(fresh.path()), Some(c));
         assert!(StagedFile::is_unsaved(fresh.path()));
-        std::fs::write(unsaved_marker(fresh.path()), b"{\"base\": ").unwrap();
+        assert_eq!(fresh.read_at(0, 100).unwrap(), b"final");
+        // A torn slot (the record cut short): not closed, still unsaved.
+        let slot_at = fresh.data - SLOT as u64 + 10;
+        fresh.file.write_all_at(b"\"base\": ", slot_at).unwrap();
         assert_eq!(StagedFile::closed(fresh.path()), None);
         assert!(StagedFile::is_unsaved(fresh.path()));
         fresh.set_unsaved(false).unwrap();
         assert!(!StagedFile::is_unsaved(fresh.path()));
+    }
+
+    /// A staging file of an earlier version (content alone; key and state beside it), as
+    /// the first start after an upgrade finds it: opened, its state read, re-keyed into the
+    /// one-file layout with the state carried over, and its files removed.
+    #[test]
+    fn an_earlier_versions_staging_file_is_read_and_rekeyed_into_one_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0123456789abcdef");
+        let key = FileKey::random();
+        let body = data(1_500_000, 9);
+        let mut c = body.clone();
+        ctr_apply(&cipher(&key.aes), &key.nonce, 0, &mut c);
+        std::fs::write(&p, &c).unwrap();
+        let mut attrs = Map::new();
+        attrs.insert("path".into(), json!("/old/file.txt"));
+        let kf = KeyFile {
+            v: 1,
+            key: b64::encode(&master().0.wrap(&key.pack())),
+            note: b64::encode(&attr::encrypt(&key.aes, &attrs)),
+        };
+        std::fs::write(key_file(&p), serde_json::to_vec(&kf).unwrap()).unwrap();
+        assert!(StagedFile::has_key(&p));
+        assert!(!StagedFile::is_unsaved(&p), "no marker: saved");
+        let closed = Closed {
+            base: None,
+            mtime: Some(7),
+        };
+        std::fs::write(unsaved_marker(&p), serde_json::to_vec(&closed).unwrap()).unwrap();
+        assert!(StagedFile::is_unsaved(&p));
+        assert_eq!(StagedFile::closed(&p), Some(closed.clone()));
+        let (old, origin) = StagedFile::open(&p, &master()).unwrap();
+        assert_eq!(origin, "/old/file.txt");
+        assert!(old.is_spent());
+        assert_eq!(old.len().unwrap(), body.len() as u64);
+        assert!(old.set_unsaved(true).is_err(), "never written");
+        let fresh = old.rekey(&master()).unwrap();
+        assert_eq!(fresh.read_at(0, 2_000_000).unwrap(), body);
+        assert_eq!(StagedFile::closed(fresh.path()), Some(closed));
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// What is not a readable staging file is never taken for plaintext or dropped: a header
+    /// with the magic but damage has "a key" (opening it fails) and counts as unsaved; an
+    /// empty file whose header was never written holds nothing.
+    #[test]
+    fn damaged_headers_are_errors_and_an_empty_file_holds_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let s = StagedFile::create(&p, &master(), "/x").unwrap();
+        s.write_at(0, b"content").unwrap();
+        drop(s);
+        let good = std::fs::read(&p).unwrap();
+        for (at, bytes) in [
+            (8usize, &[1u8, 0, 0, 0][..]), // content offset not aligned
+            (8, &[0, 0, 0, 64][..]),       // beyond any header
+            (12, &[0xff, 0xff, 0, 0][..]), // key record longer than the header
+            (16, &b"xx"[..]),              // key record not JSON
+        ] {
+            let mut bad = good.clone();
+            bad[at..at + bytes.len()].copy_from_slice(bytes);
+            std::fs::write(&p, &bad).unwrap();
+            assert!(StagedFile::has_key(&p), "at {at}");
+            assert!(StagedFile::is_unsaved(&p), "at {at}");
+            assert!(StagedFile::open(&p, &master()).is_err(), "at {at}");
+        }
+        std::fs::write(&p, &good[..100]).unwrap(); // cut short
+        assert!(StagedFile::open(&p, &master()).is_err());
+        assert!(StagedFile::is_unsaved(&p));
+        std::fs::write(&p, b"").unwrap();
+        assert!(!StagedFile::has_key(&p) && !StagedFile::is_unsaved(&p));
     }
 
     /// A re-keyed copy has the same plaintext under a new key and nonce, its MACs computed
@@ -905,6 +1313,47 @@ mod tests {
             again.read_at(1_000_000, 10).unwrap(),
             &body[1_000_000..1_000_010]
         );
+    }
+
+    /// A staging file whose upload is done is emptied and reused: the next one has the same
+    /// name, a fresh key and none of the old content; one somebody still holds is removed
+    /// instead (their descriptor keeps the content); spares look blank after a crash; at
+    /// most SPARES are kept, and `clear` removes them.
+    #[test]
+    fn spares_are_emptied_reused_under_a_fresh_key_and_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = StagingDir::new(d.path().to_path_buf());
+        let a = dir.create(&master(), "/a").unwrap();
+        a.write_at(0, b"old content").unwrap();
+        let (path, key) = (a.path().to_path_buf(), a.key.clone());
+        dir.retire(std::sync::Arc::new(a));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied");
+        assert!(StagedFile::is_blank(&path) && !StagedFile::is_unsaved(&path));
+        let b = dir.create(&master(), "/b").unwrap();
+        assert_eq!(b.path(), path, "the spare was reused");
+        assert_ne!(b.key.aes, key.aes);
+        assert_eq!(b.len().unwrap(), 0);
+        assert_eq!(b.read_at(0, 100).unwrap(), b"");
+        let (reopened, origin) = StagedFile::open(&path, &master()).unwrap();
+        assert_eq!(origin, "/b");
+        drop(reopened);
+        // Held elsewhere: removed, the holder still reads it.
+        b.write_at(0, b"kept").unwrap();
+        let b = std::sync::Arc::new(b);
+        let holder = b.clone();
+        dir.retire(b);
+        assert!(!path.exists());
+        assert_eq!(holder.read_at(0, 10).unwrap(), b"kept");
+        // Bounded.
+        let many: Vec<_> = (0..SPARES + 5)
+            .map(|i| dir.create(&master(), &format!("/{i}")).unwrap())
+            .collect();
+        for s in many {
+            dir.retire(std::sync::Arc::new(s));
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), SPARES);
+        dir.clear();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -307,7 +307,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
 /// and can run at the same time. The staged file's key is claimed first: a file whose key an
 /// earlier upload used is refused (it must be re-keyed), so no two uploads share a keystream.
 ///
-/// The upload is recorded beside the staging file as it goes (see
+/// An upload of more than one piece is recorded beside the staging file as it goes (see
 /// [`StagedFile::record_upload`]): a run that dies in the middle leaves what the next one
 /// needs to finish it ([`resume_staged`]).
 pub async fn send_staged(
@@ -326,15 +326,22 @@ pub async fn send_staged(
     // Claimed once the upload URL is there (an account over quota is refused before that,
     // and nothing was sent), before the first byte of ciphertext goes out.
     staged.spend()?;
-    let record = staged
-        .record_upload(&url)
-        .map_err(|e| {
-            tracing::warn!(
-                "{}: {e}; this upload cannot resume",
-                staged.path().display()
-            )
+    // An upload of one piece has nothing to carry on: its one acknowledgement is the
+    // completion (and a record would be one more file made and deleted per small file).
+    let one_piece = pieces(size, cfg.up_piece()).nth(1).is_none();
+    let record = (!one_piece)
+        .then(|| {
+            staged
+                .record_upload(&url)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "{}: {e}; this upload cannot resume",
+                        staged.path().display()
+                    )
+                })
+                .ok()
         })
-        .ok();
+        .flatten();
     let log = record.as_ref().map(|r| r as &dyn UploadLog);
     let sender = Sender::at(api, url, cfg, progress, log);
     send_ciphertext(sender, staged, size, &BTreeSet::new()).await
