@@ -126,9 +126,10 @@ impl MegaFs {
         }
         let size = {
             let open = self.open_files();
-            open.values()
-                .filter(|f| f.ino == ino)
-                .find_map(|f| f.reader.as_ref().map(|r| r.size()))
+            let size = open
+                .of_ino(ino)
+                .find_map(|(_, f)| f.reader.as_ref().map(|r| r.size()));
+            size
         };
         match size {
             Some(size) => Ok(self.staged_attr(ino, (size, crate::local::time::now()), 0)),

@@ -265,9 +265,11 @@ impl MegaFs {
     pub(super) fn pending_child(&self, dir: &NodeHandle, name: &str) -> Option<u64> {
         let inodes = self.inodes();
         let open = self.open_files();
-        open.values().map(|f| f.ino).find(|ino| {
-            matches!(inodes.get(*ino), Some(Target::Pending { parent: p, name: n }) if p == dir && n == name)
-        })
+        inodes
+            .pending_named(dir, name)
+            .iter()
+            .copied()
+            .find(|ino| open.has_ino(*ino))
     }
 
     /// Whether files created in `dir` and not on MEGA yet (open, or queued for upload) are
@@ -275,9 +277,10 @@ impl MegaFs {
     pub(super) fn has_pending_children(&self, dir: &NodeHandle) -> bool {
         let inodes = self.inodes();
         let open = self.open_files();
-        open.values().any(
+        let any = open.values().any(
             |f| matches!(inodes.get(f.ino), Some(Target::Pending { parent, .. }) if parent == dir),
-        )
+        );
+        any
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
@@ -334,7 +337,7 @@ impl MegaFs {
 
     /// Drops an inode nothing refers to (see [`MegaFs::forget`]).
     pub(super) fn drop_ino(&self, ino: u64) {
-        if self.open_files().values().any(|f| f.ino == ino) {
+        if self.open_files().has_ino(ino) {
             return;
         }
         let Some(target) = self.inodes().drop_unreferenced(ino) else {

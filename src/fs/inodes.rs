@@ -60,6 +60,9 @@ pub struct Inodes {
     refs: HashMap<u64, u64>,
     /// How many open directory listings name each inode.
     pins: HashMap<u64, u32>,
+    /// Pending inodes by folder and name (several when one whose upload failed is still
+    /// open under the name of a newer one).
+    by_pending: HashMap<(NodeHandle, String), Vec<u64>>,
 }
 
 impl Inodes {
@@ -118,11 +121,45 @@ impl Inodes {
         self.by_handle.get(h).copied()
     }
 
+    /// Sets what `ino` stands for, keeping the index of pending names.
+    fn put(&mut self, ino: u64, target: Target) {
+        self.take(ino);
+        if let Target::Pending { parent, name } = &target {
+            self.by_pending
+                .entry((parent.clone(), name.clone()))
+                .or_default()
+                .push(ino);
+        }
+        self.by_ino.insert(ino, target);
+    }
+
+    /// Removes `ino`'s target, keeping the index of pending names.
+    fn take(&mut self, ino: u64) -> Option<Target> {
+        let t = self.by_ino.remove(&ino)?;
+        if let Target::Pending { parent, name } = &t {
+            let key = (parent.clone(), name.clone());
+            if let Some(v) = self.by_pending.get_mut(&key) {
+                v.retain(|&i| i != ino);
+                if v.is_empty() {
+                    self.by_pending.remove(&key);
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// The pending inodes called `name` in `parent`.
+    pub fn pending_named(&self, parent: &NodeHandle, name: &str) -> &[u64] {
+        self.by_pending
+            .get(&(parent.clone(), name.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// A new inode for a file that exists only locally so far.
     pub fn pending(&mut self, parent: NodeHandle, name: String) -> u64 {
         let ino = self.next;
         self.next += 1;
-        self.by_ino.insert(ino, Target::Pending { parent, name });
+        self.put(ino, Target::Pending { parent, name });
         ino
     }
 
@@ -133,10 +170,10 @@ impl Inodes {
         }
         if let Some(other) = self.by_handle.insert(h.clone(), ino) {
             if other != ino {
-                self.by_ino.remove(&other);
+                self.take(other);
             }
         }
-        self.by_ino.insert(ino, Target::Node(h));
+        self.put(ino, Target::Node(h));
     }
 
     /// Re-points an inode (a file not uploaded yet that was renamed).
@@ -147,12 +184,12 @@ impl Inodes {
         if let Target::Node(h) = &target {
             self.by_handle.insert(h.clone(), ino);
         }
-        self.by_ino.insert(ino, target);
+        self.put(ino, target);
     }
 
     /// Forgets an inode (a file unlinked before it was ever uploaded); it is not reused.
     pub fn forget(&mut self, ino: u64) {
-        if let Some(Target::Node(h)) = self.by_ino.remove(&ino) {
+        if let Some(Target::Node(h)) = self.take(ino) {
             self.by_handle.remove(&h);
         }
     }
@@ -212,7 +249,7 @@ impl Inodes {
         if !self.unreferenced(ino) {
             return None;
         }
-        let t = self.by_ino.remove(&ino)?;
+        let t = self.take(ino)?;
         match &t {
             Target::Node(h) if self.by_handle.get(h) == Some(&ino) => {
                 self.by_handle.remove(h);
@@ -241,12 +278,13 @@ impl Inodes {
         shrink_sparse(&mut self.by_virtual);
         shrink_sparse(&mut self.refs);
         shrink_sparse(&mut self.pins);
+        shrink_sparse(&mut self.by_pending);
     }
 
     /// Forgets a node (deleted); its inode stays unused.
     pub fn remove_handle(&mut self, h: &NodeHandle) {
         if let Some(ino) = self.by_handle.remove(h) {
-            self.by_ino.remove(&ino);
+            self.take(ino);
         }
     }
 }
@@ -302,8 +340,15 @@ mod tests {
             },
         );
         assert!(matches!(t.get(q), Some(Target::Pending { name, .. }) if name == "final"));
+        assert!(t.pending_named(&"ROOT".into(), "tmp").is_empty());
+        assert_eq!(t.pending_named(&"ROOT".into(), "final"), [q]);
         t.forget(q);
         assert!(t.get(q).is_none());
+        assert!(t.pending_named(&"ROOT".into(), "final").is_empty());
+        assert!(
+            t.pending_named(&"ROOT".into(), "new").is_empty(),
+            "bound: not pending"
+        );
         assert!(t.pending("ROOT".into(), "again".into()) > q, "not reused");
     }
 }

@@ -115,12 +115,65 @@ struct OpenFile {
     reader: Option<Arc<Reader>>,
 }
 
+/// The open handles, by handle and by inode: with write-back, thousands of closed files wait
+/// in it for their upload, and every lookup and `getattr` asks for an inode's handles.
+#[derive(Default)]
+struct OpenTable {
+    by_fh: HashMap<u64, OpenFile>,
+    by_ino: HashMap<u64, Vec<u64>>,
+}
+
+impl OpenTable {
+    fn get(&self, fh: &u64) -> Option<&OpenFile> {
+        self.by_fh.get(fh)
+    }
+
+    fn insert(&mut self, fh: u64, f: OpenFile) {
+        self.by_ino.entry(f.ino).or_default().push(fh);
+        if let Some(old) = self.by_fh.insert(fh, f) {
+            self.unindex(fh, old.ino);
+        }
+    }
+
+    fn remove(&mut self, fh: &u64) -> Option<OpenFile> {
+        let f = self.by_fh.remove(fh)?;
+        self.unindex(*fh, f.ino);
+        Some(f)
+    }
+
+    fn unindex(&mut self, fh: u64, ino: u64) {
+        if let Some(v) = self.by_ino.get_mut(&ino) {
+            v.retain(|&x| x != fh);
+            if v.is_empty() {
+                self.by_ino.remove(&ino);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &OpenFile> {
+        self.by_fh.values()
+    }
+
+    /// The handles open on `ino`, oldest first.
+    fn of_ino(&self, ino: u64) -> impl Iterator<Item = (u64, &OpenFile)> {
+        self.by_ino
+            .get(&ino)
+            .into_iter()
+            .flatten()
+            .filter_map(|fh| Some((*fh, self.by_fh.get(fh)?)))
+    }
+
+    fn has_ino(&self, ino: u64) -> bool {
+        self.by_ino.contains_key(&ino)
+    }
+}
+
 /// The filesystem.
 pub struct MegaFs {
     client: Arc<Client>,
     cfg: FsConfig,
     inodes: Mutex<Inodes>,
-    open: Mutex<HashMap<u64, OpenFile>>,
+    open: Mutex<OpenTable>,
     readers: Mutex<HashMap<NodeHandle, Arc<Reader>>>,
     /// Chunk MACs of verified versions whose readers went (see [`read::VerifiedMacs`]).
     verified: Mutex<read::VerifiedMacs>,
@@ -161,7 +214,7 @@ impl MegaFs {
             cache: BlockCache::new(cfg.cache_size),
             client,
             inodes: Mutex::new(Inodes::new(root)),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenTable::default()),
             readers: Mutex::new(HashMap::new()),
             verified: Mutex::new(read::VerifiedMacs::default()),
             next_fh: AtomicU64::new(1),
@@ -200,7 +253,7 @@ impl MegaFs {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open_files(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenFile>> {
+    fn open_files(&self) -> std::sync::MutexGuard<'_, OpenTable> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 

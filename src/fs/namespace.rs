@@ -72,7 +72,7 @@ impl MegaFs {
 
     /// Open writers of `ino` keep their handles but will not save: the file is gone.
     fn unlinked(&self, ino: u64) {
-        for f in self.open_files().values().filter(|f| f.ino == ino) {
+        for (_, f) in self.open_files().of_ino(ino) {
             if let Some(w) = &f.writer {
                 w.unlink();
             }

@@ -269,9 +269,9 @@ impl MegaFs {
             return Some(f);
         }
         // The newest: with write-back, of two queued closes the later one is the file now.
-        open.iter()
-            .filter(|(_, o)| o.ino == ino && usable(o))
-            .map(|(fh, _)| *fh)
+        open.of_ino(ino)
+            .filter(|(_, o)| usable(o))
+            .map(|(fh, _)| fh)
             .max()
     }
 
@@ -282,9 +282,8 @@ impl MegaFs {
     pub(super) fn open_writer(&self, ino: u64, any: bool) -> Option<Arc<Writer>> {
         let open = self.open_files();
         let mut writers: Vec<(u64, &Arc<Writer>)> = open
-            .iter()
-            .filter(|(_, f)| f.ino == ino)
-            .filter_map(|(fh, f)| Some((*fh, f.writer.as_ref()?)))
+            .of_ino(ino)
+            .filter_map(|(fh, f)| Some((fh, f.writer.as_ref()?)))
             .collect();
         writers.sort_by_key(|(fh, _)| std::cmp::Reverse(*fh));
         let dirty = writers.iter().find(|(_, w)| w.dirty());
