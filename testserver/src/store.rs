@@ -170,6 +170,11 @@ pub struct Store {
 const EVENT_BOUNDS: &str = "SELECT (SELECT MIN(seq) FROM events WHERE user = ?1), \
      (SELECT MAX(seq) FROM events WHERE user = ?1)";
 
+/// An account's open upload slots (asked at every `u`): the index `uploads_open`, not a scan
+/// of every upload the server ever took.
+const OPEN_UPLOADS: &str =
+    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE user = ?1 AND used = 0";
+
 /// Whether any node still refers to a blob (one index lookup: see `nodes_blob`).
 const BLOB_USED: &str = "SELECT EXISTS (SELECT 1 FROM nodes WHERE blob = ?1)";
 
@@ -212,6 +217,7 @@ CREATE TABLE IF NOT EXISTS uploads (
   ranges TEXT NOT NULL, token TEXT UNIQUE, used INTEGER NOT NULL DEFAULT 0,
   created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '',
   received INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS uploads_open ON uploads(user, used);
 CREATE TABLE IF NOT EXISTS downloads (
   id TEXT PRIMARY KEY, blob TEXT NOT NULL, size INTEGER NOT NULL,
   created INTEGER NOT NULL DEFAULT 0, issuer TEXT NOT NULL DEFAULT '');
@@ -716,7 +722,7 @@ pub trait Queries {
             .map(|c| format!("n.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut st = self.conn().prepare(&format!(
+        let mut st = self.conn().prepare_cached(&format!(
             "WITH RECURSIVE sub(h, depth) AS (
                  SELECT handle, 0 FROM nodes WHERE handle = ?1
                  UNION ALL
@@ -1097,11 +1103,9 @@ pub trait Queries {
     /// Open upload slots of an account (not yet turned into a node): how many, and the
     /// bytes they reserve.
     fn open_uploads(&self, user: &str) -> Result<(i64, i64)> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE user = ?1 AND used = 0",
-            [user],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        Ok(self
+            .conn()
+            .query_row(OPEN_UPLOADS, [user], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
     /// Counts `n` more bytes received for an upload URL (duplicates included); its last
@@ -1250,6 +1254,27 @@ mod tests {
         let mut st = conn.prepare(super::EVENT_BOUNDS).unwrap();
         let bounds: (i64, i64) = st.query_row(["u"], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         assert_eq!(bounds, (1, 10_000));
+        let steps = st.get_status(rusqlite::StatementStatus::VmStep);
+        assert!(steps < 200, "{steps} steps");
+    }
+
+    /// `u` counts an account's open upload slots through an index, whatever the number of
+    /// uploads the server took before.
+    #[test]
+    fn open_upload_slots_are_counted_through_an_index() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::SCHEMA).unwrap();
+        for i in 0..10_000 {
+            conn.execute(
+                "INSERT INTO uploads (id, user, size, version, ranges, used) \
+                 VALUES (?1, 'u', 10, 1, '', ?2)",
+                rusqlite::params![format!("up{i}"), i64::from(i >= 3)],
+            )
+            .unwrap();
+        }
+        let mut st = conn.prepare(super::OPEN_UPLOADS).unwrap();
+        let open: (i64, i64) = st.query_row(["u"], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!(open, (3, 30));
         let steps = st.get_status(rusqlite::StatementStatus::VmStep);
         assert!(steps < 200, "{steps} steps");
     }

@@ -29,6 +29,9 @@ use crate::store::{Node, Queries, FILE};
 /// chain of about a hundred; the exact limit is not published).
 pub(crate) const MAX_VERSIONS: usize = 100;
 
+/// Up to this many nodes rendered, each one's share keys are looked up on its own.
+const FEW_NODES: usize = 256;
+
 impl Ctx<'_> {
     /// For each node, whether it is a previous version (its parent is a file).
     pub(crate) fn version_flags(&self, nodes: &[Node]) -> Result<Vec<bool>, i64> {
@@ -72,7 +75,20 @@ impl Ctx<'_> {
         viewer: &str,
         mut each: impl FnMut(Value, bool),
     ) -> Result<(), i64> {
-        let keyed = db(self.db.nodes_with_share_keys(viewer))?;
+        // Which of the viewer's nodes have share keys: for a few nodes (a `p`, a move) one
+        // index seek each; for many (`f`) the account's whole set at once, which reads every
+        // node of the account (a `p` did that too: each grew with the account).
+        let keyed: std::collections::HashSet<String> = if nodes.len() <= FEW_NODES {
+            let mut keyed = std::collections::HashSet::new();
+            for n in nodes.iter().filter(|n| n.owner == viewer) {
+                if db(self.db.has_share_keys(&n.handle))? {
+                    keyed.insert(n.handle.clone());
+                }
+            }
+            keyed
+        } else {
+            db(self.db.nodes_with_share_keys(viewer))?
+        };
         for (n, version) in nodes.iter().zip(self.version_flags(nodes)?) {
             let known = (n.owner == viewer).then(|| keyed.contains(&n.handle));
             each(self.render_known(n, viewer, known)?, version);
