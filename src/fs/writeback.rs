@@ -40,6 +40,12 @@ pub const STATUS_FILE: &str = "writeback.json";
 /// Attempts at uploading a queued file before it is left to the next start's recovery.
 const ATTEMPTS: u32 = 8;
 
+/// How long to wait before attempt `attempt + 1` of an upload or a mode change: doubling,
+/// at most a minute.
+fn retry_wait(attempt: u32) -> Duration {
+    Duration::from_secs((1u64 << attempt.min(6)).min(60))
+}
+
 /// The queue of closed files whose upload is still to come.
 pub(super) struct WriteBack {
     state: Mutex<State>,
@@ -193,7 +199,7 @@ impl MegaFs {
                 match self.flush_handle(fh, false).await {
                     Ok(()) => break,
                     Err(e) if attempt < ATTEMPTS => {
-                        let wait = Duration::from_secs((1u64 << attempt).min(60));
+                        let wait = retry_wait(attempt);
                         tracing::warn!(
                             "{}: upload failed ({e}); trying again in {} s",
                             self.shown_path(ino),
@@ -289,7 +295,7 @@ impl MegaFs {
             let done = match sent {
                 Ok(()) => true,
                 Err(e) if attempt < ATTEMPTS => {
-                    let wait = Duration::from_secs((1u64 << attempt).min(60));
+                    let wait = retry_wait(attempt);
                     tracing::warn!(
                         "{}: changing the mode failed ({e}); trying again in {} s",
                         self.shown_path(ino),
