@@ -42,23 +42,35 @@ impl MegaFs {
     /// background (see [`super::writeback`]).
     pub async fn chmod(self: &std::sync::Arc<Self>, ino: u64, mode: u32) -> Result<Attr> {
         self.writable()?;
+        // Written back: queued without the file's lock (the task sending an earlier mode of
+        // this file holds it for a round trip); a node stays a node, and the task sends to
+        // whichever version is current when it runs.
+        if self.writeback() {
+            if let Target::Node(h) = self.target(ino)? {
+                self.may_chmod(&h)?;
+                self.queue_mode(ino, mode & posix::PERM);
+                return self.getattr(ino);
+            }
+        }
         let _file = self.lock_files(&[ino]).await;
         match self.target(ino)? {
             Target::Pending { .. } => self.set_pending_mode(ino, mode),
             Target::Virtual(_) => return Err(FsError::NotPermitted),
             Target::Node(h) => {
-                let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
-                if n.parent.is_none() {
-                    return Err(FsError::NotPermitted); // a root
-                }
-                self.may_change(&h, Access::Full)?;
-                let perm = mode & posix::PERM;
-                if !self.queue_mode(ino, perm) {
-                    self.client.set_mode(&h, perm).await?;
-                }
+                self.may_chmod(&h)?;
+                self.client.set_mode(&h, mode & posix::PERM).await?;
             }
         }
         self.getattr(ino)
+    }
+
+    /// Whether the mode of node `h` may change: not a root, and full access in a share.
+    fn may_chmod(&self, h: &NodeHandle) -> Result<()> {
+        let n = self.client.node(h).map_err(|_| FsError::NotFound)?;
+        if n.parent.is_none() {
+            return Err(FsError::NotPermitted); // a root
+        }
+        self.may_change(h, Access::Full)
     }
 
     /// `symlink`: a link called `name` in `parent` pointing to `to`.

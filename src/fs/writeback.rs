@@ -242,11 +242,11 @@ impl MegaFs {
         .await;
     }
 
-    /// With write-back, queues `chmod` of the node `ino` (its permission bits): false (nothing
-    /// done) if write-back is off.
-    pub(super) fn queue_mode(self: &Arc<Self>, ino: u64, perm: u32) -> bool {
+    /// With write-back, queues `chmod` of the node `ino` (its permission bits); nothing if
+    /// write-back is off.
+    pub(super) fn queue_mode(self: &Arc<Self>, ino: u64, perm: u32) {
         let Some(wb) = &self.wb else {
-            return false;
+            return;
         };
         let start = {
             let mut st = wb.state();
@@ -261,7 +261,6 @@ impl MegaFs {
             tokio::spawn(async move { fs.send_modes(ino).await });
         }
         self.status_changed();
-        true
     }
 
     /// The permission bits a queued `chmod` of `ino` set, until MEGA has them.
