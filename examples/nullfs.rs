@@ -1,6 +1,9 @@
 //! The FUSE ceiling for `scripts/bench.sh`: a filesystem that does no work. It holds one
 //! read-only file `zero` of the size given, whose reads return zeros from memory, and takes
-//! any other file name as a sink whose writes are counted and thrown away. It uses the same
+//! any other file name as a sink whose writes are counted and thrown away (in any folder: a
+//! file's name alone names its sink). `mkdir` makes an empty folder that is only remembered
+//! by the kernel's dentry cache (a `tar x` of a tree runs on it: the floor of many small files
+//! through FUSE). It uses the same
 //! kernel settings (`mega_mount::fuse::tune_kernel`) and the same number of threads as
 //! mega-mount, so what it reaches is what the mount could reach on this machine.
 //!
@@ -20,6 +23,8 @@ use fuser::{
 
 const ROOT: u64 = 1;
 const ZERO: u64 = 2;
+/// Folders made by `mkdir` have inode numbers from here on.
+const DIRS: u64 = 1 << 40;
 const TTL: Duration = Duration::from_secs(60);
 /// Zeros that reads are served from (a FUSE read is at most 1 MiB with the settings used).
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -28,6 +33,8 @@ struct NullFs {
     size: u64,
     /// Sink files by name: inode and bytes written.
     sinks: Mutex<Vec<(String, u64, AtomicU64)>>,
+    /// The next folder's inode number.
+    next_dir: AtomicU64,
 }
 
 fn attr(ino: u64, size: u64) -> FileAttr {
@@ -41,12 +48,16 @@ fn attr(ino: u64, size: u64) -> FileAttr {
         mtime: now,
         ctime: now,
         crtime: now,
-        kind: if ino == ROOT {
+        kind: if ino == ROOT || ino >= DIRS {
             FileType::Directory
         } else {
             FileType::RegularFile
         },
-        perm: if ino == ROOT { 0o755 } else { 0o644 },
+        perm: if ino == ROOT || ino >= DIRS {
+            0o755
+        } else {
+            0o644
+        },
         nlink: 1,
         uid: 0,
         gid: 0,
@@ -74,6 +85,7 @@ impl NullFs {
         match ino {
             ROOT => Some(0),
             ZERO => Some(self.size),
+            d if d >= DIRS && d < self.next_dir.load(Ordering::Relaxed) => Some(0),
             _ => self
                 .sinks
                 .lock()
@@ -134,6 +146,20 @@ impl Filesystem for NullFs {
             Some(size) => reply.attr(&TTL, &attr(ino.0, size)),
             None => reply.error(Errno::ENOENT),
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let ino = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        reply.entry(&TTL, &attr(ino, 0), Generation(0));
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -257,6 +283,7 @@ fn main() -> Result<(), String> {
     let fs = NullFs {
         size,
         sinks: Mutex::new(Vec::new()),
+        next_dir: AtomicU64::new(DIRS),
     };
     let session =
         fuser::Session::new(fs, mountpoint, &config).map_err(|e| format!("mount: {e}"))?;
