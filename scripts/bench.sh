@@ -456,6 +456,14 @@ writeback_bench() {
   printf '%-52s %8d ms\n' "tar x, local disk (ext4, synced)" $(( (t1 - t0) / 1000000 ))
   t0=$(date +%s%N); git clone -q . "$d/local/repo"; sync -f "$d/local"; t1=$(date +%s%N)
   printf '%-52s %8d ms\n' "git clone, local disk (ext4, synced)" $(( (t1 - t0) / 1000000 ))
+  # The floor through FUSE: the null filesystem stores nothing and answers at once.
+  target/release/examples/nullfs "$d/mnt" 0 8 >/dev/null 2>&1 &
+  pid=$!
+  until mountpoint -q "$d/mnt"; do sleep 0.05; done
+  mkdir "$d/mnt/null"
+  t0=$(date +%s%N); tar xf "$d/crates.tar" -C "$d/mnt/null"; t1=$(date +%s%N)
+  printf '%-52s %8d ms\n' "tar x, null FUSE filesystem (the floor)" $(( (t1 - t0) / 1000000 ))
+  fusermount3 -u "$d/mnt"; wait "$pid" 2>/dev/null || true
   for mode in sync writeback; do
     local opts=(); [ $mode = writeback ] && opts=(-o writeback)
     target/release/mega-mount --foreground "${opts[@]}" "$d/mnt" 2>>"$d/mount.log" &
