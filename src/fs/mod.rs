@@ -129,10 +129,9 @@ impl OpenTable {
     }
 
     fn insert(&mut self, fh: u64, f: OpenFile) {
+        self.remove(&fh);
         self.by_ino.entry(f.ino).or_default().push(fh);
-        if let Some(old) = self.by_fh.insert(fh, f) {
-            self.unindex(fh, old.ino);
-        }
+        self.by_fh.insert(fh, f);
     }
 
     fn remove(&mut self, fh: &u64) -> Option<OpenFile> {
