@@ -309,7 +309,7 @@ impl MegaFs {
                         "{}: the mode could not be changed after {attempt} attempts ({e})",
                         self.shown_path(ino)
                     );
-                    wb.state().modes.remove(&ino);
+                    // Dropped below unless a newer chmod came meanwhile (that one is tried).
                     true
                 }
             };
