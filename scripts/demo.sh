@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 mp="${1:-$repo/mega-demo}"
 
-if ! command -v fusermount3 >/dev/null 2>&1; then
-  echo "==> installing fuse3 (fusermount3)"
+# fuse3 (fusermount3) for the mount; make builds jemalloc, the mount's allocator.
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v make >/dev/null 2>&1 || need+=(make)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fuse3
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
 echo "==> building"

@@ -34,6 +34,7 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v man >/dev/null 2>&1 || need+=(man-db)                  # the package test reads the man pages
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)     # ... and verifies the unit
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)               # videos' thumbnails and media attributes
+command -v make >/dev/null 2>&1 || need+=(make)                   # builds jemalloc (the mount's allocator)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

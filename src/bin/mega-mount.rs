@@ -13,12 +13,15 @@ use clap::Parser;
 use mega_mount::config::Env;
 use mega_mount::mount::{self, MountArgs};
 
-/// mimalloc gives memory back to the system soon after it is freed: when the kernel forgets
-/// the inodes of a large listing, the daemon's RSS follows (glibc's malloc kept the freed
-/// arenas: +270 MiB after `ls -lR` of 200,000 entries and `drop_caches`, see
-/// doc/BENCHMARKS.md).
+/// jemalloc, with its background thread: the daemon's RSS follows what it holds. When the
+/// kernel forgets the inodes of a large `find`, the daemon frees them from whichever thread
+/// handles the forget, and the tree's trim frees nodes the FUSE threads read; the background
+/// thread returns the emptied pages to the system on its own clock, while the threads that
+/// allocated them sit idle. glibc's malloc kept freed memory in its arenas (+270 MiB after
+/// `ls -lR` of 200,000 entries); mimalloc kept pages in the heaps of idle threads (+213 to
+/// +425 MB after `find` over 1,000,000 nodes). See doc/BENCHMARKS.md.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = MountArgs::parse();
@@ -29,6 +32,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Without it freed pages go back only when a thread that allocates again gets to them.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!("jemalloc's background thread is off: {e}");
+    }
     let respawn = (
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mega-mount")),
         std::env::args_os().skip(1).collect(),
