@@ -1218,8 +1218,7 @@ mod tests {
     /// scan of every node (a folder of 3,000 files took 22 s to delete at 100,000 nodes).
     #[test]
     fn whether_a_blob_is_still_used_is_an_index_lookup() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::SCHEMA).unwrap();
+        let conn = empty_store();
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", super::BLOB_USED))
             .unwrap()
@@ -1237,13 +1236,27 @@ mod tests {
         );
     }
 
+    /// A fresh in-memory database with the server's schema.
+    fn empty_store() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::SCHEMA).unwrap();
+        conn
+    }
+
+    /// Runs `sql` (two integer columns) for the user `u`: its row and how many steps of
+    /// SQLite's virtual machine it took.
+    fn pair_and_steps(conn: &rusqlite::Connection, sql: &str) -> ((i64, i64), i32) {
+        let mut st = conn.prepare(sql).unwrap();
+        let pair = st.query_row(["u"], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        (pair, st.get_status(rusqlite::StatementStatus::VmStep))
+    }
+
     /// Every poll checks its cursor against the log's bounds: two index seeks, not a scan
     /// of the account's packets (counted in SQLite's virtual machine steps, which a scan of
     /// 10,000 packets takes tens of thousands of).
     #[test]
     fn the_event_logs_bounds_are_index_lookups() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::SCHEMA).unwrap();
+        let conn = empty_store();
         for seq in 1..=10_000 {
             conn.execute(
                 "INSERT INTO events (user, seq, packet) VALUES ('u', ?1, '{}')",
@@ -1251,10 +1264,8 @@ mod tests {
             )
             .unwrap();
         }
-        let mut st = conn.prepare(super::EVENT_BOUNDS).unwrap();
-        let bounds: (i64, i64) = st.query_row(["u"], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let (bounds, steps) = pair_and_steps(&conn, super::EVENT_BOUNDS);
         assert_eq!(bounds, (1, 10_000));
-        let steps = st.get_status(rusqlite::StatementStatus::VmStep);
         assert!(steps < 200, "{steps} steps");
     }
 
@@ -1262,8 +1273,7 @@ mod tests {
     /// uploads the server took before.
     #[test]
     fn open_upload_slots_are_counted_through_an_index() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::SCHEMA).unwrap();
+        let conn = empty_store();
         for i in 0..10_000 {
             conn.execute(
                 "INSERT INTO uploads (id, user, size, version, ranges, used) \
@@ -1272,10 +1282,8 @@ mod tests {
             )
             .unwrap();
         }
-        let mut st = conn.prepare(super::OPEN_UPLOADS).unwrap();
-        let open: (i64, i64) = st.query_row(["u"], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let (open, steps) = pair_and_steps(&conn, super::OPEN_UPLOADS);
         assert_eq!(open, (3, 30));
-        let steps = st.get_status(rusqlite::StatementStatus::VmStep);
         assert!(steps < 200, "{steps} steps");
     }
 
