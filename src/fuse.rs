@@ -402,6 +402,18 @@ impl Filesystem for FuseAdapter {
         reply_empty("fsync", self.rt.block_on(self.fs.fsync(fh.0)), reply);
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // With write-back, until the folder and what is new in it are on MEGA.
+        reply_empty("fsyncdir", self.rt.block_on(self.fs.fsyncdir(ino.0)), reply);
+    }
+
     fn release(
         &self,
         _req: &Request,

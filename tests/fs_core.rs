@@ -973,6 +973,116 @@ async fn write_back_sends_modes_in_the_background_and_the_last_one_wins() {
     assert_eq!(fs.getattr(d.ino).unwrap().perm, 0o750);
 }
 
+/// Write-back of `mkdir`: folders (nested, with files in them, renamed into, with modes) are
+/// made on the mount while MEGA holds every `p`, shown, looked up and listed; nothing
+/// waits for MEGA but `fsync` of a folder; once MEGA answers, the folders go in one request
+/// (not one each), the files land in them, an empty one removed and one renamed follow, and
+/// the inodes stay the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_makes_folders_in_the_background_many_in_one_request() {
+    use mega_mount::fs::{FsError, ROOT_INO};
+    let env = Env::start().await;
+    let other = env.account("wbdir@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbdir@example.com", |c| {
+        c.writeback = Some(2);
+    })
+    .await;
+    let quick = Duration::from_secs(10);
+    let names = |ino: u64| {
+        let mut v: Vec<String> = fs
+            .readdir(ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        v.sort();
+        v
+    };
+    env.server.faults().update(|f| f.cs_hold = vec!["p".into()]);
+    let p_before = env.server.stats().commands("p");
+    let made = tokio::time::timeout(quick, async {
+        let a = fs.mkdir(ROOT_INO, "a", Some(0o755)).await.unwrap();
+        let b = fs.mkdir(a.ino, "b", None).await.unwrap();
+        let c = fs.mkdir(b.ino, "c", Some(0o700)).await.unwrap();
+        let d = fs.mkdir(a.ino, "d", None).await.unwrap();
+        let (_, fh) = fs.create(c.ino, "f.txt", None).await.unwrap();
+        fs.write(fh, 0, b"hello").await.unwrap();
+        fs.release(fh).await.unwrap();
+        let (_, fh) = fs.create(d.ino, "g.tmp", None).await.unwrap();
+        fs.write(fh, 0, b"gee").await.unwrap();
+        fs.release(fh).await.unwrap();
+        fs.rename(d.ino, "g.tmp", b.ino, "g.txt").await.unwrap();
+        fs.chmod(d.ino, 0o750).await.unwrap();
+        fs.mkdir(a.ino, "e", None).await.unwrap();
+        (a, b, c, d)
+    })
+    .await;
+    let (a, b, c, d) = made.expect("mkdir, create, rename or chmod waited for MEGA");
+    assert_eq!(names(ROOT_INO), ["a"]);
+    assert_eq!(names(a.ino), ["b", "d", "e"]);
+    assert_eq!(names(b.ino), ["c", "g.txt"]);
+    assert_eq!(fs.lookup(c.ino, "f.txt").unwrap().size, 5);
+    assert_eq!(fs.lookup(a.ino, "b").unwrap().ino, b.ino);
+    assert_eq!(fs.getattr(c.ino).unwrap().perm, 0o700);
+    assert_eq!(fs.getattr(d.ino).unwrap().perm, 0o750);
+    assert!(matches!(
+        fs.mkdir(a.ino, "b", None).await,
+        Err(FsError::Exists)
+    ));
+    assert!(matches!(fs.rmdir(a.ino, "b").await, Err(FsError::NotEmpty)));
+    assert!(matches!(fs.unlink(a.ino, "b").await, Err(FsError::IsDir)));
+    other.fetch().await.unwrap();
+    assert!(other.resolve("/a").is_err(), "created while MEGA held `p`");
+    // fsync of a folder waits until it and what is new in it are on MEGA.
+    let sync = {
+        let fs = fs.clone();
+        tokio::spawn(async move { fs.fsyncdir(b.ino).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!sync.is_finished(), "fsync of a new folder returned early");
+    env.server.faults().update(|f| f.cs_hold.clear());
+    tokio::time::timeout(quick, sync)
+        .await
+        .expect("fsync of the folder once MEGA answers")
+        .unwrap()
+        .unwrap();
+    // Removing and renaming new folders go to MEGA once it has them.
+    tokio::time::timeout(quick, fs.rmdir(a.ino, "e"))
+        .await
+        .expect("rmdir of a new folder hangs")
+        .unwrap();
+    let x = fs.mkdir(ROOT_INO, "x", None).await.unwrap();
+    tokio::time::timeout(quick, fs.rename(ROOT_INO, "x", ROOT_INO, "y"))
+        .await
+        .expect("rename of a new folder hangs")
+        .unwrap();
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+    // a, then b–e in one request (c inside b), x, and one per file.
+    let sent = env.server.stats().commands("p") - p_before;
+    assert!(sent <= 5, "{sent} `p` requests for 6 folders and 2 files");
+    other.fetch().await.unwrap();
+    let mode = |p: &str| other.resolve(p).unwrap().mode.map(|m| m & 0o7777);
+    assert_eq!(mode("/a"), Some(0o755));
+    assert_eq!(mode("/a/b/c"), Some(0o700));
+    assert_eq!(mode("/a/d"), Some(0o750), "a chmod while it waited");
+    for (path, body) in [("/a/b/c/f.txt", &b"hello"[..]), ("/a/b/g.txt", b"gee")] {
+        let n = other.resolve(path).unwrap();
+        assert_eq!(
+            other.download_to_vec(&n.handle).await.unwrap(),
+            body,
+            "{path}"
+        );
+    }
+    assert!(other.resolve("/a/e").is_err() && other.resolve("/x").is_err());
+    assert!(other.resolve("/y").unwrap().kind.is_container());
+    assert!(other.resolve("/a/d/g.tmp").is_err());
+    // The same inodes, now the nodes.
+    assert_eq!(fs.lookup(ROOT_INO, "a").unwrap().ino, a.ino);
+    assert_eq!(fs.lookup(b.ino, "c").unwrap().ino, c.ino);
+    assert_eq!(fs.lookup(ROOT_INO, "y").unwrap().ino, x.ino);
+    assert_eq!(names(b.ino), ["c", "g.txt"]);
+}
+
 /// The Vault's "My backups" in the root once the account has backups: listed, readable
 /// (every byte verified as anywhere), read-only (EACCES, nothing sent); `backups=` hides it
 /// and a real folder of that name wins.

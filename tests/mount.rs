@@ -1530,7 +1530,8 @@ async fn the_bin_versions_and_extended_attributes_on_a_real_mount() {
 /// an append to an existing file return while the server holds every upload, and the mount
 /// shows the new content; `df` counts it. The daemon is killed (-9) with the queue full; the
 /// next start uploads every queued file in place — not as an "unsaved" copy — with its
-/// content and mtime, the edited file as a new version of the old one.
+/// content and mtime, the edited file as a new version of the old one. The folders `cp`
+/// made never reached MEGA (every `p` failed): the next start makes them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_back_survives_a_kill_with_the_queue_full() {
     let env = Env::start().await;
@@ -1572,7 +1573,11 @@ async fn write_back_survives_a_kill_with_the_queue_full() {
         })
     };
     let free_before = free(m.dir.clone()).await;
-    env.server.faults().update(|f| f.ul_hold = true);
+    // Uploads are held, and `p` fails: the folders `cp` makes exist on the mount only.
+    env.server.faults().update(|f| {
+        f.ul_hold = true;
+        f.unknown_commands = vec!["p".into()];
+    });
     let (from, to, doc) = (src.path().to_path_buf(), m.path("tree"), m.path("doc.txt"));
     let (to2, doc2, theirs2) = (to.clone(), doc.clone(), m.path("theirs.txt"));
     op("cp -r and append while uploads are held", move || {
@@ -1606,11 +1611,17 @@ async fn write_back_survives_a_kill_with_the_queue_full() {
     let taken = free_before - free(m.dir.clone()).await;
     assert!(taken + 4096 * 26 >= queued, "{taken} of {queued}");
     c.fetch().await.unwrap();
-    assert!(c.resolve("/tree/d0/f0.bin").is_err(), "uploaded while held");
+    assert!(
+        c.resolve("/tree").is_err(),
+        "folders created while `p` failed"
+    );
     let mut child = m.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    env.server.faults().update(|f| f.ul_hold = false);
+    env.server.faults().update(|f| {
+        f.ul_hold = false;
+        f.unknown_commands.clear();
+    });
     // Another device saves theirs.txt meanwhile: ours must not replace that version.
     c.upload_to(
         mega_mount::client::Target {

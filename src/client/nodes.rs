@@ -145,27 +145,30 @@ impl Client {
             .edit(|t| t.prefetch_remove(h), |t| t.remove_subtree(h));
     }
 
-    /// Inserts the nodes of a `p` reply into the tree; returns the first.
-    fn insert_created(&self, reply: PutNodesReply) -> Result<Node> {
-        self.store
-            .edit(
-                |t| {
-                    for v in &reply.f {
-                        let parent = v.p.clone().map(NodeHandle);
-                        t.prefetch_insert(&NodeHandle(v.h.clone()), parent.as_ref());
-                    }
-                },
-                |tree| {
-                    let mut first = None;
-                    for v in &reply.f {
-                        let node = parse_node(v, tree.keys_mut())?;
-                        first.get_or_insert_with(|| node.clone());
-                        tree.insert(node);
-                    }
-                    Ok::<_, Error>(first)
-                },
-            )?
-            .ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
+    /// Inserts the nodes of a `p` reply into the tree; returns them in the reply's order (at
+    /// least one).
+    fn insert_created(&self, reply: PutNodesReply) -> Result<Vec<Node>> {
+        let created = self.store.edit(
+            |t| {
+                for v in &reply.f {
+                    let parent = v.p.clone().map(NodeHandle);
+                    t.prefetch_insert(&NodeHandle(v.h.clone()), parent.as_ref());
+                }
+            },
+            |tree| {
+                let mut created = Vec::with_capacity(reply.f.len());
+                for v in &reply.f {
+                    let node = parse_node(v, tree.keys_mut())?;
+                    created.push(node.clone());
+                    tree.insert(node);
+                }
+                Ok::<_, Error>(created)
+            },
+        )?;
+        if created.is_empty() {
+            return Err(Error::Protocol("`p` reply without nodes".into()));
+        }
+        Ok(created)
     }
 
     /// The `cr` element that gives every exported folder above `parent` the keys of new
@@ -233,6 +236,21 @@ impl Client {
         list: Vec<NewNode>,
         keys: Vec<NodeKey>,
     ) -> Result<Node> {
+        self.put_many(parent, list, keys)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
+    }
+
+    /// [`put_nodes`](Self::put_nodes), returning every node the server created, in the
+    /// order of its reply.
+    pub(super) async fn put_many(
+        &self,
+        parent: &NodeHandle,
+        list: Vec<NewNode>,
+        keys: Vec<NodeKey>,
+    ) -> Result<Vec<Node>> {
         // `cr` names each new node as the request does: by `h`, or by `ph` for an import.
         let named: Vec<(String, NodeKey)> = list
             .iter()
@@ -259,7 +277,7 @@ impl Client {
         let created = self.insert_created(reply)?;
         if let Some(old) = ov {
             // The server made it a child of the new node; our own echo is skipped.
-            self.reparent(&old, &created.handle);
+            self.reparent(&old, &created[0].handle);
         }
         Ok(created)
     }

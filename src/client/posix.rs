@@ -9,9 +9,36 @@ use std::path::Path;
 use serde_json::{json, Map};
 
 use super::{Client, Error, Result, Target};
-use crate::crypto::attr::POSIX;
+use crate::api::commands::NewNode;
+use crate::crypto::attr::{self, POSIX};
+use crate::crypto::{b64, FolderKey, Key128, NodeKey};
 use crate::tree::posix::{self, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::tree::{Node, NodeHandle};
+
+/// Folders [`Client::mkdirs`] creates in one request at most.
+pub const MAX_MKDIRS: usize = 1000;
+
+/// A folder for [`Client::mkdirs`].
+#[derive(Debug, Clone)]
+pub struct NewFolder {
+    pub name: String,
+    /// The index of an earlier folder of the same list it goes into (none: the parent).
+    pub under: Option<usize>,
+    /// Permission bits to store.
+    pub mode: Option<u32>,
+}
+
+/// A new folder's attributes besides its name: its mode, if given.
+fn dir_attrs(mode: Option<u32>) -> Map<String, serde_json::Value> {
+    let mut attrs = Map::new();
+    if let Some(m) = mode {
+        attrs.insert(
+            POSIX.into(),
+            json!(posix::encode(posix::with_type(S_IFDIR, m))),
+        );
+    }
+    attrs
+}
 
 impl Client {
     /// Creates a folder, storing `mode` (its permission bits) if given.
@@ -21,14 +48,54 @@ impl Client {
         name: &str,
         mode: Option<u32>,
     ) -> Result<Node> {
-        let mut attrs = Map::new();
-        if let Some(m) = mode {
-            attrs.insert(
-                POSIX.into(),
-                json!(posix::encode(posix::with_type(S_IFDIR, m))),
-            );
+        self.mkdir_with(parent, name, dir_attrs(mode)).await
+    }
+
+    /// Creates folders with one `p` in `parent`: a tree of them, each folder in `parent` or
+    /// in an earlier one of the list ([`NewFolder::under`]). Returns them in the list's
+    /// order, each recognised in the reply by its key (fresh for each folder).
+    pub async fn mkdirs(&self, parent: &NodeHandle, folders: &[NewFolder]) -> Result<Vec<Node>> {
+        self.container(parent)?;
+        // The label by which the request's later folders name an earlier one (`p`): eight
+        // characters, as the handle a folder's `h` stands in for.
+        let label = |i: usize| format!("{i:08}");
+        let mut list = Vec::with_capacity(folders.len());
+        let mut keys = Vec::with_capacity(folders.len());
+        for (i, f) in folders.iter().enumerate() {
+            if f.under.is_some_and(|j| j >= i) || i >= MAX_MKDIRS {
+                return Err(Error::Invalid {
+                    what: format!("{}: a folder goes into an earlier one of the list", f.name),
+                    code: None,
+                });
+            }
+            let key = NodeKey::Folder(FolderKey(Key128::random()));
+            let mut attrs = dir_attrs(f.mode);
+            attrs.insert("n".into(), json!(f.name));
+            list.push(NewNode {
+                h: label(i),
+                t: 1,
+                a: b64::encode(&attr::encrypt(&key.attr_key(), &attrs)),
+                k: self.wrap_key(&key),
+                ov: None,
+                p: f.under.map(label),
+                ph: None,
+                fa: None,
+            });
+            keys.push(key);
         }
-        self.mkdir_with(parent, name, attrs).await
+        let created = self.put_many(parent, list, keys.clone()).await?;
+        keys.iter()
+            .zip(folders)
+            .map(|(k, f)| {
+                created
+                    .iter()
+                    .find(|n| n.key.as_ref() == Some(k))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Protocol(format!("the `p` reply lacks the new folder {}", f.name))
+                    })
+            })
+            .collect()
     }
 
     /// Sets a node's permission bits (its type stays what it is: a folder, a file or a

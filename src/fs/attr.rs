@@ -158,6 +158,7 @@ impl MegaFs {
                 Some(staged) => Ok(self.staged_attr(ino, staged, 1)),
                 None => Err(FsError::NotFound),
             },
+            Target::NewDir { .. } => Ok(self.attr_of(ino, &self.node_of(ino)?)),
             Target::Virtual(_) => Ok(self.virtual_attr(ino)),
         }
     }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::attr::{Attr, DirEntry, Kind};
-use super::inodes::Target;
+use super::inodes::{is_local, Target};
 use super::{FsError, MegaFs, Result, ROOT_INO};
 use crate::local::names::escape_name;
 use crate::tree::{shrink_sparse, Change, Node, NodeHandle};
@@ -94,6 +94,13 @@ impl MegaFs {
     /// A view is never built from a damaged tree cache: the listing fails (EIO) instead of
     /// showing a folder with children missing.
     pub(super) fn dir_view(&self, dir: &NodeHandle) -> Result<Arc<DirView>> {
+        if is_local(dir) {
+            // A new folder: MEGA has nothing in it yet.
+            return Ok(Arc::new(DirView {
+                entries: Vec::new(),
+                by_name: HashMap::new(),
+            }));
+        }
         let generation = self.client.read_tree().generation();
         if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
             if *g == generation {
@@ -138,6 +145,23 @@ impl MegaFs {
                 kind: *kind,
             })
             .collect();
+        // Files and folders made here and not on MEGA yet.
+        let pending = inodes.pending_in(&dir.handle);
+        {
+            let open = self.open_files();
+            let mut shown = std::collections::HashSet::new();
+            for (name, ino) in pending {
+                let kind = match inodes.get(ino) {
+                    Some(Target::NewDir { .. }) => Kind::Dir,
+                    Some(Target::Pending { .. }) if open.has_ino(ino) => Kind::File,
+                    _ => continue,
+                };
+                if view.has(&name) || !shown.insert(name.clone()) {
+                    continue;
+                }
+                out.push(DirEntry { ino, name, kind });
+            }
+        }
         if let Some(name) = shares {
             out.push(DirEntry {
                 ino: inodes.virtual_ino(super::inodes::Virtual::Shares),
@@ -263,23 +287,33 @@ impl MegaFs {
 
     /// The inode of a file created as `name` in `dir` and not uploaded yet, if any.
     pub(super) fn pending_child(&self, dir: &NodeHandle, name: &str) -> Option<u64> {
+        self.pending_entry(dir, name)
+            .and_then(|(ino, is_dir)| (!is_dir).then_some(ino))
+    }
+
+    /// The inode of a file created as `name` in `dir` and not uploaded yet, or of a folder
+    /// made there with write-back and not on MEGA yet (then `true`), if any.
+    pub(super) fn pending_entry(&self, dir: &NodeHandle, name: &str) -> Option<(u64, bool)> {
         let inodes = self.inodes();
         let open = self.open_files();
         inodes
             .pending_named(dir, name)
             .iter()
-            .copied()
-            .find(|ino| open.has_ino(*ino))
+            .find_map(|&ino| match inodes.get(ino) {
+                Some(Target::NewDir { .. }) => Some((ino, true)),
+                _ if open.has_ino(ino) => Some((ino, false)),
+                _ => None,
+            })
     }
 
-    /// Whether files created in `dir` and not on MEGA yet (open, or queued for upload) are
-    /// there.
+    /// Whether files created in `dir` and not on MEGA yet (open, or queued for upload), or
+    /// folders made there with write-back, are there.
     pub(super) fn has_pending_children(&self, dir: &NodeHandle) -> bool {
         let inodes = self.inodes();
         let open = self.open_files();
-        let any = open.values().any(
-            |f| matches!(inodes.get(f.ino), Some(Target::Pending { parent, .. }) if parent == dir),
-        );
+        let any = inodes.pending_in(dir).iter().any(|(_, ino)| {
+            matches!(inodes.get(*ino), Some(Target::NewDir { .. })) || open.has_ino(*ino)
+        });
         any
     }
 
@@ -289,7 +323,7 @@ impl MegaFs {
             return r;
         }
         let dir = self.dir_of(parent)?;
-        if let Some(ino) = self.pending_child(&dir.handle, name) {
+        if let Some((ino, _)) = self.pending_entry(&dir.handle, name) {
             let a = self.getattr(ino)?;
             self.entered(ino, parent, name);
             return Ok(a);

@@ -1,14 +1,15 @@
 //! Inode numbers for the mount: allocated per mount, never reused while the mount lives, and
 //! stable for a node while anything refers to it (an overwrite re-points the inode at the new
 //! version's handle). A file created but not yet uploaded has an inode too
-//! ([`Target::Pending`]).
+//! ([`Target::Pending`]), and so has a folder made with write-back before MEGA has it
+//! ([`Target::NewDir`], see [`super::newdirs`]).
 //!
 //! An inode lives while the kernel holds it (its lookup count: every entry handed to the
 //! kernel counts one, `forget` gives them back) or an open directory's listing names it (a
 //! pin); when both are gone the daemon drops it ([`MegaFs::forget`](super::MegaFs::forget)), so
 //! memory follows what the kernel holds. A node looked up again later gets a new number.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::tree::{shrink_sparse, NodeHandle};
 
@@ -24,9 +25,28 @@ pub enum Target {
         parent: NodeHandle,
         name: String,
     },
+    /// A folder made on the mount (write-back) and not on MEGA yet: `name` in `parent`,
+    /// standing for the node it will be; `local` is the handle its pending children name as
+    /// their parent until then (see [`is_local`]).
+    NewDir {
+        parent: NodeHandle,
+        name: String,
+        local: NodeHandle,
+    },
     /// A folder that exists only on the mount (the shares of other users).
     Virtual(Virtual),
 }
+
+/// Whether a handle is a new folder's local stand-in (a [`Target::NewDir`]'s), never a
+/// node's: MEGA's handles are base64url, which has no `~`.
+pub fn is_local(h: &NodeHandle) -> bool {
+    h.0.starts_with('~')
+}
+
+/// Local stand-ins of folders MEGA created meanwhile, remembered with their handles (at most
+/// this many, the latest): a caller that read a stand-in just before its folder was created
+/// still files its entry under the right folder.
+const RESOLVED_KEPT: usize = 4096;
 
 /// The virtual folders of [`super::shared`] and [`super::special`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -60,9 +80,13 @@ pub struct Inodes {
     refs: HashMap<u64, u64>,
     /// How many open directory listings name each inode.
     pins: HashMap<u64, u32>,
-    /// Pending inodes by folder and name (several when one whose upload failed is still
+    /// Pending inodes (files and new folders) by folder and name, ordered so that a
+    /// folder's are together (several under one name when one whose upload failed is still
     /// open under the name of a newer one).
-    by_pending: HashMap<(NodeHandle, String), Vec<u64>>,
+    by_pending: BTreeMap<(NodeHandle, String), Vec<u64>>,
+    /// New folders' stand-ins that MEGA has created since, with the real handles.
+    resolved: HashMap<NodeHandle, NodeHandle>,
+    resolved_order: VecDeque<NodeHandle>,
 }
 
 impl Inodes {
@@ -121,10 +145,15 @@ impl Inodes {
         self.by_handle.get(h).copied()
     }
 
-    /// Sets what `ino` stands for, keeping the index of pending names.
-    fn put(&mut self, ino: u64, target: Target) {
+    /// Sets what `ino` stands for, keeping the index of pending names. A parent given as
+    /// the stand-in of a folder MEGA has created since is filed under the folder.
+    fn put(&mut self, ino: u64, mut target: Target) {
         self.take(ino);
-        if let Target::Pending { parent, name } = &target {
+        if let Target::Pending { parent, name } | Target::NewDir { parent, name, .. } = &mut target
+        {
+            if let Some(real) = self.resolved.get(parent) {
+                *parent = real.clone();
+            }
             self.by_pending
                 .entry((parent.clone(), name.clone()))
                 .or_default()
@@ -136,7 +165,7 @@ impl Inodes {
     /// Removes `ino`'s target, keeping the index of pending names.
     fn take(&mut self, ino: u64) -> Option<Target> {
         let t = self.by_ino.remove(&ino)?;
-        if let Target::Pending { parent, name } = &t {
+        if let Target::Pending { parent, name } | Target::NewDir { parent, name, .. } = &t {
             let key = (parent.clone(), name.clone());
             if let Some(v) = self.by_pending.get_mut(&key) {
                 v.retain(|&i| i != ino);
@@ -146,6 +175,69 @@ impl Inodes {
             }
         }
         Some(t)
+    }
+
+    /// The pending inodes (files and new folders) in `parent`, by name.
+    pub fn pending_in(&self, parent: &NodeHandle) -> Vec<(String, u64)> {
+        let from = (parent.clone(), String::new());
+        self.by_pending
+            .range(from..)
+            .take_while(|((p, _), _)| p == parent)
+            .flat_map(|((_, name), inos)| inos.iter().map(|i| (name.clone(), *i)))
+            .collect()
+    }
+
+    /// A new folder (made with write-back, not on MEGA yet) called `name` in `parent`,
+    /// standing in as `local` for the node it will be.
+    pub fn new_dir(&mut self, parent: NodeHandle, name: String, local: NodeHandle) -> u64 {
+        let ino = self.next;
+        self.next += 1;
+        self.by_handle.insert(local.clone(), ino);
+        self.put(
+            ino,
+            Target::NewDir {
+                parent,
+                name,
+                local,
+            },
+        );
+        ino
+    }
+
+    /// The handle a folder's children name as their parent: its node's, or for a new
+    /// folder its stand-in's.
+    pub fn dir_handle(&self, ino: u64) -> Option<NodeHandle> {
+        match self.by_ino.get(&ino)? {
+            Target::Node(h) => Some(h.clone()),
+            Target::NewDir { local, .. } => Some(local.clone()),
+            _ => None,
+        }
+    }
+
+    /// MEGA created the new folder standing in as `local` as node `real`: its inode means
+    /// the node from now on, and what is pending in it is filed under `real`.
+    pub fn resolve(&mut self, local: &NodeHandle, real: NodeHandle) {
+        if self.resolved_order.len() >= RESOLVED_KEPT {
+            if let Some(old) = self.resolved_order.pop_front() {
+                self.resolved.remove(&old);
+            }
+        }
+        self.resolved.insert(local.clone(), real.clone());
+        self.resolved_order.push_back(local.clone());
+        let inside: Vec<u64> = self
+            .pending_in(local)
+            .into_iter()
+            .map(|(_, ino)| ino)
+            .collect();
+        for ino in inside {
+            if let Some(t) = self.by_ino.get(&ino).cloned() {
+                // `put` files it under the real folder.
+                self.put(ino, t);
+            }
+        }
+        if let Some(ino) = self.by_handle.remove(local) {
+            self.bind(ino, real);
+        }
     }
 
     /// The pending inodes called `name` in `parent`.
@@ -189,8 +281,11 @@ impl Inodes {
 
     /// Forgets an inode (a file unlinked before it was ever uploaded); it is not reused.
     pub fn forget(&mut self, ino: u64) {
-        if let Some(Target::Node(h)) = self.take(ino) {
-            self.by_handle.remove(&h);
+        match self.take(ino) {
+            Some(Target::Node(h)) | Some(Target::NewDir { local: h, .. }) => {
+                self.by_handle.remove(&h);
+            }
+            _ => {}
         }
     }
 
@@ -278,7 +373,6 @@ impl Inodes {
         shrink_sparse(&mut self.by_virtual);
         shrink_sparse(&mut self.refs);
         shrink_sparse(&mut self.pins);
-        shrink_sparse(&mut self.by_pending);
     }
 
     /// Forgets a node (deleted); its inode stays unused.

@@ -15,6 +15,8 @@
 //!   `flush`/`fsync`/`release` upload it as the new version and only then return.
 //! * [`writeback`]: with `-o writeback`, `release` queues the upload instead and returns
 //!   once the staging file is synced; the queue uploads in the background.
+//! * [`newdirs`]: with `-o writeback`, `mkdir` returns at once and the new folders are
+//!   created on MEGA in the background, many in one request.
 //! * [`inodes`]: inode numbers (stable, never reused while mounted).
 //! * [`shared`]: the virtual `Shared with me` folder and access levels inside shares.
 //! * [`special`]: the Rubbish Bin and files' previous versions, read-only.
@@ -35,6 +37,7 @@ pub mod dirs;
 pub mod error;
 pub mod inodes;
 pub mod namespace;
+pub mod newdirs;
 pub mod posix;
 pub mod read;
 pub mod shared;
@@ -274,6 +277,12 @@ impl MegaFs {
         match self.target(ino)? {
             Target::Node(h) => self.client.node(&h).map_err(|_| FsError::NotFound),
             Target::Pending { .. } => Err(FsError::NotFound),
+            // Made here (write-back), not on MEGA yet: as the node it will be.
+            Target::NewDir {
+                parent,
+                name,
+                local,
+            } => Ok(self.new_dir_node(parent, &name, local)),
             // Nothing can be created in, or changed about, a virtual folder.
             Target::Virtual(_) => Err(FsError::AccessDenied(
                 "a read-only folder of the mount (shares or previous versions)".into(),

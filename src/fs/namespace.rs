@@ -79,14 +79,23 @@ impl MegaFs {
         }
     }
 
-    /// Creates a folder, stored with `mode`'s permission bits if given.
-    pub async fn mkdir(&self, parent: u64, name: &str, mode: Option<u32>) -> Result<Attr> {
+    /// Creates a folder, stored with `mode`'s permission bits if given (with write-back,
+    /// on MEGA later: see [`super::newdirs`]).
+    pub async fn mkdir(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        mode: Option<u32>,
+    ) -> Result<Attr> {
         Self::name_fits(name)?;
         self.writable()?;
         let dir = self.dir_of(parent)?;
         self.may_change(&dir.handle, Access::ReadWrite)?;
-        if self.child(&dir, name)?.is_some() || self.pending_child(&dir.handle, name).is_some() {
+        if self.child(&dir, name)?.is_some() || self.pending_entry(&dir.handle, name).is_some() {
             return Err(FsError::Exists);
+        }
+        if self.writes_back_dir(&dir.handle) {
+            return self.mkdir_later(parent, name, mode);
         }
         let n = self
             .client
@@ -126,6 +135,9 @@ impl MegaFs {
                 return Ok(());
             }
         }
+        if self.pending_entry(&dir.handle, name).is_some() {
+            return Err(FsError::IsDir); // a new folder
+        }
         let (n, _file) = self.child_locked(&dir, name).await?;
         if n.kind.is_container() {
             return Err(FsError::IsDir);
@@ -136,7 +148,24 @@ impl MegaFs {
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
         Self::name_fits(name)?;
         self.writable()?;
-        let dir = self.dir_of(parent)?;
+        let mut dir = self.dir_of(parent)?;
+        if let Some((ino, is_dir)) = self.pending_entry(&dir.handle, name) {
+            if !is_dir {
+                return Err(FsError::NotDir);
+            }
+            // A new folder: removed on MEGA once it is there (MEGA may have it already).
+            let local = self.inodes().dir_handle(ino);
+            if let Some(local) = local {
+                if self.has_pending_children(&local) {
+                    return Err(FsError::NotEmpty);
+                }
+                if self.drop_given_up_dir(ino, &local) {
+                    return Ok(()); // never on MEGA, and never will be
+                }
+            }
+            self.settle_dir(ino).await?;
+            dir = self.dir_of(parent)?;
+        }
         let n = self.child(&dir, name)?.ok_or(FsError::NotFound)?;
         if !n.kind.is_container() {
             return Err(FsError::NotDir);
@@ -157,16 +186,35 @@ impl MegaFs {
         Self::name_fits(name)?;
         Self::name_fits(new_name)?;
         self.writable()?;
-        let (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
+        let (mut from, mut to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
         if parent == new_parent && name == new_name {
             // rename(2) of a name onto itself does nothing (if the name exists).
             let exists = self.child(&from, name)?.is_some()
-                || self.pending_child(&from.handle, name).is_some();
+                || self.pending_entry(&from.handle, name).is_some();
             return if exists {
                 Ok(())
             } else {
                 Err(FsError::NotFound)
             };
+        }
+        // Folders made with write-back that the rename names to MEGA are created first:
+        // a new folder renamed or replaced, and the folders of anything but a file not
+        // uploaded yet (which is renamed on the mount only).
+        let mut settle = Vec::new();
+        let pending_file = self.pending_child(&from.handle, name).is_some();
+        if !pending_file {
+            settle.extend([parent, new_parent]);
+        }
+        for (dir, name) in [(&from, name), (&to, new_name)] {
+            if let Some((ino, true)) = self.pending_entry(&dir.handle, name) {
+                settle.push(ino);
+            }
+        }
+        if !settle.is_empty() {
+            for ino in settle {
+                self.settle_dir(ino).await?;
+            }
+            (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
         }
         // A commit of either file that is running finishes first (it names the new version
         // after the node it replaces, as it was when it started).

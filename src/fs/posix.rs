@@ -46,15 +46,28 @@ impl MegaFs {
         // this file holds it for a round trip); a node stays a node, and the task sends to
         // whichever version is current when it runs.
         if self.writeback() {
-            if let Target::Node(h) = self.target(ino)? {
-                self.may_chmod(&h)?;
-                self.queue_mode(ino, mode & posix::PERM);
-                return self.getattr(ino);
+            match self.target(ino)? {
+                Target::Node(h) => {
+                    self.may_chmod(&h)?;
+                    self.queue_mode(ino, mode & posix::PERM);
+                    return self.getattr(ino);
+                }
+                // A new folder's mode goes with it; if MEGA created it meanwhile, after it.
+                Target::NewDir { .. } => {
+                    self.set_pending_mode(ino, mode);
+                    if let Target::Node(_) = self.target(ino)? {
+                        self.forget_pending_mode(ino);
+                        self.queue_mode(ino, mode & posix::PERM);
+                    }
+                    return self.getattr(ino);
+                }
+                _ => {}
             }
         }
         let _file = self.lock_files(&[ino]).await;
         match self.target(ino)? {
-            Target::Pending { .. } => self.set_pending_mode(ino, mode),
+            // A new folder's is sent with it (or after it, if it is on its way).
+            Target::Pending { .. } | Target::NewDir { .. } => self.set_pending_mode(ino, mode),
             Target::Virtual(_) => return Err(FsError::NotPermitted),
             Target::Node(h) => {
                 self.may_chmod(&h)?;
@@ -83,9 +96,11 @@ impl MegaFs {
         if to.len() as u64 > posix::MAX_TARGET {
             return Err(FsError::NameTooLong);
         }
+        // The link is uploaded now: into a folder MEGA has.
+        self.settle_dir(parent).await?;
         let dir = self.dir_of(parent)?;
         self.may_change(&dir.handle, Access::ReadWrite)?;
-        if self.child(&dir, name)?.is_some() || self.pending_child(&dir.handle, name).is_some() {
+        if self.child(&dir, name)?.is_some() || self.pending_entry(&dir.handle, name).is_some() {
             return Err(FsError::Exists);
         }
         let name_on_mega = unescape_name(name);

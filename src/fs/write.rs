@@ -193,10 +193,11 @@ impl Writer {
 
     /// Its handle is closed and its upload queued: the writes are synced to disk and marked
     /// closed (with the node they replace), so a crash recovers them as final.
-    pub(super) fn queue(&self, base: Option<String>) -> Result<()> {
+    pub(super) fn queue(&self, base: Option<String>, folders: u32) -> Result<()> {
         let c = Closed {
             base,
             mtime: self.mtime(),
+            folders,
         };
         self.staged().set_closed(&c)?;
         *self.queued.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
@@ -345,7 +346,9 @@ impl MegaFs {
                     let writer = Writer::new(staged, truncate)?;
                     return Ok(self.insert_open(ino, Some(writer), None));
                 }
-                Target::Node(_) | Target::Virtual(_) => self.node_of(ino)?,
+                Target::Node(_) | Target::NewDir { .. } | Target::Virtual(_) => {
+                    self.node_of(ino)?
+                }
             };
             self.may_change(&n.handle, crate::tree::Access::ReadWrite)?;
             if n.kind.is_container() {
@@ -406,11 +409,7 @@ impl MegaFs {
 
     /// The MEGA path a file created here will have: `parent`'s path and `name`.
     pub(super) fn pending_origin(&self, parent: &crate::tree::NodeHandle, name: &str) -> String {
-        format!(
-            "{}/{}",
-            self.client.path_of(parent).trim_end_matches('/'),
-            unescape_name(name)
-        )
+        format!("{}/{}", self.dir_path(parent), unescape_name(name))
     }
 
     /// Copies what another handle open for writing holds of `ino` (the one with unsaved
@@ -449,8 +448,9 @@ impl MegaFs {
             self.entered(ino, parent, name);
             return Ok((a, fh));
         }
-        let ino = match self.pending_child(&dir.handle, name) {
-            Some(ino) => ino,
+        let ino = match self.pending_entry(&dir.handle, name) {
+            Some((_, true)) => return Err(FsError::IsDir),
+            Some((ino, false)) => ino,
             None => {
                 let ino = self.inodes().pending(dir.handle.clone(), name.to_string());
                 if let Some(m) = mode {
@@ -586,6 +586,11 @@ impl MegaFs {
         else {
             return Ok(());
         };
+        // In a folder made with write-back: once MEGA has the folder, waited for before any
+        // lock is taken (a rename or `setattr` of the file meanwhile does not wait for MEGA).
+        if w.dirty() {
+            self.settle_parent(ino).await?;
+        }
         let _exclusive = w.commit.write().await;
         let _close = CloseOnDrop(closing.then_some(&w.closed));
         let change = w.changes.load(Ordering::Acquire);
@@ -624,10 +629,13 @@ impl MegaFs {
 
     /// Uploads a staging file as the new version of `ino`.
     async fn commit(&self, ino: u64, w: &Writer) -> Result<()> {
+        // In a folder made with write-back: once MEGA has the folder.
+        self.settle_parent(ino).await?;
         let (parent, name, old, mode) = match self.target(ino)? {
             Target::Pending { parent, name } => {
                 (parent, unescape_name(&name), None, self.pending_mode(ino))
             }
+            Target::NewDir { .. } => return Err(FsError::IsDir),
             Target::Virtual(_) => return Err(FsError::NotPermitted),
             Target::Node(h) => {
                 let n = self.client.node(&h).map_err(|_| FsError::NotFound)?;
@@ -770,20 +778,24 @@ impl MegaFs {
             .map_or_else(now, |d| d.as_secs() as i64);
         let (dir, name) = origin.rsplit_once('/').unwrap_or(("", origin.as_str()));
         let root = self.client.root()?.handle;
+        let closed = StagedFile::closed(&u.staging);
+        let made_here = closed.as_ref().map_or(0, |c| c.folders);
         let (parent, parent_found) = match self.client.resolve(dir) {
             Ok(n) if n.kind.is_container() => (n.handle, true),
-            _ => (
-                self.client
-                    .ensure_folder(&root, RECOVERY_FOLDER)
-                    .await?
-                    .handle,
-                false,
-            ),
+            _ => match self.make_again(dir, made_here).await? {
+                Some(h) => (h, true),
+                None => (
+                    self.client
+                        .ensure_folder(&root, RECOVERY_FOLDER)
+                        .await?
+                        .handle,
+                    false,
+                ),
+            },
         };
         // A file whose handle was closed (write-back) holds final content: it goes in place
         // when that replaces nothing it did not know (its name is free, or the node there is
         // still the one it replaces), else beside it like any unsaved writes.
-        let closed = StagedFile::closed(&u.staging);
         let when = closed.as_ref().and_then(|c| c.mtime).unwrap_or(when);
         let in_place = match &closed {
             Some(c) if parent_found => match self
@@ -832,6 +844,32 @@ impl MegaFs {
             .upload_recovered(target, staged, &u.staging, now_at, when)
             .await?;
         Ok((origin, self.client.path_of(&node.handle)))
+    }
+
+    /// The folder `dir` of a file closed with write-back whose last `made_here` folders were
+    /// made on the mount and never reached MEGA (the run ended first): made again, if the
+    /// folder they were made in is still there. None if there is nothing to make again.
+    async fn make_again(
+        &self,
+        dir: &str,
+        made_here: u32,
+    ) -> Result<Option<crate::tree::NodeHandle>> {
+        let parts: Vec<String> = dir
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let made_here = made_here as usize;
+        if made_here == 0 || made_here > parts.len() {
+            return Ok(None);
+        }
+        let keep = parts.len() - made_here;
+        let base = format!("/{}", parts[..keep].join("/"));
+        let start = match self.client.resolve(&base) {
+            Ok(n) if n.kind.is_container() => n.handle,
+            _ => return Ok(None),
+        };
+        Ok(Some(self.client.ensure_path(&start, &parts[keep..]).await?))
     }
 
     /// Uploads a staging file an earlier run left (re-keyed first: that run may have sent

@@ -37,12 +37,13 @@ use super::{MegaFs, Result};
 /// The status file's name in the cache directory.
 pub const STATUS_FILE: &str = "writeback.json";
 
-/// Attempts at uploading a queued file before it is left to the next start's recovery.
-const ATTEMPTS: u32 = 8;
+/// Attempts at uploading a queued file (or creating a new folder) before it is left to the
+/// next start's recovery.
+pub(super) const ATTEMPTS: u32 = 8;
 
 /// How long to wait before attempt `attempt + 1` of an upload or a mode change: doubling,
 /// at most a minute.
-fn retry_wait(attempt: u32) -> Duration {
+pub(super) fn retry_wait(attempt: u32) -> Duration {
     Duration::from_secs((1u64 << attempt.min(6)).min(60))
 }
 
@@ -50,24 +51,26 @@ fn retry_wait(attempt: u32) -> Duration {
 pub(super) struct WriteBack {
     state: Mutex<State>,
     /// Woken at every change of the queue (for `fsync`, drain and the status file).
-    changed: tokio::sync::Notify,
+    pub(super) changed: tokio::sync::Notify,
     /// Uploads running at once.
     slots: tokio::sync::Semaphore,
     status: PathBuf,
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// By inode: the handle being uploaded and those whose turn comes next, in order.
     files: HashMap<u64, Queued>,
-    /// Handles queued or uploading.
-    waiting: usize,
+    /// Handles queued or uploading, mode changes and new folders to send.
+    pub(super) waiting: usize,
     /// A status file update is scheduled.
     status_due: bool,
     /// The last error of a handle whose upload failed and will be tried again.
     errors: HashMap<u64, (u32, String)>,
     /// Modes (permission bits) asked for by `chmod` and not on MEGA yet, by inode.
     modes: HashMap<u64, u32>,
+    /// Folders made on the mount and not on MEGA yet (see [`super::newdirs`]).
+    pub(super) dirs: super::newdirs::DirQueue,
 }
 
 #[derive(Default)]
@@ -111,7 +114,7 @@ impl WriteBack {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -150,7 +153,7 @@ impl MegaFs {
             Target::Node(h) => Some(h.0),
             _ => None,
         };
-        w.queue(base)?;
+        w.queue(base, self.new_dirs_above(ino))?;
         let start = {
             let mut st = wb.state();
             st.waiting += 1;
@@ -376,7 +379,7 @@ impl MegaFs {
     }
 
     /// Wakes the queue's waiters and schedules a rewrite of the status file.
-    fn status_changed(self: &Arc<Self>) {
+    pub(super) fn status_changed(self: &Arc<Self>) {
         let Some(wb) = &self.wb else {
             return;
         };
@@ -435,6 +438,18 @@ impl MegaFs {
             attempts: None,
             error: None,
         }));
+        let dirs = wb.state().dirs.inodes();
+        files.extend(dirs.into_iter().map(|(ino, failed)| StatusEntry {
+            ino,
+            bytes: 0,
+            state: if failed.is_some() {
+                "folder failed"
+            } else {
+                "folder"
+            },
+            attempts: failed.as_ref().map(|_| ATTEMPTS),
+            error: failed,
+        }));
         files.sort_by_key(|f| f.ino);
         let status = Status {
             waiting: files.len(),
@@ -461,7 +476,9 @@ impl MegaFs {
     fn shown_path(&self, ino: u64) -> String {
         match self.target(ino) {
             Ok(Target::Node(h)) => self.client.path_of(&h),
-            Ok(Target::Pending { parent, name }) => self.pending_origin(&parent, &name),
+            Ok(Target::Pending { parent, name } | Target::NewDir { parent, name, .. }) => {
+                self.pending_origin(&parent, &name)
+            }
             _ => "(deleted)".into(),
         }
     }

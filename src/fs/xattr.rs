@@ -23,7 +23,9 @@ impl MegaFs {
     fn xattr_node(&self, ino: u64) -> Result<NodeHandle> {
         match self.target(ino)? {
             Target::Node(h) => Ok(h),
-            Target::Pending { .. } | Target::Virtual(_) => Err(FsError::NoAttr),
+            Target::Pending { .. } | Target::NewDir { .. } | Target::Virtual(_) => {
+                Err(FsError::NoAttr)
+            }
         }
     }
 

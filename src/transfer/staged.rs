@@ -299,6 +299,15 @@ pub struct Closed {
     /// The mtime set on the file (Unix seconds), if one was set explicitly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime: Option<i64>,
+    /// How many of the last folders of its path were made on the mount and not on MEGA yet
+    /// when it was closed (write-back of `mkdir`): a recovery that finds them missing makes
+    /// them again, instead of putting the file aside.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folders: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A staged file: ciphertext on disk, the key in memory (and wrapped beside it).
@@ -1177,6 +1186,7 @@ mod tests {
         let c = Closed {
             base: Some("AbCdEfGh".into()),
             mtime: Some(1_500_000_000),
+            folders: 2,
         };
         s.set_closed(&c).unwrap();
         s.set_closed(&c).unwrap(); // rewritten in place
@@ -1224,6 +1234,7 @@ mod tests {
         let closed = Closed {
             base: None,
             mtime: Some(7),
+            folders: 0,
         };
         std::fs::write(unsaved_marker(&p), serde_json::to_vec(&closed).unwrap()).unwrap();
         assert!(StagedFile::is_unsaved(&p));

@@ -64,6 +64,10 @@ pub struct FaultConfig {
     /// API commands (by `a`) answered `-1` (EINTERNAL) without running, as an older or
     /// independent server that does not know them answers (`--fault unknown_commands=uga,pk`).
     pub unknown_commands: Vec<String>,
+    /// API requests holding any of these commands (by `a`) wait, before running, while this
+    /// is set: a client's `p` (say) is on its way for as long as a test needs
+    /// (`--fault cs_hold=p`).
+    pub cs_hold: Vec<String>,
 }
 
 /// What a request of some kind should suffer.
@@ -184,6 +188,23 @@ impl Faults {
         std::time::Duration::from_millis(self.lock().cs_reply_delay_ms)
     }
 
+    /// Whether an API request body (a JSON array of commands) holds a command that is held
+    /// (see [`FaultConfig::cs_hold`]).
+    pub fn request_held(&self, body: &[u8]) -> bool {
+        let held = self.lock().cs_hold.clone();
+        if held.is_empty() {
+            return false;
+        }
+        let Ok(cmds) = serde_json::from_slice::<Vec<serde_json::Value>>(body) else {
+            return false;
+        };
+        cmds.iter().any(|c| {
+            c.get("a")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|a| held.iter().any(|h| h == a))
+        })
+    }
+
     /// Whether the command `a` is answered as unknown (see [`FaultConfig::unknown_commands`]).
     pub fn unknown(&self, a: &str) -> bool {
         self.lock().unknown_commands.iter().any(|c| c == a)
@@ -277,6 +298,18 @@ mod tests {
         });
         assert_eq!(f.corruption(3), None);
         assert_eq!(f.corruption(3), Some(0));
+    }
+
+    #[test]
+    fn held_commands_hold_the_requests_that_carry_them() {
+        let mut cfg = FaultConfig::default();
+        apply_arg(&mut cfg, "cs_hold=p").unwrap();
+        let f = Faults::new(cfg);
+        assert!(f.request_held(br#"[{"a":"ug"},{"a":"p","t":"x"}]"#));
+        assert!(!f.request_held(br#"[{"a":"ug"}]"#));
+        assert!(!f.request_held(b"not json"));
+        f.update(|c| c.cs_hold.clear());
+        assert!(!f.request_held(br#"[{"a":"p"}]"#));
     }
 
     #[test]

@@ -143,6 +143,9 @@ async fn cs(
         Fault::Http503 => return status_response(StatusCode::SERVICE_UNAVAILABLE),
         _ => {}
     }
+    while state.faults.request_held(&body) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let st = state.clone();
     // The client's own name for itself (kept as `dua` with the backups it registers).
     let agent: String = headers

@@ -41,7 +41,7 @@ The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block) need `Auth
 without --admin-token a random token is written to DIR/admin-token (mode 0600).
 Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
 dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, ul_hold, corrupt_downloads, corrupt_after,
-latency_ms, cs_reply_delay_ms, bandwidth_bps, unknown_commands=A,B (commands answered -1) (also settable at run time: POST /__admin/faults with JSON).";
+latency_ms, cs_reply_delay_ms, bandwidth_bps, unknown_commands=A,B (commands answered -1), cs_hold=A,B (requests with these commands wait while set) (also settable at run time: POST /__admin/faults with JSON).";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
