@@ -408,6 +408,36 @@ mod tests {
     }
 
     #[test]
+    fn a_new_folder_and_what_is_in_it_move_to_its_node_once_created() {
+        let mut t = Inodes::new("ROOT".into());
+        let local = NodeHandle("~1".into());
+        assert!(is_local(&local) && !is_local(&"AAAAAAAA".into()));
+        let d = t.new_dir("ROOT".into(), "d".into(), local.clone());
+        assert_eq!(t.dir_handle(d), Some(local.clone()));
+        assert_eq!(t.pending_named(&"ROOT".into(), "d"), [d]);
+        let f = t.pending(local.clone(), "f".into());
+        let sub = t.new_dir(local.clone(), "sub".into(), "~2".into());
+        assert_eq!(
+            t.pending_in(&local),
+            [("f".to_string(), f), ("sub".to_string(), sub)]
+        );
+        assert!(!t.unreferenced(d), "kept until MEGA has it");
+        t.resolve(&local, "DDDDDDDD".into());
+        assert_eq!(t.get(d), Some(&Target::Node("DDDDDDDD".into())));
+        assert_eq!(t.find(&"DDDDDDDD".into()), Some(d));
+        assert!(t.find(&local).is_none() && t.pending_in(&local).is_empty());
+        assert_eq!(t.pending_named(&"DDDDDDDD".into(), "f"), [f]);
+        assert!(matches!(
+            t.get(sub),
+            Some(Target::NewDir { parent, .. }) if parent.0 == "DDDDDDDD"
+        ));
+        // A caller that read the stand-in just before still files under the node.
+        let late = t.pending(local.clone(), "late".into());
+        assert_eq!(t.pending_named(&"DDDDDDDD".into(), "late"), [late]);
+        assert!(t.pending_named(&"ROOT".into(), "d").is_empty());
+    }
+
+    #[test]
     fn stable_never_reused_and_rebindable() {
         let mut t = Inodes::new("ROOT".into());
         let a = t.ino_of(&"AAAA".into());

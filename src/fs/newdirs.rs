@@ -277,8 +277,11 @@ impl MegaFs {
             // A chmod while the request was on its way goes after it.
             let asked = self.pending_mode(ino).map(|m| m & crate::tree::posix::PERM);
             self.forget_pending_mode(ino);
-            if let Some(perm) = asked.filter(|p| Some(*p) != sent) {
-                self.queue_mode(ino, perm);
+            match asked.filter(|p| Some(*p) != sent) {
+                Some(perm) => self.queue_mode(ino, perm),
+                // A node's inode now: it goes once nothing refers to it (the kernel may
+                // have forgotten it already).
+                None => self.drop_ino(ino),
             }
         }
         self.status_changed();
