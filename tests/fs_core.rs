@@ -1083,6 +1083,47 @@ async fn write_back_makes_folders_in_the_background_many_in_one_request() {
     assert_eq!(names(b.ino), ["c", "g.txt"]);
 }
 
+/// Regressions found by pjdfstest with write-back: `ftruncate` of a descriptor opened before
+/// another one's close was queued is what `stat` shows (the writer changed last, not the
+/// newest handle); a folder holding only a file whose upload is queued is not empty, so a
+/// folder renamed over it fails instead of deleting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_shows_the_last_change_and_keeps_folders_with_queued_files() {
+    use mega_mount::fs::{FsError, ROOT_INO};
+    let env = Env::start().await;
+    env.account("wbpjd@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbpjd@example.com", |c| {
+        c.writeback = Some(1);
+    })
+    .await;
+    env.server.faults().update(|f| f.ul_hold = true);
+    let (a, older) = fs.create(ROOT_INO, "t", None).await.unwrap();
+    let newer = fs.open(a.ino, true, true).await.unwrap();
+    fs.write(newer, 0, &[7u8; 12345]).await.unwrap();
+    fs.release(newer).await.unwrap();
+    fs.setattr(a.ino, Some(older), Some(23456), None)
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap().size, 23456);
+    let full = fs.mkdir(ROOT_INO, "full", None).await.unwrap();
+    fs.mkdir(ROOT_INO, "empty", None).await.unwrap();
+    let (_, fh) = fs.create(full.ino, "f", None).await.unwrap();
+    fs.write(fh, 0, b"queued").await.unwrap();
+    fs.release(fh).await.unwrap();
+    let renamed = tokio::time::timeout(
+        Duration::from_secs(10),
+        fs.rename(ROOT_INO, "empty", ROOT_INO, "full"),
+    )
+    .await
+    .expect("rename waits only for the folders");
+    assert!(matches!(renamed, Err(FsError::NotEmpty)), "{renamed:?}");
+    assert_eq!(fs.lookup(full.ino, "f").unwrap().size, 6);
+    env.server.faults().update(|f| f.ul_hold = false);
+    fs.release(older).await.unwrap();
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+    assert_eq!(fs.lookup(ROOT_INO, "t").unwrap().size, 23456);
+}
+
 /// The Vault's "My backups" in the root once the account has backups: listed, readable
 /// (every byte verified as anywhere), read-only (EACCES, nothing sent); `backups=` hides it
 /// and a real folder of that name wins.

@@ -150,6 +150,9 @@ impl MegaFs {
                 if let Some((size, mtime)) = staged {
                     a.size = size;
                     a.mtime = to_time(mtime);
+                    // Unsaved writes changed it since the node was made (never back in
+                    // time: an mtime set explicitly may be older).
+                    a.ctime = a.ctime.max(a.mtime);
                 }
                 Ok(a)
             }

@@ -281,7 +281,10 @@ impl MegaFs {
             match (existing.kind.is_container(), moving_dir) {
                 (true, false) => return Err(FsError::IsDir),
                 (false, true) => return Err(FsError::NotDir),
-                (true, true) if !self.client.children(&existing.handle)?.is_empty() => {
+                (true, true)
+                    if !self.client.children(&existing.handle)?.is_empty()
+                        || self.has_pending_children(&existing.handle) =>
+                {
                     return Err(FsError::NotEmpty)
                 }
                 _ => {}

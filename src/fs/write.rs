@@ -34,6 +34,9 @@ use crate::transfer::{Closed, StagedFile};
 /// The staging directory's name under the cache directory.
 pub(super) const STAGING_DIR: &str = "staging";
 
+/// Orders the changes of all writers (see [`Writer::last_change`]).
+static CHANGE_ORDER: AtomicU64 = AtomicU64::new(0);
+
 /// Write state of an open file.
 ///
 /// Writes and truncations hold `commit` shared; a commit holds it exclusively. So an upload
@@ -45,6 +48,9 @@ pub(super) struct Writer {
     staged: Mutex<Arc<StagedFile>>,
     /// Bumped by every change; `saved` is the change the last commit uploaded.
     changes: AtomicU64,
+    /// When it last changed, in the order of every writer's changes (see [`CHANGE_ORDER`]):
+    /// of several writers of a file with unsaved changes, the last changed is the file now.
+    last_change: AtomicU64,
     saved: AtomicU64,
     /// Explicit mtime from `setattr`, else the time of the commit.
     mtime: Mutex<Option<i64>>,
@@ -81,6 +87,7 @@ impl Writer {
         let w = Arc::new(Writer {
             staged: Mutex::new(Arc::new(staged)),
             changes: AtomicU64::new(0),
+            last_change: AtomicU64::new(0),
             saved: AtomicU64::new(0),
             mtime: Mutex::new(None),
             unlinked: AtomicBool::new(false),
@@ -181,6 +188,10 @@ impl Writer {
 
     fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
+        self.last_change.store(
+            CHANGE_ORDER.fetch_add(1, Ordering::AcqRel) + 1,
+            Ordering::Release,
+        );
     }
 
     pub(super) fn mtime(&self) -> Option<i64> {
@@ -278,8 +289,9 @@ impl MegaFs {
 
     /// A writer of `ino` open on some handle: one with unsaved changes; with `any`, else any.
     ///
-    /// Of several with changes, the newest handle: with write-back, a file closed twice has
-    /// both closes queued, and the later one is its content now.
+    /// Of several with changes, the one changed last: with write-back, a file closed twice
+    /// has both closes queued, and the later one is its content now — unless a handle
+    /// opened before them changed it since (`ftruncate` of an older descriptor).
     pub(super) fn open_writer(&self, ino: u64, any: bool) -> Option<Arc<Writer>> {
         let open = self.open_files();
         let mut writers: Vec<(u64, &Arc<Writer>)> = open
@@ -287,7 +299,10 @@ impl MegaFs {
             .filter_map(|(fh, f)| Some((fh, f.writer.as_ref()?)))
             .collect();
         writers.sort_by_key(|(fh, _)| std::cmp::Reverse(*fh));
-        let dirty = writers.iter().find(|(_, w)| w.dirty());
+        let dirty = writers
+            .iter()
+            .filter(|(_, w)| w.dirty())
+            .max_by_key(|(_, w)| w.last_change.load(Ordering::Acquire));
         dirty
             .or_else(|| writers.first().filter(|_| any))
             .map(|(_, w)| Arc::clone(w))
