@@ -7,6 +7,9 @@
 //! and a second client's view of the account (names, kinds, contents) must equal the model,
 //! and the keystream audit (`Env`'s drop) must pass.
 //!
+//! It runs twice: as it is, and with write-back (closes, `chmod` and `mkdir` queued; the
+//! queue drained before MEGA's view is compared).
+//!
 //! CI runs a fixed budget of cases (`FS_MODEL_CASES`, default 16); `scripts/soak.sh` runs
 //! more. A failing case is shrunk to a minimal sequence, and its seed is kept in
 //! `tests/fs_model.proptest-regressions` (committed), which is replayed first on every run.
@@ -19,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::mount::fs_core;
+use common::mount::fs_core_with;
 use common::Env;
 use mega_mount::fs::{MegaFs, ROOT_INO};
 use proptest::prelude::*;
@@ -260,9 +263,12 @@ fn check<T: std::fmt::Debug>(
 }
 
 /// Runs one sequence against a fresh account; compares as it goes and at the end.
-async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn run(env: &Env, email: &str, ops: &[Op], writeback: bool) -> Result<(), TestCaseError> {
     let other = env.account(email).await;
-    let (fs, _client) = fs_core(env, email).await;
+    let (fs, _client) = fs_core_with(env, email, |c| {
+        c.writeback = writeback.then_some(2);
+    })
+    .await;
     let mut real = Real {
         fs: fs.clone(),
         handles: Vec::new(),
@@ -630,6 +636,11 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         }
     }
     // A second client's view equals the model.
+    // With write-back, what the closes queued (and folders made) reaches MEGA first.
+    let left = fs.drain(std::time::Duration::from_secs(120)).await;
+    if !left.is_empty() {
+        return Err(TestCaseError::fail(format!("not uploaded: {left:?}")));
+    }
     other.fetch().await.unwrap();
     let root = other.root().unwrap().handle;
     let mut seen_dirs = BTreeSet::new();
@@ -685,6 +696,17 @@ async fn run(env: &Env, email: &str, ops: &[Op]) -> Result<(), TestCaseError> {
 
 #[test]
 fn the_filesystem_core_behaves_like_the_model() {
+    check_against_the_model(false);
+}
+
+/// The same with write-back (closes, `chmod` and `mkdir` return before MEGA has them): every
+/// answer the same, and once the queue drained, MEGA holds what the model says.
+#[test]
+fn the_filesystem_core_behaves_like_the_model_with_write_back() {
+    check_against_the_model(true);
+}
+
+fn check_against_the_model(writeback: bool) {
     let cases: u32 = std::env::var("FS_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -705,7 +727,7 @@ fn the_filesystem_core_behaves_like_the_model() {
     });
     let result = runner.run(&proptest::collection::vec(op(), 1..50), |ops| {
         let email = format!("model{}@example.com", n.fetch_add(1, Ordering::Relaxed));
-        rt.block_on(run(&env, &email, &ops))
+        rt.block_on(run(&env, &email, &ops, writeback))
     });
     // The audit of every key used (Env's drop) runs inside the runtime's context.
     rt.block_on(async move { drop(env) });

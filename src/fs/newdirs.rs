@@ -90,16 +90,24 @@ impl MegaFs {
             st.dirs.next += 1;
             NodeHandle(format!("~{}", st.dirs.next))
         };
-        let ino = {
+        let (ino, parent_handle) = {
             let mut inodes = self.inodes();
             let Some(dir) = inodes.dir_handle(parent) else {
                 return Err(FsError::NotFound);
             };
-            inodes.new_dir(dir, name.to_string(), local.clone())
+            (
+                inodes.new_dir(dir.clone(), name.to_string(), local.clone()),
+                dir,
+            )
         };
         if let Some(m) = mode {
             self.set_pending_mode(ino, m);
         }
+        // The kernel's entry, and the attributes it gets, before the folder is queued: once
+        // MEGA made it, an inode nothing refers to may go.
+        self.entered(ino, parent, name);
+        let made = crate::local::time::now();
+        let attr = self.attr_of(ino, &self.new_dir_node(parent_handle, name, local.clone()));
         let start = {
             let mut st = wb.state();
             st.waiting += 1;
@@ -108,7 +116,7 @@ impl MegaFs {
                 local,
                 NewDir {
                     ino,
-                    made: crate::local::time::now(),
+                    made,
                     failed: None,
                 },
             );
@@ -119,21 +127,18 @@ impl MegaFs {
             tokio::spawn(async move { fs.send_dirs().await });
         }
         self.status_changed();
-        self.entered(ino, parent, name);
-        self.getattr(ino)
+        Ok(attr)
     }
 
     /// A new folder as a node (for attributes and the checks made of any folder): its
     /// stand-in handle, no key, the mode asked for.
     pub(super) fn new_dir_node(&self, parent: NodeHandle, name: &str, local: NodeHandle) -> Node {
-        let (ino, made) = self
+        let made = self
             .wb
             .as_ref()
-            .and_then(|wb| {
-                let st = wb.state();
-                st.dirs.dirs.get(&local).map(|d| (d.ino, d.made))
-            })
-            .unwrap_or((0, crate::local::time::now()));
+            .and_then(|wb| wb.state().dirs.dirs.get(&local).map(|d| d.made))
+            .unwrap_or_else(crate::local::time::now);
+        let ino = self.inodes().find(&local).unwrap_or(0);
         Node {
             handle: local,
             parent: Some(parent),
