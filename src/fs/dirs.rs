@@ -480,24 +480,13 @@ mod tests {
     use crate::tree::NodeKind;
 
     fn node(h: &str, name: &str, ctime: i64) -> Node {
-        Node {
-            handle: h.into(),
-            parent: Some("ROOT".into()),
-            kind: NodeKind::File,
-            owner: String::new(),
-            name: name.into(),
-            size: 0,
+        Node::bare(
+            h.into(),
+            Some("ROOT".into()),
+            NodeKind::File,
+            name.into(),
             ctime,
-            mtime: ctime,
-            key: None,
-            attrs: Default::default(),
-            fingerprint: None,
-            undecryptable: None,
-            wrapped_key: None,
-            inshare: None,
-            fa: None,
-            mode: None,
-        }
+        )
     }
 
     #[test]

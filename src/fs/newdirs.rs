@@ -140,24 +140,16 @@ impl MegaFs {
             .unwrap_or_else(crate::local::time::now);
         let ino = self.inodes().find(&local).unwrap_or(0);
         Node {
-            handle: local,
-            parent: Some(parent),
-            kind: NodeKind::Folder,
-            owner: String::new(),
-            name: unescape_name(name),
-            size: 0,
-            ctime: made,
-            mtime: made,
-            key: None,
-            attrs: Default::default(),
-            fingerprint: None,
-            undecryptable: None,
-            wrapped_key: None,
-            inshare: None,
-            fa: None,
             mode: self
                 .pending_mode(ino)
                 .map(|m| posix::with_type(posix::S_IFDIR, m)),
+            ..Node::bare(
+                local,
+                Some(parent),
+                NodeKind::Folder,
+                unescape_name(name),
+                made,
+            )
         }
     }
 

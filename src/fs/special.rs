@@ -235,24 +235,13 @@ mod tests {
     use super::*;
 
     fn version(h: &str, ctime: i64) -> Node {
-        Node {
-            handle: NodeHandle(h.into()),
-            parent: None,
-            kind: NodeKind::File,
-            owner: String::new(),
-            name: "x".into(),
-            size: 0,
+        Node::bare(
+            NodeHandle(h.into()),
+            None,
+            NodeKind::File,
+            "x".into(),
             ctime,
-            mtime: ctime,
-            key: None,
-            attrs: String::new(),
-            fingerprint: None,
-            undecryptable: None,
-            wrapped_key: None,
-            inshare: None,
-            fa: None,
-            mode: None,
-        }
+        )
     }
 
     #[test]

@@ -156,6 +156,35 @@ impl Access {
 }
 
 impl Node {
+    /// A node with only its place, kind, name and time (ctime and mtime): no key, content,
+    /// attributes or share.
+    pub fn bare(
+        handle: NodeHandle,
+        parent: Option<NodeHandle>,
+        kind: NodeKind,
+        name: String,
+        time: i64,
+    ) -> Node {
+        Node {
+            handle,
+            parent,
+            kind,
+            owner: String::new(),
+            name,
+            size: 0,
+            ctime: time,
+            mtime: time,
+            key: None,
+            attrs: String::new(),
+            fingerprint: None,
+            undecryptable: None,
+            wrapped_key: None,
+            inshare: None,
+            fa: None,
+            mode: None,
+        }
+    }
+
     pub fn is_file(&self) -> bool {
         self.kind == NodeKind::File
     }
@@ -269,22 +298,10 @@ pub(crate) fn decrypt_owned(v: RawNode, keys: &KeyRing) -> Result<Node, TreeErro
     } = v;
     let parent = p.filter(|p| !p.is_empty()).map(NodeHandle);
     let mut node = Node {
-        handle: NodeHandle(h),
-        parent,
-        kind,
         owner: u.unwrap_or_default(),
-        name: String::new(),
         size,
-        ctime,
-        mtime: ctime,
-        key: None,
-        attrs: String::new(),
-        fingerprint: None,
-        undecryptable: None,
-        wrapped_key: None,
-        inshare: None,
         fa: fa.filter(|fa| !fa.is_empty()),
-        mode: None,
+        ..Node::bare(NodeHandle(h), parent, kind, String::new(), ctime)
     };
     match kind {
         NodeKind::Root => node.name = "Cloud Drive".into(),
