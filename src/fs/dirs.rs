@@ -52,6 +52,17 @@ pub(super) fn display_names(children: &[Node]) -> Vec<(String, &Node)> {
     out
 }
 
+/// Whether a pending inode is shown in its folder: a new folder (`Some(true)`), or a file
+/// some handle still holds, open or queued for upload (`Some(false)`); a file whose handles
+/// all went (unlinked, or uploaded and re-bound) is not.
+fn live_pending(inodes: &super::inodes::Inodes, open: &super::OpenTable, ino: u64) -> Option<bool> {
+    match inodes.get(ino) {
+        Some(Target::NewDir { .. }) => Some(true),
+        Some(Target::Pending { .. }) if open.has_ino(ino) => Some(false),
+        _ => None,
+    }
+}
+
 /// An open directory: the listing taken when it was opened (or rewound), and whether it was
 /// read from yet.
 pub(super) struct DirHandle {
@@ -151,10 +162,10 @@ impl MegaFs {
             let open = self.open_files();
             let mut shown = std::collections::HashSet::new();
             for (name, ino) in pending {
-                let kind = match inodes.get(ino) {
-                    Some(Target::NewDir { .. }) => Kind::Dir,
-                    Some(Target::Pending { .. }) if open.has_ino(ino) => Kind::File,
-                    _ => continue,
+                let kind = match live_pending(&inodes, &open, ino) {
+                    Some(true) => Kind::Dir,
+                    Some(false) => Kind::File,
+                    None => continue,
                 };
                 if view.has(&name) || !shown.insert(name.clone()) {
                     continue;
@@ -299,11 +310,7 @@ impl MegaFs {
         inodes
             .pending_named(dir, name)
             .iter()
-            .find_map(|&ino| match inodes.get(ino) {
-                Some(Target::NewDir { .. }) => Some((ino, true)),
-                _ if open.has_ino(ino) => Some((ino, false)),
-                _ => None,
-            })
+            .find_map(|&ino| Some((ino, live_pending(&inodes, &open, ino)?)))
     }
 
     /// Whether files created in `dir` and not on MEGA yet (open, or queued for upload), or
@@ -311,9 +318,10 @@ impl MegaFs {
     pub(super) fn has_pending_children(&self, dir: &NodeHandle) -> bool {
         let inodes = self.inodes();
         let open = self.open_files();
-        let any = inodes.pending_in(dir).iter().any(|(_, ino)| {
-            matches!(inodes.get(*ino), Some(Target::NewDir { .. })) || open.has_ino(*ino)
-        });
+        let any = inodes
+            .pending_in(dir)
+            .iter()
+            .any(|(_, ino)| live_pending(&inodes, &open, *ino).is_some());
         any
     }
 

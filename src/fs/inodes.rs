@@ -214,6 +214,24 @@ impl Inodes {
         }
     }
 
+    /// The new folders from `h` up (their names as shown, nearest first) while `h` is a
+    /// new folder's stand-in, and the handle where that ends: the existing folder they were
+    /// made in.
+    pub fn new_dirs_up(&self, h: &NodeHandle) -> (Vec<String>, NodeHandle) {
+        let mut names = Vec::new();
+        let mut h = h.clone();
+        while is_local(&h) {
+            match self.find(&h).and_then(|i| self.get(i)) {
+                Some(Target::NewDir { parent, name, .. }) => {
+                    names.push(name.clone());
+                    h = parent.clone();
+                }
+                _ => break,
+            }
+        }
+        (names, h)
+    }
+
     /// MEGA created the new folder standing in as `local` as node `real`: its inode means
     /// the node from now on, and what is pending in it is filed under `real`.
     pub fn resolve(&mut self, local: &NodeHandle, real: NodeHandle) {

@@ -66,12 +66,13 @@ impl MegaFs {
     /// itself, or lies in the user's own Cloud Drive (not in a share, the Vault or the
     /// Rubbish Bin).
     pub(super) fn writes_back_dir(&self, dir: &NodeHandle) -> bool {
+        // Under the Cloud Drive's root: not in the Rubbish Bin or the Vault either.
         self.writeback()
             && (is_local(dir)
                 || self.client.view(|t| {
                     t.inshare_of(dir).is_none()
                         && t.top_of(dir).map(|n| n.kind) == Some(NodeKind::Root)
-                }) && self.frozen(dir).is_none())
+                }))
     }
 
     /// `mkdir` written back: the folder exists on the mount now, on MEGA once the queue
@@ -378,43 +379,25 @@ impl MegaFs {
     /// that many folders of its path are made again by a recovery that finds them missing.
     pub(super) fn new_dirs_above(&self, ino: u64) -> u32 {
         let inodes = self.inodes();
-        let mut parent = match inodes.get(ino) {
-            Some(Target::Pending { parent, .. } | Target::NewDir { parent, .. }) => parent.clone(),
-            _ => return 0,
-        };
-        let mut n = 0;
-        while is_local(&parent) {
-            match inodes.find(&parent).and_then(|i| inodes.get(i)) {
-                Some(Target::NewDir { parent: p, .. }) => {
-                    n += 1;
-                    parent = p.clone();
-                }
-                _ => break,
+        match inodes.get(ino) {
+            Some(Target::Pending { parent, .. } | Target::NewDir { parent, .. }) => {
+                inodes.new_dirs_up(parent).0.len() as u32
             }
+            _ => 0,
         }
-        n
     }
 
     /// The MEGA path of a folder, new or not (`/`-separated, from the Cloud Drive).
     pub(super) fn dir_path(&self, h: &NodeHandle) -> String {
-        let mut names = Vec::new();
-        let mut h = h.clone();
-        {
-            let inodes = self.inodes();
-            while is_local(&h) {
-                match inodes.find(&h).and_then(|i| inodes.get(i)) {
-                    Some(Target::NewDir { parent, name, .. }) => {
-                        names.push(unescape_name(name));
-                        h = parent.clone();
-                    }
-                    _ => break,
-                }
-            }
-        }
-        let mut path = self.client.path_of(&h).trim_end_matches('/').to_string();
-        for name in names.into_iter().rev() {
+        let (names, existing) = self.inodes().new_dirs_up(h);
+        let mut path = self
+            .client
+            .path_of(&existing)
+            .trim_end_matches('/')
+            .to_string();
+        for name in names.iter().rev() {
             path.push('/');
-            path.push_str(&name);
+            path.push_str(&unescape_name(name));
         }
         path
     }
