@@ -354,25 +354,29 @@ impl MegaFs {
     /// Waits until the folder a file pending in a new folder goes into is on MEGA (before
     /// its upload is committed there).
     pub(super) async fn settle_parent(&self, ino: u64) -> Result<()> {
-        // A folder resolved meanwhile re-files the file: look again after each wait.
-        for _ in 0..64 {
-            let parent = match self.target(ino)? {
-                Target::Pending { parent, .. } | Target::NewDir { parent, .. } => parent,
-                _ => return Ok(()),
-            };
-            if !is_local(&parent) {
-                return Ok(());
-            }
-            let known = self
+        let parent_of = |ino| -> Result<Option<NodeHandle>> {
+            Ok(match self.target(ino)? {
+                Target::Pending { parent, .. } | Target::NewDir { parent, .. } => {
+                    Some(parent).filter(is_local)
+                }
+                _ => None,
+            })
+        };
+        // A folder MEGA created re-files what is in it (before it leaves the queue): look
+        // again after each wait.
+        while let Some(parent) = parent_of(ino)? {
+            let queued = self
                 .wb
                 .as_ref()
                 .is_some_and(|wb| wb.state().dirs.dirs.contains_key(&parent));
-            if !known && self.inodes().find(&parent).is_none() {
+            if queued {
+                self.dir_created(&parent).await?;
+            } else if parent_of(ino)? == Some(parent) {
+                // Neither waiting nor created: it went.
                 return Err(FsError::NotFound);
             }
-            self.dir_created(&parent).await?;
         }
-        Err(FsError::NotFound)
+        Ok(())
     }
 
     /// How many of the folders above a pending file are new (not on MEGA yet): the last
