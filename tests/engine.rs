@@ -699,3 +699,77 @@ async fn an_import_into_an_exported_folder_is_readable_through_its_link() {
     .unwrap();
     assert_eq!(out, b"given");
 }
+
+/// Uploads into one folder that finish while a `p` into it is on its way are made by one
+/// `p`. When that request fails for one element's sake (the file it supersedes was deleted
+/// by another session meanwhile), the others are made one by one and only that upload
+/// fails; nothing is made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_into_one_folder_share_a_p_and_a_bad_node_fails_alone() {
+    use mega_mount::client::{OldVersions, Target};
+    use mega_mount::tree::NodeHandle;
+    let env = Env::start().await;
+    let c = Arc::new(env.account("batch@example.com").await);
+    let root = c.root().unwrap().handle;
+    let mut body: &[u8] = b"old";
+    let x = c
+        .upload(&root, "x.txt", &mut body, 3, 1, None)
+        .await
+        .unwrap()
+        .handle;
+    let other = env.login("batch@example.com").await;
+    let up = |name: &'static str, body: &'static [u8], replaces: Option<NodeHandle>| {
+        let (c, root) = (c.clone(), root.clone());
+        tokio::spawn(async move {
+            let target = Target {
+                parent: &root,
+                name,
+                replaces: replaces.as_ref().map(|h| (h, OldVersions::Keep)),
+                mode: None,
+            };
+            let mut r = body;
+            c.upload_to(target, &mut r, body.len() as u64, 1, None)
+                .await
+        })
+    };
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !done() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    }
+    env.server.faults().update(|f| f.cs_hold = vec!["p".into()]);
+    let p_before = env.server.stats().commands("p");
+    let first = up("first.txt", b"one", None);
+    until("the first `p` never reached the server", || {
+        env.server.stats().held.now() == 1
+    })
+    .await;
+    let x2 = up("x.txt", b"new x", Some(x.clone()));
+    let y = up("y.txt", b"why", None);
+    until("the uploads did not wait for the held `p`", || {
+        c.files_waiting_for_nodes() == 2
+    })
+    .await;
+    other.delete(&x).await.unwrap();
+    env.server.faults().update(|f| f.cs_hold.clear());
+    first.await.unwrap().unwrap();
+    let y = y.await.unwrap().unwrap();
+    let x2 = x2.await.unwrap();
+    assert!(x2.is_err(), "a new version of a deleted file: {x2:?}");
+    // The first, the batch of two (refused), then each on its own.
+    assert_eq!(env.server.stats().commands("p") - p_before, 4);
+    let fresh = env.login("batch@example.com").await;
+    let mut names: Vec<String> = fresh
+        .children(&root)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["first.txt", "y.txt"]);
+    assert_eq!(fresh.download_to_vec(&y.handle).await.unwrap(), b"why");
+}

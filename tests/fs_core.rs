@@ -1083,6 +1083,87 @@ async fn write_back_makes_folders_in_the_background_many_in_one_request() {
     assert_eq!(names(b.ino), ["c", "g.txt"]);
 }
 
+/// Write-back makes the files of a folder in batches: the uploads that finish while a `p`
+/// into the folder is on its way are all made by the next one (a new version among them),
+/// each node with its own content, and the upload slots do not wait for `p`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_makes_a_folders_files_in_one_request() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("wbfiles@example.com").await;
+    let (fs, client) = fs_core_with(&env, "wbfiles@example.com", |c| {
+        c.writeback = Some(2);
+    })
+    .await;
+    let quick = Duration::from_secs(20);
+    let d = fs.mkdir(ROOT_INO, "d", None).await.unwrap().ino;
+    let put = |name: &'static str, body: Vec<u8>| {
+        let fs = fs.clone();
+        async move {
+            let (_, fh) = fs.create(d, name, None).await.unwrap();
+            fs.write(fh, 0, &body).await.unwrap();
+            fh
+        }
+    };
+    // A file on MEGA already, to get a new version in the batch.
+    let fh = put("old.txt", b"first".to_vec()).await;
+    tokio::time::timeout(quick, fs.fsync(fh))
+        .await
+        .expect("fsync")
+        .unwrap();
+    fs.release(fh).await.unwrap();
+    let body = |i: usize| format!("file {i} ").repeat(i + 1).into_bytes();
+    const FILES: usize = 20;
+    env.server.faults().update(|f| f.cs_hold = vec!["p".into()]);
+    let p_before = env.server.stats().commands("p");
+    let names: Vec<&'static str> = (0..FILES)
+        .map(|i| &*Box::leak(format!("f{i:02}.txt").into_boxed_str()))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let fh = put(name, body(i)).await;
+        fs.release(fh).await.unwrap();
+    }
+    let ino = fs.lookup(d, "old.txt").unwrap().ino;
+    let fh = fs.open(ino, true, true).await.unwrap();
+    fs.write(fh, 0, b"second").await.unwrap();
+    fs.release(fh).await.unwrap();
+    // The first `p` is held; every other file's content gets sent meanwhile (two slots)
+    // and its node waits.
+    tokio::time::timeout(quick, async {
+        while client.files_waiting_for_nodes() < FILES {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the contents were not all sent while `p` was held");
+    env.server.faults().update(|f| f.cs_hold.clear());
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+    let sent = env.server.stats().commands("p") - p_before;
+    assert_eq!(
+        sent, 2,
+        "the held `p`, then one for the other {FILES} files"
+    );
+    other.fetch().await.unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let n = other.resolve(&format!("/d/{name}")).unwrap();
+        assert_eq!(other.download_to_vec(&n.handle).await.unwrap(), body(i));
+    }
+    let old = other.resolve("/d/old.txt").unwrap();
+    assert_eq!(other.download_to_vec(&old.handle).await.unwrap(), b"second");
+    let versions = other.read_tree().versions(&old.handle).len();
+    assert_eq!(
+        versions, 1,
+        "the first content is the new one's previous version"
+    );
+    assert_eq!(
+        other
+            .read_tree()
+            .children(&other.resolve("/d").unwrap().handle)
+            .len(),
+        FILES + 1
+    );
+}
+
 /// Regressions found by pjdfstest with write-back: `ftruncate` of a descriptor opened before
 /// another one's close was queued is what `stat` shows (the writer changed last, not the
 /// newest handle); a folder holding only a file whose upload is queued is not empty, so a

@@ -122,6 +122,59 @@ async fn upload_without_v_gives_a_text_token_and_d_acks_with_zero() {
     assert!(again.is_err());
 }
 
+/// One element of `p` with a bad upload token fails alone, as MEGA answers it: the others
+/// are made and the reply's `e` names the failed ones by position (`{"1":-9}`, read by
+/// `sdk:CommandPutNodes`); a token twice in one request makes one node. With no element
+/// left, the request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_nodes_answers_for_each_element() {
+    let (_env, c) = setup().await;
+    let root = c.root().unwrap().handle;
+    let http = c.api().http();
+    let mut elements = Vec::new();
+    let mut token = String::new();
+    for i in 0..2 {
+        let data = vec![i as u8 + 1; 1000];
+        let u = c
+            .api()
+            .call(json!({"a": "u", "s": data.len()}))
+            .await
+            .unwrap();
+        let url = u["p"].as_str().unwrap();
+        let r = http
+            .post(format!("{url}/0"))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        token = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+        let key = NodeKey::File(FileKey::random());
+        let a = b64::encode(&attr::encrypt(
+            &key.attr_key(),
+            json!({"n": format!("f{i}")}).as_object().unwrap(),
+        ));
+        let k = b64::encode(&c.session().master_key.0.wrap(&key.raw()));
+        elements.push(json!({"h": token, "t": 0, "a": a, "k": k}));
+    }
+    let mut bogus = elements[0].clone();
+    bogus["h"] = json!("A".repeat(36));
+    let twice = elements[1].clone();
+    let n = json!([elements[0], bogus, elements[1], twice]);
+    let r = c
+        .api()
+        .call(json!({"a": "p", "t": root.0, "n": n}))
+        .await
+        .unwrap();
+    assert_eq!(r["f"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["e"], json!({"1": -9, "3": -9}));
+    // Every element refused: the request's error.
+    let again = c
+        .api()
+        .call(json!({"a": "p", "t": root.0, "n": [elements[1]]}))
+        .await;
+    assert!(again.is_err(), "{again:?}; the token {token} is used up");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_attr_form_and_integer_results() {
     let (env, c) = setup().await;

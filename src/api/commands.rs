@@ -400,7 +400,33 @@ pub struct PutNodes<'a> {
 
 #[derive(Debug, Deserialize)]
 pub struct PutNodesReply {
+    /// The nodes made, in the order of the request (an element that failed has none).
+    #[serde(default)]
     pub f: Vec<RawNode>,
+    /// The elements that failed, each with its error code (see [`NodeErrors`]).
+    #[serde(default)]
+    pub e: Option<NodeErrors>,
+}
+
+/// `e` of a `p` reply: which elements of the request made no node, and why. MEGA sends
+/// either an array by element (`[-9,-9]`, `[]` for none) or an object naming only the
+/// elements that failed (`{"1":-9}`), as `sdk:src/commands.cpp` `CommandPutNodes` reads it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum NodeErrors {
+    ByElement(Vec<i64>),
+    Named(std::collections::HashMap<String, i64>),
+}
+
+impl NodeErrors {
+    /// The error of element `i`, if it failed.
+    pub fn of(&self, i: usize) -> Option<super::ErrorCode> {
+        let code = match self {
+            NodeErrors::ByElement(v) => v.get(i).copied(),
+            NodeErrors::Named(m) => m.get(&i.to_string()).copied(),
+        }?;
+        (code != 0).then(|| super::ErrorCode::from_code(code))
+    }
 }
 
 impl Command for PutNodes<'_> {
@@ -749,6 +775,24 @@ impl Command for Share<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `e` of a `p` reply in both of MEGA's forms; no `f` when nothing was made.
+    #[test]
+    fn put_nodes_errors_by_element_or_by_name() {
+        use crate::api::ErrorCode;
+        let r: PutNodesReply = serde_json::from_value(json!({"e": [-9, 0, -14]})).unwrap();
+        assert!(r.f.is_empty());
+        let e = r.e.unwrap();
+        assert_eq!(e.of(0), Some(ErrorCode::NotFound));
+        assert_eq!(e.of(1), None);
+        assert_eq!(e.of(2), Some(ErrorCode::Key));
+        assert_eq!(e.of(3), None);
+        let r: PutNodesReply = serde_json::from_value(json!({"f": [], "e": {"2": -11}})).unwrap();
+        let e = r.e.unwrap();
+        assert_eq!((e.of(1), e.of(2)), (None, Some(ErrorCode::Access)));
+        let r: PutNodesReply = serde_json::from_value(json!({"f": [], "e": []})).unwrap();
+        assert_eq!(r.e.unwrap().of(0), None);
+    }
 
     #[test]
     fn odd_fields_are_absent_not_fatal() {

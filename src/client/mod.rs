@@ -25,6 +25,7 @@
 //! let go.
 
 pub mod backups;
+mod batch;
 mod cached;
 pub mod connect;
 pub mod contacts;
@@ -114,6 +115,8 @@ pub struct Client {
     graphics: std::sync::Mutex<Option<crate::transfer::graphics::Limits>>,
     /// MEGA's media codec list (`mc`), asked the first time a video is uploaded.
     media_codecs: tokio::sync::OnceCell<Option<crate::transfer::media::Codecs>>,
+    /// New files on their way, by folder: sent in batches (see [`batch`]).
+    lanes: batch::Lanes,
 }
 
 impl std::fmt::Debug for Client {
@@ -220,6 +223,7 @@ impl Client {
             transfers: std::sync::OnceLock::new(),
             graphics: std::sync::Mutex::new(Some(Default::default())),
             media_codecs: tokio::sync::OnceCell::new(),
+            lanes: batch::Lanes::default(),
         };
         // The account's attributes come with `ug` (v:1), as the SDK reads them: `uga` is
         // only asked to refresh one that an action packet says changed.

@@ -47,6 +47,15 @@ pub struct Target<'a> {
     pub mode: Option<u32>,
 }
 
+/// A staged file's content on MEGA (and its thumbnail and preview), its node still to make:
+/// see [`Client::send_staged`].
+#[derive(Debug)]
+pub struct SentContent {
+    up: upload::Uploaded,
+    /// The stored thumbnail and preview, for the node's `fa`.
+    fa: Option<String>,
+}
+
 /// What a public link holds, opened (no login needed) to be imported.
 #[derive(Debug)]
 pub enum Linked {
@@ -145,10 +154,9 @@ impl Client {
             .edit(|t| t.prefetch_remove(h), |t| t.remove_subtree(h));
     }
 
-    /// Inserts the nodes of a `p` reply into the tree; returns them in the reply's order (at
-    /// least one).
+    /// Inserts the nodes of a `p` reply into the tree; returns them in the reply's order.
     fn insert_created(&self, reply: PutNodesReply) -> Result<Vec<Node>> {
-        let created = self.store.edit(
+        self.store.edit(
             |t| {
                 for v in &reply.f {
                     let parent = v.p.clone().map(NodeHandle);
@@ -164,11 +172,7 @@ impl Client {
                 }
                 Ok::<_, Error>(created)
             },
-        )?;
-        if created.is_empty() {
-            return Err(Error::Protocol("`p` reply without nodes".into()));
-        }
-        Ok(created)
+        )
     }
 
     /// The `cr` element that gives every exported folder above `parent` the keys of new
@@ -228,8 +232,8 @@ impl Client {
     }
 
     /// Creates nodes with one `p` under `parent` (`keys[i]` is the key of `list[i]`, for the
-    /// `cr` of exported folders above) and returns the first. A first node that supersedes
-    /// a file (`ov`) takes it over as its previous version.
+    /// `cr` of exported folders above) and returns the first. A node that supersedes a file
+    /// (`ov`) takes it over as its previous version.
     async fn put_nodes(
         &self,
         parent: &NodeHandle,
@@ -243,14 +247,33 @@ impl Client {
             .ok_or_else(|| Error::Protocol("`p` reply without nodes".into()))
     }
 
-    /// [`put_nodes`](Self::put_nodes), returning every node the server created, in the
-    /// order of its reply.
+    /// [`put_nodes`](Self::put_nodes), returning every node made, in the order of the
+    /// request; the first element the server refused fails the whole call (the nodes it did
+    /// make are in the tree).
     pub(super) async fn put_many(
         &self,
         parent: &NodeHandle,
         list: Vec<NewNode>,
         keys: Vec<NodeKey>,
     ) -> Result<Vec<Node>> {
+        self.put_each(parent, list, keys)
+            .await?
+            .into_iter()
+            .collect()
+    }
+
+    /// Sends one `p` of `list` under `parent` (`keys[i]` is the key of `list[i]`) and
+    /// returns what became of each element: its node, or the error MEGA gave for it in the
+    /// reply's `e` (one element can fail while the others are made). The whole call fails
+    /// only if the request does. Each node is found in the reply by its key: a fresh one for
+    /// every new folder and upload (a copy keeps its source's key; equal keys are taken in
+    /// the reply's order).
+    pub(super) async fn put_each(
+        &self,
+        parent: &NodeHandle,
+        list: Vec<NewNode>,
+        keys: Vec<NodeKey>,
+    ) -> Result<Vec<Result<Node>>> {
         // `cr` names each new node as the request does: by `h`, or by `ph` for an import.
         let named: Vec<(String, NodeKey)> = list
             .iter()
@@ -258,28 +281,51 @@ impl Client {
                 (Some(ph), true) => ph.clone(),
                 _ => n.h.clone(),
             })
-            .zip(keys)
+            .zip(keys.iter().cloned())
             .collect();
         let cr = self.shares_cr(parent, &named);
-        let ov = list.first().and_then(|n| n.ov.clone()).map(NodeHandle);
+        let superseded: Vec<Option<NodeHandle>> =
+            list.iter().map(|n| n.ov.clone().map(NodeHandle)).collect();
+        let vb = superseded.iter().any(Option::is_some).then_some(1);
         let _m = self.mutation()?;
-        let reply = self
+        let mut reply = self
             .api
             .run(&PutNodes {
                 t: &parent.0,
                 n: list,
                 i: self.api.echo_id(),
-                vb: ov.as_ref().map(|_| 1),
+                vb,
                 cr,
                 vw: self.vw(),
             })
             .await?;
+        let refused = reply.e.take();
         let created = self.insert_created(reply)?;
-        if let Some(old) = ov {
-            // The server made it a child of the new node; our own echo is skipped.
-            self.reparent(&old, &created[0].handle);
+        let mut taken = vec![false; created.len()];
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(code) = refused.as_ref().and_then(|e| e.of(i)) {
+                out.push(Err(Error::from_code(code)));
+                continue;
+            }
+            let found = created
+                .iter()
+                .zip(taken.iter_mut())
+                .find(|(n, taken)| !**taken && n.key.as_ref() == Some(key));
+            let Some((node, taken)) = found else {
+                out.push(Err(Error::Protocol(
+                    "the `p` reply lacks a node the request made".into(),
+                )));
+                continue;
+            };
+            *taken = true;
+            if let Some(old) = &superseded[i] {
+                // The server made it a child of the new node; our own echo is skipped.
+                self.reparent(old, &node.handle);
+            }
+            out.push(Ok(node.clone()));
         }
-        Ok(created)
+        Ok(out)
     }
 
     /// The folder `name` in `parent` (the oldest, if several have that name), created if
@@ -344,7 +390,7 @@ impl Client {
         self.check_target(&target)?;
         let up = upload::upload(&self.api, reader, size, mtime, &self.transfer, progress).await?;
         // A stream cannot be read again for a thumbnail.
-        self.create_file(target, up, None).await
+        self.create_sent(target, SentContent { up, fa: None }).await
     }
 
     /// Uploads a staged file (already encrypted, see [`StagedFile`]) to `target`, as
@@ -356,7 +402,31 @@ impl Client {
         mtime: i64,
         progress: Option<Progress>,
     ) -> Result<Node> {
-        self.send_staged_to(target, staged, mtime, progress, None)
+        let sent = self
+            .send_content(target, staged, mtime, progress, None)
+            .await?;
+        self.create_sent(target, sent).await
+    }
+
+    /// The first half of [`upload_staged`](Self::upload_staged): sends the content (with
+    /// its thumbnail and preview), not yet the node. [`create_sent`](Self::create_sent)
+    /// makes it, to the same target.
+    pub async fn send_staged(
+        &self,
+        target: Target<'_>,
+        staged: &Arc<StagedFile>,
+        mtime: i64,
+    ) -> Result<SentContent> {
+        self.send_content(target, staged, mtime, None, None).await
+    }
+
+    /// Makes the node of content sent by [`send_staged`](Self::send_staged).
+    pub async fn create_sent(&self, target: Target<'_>, sent: SentContent) -> Result<Node> {
+        self.check_target(&target)?;
+        let mut attrs = Map::new();
+        attrs.insert("c".into(), json!(sent.up.fingerprint.encode()));
+        let key = NodeKey::File(sent.up.key);
+        self.put_file(target, key, attrs, sent.up.token, None, sent.fa)
             .await
     }
 
@@ -369,18 +439,20 @@ impl Client {
         mtime: i64,
         record: &crate::transfer::staged::UploadRecord,
     ) -> Result<Node> {
-        self.send_staged_to(target, staged, mtime, None, Some(record))
-            .await
+        let sent = self
+            .send_content(target, staged, mtime, None, Some(record))
+            .await?;
+        self.create_sent(target, sent).await
     }
 
-    async fn send_staged_to(
+    async fn send_content(
         &self,
         target: Target<'_>,
         staged: &Arc<StagedFile>,
         mtime: i64,
         progress: Option<Progress>,
         resume: Option<&crate::transfer::staged::UploadRecord>,
-    ) -> Result<Node> {
+    ) -> Result<SentContent> {
         self.check_target(&target)?;
         let size = staged.len().map_err(|e| Error::local(staged.path(), e))?;
         // The ciphertext is sent while the MACs and the fingerprint are computed from the
@@ -421,13 +493,26 @@ impl Client {
             let e = std::io::Error::other("the staging file changed while it was uploaded");
             return Err(Error::local(staged.path(), e));
         }
-        let up = upload::Uploaded {
-            token,
-            key: sealed.key,
-            fingerprint: sealed.fingerprint,
-            size,
-        };
-        self.create_file(target, up, pictures).await
+        let fa = self.stored_graphics(&sealed.key, pictures).await;
+        Ok(SentContent {
+            up: upload::Uploaded {
+                token,
+                key: sealed.key,
+                fingerprint: sealed.fingerprint,
+                size,
+            },
+            fa,
+        })
+    }
+
+    /// Stores a new file's thumbnail and preview, if any were made; returns the `fa` its `p`
+    /// attaches them with. A failure to store them leaves the file without them.
+    async fn stored_graphics(
+        &self,
+        key: &crate::crypto::FileKey,
+        pictures: Option<super::pictures::Pictures>,
+    ) -> Option<String> {
+        self.store_graphics(key, &pictures?).await
     }
 
     /// The parent must be a folder; a file being replaced must be one that can change.
@@ -439,27 +524,6 @@ impl Client {
             }
         }
         Ok(())
-    }
-
-    /// Creates the node of uploaded content: as the new version of the file it replaces
-    /// (which becomes its previous version in the same `p`), or beside it, then retiring the
-    /// old one as the target says.
-    /// `pictures` (a thumbnail and a preview) are stored first and attached in the same
-    /// `p`; a failure to store them leaves the file without them.
-    async fn create_file(
-        &self,
-        target: Target<'_>,
-        up: upload::Uploaded,
-        pictures: Option<super::pictures::Pictures>,
-    ) -> Result<Node> {
-        let mut attrs = Map::new();
-        attrs.insert("c".into(), json!(up.fingerprint.encode()));
-        let fa = match pictures {
-            Some(p) => self.store_graphics(&up.key, &p).await,
-            None => None,
-        };
-        let key = NodeKey::File(up.key.clone());
-        self.put_file(target, key, attrs, up.token, None, fa).await
     }
 
     /// Makes a file node called `target.name` with `p`: its content named by an upload
@@ -495,7 +559,7 @@ impl Client {
             ph,
             fa,
         };
-        let created = self.put_node(target.parent, node, &key).await?;
+        let created = self.put_file_node(target.parent, node, key).await?;
         self.retire(&created, old).await;
         Ok(created)
     }
@@ -794,7 +858,8 @@ impl Client {
                 std::io::Error::other("the file changed while it was uploaded; try again"),
             ));
         }
-        let node = self.create_file(target, up, pictures).await?;
+        let fa = self.stored_graphics(&up.key, pictures).await;
+        let node = self.create_sent(target, SentContent { up, fa }).await?;
         if let Some(j) = journal {
             j.finish();
         }

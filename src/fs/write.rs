@@ -67,6 +67,10 @@ pub(super) struct Writer {
     /// Its handle was closed with the upload queued (write-back): what the on-disk marker
     /// says, rewritten when a later `setattr` changes the file.
     queued: Mutex<Option<Closed>>,
+    /// The write-back upload slot its queued upload holds (see [`super::writeback`]): let go
+    /// once the content is sent, so the next file's content goes while this one's node waits
+    /// to be made with the others of its folder.
+    slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     commit: tokio::sync::RwLock<()>,
 }
 
@@ -95,6 +99,7 @@ impl Writer {
             changed_at: AtomicI64::new(0),
             closed: AtomicBool::new(false),
             queued: Mutex::new(None),
+            slot: Mutex::new(None),
             commit: tokio::sync::RwLock::new(()),
         });
         if dirty {
@@ -105,6 +110,16 @@ impl Writer {
             w.changed();
         }
         Ok(w)
+    }
+
+    /// Holds a write-back upload slot for the commit to let go of (see `slot`).
+    pub(super) fn hold_slot(&self, slot: tokio::sync::OwnedSemaphorePermit) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+    }
+
+    /// Lets go of the upload slot, if it holds one.
+    pub(super) fn free_slot(&self) {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// The staging file (the current one: re-keying replaces it).
@@ -674,10 +689,11 @@ impl MegaFs {
         };
         // An earlier commit of this handle (or a failed attempt) sent this key already.
         w.fresh_key(&self.client.session().master_key)?;
-        let node = self
-            .client
-            .upload_staged(target, &w.staged(), mtime, None)
-            .await?;
+        let sent = self.client.send_staged(target, &w.staged(), mtime).await?;
+        // The content is on MEGA: a queued upload's slot goes to the next file while this
+        // one's node is made, in one `p` with the others of its folder ready by then.
+        w.free_slot();
+        let node = self.client.create_sent(target, sent).await?;
         // The inode now means the new version.
         self.inodes().bind(ino, node.handle.clone());
         self.forget_pending_mode(ino);

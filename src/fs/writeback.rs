@@ -52,8 +52,9 @@ pub(super) struct WriteBack {
     state: Mutex<State>,
     /// Woken at every change of the queue (for `fsync`, drain and the status file).
     pub(super) changed: tokio::sync::Notify,
-    /// Uploads running at once.
-    slots: tokio::sync::Semaphore,
+    /// Contents being sent at once (a file lets go of its slot once its content is on
+    /// MEGA, before its node is made).
+    slots: Arc<tokio::sync::Semaphore>,
     status: PathBuf,
 }
 
@@ -109,7 +110,7 @@ impl WriteBack {
         WriteBack {
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
-            slots: tokio::sync::Semaphore::new(parallel.max(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
             status: cache_dir.join(STATUS_FILE),
         }
     }
@@ -177,7 +178,7 @@ impl MegaFs {
             return;
         };
         loop {
-            let Ok(slot) = wb.slots.acquire().await else {
+            let Ok(slot) = wb.slots.clone().acquire_owned().await else {
                 break;
             };
             let fh = {
@@ -198,8 +199,24 @@ impl MegaFs {
             };
             self.status_changed();
             let mut attempt = 1;
+            let mut slot = Some(slot);
             loop {
-                match self.flush_handle(fh, false).await {
+                // A slot for each attempt (none is held while waiting to try again).
+                let held = match slot.take() {
+                    Some(held) => held,
+                    None => match wb.slots.clone().acquire_owned().await {
+                        Ok(held) => held,
+                        Err(_) => break,
+                    },
+                };
+                if let Some(w) = self.writer(fh) {
+                    w.hold_slot(held);
+                }
+                let sent = self.flush_handle(fh, false).await;
+                if let Some(w) = self.writer(fh) {
+                    w.free_slot();
+                }
+                match sent {
                     Ok(()) => break,
                     Err(e) if attempt < ATTEMPTS => {
                         let wait = retry_wait(attempt);
@@ -216,7 +233,6 @@ impl MegaFs {
                     Err(_) => break, // the release below fails and keeps the staging file
                 }
             }
-            drop(slot);
             if let Err(e) = self.release_now(fh).await {
                 tracing::error!(
                     "{}: the file could not be uploaded after {attempt} attempts ({e}); the next start uploads it",

@@ -8,6 +8,7 @@
 //! a logged-out session's replies) happens only after it committed.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use rusqlite::Connection;
@@ -650,7 +651,12 @@ impl Ctx<'_> {
         // The `h` of each element so far and whether it makes a folder: a later element's
         // `p` names one of them as its parent (the SDK copies a folder tree in one `p`).
         let mut labels: Vec<(&str, bool)> = Vec::new();
-        for n in list {
+        // Upload tokens named so far: each makes one node.
+        let mut tokens: HashSet<&str> = HashSet::new();
+        // Elements that make no node, with why (`e` of the reply): as MEGA does, one bad
+        // upload token does not fail the other elements.
+        let mut refused: BTreeMap<usize, i64> = BTreeMap::new();
+        for (index, n) in list.iter().enumerate() {
             let kind = i(n, "t").ok_or(err::EARGS)?;
             let attrs = s(n, "a").ok_or(err::EARGS)?;
             let key = s(n, "k").ok_or(err::EARGS)?;
@@ -683,6 +689,18 @@ impl Ctx<'_> {
                             quota_needed += src.size;
                             Some((src.blob.clone().ok_or(err::EINTERNAL)?, src.size, None))
                         } else {
+                            // Checked here, used up below: a token shown by another
+                            // account stays good for its owner.
+                            let fresh = tokens.insert(h);
+                            match db(self.db.token(h))? {
+                                Some((_, _, owner)) if owner != sess.user.handle => {
+                                    refused.insert(index, err::EACCESS);
+                                }
+                                Some(_) if fresh => {}
+                                _ => {
+                                    refused.insert(index, err::ENOENT);
+                                }
+                            }
                             Some((String::new(), 0, Some(h.to_string())))
                         }
                     }
@@ -726,6 +744,10 @@ impl Ctx<'_> {
                 fa,
             ));
         }
+        if refused.len() == list.len() {
+            // Nothing to make: the request fails, with the first element's reason.
+            return Err(refused.values().next().copied().unwrap_or(err::EARGS));
+        }
         let keep_versions = self.versioning_on(cmd, sess, &parent)?;
         if quota_needed > 0 {
             let used = db(self.db.used_bytes(&sess.user.handle))?;
@@ -737,18 +759,19 @@ impl Ctx<'_> {
         // What the client called each new node (token or "xxxxxxxx"), for `cr`.
         let mut names: Vec<(String, String)> = Vec::new();
         let mut new_nodes = Vec::new();
+        // The handle each element made, by element (none for a refused one).
+        let mut made: Vec<Option<String>> = Vec::new();
         let mut removals = Vec::new();
         for (i, (kind, attrs, key, source, old, nested, fa)) in planned.into_iter().enumerate() {
+            if refused.contains_key(&i) {
+                made.push(None);
+                continue;
+            }
             let (blob, size) = match source {
                 None => (None, 0),
                 Some((blob, size, None)) => (Some(blob), size),
                 Some((_, _, Some(token))) => {
-                    // Checked before it is used up: a token shown by another account stays
-                    // good for its owner.
-                    let (blob, size, owner) = db(self.db.token(&token))?.ok_or(err::ENOENT)?;
-                    if owner != sess.user.handle {
-                        return Err(err::EACCESS);
-                    }
+                    let (blob, size, _) = db(self.db.token(&token))?.ok_or(err::ENOENT)?;
                     db(self.db.use_token(&token))?;
                     (Some(blob), size)
                 }
@@ -764,10 +787,7 @@ impl Ctx<'_> {
                 owner: parent.owner.clone(),
                 creator,
                 parent: match nested {
-                    Some(j) => new_nodes
-                        .get(j)
-                        .map(|n: &Node| n.handle.clone())
-                        .ok_or(err::EINTERNAL)?,
+                    Some(j) => made.get(j).cloned().flatten().ok_or(err::EINTERNAL)?,
                     None => parent.handle.clone(),
                 },
                 kind,
@@ -784,6 +804,7 @@ impl Ctx<'_> {
             }
             let h = list.get(i).map(label).unwrap_or_default();
             names.push((h.to_string(), node.handle.clone()));
+            made.push(Some(node.handle.clone()));
             new_nodes.push(node);
         }
         if let Some(cr) = cmd.get("cr") {
@@ -805,7 +826,15 @@ impl Ctx<'_> {
             packets.push(self.tree_packet(cmd, user, v, &delivered)?);
             Ok(packets)
         })?;
-        Ok(json!({"f": created}))
+        if refused.is_empty() {
+            return Ok(json!({"f": created}));
+        }
+        // Only the elements that failed, by position (`{"1":-9}`).
+        let e: Map<String, Value> = refused
+            .iter()
+            .map(|(i, code)| (i.to_string(), json!(code)))
+            .collect();
+        Ok(json!({"f": created, "e": e}))
     }
 
     /// `EEXPIRED` once the link `ph` is past its expiry (`ets` of `l`).

@@ -143,8 +143,11 @@ async fn cs(
         Fault::Http503 => return status_response(StatusCode::SERVICE_UNAVAILABLE),
         _ => {}
     }
-    while state.faults.request_held(&body) {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    if state.faults.request_held(&body) {
+        let _held = state.stats.held.enter();
+        while state.faults.request_held(&body) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     let st = state.clone();
     // The client's own name for itself (kept as `dua` with the backups it registers).

@@ -52,6 +52,8 @@ pub struct Stats {
     pub downloads: Gauge,
     /// Upload chunk requests (`/ul/...`), from arrival until the chunk is stored.
     pub uploads: Gauge,
+    /// API requests waiting while a command they carry is held (`cs_hold`).
+    pub held: Gauge,
     /// API commands run, by name (`a`), since the start; `sc` polls counted as `"sc"`.
     commands: Mutex<HashMap<String, u64>>,
     /// Download requests (ranged or whole) since the start.
