@@ -42,6 +42,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/__admin/faults", get(get_faults).post(set_faults))
         .route("/__admin/quota", post(set_quota))
         .route("/__admin/uploads", get(get_uploads))
+        .route("/__admin/stats", get(get_stats))
         .route("/__admin/block", post(set_blocked))
         .layer(DefaultBodyLimit::max(MAX_CS_BODY))
         .with_state(state)
@@ -348,6 +349,15 @@ async fn get_uploads(AxState(state): AxState<Arc<State>>, headers: HeaderMap) ->
         Ok(r) => Json(r).into_response(),
         Err(_) => status_response(StatusCode::INTERNAL_SERVER_ERROR),
     }
+}
+
+/// What the server counted since it started: API commands by name, download requests and
+/// bytes, and the transfers and held requests in flight now.
+async fn get_stats(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    if !admin(&state, &headers) {
+        return unauthorized();
+    }
+    Json(state.stats.report()).into_response()
 }
 
 async fn set_faults(

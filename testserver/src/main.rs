@@ -37,7 +37,7 @@ useradd creates an account as MEGA does today: RSA, Ed25519 and Cu25519 key pair
 public keys and the key manager (^!keys); --legacy makes a pre-2022 account without them.
 
 The first line printed on stdout is the API base URL (port 0 picks a free port).
-The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block) need `Authorization: Bearer TOKEN`;
+The admin endpoints (/__admin/faults, /__admin/quota, /__admin/block, /__admin/uploads, /__admin/stats) need `Authorization: Bearer TOKEN`;
 without --admin-token a random token is written to DIR/admin-token (mode 0600).
 Faults: cs_eagain, cs_ratelimit, cs_http500, cs_http503, cs_drop, hashcash, hashcash_easiness,
 dl_http500, dl_http503, dl_drop, ul_http500, ul_http503, ul_drop, ul_hold, corrupt_downloads, corrupt_after,

@@ -95,6 +95,23 @@ impl Stats {
         self.download_requests.load(Ordering::Relaxed)
     }
 
+    /// Everything counted, as `/__admin/stats` answers it.
+    pub fn report(&self) -> serde_json::Value {
+        let commands = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        serde_json::json!({
+            "commands": commands,
+            "download_requests": self.download_requests(),
+            "download_bytes": self.download_bytes(),
+            "downloads_now": self.downloads.now(),
+            "uploads_now": self.uploads.now(),
+            "held_now": self.held.now(),
+        })
+    }
+
     /// How many times a command (`"f"`, `"sc"`, …) ran since the server started.
     pub fn commands(&self, name: &str) -> u64 {
         let m = self.commands.lock().unwrap_or_else(|e| e.into_inner());

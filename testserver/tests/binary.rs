@@ -126,6 +126,25 @@ fn useradd_then_serve_with_faults() {
             .await
             .unwrap();
         assert!(bad.status().is_client_error());
+        // What ran, counted by command (the two `us0` above, one of them faulted before it
+        // ran; the 503 never reached a command).
+        let stats = http
+            .get(format!("{url}__admin/stats"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stats.status().as_u16(), 401, "no token, no stats");
+        let stats: serde_json::Value = http
+            .get(format!("{url}__admin/stats"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(stats["commands"]["us0"].as_u64().unwrap() >= 1, "{stats}");
+        assert_eq!(stats["held_now"], 0, "{stats}");
     });
 
     // SIGTERM ends it cleanly.
