@@ -134,15 +134,16 @@ fn useradd_then_serve_with_faults() {
             .await
             .unwrap();
         assert_eq!(stats.status().as_u16(), 401, "no token, no stats");
-        let stats: serde_json::Value = http
+        let stats = http
             .get(format!("{url}__admin/stats"))
             .bearer_auth(&token)
             .send()
             .await
             .unwrap()
-            .json()
+            .bytes()
             .await
             .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
         assert!(stats["commands"]["us0"].as_u64().unwrap() >= 1, "{stats}");
         assert_eq!(stats["held_now"], 0, "{stats}");
     });
