@@ -916,41 +916,139 @@ impl StagedFile {
     }
 }
 
-/// Spare staging files kept per staging directory.
+/// Spare staging files kept open per staging directory.
 const SPARES: usize = 64;
+
+/// Spare staging files kept by name beyond those (opened again when taken).
+const SPARE_NAMES: usize = 4096;
+
+/// When fewer spares than this are left, a thread makes more (see [`StagingDir`]).
+const LOW_SPARES: usize = 16;
+
+/// How many blank files one refill makes.
+const REFILL: usize = 64;
 
 /// A staging directory, and the emptied staging files it keeps for the next ones.
 ///
 /// Creating and deleting a file per small file written is most of what it costs here (the
 /// filesystem allocates and frees an inode each time; on ext4 without a journal, each new
-/// inode is checked against every recently deleted one), so a staging file whose upload is
-/// done and that nobody else holds is emptied (`ftruncate` to 0: its ciphertext is gone) and
-/// kept open, up to [`SPARES`] of them, for the next new staging file, which writes a fresh
-/// header with a fresh key over it. An empty file with no header is what a spare looks like
-/// after a crash: [`StagedFile::is_blank`], removed at the next start.
+/// inode is checked against every one deleted in the last minutes, so a burst of deletions
+/// makes every creation after it slow), so a staging file whose upload is done and that
+/// nobody else holds is emptied (`ftruncate` to 0: its ciphertext is gone) and kept — open, up
+/// to [`SPARES`] of them, then by name, up to [`SPARE_NAMES`] — for the next new staging file,
+/// which writes a fresh header with a fresh key over it. Nothing is deleted while files come
+/// and go. When the spares run low, a thread makes more blank files ahead of need, so a
+/// burst of new files (`tar x` with write-back, where every queued file holds its staging
+/// file until uploaded) does not wait for the filesystem to allocate an inode each. An empty
+/// file with no header is what a spare looks like after a crash: [`StagedFile::is_blank`],
+/// removed at the next start; [`clear`](Self::clear) removes them at unmount.
 pub struct StagingDir {
+    inner: std::sync::Arc<SpareFiles>,
+    /// The refill running or last run (joined before [`clear`](Self::clear) removes
+    /// everything, so that none is made after).
+    refill: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct SpareFiles {
     dir: PathBuf,
-    spares: Mutex<Vec<(PathBuf, std::fs::File)>>,
+    spares: Mutex<Spares>,
+}
+
+#[derive(Default)]
+struct Spares {
+    open: Vec<(PathBuf, std::fs::File)>,
+    named: Vec<PathBuf>,
+    /// `clear` ran: no more spares are kept.
+    closed: bool,
+}
+
+impl Spares {
+    fn len(&self) -> usize {
+        self.open.len() + self.named.len()
+    }
+
+    /// Keeps an emptied staging file, if there is room: false if not (the caller removes it).
+    fn keep(&mut self, path: PathBuf, file: Option<std::fs::File>) -> bool {
+        if self.closed {
+            return false;
+        }
+        match file {
+            Some(file) if self.open.len() < SPARES => self.open.push((path, file)),
+            _ if self.named.len() < SPARE_NAMES => self.named.push(path),
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl SpareFiles {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Spares> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_path(&self) -> PathBuf {
+        self.dir.join(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    /// Makes up to [`REFILL`] blank files (empty, 0600) and keeps them as spares.
+    fn refill(&self) {
+        for _ in 0..REFILL {
+            let path = self.new_path();
+            if create_private(&path).is_err() {
+                return; // a full disk or a removed directory: the creations say so
+            }
+            let mut spares = self.spares();
+            if spares.len() >= REFILL || !spares.keep(path.clone(), None) {
+                drop(spares);
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+        }
+    }
 }
 
 impl StagingDir {
     pub fn new(dir: PathBuf) -> StagingDir {
         StagingDir {
-            dir,
-            spares: Mutex::new(Vec::new()),
+            inner: std::sync::Arc::new(SpareFiles {
+                dir,
+                spares: Mutex::new(Spares::default()),
+            }),
+            refill: Mutex::new(None),
         }
     }
 
-    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, std::fs::File)>> {
-        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    fn spares(&self) -> std::sync::MutexGuard<'_, Spares> {
+        self.inner.spares()
     }
 
     /// A new, empty staging file for the MEGA path `origin` (see [`StagedFile::create`]): a
     /// spare one if there is one, else a new file with a random name.
     pub fn create(&self, master: &MasterKey, origin: &str) -> std::io::Result<StagedFile> {
-        let spare = self.spares().pop();
-        if let Some((path, file)) = spare {
-            match StagedFile::create_in(&path, file, master, origin) {
+        loop {
+            let (spare, low) = {
+                let mut spares = self.spares();
+                let spare = match spares.open.pop() {
+                    Some((path, file)) => Some((path, Some(file))),
+                    None => spares.named.pop().map(|path| (path, None)),
+                };
+                (spare, spares.len() < LOW_SPARES && !spares.closed)
+            };
+            if low {
+                self.start_refill();
+            }
+            let Some((path, file)) = spare else {
+                break;
+            };
+            let reused = match file {
+                Some(file) => Ok(file),
+                None => std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path),
+            }
+            .and_then(|file| StagedFile::create_in(&path, file, master, origin));
+            match reused {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     tracing::debug!("a spare staging file could not be reused: {e}");
@@ -958,8 +1056,28 @@ impl StagingDir {
                 }
             }
         }
-        let path = self.dir.join(format!("{:016x}", rand::random::<u64>()));
-        StagedFile::create(&path, master, origin)
+        StagedFile::create(&self.inner.new_path(), master, origin)
+    }
+
+    /// Starts a thread making blank spares, unless one is running.
+    fn start_refill(&self) {
+        let mut running = self.refill.lock().unwrap_or_else(|e| e.into_inner());
+        if running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let inner = self.inner.clone();
+        *running = std::thread::Builder::new()
+            .name("staging-spares".into())
+            .spawn(move || inner.refill())
+            .ok();
+    }
+
+    /// Waits for a refill that is running.
+    fn settle(&self) {
+        let running = self.refill.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = running {
+            let _ = t.join();
+        }
     }
 
     /// Takes back a staging file whose writes are on MEGA (or discarded): kept as a spare if
@@ -972,17 +1090,27 @@ impl StagingDir {
             Err(shared) => return StagedFile::remove(&shared.path),
         };
         let _ = std::fs::remove_file(upload_record(&staged.path));
-        let mut spares = self.spares();
-        if spares.len() >= SPARES || staged.file.set_len(0).is_err() {
-            drop(spares);
+        if staged.file.set_len(0).is_err() {
             return StagedFile::remove(&staged.path);
         }
-        spares.push((staged.path, staged.file));
+        let path = staged.path.clone();
+        if !self.spares().keep(staged.path, Some(staged.file)) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
-    /// Removes the spare files (at unmount).
+    /// Removes the spare files (at unmount); none is kept after.
     pub fn clear(&self) {
-        for (path, _) in self.spares().drain(..) {
+        self.spares().closed = true;
+        self.settle();
+        let (open, named) = {
+            let mut spares = self.spares();
+            (
+                std::mem::take(&mut spares.open),
+                std::mem::take(&mut spares.named),
+            )
+        };
+        for path in open.into_iter().map(|(p, _)| p).chain(named) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -1328,13 +1456,22 @@ mod tests {
 
     /// A staging file whose upload is done is emptied and reused: the next one has the same
     /// name, a fresh key and none of the old content; one somebody still holds is removed
-    /// instead (their descriptor keeps the content); spares look blank after a crash; at
-    /// most SPARES are kept, and `clear` removes them.
+    /// instead (their descriptor keeps the content); spares look blank after a crash; when
+    /// they run low, blank ones are made ahead of need; nothing is deleted while files come
+    /// and go; `clear` removes them all.
     #[test]
-    fn spares_are_emptied_reused_under_a_fresh_key_and_bounded() {
+    fn spares_are_emptied_reused_under_a_fresh_key_and_made_ahead() {
         let d = tempfile::tempdir().unwrap();
         let dir = StagingDir::new(d.path().to_path_buf());
+        let files = || std::fs::read_dir(d.path()).unwrap().count();
         let a = dir.create(&master(), "/a").unwrap();
+        dir.settle();
+        let made = files() - 1;
+        assert!(made >= LOW_SPARES, "{made} blank spares made ahead");
+        for e in std::fs::read_dir(d.path()).unwrap() {
+            let path = e.unwrap().path();
+            assert!(path == a.path() || StagedFile::is_blank(&path), "{path:?}");
+        }
         a.write_at(0, b"old content").unwrap();
         let (path, key) = (a.path().to_path_buf(), a.key.clone());
         dir.retire(std::sync::Arc::new(a));
@@ -1355,16 +1492,49 @@ mod tests {
         dir.retire(b);
         assert!(!path.exists());
         assert_eq!(holder.read_at(0, 10).unwrap(), b"kept");
-        // Bounded.
+        // More at once than are kept open: all kept, the rest by name, and reused.
+        dir.settle();
+        let before = files();
         let many: Vec<_> = (0..SPARES + 5)
             .map(|i| dir.create(&master(), &format!("/{i}")).unwrap())
             .collect();
         for s in many {
+            s.write_at(0, b"x").unwrap();
             dir.retire(std::sync::Arc::new(s));
         }
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), SPARES);
+        dir.settle();
+        let after = files();
+        assert!(after >= SPARES + 5 && after >= before, "{before} → {after}");
+        let again: Vec<_> = (0..SPARES + 5)
+            .map(|i| dir.create(&master(), &format!("/{i}")).unwrap())
+            .collect();
+        dir.settle();
+        assert!(files() <= after + REFILL, "reused, not made anew");
+        for s in again {
+            dir.retire(std::sync::Arc::new(s));
+        }
         dir.clear();
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        assert_eq!(files(), 0);
+        // After `clear`, nothing is kept or made.
+        let late = dir.create(&master(), "/late").unwrap();
+        dir.settle();
+        dir.retire(std::sync::Arc::new(late));
+        assert_eq!(files(), 0);
+    }
+
+    /// At most SPARES open and SPARE_NAMES by name are kept.
+    #[test]
+    fn spares_are_bounded() {
+        let mut s = Spares::default();
+        let f = || Some(tempfile::tempfile().unwrap());
+        for i in 0..SPARES + SPARE_NAMES {
+            assert!(s.keep(PathBuf::from(format!("{i}")), f()));
+        }
+        assert_eq!((s.open.len(), s.named.len()), (SPARES, SPARE_NAMES));
+        assert!(!s.keep(PathBuf::from("x"), f()) && !s.keep(PathBuf::from("y"), None));
+        s.closed = true;
+        s.open.clear();
+        assert!(!s.keep(PathBuf::from("z"), f()));
     }
 
     #[test]
