@@ -18,6 +18,18 @@ pub const DEFAULT_CONNECTIONS: usize = 4;
 /// Files transferred at once unless configured otherwise.
 pub const DEFAULT_PARALLEL_FILES: usize = 4;
 
+/// How long a closed file waits before its upload starts, with write-back.
+pub const DEFAULT_WRITEBACK_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A write-back delay in seconds (`writeback_delay` in the config file, `-o
+/// writeback_delay=`): from 0 to an hour, fractions allowed.
+pub fn writeback_delay(secs: f64) -> Result<std::time::Duration, String> {
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{secs} is not a number of seconds from 0 to 3600"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 /// The tree cache's directory inside the cache directory (shared by megacmd and the mount).
 pub const TREE_CACHE_DIR: &str = "trees";
 
@@ -70,6 +82,10 @@ pub struct FileConfig {
     /// The mount writes back: `close()` returns once the writes are staged locally and the
     /// upload runs in the background (default false; `-o writeback` does the same).
     pub writeback: Option<bool>,
+    /// With write-back, how long (seconds) a closed file waits before its upload starts
+    /// (default 2; 0 uploads at once): a burst of files (`tar x`) is written before the
+    /// uploads compete with it, and a file removed or replaced meanwhile is never sent.
+    pub writeback_delay: Option<f64>,
 }
 
 /// The effective configuration.
@@ -101,6 +117,8 @@ pub struct Config {
     pub tree_nodes: Option<usize>,
     /// The mount writes back (see [`FileConfig::writeback`]).
     pub writeback: bool,
+    /// See [`FileConfig::writeback_delay`].
+    pub writeback_delay: std::time::Duration,
     /// Thumbnails and previews on upload: off, or on within (bytes, pixels) limits, each
     /// `None` for the default.
     pub graphics: Option<(Option<u64>, Option<u64>)>,
@@ -270,6 +288,13 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
         },
         tree_nodes: file.tree_nodes,
         writeback: file.writeback.unwrap_or(false),
+        writeback_delay: match file.writeback_delay {
+            None => DEFAULT_WRITEBACK_DELAY,
+            Some(s) => writeback_delay(s).map_err(|msg| ConfigError::File {
+                path: source.clone().unwrap_or_default(),
+                msg: format!("writeback_delay: {msg}"),
+            })?,
+        },
         graphics: match file.graphics {
             Some(false) => None,
             _ => {

@@ -169,6 +169,7 @@ async fn reads_use_the_configured_transfer_settings() {
                     list_special: false,
                     xattr: false,
                     writeback: None,
+                    writeback_delay: std::time::Duration::ZERO,
                     quota_wait: mega_mount::fs::DEFAULT_QUOTA_WAIT,
                 },
             )
@@ -1162,6 +1163,65 @@ async fn write_back_makes_a_folders_files_in_one_request() {
             .len(),
         FILES + 1
     );
+}
+
+/// The write-back delay: a closed file waits before its upload starts; `fsync` of one file
+/// sends it (and only it) at once; a file removed while it waits is never sent; the drain
+/// at unmount does not wait out the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_waits_the_delay_unless_hurried() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    let other = env.account("wbdelay@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbdelay@example.com", |c| {
+        c.writeback = Some(2);
+        c.writeback_delay = Duration::from_secs(600);
+    })
+    .await;
+    let quick = Duration::from_secs(20);
+    let put = |name: &'static str, body: &'static [u8]| {
+        let fs = fs.clone();
+        async move {
+            let (_, fh) = fs.create(ROOT_INO, name, None).await.unwrap();
+            fs.write(fh, 0, body).await.unwrap();
+            fh
+        }
+    };
+    let uploads = || env.server.stats().commands("u");
+    let u0 = uploads();
+    let fh = put("later.txt", b"later").await;
+    fs.release(fh).await.unwrap();
+    let fh = put("gone.txt", b"gone").await;
+    fs.release(fh).await.unwrap();
+    // `fsync` of one file: sent now, the others still wait.
+    let fh = put("now.txt", b"now").await;
+    fs.release(fh).await.unwrap();
+    let fh = fs
+        .open(fs.lookup(ROOT_INO, "now.txt").unwrap().ino, true, false)
+        .await
+        .unwrap();
+    tokio::time::timeout(quick, fs.fsync(fh))
+        .await
+        .expect("fsync waited out the delay")
+        .unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(uploads() - u0, 1, "only the file synced was sent");
+    other.fetch().await.unwrap();
+    assert!(other.resolve("/now.txt").is_ok());
+    assert!(other.resolve("/later.txt").is_err() && other.resolve("/gone.txt").is_err());
+    // Shown meanwhile as if on MEGA; removed while waiting: never sent.
+    assert_eq!(fs.lookup(ROOT_INO, "later.txt").unwrap().size, 5);
+    fs.unlink(ROOT_INO, "gone.txt").await.unwrap();
+    // The drain does not wait out the delay.
+    let left = tokio::time::timeout(quick, fs.drain(Duration::from_secs(30)))
+        .await
+        .expect("the drain waited out the delay");
+    assert!(left.is_empty());
+    assert_eq!(uploads() - u0, 2, "later.txt, not gone.txt");
+    other.fetch().await.unwrap();
+    let n = other.resolve("/later.txt").unwrap();
+    assert_eq!(other.download_to_vec(&n.handle).await.unwrap(), b"later");
+    assert!(other.resolve("/gone.txt").is_err());
 }
 
 /// Regressions found by pjdfstest with write-back: `ftruncate` of a descriptor opened before

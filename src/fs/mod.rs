@@ -99,6 +99,9 @@ pub struct FsConfig {
     /// Write-back: `close()` returns once the writes are staged and synced locally; this
     /// many uploads run at once in the background (`None`: off, every close uploads).
     pub writeback: Option<usize>,
+    /// With write-back, how long a closed file waits before its upload starts (`fsync`
+    /// and the drain at unmount do not wait); see [`writeback`].
+    pub writeback_delay: std::time::Duration,
     /// Over MEGA's transfer quota, a read that needs the network waits for it to come back
     /// if that is at most this long, and otherwise fails at once with EDQUOT
     /// (`-o quota_wait=SECS`; default [`DEFAULT_QUOTA_WAIT`]).
@@ -181,7 +184,7 @@ pub struct MegaFs {
     verified: Mutex<read::VerifiedMacs>,
     cache: BlockCache,
     next_fh: AtomicU64,
-    /// Directory views by folder, with the tree generation they were built from.
+    /// Directory views by folder, with the listing's stamp they were built from.
     dirs: Mutex<HashMap<NodeHandle, (u64, Arc<dirs::DirView>)>>,
     /// The (parent inode, name) entries under which the kernel may hold each inode in its
     /// dentry cache, so that remote renames and deletions can invalidate exactly those entries.
@@ -232,7 +235,7 @@ impl MegaFs {
             staging: StagingDir::new(cfg.cache_dir.join(write::STAGING_DIR)),
             wb: cfg
                 .writeback
-                .map(|n| writeback::WriteBack::new(n, &cfg.cache_dir)),
+                .map(|n| writeback::WriteBack::new(n, cfg.writeback_delay, &cfg.cache_dir)),
             cfg,
         })
     }

@@ -55,7 +55,7 @@ pub(super) struct Writer {
     /// Explicit mtime from `setattr`, else the time of the commit.
     mtime: Mutex<Option<i64>>,
     /// The file was unlinked while open: its writes are not saved.
-    unlinked: AtomicBool,
+    pub(super) unlinked: AtomicBool,
     /// The staging file's on-disk "unsaved" marker is set.
     marked: AtomicBool,
     /// When the first change since the last save was made (Unix seconds; 0: none).

@@ -1,7 +1,11 @@
 //! Write-back (`-o writeback`, `writeback = true` in the config): `close()` returns once a
 //! file's writes are staged — ciphertext under a fresh key, synced to local disk, marked as
 //! closed ([`crate::transfer::Closed`]) so that a crash recovers it in place — and the upload
-//! runs in the background, several files at once.
+//! runs in the background, several files at once: each close waits `writeback_delay` first
+//! (a burst of new files is written before uploads compete with it for the CPU; `fsync`,
+//! `fsyncdir` and the drain make it due at once; one unlinked meanwhile is dropped unsent),
+//! then holds an upload slot while its content is sent and lets go of it before its node is
+//! made with the other new files of its folder (see [`crate::client`]'s `batch`).
 //!
 //! A closed handle stays in the open-file table until its upload is done, so everything that
 //! already treats unsaved writes of an open handle (reads, `getattr`, listings of files not on
@@ -52,6 +56,12 @@ pub(super) struct WriteBack {
     state: Mutex<State>,
     /// Woken at every change of the queue (for `fsync`, drain and the status file).
     pub(super) changed: tokio::sync::Notify,
+    /// How long a close waits in the queue before its upload starts (see the module doc).
+    delay: Duration,
+    /// Every queued close is due now (the drain at unmount).
+    hurry_all: std::sync::atomic::AtomicBool,
+    /// Woken when closes become due before their time (`fsync`, the drain).
+    hurry: tokio::sync::Notify,
     /// Contents being sent at once (a file lets go of its slot once its content is on
     /// MEGA, before its node is made).
     slots: Arc<tokio::sync::Semaphore>,
@@ -68,6 +78,10 @@ pub(super) struct State {
     status_due: bool,
     /// The last error of a handle whose upload failed and will be tried again.
     errors: HashMap<u64, (u32, String)>,
+    /// When each queued handle was closed.
+    queued_at: HashMap<u64, tokio::time::Instant>,
+    /// Files whose queued closes are due now (`fsync` waits for them).
+    hurried: std::collections::HashSet<u64>,
     /// Modes (permission bits) asked for by `chmod` and not on MEGA yet, by inode.
     modes: HashMap<u64, u32>,
     /// Folders made on the mount and not on MEGA yet (see [`super::newdirs`]).
@@ -106,10 +120,13 @@ struct Status {
 }
 
 impl WriteBack {
-    pub(super) fn new(parallel: usize, cache_dir: &std::path::Path) -> WriteBack {
+    pub(super) fn new(parallel: usize, delay: Duration, cache_dir: &std::path::Path) -> WriteBack {
         WriteBack {
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
+            delay,
+            hurry_all: std::sync::atomic::AtomicBool::new(false),
+            hurry: tokio::sync::Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
             status: cache_dir.join(STATUS_FILE),
         }
@@ -158,6 +175,7 @@ impl MegaFs {
         let start = {
             let mut st = wb.state();
             st.waiting += 1;
+            st.queued_at.insert(fh, tokio::time::Instant::now());
             let q = st.files.entry(ino).or_default();
             q.next.push_back(fh);
             let start = !q.worker;
@@ -178,6 +196,7 @@ impl MegaFs {
             return;
         };
         loop {
+            self.wait_due(wb, ino).await;
             let Ok(slot) = wb.slots.clone().acquire_owned().await else {
                 break;
             };
@@ -189,10 +208,12 @@ impl MegaFs {
                 match q.next.pop_front() {
                     Some(fh) => {
                         q.running = Some(fh);
+                        st.queued_at.remove(&fh);
                         fh
                     }
                     None => {
                         st.files.remove(&ino);
+                        st.hurried.remove(&ino);
                         break;
                     }
                 }
@@ -253,8 +274,67 @@ impl MegaFs {
         self.status_changed();
     }
 
-    /// Waits until no close or mode change of `ino` is queued or being sent.
+    /// Waits until the next queued close of `ino` is due: [`WriteBack::delay`] after it was
+    /// queued, or at once once hurried.
+    async fn wait_due(&self, wb: &WriteBack, ino: u64) {
+        loop {
+            let hurry = wb.hurry.notified();
+            tokio::pin!(hurry);
+            hurry.as_mut().enable();
+            let due = {
+                let st = wb.state();
+                if wb.hurry_all.load(std::sync::atomic::Ordering::Acquire)
+                    || st.hurried.contains(&ino)
+                {
+                    return;
+                }
+                let next = st.files.get(&ino).and_then(|q| q.next.front().copied());
+                match next.and_then(|fh| Some((fh, *st.queued_at.get(&fh)?))) {
+                    Some((fh, at)) => (fh, at + wb.delay),
+                    None => return,
+                }
+            };
+            let (fh, due) = due;
+            // Removed meanwhile: nothing to wait for, it is only dropped.
+            if self
+                .writer(fh)
+                .is_none_or(|w| w.unlinked.load(std::sync::atomic::Ordering::Acquire))
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = hurry => {}
+            }
+        }
+    }
+
+    /// Makes the queued closes of `ino` (of every file, with `None`) due now.
+    pub(super) fn hurry(&self, ino: Option<u64>) {
+        let Some(wb) = &self.wb else {
+            return;
+        };
+        match ino {
+            Some(ino) => {
+                let mut st = wb.state();
+                if st.files.contains_key(&ino) {
+                    st.hurried.insert(ino);
+                }
+            }
+            None => wb
+                .hurry_all
+                .store(true, std::sync::atomic::Ordering::Release),
+        }
+        wb.hurry.notify_waiters();
+    }
+
+    /// Waits until no close or mode change of `ino` is queued or being sent (its queued
+    /// closes are due at once).
     pub(super) async fn wait_queued(&self, ino: u64) {
+        self.hurry(Some(ino));
         self.wait_queue(None, |st| {
             !st.files.contains_key(&ino) && !st.modes.contains_key(&ino)
         })
@@ -351,6 +431,7 @@ impl MegaFs {
 
     /// Waits until the queue is empty, at most until `deadline`.
     pub(super) async fn wait_queue_empty(&self, deadline: tokio::time::Instant) {
+        self.hurry(None);
         self.wait_queue(Some(deadline), |st| st.waiting == 0).await;
     }
 

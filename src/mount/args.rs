@@ -18,7 +18,8 @@ pub struct MountArgs {
     pub paths: Vec<PathBuf>,
     /// Mount options, comma-separated: ro, rw, allow_other, allow_root, uid=, gid=, umask=,
     /// config=FILE, cache_dir=DIR, cache_size=SIZE, hard_delete, https, verify=stream|full,
-    /// shares=NAME, rubbish=NAME, versions=NAME, backups=NAME, list_special, xattr, writeback, no_cache,
+    /// shares=NAME, rubbish=NAME, versions=NAME, backups=NAME, list_special, xattr, writeback,
+    /// writeback_delay=SECS, no_cache,
     /// tree_nodes=N, no_graphics (fstab ones such as _netdev, noauto, user are accepted)
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,

@@ -155,6 +155,7 @@ impl Settings {
             writeback: options
                 .writeback
                 .then_some(crate::config::DEFAULT_PARALLEL_FILES),
+            writeback_delay: crate::config::DEFAULT_WRITEBACK_DELAY,
             quota_wait: options.quota_wait.map_or(
                 crate::fs::DEFAULT_QUOTA_WAIT,
                 std::time::Duration::from_secs,
@@ -298,6 +299,10 @@ pub fn run(req: MountRequest, env: &Env) -> Result<(), MountError> {
     if settings.options.writeback || cfg.writeback {
         settings.fs.writeback = Some(cfg.parallel);
     }
+    settings.fs.writeback_delay = settings
+        .options
+        .writeback_delay
+        .unwrap_or(cfg.writeback_delay);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

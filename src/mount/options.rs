@@ -41,6 +41,8 @@ pub struct MountOptions {
     pub writeback: bool,
     /// `no_graphics`: no thumbnails or previews of images on upload.
     pub no_graphics: bool,
+    /// `writeback_delay=SECS`: how long a closed file waits before its upload starts.
+    pub writeback_delay: Option<std::time::Duration>,
     /// `quota_wait=SECS`: how long a read waits for MEGA's transfer quota to come back.
     pub quota_wait: Option<u64>,
     /// `bwlimit=RATE` or `bwlimit=UP:DOWN`.
@@ -126,6 +128,16 @@ pub fn parse_options(list: &[String]) -> Result<MountOptions, String> {
             "list_special" => o.list_special = true,
             "xattr" => o.xattr = true,
             "writeback" => o.writeback = true,
+            "writeback_delay" => {
+                let v = need(k, v)?;
+                let secs = v
+                    .parse::<f64>()
+                    .map_err(|_| format!("writeback_delay={v}: not a number of seconds"))?;
+                o.writeback_delay = Some(
+                    crate::config::writeback_delay(secs)
+                        .map_err(|e| format!("writeback_delay={v}: {e}"))?,
+                );
+            }
             "no_graphics" => o.no_graphics = true,
             "bwlimit" => {
                 let v = need(k, v)?;
@@ -205,6 +217,19 @@ mod tests {
         assert_eq!(o.ignored, vec!["_netdev".to_string()]);
         assert!(parse_options(&["ro".into()]).unwrap().read_only);
         assert!(parse_options(&["bogus".into()]).is_err());
+        let o = parse_options(&["writeback,writeback_delay=0.5".into()]).unwrap();
+        assert!(o.writeback);
+        assert_eq!(
+            o.writeback_delay,
+            Some(std::time::Duration::from_millis(500))
+        );
+        for bad in [
+            "writeback_delay=-1",
+            "writeback_delay=x",
+            "writeback_delay=4000",
+        ] {
+            assert!(parse_options(&[bad.into()]).is_err(), "{bad}");
+        }
         let o = parse_options(&["bwlimit=1M:10M,connections=8,quota_wait=5".into()]).unwrap();
         assert_eq!(o.bwlimit.as_deref(), Some("1M:10M"));
         assert_eq!((o.connections, o.quota_wait), (Some(8), Some(5)));

@@ -231,6 +231,7 @@ pub async fn fs_core_with(
         list_special: false,
         xattr: false,
         writeback: None,
+        writeback_delay: std::time::Duration::ZERO,
         quota_wait: mega_mount::fs::DEFAULT_QUOTA_WAIT,
     };
     edit(&mut cfg);
