@@ -1224,6 +1224,56 @@ async fn write_back_waits_the_delay_unless_hurried() {
     assert!(other.resolve("/gone.txt").is_err());
 }
 
+/// Regression (pjdfstest `truncate::update_ctime_success` with the write-back delay): a
+/// truncation of a file whose upload waits changes its mtime and ctime, as on any file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_truncating_a_waiting_file_changes_its_times() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    env.account("wbtrunc@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbtrunc@example.com", |c| {
+        c.writeback = Some(2);
+        c.writeback_delay = Duration::from_secs(600);
+    })
+    .await;
+    let (a, fh) = fs.create(ROOT_INO, "t.txt", None).await.unwrap();
+    fs.write(fh, 0, b"some bytes").await.unwrap();
+    fs.release(fh).await.unwrap();
+    let before = fs.getattr(a.ino).unwrap();
+    // Times are in seconds: the next second, by the clock.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = fs.setattr(a.ino, None, Some(123), None).await.unwrap();
+    assert_eq!(after.size, 123);
+    assert!(after.mtime > before.mtime, "{before:?} {after:?}");
+    assert!(after.ctime > before.ctime, "{before:?} {after:?}");
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+}
+
+/// Regression (fs_model with write-back): a file made and not on MEGA yet, opened for
+/// reading, then removed while both descriptors are open, still reads through the reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_a_removed_new_file_reads_through_an_open_reader() {
+    use mega_mount::fs::ROOT_INO;
+    let env = Env::start().await;
+    env.account("wbread@example.com").await;
+    let (fs, _client) = fs_core_with(&env, "wbread@example.com", |c| {
+        c.writeback = Some(2);
+    })
+    .await;
+    let (a, w) = fs.create(ROOT_INO, "b", None).await.unwrap();
+    fs.write(w, 0, b"pending bytes").await.unwrap();
+    fs.flush(w).await.unwrap();
+    let r = fs.open(a.ino, false, false).await.unwrap();
+    fs.unlink(ROOT_INO, "b").await.unwrap();
+    let (_, other) = fs.create(ROOT_INO, "a", None).await.unwrap();
+    let got = fs.read(a.ino, r, 0, 100).await.unwrap();
+    assert_eq!(&got[..], b"pending bytes");
+    fs.release(r).await.unwrap();
+    fs.release(w).await.unwrap();
+    fs.release(other).await.unwrap();
+    assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
+}
+
 /// Regressions found by pjdfstest with write-back: `ftruncate` of a descriptor opened before
 /// another one's close was queued is what `stat` shows (the writer changed last, not the
 /// newest handle); a folder holding only a file whose upload is queued is not empty, so a

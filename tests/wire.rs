@@ -160,9 +160,15 @@ async fn put_nodes_answers_for_each_element() {
     bogus["h"] = json!("A".repeat(36));
     let twice = elements[1].clone();
     let n = json!([elements[0], bogus, elements[1], twice]);
+    // Into an exported folder, with `cr` naming the elements by position (as the SDK does):
+    // the refused ones still count, their keys are skipped.
+    let folder = c.mkdir(&root, "exported").await.unwrap().handle;
+    c.export(&folder).await.unwrap();
+    let k = "QUFBQUFBQUFBQUFBQUFBQQ";
+    let cr = json!([[folder.0], [], [0, 0, k, 0, 1, k, 0, 2, k, 0, 3, k]]);
     let r = c
         .api()
-        .call(json!({"a": "p", "t": root.0, "n": n}))
+        .call(json!({"a": "p", "t": folder.0, "n": n, "cr": cr}))
         .await
         .unwrap();
     assert_eq!(r["f"].as_array().unwrap().len(), 2, "{r}");
@@ -170,7 +176,7 @@ async fn put_nodes_answers_for_each_element() {
     // Every element refused: the request's error.
     let again = c
         .api()
-        .call(json!({"a": "p", "t": root.0, "n": [elements[1]]}))
+        .call(json!({"a": "p", "t": folder.0, "n": [elements[1]]}))
         .await;
     assert!(again.is_err(), "{again:?}; the token {token} is used up");
 }

@@ -119,6 +119,10 @@ struct OpenFile {
     /// Open for reading an existing file: its content as it was opened, so that reads go on
     /// after the file is unlinked.
     reader: Option<Arc<Reader>>,
+    /// Open for reading a file not on MEGA yet (with write-back: made here, or its upload
+    /// queued): the staging file that holds it, so that reads go on after the file is
+    /// unlinked.
+    kept: Option<Arc<crate::transfer::StagedFile>>,
 }
 
 /// The open handles, by handle and by inode: with write-back, thousands of closed files wait
@@ -184,7 +188,7 @@ pub struct MegaFs {
     verified: Mutex<read::VerifiedMacs>,
     cache: BlockCache,
     next_fh: AtomicU64,
-    /// Directory views by folder, with the listing's stamp they were built from.
+    /// Directory views by folder, with the tree generation they were built from.
     dirs: Mutex<HashMap<NodeHandle, (u64, Arc<dirs::DirView>)>>,
     /// The (parent inode, name) entries under which the kernel may hold each inode in its
     /// dentry cache, so that remote renames and deletions can invalidate exactly those entries.

@@ -190,23 +190,29 @@ impl MegaFs {
     ) -> Result<Bytes> {
         // Reads see unsaved writes: this handle's staging file, else that of another handle
         // with changes not on MEGA yet.
-        let (staged, opened) = {
+        let (staged, opened, kept) = {
             let open = self.open_files();
             let f: Option<&OpenFile> = open.get(&fh);
             let own = f.and_then(|f| f.writer.as_ref()).map(|w| w.staged());
             let reader = f.and_then(|f| f.reader.clone());
+            let kept = f.and_then(|f| f.kept.clone());
             drop(open);
             let staged = own.or_else(|| self.open_writer(ino, false).map(|w| w.staged()));
-            (staged, reader)
+            (staged, reader, kept)
         };
         if let Some(s) = staged {
             return Ok(s.read_at(offset, size as usize)?.into());
         }
-        // The file's current version; after an unlink, the version the handle opened.
+        // The file's current version; after an unlink, the version the handle opened (or,
+        // for a file that never reached MEGA, the staging file that held it).
         let r = match (self.node_of(ino), opened) {
             (Ok(n), _) if n.kind.is_container() => return Err(FsError::IsDir),
             (Ok(n), _) => self.reader(&n)?,
             (Err(FsError::NotFound), Some(r)) => r,
+            (Err(FsError::NotFound), None) if kept.is_some() => {
+                let s = kept.ok_or(FsError::NotFound)?;
+                return Ok(s.read_at(offset, size as usize)?.into());
+            }
             (Err(e), _) => return Err(e),
         };
         self.read_node(&r, offset, size as u64).await

@@ -411,11 +411,33 @@ impl MegaFs {
             match self.node_of(ino) {
                 Ok(n) if n.kind.is_container() => return Err(FsError::IsDir),
                 Ok(n) => (None, Some(self.reader(&n)?)),
-                // Created here and not uploaded yet: nothing to read from MEGA.
-                Err(_) => (None, None),
+                // Created here and not uploaded yet: nothing to read from MEGA; the staging
+                // file is kept for reads after an unlink.
+                Err(_) => {
+                    let kept = self.staged_content(ino);
+                    let fh = self.new_fh();
+                    self.open_files().insert(
+                        fh,
+                        OpenFile {
+                            ino,
+                            writer: None,
+                            reader: None,
+                            kept,
+                        },
+                    );
+                    return Ok(fh);
+                }
             }
         };
         Ok(self.insert_open(ino, writer, reader))
+    }
+
+    /// The staging file holding the content of `ino`, a file not on MEGA: what a read
+    /// gives now (the writer with unsaved changes changed last, else any).
+    fn staged_content(&self, ino: u64) -> Option<Arc<StagedFile>> {
+        self.open_writer(ino, false)
+            .or_else(|| self.open_writer(ino, true))
+            .map(|w| w.staged())
     }
 
     /// Registers a new open handle of `ino`.
@@ -432,6 +454,7 @@ impl MegaFs {
                 ino,
                 writer,
                 reader,
+                kept: None,
             },
         );
         fh
@@ -572,6 +595,11 @@ impl MegaFs {
                 w.changing()?;
                 if let Some(s) = size {
                     w.staged().set_len(s)?;
+                    // A truncation changes the file's times now (POSIX), even while its
+                    // writes since the last save keep the first change's time.
+                    if mtime.is_none() {
+                        w.changed_at.store(now(), Ordering::Release);
+                    }
                 }
                 if let Some(m) = mtime {
                     w.set_mtime(Some(m));

@@ -765,6 +765,9 @@ impl Ctx<'_> {
         for (i, (kind, attrs, key, source, old, nested, fa)) in planned.into_iter().enumerate() {
             if refused.contains_key(&i) {
                 made.push(None);
+                // Named for `cr` (positions count it), with no node: its keys are skipped.
+                let h = list.get(i).map(label).unwrap_or_default();
+                names.push((h.to_string(), String::new()));
                 continue;
             }
             let (blob, size) = match source {
@@ -1045,6 +1048,9 @@ impl Ctx<'_> {
                 .iter()
                 .find(|(n, _)| n == named)
                 .map_or(named, |(_, h)| h.as_str());
+            if handle.is_empty() {
+                continue; // an element of the `p` that made no node (refused)
+            }
             if !valid_b64(key, 64) {
                 return Err(err::EARGS);
             }
