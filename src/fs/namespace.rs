@@ -229,6 +229,14 @@ impl MegaFs {
         if let Some(ino) = self.pending_child(&from.handle, name) {
             return self.rename_pending(ino, &to, new_parent, new_name).await;
         }
+        if pending_file {
+            // Uploaded while we looked (it was not on MEGA when the folders were settled):
+            // moving the node needs its folders on MEGA too.
+            for ino in [parent, new_parent] {
+                self.settle_dir(ino).await?;
+            }
+            (from, to) = (self.dir_of(parent)?, self.dir_of(new_parent)?);
+        }
         let n = self.child(&from, name)?.ok_or(FsError::NotFound)?;
         // Only within one account's tree: the owner of a share and the Cloud Drive are two.
         let tree_of = |h: &crate::tree::NodeHandle| {
