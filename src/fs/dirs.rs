@@ -4,7 +4,8 @@
 //! * Names: children are shown with [`escape_name`]; when several share a name, the oldest
 //!   keeps it and the others are shown as `stem (HANDLE).ext`, deterministically. New
 //!   duplicates are never created.
-//! * A folder's view is built once per tree generation, so a lookup is O(1), not O(entries).
+//! * A folder's view is built once per change of its listing (`NodeTree::listing_generation`:
+//!   a change in another folder leaves it alone), so a lookup is O(1), not O(entries).
 //! * Every directory entry the kernel may cache is remembered per inode ([`MegaFs::remember`])
 //!   so that [`MegaFs::stale`] can name exactly the entries a remote change invalidates.
 //! * An open directory ([`MegaFs::opendir`]) takes a snapshot of the listing; reads page
@@ -24,7 +25,7 @@ use crate::tree::{shrink_sparse, Change, Node, NodeHandle};
 /// Directory entries remembered per inode for invalidation (hard links do not exist here, so
 /// more than one or two only happens around renames).
 const MAX_NAMES: usize = 8;
-/// Folder views kept before those of older tree generations are dropped.
+/// Folder views kept before they are all dropped (and built again as they are used).
 const MAX_VIEWS: usize = 4096;
 
 /// Display names of a folder's children: escaped, with duplicates disambiguated.
@@ -71,7 +72,7 @@ pub(super) struct DirHandle {
     read: bool,
 }
 
-/// A folder as shown on the mount, built once per tree generation.
+/// A folder as shown on the mount, built once per change of its listing.
 pub(super) struct DirView {
     entries: Vec<(String, NodeHandle, Kind)>,
     by_name: HashMap<String, usize>,
@@ -112,7 +113,9 @@ impl MegaFs {
                 by_name: HashMap::new(),
             }));
         }
-        let generation = self.client.read_tree().generation();
+        // Read before the children: a change landing in between makes the view look older
+        // than it is (rebuilt once more), never newer.
+        let generation = self.client.read_tree().listing_generation(dir);
         if let Some((g, v)) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
             if *g == generation {
                 return Ok(v.clone());
@@ -131,7 +134,7 @@ impl MegaFs {
         let view = Arc::new(DirView { entries, by_name });
         let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         if dirs.len() > MAX_VIEWS {
-            dirs.retain(|_, (g, _)| *g == generation);
+            dirs.clear();
         }
         dirs.insert(dir.clone(), (generation, view.clone()));
         Ok(view)

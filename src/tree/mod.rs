@@ -38,6 +38,10 @@ pub use keys::KeyRing;
 pub use node::{parse_node, Access, InShare, Node, NodeHandle, NodeKind, TreeError, MAX_NODE_SIZE};
 pub use packets::{ActionPacket, Change};
 
+/// Folders whose listing changes are remembered one by one (see
+/// [`NodeTree::listing_generation`]); beyond, all count as changed.
+const MAX_LISTED: usize = 65_536;
+
 /// The account's decrypted node tree.
 ///
 /// Either the whole tree is in memory (built from an `f` reply), or it is served from the
@@ -78,6 +82,12 @@ pub struct NodeTree {
     inshare_roots: std::collections::HashSet<NodeHandle>,
     /// Bumped on every change, so views derived from the tree know when to rebuild.
     generation: u64,
+    /// The generation of the last change of each folder's listing (a child added, removed,
+    /// renamed or moved in or out), for folders changed since `listed_floor`; see
+    /// [`listing_generation`](Self::listing_generation). At most [`MAX_LISTED`] entries.
+    listed: HashMap<NodeHandle, u64>,
+    /// Listings are not known to be unchanged since before this generation.
+    listed_floor: u64,
     /// Nodes inserted, changed or removed and not yet committed to the tree cache, each with
     /// the generation of its last change.
     dirty: HashMap<NodeHandle, u64>,
@@ -184,6 +194,8 @@ impl NodeTree {
             hidden: HashSet::new(),
             inshare_roots: Default::default(),
             generation: 0,
+            listed: HashMap::new(),
+            listed_floor: 0,
             dirty: HashMap::new(),
             tracking: true,
             epoch: 0,
@@ -487,9 +499,38 @@ impl NodeTree {
         self.generation
     }
 
+    /// A stamp of `dir`'s listing (the names, handles and kinds of its children): it
+    /// changes whenever they do, and a view of the listing built when it had a stamp is
+    /// current while the stamp is the same. Unlike [`generation`](Self::generation), a
+    /// change elsewhere in the tree leaves it alone (a folder's view is not rebuilt for every
+    /// upload that lands in another one).
+    pub fn listing_generation(&self, dir: &NodeHandle) -> u64 {
+        self.listed
+            .get(dir)
+            .copied()
+            .unwrap_or(0)
+            .max(self.listed_floor)
+    }
+
+    /// Notes a change of `dir`'s listing at the current generation.
+    fn listing_changed(&mut self, dir: Option<&NodeHandle>) {
+        let Some(dir) = dir else {
+            return;
+        };
+        if self.listed.len() >= MAX_LISTED && !self.listed.contains_key(dir) {
+            // Forgotten, every listing counts as changed now.
+            self.listed.clear();
+            self.listed_floor = self.generation;
+        }
+        self.listed.insert(dir.clone(), self.generation);
+    }
+
     /// Makes this tree's generation newer than `older`'s (when it replaces that tree).
     pub fn succeed(&mut self, older: &NodeTree) {
         self.generation = self.generation.max(older.generation) + 1;
+        // Every listing may differ from the older tree's.
+        self.listed.clear();
+        self.listed_floor = self.generation;
         self.epoch = older.epoch + 1;
     }
 
@@ -903,6 +944,7 @@ impl NodeTree {
             if node.inshare.is_some() {
                 self.inshare_roots.insert(h.clone());
             }
+            self.listing_changed(node.parent.as_ref());
             self.link(&node);
             self.nodes.insert(h, node);
         }
@@ -945,6 +987,13 @@ impl NodeTree {
         // Served from the cache, the lists this changes must be in memory (and complete)
         // before they are changed.
         let old_parent = self.node(&h).map(|old| old.parent.clone());
+        // Its name may have changed too: both listings count as changed.
+        self.listing_changed(node.parent.as_ref());
+        if let Some(Some(old)) = &old_parent {
+            if Some(old) != node.parent.as_ref() {
+                self.listing_changed(Some(&old.clone()));
+            }
+        }
         if self.backing.is_some() {
             for p in [old_parent.clone().flatten(), node.parent.clone()]
                 .iter()
@@ -1004,8 +1053,10 @@ impl NodeTree {
         }
         self.generation += 1;
         self.unlink_child(parent.as_ref(), h);
+        self.listing_changed(parent.as_ref());
         let mut out = Vec::new();
         for x in order {
+            self.listing_changed(Some(&x));
             if self.backing.is_some() {
                 // Served from the file: an empty list, not none, so that a node put back
                 // (the `t` of a move brings the subtree again) gets exactly what comes back
@@ -1035,8 +1086,9 @@ impl NodeTree {
     /// A node about to change in place: counted as a change of the tree and marked for the
     /// cache; `None` if the node is unknown.
     fn changing(&mut self, h: &NodeHandle) -> Option<&mut Node> {
-        self.node(h)?;
+        let parent = self.node(h)?.parent.clone();
         self.generation += 1;
+        self.listing_changed(parent.as_ref());
         self.touch(h);
         self.nodes.get_mut(h)
     }

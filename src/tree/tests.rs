@@ -254,6 +254,40 @@ fn generation_moves_on_every_change_and_across_replacement() {
     assert!(fresh.generation() > tree.generation());
 }
 
+/// A folder's listing stamp moves when a child is added, renamed, moved in or out or removed,
+/// and only then: a change in another folder (or of a child's content) leaves it alone.
+#[test]
+fn listing_generation_moves_only_with_the_folders_listing() {
+    let (mut tree, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    let (root, a) = (NodeHandle::from("ROOT0000"), NodeHandle::from("DIRA0000"));
+    let stamps = |t: &NodeTree| (t.listing_generation(&root), t.listing_generation(&a));
+    let s0 = stamps(&tree);
+    // Into A: A's listing changes, and the root's (it left the root).
+    tree.reparent(&"FILE0002".into(), &a);
+    let s1 = stamps(&tree);
+    assert!(s1.0 > s0.0 && s1.1 > s0.1, "{s0:?} {s1:?}");
+    // Renamed in A: A only.
+    let key = tree.get(&"FILE0002".into()).unwrap().key.clone().unwrap();
+    tree.set_encrypted_attrs(&"FILE0002".into(), &enc_attrs(&key, json!({"n": "z"})));
+    let s2 = stamps(&tree);
+    assert!(s2.0 == s1.0 && s2.1 > s1.1, "{s1:?} {s2:?}");
+    // A new node in the root: the root only.
+    let mut n = tree.get(&"FILE0002".into()).unwrap().clone();
+    n.handle = "NEWF0000".into();
+    n.parent = Some(root.clone());
+    tree.insert(n);
+    let s3 = stamps(&tree);
+    assert!(s3.0 > s2.0 && s3.1 == s2.1, "{s2:?} {s3:?}");
+    // Removing A: both (A's own listing is gone).
+    tree.remove_subtree(&a);
+    let s4 = stamps(&tree);
+    assert!(s4.0 > s3.0 && s4.1 > s3.1, "{s3:?} {s4:?}");
+    // A tree replacing this one: every listing counts as changed.
+    let (mut fresh, _) = NodeTree::from_fetch(&typed(fetch_reply()), keys()).unwrap();
+    fresh.succeed(&tree);
+    assert!(fresh.listing_generation(&root) > tree.listing_generation(&root));
+}
+
 /// Every node reachable from the Cloud Drive as (path, file?, name), sorted, walked through
 /// `children` (the way the mount and `megacmd ls` see a tree).
 fn walk_listing(tree: &NodeTree) -> Vec<(String, bool)> {
