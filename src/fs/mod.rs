@@ -188,7 +188,7 @@ pub struct MegaFs {
     verified: Mutex<read::VerifiedMacs>,
     cache: BlockCache,
     next_fh: AtomicU64,
-    /// Directory views by folder, with the tree generation they were built from.
+    /// Directory views by folder, with the listing's stamp they were built from.
     dirs: Mutex<HashMap<NodeHandle, (u64, Arc<dirs::DirView>)>>,
     /// The (parent inode, name) entries under which the kernel may hold each inode in its
     /// dentry cache, so that remote renames and deletions can invalidate exactly those entries.
