@@ -732,25 +732,16 @@ async fn uploads_into_one_folder_share_a_p_and_a_bad_node_fails_alone() {
                 .await
         })
     };
-    async fn until(what: &str, done: impl Fn() -> bool) {
-        tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while !done() {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{what}"));
-    }
     env.server.faults().update(|f| f.cs_hold = vec!["p".into()]);
     let p_before = env.server.stats().commands("p");
     let first = up("first.txt", b"one", None);
-    until("the first `p` never reached the server", || {
+    eventually(20, "the first `p` reaching the server", || {
         env.server.stats().held.now() == 1
     })
     .await;
     let x2 = up("x.txt", b"new x", Some(x.clone()));
     let y = up("y.txt", b"why", None);
-    until("the uploads did not wait for the held `p`", || {
+    eventually(20, "the uploads waiting for the held `p`", || {
         c.files_waiting_for_nodes() == 2
     })
     .await;

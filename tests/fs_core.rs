@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::mount::{fs_core, fs_core_with};
-use common::{data, Env};
+use common::{data, eventually, Env};
 
 /// Regression (CI flake "not visible within 2 s: a remote rename"): a lookup of the new name
 /// that lands between a remote rename's arrival and its invalidation must not make the mount
@@ -1130,13 +1130,10 @@ async fn write_back_makes_a_folders_files_in_one_request() {
     fs.release(fh).await.unwrap();
     // The first `p` is held; every other file's content gets sent meanwhile (two slots)
     // and its node waits.
-    tokio::time::timeout(quick, async {
-        while client.files_waiting_for_nodes() < FILES {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually(20, "every content sent while `p` was held", || {
+        client.files_waiting_for_nodes() >= FILES
     })
-    .await
-    .expect("the contents were not all sent while `p` was held");
+    .await;
     env.server.faults().update(|f| f.cs_hold.clear());
     assert!(fs.drain(Duration::from_secs(30)).await.is_empty());
     let sent = env.server.stats().commands("p") - p_before;

@@ -196,12 +196,11 @@ impl Client {
                 }
             }
             Err(e) if single || shared_failure(&e).is_some() => {
+                // The first waiter gets the error itself, the others a copy each.
                 let mut each = batch.into_iter();
                 let first = each.next();
-                for w in each {
-                    if let Some(copy) = shared_failure(&e) {
-                        let _ = w.done.send(Err(copy));
-                    }
+                for (w, copy) in each.zip(std::iter::from_fn(|| shared_failure(&e))) {
+                    let _ = w.done.send(Err(copy));
                 }
                 if let Some(w) = first {
                     let _ = w.done.send(Err(e));
